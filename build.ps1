@@ -1,0 +1,135 @@
+#!/usr/bin/env pwsh
+<#
+.SYNOPSIS
+    Builds, tests and demonstrates OdaKvmBackup.
+.DESCRIPTION
+    Tasks (several may be given, comma-separated, run in order):
+      Bootstrap  restore the pinned pwsh tool and fetch Pester 5 from NuGet
+      Build      publish the module to out/OdaKvmBackup (manifest, DLLs, format file, MAML help)
+      UnitTest   xunit tests of the core (no libvirt needed)
+      Lab        bring up the real libvirt + QEMU lab (installs packages; root)
+      Pester     Pester tests of the built module against the lab, in a child pwsh
+      Test       Bootstrap, Build, UnitTest, Lab, Pester: every test; fails if any test fails or is skipped
+      Demo       Build, Lab, then a real hot backup of linux_vm with the README's one-liner
+      Bench      the one-liner against the same steps by hand (virsh + cp), side by side
+      LabDown    tear the lab down
+      Clean      remove out/
+.EXAMPLE
+    ./build.ps1 -Task Test
+#>
+[CmdletBinding()]
+param(
+    [string[]] $Task = @('Build'),
+    # Pester files or folders to run (default: all of tests/Pester).
+    [string[]] $PesterPath = @(),
+    [int] $BenchRounds = 3
+)
+
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+$Root = $PSScriptRoot
+$Out = Join-Path $Root 'out'
+$ModuleOut = Join-Path $Out 'OdaKvmBackup'
+$PesterVersion = '5.7.1'
+$PesterModules = Join-Path $Out 'modules'
+# "Build,Test" arrives as one string when called as pwsh -File build.ps1 -Task Build,Test
+$Task = @($Task | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
+$known = 'Bootstrap', 'Build', 'UnitTest', 'Lab', 'Pester', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
+foreach ($t in $Task) { if ($t -notin $known) { throw "Unknown task '$t'. Tasks: $($known -join ', ')" } }
+
+function Invoke-Native {
+    param([string] $Program, [string[]] $Arguments)
+    Write-Host "> $Program $($Arguments -join ' ')" -ForegroundColor DarkGray
+    & $Program @Arguments
+    if ($LASTEXITCODE -ne 0) { throw "$Program exited with code $LASTEXITCODE" }
+}
+
+function Invoke-Bootstrap {
+    Invoke-Native dotnet @('tool', 'restore')
+    $target = Join-Path $PesterModules "Pester/$PesterVersion"
+    if (-not (Test-Path (Join-Path $target 'Pester.psd1'))) {
+        Invoke-Native dotnet @('restore', (Join-Path $Root 'tools/PesterDownload/PesterDownload.csproj'), '--verbosity', 'quiet')
+        $cache = if ($env:NUGET_PACKAGES) { $env:NUGET_PACKAGES } else { Join-Path $HOME '.nuget/packages' }
+        $tools = Join-Path $cache "pester/$PesterVersion/tools"
+        if (-not (Test-Path (Join-Path $tools 'Pester.psd1'))) { throw "Pester $PesterVersion was not found at $tools after the restore." }
+        New-Item -ItemType Directory -Force -Path $target | Out-Null
+        Copy-Item -Path (Join-Path $tools '*') -Destination $target -Recurse -Force
+    }
+    Write-Host "Pester $PesterVersion in $PesterModules"
+}
+
+function Invoke-Build {
+    $publish = Join-Path $Out 'publish'
+    Invoke-Native dotnet @('publish', (Join-Path $Root 'src/OdaKvmBackup/OdaKvmBackup.csproj'), '-c', 'Release', '-o', $publish, '--nologo', '-v', 'quiet')
+    if (Test-Path $ModuleOut) { Remove-Item -Recurse -Force $ModuleOut }
+    New-Item -ItemType Directory -Force -Path $ModuleOut | Out-Null
+    # An explicit list: never ship System.Management.Automation.dll (PowerShell brings its own).
+    foreach ($file in 'OdaKvmBackup.dll', 'OdaKvmBackup.Core.dll', 'CliWrap.dll') {
+        Copy-Item (Join-Path $publish $file) $ModuleOut
+    }
+    Copy-Item (Join-Path $Root 'module/OdaKvmBackup.format.ps1xml') $ModuleOut
+    $version = ([xml](Get-Content -Raw (Join-Path $Root 'Directory.Build.props'))).Project.PropertyGroup.Version
+    (Get-Content -Raw (Join-Path $Root 'module/OdaKvmBackup.psd1')) -replace "ModuleVersion\s*=\s*'[^']*'", "ModuleVersion        = '$version'" |
+        Set-Content -NoNewline (Join-Path $ModuleOut 'OdaKvmBackup.psd1')
+    & (Join-Path $Root 'tools/ConvertTo-MamlHelp.ps1') -MarkdownPath (Join-Path $Root 'docs/help') -OutputPath (Join-Path $ModuleOut 'en-US/OdaKvmBackup.dll-Help.xml')
+    Write-Host "Module $version built at $ModuleOut"
+}
+
+function Invoke-UnitTest {
+    Invoke-Native dotnet @('test', (Join-Path $Root 'tests/Unit/OdaKvmBackup.Core.Tests/OdaKvmBackup.Core.Tests.csproj'), '--nologo', '-v', 'quiet', '--logger', 'console;verbosity=normal')
+}
+
+function Invoke-Lab {
+    Import-Module (Join-Path $Root 'tests/Lab/OdaKvmLab.psm1') -Force
+    Initialize-Lab -VmName linux_vm
+}
+
+function Invoke-Pester5 {
+    $paths = if ($PesterPath) { $PesterPath } else { @(Join-Path $Root 'tests/Pester') }
+    $script = @'
+param($modules, $paths, $resultFile)
+$env:PSModulePath = $modules + [IO.Path]::PathSeparator + $env:PSModulePath
+Import-Module Pester -RequiredVersion 5.7.1
+$c = New-PesterConfiguration
+$c.Run.Path = $paths
+$c.Run.PassThru = $true
+$c.Output.Verbosity = 'Detailed'
+$c.Output.RenderMode = 'Plaintext'
+$c.TestResult.Enabled = $true
+$c.TestResult.OutputPath = $resultFile
+$r = Invoke-Pester -Configuration $c
+# A skipped or not-run test is not a pass: count it as a failure.
+$bad = $r.FailedCount + $r.FailedContainersCount + $r.SkippedCount + $r.NotRunCount + $r.FailedBlocksCount
+"$($r.PassedCount) passed, $($r.FailedCount + $r.FailedContainersCount + $r.FailedBlocksCount) failed, $($r.SkippedCount + $r.NotRunCount) skipped"
+exit ([Math]::Min($bad, 255))
+'@
+    $scriptFile = Join-Path $Out 'run-pester.ps1'
+    New-Item -ItemType Directory -Force -Path $Out | Out-Null
+    Set-Content -Path $scriptFile -Value $script
+    # A child pwsh: a binary module cannot be unloaded, so each run must load the freshly built DLL.
+    & dotnet pwsh -NoProfile -File $scriptFile $PesterModules $paths (Join-Path $Out 'pester-results.xml')
+    if ($LASTEXITCODE -ne 0) { throw "Pester: $LASTEXITCODE test(s) failed, were skipped or did not run." }
+}
+
+function Invoke-Demo {
+    & (Join-Path $Root 'tools/Invoke-Demo.ps1') -ModulePath (Join-Path $ModuleOut 'OdaKvmBackup.psd1')
+    if (-not $?) { throw 'The demo failed.' }
+}
+
+foreach ($step in $Task) {
+    $started = Get-Date
+    Write-Host "=== $step ===" -ForegroundColor Cyan
+    switch ($step) {
+        'Bootstrap' { Invoke-Bootstrap }
+        'Build' { Invoke-Build }
+        'UnitTest' { Invoke-UnitTest }
+        'Lab' { Invoke-Lab }
+        'Pester' { Invoke-Pester5 }
+        'Test' { Invoke-Bootstrap; Invoke-Build; Invoke-UnitTest; Invoke-Lab; Invoke-Pester5 }
+        'Demo' { Invoke-Build; Invoke-Lab; Invoke-Demo }
+        'Bench' { Invoke-Build; Invoke-Lab; & dotnet pwsh -NoProfile -File (Join-Path $Root 'tools/Measure-Backup.ps1') -ModulePath (Join-Path $ModuleOut 'OdaKvmBackup.psd1') -Rounds $BenchRounds; if ($LASTEXITCODE) { throw 'Bench failed' } }
+        'LabDown' { Import-Module (Join-Path $Root 'tests/Lab/OdaKvmLab.psm1') -Force; Remove-Lab }
+        'Clean' { if (Test-Path $Out) { Remove-Item -Recurse -Force $Out } }
+    }
+    Write-Host ("=== {0} done in {1:0.0} s ===" -f $step, ((Get-Date) - $started).TotalSeconds) -ForegroundColor Cyan
+}

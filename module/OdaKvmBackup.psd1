@@ -1,0 +1,29 @@
+@{
+    RootModule           = 'OdaKvmBackup.dll'
+    ModuleVersion        = '0.1.0'
+    GUID                 = '6c1f0c53-3b7e-4a52-9f43-2d2b8f6a9e11'
+    Author               = 'OdaKvmBackup developers'
+    CompanyName          = 'OdaKvmBackup'
+    Copyright            = '(c) OdaKvmBackup developers'
+    Description          = 'Hot (online) backups of KVM virtual machines on Oracle Database Appliance and libvirt hosts: atomic quiesced external snapshots, verified sparse copies, block commit with pivot, overlay retention, and recovery of interrupted runs.'
+    PowerShellVersion    = '7.4'
+    CompatiblePSEditions = @('Core')
+    FormatsToProcess     = @('OdaKvmBackup.format.ps1xml')
+    CmdletsToExport      = @(
+        'Get-VmDisk'
+        'New-KvmDiskSnapshot'
+        'Copy-VmDisk'
+        'Invoke-BlockCommit'
+        'Move-OverlayToRetention'
+        'Repair-KvmBackup'
+    )
+    FunctionsToExport    = @()
+    AliasesToExport      = @()
+    VariablesToExport    = @()
+    PrivateData          = @{
+        PSData = @{
+            Tags       = @('Linux', 'KVM', 'libvirt', 'Backup', 'ODA', 'OracleDatabaseAppliance', 'virsh', 'qemu')
+            ProjectUri = ''
+        }
+    }
+}

@@ -1,0 +1,165 @@
+using OdaKvmBackup.Core.Libvirt;
+using OdaKvmBackup.Core.Processes;
+using OdaKvmBackup.Core.QemuImg;
+
+namespace OdaKvmBackup.Core.Backup;
+
+/// <summary>A disk to put back on its own file.</summary>
+public sealed record CommitTarget(string DomainName, string Target, string Source, string Format, string? Overlay);
+
+/// <summary>How a disk got back onto its own file.</summary>
+public enum CommitOutcome { AlreadyOnOwnFile, Committed, PivotedLeftoverJob, CommittedOffline }
+
+/// <summary>
+/// Step 5, written as a loop that looks before it acts, so the same code finishes a normal commit, a commit whose
+/// pivot is not ready yet (busy guest), a job left by a killed process, a libvirtd restart, and a domain that was
+/// shut off while on its overlay. It never deletes or moves a file.
+/// </summary>
+public sealed class CommitService
+{
+    private readonly VirshClient _virsh;
+    private readonly QemuImgClient _qemuImg;
+    private readonly IOperationSink _sink;
+
+    public CommitService(VirshClient virsh, QemuImgClient qemuImg, IOperationSink sink)
+    {
+        _virsh = virsh;
+        _qemuImg = qemuImg;
+        _sink = sink;
+    }
+
+    /// <summary>How many times a pivot that is not ready is retried, with back-off, before giving up.</summary>
+    public int PivotAttempts { get; init; } = 8;
+    public TimeSpan FirstBackOff { get; init; } = TimeSpan.FromSeconds(1);
+    public TimeSpan MaxBackOff { get; init; } = TimeSpan.FromSeconds(15);
+
+    public async Task<CommitOutcome> CommitAsync(CommitTarget disk, int bandwidthMiBps, Action<int>? percent, CancellationToken ct)
+    {
+        var domain = disk.DomainName;
+        var pivotFailures = 0;
+        var ranCommit = false;
+        var pivotedJob = false;
+        var backOff = FirstBackOff;
+        while (true)
+        {
+            ct.ThrowIfCancellationRequested();
+            var state = await _virsh.GetStateAsync(domain, ct).ConfigureAwait(false);
+            if (state is "shut off" or "crashed")
+                return await CommitOfflineAsync(disk, ct).ConfigureAwait(false);
+
+            var live = await _virsh.DescribeAsync(domain, ct).ConfigureAwait(false);
+            var current = live.Disks.FirstOrDefault(d => d.Target == disk.Target)
+                ?? throw Failed(disk, $"'{domain}' has no disk {disk.Target} any more.", null);
+            var job = await _virsh.GetBlockJobAsync(domain, disk.Target, ct).ConfigureAwait(false);
+
+            if (job is null && current.Source == disk.Source && !current.OnOverlay)
+            {
+                await VerifyPersistentDefinitionAsync(disk, ct).ConfigureAwait(false);
+                return ranCommit ? CommitOutcome.Committed : pivotedJob ? CommitOutcome.PivotedLeftoverJob : CommitOutcome.AlreadyOnOwnFile;
+            }
+            if (job is null)
+            {
+                if (current.Source != disk.Overlay && !current.BackingChain.Contains(disk.Source, StringComparer.Ordinal))
+                {
+                    throw Failed(disk, $"Disk {disk.Target} of '{domain}' writes to '{current.Source}', which is neither its own file '{disk.Source}' nor the overlay '{disk.Overlay}'. Nothing was changed.",
+                        $"Inspect it with 'virsh domblklist {domain} --details'.");
+                }
+                try
+                {
+                    ranCommit = true;
+                    await _virsh.BlockCommitAsync(domain, disk.Target, bandwidthMiBps, percent, ct).ConfigureAwait(false);
+                    continue; // look again: the loop verifies the pivot
+                }
+                catch (VirshException ex) when (ex.Failure is VirshFailure.NotReadyForPivot or VirshFailure.BlockJobActive or VirshFailure.Unreachable)
+                {
+                    _sink.Verbose($"{domain} {disk.Target}: {ex.Message} (will look again)");
+                    if (ex.Failure == VirshFailure.NotReadyForPivot)
+                        pivotFailures++;
+                }
+            }
+            else if (!job.Type.Contains("Commit", StringComparison.OrdinalIgnoreCase))
+            {
+                throw Failed(disk, $"Disk {disk.Target} of '{domain}' runs a block job this module did not start ({job.Type}, {job.Percent} %).",
+                    $"Let it finish or abort it (virsh blockjob {domain} {disk.Target} --abort), then run Repair-KvmBackup -DomainName {domain}.");
+            }
+            else if (!job.Ready)
+            {
+                percent?.Invoke(job.Percent);
+                await Task.Delay(TimeSpan.FromMilliseconds(300), ct).ConfigureAwait(false);
+                continue;
+            }
+            else
+            {
+                try
+                {
+                    await _virsh.PivotBlockJobAsync(domain, disk.Target, ct).ConfigureAwait(false);
+                    pivotedJob = true;
+                    continue;
+                }
+                catch (VirshException ex) when (ex.Failure is VirshFailure.NotReadyForPivot or VirshFailure.Unreachable or VirshFailure.Other)
+                {
+                    _sink.Verbose($"{domain} {disk.Target}: pivot refused: {ex.Message}");
+                    pivotFailures++;
+                }
+            }
+
+            if (pivotFailures >= PivotAttempts)
+            {
+                throw new BackupException(ErrorIds.PivotNotReady, BackupErrorCategory.OperationTimeout,
+                    $"Disk {disk.Target} of '{domain}' could not pivot back to '{disk.Source}' after {PivotAttempts} attempts: the guest writes faster than the commit converges. It still writes to the overlay '{disk.Overlay}', which was neither moved nor deleted.",
+                    $"Run Repair-KvmBackup -DomainName {domain} when the guest is quieter, or lower its I/O; the overlay must stay where it is until then.", domain);
+            }
+            await Task.Delay(backOff, ct).ConfigureAwait(false);
+            backOff = TimeSpan.FromTicks(Math.Min(backOff.Ticks * 2, MaxBackOff.Ticks));
+        }
+    }
+
+    /// <summary>A shut-off domain has no QEMU to run an active commit: qemu-img commits the overlay into its
+    /// backing file, then the definition is pointed back at the disk's own file and format.</summary>
+    private async Task<CommitOutcome> CommitOfflineAsync(CommitTarget disk, CancellationToken ct)
+    {
+        var domain = disk.DomainName;
+        var xml = await _virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false);
+        var current = DomainXml.Parse(xml).Disks.FirstOrDefault(d => d.Target == disk.Target);
+        if (current is null || current.Source == disk.Source)
+            return CommitOutcome.AlreadyOnOwnFile;
+        if (disk.Overlay is null || current.Source != disk.Overlay)
+        {
+            throw Failed(disk, $"Shut-off domain '{domain}' has disk {disk.Target} on '{current.Source}', not on its own file '{disk.Source}' nor the overlay '{disk.Overlay}'. Nothing was changed.",
+                $"Inspect it with 'virsh dumpxml --inactive {domain}'.");
+        }
+        var info = await _qemuImg.InfoAsync(disk.Overlay, ct).ConfigureAwait(false);
+        if (info.BackingFile is null || FileSystemPaths.Normalize(info.BackingFile) != FileSystemPaths.Normalize(disk.Source))
+        {
+            throw Failed(disk, $"The overlay '{disk.Overlay}' of shut-off domain '{domain}' is backed by '{info.BackingFile}', not by '{disk.Source}'. Nothing was changed.", null);
+        }
+        _sink.Verbose($"{domain} is shut off: committing {disk.Overlay} into {disk.Source} with qemu-img");
+        await _qemuImg.CommitAsync(disk.Overlay, ct).ConfigureAwait(false);
+        var fixedXml = DomainXml.ReplaceDiskSource(xml, disk.Target, disk.Source, disk.Format);
+        var file = Path.Combine(Path.GetTempPath(), $"odakvmbackup-{Environment.ProcessId}-{Guid.NewGuid():N}.xml");
+        try
+        {
+            await File.WriteAllTextAsync(file, fixedXml, ct).ConfigureAwait(false);
+            await _virsh.DefineAsync(file, domain, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+        return CommitOutcome.CommittedOffline;
+    }
+
+    private async Task VerifyPersistentDefinitionAsync(CommitTarget disk, CancellationToken ct)
+    {
+        var inactive = DomainXml.Parse(await _virsh.DumpXmlAsync(disk.DomainName, inactive: true, ct).ConfigureAwait(false));
+        var persistent = inactive.Disks.FirstOrDefault(d => d.Target == disk.Target);
+        if (persistent is not null && persistent.Source != disk.Source)
+        {
+            throw Failed(disk, $"Disk {disk.Target} of '{disk.DomainName}' writes to its own file again, but its saved definition still names '{persistent.Source}'.",
+                $"Fix the definition (virsh edit {disk.DomainName}) so that the disk's source is '{disk.Source}' before the domain is next started.");
+        }
+    }
+
+    private static BackupException Failed(CommitTarget disk, string message, string? fix) =>
+        new(ErrorIds.CommitFailed, BackupErrorCategory.InvalidResult, message, fix, disk.DomainName);
+}

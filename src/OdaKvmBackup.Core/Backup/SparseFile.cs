@@ -1,0 +1,120 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using Microsoft.Win32.SafeHandles;
+
+namespace OdaKvmBackup.Core.Backup;
+
+/// <summary>Bytes and digest of a copied image.</summary>
+public sealed record CopyResult(long SizeBytes, long DataBytes, string Sha256);
+
+/// <summary>
+/// Copies disk images keeping them sparse: it reads only the data extents (SEEK_DATA/SEEK_HOLE) and writes only
+/// the chunks that are not all zeros, so a fully allocated raw vdisk becomes a sparse file the size of its data.
+/// The digest covers (offset, chunk) for every non-zero chunk plus the size: it depends only on content, so the
+/// source and its sparse copy give the same digest, which is how a copy is verified.
+/// </summary>
+public static partial class SparseFile
+{
+    private const int ChunkSize = 1 << 20;
+    private const int SeekData = 3;
+    private const int SeekHole = 4;
+
+    public static Task<CopyResult> CopyAsync(string source, string destination, long bandwidthBytesPerSecond,
+        Action<long, long>? progress, CancellationToken ct) =>
+        Task.Run(() => Walk(source, destination, bandwidthBytesPerSecond, progress, ct), ct);
+
+    public static Task<CopyResult> DigestAsync(string path, Action<long, long>? progress, CancellationToken ct) =>
+        Task.Run(() => Walk(path, null, 0, progress, ct), ct);
+
+    private static CopyResult Walk(string source, string? destination, long bandwidth, Action<long, long>? progress, CancellationToken ct)
+    {
+        using var input = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        var size = RandomAccess.GetLength(input);
+        using var output = destination is null ? null : new FileStream(destination, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[ChunkSize];
+        Span<byte> offsetBytes = stackalloc byte[8];
+        long nextChunk = 0, dataBytes = 0, readBytes = 0;
+        var clock = Stopwatch.StartNew();
+        foreach (var (start, end) in DataExtents(input, size))
+        {
+            for (var chunk = start - start % ChunkSize; chunk < end; chunk += ChunkSize)
+            {
+                if (chunk < nextChunk)
+                    continue; // this chunk straddled the previous extent and was done with it
+                ct.ThrowIfCancellationRequested();
+                var length = (int)Math.Min(ChunkSize, size - chunk);
+                var data = buffer.AsSpan(0, length);
+                var read = 0;
+                while (read < length)
+                {
+                    var n = RandomAccess.Read(input, data[read..], chunk + read);
+                    if (n == 0)
+                        break;
+                    read += n;
+                }
+                data[read..].Clear();
+                nextChunk = chunk + ChunkSize;
+                readBytes += length;
+                if (data.IndexOfAnyExcept((byte)0) >= 0)
+                {
+                    BinaryPrimitives.WriteInt64LittleEndian(offsetBytes, chunk);
+                    hash.AppendData(offsetBytes);
+                    hash.AppendData(data);
+                    dataBytes += length;
+                    if (output is not null)
+                        RandomAccess.Write(output.SafeFileHandle, data, chunk);
+                }
+                progress?.Invoke(Math.Min(nextChunk, size), size);
+                Throttle(bandwidth, readBytes, clock, ct);
+            }
+        }
+        if (output is not null)
+        {
+            output.SetLength(size);
+            output.Flush(flushToDisk: true);
+        }
+        BinaryPrimitives.WriteInt64LittleEndian(offsetBytes, size);
+        hash.AppendData(offsetBytes);
+        progress?.Invoke(size, size);
+        return new CopyResult(size, dataBytes, Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant());
+    }
+
+    private static void Throttle(long bandwidth, long bytes, Stopwatch clock, CancellationToken ct)
+    {
+        if (bandwidth <= 0)
+            return;
+        var due = TimeSpan.FromSeconds((double)bytes / bandwidth) - clock.Elapsed;
+        if (due > TimeSpan.Zero)
+            ct.WaitHandle.WaitOne(due);
+        ct.ThrowIfCancellationRequested();
+    }
+
+    /// <summary>The [start, end) ranges that hold data; the whole file where the file system cannot tell.</summary>
+    private static IEnumerable<(long Start, long End)> DataExtents(SafeFileHandle handle, long size)
+    {
+        var fd = (int)handle.DangerousGetHandle();
+        long position = 0;
+        while (position < size)
+        {
+            var data = LSeek(fd, position, SeekData);
+            if (data < 0)
+            {
+                if (Marshal.GetLastPInvokeError() == 6 /* ENXIO: no data after position */)
+                    yield break;
+                yield return (position, size); // SEEK_DATA unsupported: read everything
+                yield break;
+            }
+            var hole = LSeek(fd, data, SeekHole);
+            if (hole < 0 || hole > size)
+                hole = size;
+            yield return (data, hole);
+            position = hole;
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    private static partial long LSeek(int fd, long offset, int whence);
+}

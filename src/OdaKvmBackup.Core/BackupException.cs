@@ -1,0 +1,78 @@
+namespace OdaKvmBackup.Core;
+
+/// <summary>Error categories the cmdlets map one to one onto PowerShell's ErrorCategory (same names).</summary>
+public enum BackupErrorCategory
+{
+    NotSpecified, ObjectNotFound, InvalidArgument, InvalidOperation, ResourceExists, ResourceUnavailable,
+    ResourceBusy, PermissionDenied, ConnectionError, OperationStopped, OperationTimeout, InvalidResult,
+    ParserError, WriteError, NotInstalled, InvalidData,
+}
+
+/// <summary>Stable error ids: Pester and users' scripts match on them.</summary>
+public static class ErrorIds
+{
+    public const string ToolNotFound = "ToolNotFound";
+    public const string DomainNotFound = "DomainNotFound";
+    public const string InvalidDomainName = "InvalidDomainName";
+    public const string LibvirtUnreachable = "LibvirtUnreachable";
+    public const string VirshFailed = "VirshFailed";
+    public const string QemuImgFailed = "QemuImgFailed";
+    public const string UnparsableOutput = "UnparsableOutput";
+    public const string AgentNotConfigured = "GuestAgentNotConfigured";
+    public const string AgentNotConnected = "GuestAgentNotConnected";
+    public const string FreezeDeniedBySelinux = "GuestFreezeDeniedBySelinux";
+    public const string FreezeFailed = "GuestFreezeFailed";
+    public const string DiskAlreadyOnOverlay = "DiskAlreadyOnOverlay";
+    public const string DiskHasForeignBackingChain = "DiskHasForeignBackingChain";
+    public const string LeftoverOverlayFile = "LeftoverOverlayFile";
+    public const string LeftoverSnapshotMetadata = "LeftoverSnapshotMetadata";
+    public const string ActiveBlockJob = "ActiveBlockJob";
+    public const string UnfinishedBackup = "UnfinishedBackup";
+    public const string BackupInProgress = "BackupInProgress";
+    public const string OverlayCollision = "OverlayCollision";
+    public const string NotEnoughSpaceForOverlays = "NotEnoughSpaceForOverlays";
+    public const string NotEnoughSpaceAtDestination = "NotEnoughSpaceAtDestination";
+    public const string UnsupportedDisk = "UnsupportedDisk";
+    public const string DiskChanged = "DiskChangedSinceListed";
+    public const string SnapshotFailed = "SnapshotFailed";
+    public const string PathNotFound = "PathNotFound";
+    public const string PathNotWritable = "PathNotWritable";
+    public const string DestinationInsideDiskFolder = "DestinationInsideDiskFolder";
+    public const string RetentionIsDiskFolder = "RetentionIsDiskFolder";
+    public const string BackupSetExists = "BackupSetExists";
+    public const string DestinationFull = "DestinationFull";
+    public const string CopyFailed = "CopyFailed";
+    public const string CopyVerificationFailed = "CopyVerificationFailed";
+    public const string DomainStartedDuringColdCopy = "DomainStartedDuringColdCopy";
+    public const string NotFromThisSession = "NotFromNewKvmDiskSnapshot";
+    public const string CommitFailed = "CommitFailed";
+    public const string PivotNotReady = "PivotNotReady";
+    public const string OverlayInUse = "OverlayInUse";
+    public const string RetainedOverlayExists = "RetainedOverlayExists";
+    public const string RepairFailed = "RepairFailed";
+    public const string StillOnOverlays = "StillOnOverlays";
+    public const string InvalidSnapshotName = "InvalidSnapshotName";
+}
+
+/// <summary>A failure a user can act on: names the cause and, where one exists, the fix.</summary>
+public class BackupException : Exception
+{
+    public BackupException(string errorId, BackupErrorCategory category, string message,
+        string? recommendedAction = null, string? target = null, Exception? inner = null)
+        : base(message, inner)
+    {
+        ErrorId = errorId;
+        Category = category;
+        RecommendedAction = recommendedAction;
+        Target = target;
+    }
+
+    public string ErrorId { get; }
+    public BackupErrorCategory Category { get; }
+    public string? RecommendedAction { get; }
+    /// <summary>The domain (or path) the error is about.</summary>
+    public string? Target { get; }
+
+    /// <summary>Message and fix in one text, for places that show a single string.</summary>
+    public string FullMessage => RecommendedAction is null ? Message : Message + " " + RecommendedAction;
+}

@@ -1,0 +1,67 @@
+using System.Globalization;
+
+namespace OdaKvmBackup.Core.Libvirt;
+
+/// <summary>An overlay to create for one disk.</summary>
+public sealed record DiskSpec(string Target, string OverlayPath);
+
+/// <summary>
+/// Argument arrays for virsh. Every value goes after its option name (--domain X, --path vda) so that a name
+/// starting with '-' is never read as an option; there is no shell, so quotes, ';' and $(...) stay plain text.
+/// </summary>
+public static class VirshArguments
+{
+    public static string[] DumpXml(string domain, bool inactive) =>
+        inactive ? ["dumpxml", "--domain", domain, "--inactive"] : ["dumpxml", "--domain", domain];
+
+    public static string[] DomState(string domain) => ["domstate", "--domain", domain];
+
+    public static string[] ListAllDomains() => ["list", "--all", "--name"];
+
+    public static string[] ListSnapshotNames(string domain) => ["snapshot-list", "--domain", domain, "--name"];
+
+    public static string[] AgentPing(string domain) =>
+        ["qemu-agent-command", "--domain", domain, "--cmd", "{\"execute\":\"guest-ping\"}"];
+
+    public static string[] SnapshotCreate(string domain, string snapshotName, bool quiesce,
+        IEnumerable<DiskSpec> overlays, IEnumerable<string> excludedTargets)
+    {
+        var args = new List<string> { "snapshot-create-as", "--domain", domain, "--name", snapshotName, "--disk-only", "--atomic" };
+        if (quiesce)
+            args.Add("--quiesce");
+        foreach (var spec in overlays)
+        {
+            args.Add("--diskspec");
+            args.Add(spec.Target + ",snapshot=external,file=" + EscapeDiskSpecValue(spec.OverlayPath));
+        }
+        foreach (var target in excludedTargets)
+        {
+            args.Add("--diskspec");
+            args.Add(target + ",snapshot=no");
+        }
+        return args.ToArray();
+    }
+
+    public static string[] SnapshotDeleteMetadata(string domain, string snapshotName) =>
+        ["snapshot-delete", "--domain", domain, "--snapshotname", snapshotName, "--metadata"];
+
+    public static string[] BlockCommitActivePivot(string domain, string target, int bandwidthMiBps)
+    {
+        var args = new List<string> { "blockcommit", "--domain", domain, "--path", target, "--active", "--verbose", "--pivot" };
+        if (bandwidthMiBps > 0)
+        {
+            args.Add("--bandwidth");
+            args.Add(bandwidthMiBps.ToString(CultureInfo.InvariantCulture));
+        }
+        return args.ToArray();
+    }
+
+    public static string[] BlockJobInfoRaw(string domain, string target) => ["blockjob", "--domain", domain, "--path", target, "--info", "--raw"];
+
+    public static string[] BlockJobPivot(string domain, string target) => ["blockjob", "--domain", domain, "--path", target, "--pivot"];
+
+    public static string[] Define(string xmlFile) => ["define", "--file", xmlFile];
+
+    /// <summary>virsh splits --diskspec on commas; a literal comma is written twice.</summary>
+    public static string EscapeDiskSpecValue(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
+}

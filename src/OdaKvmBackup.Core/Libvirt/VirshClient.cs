@@ -1,0 +1,160 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using OdaKvmBackup.Core.Processes;
+
+namespace OdaKvmBackup.Core.Libvirt;
+
+/// <summary>A block job as `virsh blockjob --info --raw` shows it.</summary>
+public sealed record BlockJobInfo(string Type, long Current, long End)
+{
+    /// <summary>An active commit that has copied everything waits in the ready phase for a pivot.</summary>
+    public bool Ready => End > 0 && Current == End;
+    public int Percent => End > 0 ? (int)(Current * 100 / End) : 0;
+}
+
+/// <summary>The virsh commands the backup uses, with their outputs parsed and their failures explained.</summary>
+public sealed partial class VirshClient
+{
+    private const string Program = "virsh";
+    private static readonly TimeSpan UnreachableRetryBound = TimeSpan.FromSeconds(60);
+    private readonly IProcessRunner _runner;
+
+    public VirshClient(IProcessRunner runner) => _runner = runner;
+
+    public async Task<string> DumpXmlAsync(string domain, bool inactive, CancellationToken ct) =>
+        (await QueryAsync(VirshArguments.DumpXml(domain, inactive), domain, ct).ConfigureAwait(false)).StandardOutput;
+
+    public async Task<DomainDescription> DescribeAsync(string domain, CancellationToken ct)
+    {
+        var state = await GetStateAsync(domain, ct).ConfigureAwait(false);
+        return DomainXml.Parse(await DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false), state);
+    }
+
+    /// <summary>running, paused, shut off, ...</summary>
+    public async Task<string> GetStateAsync(string domain, CancellationToken ct) =>
+        (await QueryAsync(VirshArguments.DomState(domain), domain, ct).ConfigureAwait(false)).StandardOutput.Trim();
+
+    public async Task<IReadOnlyList<string>> ListAllDomainsAsync(CancellationToken ct) =>
+        Lines((await QueryAsync(VirshArguments.ListAllDomains(), null, ct).ConfigureAwait(false)).StandardOutput);
+
+    public async Task<IReadOnlyList<string>> ListSnapshotNamesAsync(string domain, CancellationToken ct) =>
+        Lines((await QueryAsync(VirshArguments.ListSnapshotNames(domain), domain, ct).ConfigureAwait(false)).StandardOutput);
+
+    public async Task PingGuestAgentAsync(string domain, CancellationToken ct) =>
+        await RunOnceAsync(VirshArguments.AgentPing(domain), domain, null, ct).ConfigureAwait(false);
+
+    public async Task CreateDiskSnapshotAsync(string domain, string snapshotName, bool quiesce,
+        IReadOnlyList<DiskSpec> overlays, IReadOnlyList<string> excludedTargets, CancellationToken ct) =>
+        await RunOnceAsync(VirshArguments.SnapshotCreate(domain, snapshotName, quiesce, overlays, excludedTargets), domain, null, ct).ConfigureAwait(false);
+
+    public async Task DeleteSnapshotMetadataAsync(string domain, string snapshotName, CancellationToken ct) =>
+        await QueryAsync(VirshArguments.SnapshotDeleteMetadata(domain, snapshotName), domain, ct).ConfigureAwait(false);
+
+    /// <summary>The block job on a disk, or null when there is none.</summary>
+    public async Task<BlockJobInfo?> GetBlockJobAsync(string domain, string target, CancellationToken ct) =>
+        ParseBlockJob((await QueryAsync(VirshArguments.BlockJobInfoRaw(domain, target), domain, ct).ConfigureAwait(false)).StandardOutput);
+
+    /// <summary>Runs `blockcommit --active --verbose --pivot`; <paramref name="percent"/> receives the progress virsh prints.</summary>
+    public async Task BlockCommitAsync(string domain, string target, int bandwidthMiBps, Action<int>? percent, CancellationToken ct)
+    {
+        void OnStderr(string line)
+        {
+            var p = ParseProgressPercent(line);
+            if (p is not null)
+                percent?.Invoke(p.Value);
+        }
+        await RunOnceAsync(VirshArguments.BlockCommitActivePivot(domain, target, bandwidthMiBps), domain, OnStderr, ct).ConfigureAwait(false);
+    }
+
+    public async Task PivotBlockJobAsync(string domain, string target, CancellationToken ct) =>
+        await RunOnceAsync(VirshArguments.BlockJobPivot(domain, target), domain, null, ct).ConfigureAwait(false);
+
+    public async Task DefineAsync(string xmlFile, string domain, CancellationToken ct) =>
+        await RunOnceAsync(VirshArguments.Define(xmlFile), domain, null, ct).ConfigureAwait(false);
+
+    /// <summary>Parses `blockjob --info --raw`: " type=Active Block Commit\n bandwidth=0\n cur=N\n end=M".</summary>
+    public static BlockJobInfo? ParseBlockJob(string output)
+    {
+        var values = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(l => l.Split('=', 2))
+            .Where(p => p.Length == 2)
+            .ToDictionary(p => p[0], p => p[1], StringComparer.Ordinal);
+        if (!values.TryGetValue("type", out var type))
+            return null;
+        long Number(string key) => values.TryGetValue(key, out var v) && long.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : 0;
+        return new BlockJobInfo(type, Number("cur"), Number("end"));
+    }
+
+    /// <summary>Reads "Block commit: [ 42 %]" or "[42.17 %]" (old and new libvirt) from a progress line.</summary>
+    public static int? ParseProgressPercent(string line)
+    {
+        var m = ProgressPattern().Match(line);
+        return m.Success ? (int)double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) : null;
+    }
+
+    [GeneratedRegex(@"\[\s*(\d+(?:\.\d+)?)\s*%\]")]
+    private static partial Regex ProgressPattern();
+
+    private static string[] Lines(string output) =>
+        output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    /// <summary>Read-only or idempotent commands: retried while libvirtd is unreachable (e.g. restarting).</summary>
+    private async Task<ProcessResult> QueryAsync(string[] args, string? domain, CancellationToken ct)
+    {
+        var deadline = DateTime.UtcNow + UnreachableRetryBound;
+        var delay = TimeSpan.FromMilliseconds(250);
+        while (true)
+        {
+            try
+            {
+                return await RunOnceAsync(args, domain, null, ct).ConfigureAwait(false);
+            }
+            catch (VirshException ex) when (ex.Failure == VirshFailure.Unreachable && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(delay, ct).ConfigureAwait(false);
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(4).Ticks));
+            }
+        }
+    }
+
+    private async Task<ProcessResult> RunOnceAsync(string[] args, string? domain, Action<string>? onStderr, CancellationToken ct)
+    {
+        var result = await _runner.RunAsync(Program, args, onStderr, ct).ConfigureAwait(false);
+        if (result.ExitCode != 0)
+            throw ToException(args, result, domain);
+        return result;
+    }
+
+    public static VirshException ToException(IReadOnlyList<string> args, ProcessResult result, string? domain)
+    {
+        var failure = VirshErrors.Classify(result.StandardError);
+        var said = VirshErrors.Message(result.StandardError);
+        var command = args.Count > 0 ? args[0] : "";
+        var commandLine = CliWrapProcessRunner.FormatCommandLine(Program, args);
+        var (id, category, message, fix) = failure switch
+        {
+            VirshFailure.DomainNotFound => (ErrorIds.DomainNotFound, BackupErrorCategory.ObjectNotFound,
+                $"There is no domain named '{domain}' on this host (virsh: {said}).",
+                "Check the name with 'virsh list --all' (names are case-sensitive)."),
+            VirshFailure.Unreachable => (ErrorIds.LibvirtUnreachable, BackupErrorCategory.ConnectionError,
+                $"Cannot reach libvirtd (virsh {command}: {said}).",
+                "Start libvirtd and run as root (or a user allowed on qemu:///system), then try again."),
+            VirshFailure.AgentNotConfigured => (ErrorIds.AgentNotConfigured, BackupErrorCategory.NotInstalled,
+                $"The domain '{domain}' has no qemu-guest-agent channel, so its file systems cannot be frozen for a consistent snapshot (virsh: {said}).",
+                "Add the channel (virsh edit: <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>), install and start qemu-guest-agent in the guest; or back up without a freeze with -CrashConsistent."),
+            VirshFailure.AgentNotConnected => (ErrorIds.AgentNotConnected, BackupErrorCategory.ResourceUnavailable,
+                $"The qemu-guest-agent of '{domain}' does not answer, so its file systems cannot be frozen (virsh: {said}).",
+                $"Start it inside the guest (systemctl enable --now qemu-guest-agent) and check with: virsh qemu-agent-command {domain} '{{\"execute\":\"guest-ping\"}}'. Or back up without a freeze with -CrashConsistent."),
+            VirshFailure.FreezeDeniedBySelinux => (ErrorIds.FreezeDeniedBySelinux, BackupErrorCategory.PermissionDenied,
+                $"The guest agent of '{domain}' could not freeze its file systems: SELinux in the guest denied it (virsh: {said}).",
+                "Inside the guest run: setsebool -P virt_qemu_ga_read_nonsecurity_files 1 (Oracle Doc ID 3087488.1), then start the backup again."),
+            VirshFailure.FreezeFailed => (ErrorIds.FreezeFailed, BackupErrorCategory.InvalidResult,
+                $"The guest agent of '{domain}' could not freeze its file systems (virsh: {said}).",
+                "Check qemu-guest-agent's log inside the guest; fsfreeze hooks that fail also stop the freeze. Or back up without a freeze with -CrashConsistent."),
+            _ => (ErrorIds.VirshFailed, BackupErrorCategory.InvalidResult,
+                $"virsh {command} failed{(domain is null ? "" : $" for '{domain}'")} with exit code {result.ExitCode}: {said}",
+                (string?)null),
+        };
+        return new VirshException(commandLine, result.ExitCode, result.StandardError, failure, message, id, category, fix, domain);
+    }
+}

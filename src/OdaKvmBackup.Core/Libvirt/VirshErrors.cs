@@ -1,0 +1,88 @@
+namespace OdaKvmBackup.Core.Libvirt;
+
+/// <summary>What a virsh failure means, read from its stderr (virsh runs with LC_ALL=C).</summary>
+public enum VirshFailure
+{
+    Other,
+    DomainNotFound,
+    Unreachable,
+    AgentNotConfigured,
+    AgentNotConnected,
+    FreezeDeniedBySelinux,
+    FreezeFailed,
+    SnapshotExists,
+    OverlayFileExists,
+    BlockJobActive,
+    NotReadyForPivot,
+    NoBaseImage,
+    NoBlockJob,
+    DomainNotRunning,
+    NoSpace,
+}
+
+public static class VirshErrors
+{
+    public static VirshFailure Classify(string stderr)
+    {
+        bool Has(string s) => stderr.Contains(s, StringComparison.OrdinalIgnoreCase);
+        if (Has("Domain not found") || Has("failed to get domain"))
+            return VirshFailure.DomainNotFound;
+        if (Has("failed to connect to the hypervisor") || Has("Failed to connect socket") || Has("Disconnected from")
+            || Has("End of file while reading data") || Has("Cannot recv data") || Has("Cannot write data") || Has("client socket is closed"))
+            return VirshFailure.Unreachable;
+        if (Has("guest agent is not configured"))
+            return VirshFailure.AgentNotConfigured;
+        if (Has("guest agent is not connected") || Has("Guest agent is not responding") || Has("Guest agent disappeared"))
+            return VirshFailure.AgentNotConnected;
+        if (Has("fsfreeze") && Has("Permission denied"))
+            return VirshFailure.FreezeDeniedBySelinux;
+        if (Has("fsfreeze") || Has("freeze"))
+            return VirshFailure.FreezeFailed;
+        if (Has("already exists and is not a block device"))
+            return VirshFailure.OverlayFileExists;
+        if (Has("domain moment") && Has("already exists") || Has("snapshot") && Has("already exists"))
+            return VirshFailure.SnapshotExists;
+        if (Has("not ready for pivot"))
+            return VirshFailure.NotReadyForPivot;
+        if (Has("already in active block job") || Has("block copy still active"))
+            return VirshFailure.BlockJobActive;
+        if (Has("could not find base image"))
+            return VirshFailure.NoBaseImage;
+        if (Has("does not have an active block job") || Has("No current block job"))
+            return VirshFailure.NoBlockJob;
+        if (Has("domain is not running"))
+            return VirshFailure.DomainNotRunning;
+        if (Has("No space left on device"))
+            return VirshFailure.NoSpace;
+        return VirshFailure.Other;
+    }
+
+    /// <summary>The text after "error: " on each stderr line, joined: libvirt's own words for the user.</summary>
+    public static string Message(string stderr)
+    {
+        var lines = stderr.Replace("\r", "\n", StringComparison.Ordinal).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Where(l => l.StartsWith("error:", StringComparison.OrdinalIgnoreCase))
+            .Select(l => l["error:".Length..].Trim())
+            .ToList();
+        return lines.Count > 0 ? string.Join(" ", lines) : stderr.Trim();
+    }
+}
+
+/// <summary>A virsh command that exited non-zero.</summary>
+public sealed class VirshException : BackupException
+{
+    public VirshException(string commandLine, int exitCode, string stderr, VirshFailure failure, string message,
+        string errorId, BackupErrorCategory category, string? recommendedAction, string? target)
+        : base(errorId, category, message, recommendedAction, target)
+    {
+        CommandLine = commandLine;
+        ExitCode = exitCode;
+        StandardError = stderr;
+        Failure = failure;
+    }
+
+    public string CommandLine { get; }
+    public int ExitCode { get; }
+    public string StandardError { get; }
+    public VirshFailure Failure { get; }
+}

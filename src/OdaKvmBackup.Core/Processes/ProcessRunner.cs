@@ -1,0 +1,83 @@
+using System.Text;
+using CliWrap;
+
+namespace OdaKvmBackup.Core.Processes;
+
+/// <summary>What a native command printed and how it ended.</summary>
+public sealed record ProcessResult(int ExitCode, string StandardOutput, string StandardError, TimeSpan Duration);
+
+/// <summary>Runs native programs. The only place in the project that starts processes.</summary>
+public interface IProcessRunner
+{
+    /// <summary>Runs <paramref name="program"/> with an argument array (never a shell string) and returns
+    /// its result whatever the exit code; callers decide what a non-zero exit means.</summary>
+    Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments,
+        Action<string>? onStandardErrorLine = null, CancellationToken cancellationToken = default);
+}
+
+/// <summary>Receives what an operation wants the user to see; the cmdlet shows it on the pipeline thread.</summary>
+public interface IOperationSink
+{
+    void Verbose(string message);
+    void Warning(string message);
+    void Progress(ProgressUpdate update);
+}
+
+/// <summary>One progress report: an activity (one per domain) with a child per disk.</summary>
+public sealed record ProgressUpdate(int Id, int? ParentId, string Activity, string Status, int PercentComplete, bool Completed = false);
+
+/// <summary>A sink that drops everything, for callers that show nothing.</summary>
+public sealed class NullSink : IOperationSink
+{
+    public static readonly NullSink Instance = new();
+    public void Verbose(string message) { }
+    public void Warning(string message) { }
+    public void Progress(ProgressUpdate update) { }
+}
+
+/// <summary>CliWrap-based runner. LC_ALL=C keeps virsh and qemu-img messages in English, so they can be classified.</summary>
+public sealed class CliWrapProcessRunner : IProcessRunner
+{
+    private readonly IOperationSink _sink;
+
+    public CliWrapProcessRunner(IOperationSink sink) => _sink = sink;
+
+    public async Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments,
+        Action<string>? onStandardErrorLine = null, CancellationToken cancellationToken = default)
+    {
+        _sink.Verbose("Running: " + FormatCommandLine(program, arguments));
+        var stdout = new StringBuilder();
+        var stderr = new StringBuilder();
+        var stderrTarget = onStandardErrorLine is null
+            ? PipeTarget.ToStringBuilder(stderr)
+            : PipeTarget.Merge(PipeTarget.ToStringBuilder(stderr), PipeTarget.ToDelegate(onStandardErrorLine));
+        var started = DateTime.UtcNow;
+        try
+        {
+            var result = await Cli.Wrap(program)
+                .WithArguments(arguments)
+                .WithEnvironmentVariables(env => env.Set("LC_ALL", "C"))
+                .WithStandardOutputPipe(PipeTarget.ToStringBuilder(stdout))
+                .WithStandardErrorPipe(stderrTarget)
+                .WithValidation(CommandResultValidation.None)
+                .ExecuteAsync(cancellationToken)
+                .ConfigureAwait(false);
+            return new ProcessResult(result.ExitCode, stdout.ToString(), stderr.ToString(), DateTime.UtcNow - started);
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw new BackupException(ErrorIds.ToolNotFound, BackupErrorCategory.ObjectNotFound,
+                $"Cannot run '{program}': {ex.Message}.",
+                $"Install it (on Oracle Linux: the libvirt-client and qemu-img packages) and make sure it is on PATH.", program, ex);
+        }
+    }
+
+    /// <summary>A copy-pastable rendering of an argument array, for -Verbose.</summary>
+    public static string FormatCommandLine(string program, IEnumerable<string> arguments) =>
+        string.Join(' ', new[] { program }.Concat(arguments).Select(QuoteForDisplay));
+
+    private static string QuoteForDisplay(string argument) =>
+        argument.Length > 0 && argument.All(c => char.IsLetterOrDigit(c) || "-_./:=,@%+".Contains(c))
+            ? argument
+            : "'" + argument.Replace("'", "'\\''", StringComparison.Ordinal) + "'";
+}

@@ -1,0 +1,61 @@
+using System.Management.Automation;
+using OdaKvmBackup.Core;
+using OdaKvmBackup.Core.Backup;
+using OdaKvmBackup.Core.Processes;
+
+namespace OdaKvmBackup.Commands;
+
+/// <summary>Step 5: merges each overlay back and pivots, so the disk writes to its own file again.</summary>
+[Cmdlet(VerbsLifecycle.Invoke, "BlockCommit", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(VmDiskBackup))]
+public sealed class InvokeBlockCommitCommand : KvmCmdlet
+{
+    private const int ProgressId = 51;
+
+    [Parameter(Mandatory = true, ValueFromPipeline = true)]
+    public VmDiskBackup InputObject { get; set; } = null!;
+
+    /// <summary>MiB/s for the commit (virsh --bandwidth); 0 means unlimited.</summary>
+    [Parameter]
+    [ValidateRange(0, 1_000_000)]
+    public int BandwidthLimit { get; set; }
+
+    protected override void ProcessRecord()
+    {
+        var disk = InputObject;
+        if (disk.Overlay is null)
+        {
+            WriteVerbose($"{disk.Target} of {disk.DomainName}: cold backup, nothing to commit.");
+            WriteObject(disk);
+            return;
+        }
+        if (!ShouldProcess($"{disk.Target} of {disk.DomainName}", $"Commit overlay '{disk.Overlay}' into '{disk.Source}' and pivot back to it (blockcommit --active --pivot)"))
+        {
+            WriteObject(disk);
+            return;
+        }
+        var activity = $"Committing {disk.Target} of {disk.DomainName}";
+        try
+        {
+            disk.Run?.SetPhase(Core.Safety.JournalPhase.Committing);
+            var commit = NewCommitService();
+            var outcome = Run(ct => commit.CommitAsync(new CommitTarget(disk.DomainName, disk.Target, disk.Source, disk.Format, disk.Overlay), BandwidthLimit,
+                percent => Sink.Progress(new ProgressUpdate(ProgressId, null, activity, $"{percent} %", percent)), ct));
+            disk.Run?.MarkCommitted(disk.Target);
+            disk.Stage = BackupStage.Committed;
+            WriteVerbose($"{disk.Target} of {disk.DomainName} writes to {disk.Source} again ({outcome}).");
+        }
+        catch (BackupException ex)
+        {
+            WriteError(ToErrorRecord(new BackupException(ex.ErrorId, ex.Category,
+                ex.Message + $" '{disk.DomainName}' still writes to the overlay '{disk.Overlay}' for {disk.Target}.",
+                ex.RecommendedAction ?? $"Run Repair-KvmBackup -DomainName {disk.DomainName}.", ex.Target, ex), disk.DomainName));
+            return;
+        }
+        finally
+        {
+            CompleteProgress(ProgressId, activity);
+        }
+        WriteObject(disk);
+    }
+}

@@ -1,0 +1,55 @@
+using System.Management.Automation;
+using OdaKvmBackup.Core;
+using OdaKvmBackup.Core.Backup;
+
+namespace OdaKvmBackup.Commands;
+
+/// <summary>Step 6: moves each overlay no disk uses any more into &lt;Path&gt;/&lt;domain&gt;/&lt;run&gt;/.</summary>
+[Cmdlet(VerbsCommon.Move, "OverlayToRetention", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[OutputType(typeof(VmDiskBackup))]
+public sealed class MoveOverlayToRetentionCommand : KvmCmdlet
+{
+    private string _path = "";
+
+    [Parameter(Mandatory = true, ValueFromPipeline = true)]
+    public VmDiskBackup InputObject { get; set; } = null!;
+
+    [Parameter(Mandatory = true, Position = 0)]
+    [AllowEmptyString]
+    public string Path { get; set; } = "";
+
+    protected override void BeginProcessing()
+    {
+        _path = ResolveWritableFolder(Path, nameof(Path));
+        if (BackupPipelineContext.Open is { } context)
+            context.RetentionPath = _path;
+    }
+
+    protected override void ProcessRecord()
+    {
+        var disk = InputObject;
+        if (disk.Overlay is null)
+        {
+            WriteObject(disk);
+            return;
+        }
+        var target = RetentionService.RetainedPath(_path, disk.DomainName, disk.RunId, disk.Overlay);
+        if (!ShouldProcess(disk.Overlay, $"Move to '{target}'"))
+        {
+            WriteObject(disk);
+            return;
+        }
+        try
+        {
+            var service = new RetentionService(Virsh);
+            disk.RetainedOverlay = Run(ct => service.MoveAsync(disk.DomainName, disk.RunId, disk.Overlay, _path, ct));
+            disk.Stage = BackupStage.Retained;
+        }
+        catch (BackupException ex)
+        {
+            WriteError(ToErrorRecord(ex, disk.DomainName));
+            return;
+        }
+        WriteObject(disk);
+    }
+}
