@@ -1,0 +1,841 @@
+# OdaKvmLab.psm1 -- real libvirt + QEMU (TCG) lab for the OdaKvmBackup tests.
+#
+# Debian 12, root, no systemd. Monolithic libvirtd started by hand (no virtqemud in bookworm),
+# tiny direct-kernel-boot guests (Debian cloud kernel + busybox + qemu-guest-agent initramfs) whose
+# disks mimic Oracle Database Appliance ACFS paths. Everything lives under Get-LabRoot
+# ($env:ODAKVM_LAB, default /var/tmp/odakvmlab) except what libvirt needs system-wide:
+# /etc/libvirt/qemu.conf, the libvirt-qemu user, /run/libvirt, /var/{lib,cache,log}/libvirt.
+#
+#   Import-Module ./tests/Lab/OdaKvmLab.psm1; Initialize-Lab            # linux_vm up, agent ready
+#   Reset-LabVm -Name lab_noagent -NoAgent; Remove-Lab
+#
+# Guest: see tests/Lab/guest/init. Lab domains are named linux_vm* or lab_* (Remove-Lab relies on it).
+
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+
+$script:Uri = 'qemu:///system'
+$script:Packages = @('libvirt-daemon', 'libvirt-daemon-driver-qemu', 'libvirt-clients', 'qemu-system-x86', 'qemu-utils', 'cpio', 'e2fsprogs')
+$script:GuestModules = @('virtio_ring', 'virtio', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci', 'virtio_blk', 'virtio_console')
+$script:GuestBuildFormat = 'odakvmlab-guest-v1'
+$script:QemuConfPath = '/etc/libvirt/qemu.conf'
+$script:QemuConfMarker = '# managed by OdaKvmLab (tests/Lab/OdaKvmLab.psm1)'
+$script:AgentChannel = 'org.qemu.guest_agent.0'
+$script:DiskSizeBytes = 64MB
+# nodiscard: mke2fs would punch holes into the preallocated raw file.
+# no lazy init: otherwise the guest's ext4lazyinit zeroes the inode tables with WRITE ZEROES (unmap),
+# which punches holes into the raw file through QEMU a few seconds after boot.
+$script:Mkfs = 'nodiscard,lazy_itable_init=0,lazy_journal_init=0'
+$script:AptUpdated = $false
+$script:GuestSourceDir = Join-Path $PSScriptRoot 'guest'
+
+# ------------------------------------------------------------------ private helpers
+
+function Write-LabTiming([string]$What, [System.Diagnostics.Stopwatch]$Watch, [string]$Extra = '') {
+    $line = '[lab] {0,-34} {1,6:N1}s' -f $What, $Watch.Elapsed.TotalSeconds
+    if ($Extra) { $line += "  $Extra" }
+    Write-Host $line
+}
+
+function Format-LabCommand([string]$FilePath, [string[]]$ArgumentList) {
+    $parts = @($FilePath) + @($ArgumentList | ForEach-Object { if ($_ -match '[\s''"]' -or $_ -eq '') { "'" + ($_ -replace "'", "'\''") + "'" } else { $_ } })
+    $parts -join ' '
+}
+
+# Runs a native command (no shell), LC_ALL=C, stdin closed; returns ExitCode/StdOut/StdErr.
+# Throws with the command line, exit code and stderr unless the exit code is in -OkExitCode or -AllowFailure.
+function Invoke-LabNative {
+    param(
+        [Parameter(Mandatory)][string]$FilePath,
+        [string[]]$ArgumentList = @(),
+        [int[]]$OkExitCode = @(0),
+        [switch]$AllowFailure,
+        [int]$TimeoutSeconds = 600,
+        [string]$WorkingDirectory
+    )
+    $psi = [System.Diagnostics.ProcessStartInfo]::new($FilePath)
+    foreach ($a in $ArgumentList) { $psi.ArgumentList.Add([string]$a) }
+    $psi.UseShellExecute = $false
+    $psi.RedirectStandardInput = $true
+    $psi.RedirectStandardOutput = $true
+    $psi.RedirectStandardError = $true
+    if ($WorkingDirectory) { $psi.WorkingDirectory = $WorkingDirectory }
+    $psi.Environment['LC_ALL'] = 'C'
+    $psi.Environment['LANG'] = 'C'
+    $psi.Environment['LIBVIRT_DEFAULT_URI'] = $script:Uri
+    $psi.Environment['DEBIAN_FRONTEND'] = 'noninteractive'
+    $path = [string]$psi.Environment['PATH']
+    foreach ($d in '/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin') {
+        if ((":${path}:") -notlike "*:${d}:*") { $path = if ($path) { "${path}:$d" } else { $d } }
+    }
+    $psi.Environment['PATH'] = $path
+    $cmd = Format-LabCommand $FilePath $ArgumentList
+    try { $p = [System.Diagnostics.Process]::Start($psi) }
+    catch { throw "command '$cmd' could not be started: $($_.Exception.Message)" }
+    try {
+        $p.StandardInput.Close()
+        $outTask = $p.StandardOutput.ReadToEndAsync()
+        $errTask = $p.StandardError.ReadToEndAsync()
+        if (-not $p.WaitForExit($TimeoutSeconds * 1000)) {
+            try { $p.Kill($true) } catch { }
+            throw "command '$cmd' timed out after $TimeoutSeconds s"
+        }
+        $p.WaitForExit()
+        $r = [pscustomobject]@{
+            Command  = $cmd
+            ExitCode = $p.ExitCode
+            StdOut   = $outTask.GetAwaiter().GetResult()
+            StdErr   = $errTask.GetAwaiter().GetResult()
+        }
+    }
+    finally { $p.Dispose() }
+    if (-not $AllowFailure -and $OkExitCode -notcontains $r.ExitCode) {
+        $err = $r.StdErr.Trim()
+        if (-not $err) { $err = $r.StdOut.Trim() }
+        if ($err.Length -gt 4000) { $err = '...' + $err.Substring($err.Length - 4000) }
+        throw "command '$cmd' failed with exit code $($r.ExitCode): $err"
+    }
+    $r
+}
+
+function Invoke-LabShell([string]$Script, [string[]]$Arguments = @(), [int]$TimeoutSeconds = 600) {
+    Invoke-LabNative -FilePath '/bin/bash' -ArgumentList (@('-o', 'pipefail', '-c', $Script, 'lab-sh') + $Arguments) -TimeoutSeconds $TimeoutSeconds
+}
+
+function Get-LabDir([string]$Sub) {
+    $d = Join-Path (Get-LabRoot) $Sub
+    if (-not (Test-Path -LiteralPath $d)) { $null = New-Item -ItemType Directory -Path $d -Force }
+    $d
+}
+
+function Set-LabExecutable([string]$Path) {
+    [System.IO.File]::SetUnixFileMode($Path, [System.IO.UnixFileMode]'UserRead, UserWrite, UserExecute, GroupRead, GroupExecute, OtherRead, OtherExecute')
+}
+
+function Write-LabFileIfChanged([string]$Path, [string]$Content) {
+    if ((Test-Path -LiteralPath $Path) -and ([System.IO.File]::ReadAllText($Path) -ceq $Content)) { return $false }
+    $dir = Split-Path -Parent $Path
+    if (-not (Test-Path -LiteralPath $dir)) { $null = New-Item -ItemType Directory -Path $dir -Force }
+    [System.IO.File]::WriteAllText($Path, $Content)
+    $true
+}
+
+function Get-LabFileTail([string]$Path, [int]$Lines = 30) {
+    if (-not (Test-Path -LiteralPath $Path)) { return "<$Path does not exist>" }
+    $t = @(Get-Content -LiteralPath $Path -Tail $Lines -ErrorAction SilentlyContinue)
+    "--- last $Lines lines of ${Path}:`n" + ($t -join "`n")
+}
+
+# true when /proc/<pid> is a live (non-zombie) process whose comm is $Comm
+function Test-LabProcess([int]$ProcessId, [string]$Comm) {
+    if ($ProcessId -le 1) { return $false }
+    try {
+        $c = [System.IO.File]::ReadAllText("/proc/$ProcessId/comm").Trim()
+        $stat = [System.IO.File]::ReadAllText("/proc/$ProcessId/stat")
+    }
+    catch { return $false }
+    $state = $stat.Substring($stat.LastIndexOf(')') + 2, 1)
+    ($c -eq $Comm) -and ($state -ne 'Z') -and ($state -ne 'X')
+}
+
+function Send-LabSignal([int]$ProcessId, [ValidateSet('TERM', 'KILL')][string]$Signal) {
+    $null = Invoke-LabNative -FilePath '/bin/sh' -ArgumentList @('-c', 'kill -s "$1" "$2"', 'sh', $Signal, "$ProcessId") -AllowFailure
+}
+
+# SIGTERM, wait, then SIGKILL; returns $true if the process is gone
+function Stop-LabProcess([int]$ProcessId, [string]$Comm, [int]$GraceSeconds = 10) {
+    if (-not (Test-LabProcess $ProcessId $Comm)) { return $true }
+    Send-LabSignal $ProcessId TERM
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    while ((Test-LabProcess $ProcessId $Comm) -and $sw.Elapsed.TotalSeconds -lt $GraceSeconds) { Start-Sleep -Milliseconds 100 }
+    if (Test-LabProcess $ProcessId $Comm) {
+        Write-Warning "$Comm $ProcessId still alive $GraceSeconds s after SIGTERM: SIGKILL"
+        Send-LabSignal $ProcessId KILL
+        $sw.Restart()
+        while ((Test-LabProcess $ProcessId $Comm) -and $sw.Elapsed.TotalSeconds -lt 5) { Start-Sleep -Milliseconds 100 }
+    }
+    -not (Test-LabProcess $ProcessId $Comm)
+}
+
+function Get-LabDaemonPidFile { Join-Path (Get-LabRoot) 'run/libvirtd.pid' }
+
+function Get-LabDaemonPid {
+    $f = Get-LabDaemonPidFile
+    if (-not (Test-Path -LiteralPath $f)) { return $null }
+    $raw = ([System.IO.File]::ReadAllText($f)).Trim()
+    $daemonPid = 0
+    if ([int]::TryParse($raw, [ref]$daemonPid) -and (Test-LabProcess $daemonPid 'libvirtd')) { return $daemonPid }
+    $null
+}
+
+function Get-LabQemuConfContent {
+    @"
+$script:QemuConfMarker
+# The privileged QEMU driver reads its config only from here. QEMU runs as root without DAC/AppArmor
+# relabelling, its stdout/stderr go straight to /var/log/libvirt/qemu/<dom>.log (no virtlogd), no cgroups.
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+stdio_handler = "file"
+cgroup_controllers = [ ]
+
+"@ -replace "`r`n", "`n"
+}
+
+function Get-LabDomainName {
+    $r = Invoke-LabVirsh -ArgumentList @('list', '--all', '--name')
+    @($r.StdOut -split "`n" | ForEach-Object { $_.Trim() } | Where-Object { $_ })
+}
+
+function Test-LabDomainName([string]$Name) { $Name -like 'linux_vm*' -or $Name -like 'lab_*' }
+
+function Get-LabDomainState([string]$Name) {
+    $r = Invoke-LabVirsh -ArgumentList @('domstate', $Name) -AllowFailure
+    if ($r.ExitCode -ne 0) { return $null }
+    ($r.StdOut -split "`n")[0].Trim()
+}
+
+function Get-LabConsoleLogPath([string]$Name) { Join-Path (Get-LabRoot) "log/$Name-console.log" }
+
+function Get-LabAgentChannelState([string]$DomainName) {
+    [xml]$x = (Invoke-LabVirsh -ArgumentList @('dumpxml', $DomainName)).StdOut
+    $t = $x.SelectSingleNode("/domain/devices/channel/target[@name='$script:AgentChannel']")
+    if ($null -eq $t) { return $null }
+    $t.GetAttribute('state')
+}
+
+function Invoke-LabAgentJson([string]$DomainName, [hashtable]$Command, [int]$TimeoutSeconds = 10) {
+    $json = $Command | ConvertTo-Json -Compress -Depth 10
+    $r = Invoke-LabVirsh -ArgumentList @('qemu-agent-command', $DomainName, '--timeout', "$TimeoutSeconds", $json)
+    $o = $r.StdOut | ConvertFrom-Json
+    $o.return
+}
+
+function Get-LabProperty($Object, [string]$Name) {
+    if ($null -eq $Object) { return $null }
+    $p = $Object.PSObject.Properties[$Name]
+    if ($p) { $p.Value } else { $null }
+}
+
+function Get-LabGuestKernelPackage {
+    $resolve = {
+        $r = Invoke-LabNative -FilePath 'apt-cache' -ArgumentList @('depends', 'linux-image-cloud-amd64') -AllowFailure
+        if ($r.ExitCode -eq 0 -and $r.StdOut -match 'Depends:\s+(linux-image-\S+-cloud-amd64)\b') { return $Matches[1] }
+        $null
+    }
+    $k = & $resolve
+    if (-not $k -and -not $script:AptUpdated) { Update-LabAptIndex; $k = & $resolve }
+    if (-not $k) {
+        # offline fallback: a kernel already in the .deb cache
+        $cached = @(Get-ChildItem -LiteralPath (Get-LabDir 'debs') -Filter 'linux-image-*-cloud-amd64_*.deb' | Sort-Object LastWriteTime -Descending)
+        if ($cached.Count -gt 0) { return ($cached[0].Name -split '_')[0] }
+        throw "cannot resolve the cloud kernel package: 'apt-cache depends linux-image-cloud-amd64' names no linux-image-*-cloud-amd64"
+    }
+    $k
+}
+
+function Update-LabAptIndex {
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    $null = Invoke-LabNative -FilePath 'apt-get' -ArgumentList @('update') -TimeoutSeconds 300
+    $script:AptUpdated = $true
+    Write-LabTiming 'apt-get update' $sw
+}
+
+function Get-LabCachedDeb([string]$Package) {
+    $debs = Get-LabDir 'debs'
+    $f = @(Get-ChildItem -LiteralPath $debs -Filter "${Package}_*.deb" | Sort-Object LastWriteTime -Descending)
+    if ($f.Count -gt 0) { return $f[0].FullName }
+    $r = Invoke-LabNative -FilePath 'apt-get' -ArgumentList @('download', $Package) -WorkingDirectory $debs -AllowFailure -TimeoutSeconds 600
+    if ($r.ExitCode -ne 0 -and -not $script:AptUpdated) {
+        Update-LabAptIndex
+        $r = Invoke-LabNative -FilePath 'apt-get' -ArgumentList @('download', $Package) -WorkingDirectory $debs -AllowFailure -TimeoutSeconds 600
+    }
+    if ($r.ExitCode -ne 0) { throw "command '$($r.Command)' failed with exit code $($r.ExitCode): $($r.StdErr.Trim())" }
+    $f = @(Get-ChildItem -LiteralPath $debs -Filter "${Package}_*.deb" | Sort-Object LastWriteTime -Descending)
+    if ($f.Count -eq 0) { throw "apt-get download $Package succeeded but no ${Package}_*.deb is in $debs" }
+    $f[0].FullName
+}
+
+function Get-LabGuestScript([string]$Name) {
+    $p = Join-Path $script:GuestSourceDir $Name
+    if (-not (Test-Path -LiteralPath $p)) { throw "guest script $p is missing" }
+    ([System.IO.File]::ReadAllText($p)) -replace "`r`n", "`n"
+}
+
+function New-LabExt4Qcow2([string]$Path, [string]$Label) {
+    $tmp = "$Path.tmpraw"
+    try {
+        $fs = [System.IO.File]::Create($tmp)
+        try { $fs.SetLength($script:DiskSizeBytes) } finally { $fs.Dispose() }
+        $null = Invoke-LabNative -FilePath 'mkfs.ext4' -ArgumentList @('-q', '-F', '-E', $script:Mkfs, '-L', $Label, $tmp)
+        $null = Invoke-LabNative -FilePath 'qemu-img' -ArgumentList @('convert', '-q', '-f', 'raw', '-O', 'qcow2', $tmp, $Path)
+    }
+    finally { Remove-Item -LiteralPath $tmp -Force -ErrorAction SilentlyContinue }
+}
+
+function New-LabExt4RawFull([string]$Path, [string]$Label) {
+    $r = Invoke-LabNative -FilePath 'fallocate' -ArgumentList @('-l', "$script:DiskSizeBytes", $Path) -AllowFailure
+    if ($r.ExitCode -ne 0) {
+        Remove-Item -LiteralPath $Path -Force -ErrorAction SilentlyContinue
+        $null = Invoke-LabNative -FilePath 'qemu-img' -ArgumentList @('create', '-q', '-f', 'raw', '-o', 'preallocation=full', $Path, "$script:DiskSizeBytes")
+    }
+    # see $script:Mkfs: no discard, no lazy init, so the file stays fully allocated
+    $null = Invoke-LabNative -FilePath 'mkfs.ext4' -ArgumentList @('-q', '-F', '-E', $script:Mkfs, '-L', $Label, $Path)
+    $alloc = Get-LabAllocatedBytes $Path
+    if ($alloc -lt $script:DiskSizeBytes) { throw "raw disk $Path is not fully allocated: $alloc of $script:DiskSizeBytes bytes" }
+}
+
+function Get-LabAllocatedBytes([string]$Path) {
+    $s = (Invoke-LabNative -FilePath 'stat' -ArgumentList @('-c', '%b %B', $Path)).StdOut.Trim() -split '\s+'
+    [long]$s[0] * [long]$s[1]
+}
+
+function Get-LabDomainXml([string]$Name, [string]$Cmdline) {
+    $e = { param($s) [System.Security.SecurityElement]::Escape($s) }
+    $guest = Join-Path (Get-LabRoot) 'guest'
+    @"
+<domain type='qemu'>
+  <name>$(& $e $Name)</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>$(& $e "$guest/vmlinuz")</kernel>
+    <initrd>$(& $e "$guest/initrd.img")</initrd>
+    <cmdline>$(& $e $Cmdline)</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='$(& $e (Get-LabDiskPath -Name $Name -Disk boot))'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='$(& $e (Get-LabDiskPath -Name $Name -Disk data))'/>
+      <target dev='vdb' bus='virtio'/>
+    </disk>
+    <serial type='file'>
+      <source path='$(& $e (Get-LabConsoleLogPath $Name))'/>
+      <target port='0'/>
+    </serial>
+    <channel type='unix'>
+      <target type='virtio' name='$script:AgentChannel'/>
+    </channel>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+
+"@ -replace "`r`n", "`n"
+}
+
+function Remove-LabDomain([string]$Name) {
+    $state = Get-LabDomainState $Name
+    if ($null -eq $state) { return }
+    if ($state -ne 'shut off') {
+        $r = Invoke-LabVirsh -ArgumentList @('destroy', $Name) -AllowFailure
+        if ($r.ExitCode -ne 0 -and $r.StdErr -notmatch 'not running') { throw "command '$($r.Command)' failed with exit code $($r.ExitCode): $($r.StdErr.Trim())" }
+    }
+    if ($null -ne (Get-LabDomainState $Name)) {
+        $null = Invoke-LabVirsh -ArgumentList @('undefine', $Name, '--snapshots-metadata', '--checkpoints-metadata')
+    }
+}
+
+# fresh disks + define + start, no agent wait; returns the seconds spent
+function Reset-LabVmCore([string]$Name, [switch]$NoAgent, [switch]$NoStart) {
+    if ($Name -notmatch '^[A-Za-z0-9_][A-Za-z0-9_.-]*$') { throw "invalid lab VM name '$Name'" }
+    if (-not (Test-LabDomainName $Name)) { Write-Warning "'$Name' is not named linux_vm* or lab_*: Remove-Lab will not clean it up" }
+    $guest = Join-Path (Get-LabRoot) 'guest'
+    foreach ($f in 'vmlinuz', 'initrd.img') {
+        if (-not (Test-Path -LiteralPath (Join-Path $guest $f))) { throw "$guest/$f is missing: run Build-LabGuest (or Initialize-Lab) first" }
+    }
+    Start-LabDaemon
+    Remove-LabDomain $Name
+    $boot = Get-LabDiskPath -Name $Name -Disk boot
+    $data = Get-LabDiskPath -Name $Name -Disk data
+    foreach ($p in $boot, $data) {
+        $dir = Split-Path -Parent $p
+        if (Test-Path -LiteralPath $dir) { Remove-Item -LiteralPath $dir -Recurse -Force }
+        $null = New-Item -ItemType Directory -Path $dir -Force
+    }
+    New-LabExt4Qcow2 -Path $boot -Label 'lab_boot'
+    New-LabExt4RawFull -Path $data -Label 'lab_data'
+    $cmdline = 'console=ttyS0 quiet'
+    if ($NoAgent) { $cmdline += ' lab.noqga' }
+    $xmlPath = Join-Path (Get-LabDir 'etc') "$Name.xml"
+    [System.IO.File]::WriteAllText($xmlPath, (Get-LabDomainXml -Name $Name -Cmdline $cmdline))
+    $null = Get-LabDir 'log'
+    [System.IO.File]::WriteAllText((Get-LabConsoleLogPath $Name), '')
+    $null = Invoke-LabVirsh -ArgumentList @('define', $xmlPath)
+    if (-not $NoStart) { $null = Invoke-LabVirsh -ArgumentList @('start', $Name) }
+}
+
+# ------------------------------------------------------------------ public functions
+
+<#
+.SYNOPSIS
+Returns the lab root directory ($env:ODAKVM_LAB, default /var/tmp/odakvmlab).
+#>
+function Get-LabRoot {
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+    $r = $env:ODAKVM_LAB
+    if ([string]::IsNullOrWhiteSpace($r)) { $r = '/var/tmp/odakvmlab' }
+    [System.IO.Path]::GetFullPath($r).TrimEnd('/')
+}
+
+<#
+.SYNOPSIS
+Returns the ODA-like path of a lab VM's boot (qcow2, no extension) or data (raw) disk.
+#>
+function Get-LabDiskPath {
+    [CmdletBinding()]
+    [OutputType([string])]
+    param(
+        [Parameter(Mandatory)][string]$Name,
+        [Parameter(Mandatory)][ValidateSet('boot', 'data')][string]$Disk
+    )
+    $snaps = Join-Path (Get-LabRoot) 'sharedrepo/vmstore/.ACFS/snaps'
+    if ($Disk -eq 'boot') { Join-Path $snaps "vm_$Name/linux_boot" }
+    else { Join-Path $snaps "vdisk_disco_secundario_$Name/disco_secundario" }
+}
+
+<#
+.SYNOPSIS
+Runs virsh -c qemu:///system with LC_ALL=C; returns ExitCode/StdOut/StdErr, throws on failure unless -AllowFailure.
+#>
+function Invoke-LabVirsh {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory, Position = 0)][string[]]$ArgumentList,
+        [switch]$AllowFailure,
+        [int]$TimeoutSeconds = 300
+    )
+    Invoke-LabNative -FilePath 'virsh' -ArgumentList (@('-c', $script:Uri) + $ArgumentList) -AllowFailure:$AllowFailure -TimeoutSeconds $TimeoutSeconds
+}
+
+<#
+.SYNOPSIS
+Installs the lab's Debian packages when missing (apt-get update once, install --no-install-recommends).
+#>
+function Install-LabPrerequisite {
+    [CmdletBinding()]
+    param()
+    $missing = @(foreach ($p in $script:Packages) {
+            $r = Invoke-LabNative -FilePath 'dpkg-query' -ArgumentList @('-W', '-f=${Status}', $p) -AllowFailure
+            if ($r.ExitCode -ne 0 -or $r.StdOut -notmatch 'ok installed') { $p }
+        })
+    if ($missing.Count -eq 0) { return }
+    if (-not $script:AptUpdated) { Update-LabAptIndex }
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    $r = Invoke-LabNative -FilePath 'apt-get' -ArgumentList (@('install', '-y', '--no-install-recommends') + $missing) -TimeoutSeconds 1200
+    $null = Get-LabDir 'log'
+    [System.IO.File]::AppendAllText((Join-Path (Get-LabRoot) 'log/apt.log'), $r.StdOut + $r.StdErr)
+    Write-LabTiming "apt-get install ($($missing.Count) missing)" $sw ($missing -join ' ')
+}
+
+<#
+.SYNOPSIS
+Starts the lab's libvirtd (no systemd) if it is not running and waits until qemu:///system answers.
+#>
+function Start-LabDaemon {
+    [CmdletBinding()]
+    param()
+    $etc = Get-LabDir 'etc'; $log = Get-LabDir 'log'; $null = Get-LabDir 'run'
+    # libvirtd resolves its compiled-in default user 'libvirt-qemu' before reading qemu.conf and dies without it
+    if ((Invoke-LabNative -FilePath 'getent' -ArgumentList @('group', 'libvirt-qemu') -AllowFailure).ExitCode -ne 0) {
+        $null = Invoke-LabNative -FilePath 'groupadd' -ArgumentList @('--system', 'libvirt-qemu')
+    }
+    if ((Invoke-LabNative -FilePath 'getent' -ArgumentList @('passwd', 'libvirt-qemu') -AllowFailure).ExitCode -ne 0) {
+        $null = Invoke-LabNative -FilePath 'useradd' -ArgumentList @('--system', '-g', 'libvirt-qemu', '-d', '/var/lib/libvirt', '-M', '-s', '/usr/sbin/nologin', 'libvirt-qemu')
+    }
+    if ((Test-Path -LiteralPath $script:QemuConfPath) -and -not ((Get-Content -LiteralPath $script:QemuConfPath -Raw) -like "*$script:QemuConfMarker*")) {
+        $orig = "$script:QemuConfPath.odakvmlab-orig"
+        if (-not (Test-Path -LiteralPath $orig)) { Copy-Item -LiteralPath $script:QemuConfPath -Destination $orig }
+    }
+    $changed = Write-LabFileIfChanged $script:QemuConfPath (Get-LabQemuConfContent)
+    $conf = Join-Path $etc 'libvirtd.conf'
+    $changed = (Write-LabFileIfChanged $conf (@"
+# OdaKvmLab: libvirtd -d -f $conf -p $(Get-LabDaemonPidFile)
+unix_sock_group = "root"
+unix_sock_ro_perms = "0777"
+unix_sock_rw_perms = "0770"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+log_outputs = "3:file:$log/libvirtd.log"
+
+"@ -replace "`r`n", "`n")) -or $changed
+    $daemonPid = Get-LabDaemonPid
+    if ($daemonPid -and $changed) {
+        Write-Host "[lab] libvirt configuration changed: restarting libvirtd $daemonPid"
+        Stop-LabDaemon
+        $daemonPid = $null
+    }
+    if ($daemonPid) {
+        $r = Invoke-LabVirsh -ArgumentList @('version') -AllowFailure -TimeoutSeconds 120
+        if ($r.ExitCode -eq 0) { return }
+        Write-Warning "libvirtd $daemonPid runs but does not answer ($($r.StdErr.Trim())): restarting it"
+        Stop-LabDaemon
+    }
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    $pidFile = Get-LabDaemonPidFile
+    $daemonLog = Join-Path $log 'libvirtd.stdio.log'
+    # through sh so the daemon's stdio is a file, never this process's pipes
+    $null = Invoke-LabNative -FilePath '/bin/sh' -ArgumentList @('-c', 'exec libvirtd -d -f "$1" -p "$2" </dev/null >>"$3" 2>&1', 'sh', $conf, $pidFile, $daemonLog) -TimeoutSeconds 60
+    while ($sw.Elapsed.TotalSeconds -lt 15) {
+        if ((Get-LabDaemonPid) -and (Test-Path -LiteralPath '/run/libvirt/libvirt-sock')) { break }
+        Start-Sleep -Milliseconds 50
+    }
+    $daemonPid = Get-LabDaemonPid
+    if (-not $daemonPid -or -not (Test-Path -LiteralPath '/run/libvirt/libvirt-sock')) {
+        throw "libvirtd did not come up (pid file $pidFile, socket /run/libvirt/libvirt-sock)`n$(Get-LabFileTail $daemonLog 10)`n$(Get-LabFileTail "$log/libvirtd.log" 20)"
+    }
+    Write-LabTiming "libvirtd started (pid $daemonPid)" $sw
+    $sw.Restart()
+    $r = Invoke-LabVirsh -ArgumentList @('version') -AllowFailure -TimeoutSeconds 120   # first call probes QEMU capabilities (~8 s)
+    if ($r.ExitCode -ne 0 -or -not (Get-LabDaemonPid)) {
+        throw "libvirtd $daemonPid does not answer: '$($r.Command)' exit code $($r.ExitCode): $($r.StdErr.Trim())`n$(Get-LabFileTail "$log/libvirtd.log" 20)"
+    }
+    Write-LabTiming 'first virsh version' $sw
+}
+
+<#
+.SYNOPSIS
+Stops the lab's libvirtd by its pid file (SIGTERM, SIGKILL after 10 s); running domains keep running.
+#>
+function Stop-LabDaemon {
+    [CmdletBinding()]
+    param()
+    $daemonPid = Get-LabDaemonPid
+    if (-not $daemonPid) { return }
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    if (-not (Stop-LabProcess -ProcessId $daemonPid -Comm 'libvirtd' -GraceSeconds 10)) { throw "libvirtd $daemonPid survived SIGTERM and SIGKILL" }
+    Write-LabTiming "libvirtd $daemonPid stopped" $sw
+}
+
+<#
+.SYNOPSIS
+Restarts the lab's libvirtd (SIGTERM by pid, wait for exit, start again); running domains survive.
+#>
+function Restart-LabDaemon {
+    [CmdletBinding()]
+    param()
+    Stop-LabDaemon
+    Start-LabDaemon
+}
+
+<#
+.SYNOPSIS
+Builds (or reuses from cache) the guest kernel and busybox + qemu-ga initramfs under <lab>/guest.
+#>
+function Build-LabGuest {
+    [CmdletBinding()]
+    param([switch]$Force)
+    $guest = Get-LabDir 'guest'
+    $vmlinuz = Join-Path $guest 'vmlinuz'
+    $initrd = Join-Path $guest 'initrd.img'
+    $hashFile = Join-Path $guest 'build.sha256'
+    $init = Get-LabGuestScript 'init'
+    $shutdown = Get-LabGuestScript 'shutdown'
+
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    $kpkg = Get-LabGuestKernelPackage
+    $debs = @((Get-LabCachedDeb $kpkg), (Get-LabCachedDeb 'qemu-guest-agent'), (Get-LabCachedDeb 'busybox-static'))
+    $key = @($script:GuestBuildFormat, ($script:GuestModules -join ' '), $init, $shutdown) + @($debs | ForEach-Object { Split-Path -Leaf $_ })
+    $sha = [System.Security.Cryptography.SHA256]::HashData([System.Text.Encoding]::UTF8.GetBytes($key -join "`n"))
+    $hash = [System.Convert]::ToHexString($sha)
+    if (-not $Force -and (Test-Path -LiteralPath $vmlinuz) -and (Test-Path -LiteralPath $initrd) -and
+        (Test-Path -LiteralPath $hashFile) -and ([System.IO.File]::ReadAllText($hashFile).Trim() -eq $hash)) {
+        Write-LabTiming 'guest build (cached)' $sw
+        return
+    }
+    Write-LabTiming 'guest debs' $sw (($debs | ForEach-Object { Split-Path -Leaf $_ }) -join ' ')
+    $sw.Restart()
+
+    $x = Join-Path $guest 'x'; $root = Join-Path $guest 'root'
+    foreach ($d in $x, $root) { if (Test-Path -LiteralPath $d) { Remove-Item -LiteralPath $d -Recurse -Force } }
+    $null = New-Item -ItemType Directory -Path $x
+    foreach ($deb in $debs) { $null = Invoke-LabNative -FilePath 'dpkg-deb' -ArgumentList @('-x', $deb, $x) }
+    $kvs = @(Get-ChildItem -LiteralPath (Join-Path $x 'lib/modules') -Directory)
+    if ($kvs.Count -ne 1) { throw "expected one kernel in $kpkg, found: $($kvs.Name -join ', ')" }
+    $kv = $kvs[0].Name
+
+    foreach ($d in 'bin', 'sbin', 'usr/sbin', 'etc', 'proc', 'sys', 'dev', 'run', 'tmp', 'mnt/a', 'mnt/b', 'lib/modules') {
+        $null = New-Item -ItemType Directory -Path (Join-Path $root $d) -Force
+    }
+    Copy-Item -LiteralPath (Join-Path $x 'bin/busybox') -Destination (Join-Path $root 'bin/busybox')
+    Copy-Item -LiteralPath (Join-Path $x 'usr/sbin/qemu-ga') -Destination (Join-Path $root 'usr/sbin/qemu-ga')
+    $ko = @{}
+    foreach ($f in Get-ChildItem -LiteralPath $kvs[0].FullName -Recurse -File -Filter '*.ko') { $ko[$f.BaseName] = $f.FullName }
+    foreach ($m in $script:GuestModules) {
+        if (-not $ko.ContainsKey($m)) { throw "kernel module $m.ko not found in $kpkg ($kv)" }
+        Copy-Item -LiteralPath $ko[$m] -Destination (Join-Path $root "lib/modules/$m.ko")
+    }
+    [System.IO.File]::WriteAllText((Join-Path $root 'etc/modules.load'), ($script:GuestModules -join ' ') + "`n")
+
+    # qemu-ga's shared libraries, taken from the host (same distribution)
+    $ldd = (Invoke-LabNative -FilePath 'ldd' -ArgumentList @((Join-Path $root 'usr/sbin/qemu-ga'))).StdOut
+    if ($ldd -match 'not found') { throw "qemu-ga has unresolved libraries on this host:`n$ldd" }
+    foreach ($line in $ldd -split "`n") {
+        $lib = $null
+        if ($line -match '=>\s+(/\S+)') { $lib = $Matches[1] } elseif ($line -match '^\s*(/\S+)\s+\(') { $lib = $Matches[1] }
+        if (-not $lib) { continue }
+        $dest = Join-Path $root $lib.TrimStart('/')
+        $null = New-Item -ItemType Directory -Path (Split-Path -Parent $dest) -Force
+        [System.IO.File]::Copy($lib, $dest, $true)   # follows symlinks
+        Set-LabExecutable $dest
+    }
+    [System.IO.File]::WriteAllText((Join-Path $root 'init'), $init)
+    [System.IO.File]::WriteAllText((Join-Path $root 'sbin/shutdown'), $shutdown)
+    foreach ($f in 'init', 'sbin/shutdown', 'bin/busybox', 'usr/sbin/qemu-ga') { Set-LabExecutable (Join-Path $root $f) }
+
+    $tmp = "$initrd.tmp"
+    $null = Invoke-LabShell 'cd "$1" && find . | cpio -o -H newc --quiet | gzip -1 > "$2"' @($root, $tmp)
+    Copy-Item -LiteralPath (Join-Path $x "boot/vmlinuz-$kv") -Destination "$vmlinuz.tmp" -Force
+    Move-Item -LiteralPath "$vmlinuz.tmp" -Destination $vmlinuz -Force
+    Move-Item -LiteralPath $tmp -Destination $initrd -Force
+    [System.IO.File]::WriteAllText((Join-Path $guest 'kver'), "$kv`n")
+    [System.IO.File]::WriteAllText($hashFile, "$hash`n")
+    Remove-Item -LiteralPath $x, $root -Recurse -Force
+    Write-LabTiming 'guest initramfs built' $sw ('kernel {0}, vmlinuz {1:N1} MiB, initrd {2:N1} MiB' -f $kv, ((Get-Item $vmlinuz).Length / 1MB), ((Get-Item $initrd).Length / 1MB))
+}
+
+<#
+.SYNOPSIS
+Polls guest-ping until the domain's agent answers; returns the seconds waited, throws with the console tail on timeout.
+#>
+function Wait-LabGuestAgent {
+    [CmdletBinding()]
+    [OutputType([double])]
+    param(
+        [Parameter(Mandatory)][string]$DomainName,
+        [int]$TimeoutSeconds = 120
+    )
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    $last = ''
+    while ($true) {
+        $r = Invoke-LabVirsh -ArgumentList @('qemu-agent-command', $DomainName, '--timeout', '5', '{"execute":"guest-ping"}') -AllowFailure
+        if ($r.ExitCode -eq 0) { return [math]::Round($sw.Elapsed.TotalSeconds, 2) }
+        $last = $r.StdErr.Trim()
+        if ($last -match 'domain is not running|failed to get domain|Domain not found') {
+            throw "guest agent of '$DomainName' cannot answer: $last`n$(Get-LabFileTail (Get-LabConsoleLogPath $DomainName))"
+        }
+        if ($sw.Elapsed.TotalSeconds -ge $TimeoutSeconds) {
+            throw "guest agent of '$DomainName' did not answer guest-ping within $TimeoutSeconds s (last error: $last)`n$(Get-LabFileTail (Get-LabConsoleLogPath $DomainName))"
+        }
+        Start-Sleep -Milliseconds 250
+    }
+}
+
+<#
+.SYNOPSIS
+Runs /bin/sh -c <Command> in the guest via guest-exec; returns ExitCode, StdOut and StdErr.
+#>
+function Invoke-LabGuestCommand {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory)][string]$DomainName,
+        [Parameter(Mandatory)][string]$Command,
+        [int]$TimeoutSeconds = 60
+    )
+    $ret = Invoke-LabAgentJson $DomainName @{ execute = 'guest-exec'; arguments = @{ path = '/bin/sh'; arg = @('-c', $Command); 'capture-output' = $true } }
+    $execPid = [int](Get-LabProperty $ret 'pid')
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    while ($true) {
+        $st = Invoke-LabAgentJson $DomainName @{ execute = 'guest-exec-status'; arguments = @{ pid = $execPid } }
+        if (Get-LabProperty $st 'exited') { break }
+        if ($sw.Elapsed.TotalSeconds -ge $TimeoutSeconds) { throw "guest command on '$DomainName' did not finish within $TimeoutSeconds s: $Command" }
+        Start-Sleep -Milliseconds 100
+    }
+    $decode = { param($b) if ($b) { [System.Text.Encoding]::UTF8.GetString([System.Convert]::FromBase64String($b)) } else { '' } }
+    $code = Get-LabProperty $st 'exitcode'
+    if ($null -eq $code) { $sig = Get-LabProperty $st 'signal'; $code = if ($null -ne $sig) { 128 + [int]$sig } else { -1 } }
+    [pscustomobject]@{
+        ExitCode = [int]$code
+        StdOut   = & $decode (Get-LabProperty $st 'out-data')
+        StdErr   = & $decode (Get-LabProperty $st 'err-data')
+    }
+}
+
+<#
+.SYNOPSIS
+Takes the guest agent down for -Seconds (qemu-ga killed, restarted by the guest) and waits until libvirt sees it disconnected.
+#>
+function Stop-LabGuestAgent {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory)][string]$DomainName,
+        [Parameter(Mandatory)][ValidateRange(0, 86400)][int]$Seconds,
+        [int]$TimeoutSeconds = 20
+    )
+    # no capture-output and a detached kill: guest-exec returns before qemu-ga dies
+    $cmd = "echo $Seconds > /run/qga.hold && (sleep 0.3; killall qemu-ga) </dev/null >/dev/null 2>&1 &"
+    $null = Invoke-LabAgentJson $DomainName @{ execute = 'guest-exec'; arguments = @{ path = '/bin/sh'; arg = @('-c', $cmd) } }
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    while ($true) {
+        if ((Get-LabAgentChannelState $DomainName) -eq 'disconnected') { return }
+        $r = Invoke-LabVirsh -ArgumentList @('qemu-agent-command', $DomainName, '--timeout', '2', '{"execute":"guest-ping"}') -AllowFailure
+        if ($r.ExitCode -ne 0) { return }
+        if ($sw.Elapsed.TotalSeconds -ge $TimeoutSeconds) { throw "guest agent of '$DomainName' still connected $TimeoutSeconds s after it was told to stop" }
+        Start-Sleep -Milliseconds 100
+    }
+}
+
+<#
+.SYNOPSIS
+Recreates a lab VM from scratch: destroy/undefine, fresh ODA-like disks, define, start, wait for the agent.
+#>
+function Reset-LabVm {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory)][string]$Name,
+        [switch]$NoAgent,
+        [switch]$NoStart
+    )
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    Reset-LabVmCore -Name $Name -NoAgent:$NoAgent -NoStart:$NoStart
+    if ($NoStart) { Write-LabTiming "$Name defined (not started)" $sw; return }
+    if ($NoAgent) { Write-LabTiming "$Name started (no agent)" $sw; return }
+    $t0 = $sw.Elapsed.TotalSeconds
+    $waited = Wait-LabGuestAgent -DomainName $Name
+    Write-LabTiming "$Name ready" $sw ('disks+define+start {0:N1}s, agent after {1:N1}s' -f $t0, $waited)
+}
+
+<#
+.SYNOPSIS
+Brings the whole lab up from nothing (packages, libvirtd, guest image, VMs with agent ready); idempotent.
+#>
+function Initialize-Lab {
+    [CmdletBinding()]
+    param([string[]]$VmName = @('linux_vm'))
+    $total = [System.Diagnostics.Stopwatch]::StartNew()
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    Install-LabPrerequisite
+    Write-LabTiming 'phase prerequisites' $sw
+    $sw.Restart(); Start-LabDaemon; Write-LabTiming 'phase daemon' $sw
+    $sw.Restart(); Build-LabGuest; Write-LabTiming 'phase guest' $sw
+    # start all VMs first, then wait for each agent: the boots overlap
+    $sw.Restart()
+    foreach ($n in $VmName) { Reset-LabVmCore -Name $n }
+    Write-LabTiming "phase VMs started ($($VmName -join ', '))" $sw
+    foreach ($n in $VmName) {
+        $w = Wait-LabGuestAgent -DomainName $n
+        Write-LabTiming "$n agent ready" $sw ('guest-ping ok {0:N1}s after the wait began' -f $w)
+    }
+    Write-LabTiming 'Initialize-Lab total' $total
+}
+
+<#
+.SYNOPSIS
+Tears the lab down: lab domains, libvirtd, leftover qemu, libvirt state and lab dirs (keeps packages and the .deb cache).
+#>
+function Remove-Lab {
+    [CmdletBinding()]
+    param()
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    $root = Get-LabRoot
+    if (Get-LabDaemonPid) {
+        foreach ($d in (Get-LabDomainName | Where-Object { Test-LabDomainName $_ })) {
+            $null = Invoke-LabVirsh -ArgumentList @('destroy', $d) -AllowFailure
+            $r = Invoke-LabVirsh -ArgumentList @('undefine', $d, '--snapshots-metadata', '--checkpoints-metadata') -AllowFailure
+            if ($r.ExitCode -ne 0 -and $null -ne (Get-LabDomainState $d)) { Write-Warning "undefine $d failed: $($r.StdErr.Trim())" }
+        }
+        Stop-LabDaemon
+    }
+    # qemu processes still alive (e.g. the daemon had been killed hard), by libvirt's pid files
+    if (Test-Path -LiteralPath '/run/libvirt/qemu') {
+        foreach ($f in Get-ChildItem -LiteralPath '/run/libvirt/qemu' -Filter '*.pid' -File) {
+            if (-not (Test-LabDomainName $f.BaseName)) { continue }
+            $qpid = 0
+            if ([int]::TryParse(([System.IO.File]::ReadAllText($f.FullName)).Trim(), [ref]$qpid) -and (Test-LabProcess $qpid 'qemu-system-x86')) {
+                if (Stop-LabProcess -ProcessId $qpid -Comm 'qemu-system-x86' -GraceSeconds 10) { Write-Host "[lab] killed leftover qemu $qpid ($($f.BaseName))" }
+                else { Write-Warning "qemu $qpid ($($f.BaseName)) survived SIGKILL" }
+            }
+        }
+    }
+    foreach ($d in '/run/libvirt', '/var/lib/libvirt', '/var/cache/libvirt', '/var/log/libvirt', '/etc/libvirt/qemu') {
+        if (Test-Path -LiteralPath $d) { Remove-Item -LiteralPath $d -Recurse -Force }
+    }
+    if (Test-Path -LiteralPath $root) {
+        Get-ChildItem -LiteralPath $root -Force | Where-Object { $_.Name -ne 'debs' } | Remove-Item -Recurse -Force
+    }
+    Write-LabTiming 'Remove-Lab' $sw "(kept: packages, $root/debs, $script:QemuConfPath, user libvirt-qemu)"
+}
+
+<#
+.SYNOPSIS
+Returns the text of a file inside an ext4 image (qcow2/raw/overlay chain, in use or not), journal replayed on a temp copy.
+#>
+function Get-LabImageFile {
+    [CmdletBinding()]
+    [OutputType([string])]
+    param(
+        [Parameter(Mandatory)][string]$Path,
+        [Parameter(Mandatory)][string]$GuestPath
+    )
+    if (-not (Test-Path -LiteralPath $Path)) { throw "image $Path does not exist" }
+    $tmp = Join-Path (Get-LabDir 'run') "img-$([guid]::NewGuid().ToString('N')).raw"
+    try {
+        $null = Invoke-LabNative -FilePath 'qemu-img' -ArgumentList @('convert', '-U', '-O', 'raw', $Path, $tmp)
+        # replay the ext4 journal as a mount would (metadata of a live or crash-consistent image may still be there)
+        $null = Invoke-LabNative -FilePath 'e2fsck' -ArgumentList @('-E', 'journal_only', '-y', $tmp) -OkExitCode 0, 1
+        $r = Invoke-LabNative -FilePath 'debugfs' -ArgumentList @('-R', "cat $GuestPath", $tmp)
+        $err = ($r.StdErr -split "`n" | Where-Object { $_ -and $_ -notmatch '^debugfs \d' }) -join "`n"
+        if ($err) { throw "debugfs cat $GuestPath in $Path failed: $err" }
+        $r.StdOut
+    }
+    finally { Remove-Item -LiteralPath $tmp -Force -ErrorAction SilentlyContinue }
+}
+
+<#
+.SYNOPSIS
+Returns the number of 'tick' lines in /ticks.log inside a lab boot disk image.
+#>
+function Get-LabImageTickCount {
+    [CmdletBinding()]
+    [OutputType([int])]
+    param([Parameter(Mandatory)][string]$Path)
+    $text = Get-LabImageFile -Path $Path -GuestPath '/ticks.log'
+    [int]@($text -split "`n" | Where-Object { $_ -match '^tick \d+ \S+$' }).Count
+}
+
+<#
+.SYNOPSIS
+Runs e2fsck -fn on a raw copy of an image; returns Clean (exit code 0), ExitCode and Output.
+#>
+function Test-LabImageFileSystem {
+    [CmdletBinding()]
+    param(
+        [Parameter(Mandatory)][string]$Path,
+        [switch]$ReplayJournal
+    )
+    if (-not (Test-Path -LiteralPath $Path)) { throw "image $Path does not exist" }
+    $tmp = Join-Path (Get-LabDir 'run') "fsck-$([guid]::NewGuid().ToString('N')).raw"
+    try {
+        $null = Invoke-LabNative -FilePath 'qemu-img' -ArgumentList @('convert', '-U', '-O', 'raw', $Path, $tmp)
+        if ($ReplayJournal) { $null = Invoke-LabNative -FilePath 'e2fsck' -ArgumentList @('-E', 'journal_only', '-y', $tmp) -OkExitCode 0, 1 }
+        $r = Invoke-LabNative -FilePath 'e2fsck' -ArgumentList @('-fn', $tmp) -AllowFailure
+        if ($r.ExitCode -ge 8) { throw "command '$($r.Command)' failed with exit code $($r.ExitCode): $($r.StdErr.Trim())" }
+        [pscustomobject]@{
+            Path     = $Path
+            Clean    = ($r.ExitCode -eq 0)
+            ExitCode = $r.ExitCode
+            Output   = ($r.StdOut + $r.StdErr).Replace($tmp, $Path)
+        }
+    }
+    finally { Remove-Item -LiteralPath $tmp -Force -ErrorAction SilentlyContinue }
+}
+
+Export-ModuleMember -Function @(
+    'Initialize-Lab', 'Install-LabPrerequisite', 'Start-LabDaemon', 'Stop-LabDaemon', 'Restart-LabDaemon',
+    'Build-LabGuest', 'Reset-LabVm', 'Wait-LabGuestAgent', 'Invoke-LabGuestCommand', 'Stop-LabGuestAgent',
+    'Get-LabImageFile', 'Get-LabImageTickCount', 'Test-LabImageFileSystem', 'Get-LabDiskPath', 'Get-LabRoot',
+    'Remove-Lab', 'Invoke-LabVirsh'
+)

@@ -1,0 +1,95 @@
+# Dot-sourced by the Pester files: the built module, the lab, and checks that read libvirt and the files
+# directly (with virsh, qemu-img, e2fsck), never through the module under test.
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+
+$script:RepoRoot = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
+$script:ModuleManifest = Join-Path $RepoRoot 'out/OdaKvmBackup/OdaKvmBackup.psd1'
+if (-not (Test-Path $ModuleManifest)) { throw "The module is not built: run ./build.ps1 -Task Build first ($ModuleManifest)." }
+Import-Module $ModuleManifest -Force
+Import-Module (Join-Path $RepoRoot 'tests/Lab/OdaKvmLab.psm1') -Force
+$script:SnapshotName = 'FILE_STAGE_BACKUP.TEMP'
+
+function New-TestFolder([string] $Name) {
+    $path = Join-Path '/var/tmp/odakvm-tests' ("{0}-{1}" -f $Name, [guid]::NewGuid().ToString('N').Substring(0, 8))
+    New-Item -ItemType Directory -Force -Path $path | Out-Null
+    $path
+}
+
+function Invoke-Virsh([string[]] $Arguments, [switch] $AllowFailure) {
+    (Invoke-LabVirsh -ArgumentList $Arguments -AllowFailure:$AllowFailure)
+}
+
+# Each disk's source and backing chain, from the domain XML as libvirt holds it (live, or --inactive).
+function Get-DiskChain([string] $DomainName, [switch] $Inactive) {
+    $args = @('dumpxml', $DomainName) + @(if ($Inactive) { '--inactive' })
+    $xml = [xml](Invoke-Virsh $args).StdOut
+    foreach ($disk in $xml.domain.devices.disk) {
+        if ($disk.device -ne 'disk') { continue }
+        $chain = @()
+        $store = $disk.SelectSingleNode('backingStore')
+        while ($store -and $store.SelectSingleNode('source')) {
+            $chain += $store.source.file
+            $store = $store.SelectSingleNode('backingStore')
+        }
+        [pscustomobject]@{ Target = $disk.target.dev; Source = $disk.source.file; Format = $disk.driver.type; Chain = $chain }
+    }
+}
+
+function Get-LabDiskMap([string] $DomainName) {
+    @{ vda = Get-LabDiskPath -Name $DomainName -Disk boot; vdb = Get-LabDiskPath -Name $DomainName -Disk data }
+}
+
+# True when every disk writes to its own file, in the running domain and in its saved definition.
+function Test-OnOwnDisks([string] $DomainName) {
+    $expected = Get-LabDiskMap $DomainName
+    $state = (Invoke-Virsh @('domstate', $DomainName)).StdOut.Trim()
+    $views = @(Get-DiskChain $DomainName -Inactive) + @(if ($state -eq 'running') { Get-DiskChain $DomainName })
+    foreach ($disk in $views) {
+        if ($disk.Source -ne $expected[$disk.Target] -or $disk.Chain.Count -ne 0) { return $false }
+    }
+    $true
+}
+
+function Get-SnapshotNames([string] $DomainName) {
+    @((Invoke-Virsh @('snapshot-list', '--domain', $DomainName, '--name')).StdOut -split "`n" | ForEach-Object Trim | Where-Object { $_ })
+}
+
+# Files left beside the disks other than the disks themselves (overlays, partial files ...).
+function Get-StrayDiskFolderFiles([string] $DomainName) {
+    $disks = (Get-LabDiskMap $DomainName).Values
+    foreach ($folder in $disks | ForEach-Object { Split-Path $_ } | Sort-Object -Unique) {
+        Get-ChildItem -LiteralPath $folder -File -Force | Where-Object FullName -notin $disks | ForEach-Object FullName
+    }
+}
+
+# Reads a file of a running guest's disk image consistently: the guest's file systems are frozen meanwhile.
+function Read-LiveGuestFile([string] $DomainName, [string] $Image, [string] $GuestPath) {
+    Invoke-Virsh @('domfsfreeze', $DomainName) | Out-Null
+    try { Get-LabImageFile -Path $Image -GuestPath $GuestPath }
+    finally { Invoke-Virsh @('domfsthaw', $DomainName) | Out-Null }
+}
+
+# qemu-img check of a backup copy: raw images have no checks (exit 63), qcow2 must report no errors.
+function Test-ImageCheck([string] $Path) {
+    $out = & qemu-img check $Path 2>&1 | Out-String
+    $LASTEXITCODE -eq 0 -or ($LASTEXITCODE -eq 63 -and $out -match 'does not support checks')
+}
+
+function Get-ImageFormat([string] $Path) {
+    (& qemu-img info --output=json -U $Path | ConvertFrom-Json).format
+}
+
+function Get-AllocatedBytes([string] $Path) {
+    $blocks, $size = (& stat -c '%b %B' $Path) -split ' '
+    [long]$blocks * [long]$size
+}
+
+# Puts a lab VM back into a known good state when a test left it otherwise (running, agent up, own disks).
+function Reset-LabVmIfNeeded([string] $DomainName) {
+    $state = (Invoke-Virsh @('domstate', $DomainName) -AllowFailure).StdOut.Trim()
+    if ($state -ne 'running' -or -not (Test-OnOwnDisks $DomainName) -or (Get-StrayDiskFolderFiles $DomainName) -or (Get-SnapshotNames $DomainName)) {
+        Reset-LabVm -Name $DomainName
+    }
+    Wait-LabGuestAgent -DomainName $DomainName | Out-Null
+}
