@@ -70,11 +70,12 @@ public sealed class CommitService
                     await _virsh.BlockCommitAsync(domain, disk.Target, bandwidthMiBps, percent, ct).ConfigureAwait(false);
                     continue; // look again: the loop verifies the pivot
                 }
-                catch (VirshException ex) when (ex.Failure is VirshFailure.NotReadyForPivot or VirshFailure.BlockJobActive or VirshFailure.Unreachable)
+                catch (VirshException ex) when (ex.Failure is VirshFailure.NotReadyForPivot or VirshFailure.BlockJobActive
+                    or VirshFailure.Unreachable or VirshFailure.NoBaseImage or VirshFailure.NoBlockJob)
                 {
+                    // Someone else may have acted meanwhile (a virsh left running by a killed process): look again.
                     _sink.Verbose($"{domain} {disk.Target}: {ex.Message} (will look again)");
-                    if (ex.Failure == VirshFailure.NotReadyForPivot)
-                        pivotFailures++;
+                    pivotFailures++;
                 }
             }
             else if (!job.Type.Contains("Commit", StringComparison.OrdinalIgnoreCase))
@@ -96,7 +97,8 @@ public sealed class CommitService
                     pivotedJob = true;
                     continue;
                 }
-                catch (VirshException ex) when (ex.Failure is VirshFailure.NotReadyForPivot or VirshFailure.Unreachable or VirshFailure.Other)
+                catch (VirshException ex) when (ex.Failure is VirshFailure.NotReadyForPivot or VirshFailure.Unreachable
+                    or VirshFailure.NoBlockJob or VirshFailure.Other)
                 {
                     _sink.Verbose($"{domain} {disk.Target}: pivot refused: {ex.Message}");
                     pivotFailures++;

@@ -36,6 +36,14 @@ public sealed class RetentionService
         }
     }
 
+    /// <summary>Deletes the overlay of a run that failed or was repaired: its data is in the disk already, and a
+    /// leftover overlay would block the next snapshot. Only once no disk has it in its chain.</summary>
+    public async Task DiscardAsync(string overlay, CancellationToken ct)
+    {
+        await RequireNotInUseAsync(overlay, ct).ConfigureAwait(false);
+        File.Delete(overlay);
+    }
+
     public async Task<string> MoveAsync(string domain, string runId, string overlay, string retentionPath, CancellationToken ct)
     {
         await RequireNotInUseAsync(overlay, ct).ConfigureAwait(false);

@@ -5,7 +5,7 @@ using OdaKvmBackup.Core.QemuImg;
 
 namespace OdaKvmBackup.Core.Safety;
 
-public enum RepairKind { CommitOverlay, DeleteSnapshotMetadata, MoveLeftoverOverlay, CloseJournal }
+public enum RepairKind { CommitOverlay, DeleteSnapshotMetadata, RemoveLeftoverOverlay, CloseJournal }
 
 /// <summary>One thing left behind by an interrupted backup, and how it will be fixed.</summary>
 public sealed record RepairFinding(RepairKind Kind, string DomainName, string? Target, string Problem, string Action,
@@ -77,24 +77,25 @@ public sealed class RepairService
                 $"snapshot metadata '{snapshotName}' is left", "delete the metadata only (snapshot-delete --metadata; no file is touched)"));
         }
 
-        if (retentionPath is not null)
+        // Overlays of interrupted runs: the ones committed above, and files left beside the disks that no chain
+        // uses. They block the next snapshot; their data is in the disks (checked again just before each goes).
+        var committing = findings.Where(f => f.Commit?.Overlay is not null).Select(f => f.Commit!.Overlay!).ToHashSet(StringComparer.Ordinal);
+        var inChains = description.Disks.SelectMany(d => new[] { d.Source }.Concat(d.BackingChain)).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        var bases = description.Disks.Where(d => d.Source is not null)
+            .Select(d => findings.FirstOrDefault(f => f.Target == d.Target && f.Commit is not null)?.Commit!.Source ?? d.Source!).ToList();
+        var candidates = bases.Select(b => OverlayNaming.OverlayPath(domain, b, snapshotName, null))
+            .Concat(journal?.Disks.Select(d => d.Overlay).OfType<string>() ?? [])
+            .Concat(committing)
+            .Distinct(StringComparer.Ordinal);
+        foreach (var file in candidates.Where(File.Exists))
         {
-            var folders = description.Disks.Where(d => d.Source is not null).Select(d => Path.GetDirectoryName(d.Source!)!)
-                .Concat(journal?.Disks.Where(d => d.Overlay is not null).Select(d => Path.GetDirectoryName(d.Overlay!)!) ?? [])
-                .Distinct(StringComparer.Ordinal);
-            var inChains = description.Disks.SelectMany(d => new[] { d.Source }.Concat(d.BackingChain)).ToHashSet(StringComparer.Ordinal);
-            var stems = description.Disks.Where(d => d.Source is not null).Select(d => Path.GetFileNameWithoutExtension(BaseOf(d, findings))).ToHashSet(StringComparer.Ordinal);
-            foreach (var file in folders.Where(Directory.Exists).SelectMany(f => Directory.EnumerateFiles(f, "*." + snapshotName)))
-            {
-                var name = Path.GetFileName(file);
-                var belongs = stems.Contains(name[..^(snapshotName.Length + 1)]) || name.StartsWith(domain + ".", StringComparison.Ordinal);
-                if (belongs && !inChains.Contains(file))
-                {
-                    findings.Add(new RepairFinding(RepairKind.MoveLeftoverOverlay, domain, null,
-                        $"leftover overlay {file} (in no backing chain) blocks the next snapshot",
-                        $"move it to {Path.Combine(retentionPath, domain, "repaired")}", LeftoverOverlay: file));
-                }
-            }
+            if (inChains.Contains(file) && !committing.Contains(file))
+                continue; // in use by something this repair does not commit: never touched
+            var action = retentionPath is null
+                ? "delete it once no disk uses it (its data is in the disk; -RetentionPath keeps it instead)"
+                : $"move it to {Path.Combine(retentionPath, domain, "repaired")} once no disk uses it";
+            findings.Add(new RepairFinding(RepairKind.RemoveLeftoverOverlay, domain, null,
+                $"overlay {file} of an interrupted backup would block the next snapshot", action, LeftoverOverlay: file));
         }
 
         if (journal is not null)
@@ -121,13 +122,20 @@ public sealed class RepairService
             case RepairKind.DeleteSnapshotMetadata:
                 await _virsh.DeleteSnapshotMetadataAsync(finding.DomainName, snapshotName, ct).ConfigureAwait(false);
                 return "metadata deleted";
-            case RepairKind.MoveLeftoverOverlay:
-                var target = await _retention.MoveAsync(finding.DomainName, "repaired", finding.LeftoverOverlay!, retentionPath!, ct).ConfigureAwait(false);
+            case RepairKind.RemoveLeftoverOverlay when retentionPath is not null:
+                var target = await _retention.MoveAsync(finding.DomainName, "repaired", finding.LeftoverOverlay!, retentionPath, ct).ConfigureAwait(false);
                 return $"moved to {target}";
+            case RepairKind.RemoveLeftoverOverlay:
+                await _retention.DiscardAsync(finding.LeftoverOverlay!, ct).ConfigureAwait(false);
+                return "deleted";
             case RepairKind.CloseJournal:
                 var journal = Journal.TryLoad(finding.DomainName);
-                if (journal?.BackupSet is { } set)
+                if (journal?.BackupSet is { } set && Directory.Exists(set))
+                {
                     BackupSet.MarkIncomplete(set, $"run {journal.RunId} was interrupted; closed by Repair-KvmBackup");
+                    foreach (var partial in Directory.EnumerateFiles(set, "*.partial"))
+                        File.Delete(partial); // a copy cut short: never a usable file
+                }
                 if (BackupRun.FindActive(finding.DomainName) is { } run)
                     run.Finish();
                 else
@@ -138,6 +146,4 @@ public sealed class RepairService
         }
     }
 
-    private static string BaseOf(VmDisk disk, List<RepairFinding> findings) =>
-        findings.FirstOrDefault(f => f.Target == disk.Target && f.Commit is not null)?.Commit!.Source ?? disk.Source!;
 }

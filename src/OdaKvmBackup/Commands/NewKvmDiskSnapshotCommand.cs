@@ -157,6 +157,7 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
     {
         using var bound = new CancellationTokenSource(RollbackBound);
         var commit = NewCommitService(NullSink.Instance);
+        var retention = new RetentionService(new Core.Libvirt.VirshClient(new CliWrapProcessRunner(NullSink.Instance)));
         var failures = new List<string>();
         foreach (var disk in run.Journal.Disks.Where(d => !d.Committed))
         {
@@ -171,15 +172,29 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
                 failures.Add($"{disk.Target}: {ex.Message}");
             }
         }
+        // The overlays of a failed run hold nothing the disks lack now, and would block the next snapshot.
+        foreach (var overlay in failures.Count == 0 ? run.Journal.Disks.Select(d => d.Overlay).OfType<string>().Where(File.Exists) : [])
+        {
+            try
+            {
+                retention.DiscardAsync(overlay, bound.Token).GetAwaiter().GetResult();
+            }
+            catch (Exception ex) when (ex is BackupException or IOException or OperationCanceledException)
+            {
+                failures.Add($"{overlay} was left in place: {ex.Message}");
+            }
+        }
         if (run.BackupSet is { } set)
             BackupSet.MarkIncomplete(set, why);
         var setNote = run.BackupSet is null ? "" : $" The backup set '{run.BackupSet}' is marked Incomplete unless every disk was already copied.";
         var message = failures.Count == 0
-            ? $"Because {why}, '{run.DomainName}' was put back on its own disks ({string.Join(", ", run.Targets)}).{setNote}"
-            : $"Because {why}, OdaKvmBackup tried to put '{run.DomainName}' back on its own disks but could not: {string.Join("; ", failures)}. It STILL writes to overlays. Run Repair-KvmBackup -DomainName {run.DomainName}.{setNote}";
+            ? $"Because {why}, '{run.DomainName}' was put back on its own disks ({string.Join(", ", run.Targets)}) and the run's overlays were removed.{setNote}"
+            : run.OnOverlays
+                ? $"Because {why}, OdaKvmBackup tried to put '{run.DomainName}' back on its own disks but could not: {string.Join("; ", failures)}. It STILL writes to overlays. Run Repair-KvmBackup -DomainName {run.DomainName}.{setNote}"
+                : $"Because {why}, '{run.DomainName}' was put back on its own disks, but: {string.Join("; ", failures)}. Run Repair-KvmBackup -DomainName {run.DomainName} to clear what is left.{setNote}";
         if (pipelineThread)
         {
-            if (failures.Count == 0)
+            if (!run.OnOverlays)
                 WriteWarning(message);
             else
                 WriteError(ToErrorRecord(ErrorIds.StillOnOverlays, BackupErrorCategory.InvalidResult, message, null, run.DomainName));
@@ -187,7 +202,14 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
         else
         {
             // The pipeline is gone: the host is the only way left to reach the user.
-            Host.UI.WriteErrorLine("OdaKvmBackup: " + message);
+            try
+            {
+                Host.UI.WriteErrorLine("OdaKvmBackup: " + message);
+            }
+            catch (Exception ex) when (ex is NotImplementedException or NullReferenceException or InvalidOperationException or PSNotImplementedException)
+            {
+                // A host without a UI (a bare runspace): the journal and Repair-KvmBackup remain.
+            }
         }
     }
 }

@@ -45,7 +45,8 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
                     "A domain name is empty or blank.", "Name a domain as 'virsh list --all' shows it, or give none to check every domain.", name));
                 continue;
             }
-            _names.Add(name);
+            if (!_names.Contains(name, StringComparer.Ordinal))
+                _names.Add(name); // piped Get-VmDisk output names each domain once per disk
         }
     }
 
