@@ -71,7 +71,7 @@ function Invoke-Build {
     $version = ([xml](Get-Content -Raw (Join-Path $Root 'Directory.Build.props'))).Project.PropertyGroup.Version
     (Get-Content -Raw (Join-Path $Root 'module/OdaKvmBackup.psd1')) -replace "ModuleVersion\s*=\s*'[^']*'", "ModuleVersion        = '$version'" |
         Set-Content -NoNewline (Join-Path $ModuleOut 'OdaKvmBackup.psd1')
-    & (Join-Path $Root 'tools/ConvertTo-MamlHelp.ps1') -MarkdownPath (Join-Path $Root 'docs/help') -OutputPath (Join-Path $ModuleOut 'en-US/OdaKvmBackup.dll-Help.xml')
+    & (Join-Path $Root 'tools/ConvertTo-MamlHelp.ps1') -MarkdownPath (Join-Path $Root 'docs/help') -OutputPath (Join-Path $ModuleOut 'en-US/OdaKvmBackup.dll-Help.xml') | Out-Null
     Write-Host "Module $version built at $ModuleOut"
 }
 

@@ -15,6 +15,7 @@ public static class ErrorIds
     public const string DomainNotFound = "DomainNotFound";
     public const string InvalidDomainName = "InvalidDomainName";
     public const string LibvirtUnreachable = "LibvirtUnreachable";
+    public const string LibvirtPermissionDenied = "LibvirtPermissionDenied";
     public const string VirshFailed = "VirshFailed";
     public const string QemuImgFailed = "QemuImgFailed";
     public const string UnparsableOutput = "UnparsableOutput";

@@ -28,10 +28,12 @@ public abstract class KvmCmdlet : PSCmdlet
 
     protected QemuImgClient QemuImg => new(new CliWrapProcessRunner(_sink));
 
-    protected CommitService NewCommitService(IOperationSink? sink = null)
+    protected CommitService NewCommitService(IOperationSink? sink = null, int timeoutSeconds = 0)
     {
         var runner = new CliWrapProcessRunner(sink ?? _sink);
-        return new CommitService(new VirshClient(runner), new QemuImgClient(runner), sink ?? _sink);
+        return timeoutSeconds > 0
+            ? new CommitService(new VirshClient(runner), new QemuImgClient(runner), sink ?? _sink) { ConvergenceTimeout = TimeSpan.FromSeconds(timeoutSeconds) }
+            : new CommitService(new VirshClient(runner), new QemuImgClient(runner), sink ?? _sink);
     }
 
     /// <summary>Runs core work and waits for it here, writing what it reports as it goes.</summary>
@@ -84,11 +86,12 @@ public abstract class KvmCmdlet : PSCmdlet
         }
     }
 
-    /// <summary>An ErrorRecord whose message carries the fix, so the default error view shows both.</summary>
+    /// <summary>An ErrorRecord whose message carries the fix, so every error view and log shows both (the fix
+    /// stays on the exception as RecommendedAction; put in ErrorDetails too, pwsh would print it twice).</summary>
     protected static ErrorRecord ToErrorRecord(BackupException ex, object? target = null) =>
         new(ex, ex.ErrorId, (ErrorCategory)Enum.Parse(typeof(ErrorCategory), ex.Category.ToString()), target ?? ex.Target)
         {
-            ErrorDetails = new ErrorDetails(ex.FullMessage) { RecommendedAction = ex.RecommendedAction ?? "" },
+            ErrorDetails = new ErrorDetails(ex.FullMessage),
         };
 
     protected static ErrorRecord ToErrorRecord(string id, BackupErrorCategory category, string message, string? fix, object? target) =>

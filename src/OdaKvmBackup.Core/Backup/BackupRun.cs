@@ -92,9 +92,15 @@ public sealed class BackupRun
         if (Finished)
             return;
         Finished = true;
-        Safety.Journal.Delete(DomainName);
-        ActiveRuns.TryRemove(new KeyValuePair<string, BackupRun>(DomainName, this));
-        _lock?.Dispose();
-        _lock = null;
+        try
+        {
+            Safety.Journal.Delete(DomainName);
+        }
+        finally
+        {
+            ActiveRuns.TryRemove(new KeyValuePair<string, BackupRun>(DomainName, this));
+            _lock?.Dispose();
+            _lock = null;
+        }
     }
 }

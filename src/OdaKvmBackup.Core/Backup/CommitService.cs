@@ -32,6 +32,12 @@ public sealed class CommitService
     public int PivotAttempts { get; init; } = 8;
     public TimeSpan FirstBackOff { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan MaxBackOff { get; init; } = TimeSpan.FromSeconds(15);
+    /// <summary>How long a commit may take to catch up with the guest's writes before it is abandoned.</summary>
+    public TimeSpan ConvergenceTimeout { get; init; } = TimeSpan.FromMinutes(15);
+    /// <summary>How long a throttled commit may gain nothing on the guest before its limit is lifted.</summary>
+    public TimeSpan StallLimit { get; init; } = TimeSpan.FromSeconds(10);
+    public TimeSpan PollInterval { get; init; } = TimeSpan.FromSeconds(1);
+    public TimeSpan VirshPivotGrace { get; init; } = TimeSpan.FromSeconds(30);
 
     public async Task<CommitOutcome> CommitAsync(CommitTarget disk, int bandwidthMiBps, Action<int>? percent, CancellationToken ct)
     {
@@ -67,7 +73,23 @@ public sealed class CommitService
                 try
                 {
                     ranCommit = true;
-                    await _virsh.BlockCommitAsync(domain, disk.Target, bandwidthMiBps, percent, ct).ConfigureAwait(false);
+                    using var virshStop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                    var commit = _virsh.BlockCommitAsync(domain, disk.Target, bandwidthMiBps, percent, virshStop.Token);
+                    if (!await WatchUntilReadyAsync(disk, bandwidthMiBps, commit, null, ct).ConfigureAwait(false))
+                    {
+                        await virshStop.CancelAsync().ConfigureAwait(false);
+                        await commit.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+                        await AbandonAsync(disk, ct).ConfigureAwait(false);
+                    }
+                    // Ready: virsh pivots now. If it never does (its READY event lost in a libvirtd restart), the
+                    // loop pivots the ready job itself.
+                    if (await Task.WhenAny(commit, Task.Delay(VirshPivotGrace, ct)).ConfigureAwait(false) != commit)
+                    {
+                        await virshStop.CancelAsync().ConfigureAwait(false);
+                        await commit.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+                        continue;
+                    }
+                    await commit.ConfigureAwait(false);
                     continue; // look again: the loop verifies the pivot
                 }
                 catch (VirshException ex) when (ex.Failure is VirshFailure.NotReadyForPivot or VirshFailure.BlockJobActive
@@ -86,7 +108,8 @@ public sealed class CommitService
             else if (!job.Ready)
             {
                 percent?.Invoke(job.Percent);
-                await Task.Delay(TimeSpan.FromMilliseconds(300), ct).ConfigureAwait(false);
+                if (!await WatchUntilReadyAsync(disk, (int)job.BandwidthMiBps, null, percent, ct).ConfigureAwait(false))
+                    await AbandonAsync(disk, ct).ConfigureAwait(false);
                 continue;
             }
             else
@@ -116,6 +139,62 @@ public sealed class CommitService
         }
     }
 
+    /// <summary>
+    /// Watches a commit job until it is ready to pivot, its virsh has ended, or the job is gone. A throttled job
+    /// that gains nothing on the guest's writes for <see cref="StallLimit"/> gets its limit lifted (it could never
+    /// converge); returns false when the job is still not ready after <see cref="ConvergenceTimeout"/>.
+    /// </summary>
+    private async Task<bool> WatchUntilReadyAsync(CommitTarget disk, int bandwidthMiBps, Task? virsh, Action<int>? percent, CancellationToken ct)
+    {
+        var started = DateTime.UtcNow;
+        var lastGain = started;
+        var leastRemaining = long.MaxValue;
+        var limited = bandwidthMiBps > 0;
+        while (virsh is null || !virsh.IsCompleted)
+        {
+            var job = await _virsh.GetBlockJobAsync(disk.DomainName, disk.Target, ct).ConfigureAwait(false);
+            if (job is null || job.Ready)
+                return true;
+            percent?.Invoke(job.Percent);
+            var now = DateTime.UtcNow;
+            if (job.End - job.Current < leastRemaining)
+            {
+                leastRemaining = job.End - job.Current;
+                lastGain = now;
+            }
+            if (limited && now - lastGain > StallLimit)
+            {
+                _sink.Warning($"The commit of {disk.Target} of '{disk.DomainName}' at {bandwidthMiBps} MiB/s does not catch up with the guest's writes; lifting the limit so that it can finish.");
+                await _virsh.SetBlockJobBandwidthAsync(disk.DomainName, disk.Target, 0, ct).ConfigureAwait(false);
+                limited = false;
+                lastGain = now;
+            }
+            if (now - started > ConvergenceTimeout)
+                return false;
+            if (virsh is null)
+                await Task.Delay(PollInterval, ct).ConfigureAwait(false);
+            else
+                await Task.WhenAny(virsh, Task.Delay(PollInterval, ct)).ConfigureAwait(false);
+        }
+        return true;
+    }
+
+    /// <summary>Gives up on a commit that cannot converge: the job is aborted, so the disk simply goes on writing
+    /// to its overlay (nothing is lost, nothing is moved or deleted), and the user is told how to finish later.</summary>
+    private async Task AbandonAsync(CommitTarget disk, CancellationToken ct)
+    {
+        try
+        {
+            await _virsh.AbortBlockJobAsync(disk.DomainName, disk.Target, ct).ConfigureAwait(false);
+        }
+        catch (VirshException ex) when (ex.Failure == VirshFailure.NoBlockJob)
+        {
+        }
+        throw new BackupException(ErrorIds.PivotNotReady, BackupErrorCategory.OperationTimeout,
+            $"The commit of {disk.Target} of '{disk.DomainName}' did not catch up with the guest's writes within {ConvergenceTimeout.TotalSeconds:0} s and was stopped. The disk still writes to the overlay '{disk.Overlay}', which was neither moved nor deleted; nothing the guest wrote is lost.",
+            $"Run Repair-KvmBackup -DomainName {disk.DomainName} when the guest writes less (or with a longer -TimeoutSec); the overlay must stay where it is until then.", disk.DomainName);
+    }
+
     /// <summary>A shut-off domain has no QEMU to run an active commit: qemu-img commits the overlay into its
     /// backing file, then the definition is pointed back at the disk's own file and format.</summary>
     private async Task<CommitOutcome> CommitOfflineAsync(CommitTarget disk, CancellationToken ct)
@@ -123,7 +202,9 @@ public sealed class CommitService
         var domain = disk.DomainName;
         var xml = await _virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false);
         var current = DomainXml.Parse(xml).Disks.FirstOrDefault(d => d.Target == disk.Target);
-        if (current is null || current.Source == disk.Source)
+        if (current is null)
+            throw Failed(disk, $"Shut-off domain '{domain}' has no disk {disk.Target} any more. Nothing was changed.", $"Inspect it with 'virsh dumpxml --inactive {domain}'.");
+        if (current.Source == disk.Source)
             return CommitOutcome.AlreadyOnOwnFile;
         if (disk.Overlay is null || current.Source != disk.Overlay)
         {

@@ -60,6 +60,11 @@ public static class VirshArguments
 
     public static string[] BlockJobPivot(string domain, string target) => ["blockjob", "--domain", domain, "--path", target, "--pivot"];
 
+    public static string[] BlockJobSetBandwidth(string domain, string target, int bandwidthMiBps) =>
+        ["blockjob", "--domain", domain, "--path", target, "--bandwidth", bandwidthMiBps.ToString(CultureInfo.InvariantCulture)];
+
+    public static string[] BlockJobAbort(string domain, string target) => ["blockjob", "--domain", domain, "--path", target, "--abort"];
+
     public static string[] Define(string xmlFile) => ["define", "--file", xmlFile];
 
     /// <summary>virsh splits --diskspec on commas; a literal comma is written twice.</summary>

@@ -5,7 +5,7 @@ using OdaKvmBackup.Core.Processes;
 namespace OdaKvmBackup.Core.Libvirt;
 
 /// <summary>A block job as `virsh blockjob --info --raw` shows it.</summary>
-public sealed record BlockJobInfo(string Type, long Current, long End)
+public sealed record BlockJobInfo(string Type, long Current, long End, long BandwidthMiBps = 0)
 {
     /// <summary>An active commit that has copied everything waits in the ready phase for a pivot.</summary>
     public bool Ready => End > 0 && Current == End;
@@ -69,6 +69,12 @@ public sealed partial class VirshClient
     public async Task PivotBlockJobAsync(string domain, string target, CancellationToken ct) =>
         await RunOnceAsync(VirshArguments.BlockJobPivot(domain, target), domain, null, ct).ConfigureAwait(false);
 
+    public async Task SetBlockJobBandwidthAsync(string domain, string target, int bandwidthMiBps, CancellationToken ct) =>
+        await RunOnceAsync(VirshArguments.BlockJobSetBandwidth(domain, target, bandwidthMiBps), domain, null, ct).ConfigureAwait(false);
+
+    public async Task AbortBlockJobAsync(string domain, string target, CancellationToken ct) =>
+        await RunOnceAsync(VirshArguments.BlockJobAbort(domain, target), domain, null, ct).ConfigureAwait(false);
+
     public async Task DefineAsync(string xmlFile, string domain, CancellationToken ct) =>
         await RunOnceAsync(VirshArguments.Define(xmlFile), domain, null, ct).ConfigureAwait(false);
 
@@ -82,7 +88,7 @@ public sealed partial class VirshClient
         if (!values.TryGetValue("type", out var type))
             return null;
         long Number(string key) => values.TryGetValue(key, out var v) && long.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : 0;
-        return new BlockJobInfo(type, Number("cur"), Number("end"));
+        return new BlockJobInfo(type, Number("cur"), Number("end"), Number("bandwidth"));
     }
 
     /// <summary>Reads "Block commit: [ 42 %]" or "[42.17 %]" (old and new libvirt) from a progress line.</summary>
@@ -139,6 +145,9 @@ public sealed partial class VirshClient
             VirshFailure.Unreachable => (ErrorIds.LibvirtUnreachable, BackupErrorCategory.ConnectionError,
                 $"Cannot reach libvirtd (virsh {command}: {said}).",
                 "Start libvirtd and run as root (or a user allowed on qemu:///system), then try again."),
+            VirshFailure.PermissionDenied => (ErrorIds.LibvirtPermissionDenied, BackupErrorCategory.PermissionDenied,
+                $"This user may not use libvirt (virsh {command}: {said}).",
+                "Run as root (sudo), or as a user allowed on qemu:///system (the libvirt group, or polkit rules)."),
             VirshFailure.AgentNotConfigured => (ErrorIds.AgentNotConfigured, BackupErrorCategory.NotInstalled,
                 $"The domain '{domain}' has no qemu-guest-agent channel, so its file systems cannot be frozen for a consistent snapshot (virsh: {said}).",
                 "Add the channel (virsh edit: <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>), install and start qemu-guest-agent in the guest; or back up without a freeze with -CrashConsistent."),

@@ -6,6 +6,7 @@ public enum VirshFailure
     Other,
     DomainNotFound,
     Unreachable,
+    PermissionDenied,
     AgentNotConfigured,
     AgentNotConnected,
     FreezeDeniedBySelinux,
@@ -27,6 +28,8 @@ public static class VirshErrors
         bool Has(string s) => stderr.Contains(s, StringComparison.OrdinalIgnoreCase);
         if (Has("Domain not found") || Has("failed to get domain"))
             return VirshFailure.DomainNotFound;
+        if ((Has("Failed to connect socket") || Has("authentication failed") || Has("access denied")) && (Has("Permission denied") || Has("access denied") || Has("authentication failed")))
+            return VirshFailure.PermissionDenied;
         if (Has("failed to connect to the hypervisor") || Has("Failed to connect socket") || Has("Disconnected from")
             || Has("End of file while reading data") || Has("Cannot recv data") || Has("Cannot write data") || Has("client socket is closed"))
             return VirshFailure.Unreachable;
@@ -34,12 +37,12 @@ public static class VirshErrors
             return VirshFailure.AgentNotConfigured;
         if (Has("guest agent is not connected") || Has("Guest agent is not responding") || Has("Guest agent disappeared"))
             return VirshFailure.AgentNotConnected;
-        if (Has("fsfreeze") && Has("Permission denied"))
-            return VirshFailure.FreezeDeniedBySelinux;
-        if (Has("fsfreeze") || Has("freeze"))
-            return VirshFailure.FreezeFailed;
         if (Has("already exists and is not a block device"))
             return VirshFailure.OverlayFileExists;
+        if (Has("guest-fsfreeze") && Has("Permission denied"))
+            return VirshFailure.FreezeDeniedBySelinux;
+        if (Has("guest-fsfreeze") || Has("fsfreeze is limited") || Has("failed to freeze") || Has("fsfreeze hook"))
+            return VirshFailure.FreezeFailed;
         if (Has("domain moment") && Has("already exists") || Has("snapshot") && Has("already exists"))
             return VirshFailure.SnapshotExists;
         if (Has("not ready for pivot"))

@@ -81,7 +81,11 @@ public static class Journal
         }
     }
 
-    public static void Delete(string domain) => File.Delete(PathFor(domain));
+    public static void Delete(string domain)
+    {
+        if (File.Exists(PathFor(domain)))
+            File.Delete(PathFor(domain));
+    }
 }
 
 public static class AtomicFile

@@ -20,6 +20,12 @@ public sealed class InvokeBlockCommitCommand : KvmCmdlet
     [ValidateRange(0, 1_000_000)]
     public int BandwidthLimit { get; set; }
 
+    /// <summary>Seconds a commit may take to catch up with the guest's writes; then it is stopped and the disk
+    /// stays on its overlay (reported, nothing lost). A throttled commit that cannot catch up is unthrottled first.</summary>
+    [Parameter]
+    [ValidateRange(1, 86_400)]
+    public int TimeoutSec { get; set; } = 900;
+
     protected override void ProcessRecord()
     {
         var disk = InputObject;
@@ -38,7 +44,7 @@ public sealed class InvokeBlockCommitCommand : KvmCmdlet
         try
         {
             disk.Run?.SetPhase(Core.Safety.JournalPhase.Committing);
-            var commit = NewCommitService();
+            var commit = NewCommitService(timeoutSeconds: TimeoutSec);
             var outcome = Run(ct => commit.CommitAsync(new CommitTarget(disk.DomainName, disk.Target, disk.Source, disk.Format, disk.Overlay), BandwidthLimit,
                 percent => Sink.Progress(new ProgressUpdate(ProgressId, null, activity, $"{percent} %", percent)), ct));
             disk.Run?.MarkCommitted(disk.Target);

@@ -1,0 +1,70 @@
+using OdaKvmBackup.Core.Processes;
+
+namespace OdaKvmBackup.Core.Tests.Support;
+
+/// <summary>One process the code under test asked to run.</summary>
+internal sealed record Invocation(string Program, IReadOnlyList<string> Args)
+{
+    /// <summary>The virsh or qemu-img sub-command: dumpxml, blockcommit, info, commit...</summary>
+    public string Command => Args.Count > 0 ? Args[0] : "";
+
+    public bool Has(string argument) => Args.Contains(argument, StringComparer.Ordinal);
+
+    /// <summary>The value after an option name, e.g. ValueOf("--domain").</summary>
+    public string? ValueOf(string option)
+    {
+        for (var i = 0; i < Args.Count - 1; i++)
+        {
+            if (Args[i] == option)
+                return Args[i + 1];
+        }
+        return null;
+    }
+
+    public bool Is(string program, string command) => Program == program && Command == command;
+
+    public override string ToString() => CliWrapProcessRunner.FormatCommandLine(Program, Args);
+}
+
+/// <summary>An IProcessRunner that answers from a function and records every call.</summary>
+internal sealed class FakeRunner : IProcessRunner
+{
+    private readonly Func<Invocation, ProcessResult> _handler;
+    private readonly List<Invocation> _calls = new();
+
+    public FakeRunner(Func<Invocation, ProcessResult> handler) => _handler = handler;
+
+    public IReadOnlyList<Invocation> Calls
+    {
+        get
+        {
+            lock (_calls)
+                return _calls.ToList();
+        }
+    }
+
+    public Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments,
+        Action<string>? onStandardErrorLine = null, CancellationToken cancellationToken = default)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var call = new Invocation(program, arguments.ToArray());
+        lock (_calls)
+            _calls.Add(call);
+        var result = _handler(call);
+        if (onStandardErrorLine is not null)
+        {
+            // CliWrap's delegate target splits on \r as well as \n, which is how virsh's progress arrives.
+            foreach (var line in result.StandardError.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries))
+                onStandardErrorLine(line);
+        }
+        return Task.FromResult(result);
+    }
+}
+
+internal static class Results
+{
+    public static ProcessResult Ok(string stdout = "\n", string stderr = "") => new(0, stdout, stderr, TimeSpan.FromMilliseconds(20));
+
+    /// <summary>A failed virsh command: stdout is a single newline, the reason is on stderr (lab.md section 6).</summary>
+    public static ProcessResult VirshError(string stderr) => new(1, "\n", stderr, TimeSpan.FromMilliseconds(20));
+}
