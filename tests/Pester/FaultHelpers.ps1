@@ -1,0 +1,148 @@
+# Fault injection on the real lab: runs a backup of $FaultVm in a background runspace (so the test can stop it
+# as Ctrl+C does) or in a child pwsh process (so the test can SIGKILL it), waits for a chosen point, injects.
+$script:FaultVm = 'linux_vm3'
+$script:LabModule = Join-Path $RepoRoot 'tests/Lab/OdaKvmLab.psm1'
+$script:JournalFile = "/var/lib/odakvmbackup/journal/d-$FaultVm.json"
+$script:FaultLog = Join-Path $RepoRoot 'out/fault-results.txt'
+
+# The backup script: after the snapshot, the guest writes markers on both disks (and 8 MiB so that the commit
+# has work), then the chosen point is signalled. Throttles make the copy or the commit last long enough.
+function New-BackupScript {
+    param([ValidateSet('AfterSnapshot', 'DuringCopy', 'DuringCommit', 'None')] [string] $Point,
+          [string] $Destination, [string] $Retention, [string] $Signal, [string] $Marker, [string] $Transcript)
+    $copyLimit = if ($Point -eq 'DuringCopy') { 2 } else { 0 }
+    $commitLimit = if ($Point -eq 'DuringCommit') { 1 } else { 0 }
+    $hold = if ($Point -eq 'AfterSnapshot') { 'Start-Sleep -Seconds 600' } else { '' }
+    $start = if ($Transcript) { "Start-Transcript -Path '$Transcript' -Force | Out-Null" } else { '' }
+    @"
+$start
+Import-Module '$ModuleManifest'
+Import-Module '$LabModule'
+Get-VmDisk $FaultVm | New-KvmDiskSnapshot |
+    ForEach-Object -Begin { `$first = `$true } -Process {
+        if (`$first) {
+            `$first = `$false
+            `$r = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'echo $Marker > /mnt/a/marker.txt; echo $Marker > /mnt/b/marker.txt; dd if=/dev/urandom of=/mnt/b/during bs=1M count=8 conv=fsync 2>/dev/null; sync'
+            if (`$r.ExitCode -ne 0) { throw "guest write failed: `$(`$r.StdErr)" }
+            Set-Content -Path '$Signal' -Value snapshot
+            $hold
+        }
+        `$_
+    } |
+    Copy-VmDisk -Destination '$Destination' -BandwidthLimit $copyLimit |
+    Invoke-BlockCommit -BandwidthLimit $commitLimit |
+    Move-OverlayToRetention -Path '$Retention'
+"@
+}
+
+function Wait-Until([scriptblock] $Condition, [string] $What, [int] $TimeoutSeconds = 120) {
+    $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
+    while (-not (& $Condition)) {
+        if ((Get-Date) -gt $deadline) { throw "Timed out after $TimeoutSeconds s waiting for: $What" }
+        Start-Sleep -Milliseconds 100
+    }
+}
+
+function Test-BlockJobRunning([string] $DomainName) {
+    foreach ($target in 'vda', 'vdb') {
+        if ((Invoke-Virsh @('blockjob', $DomainName, $target, '--info', '--raw') -AllowFailure).StdOut -match 'type=') { return $true }
+    }
+    $false
+}
+
+function Wait-FaultPoint([string] $Point, [string] $Signal, [string] $Destination, $Job) {
+    # A backup that failed before the point would make the wait run out: fail at once, with its errors.
+    Wait-Until {
+        if ($Job -and $Job.Handle.IsCompleted -and -not (Test-Path $Signal)) { throw "The backup ended before the snapshot: $($Job.PowerShell.Streams.Error | Out-String)" }
+        Test-Path $Signal
+    } 'the snapshot (signal file)'
+    switch ($Point) {
+        'DuringCopy' { Wait-Until { Get-ChildItem -Recurse -Filter '*.partial' -Path $Destination -ErrorAction SilentlyContinue } 'a copy in progress (.partial file)'; Start-Sleep -Milliseconds 500 }
+        'DuringCommit' { Wait-Until { Test-BlockJobRunning $FaultVm } 'a block commit job' }
+    }
+}
+
+# Runs the backup in a runspace of this process, bound to this host; returns what Start-FaultRun made.
+function Start-BackgroundBackup([string] $Script) {
+    $runspace = [runspacefactory]::CreateRunspace($Host)
+    $runspace.Open()
+    $ps = [powershell]::Create()
+    $ps.Runspace = $runspace
+    $null = $ps.AddScript($Script)
+    [pscustomobject]@{ PowerShell = $ps; Handle = $ps.BeginInvoke(); Runspace = $runspace }
+}
+
+# A child pwsh runs the backup. With -StopFile it runs it in a runspace bound to its console host and calls
+# Stop() (what Ctrl+C does) once that file appears; right after Stop() returns it prints the domain's disks.
+function Start-BackupProcess([string] $Script, [string] $Folder, [string] $StopFile) {
+    $file = Join-Path $Folder 'backup.ps1'
+    Set-Content -Path $file -Value $Script
+    if ($StopFile) {
+        $wrapper = Join-Path $Folder 'stop-wrapper.ps1'
+        Set-Content -Path $wrapper -Value @"
+`$runspace = [runspacefactory]::CreateRunspace(`$Host)
+`$runspace.Open()
+`$ps = [powershell]::Create()
+`$ps.Runspace = `$runspace
+`$null = `$ps.AddScript((Get-Content -Raw '$file'))
+`$handle = `$ps.BeginInvoke()
+while (-not (Test-Path '$StopFile') -and -not `$handle.IsCompleted) { Start-Sleep -Milliseconds 50 }
+`$ps.Stop()
+'AFTER-STOP'
+& virsh -c qemu:///system domblklist $FaultVm
+"@
+        $file = $wrapper
+    }
+    Start-Process -FilePath ([Environment]::ProcessPath) -PassThru `
+        -ArgumentList @([Environment]::GetCommandLineArgs()[0], '-NoProfile', '-NonInteractive', '-File', $file) `
+        -RedirectStandardOutput (Join-Path $Folder 'stdout.txt') -RedirectStandardError (Join-Path $Folder 'stderr.txt')
+}
+
+function New-FaultRun([string] $Name) {
+    $folder = New-TestFolder "fault-$Name"
+    $run = [pscustomobject]@{
+        Folder = $folder
+        Destination = (New-Item -ItemType Directory -Path (Join-Path $folder 'backup')).FullName
+        Retention = (New-Item -ItemType Directory -Path (Join-Path $folder 'retention')).FullName
+        Signal = Join-Path $folder 'signal'
+        Marker = "marker-$Name-$([guid]::NewGuid().ToString('N').Substring(0, 8))"
+        Transcript = Join-Path $folder 'transcript.txt'
+    }
+    $run
+}
+
+# What every fault must end in: own disks, nothing left over, the guest's writes in its disks, clean file
+# systems, and a next backup that works. Returns the number of writes lost (markers missing) for the record.
+function Assert-Recovered([string] $Name, $Run, [switch] $SkipNextBackup) {
+    $onOverlays = if (Test-OnOwnDisks $FaultVm) { 0 } else { 1 }
+    $boot = Get-LabDiskPath -Name $FaultVm -Disk boot
+    $data = Get-LabDiskPath -Name $FaultVm -Disk data
+    $lost = 0
+    Invoke-Virsh @('domfsfreeze', $FaultVm) | Out-Null
+    try {
+        foreach ($image in $boot, $data) {
+            if ((Get-LabImageFile -Path $image -GuestPath /marker.txt) -notmatch $Run.Marker) { $lost++ }
+            $check = Test-LabImageFileSystem -Path $image
+            $check.Clean | Should -BeTrue -Because "the file system on $image must check clean: $($check.Output)"
+        }
+    }
+    finally { Invoke-Virsh @('domfsthaw', $FaultVm) | Out-Null }
+    Add-Content -Path $FaultLog -Value ("{0,-46} | on overlays: {1} | writes lost: {2}" -f $Name, $onOverlays, $lost)
+    $onOverlays | Should -Be 0 -Because 'every disk must write to its own file again'
+    $lost | Should -Be 0 -Because 'the guest wrote markers on both disks during the backup'
+    Get-SnapshotNames $FaultVm | Should -BeNullOrEmpty
+    Get-StrayDiskFolderFiles $FaultVm | Should -BeNullOrEmpty
+    Test-Path $JournalFile | Should -BeFalse
+    if (-not $SkipNextBackup) {
+        $next = New-FaultRun "$Name-next"
+        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Copy-VmDisk -Destination $next.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $next.Retention
+        @($objects).Count | Should -Be 2
+        (Get-Content -Raw (Join-Path $objects[0].BackupSet 'backup.json') | ConvertFrom-Json).Status | Should -Be 'Complete'
+        Test-OnOwnDisks $FaultVm | Should -BeTrue
+    }
+}
+
+function Get-SetStatus([string] $Destination) {
+    $manifest = Get-ChildItem -Recurse -Filter backup.json -Path $Destination | Select-Object -First 1
+    if ($manifest) { (Get-Content -Raw $manifest.FullName | ConvertFrom-Json).Status } else { $null }
+}
