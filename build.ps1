@@ -89,6 +89,12 @@ function Invoke-Pester5 {
     $script = @'
 param($modules, $paths, $resultFile)
 $env:PSModulePath = $modules + [IO.Path]::PathSeparator + $env:PSModulePath
+# Test folders of earlier runs go (after unmounting any tmpfs a crashed test left there); each run keeps its
+# journal and locks in a state folder of its own, so nothing left on this machine decides a test's outcome.
+$scratch = '/var/tmp/odakvm-tests'
+Get-Content /proc/mounts | ForEach-Object { ($_ -split ' ')[1] } | Where-Object { $_ -like "$scratch/*" } | ForEach-Object { & umount -l $_ }
+if (Test-Path $scratch) { Remove-Item -Recurse -Force $scratch }
+$env:ODAKVMBACKUP_STATE_DIR = Join-Path $scratch 'state'
 Import-Module Pester -RequiredVersion 5.7.1
 $c = New-PesterConfiguration
 $c.Run.Path = $paths

@@ -2,7 +2,7 @@
 # as Ctrl+C does) or in a child pwsh process (so the test can SIGKILL it), waits for a chosen point, injects.
 $script:FaultVm = 'linux_vm3'
 $script:LabModule = Join-Path $RepoRoot 'tests/Lab/OdaKvmLab.psm1'
-$script:JournalFile = "/var/lib/odakvmbackup/journal/d-$FaultVm.json"
+$script:JournalFile = (Join-Path $env:ODAKVMBACKUP_STATE_DIR "journal/d-$FaultVm.json")
 $script:FaultLog = Join-Path $RepoRoot 'out/fault-results.txt'
 
 # The backup script: after the snapshot, the guest writes markers on both disks (and 8 MiB so that the commit

@@ -7,7 +7,7 @@ BeforeAll {
     Reset-LabVmIfNeeded $Vm
     $script:InputLog = Join-Path $RepoRoot 'out/bad-input-results.txt'
     New-Item -ItemType Directory -Force -Path (Split-Path $InputLog) | Out-Null
-    $script:Journal = "/var/lib/odakvmbackup/journal/d-$Vm.json"
+    $script:Journal = (Join-Path $env:ODAKVMBACKUP_STATE_DIR "journal/d-$Vm.json")
 
     function Get-VmSnapshotState {
         [pscustomobject]@{

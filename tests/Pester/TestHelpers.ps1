@@ -9,6 +9,7 @@ if (-not (Test-Path $ModuleManifest)) { throw "The module is not built: run ./bu
 Import-Module $ModuleManifest -Force
 Import-Module (Join-Path $RepoRoot 'tests/Lab/OdaKvmLab.psm1') -Force
 $script:SnapshotName = 'FILE_STAGE_BACKUP.TEMP'
+if (-not $env:ODAKVMBACKUP_STATE_DIR) { throw 'Run the Pester files through ./build.ps1 -Task Pester: it gives each run its own ODAKVMBACKUP_STATE_DIR.' }
 
 function New-TestFolder([string] $Name) {
     $path = Join-Path '/var/tmp/odakvm-tests' ("{0}-{1}" -f $Name, [guid]::NewGuid().ToString('N').Substring(0, 8))
