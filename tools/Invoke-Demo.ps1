@@ -115,7 +115,7 @@ if ($set -and (Test-Path -LiteralPath $set)) {
     $manifest = Get-Content -Raw -LiteralPath (Join-Path $set 'backup.json') | ConvertFrom-Json
     Write-Host "  backup.json: Status=$($manifest.Status) Consistency=$($manifest.Consistency) Disks=$(@($manifest.Disks).Count)"
     foreach ($d in $manifest.Disks) {
-        Write-Host ('    {0}  {1,-5} {2,-16} data {3,9}  verified={4}  sha256 {5}...' -f $d.Target, $d.Format, $d.File, (Format-Size ([long]$d.DataBytes)), $d.Verified, ("$($d.Sha256)" + '                ').Substring(0, 16))
+        Write-Host ('    {0}  {1,-5} {2,-16} data {3,9}  verified={4}  digest {5}...' -f $d.Target, $d.Format, $d.File, (Format-Size ([long]$d.DataBytes)), $d.Verified, ("$($d.ContentDigest)" + '                ').Substring(0, 16))
     }
     if ($manifest.Status -eq 'Complete') { Ok 'set is Complete' } else { Fail "set status is '$($manifest.Status)' $($manifest.Reason)" }
     if (@($manifest.Disks | Where-Object { -not $_.Verified }).Count -gt 0) { Fail 'a disk in backup.json is not Verified' }

@@ -13,7 +13,7 @@
 
     and, on a 1 GiB fully written raw file (zeros, with 200 MiB of random data; not a VM disk), per round:
 
-      C  [OdaKvmBackup.Core.Backup.SparseFile]::CopyAsync (sparse copy + SHA-256 + fsync) against
+      C  [OdaKvmBackup.Core.Backup.SparseFile]::CopyAsync (sparse copy + content digest + fsync) against
          cp --sparse=always, and cp followed by sync FILE.
 
     The page cache is dropped before every timed run when /proc/sys/vm/drop_caches can be written (the
@@ -112,7 +112,7 @@ function Invoke-ModuleRun([int] $Round) {
     if ($objects.Count -eq 0 -or $bad.Count) { throw "A, round ${Round}: the one-liner did not retain every disk." }
     if (-not (Test-Clean $VmName)) { throw "A, round ${Round}: $VmName is not back on its own disks." }
     $data = ($objects | Measure-Object CopiedBytes -Sum).Sum
-    Add-Sample $Round 'A module one-liner' $watch.Elapsed.TotalSeconds ('{0} disks, {1:0.0} MiB data, sha256-verified, {2}' -f $objects.Count, ($data / 1MB), $objects[0].Consistency)
+    Add-Sample $Round 'A module one-liner' $watch.Elapsed.TotalSeconds ('{0} disks, {1:0.0} MiB data, digest-verified, {2}' -f $objects.Count, ($data / 1MB), $objects[0].Consistency)
 }
 
 function Invoke-ByHandRun([int] $Round) {
@@ -161,7 +161,7 @@ function Invoke-ByHandRun([int] $Round) {
 function Invoke-CopyRun([int] $Round, [string] $Source) {
     $size = (Get-Item -LiteralPath $Source).Length
     $mib = $size / 1MB
-    # ours: sparse copy + SHA-256 + fsync, the core of Copy-VmDisk (Copy-VmDisk also reads the copy back)
+    # ours: sparse copy + content digest + fsync, the core of Copy-VmDisk (Copy-VmDisk also reads the copy back)
     $ours = Join-Path $scratch "C/ours-$Round.raw"
     Clear-PageCache
     $watch = [System.Diagnostics.Stopwatch]::StartNew()
@@ -186,9 +186,9 @@ function Invoke-CopyRun([int] $Round, [string] $Source) {
         Invoke-Tool cmp @($Source, $ours) | Out-Null
         Invoke-Tool cmp @($Source, $cp) | Out-Null
         $cpDigest = [OdaKvmBackup.Core.Backup.SparseFile]::DigestAsync($cp, $null, [Threading.CancellationToken]::None).GetAwaiter().GetResult()
-        if ($cpDigest.Sha256 -ne $result.Sha256) { throw 'C: the two copies differ.' }
+        if ($cpDigest.ContentDigest -ne $result.ContentDigest) { throw 'C: the two copies differ.' }
     }
-    Add-Sample $Round 'C ours SparseFile.CopyAsync' $oursSeconds ('{0,6:0} MiB/s, copy allocates {1:0.0} MiB, sha256 + fsync included' -f ($mib / $oursSeconds), ($oursAlloc / 1MB))
+    Add-Sample $Round 'C ours SparseFile.CopyAsync' $oursSeconds ('{0,6:0} MiB/s, copy allocates {1:0.0} MiB, digest + fsync included' -f ($mib / $oursSeconds), ($oursAlloc / 1MB))
     Add-Sample $Round 'C cp --sparse=always' $cpSeconds ('{0,6:0} MiB/s, copy allocates {1:0.0} MiB, no fsync' -f ($mib / $cpSeconds), ($cpAlloc / 1MB))
     Add-Sample $Round 'C cp --sparse=always; sync FILE' ($cpSeconds + $syncSeconds) ('{0,6:0} MiB/s, same copy, + fsync' -f ($mib / ($cpSeconds + $syncSeconds)))
     Remove-Item -LiteralPath $ours, $cp -Force

@@ -113,7 +113,7 @@ Describe 'The one-liner on a running VM' {
         $manifest.Disks.Count | Should -Be 2
         foreach ($disk in $manifest.Disks) {
             $disk.Verified | Should -BeTrue
-            $disk.Sha256 | Should -Be ($result | Where-Object Target -eq $disk.Target).Sha256
+            $disk.ContentDigest | Should -Be ($result | Where-Object Target -eq $disk.Target).ContentDigest
         }
     }
 

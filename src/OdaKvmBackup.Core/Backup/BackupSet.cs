@@ -18,7 +18,8 @@ public sealed class ManifestDisk
     public required string File { get; init; }
     public long? SizeBytes { get; set; }
     public long? DataBytes { get; set; }
-    public string? Sha256 { get; set; }
+    /// <summary>The disk's content digest, as <see cref="VmDiskBackup.ContentDigest"/> (not a sha256sum).</summary>
+    public string? ContentDigest { get; set; }
     public bool Verified { get; set; }
 }
 

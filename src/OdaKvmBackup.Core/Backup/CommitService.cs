@@ -53,7 +53,7 @@ public sealed class CommitService
             if (state is "shut off" or "crashed")
                 return await CommitOfflineAsync(disk, ct).ConfigureAwait(false);
 
-            var live = await _virsh.DescribeAsync(domain, ct).ConfigureAwait(false);
+            var live = DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false), state);
             var current = live.Disks.FirstOrDefault(d => d.Target == disk.Target)
                 ?? throw Failed(disk, $"'{domain}' has no disk {disk.Target} any more.", null);
             var job = await _virsh.GetBlockJobAsync(domain, disk.Target, ct).ConfigureAwait(false);
@@ -150,24 +150,31 @@ public sealed class CommitService
         var lastGain = started;
         var leastRemaining = long.MaxValue;
         var limited = bandwidthMiBps > 0;
+        var seenJob = false;
         while (virsh is null || !virsh.IsCompleted)
         {
             var job = await _virsh.GetBlockJobAsync(disk.DomainName, disk.Target, ct).ConfigureAwait(false);
-            if (job is null || job.Ready)
+            // No job while our virsh runs and before any job was seen means it has not started the job yet (it
+            // connects to libvirtd first), not that the job is done: keep watching.
+            if (job is { Ready: true } || job is null && (virsh is null || seenJob))
                 return true;
-            percent?.Invoke(job.Percent);
             var now = DateTime.UtcNow;
-            if (job.End - job.Current < leastRemaining)
+            if (job is not null)
             {
-                leastRemaining = job.End - job.Current;
-                lastGain = now;
-            }
-            if (limited && now - lastGain > StallLimit)
-            {
-                _sink.Warning($"The commit of {disk.Target} of '{disk.DomainName}' at {bandwidthMiBps} MiB/s does not catch up with the guest's writes; lifting the limit so that it can finish.");
-                await _virsh.SetBlockJobBandwidthAsync(disk.DomainName, disk.Target, 0, ct).ConfigureAwait(false);
-                limited = false;
-                lastGain = now;
+                seenJob = true;
+                percent?.Invoke(job.Percent);
+                if (job.End - job.Current < leastRemaining)
+                {
+                    leastRemaining = job.End - job.Current;
+                    lastGain = now;
+                }
+                if (limited && now - lastGain > StallLimit)
+                {
+                    _sink.Warning($"The commit of {disk.Target} of '{disk.DomainName}' at {bandwidthMiBps} MiB/s does not catch up with the guest's writes; lifting the limit so that it can finish.");
+                    await _virsh.SetBlockJobBandwidthAsync(disk.DomainName, disk.Target, 0, ct).ConfigureAwait(false);
+                    limited = false;
+                    lastGain = now;
+                }
             }
             if (now - started > ConvergenceTimeout)
                 return false;
@@ -192,7 +199,7 @@ public sealed class CommitService
         }
         throw new BackupException(ErrorIds.PivotNotReady, BackupErrorCategory.OperationTimeout,
             $"The commit of {disk.Target} of '{disk.DomainName}' did not catch up with the guest's writes within {ConvergenceTimeout.TotalSeconds:0} s and was stopped. The disk still writes to the overlay '{disk.Overlay}', which was neither moved nor deleted; nothing the guest wrote is lost.",
-            $"Run Repair-KvmBackup -DomainName {disk.DomainName} when the guest writes less (or with a longer -TimeoutSec); the overlay must stay where it is until then.", disk.DomainName);
+            $"Run Repair-KvmBackup -DomainName {disk.DomainName} when the guest writes less; the overlay must stay where it is until then.", disk.DomainName);
     }
 
     /// <summary>A shut-off domain has no QEMU to run an active commit: qemu-img commits the overlay into its

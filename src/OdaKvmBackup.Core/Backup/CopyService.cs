@@ -25,10 +25,10 @@ public sealed class CopyService
             File.Delete(partial); // our own leftover from an interrupted copy of this very set
             var copy = await SparseFile.CopyAsync(disk.Source, partial, bandwidthMiBps * (1L << 20), progress, ct).ConfigureAwait(false);
             var check = await SparseFile.DigestAsync(partial, null, ct).ConfigureAwait(false);
-            if (check.Sha256 != copy.Sha256)
+            if (check.ContentDigest != copy.ContentDigest)
             {
                 throw new BackupException(ErrorIds.CopyVerificationFailed, BackupErrorCategory.InvalidData,
-                    $"The copy of {disk.Target} of '{disk.DomainName}' reads back differently from '{disk.Source}' (sha256 {check.Sha256} instead of {copy.Sha256}).",
+                    $"The copy of {disk.Target} of '{disk.DomainName}' reads back differently from '{disk.Source}' (content digest {check.ContentDigest} instead of {copy.ContentDigest}).",
                     "Check the destination's storage (dmesg, file system errors), then back up again.", disk.DomainName);
             }
             if (disk.Consistency == BackupConsistency.Cold)
@@ -39,7 +39,7 @@ public sealed class CopyService
             var entry = manifest.Disks.First(d => d.Target == disk.Target);
             entry.SizeBytes = copy.SizeBytes;
             entry.DataBytes = copy.DataBytes;
-            entry.Sha256 = copy.Sha256;
+            entry.ContentDigest = copy.ContentDigest;
             entry.Verified = true;
             if (run.MarkCopied(disk.Target))
             {
@@ -49,7 +49,7 @@ public sealed class CopyService
             BackupSet.Save(set, manifest);
             disk.BackupSet = set;
             disk.BackupFile = file;
-            disk.Sha256 = copy.Sha256;
+            disk.ContentDigest = copy.ContentDigest;
             disk.CopiedBytes = copy.DataBytes;
             disk.Stage = BackupStage.Copied;
         }

@@ -55,7 +55,16 @@ public sealed class VmDiskBackup
     public BackupStage Stage { get; set; } = BackupStage.Snapshotted;
     public string? BackupSet { get; set; }
     public string? BackupFile { get; set; }
-    public string? Sha256 { get; set; }
+    /// <summary>
+    /// The module's content digest of the disk, not the <c>sha256sum</c> of its file: SHA-256 over, for every 4 KiB
+    /// block (in file order) that holds a non-zero byte, the block's offset (64-bit little-endian) followed by the
+    /// block, and then the file size (64-bit little-endian); lower-case hex. All-zero blocks and holes leave no
+    /// trace, so a file and its sparse copy have the same digest whatever is allocated: Copy-VmDisk computes it while
+    /// reading the source and again re-reading the copy from storage, and only keeps a copy whose digests match.
+    /// It is also in backup.json. For an independent check compare the copy with its source:
+    /// <c>qemu-img compare -f raw -F raw &lt;copy&gt; &lt;source&gt;</c> (with the source's format).
+    /// </summary>
+    public string? ContentDigest { get; set; }
     public long? CopiedBytes { get; set; }
     public string? RetainedOverlay { get; set; }
     /// <summary>The run this disk belongs to; shared by the disks of one domain snapshot in this session.</summary>

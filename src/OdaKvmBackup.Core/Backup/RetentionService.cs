@@ -16,24 +16,47 @@ public sealed class RetentionService
     /// <summary>Throws OverlayInUse when any disk of any domain on the host still has the file in its chain.</summary>
     public async Task RequireNotInUseAsync(string overlay, CancellationToken ct)
     {
+        var all = await _virsh.ListAllDomainsAsync(ct).ConfigureAwait(false);
+        var running = (await _virsh.ListRunningDomainsAsync(ct).ConfigureAwait(false)).ToHashSet(StringComparer.Ordinal);
+        foreach (var domain in all)
+            await RequireNotInChainsOfAsync(overlay, domain, running.Contains(domain), ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The check for the domain that made the overlay (the only one that normally could hold it): its
+    /// saved definition, and its live one when it runs.</summary>
+    public async Task RequireNotInChainsOfAsync(string overlay, string domain, bool? running, CancellationToken ct)
+    {
         var wanted = FileSystemPaths.Normalize(overlay);
-        foreach (var domain in await _virsh.ListAllDomainsAsync(ct).ConfigureAwait(false))
+        running ??= (await _virsh.GetStateAsync(domain, ct).ConfigureAwait(false)) is not ("shut off" or "crashed");
+        var definitions = new List<DomainDescription> { DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false)) };
+        if (running.Value)
+            definitions.Add(DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false)));
+        foreach (var disk in definitions.SelectMany(d => d.Disks))
         {
-            var state = await _virsh.GetStateAsync(domain, ct).ConfigureAwait(false);
-            var definitions = new List<DomainDescription> { DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false)) };
-            if (state is not ("shut off" or "crashed"))
-                definitions.Add(DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false)));
-            foreach (var disk in definitions.SelectMany(d => d.Disks))
+            var chain = new[] { disk.Source }.Concat(disk.BackingChain);
+            if (chain.Any(p => p is not null && FileSystemPaths.Normalize(p) == wanted))
             {
-                var chain = new[] { disk.Source }.Concat(disk.BackingChain);
-                if (chain.Any(p => p is not null && FileSystemPaths.Normalize(p) == wanted))
-                {
-                    throw new BackupException(ErrorIds.OverlayInUse, BackupErrorCategory.ResourceBusy,
-                        $"'{overlay}' is still in the backing chain of disk {disk.Target} of '{domain}'; it was not moved.",
-                        $"Commit it first: pipe the backup objects through Invoke-BlockCommit, or run Repair-KvmBackup -DomainName {domain}.", domain);
-                }
+                throw new BackupException(ErrorIds.OverlayInUse, BackupErrorCategory.ResourceBusy,
+                    $"'{overlay}' is still in the backing chain of disk {disk.Target} of '{domain}'; it was not moved.",
+                    $"Commit it first: pipe the backup objects through Invoke-BlockCommit, or run Repair-KvmBackup -DomainName {domain}.", domain);
             }
         }
+    }
+
+    /// <summary>Overlays this module made as chains of other domains: checked once per batch (see MoveAsync).</summary>
+    public async Task<IReadOnlySet<string>> FilesInChainsOfOtherDomainsAsync(string exceptDomain, CancellationToken ct)
+    {
+        var files = new HashSet<string>(StringComparer.Ordinal);
+        var running = (await _virsh.ListRunningDomainsAsync(ct).ConfigureAwait(false)).ToHashSet(StringComparer.Ordinal);
+        foreach (var domain in (await _virsh.ListAllDomainsAsync(ct).ConfigureAwait(false)).Where(d => d != exceptDomain))
+        {
+            var xml = new List<string> { await _virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false) };
+            if (running.Contains(domain))
+                xml.Add(await _virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false));
+            foreach (var disk in xml.SelectMany(x => DomainXml.Parse(x).Disks))
+                files.UnionWith(new[] { disk.Source }.Concat(disk.BackingChain).OfType<string>().Select(FileSystemPaths.Normalize));
+        }
+        return files;
     }
 
     /// <summary>Deletes the overlay of a run that failed or was repaired: its data is in the disk already, and a
@@ -44,9 +67,25 @@ public sealed class RetentionService
         File.Delete(overlay);
     }
 
-    public async Task<string> MoveAsync(string domain, string runId, string overlay, string retentionPath, CancellationToken ct)
+    /// <summary>Moves an overlay once no chain holds it. <paramref name="otherDomainsChains"/>, when given, is what
+    /// the other domains' chains held at the start of the batch; the owning domain is always read afresh.</summary>
+    public async Task<string> MoveAsync(string domain, string runId, string overlay, string retentionPath, CancellationToken ct,
+        IReadOnlySet<string>? otherDomainsChains = null)
     {
-        await RequireNotInUseAsync(overlay, ct).ConfigureAwait(false);
+        if (otherDomainsChains is null)
+        {
+            await RequireNotInUseAsync(overlay, ct).ConfigureAwait(false);
+        }
+        else
+        {
+            await RequireNotInChainsOfAsync(overlay, domain, null, ct).ConfigureAwait(false);
+            if (otherDomainsChains.Contains(FileSystemPaths.Normalize(overlay)))
+            {
+                throw new BackupException(ErrorIds.OverlayInUse, BackupErrorCategory.ResourceBusy,
+                    $"'{overlay}' is in the backing chain of another domain than '{domain}'; it was not moved.",
+                    "Find it with 'virsh domblklist <domain> --details' on each domain before moving it by hand.", domain);
+            }
+        }
         var target = RetainedPath(retentionPath, domain, runId, overlay);
         if (File.Exists(target))
         {

@@ -33,6 +33,7 @@ public sealed class SnapshotService
 {
     private readonly VirshClient _virsh;
     private readonly QemuImgClient _qemuImg;
+    private readonly Dictionary<string, ImageInfo> _imageInfo = new(StringComparer.Ordinal);
 
     public SnapshotService(VirshClient virsh, QemuImgClient qemuImg)
     {
@@ -314,7 +315,7 @@ public sealed class SnapshotService
             var folder = Path.GetDirectoryName(disk.Overlay!)!;
             if (!Directory.Exists(folder))
                 continue;
-            var size = (await _qemuImg.InfoAsync(disk.Source, ct).ConfigureAwait(false)).VirtualSize;
+            var size = (await InfoAsync(disk.Source, ct).ConfigureAwait(false)).VirtualSize;
             needed[folder] = needed.GetValueOrDefault(folder) + Math.Min(size, Math.Max(1L << 30, size / 10));
         }
         foreach (var (folder, bytes) in needed)
@@ -362,7 +363,7 @@ public sealed class SnapshotService
                 problems.Add(BackupSetExists(domain, set));
             long needed = 0;
             foreach (var disk in disks)
-                needed += (await _qemuImg.InfoAsync(disk.Source, ct).ConfigureAwait(false)).ActualSize;
+                needed += (await InfoAsync(disk.Source, ct).ConfigureAwait(false)).ActualSize;
             var free = FileSystemPaths.FreeBytes(destination);
             if (free < needed)
             {
@@ -377,6 +378,14 @@ public sealed class SnapshotService
                 $"The retention folder '{retention}' is the folder of a disk of '{domain}' ({same}); overlays kept there would block the next backup.",
                 "Choose another -Path for Move-OverlayToRetention."));
         }
+    }
+
+    /// <summary>qemu-img info of a disk, read once per preflight (the space checks need it twice).</summary>
+    private async Task<ImageInfo> InfoAsync(string path, CancellationToken ct)
+    {
+        if (!_imageInfo.TryGetValue(path, out var info))
+            _imageInfo[path] = info = await _qemuImg.InfoAsync(path, ct).ConfigureAwait(false);
+        return info;
     }
 
     public static BackupException BackupSetExists(string domain, string set) =>

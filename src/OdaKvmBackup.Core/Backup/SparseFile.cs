@@ -6,8 +6,8 @@ using Microsoft.Win32.SafeHandles;
 
 namespace OdaKvmBackup.Core.Backup;
 
-/// <summary>Bytes and digest of a copied image.</summary>
-public sealed record CopyResult(long SizeBytes, long DataBytes, string Sha256);
+/// <summary>Bytes and content digest of a copied image (see <see cref="VmDiskBackup.ContentDigest"/>).</summary>
+public sealed record CopyResult(long SizeBytes, long DataBytes, string ContentDigest);
 
 /// <summary>
 /// Copies disk images keeping them sparse: it reads only the data extents (SEEK_DATA/SEEK_HOLE) and writes only

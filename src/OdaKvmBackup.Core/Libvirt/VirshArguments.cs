@@ -18,6 +18,8 @@ public static class VirshArguments
 
     public static string[] ListAllDomains() => ["list", "--all", "--name"];
 
+    public static string[] ListRunningDomains() => ["list", "--name"];
+
     public static string[] ListSnapshotNames(string domain) => ["snapshot-list", "--domain", domain, "--name"];
 
     public static string[] AgentPing(string domain) =>

@@ -37,6 +37,10 @@ public sealed partial class VirshClient
     public async Task<IReadOnlyList<string>> ListAllDomainsAsync(CancellationToken ct) =>
         Lines((await QueryAsync(VirshArguments.ListAllDomains(), null, ct).ConfigureAwait(false)).StandardOutput);
 
+    /// <summary>Domains with a QEMU process (running, paused ...): the ones that have a live definition.</summary>
+    public async Task<IReadOnlyList<string>> ListRunningDomainsAsync(CancellationToken ct) =>
+        Lines((await QueryAsync(VirshArguments.ListRunningDomains(), null, ct).ConfigureAwait(false)).StandardOutput);
+
     public async Task<IReadOnlyList<string>> ListSnapshotNamesAsync(string domain, CancellationToken ct) =>
         Lines((await QueryAsync(VirshArguments.ListSnapshotNames(domain), domain, ct).ConfigureAwait(false)).StandardOutput);
 

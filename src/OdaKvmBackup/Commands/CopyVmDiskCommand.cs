@@ -54,7 +54,7 @@ public sealed class CopyVmDiskCommand : KvmCmdlet
             Run(ct => service.CopyAsync(disk, _destination, Force, BandwidthLimit, (done, total) => Sink.Progress(
                 new ProgressUpdate(ProgressId, null, activity, $"{FileSystemPaths.FormatBytes(done)} of {FileSystemPaths.FormatBytes(total)}",
                     total == 0 ? 100 : (int)(done * 100 / total))), ct));
-            WriteVerbose($"Copied {disk.Target} of {disk.DomainName}: {FileSystemPaths.FormatBytes(disk.CopiedBytes ?? 0)} of data in {(DateTime.UtcNow - started).TotalSeconds:0.0} s, verified (sha256 {disk.Sha256}).");
+            WriteVerbose($"Copied {disk.Target} of {disk.DomainName}: {FileSystemPaths.FormatBytes(disk.CopiedBytes ?? 0)} of data in {(DateTime.UtcNow - started).TotalSeconds:0.0} s, verified (content digest {disk.ContentDigest}).");
         }
         catch (BackupException ex)
         {

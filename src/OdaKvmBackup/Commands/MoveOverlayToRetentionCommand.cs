@@ -10,6 +10,9 @@ namespace OdaKvmBackup.Commands;
 public sealed class MoveOverlayToRetentionCommand : KvmCmdlet
 {
     private string _path = "";
+    // The other domains' chains, read once per domain of the batch: only the owning domain can normally hold an
+    // overlay, and it is read afresh for every move.
+    private readonly Dictionary<string, IReadOnlySet<string>> _otherChains = new(StringComparer.Ordinal);
 
     [Parameter(Mandatory = true, ValueFromPipeline = true)]
     public VmDiskBackup InputObject { get; set; } = null!;
@@ -42,7 +45,9 @@ public sealed class MoveOverlayToRetentionCommand : KvmCmdlet
         try
         {
             var service = new RetentionService(Virsh);
-            disk.RetainedOverlay = Run(ct => service.MoveAsync(disk.DomainName, disk.RunId, disk.Overlay, _path, ct));
+            if (!_otherChains.TryGetValue(disk.DomainName, out var others))
+                _otherChains[disk.DomainName] = others = Run(ct => service.FilesInChainsOfOtherDomainsAsync(disk.DomainName, ct));
+            disk.RetainedOverlay = Run(ct => service.MoveAsync(disk.DomainName, disk.RunId, disk.Overlay, _path, ct, others));
             disk.Stage = BackupStage.Retained;
         }
         catch (BackupException ex)

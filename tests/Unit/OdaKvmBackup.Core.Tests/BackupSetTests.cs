@@ -20,7 +20,7 @@ public sealed class BackupSetTests : IDisposable
         StartedUtc = new DateTime(2025, 1, 1, 2, 3, 4, DateTimeKind.Utc),
         Disks =
         [
-            new ManifestDisk { Target = "vda", Source = "/x/vm_linux_vm/linux_boot", Format = "qcow2", File = "linux_boot", SizeBytes = 67108864, DataBytes = 1048576, Sha256 = new string('a', 64), Verified = true },
+            new ManifestDisk { Target = "vda", Source = "/x/vm_linux_vm/linux_boot", Format = "qcow2", File = "linux_boot", SizeBytes = 67108864, DataBytes = 1048576, ContentDigest = new string('a', 64), Verified = true },
             new ManifestDisk { Target = "vdb", Source = "/x/disco secundario, 2", Format = "raw", File = "disco secundario, 2" },
         ],
     };
@@ -48,10 +48,10 @@ public sealed class BackupSetTests : IDisposable
         Assert.Equal(2, loaded.Disks.Count);
         var vda = loaded.Disks[0];
         Assert.Equal(("vda", "/x/vm_linux_vm/linux_boot", "qcow2", "linux_boot"), (vda.Target, vda.Source, vda.Format, vda.File));
-        Assert.Equal((67108864L, 1048576L, new string('a', 64), true), (vda.SizeBytes, vda.DataBytes, vda.Sha256, vda.Verified));
+        Assert.Equal((67108864L, 1048576L, new string('a', 64), true), (vda.SizeBytes, vda.DataBytes, vda.ContentDigest, vda.Verified));
         var vdb = loaded.Disks[1];
         Assert.Equal("/x/disco secundario, 2", vdb.Source);
-        Assert.Null(vdb.Sha256);
+        Assert.Null(vdb.ContentDigest);
         Assert.False(vdb.Verified);
     }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Processes;
@@ -49,7 +50,7 @@ public sealed class CommitServiceTests : IDisposable
     {
         _host.LiveXml = OwnFilesXml(live: true);
         _host.InactiveXml = OwnFilesXml(live: false);
-        _host.BlockJobs.Remove("vda");
+        _host.BlockJobs.TryRemove("vda", out _);
         return Results.Ok(stdout, stderr);
     }
 
@@ -346,6 +347,278 @@ public sealed class CommitServiceTests : IDisposable
         var error = Assert.IsType<BackupException>(ex);
         Assert.Equal(ErrorIds.CommitFailed, error.ErrorId);
         Assert.Contains("vda", error.Message, StringComparison.Ordinal);
+    }
+
+    // The watchdog: a commit that cannot catch up with the guest's writes is unthrottled, then bounded.
+
+    /// <summary>An active commit that has copied all but the last byte and stays there: the guest writes as fast
+    /// as the job copies (libvirt's end grows with cur), so it never becomes ready.</summary>
+    private static string NeverCatchesUp(long bandwidthMiBps) => FakeHost.CommitJob(12976127, 12976128, bandwidthMiBps);
+
+    /// <summary>Millisecond polling; each test shortens the one bound it is about, the others stay out of reach.</summary>
+    private CommitService Watchdog(TimeSpan? convergence = null, TimeSpan? stall = null, TimeSpan? grace = null, IOperationSink? sink = null) =>
+        new(_host.Virsh, _host.QemuImg, sink ?? NullSink.Instance)
+        {
+            FirstBackOff = TimeSpan.FromMilliseconds(1),
+            MaxBackOff = TimeSpan.FromMilliseconds(4),
+            PollInterval = TimeSpan.FromMilliseconds(5),
+            ConvergenceTimeout = convergence ?? TimeSpan.FromSeconds(20),
+            StallLimit = stall ?? TimeSpan.FromSeconds(20),
+            VirshPivotGrace = grace ?? TimeSpan.FromSeconds(20),
+        };
+
+    private static string[] BlockJob(string option, params string[] value) => ["blockjob", "--domain", Domain, "--path", "vda", option, .. value];
+
+    /// <summary>After giving up: nothing deleted, moved, redefined or committed offline; the overlay as it was.</summary>
+    private void AssertNoFileMovedOrDeleted()
+    {
+        Assert.All(_host.Calls, c =>
+        {
+            Assert.Equal("virsh", c.Program);
+            Assert.Contains(c.Command, new[] { "domstate", "dumpxml", "blockjob", "blockcommit" });
+            Assert.DoesNotContain("--delete", c.Args);
+            Assert.DoesNotContain("--pivot", c.Args.Where(_ => c.Command == "blockjob"));
+        });
+        Assert.True(File.Exists(_overlay), "the overlay must stay where it is");
+        Assert.Equal("overlay", File.ReadAllText(_overlay));
+        Assert.Equal("base", File.ReadAllText(_base));
+    }
+
+    private static void AssertPivotNotReadyKeepsTheOverlay(BackupException ex, string overlay)
+    {
+        Assert.Equal(ErrorIds.PivotNotReady, ex.ErrorId);
+        Assert.Equal(BackupErrorCategory.OperationTimeout, ex.Category);
+        Assert.Equal(Domain, ex.Target);
+        Assert.Contains(overlay, ex.Message, StringComparison.Ordinal);
+        Assert.Contains("neither moved nor deleted", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"Repair-KvmBackup -DomainName {Domain}", ex.RecommendedAction, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Throttled_job_that_gains_nothing_is_unthrottled_after_StallLimit_and_pivoted_once_ready()
+    {
+        _host.BlockJobs["vda"] = NeverCatchesUp(bandwidthMiBps: 1);
+        var stall = TimeSpan.FromMilliseconds(100);
+        var clock = Stopwatch.StartNew();
+        TimeSpan? unthrottledAt = null;
+        var looksBefore = 0;
+        _host.OnBandwidth = _ =>
+        {
+            unthrottledAt = clock.Elapsed;
+            looksBefore = _host.Count(c => c.Has("--info"));
+            _host.BlockJobs["vda"] = FakeHost.ReadyJob; // without the limit it catches up
+            return Results.Ok();
+        };
+        _host.OnPivot = _ => Pivoted("\n", "");
+        var sink = new RecordingSink();
+
+        var outcome = await Watchdog(stall: stall, sink: sink).CommitAsync(Vda, 0, null, CancellationToken.None);
+
+        Assert.Equal(CommitOutcome.PivotedLeftoverJob, outcome);
+        var calls = _host.Calls.ToList();
+        var unthrottle = Assert.Single(calls, c => c.Has("--bandwidth"));
+        Assert.Equal(BlockJob("--bandwidth", "0"), unthrottle.Args);
+        Assert.True(unthrottledAt >= stall, $"the limit was lifted after {unthrottledAt?.TotalMilliseconds} ms, before the stall limit");
+        Assert.True(looksBefore >= 3, "the job was watched before its limit was lifted");
+        var pivot = Assert.Single(calls, c => c.Has("--pivot"));
+        Assert.Equal(BlockJob("--pivot"), pivot.Args);
+        Assert.True(calls.IndexOf(unthrottle) < calls.IndexOf(pivot));
+        Assert.DoesNotContain(calls, c => c.Has("--abort"));
+        Assert.Equal(0, Commits);
+        var warning = Assert.Single(sink.Warnings);
+        Assert.Contains("1 MiB/s", warning, StringComparison.Ordinal);
+        Assert.Contains("lifting the limit", warning, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Commit_started_with_a_limit_it_cannot_keep_up_with_is_unthrottled_and_virsh_pivots()
+    {
+        var unthrottled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _host.OnBlockCommitAsync = async (_, stop) =>
+        {
+            _host.BlockJobs["vda"] = NeverCatchesUp(bandwidthMiBps: 1);
+            await unthrottled.Task.WaitAsync(TimeSpan.FromSeconds(30), stop);
+            return Pivoted(); // unthrottled, the job catches up and virsh's --pivot pivots it
+        };
+        _host.OnBandwidth = _ =>
+        {
+            unthrottled.TrySetResult();
+            return Results.Ok();
+        };
+
+        var outcome = await Watchdog(stall: TimeSpan.FromMilliseconds(100)).CommitAsync(Vda, 1, null, CancellationToken.None);
+
+        Assert.Equal(CommitOutcome.Committed, outcome);
+        Assert.Equal(["--bandwidth", "1"], Assert.Single(_host.Calls, c => c.Command == "blockcommit").Args.TakeLast(2));
+        Assert.Equal(BlockJob("--bandwidth", "0"), Assert.Single(_host.Calls, c => c.Has("--bandwidth") && c.Command == "blockjob").Args);
+        Assert.Equal(0, Pivots);
+        Assert.DoesNotContain(_host.Calls, c => c.Has("--abort"));
+    }
+
+    [Fact]
+    public async Task Job_that_never_becomes_ready_is_aborted_after_ConvergenceTimeout_with_PivotNotReady()
+    {
+        _host.BlockJobs["vda"] = NeverCatchesUp(bandwidthMiBps: 0);
+        var timeout = TimeSpan.FromMilliseconds(200);
+        var clock = Stopwatch.StartNew();
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Watchdog(convergence: timeout).CommitAsync(Vda, 0, null, CancellationToken.None));
+
+        Assert.True(clock.Elapsed >= timeout, $"gave up after {clock.Elapsed.TotalMilliseconds} ms");
+        AssertPivotNotReadyKeepsTheOverlay(ex, _overlay);
+        var calls = _host.Calls.ToList();
+        var abort = Assert.Single(calls, c => c.Has("--abort"));
+        Assert.Equal(BlockJob("--abort"), abort.Args);
+        Assert.Same(abort, calls[^1]); // nothing after the abort
+        Assert.DoesNotContain(calls, c => c.Has("--bandwidth")); // unlimited already: nothing to lift
+        Assert.Equal(0, Commits);
+        Assert.Equal(0, Pivots);
+        Assert.False(_host.BlockJobs.ContainsKey("vda"), "the job is gone; the disk goes on writing to its overlay");
+        AssertNoFileMovedOrDeleted();
+    }
+
+    [Fact]
+    public async Task Blockcommit_whose_job_never_becomes_ready_is_stopped_and_aborted_with_PivotNotReady()
+    {
+        var virshStopped = false;
+        var abortedAfterVirshStopped = false;
+        _host.OnBlockCommitAsync = async (_, stop) =>
+        {
+            _host.BlockJobs["vda"] = NeverCatchesUp(bandwidthMiBps: 0);
+            try
+            {
+                return await FakeHost.RunsUntilStopped(stop); // virsh --pivot waits for a READY that never comes
+            }
+            catch (OperationCanceledException)
+            {
+                virshStopped = true;
+                throw;
+            }
+        };
+        _host.OnAbort = call =>
+        {
+            abortedAfterVirshStopped = virshStopped;
+            _host.BlockJobs.TryRemove("vda", out _);
+            return Results.Ok();
+        };
+        var timeout = TimeSpan.FromMilliseconds(200);
+        var clock = Stopwatch.StartNew();
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Watchdog(convergence: timeout).CommitAsync(Vda, 0, null, CancellationToken.None));
+
+        Assert.True(clock.Elapsed >= timeout, $"gave up after {clock.Elapsed.TotalMilliseconds} ms");
+        AssertPivotNotReadyKeepsTheOverlay(ex, _overlay);
+        Assert.True(virshStopped, "the virsh blockcommit was stopped");
+        Assert.True(abortedAfterVirshStopped, "the job was aborted once its virsh was stopped");
+        Assert.Equal(1, Commits);
+        Assert.Equal(BlockJob("--abort"), Assert.Single(_host.Calls, c => c.Has("--abort")).Args);
+        Assert.Equal(0, Pivots);
+        AssertNoFileMovedOrDeleted();
+    }
+
+    [Fact]
+    public async Task Blockcommit_that_never_returns_while_its_job_is_ready_is_stopped_and_the_job_pivoted_after_the_grace()
+    {
+        var virshStopped = false;
+        _host.OnBlockCommitAsync = async (_, stop) =>
+        {
+            _host.BlockJobs["vda"] = FakeHost.ReadyJob; // copied everything, but virsh never learns (READY event lost)
+            try
+            {
+                return await FakeHost.RunsUntilStopped(stop);
+            }
+            catch (OperationCanceledException)
+            {
+                virshStopped = true;
+                throw;
+            }
+        };
+        var grace = TimeSpan.FromMilliseconds(150);
+        var clock = Stopwatch.StartNew();
+        TimeSpan? pivotedAt = null;
+        _host.OnPivot = _ =>
+        {
+            pivotedAt = clock.Elapsed;
+            return Pivoted("\n", "");
+        };
+
+        var outcome = await Watchdog(grace: grace).CommitAsync(Vda, 0, null, CancellationToken.None);
+
+        Assert.Equal(CommitOutcome.Committed, outcome);
+        Assert.True(virshStopped, "the hung virsh was stopped");
+        Assert.True(pivotedAt >= grace, $"pivoted after {pivotedAt?.TotalMilliseconds} ms, within the grace given to virsh");
+        Assert.Equal(1, Commits);
+        Assert.Equal(BlockJob("--pivot"), Assert.Single(_host.Calls, c => c.Is("virsh", "blockjob") && c.Has("--pivot")).Args);
+        Assert.DoesNotContain(_host.Calls, c => c.Has("--abort"));
+    }
+
+    [Fact]
+    public async Task Blockcommit_whose_job_starts_after_the_first_look_is_left_to_finish_and_pivot()
+    {
+        // virsh connects to libvirtd before it starts the job, so the first look may find no job yet; that is not
+        // a finished job, and a commit that copies for longer than the grace must not lose its virsh for it.
+        var grace = TimeSpan.FromMilliseconds(100);
+        var virshStopped = false;
+        _host.OnBlockCommitAsync = async (_, stop) =>
+        {
+            try
+            {
+                await Task.Delay(50, stop);
+                _host.BlockJobs["vda"] = FakeHost.RunningJob;
+                await Task.Delay(grace * 3, stop);
+                return Pivoted();
+            }
+            catch (OperationCanceledException)
+            {
+                virshStopped = true;
+                throw;
+            }
+        };
+
+        var outcome = await Watchdog(convergence: TimeSpan.FromSeconds(5), grace: grace).CommitAsync(Vda, 0, null, CancellationToken.None);
+
+        Assert.Equal(CommitOutcome.Committed, outcome);
+        Assert.False(virshStopped, "virsh was stopped while its job was copying");
+        Assert.Equal(1, Commits);
+        Assert.Equal(0, Pivots);
+        Assert.DoesNotContain(_host.Calls, c => c.Has("--abort"));
+    }
+
+    [Fact]
+    public async Task Blockcommit_that_hangs_without_starting_a_job_is_bounded_by_ConvergenceTimeout()
+    {
+        _host.OnBlockCommitAsync = (_, stop) => FakeHost.RunsUntilStopped(stop);
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() =>
+            Watchdog(convergence: TimeSpan.FromMilliseconds(150), grace: TimeSpan.FromMilliseconds(50)).CommitAsync(Vda, 0, null, CancellationToken.None));
+
+        AssertPivotNotReadyKeepsTheOverlay(ex, _overlay);
+        Assert.Equal(1, Commits); // stopped and reported, not started again and again
+        AssertNoFileMovedOrDeleted();
+    }
+
+    private sealed class RecordingSink : IOperationSink
+    {
+        private readonly List<string> _warnings = new();
+
+        public IReadOnlyList<string> Warnings
+        {
+            get
+            {
+                lock (_warnings)
+                    return _warnings.ToList();
+            }
+        }
+
+        public void Verbose(string message) { }
+
+        public void Warning(string message)
+        {
+            lock (_warnings)
+                _warnings.Add(message);
+        }
+
+        public void Progress(ProgressUpdate update) { }
     }
 
     [Fact]

@@ -57,9 +57,9 @@ public sealed class SparseFileTests : IDisposable
         var ofSource = await SparseFile.DigestAsync(source, null, CancellationToken.None);
         var ofCopy = await SparseFile.DigestAsync(copy, null, CancellationToken.None);
 
-        Assert.Equal(ofSource.Sha256, result.Sha256);
-        Assert.Equal(ofSource.Sha256, ofCopy.Sha256);
-        Assert.Matches("^[0-9a-f]{64}$", result.Sha256);
+        Assert.Equal(ofSource.ContentDigest, result.ContentDigest);
+        Assert.Equal(ofSource.ContentDigest, ofCopy.ContentDigest);
+        Assert.Matches("^[0-9a-f]{64}$", result.ContentDigest);
         Assert.Equal(ofSource.DataBytes, ofCopy.DataBytes);
     }
 
@@ -75,7 +75,7 @@ public sealed class SparseFileTests : IDisposable
         var a = await SparseFile.DigestAsync(sparse, null, CancellationToken.None);
         var b = await SparseFile.DigestAsync(full, null, CancellationToken.None);
 
-        Assert.Equal(a.Sha256, b.Sha256);
+        Assert.Equal(a.ContentDigest, b.ContentDigest);
     }
 
     [Theory]
@@ -98,7 +98,7 @@ public sealed class SparseFileTests : IDisposable
         }
         var after = await SparseFile.DigestAsync(path, null, CancellationToken.None);
 
-        Assert.NotEqual(before.Sha256, after.Sha256);
+        Assert.NotEqual(before.ContentDigest, after.ContentDigest);
     }
 
     [Fact]
@@ -110,8 +110,8 @@ public sealed class SparseFileTests : IDisposable
         WriteBytes(a, 4L * MiB, (0, block));
         WriteBytes(b, 4L * MiB, (2L * MiB, block));
 
-        Assert.NotEqual((await SparseFile.DigestAsync(a, null, CancellationToken.None)).Sha256,
-            (await SparseFile.DigestAsync(b, null, CancellationToken.None)).Sha256);
+        Assert.NotEqual((await SparseFile.DigestAsync(a, null, CancellationToken.None)).ContentDigest,
+            (await SparseFile.DigestAsync(b, null, CancellationToken.None)).ContentDigest);
     }
 
     [Fact]
@@ -124,8 +124,8 @@ public sealed class SparseFileTests : IDisposable
         using (var stream = new FileStream(b, FileMode.Open))
             stream.SetLength(3L * MiB);
 
-        Assert.NotEqual((await SparseFile.DigestAsync(a, null, CancellationToken.None)).Sha256,
-            (await SparseFile.DigestAsync(b, null, CancellationToken.None)).Sha256);
+        Assert.NotEqual((await SparseFile.DigestAsync(a, null, CancellationToken.None)).ContentDigest,
+            (await SparseFile.DigestAsync(b, null, CancellationToken.None)).ContentDigest);
     }
 
     [Fact]
@@ -139,7 +139,7 @@ public sealed class SparseFileTests : IDisposable
 
         AssertSameBytes(source, copy);
         Assert.Equal(5L * MiB + 17, result.SizeBytes);
-        Assert.Equal((await SparseFile.DigestAsync(copy, null, CancellationToken.None)).Sha256, result.Sha256);
+        Assert.Equal((await SparseFile.DigestAsync(copy, null, CancellationToken.None)).ContentDigest, result.ContentDigest);
     }
 
     [Fact]
@@ -197,8 +197,8 @@ public sealed class SparseFileTests : IDisposable
 
         Assert.Equal(8L * MiB, result.SizeBytes);
         AssertSameBytes(image, copy);
-        Assert.Equal((await SparseFile.DigestAsync(image, null, CancellationToken.None)).Sha256,
-            (await SparseFile.DigestAsync(device.Path, null, CancellationToken.None)).Sha256);
+        Assert.Equal((await SparseFile.DigestAsync(image, null, CancellationToken.None)).ContentDigest,
+            (await SparseFile.DigestAsync(device.Path, null, CancellationToken.None)).ContentDigest);
     }
 
     [Fact]

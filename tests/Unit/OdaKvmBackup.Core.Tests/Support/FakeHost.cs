@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Processes;
 using OdaKvmBackup.Core.QemuImg;
@@ -18,7 +19,7 @@ internal sealed class FakeHost
     public FakeHost(string domain)
     {
         Domain = domain;
-        Runner = new FakeRunner(Handle);
+        Runner = new FakeRunner(HandleAsync);
     }
 
     public string Domain { get; }
@@ -30,13 +31,21 @@ internal sealed class FakeHost
     public string LiveXml { get; set; } = "";
     public string InactiveXml { get; set; } = "";
     public List<string> Snapshots { get; } = new();
-    /// <summary>Target -> stdout of `blockjob --info --raw` (no entry: no job, stdout "\n").</summary>
-    public Dictionary<string, string> BlockJobs { get; } = new(StringComparer.Ordinal);
+    /// <summary>Target -> stdout of `blockjob --info --raw` (no entry: no job, stdout "\n"). Concurrent: a virsh
+    /// blockcommit that keeps running changes it while the code under test polls.</summary>
+    public ConcurrentDictionary<string, string> BlockJobs { get; } = new(StringComparer.Ordinal);
     public ProcessResult AgentPing { get; set; } = Results.Ok("{\"return\":{}}\n\n");
     /// <summary>Path -> stdout of `qemu-img info --output=json -U path`.</summary>
     public Dictionary<string, string> ImageInfo { get; } = new(StringComparer.Ordinal);
 
     public Func<Invocation, ProcessResult>? OnBlockCommit { get; set; }
+    /// <summary>A blockcommit that takes its time (used instead of <see cref="OnBlockCommit"/>): it gets the token
+    /// that stops virsh, and should end cancelled when it fires, as a killed virsh does.</summary>
+    public Func<Invocation, CancellationToken, Task<ProcessResult>>? OnBlockCommitAsync { get; set; }
+    /// <summary>`blockjob --bandwidth N`; by default the job's bandwidth= line is set to N.</summary>
+    public Func<Invocation, ProcessResult>? OnBandwidth { get; set; }
+    /// <summary>`blockjob --abort`; by default the job ends and the disk stays on its overlay, as libvirt does.</summary>
+    public Func<Invocation, ProcessResult>? OnAbort { get; set; }
     public Func<Invocation, ProcessResult>? OnPivot { get; set; }
     public Func<Invocation, ProcessResult>? OnDefine { get; set; }
     public Func<Invocation, ProcessResult>? OnQemuImgCommit { get; set; }
@@ -44,6 +53,25 @@ internal sealed class FakeHost
     public IReadOnlyList<Invocation> Calls => Runner.Calls;
 
     public int Count(Func<Invocation, bool> predicate) => Runner.Calls.Count(predicate);
+
+    /// <summary>`blockjob --info --raw` of an active commit that has copied <paramref name="current"/> of <paramref name="end"/>.</summary>
+    public static string CommitJob(long current, long end, long bandwidthMiBps = 0) =>
+        $" type=Active Block Commit\n bandwidth={bandwidthMiBps}\n cur={current}\n end={end}\n\n";
+
+    /// <summary>A virsh that keeps running until it is stopped (then ends cancelled, as a killed process), bounded
+    /// so that a test whose code never stops it fails instead of hanging.</summary>
+    public static async Task<ProcessResult> RunsUntilStopped(CancellationToken stop)
+    {
+        await Task.Delay(TimeSpan.FromSeconds(30), stop).ConfigureAwait(false);
+        return Results.VirshError("error: the fake virsh was never stopped\n");
+    }
+
+    private static readonly string NoJob = "error: invalid argument: disk {0} does not have an active block job\n";
+
+    private Task<ProcessResult> HandleAsync(Invocation call, CancellationToken ct) =>
+        call.Is("virsh", "blockcommit") && OnBlockCommitAsync is { } running && call.ValueOf("--domain") == Domain
+            ? running(call, ct)
+            : Task.FromResult(Handle(call));
 
     private ProcessResult Handle(Invocation call)
     {
@@ -73,10 +101,27 @@ internal sealed class FakeHost
             "qemu-agent-command" => AgentPing,
             "blockjob" when call.Has("--info") => Results.Ok(BlockJobs.GetValueOrDefault(call.ValueOf("--path")!, "\n")),
             "blockjob" when call.Has("--pivot") => OnPivot?.Invoke(call)
-                ?? Results.VirshError($"error: invalid argument: disk {call.ValueOf("--path")} does not have an active block job\n"),
+                ?? Results.VirshError(string.Format(null, NoJob, call.ValueOf("--path"))),
+            "blockjob" when call.Has("--bandwidth") => OnBandwidth?.Invoke(call) ?? SetBandwidth(call),
+            "blockjob" when call.Has("--abort") => OnAbort?.Invoke(call) ?? Abort(call),
             "blockcommit" => OnBlockCommit?.Invoke(call)
                 ?? Results.VirshError($"error: invalid argument: could not find base image in chain for '{call.ValueOf("--path")}'\n"),
             _ => throw new InvalidOperationException($"The fake host does not know: {call}"),
         };
+    }
+
+    private ProcessResult SetBandwidth(Invocation call)
+    {
+        var target = call.ValueOf("--path")!;
+        if (VirshClient.ParseBlockJob(BlockJobs.GetValueOrDefault(target, "\n")) is not { } job)
+            return Results.VirshError(string.Format(null, NoJob, target));
+        BlockJobs[target] = CommitJob(job.Current, job.End, long.Parse(call.ValueOf("--bandwidth")!, System.Globalization.CultureInfo.InvariantCulture));
+        return Results.Ok();
+    }
+
+    private ProcessResult Abort(Invocation call)
+    {
+        var target = call.ValueOf("--path")!;
+        return BlockJobs.TryRemove(target, out _) ? Results.Ok() : Results.VirshError(string.Format(null, NoJob, target));
     }
 }

@@ -29,10 +29,14 @@ internal sealed record Invocation(string Program, IReadOnlyList<string> Args)
 /// <summary>An IProcessRunner that answers from a function and records every call.</summary>
 internal sealed class FakeRunner : IProcessRunner
 {
-    private readonly Func<Invocation, ProcessResult> _handler;
+    private readonly Func<Invocation, CancellationToken, Task<ProcessResult>> _handler;
     private readonly List<Invocation> _calls = new();
 
-    public FakeRunner(Func<Invocation, ProcessResult> handler) => _handler = handler;
+    public FakeRunner(Func<Invocation, ProcessResult> handler) => _handler = (call, _) => Task.FromResult(handler(call));
+
+    /// <summary>For processes that keep running (a virsh blockcommit waiting for its job): the token is the one the
+    /// caller stops the process with; a handler that honours it ends as a killed process does, cancelled.</summary>
+    public FakeRunner(Func<Invocation, CancellationToken, Task<ProcessResult>> handler) => _handler = handler;
 
     public IReadOnlyList<Invocation> Calls
     {
@@ -43,21 +47,21 @@ internal sealed class FakeRunner : IProcessRunner
         }
     }
 
-    public Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments,
+    public async Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments,
         Action<string>? onStandardErrorLine = null, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
         var call = new Invocation(program, arguments.ToArray());
         lock (_calls)
             _calls.Add(call);
-        var result = _handler(call);
+        var result = await _handler(call, cancellationToken).ConfigureAwait(false);
         if (onStandardErrorLine is not null)
         {
             // CliWrap's delegate target splits on \r as well as \n, which is how virsh's progress arrives.
             foreach (var line in result.StandardError.Split(['\r', '\n'], StringSplitOptions.RemoveEmptyEntries))
                 onStandardErrorLine(line);
         }
-        return Task.FromResult(result);
+        return result;
     }
 }
 
