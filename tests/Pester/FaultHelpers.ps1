@@ -35,6 +35,22 @@ Get-VmDisk $FaultVm | New-KvmDiskSnapshot |
 "@
 }
 
+# A pipeline stage for the in-process tests: once, right after the snapshot, the guest writes the run's marker on
+# both disks (then -AlsoInGuest in the guest, then -Then here); every object passes on unchanged.
+function Add-GuestWritesAfterSnapshot {
+    param([Parameter(ValueFromPipeline)] $InputObject, [string] $Marker, [string] $AlsoInGuest = '', [scriptblock] $Then)
+    begin { $first = $true }
+    process {
+        if ($first) {
+            $first = $false
+            $r = Invoke-LabGuestCommand -DomainName $FaultVm -Command "echo $Marker > /mnt/a/marker.txt; echo $Marker > /mnt/b/marker.txt; sync; $AlsoInGuest"
+            if ($r.ExitCode -ne 0) { throw "guest write failed: $($r.StdErr)" }
+            if ($Then) { & $Then }
+        }
+        $InputObject
+    }
+}
+
 function Wait-Until([scriptblock] $Condition, [string] $What, [int] $TimeoutSeconds = 120) {
     $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
     while (-not (& $Condition)) {

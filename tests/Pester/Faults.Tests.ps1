@@ -87,20 +87,11 @@ Describe 'A destination that fills up mid-copy' {
     It 'stops with DestinationFull, marks the set Incomplete, and puts the VM back' {
         $run = New-FaultRun 'full'
         $retention = $run.Retention
-        $marker = $run.Marker
         $error.Clear()
+        # Someone else fills the destination once the preflight has passed.
+        $fill = { & fallocate -l ([IO.DriveInfo]::new($small).AvailableFreeSpace - 1MB) (Join-Path $small 'filler') }
         {
-            Get-VmDisk $FaultVm | New-KvmDiskSnapshot |
-                ForEach-Object -Begin { $first = $true } -Process {
-                    if ($first) {
-                        $first = $false
-                        $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command "echo $marker > /mnt/a/marker.txt; echo $marker > /mnt/b/marker.txt; sync"
-                        # Someone else fills the destination once the preflight has passed.
-                        $free = (Get-PSDrive -PSProvider FileSystem | Out-Null), [IO.DriveInfo]::new($small).AvailableFreeSpace | Select-Object -Last 1
-                        & fallocate -l ($free - 1MB) (Join-Path $small 'filler')
-                    }
-                    $_
-                } |
+            Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -Then $fill |
                 Copy-VmDisk -Destination $small | Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
         } | Should -Throw -ErrorId 'DestinationFull,OdaKvmBackup.Commands.CopyVmDiskCommand'
         $error[0].ToString() | Should -Match "ran out of space.*marked Incomplete.*back on its own disks"
@@ -146,16 +137,8 @@ Describe 'The guest agent stopped' {
 Describe 'libvirtd restarted in the middle of a backup' {
     It 'finishes the backup when libvirtd restarts after the snapshot' {
         $run = New-FaultRun 'libvirtd-after-snapshot'
-        $marker = $run.Marker
-        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot |
-            ForEach-Object -Begin { $first = $true } -Process {
-                if ($first) {
-                    $first = $false
-                    $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command "echo $marker > /mnt/a/marker.txt; echo $marker > /mnt/b/marker.txt; sync"
-                    Restart-LabDaemon
-                }
-                $_
-            } | Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
+        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -Then { Restart-LabDaemon } |
+            Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
         @($objects).Count | Should -Be 2
         Get-SetStatus $run.Destination | Should -Be 'Complete'
         Assert-Recovered 'libvirtd restarted after the snapshot' $run
@@ -214,15 +197,7 @@ Describe 'A commit that cannot catch up with a busy guest' {
     AfterEach { $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy' }
 
     It 'lifts the bandwidth limit of a commit that gains nothing on the guest, and finishes' {
-        $marker = $run.Marker
-        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot |
-            ForEach-Object -Begin { $first = $true } -Process {
-                if ($first) {
-                    $first = $false
-                    $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command "echo $marker > /mnt/a/marker.txt; echo $marker > /mnt/b/marker.txt; sync; $busy"
-                }
-                $_
-            } |
+        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -AlsoInGuest $busy |
             Copy-VmDisk -Destination $run.Destination |
             Invoke-BlockCommit -BandwidthLimit 1 -WarningVariable lifted |
             Move-OverlayToRetention -Path $run.Retention
@@ -233,15 +208,7 @@ Describe 'A commit that cannot catch up with a busy guest' {
     }
 
     It 'stops a commit that has not caught up within -TimeoutSec, leaves the overlay in place, and Repair-KvmBackup finishes later' {
-        $marker = $run.Marker
-        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -WarningVariable stillOn |
-            ForEach-Object -Begin { $first = $true } -Process {
-                if ($first) {
-                    $first = $false
-                    $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command "echo $marker > /mnt/a/marker.txt; echo $marker > /mnt/b/marker.txt; sync; $busy"
-                }
-                $_
-            } |
+        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -WarningVariable stillOn | Add-GuestWritesAfterSnapshot -Marker $run.Marker -AlsoInGuest $busy |
             Copy-VmDisk -Destination $run.Destination |
             Invoke-BlockCommit -BandwidthLimit 1 -TimeoutSec 4 -ErrorVariable commitErrors -ErrorAction SilentlyContinue |
             Move-OverlayToRetention -Path $run.Retention
