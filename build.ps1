@@ -34,6 +34,7 @@ $PesterVersion = '5.7.1'
 $PesterModules = Join-Path $Out 'modules'
 # "Build,Test" arrives as one string when called as pwsh -File build.ps1 -Task Build,Test
 $Task = @($Task | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
+$PesterPath = @($PesterPath | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
 $known = 'Bootstrap', 'Build', 'UnitTest', 'Lab', 'Pester', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
 foreach ($t in $Task) { if ($t -notin $known) { throw "Unknown task '$t'. Tasks: $($known -join ', ')" } }
 
@@ -87,7 +88,8 @@ function Invoke-Lab {
 function Invoke-Pester5 {
     $paths = if ($PesterPath) { $PesterPath } else { @(Join-Path $Root 'tests/Pester') }
     $script = @'
-param($modules, $paths, $resultFile)
+param($modules, $pathList, $resultFile)
+$paths = $pathList -split ','
 $env:PSModulePath = $modules + [IO.Path]::PathSeparator + $env:PSModulePath
 # Test folders of earlier runs go (after unmounting any tmpfs a crashed test left there); each run keeps its
 # journal and locks in a state folder of its own, so nothing left on this machine decides a test's outcome.
@@ -104,6 +106,10 @@ $c.Output.RenderMode = 'Plaintext'
 $c.TestResult.Enabled = $true
 $c.TestResult.OutputPath = $resultFile
 $r = Invoke-Pester -Configuration $c
+if (-not $r -or $r.TotalCount -eq 0) {
+    Write-Error 'Pester ran no test at all: a run without tests is a failure.'
+    exit 1
+}
 # A skipped or not-run test is not a pass: count it as a failure.
 $bad = $r.FailedCount + $r.FailedContainersCount + $r.SkippedCount + $r.NotRunCount + $r.FailedBlocksCount
 "$($r.PassedCount) passed, $($r.FailedCount + $r.FailedContainersCount + $r.FailedBlocksCount) failed, $($r.SkippedCount + $r.NotRunCount) skipped"
@@ -113,7 +119,8 @@ exit ([Math]::Min($bad, 255))
     New-Item -ItemType Directory -Force -Path $Out | Out-Null
     Set-Content -Path $scriptFile -Value $script
     # A child pwsh: a binary module cannot be unloaded, so each run must load the freshly built DLL.
-    & dotnet pwsh -NoProfile -File $scriptFile $PesterModules $paths (Join-Path $Out 'pester-results.xml')
+    # One argument: an array would reach the child as several.
+    & dotnet pwsh -NoProfile -File $scriptFile $PesterModules ($paths -join ',') (Join-Path $Out 'pester-results.xml')
     if ($LASTEXITCODE -ne 0) { throw "Pester: $LASTEXITCODE test(s) failed, were skipped or did not run." }
 }
 

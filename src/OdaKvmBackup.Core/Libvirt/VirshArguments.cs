@@ -47,9 +47,11 @@ public static class VirshArguments
     public static string[] SnapshotDeleteMetadata(string domain, string snapshotName) =>
         ["snapshot-delete", "--domain", domain, "--snapshotname", snapshotName, "--metadata"];
 
-    public static string[] BlockCommitActivePivot(string domain, string target, int bandwidthMiBps)
+    /// <summary>--base names the disk's own file: without it libvirt merges the whole chain into its bottom image,
+    /// which for a disk whose own file has a backing file (a template) would be the wrong file.</summary>
+    public static string[] BlockCommitActivePivot(string domain, string target, string baseFile, int bandwidthMiBps)
     {
-        var args = new List<string> { "blockcommit", "--domain", domain, "--path", target, "--active", "--verbose", "--pivot" };
+        var args = new List<string> { "blockcommit", "--domain", domain, "--path", target, "--active", "--verbose", "--pivot", "--base", baseFile };
         if (bandwidthMiBps > 0)
         {
             args.Add("--bandwidth");

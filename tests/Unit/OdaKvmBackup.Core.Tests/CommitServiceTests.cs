@@ -90,7 +90,7 @@ public sealed class CommitServiceTests : IDisposable
 
         Assert.Equal(CommitOutcome.Committed, outcome);
         var commit = Assert.Single(_host.Calls, c => c.Command == "blockcommit");
-        Assert.Equal(["blockcommit", "--domain", Domain, "--path", "vda", "--active", "--verbose", "--pivot"], commit.Args);
+        Assert.Equal(["blockcommit", "--domain", Domain, "--path", "vda", "--active", "--verbose", "--pivot", "--base", Vda.Source], commit.Args);
         Assert.Equal([34, 83, 100], percents);
         Assert.Equal(0, Pivots);
         // It looked again after the commit, and checked the saved definition too.
@@ -148,12 +148,8 @@ public sealed class CommitServiceTests : IDisposable
 
         var ex = await Assert.ThrowsAsync<BackupException>(() => Service(pivotAttempts: 4).CommitAsync(Vda, 0, null, CancellationToken.None));
 
-        Assert.Equal(ErrorIds.PivotNotReady, ex.ErrorId);
-        Assert.Equal(BackupErrorCategory.OperationTimeout, ex.Category);
-        Assert.Equal(Domain, ex.Target);
-        Assert.Contains(_overlay, ex.Message, StringComparison.Ordinal);
+        AssertPivotNotReadyKeepsTheOverlay(ex, _overlay);
         Assert.Contains("4 attempts", ex.Message, StringComparison.Ordinal);
-        Assert.Contains($"Repair-KvmBackup -DomainName {Domain}", ex.FullMessage, StringComparison.Ordinal);
         Assert.Equal(4, Commits + Pivots);
         AssertOnlyLookedCommittedAndPivoted();
     }

@@ -73,17 +73,24 @@ public class VirshArgumentsTests
     }
 
     [Fact]
-    public void Blockcommit_is_active_verbose_and_pivots()
+    public void Blockcommit_is_active_verbose_pivots_and_names_the_disk_s_own_file_as_base()
     {
-        Assert.Equal(["blockcommit", "--domain", "linux_vm", "--path", "vda", "--active", "--verbose", "--pivot"],
-            VirshArguments.BlockCommitActivePivot("linux_vm", "vda", 0));
+        Assert.Equal(["blockcommit", "--domain", "linux_vm", "--path", "vda", "--active", "--verbose", "--pivot", "--base", "/u05/vm_linux_vm/linux_boot"],
+            VirshArguments.BlockCommitActivePivot("linux_vm", "vda", "/u05/vm_linux_vm/linux_boot", 0));
+    }
+
+    [Fact]
+    public void Blockcommit_base_with_spaces_and_commas_stays_one_argument()
+    {
+        var args = VirshArguments.BlockCommitActivePivot("linux_vm", "vda", "/u05/my disk, 'old'.qcow2", 0);
+        Assert.Equal("/u05/my disk, 'old'.qcow2", args[Array.IndexOf(args, "--base") + 1]);
     }
 
     [Fact]
     public void Blockcommit_with_a_bandwidth_passes_it_in_MiB_per_second()
     {
-        Assert.Equal(["blockcommit", "--domain", "linux_vm", "--path", "vdb", "--active", "--verbose", "--pivot", "--bandwidth", "2"],
-            VirshArguments.BlockCommitActivePivot("linux_vm", "vdb", 2));
+        Assert.Equal(["blockcommit", "--domain", "linux_vm", "--path", "vdb", "--active", "--verbose", "--pivot", "--base", "/x/disco_secundario", "--bandwidth", "2"],
+            VirshArguments.BlockCommitActivePivot("linux_vm", "vdb", "/x/disco_secundario", 2));
     }
 
     [Fact]
@@ -129,7 +136,7 @@ public class VirshArgumentsTests
         VirshArguments.AgentPing(name),
         VirshArguments.SnapshotCreate(name, Snap, true, [new DiskSpec("vda", "/x/a.S")], ["vdb"]),
         VirshArguments.SnapshotDeleteMetadata(name, Snap),
-        VirshArguments.BlockCommitActivePivot(name, "vda", 5),
+        VirshArguments.BlockCommitActivePivot(name, "vda", "/x/a", 5),
         VirshArguments.BlockJobInfoRaw(name, "vda"),
         VirshArguments.BlockJobPivot(name, "vda"),
     ];

@@ -79,12 +79,12 @@ public class VirshClientTests
             "\rBlock commit: [ 34 %]\rBlock commit: [ 50 %]\rBlock commit: [ 83 %]\rBlock commit: [ 99 %]\rBlock commit: [100 %]"));
         var seen = new List<int>();
 
-        await new VirshClient(runner).BlockCommitAsync("labg1", "vdb", 2, seen.Add, CancellationToken.None);
+        await new VirshClient(runner).BlockCommitAsync("labg1", "vdb", "/x/g1-vdb.qcow2", 2, seen.Add, CancellationToken.None);
 
         Assert.Equal([34, 50, 83, 99, 100], seen);
         var call = Assert.Single(runner.Calls);
         Assert.Equal("virsh", call.Program);
-        Assert.Equal(["blockcommit", "--domain", "labg1", "--path", "vdb", "--active", "--verbose", "--pivot", "--bandwidth", "2"], call.Args);
+        Assert.Equal(["blockcommit", "--domain", "labg1", "--path", "vdb", "--active", "--verbose", "--pivot", "--base", "/x/g1-vdb.qcow2", "--bandwidth", "2"], call.Args);
     }
 
     [Fact]
