@@ -9,6 +9,9 @@ BeforeAll {
     New-Item -ItemType Directory -Force -Path (Split-Path $FaultLog) | Out-Null
 }
 
+# Each fault starts from a VM in good order, so that one failing test cannot spoil the ones after it.
+BeforeEach { Reset-LabVmIfNeeded $FaultVm }
+
 Describe 'The pipeline stopped as Ctrl+C does' {
     It 'puts the VM back on its own disks before returning, when stopped <Point>' -ForEach @(
         @{ Point = 'AfterSnapshot' }, @{ Point = 'DuringCopy' }, @{ Point = 'DuringCommit' }

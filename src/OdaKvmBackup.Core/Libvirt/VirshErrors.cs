@@ -49,7 +49,8 @@ public static class VirshErrors
             return VirshFailure.NotReadyForPivot;
         if (Has("already in active block job") || Has("block copy still active"))
             return VirshFailure.BlockJobActive;
-        if (Has("could not find base image"))
+        // "could not find image X beneath Y" is the --base form: the disk is no longer on that chain.
+        if (Has("could not find base image") || Has("could not find image"))
             return VirshFailure.NoBaseImage;
         if (Has("does not have an active block job") || Has("No current block job"))
             return VirshFailure.NoBlockJob;

@@ -37,6 +37,8 @@ public class VirshErrorsTests
     [InlineData("\rBlock commit: [100 %]error: failed to pivot job for disk vda\n" + NotReady, VirshFailure.NotReadyForPivot)]
     [InlineData(JobActive, VirshFailure.BlockJobActive)]
     [InlineData(NoBase, VirshFailure.NoBaseImage)]
+    // libvirt 9 with --base, when the disk was pivoted meanwhile (seen on the lab after a killed run's virsh pivoted first)
+    [InlineData("error: invalid argument: could not find image '/u05/vm_x/linux_boot' beneath '/u05/vm_x/linux_boot' in chain for 'vda'\n", VirshFailure.NoBaseImage)]
     [InlineData(NoJob, VirshFailure.NoBlockJob)]
     [InlineData("No current block job for vda", VirshFailure.NoBlockJob)]
     [InlineData(MomentExists, VirshFailure.SnapshotExists)]
