@@ -9,225 +9,227 @@ BeforeAll {
     New-Item -ItemType Directory -Force -Path (Split-Path $FaultLog) | Out-Null
 }
 
-# Each fault starts from a VM in good order, so that one failing test cannot spoil the ones after it.
-BeforeEach { Reset-LabVmIfNeeded $FaultVm }
+Describe 'Faults injected on the real lab' {
+    # Each fault starts from a VM in good order, so that one failing test cannot spoil the ones after it.
+    BeforeEach { Reset-LabVmIfNeeded $FaultVm }
 
-Describe 'The pipeline stopped as Ctrl+C does' {
-    It 'puts the VM back on its own disks before returning, when stopped <Point>' -ForEach @(
-        @{ Point = 'AfterSnapshot' }, @{ Point = 'DuringCopy' }, @{ Point = 'DuringCommit' }
-    ) {
-        $run = New-FaultRun "stop-$Point"
-        $stopFile = Join-Path $run.Folder 'stop-now'
-        $process = Start-BackupProcess (New-BackupScript -Point $Point -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker) $run.Folder -StopFile $stopFile
-        Wait-FaultPoint $Point $run.Signal $run.Destination
-        New-Item -ItemType File -Path $stopFile | Out-Null
-        $process.WaitForExit(300000) | Should -BeTrue
-        # What virsh showed right after Stop() returned: the VM was already back on its own files.
-        $stdout = Get-Content -Raw (Join-Path $run.Folder 'stdout.txt')
-        $afterStop = ($stdout -split 'AFTER-STOP')[1]
-        $afterStop | Should -Match ([regex]::Escape((Get-LabDiskPath -Name $FaultVm -Disk boot)) + '\s')
-        $afterStop | Should -Not -Match $SnapshotName
-        Get-Content -Raw (Join-Path $run.Folder 'stderr.txt') | Should -Match "pipeline stopped before the backup finished, '$FaultVm' was put back on its own disks"
-        if ($Point -eq 'DuringCopy') { Get-SetStatus $run.Destination | Should -Be 'Incomplete' }
-        Get-ChildItem -Recurse -Filter '*.partial' -Path $run.Destination | Should -BeNullOrEmpty
-        Assert-Recovered "pipeline stopped $Point" $run
-    }
-}
-
-Describe 'pwsh killed with SIGKILL, then Repair-KvmBackup' {
-    It 'recovers a VM left on its overlays when killed <Point>' -ForEach @(
-        @{ Point = 'AfterSnapshot' }, @{ Point = 'DuringCopy' }, @{ Point = 'DuringCommit' }
-    ) {
-        $run = New-FaultRun "kill-$Point"
-        $process = Start-BackupProcess (New-BackupScript -Point $Point -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker) $run.Folder
-        Wait-FaultPoint $Point $run.Signal $run.Destination
-        & kill -KILL $process.Id
-        $process.WaitForExit()
-        if ($Point -ne 'DuringCommit') {
-            Test-Path $JournalFile | Should -BeTrue -Because 'the journal records the run in flight'
-            Test-OnOwnDisks $FaultVm | Should -BeFalse
+    Describe 'The pipeline stopped as Ctrl+C does' {
+        It 'puts the VM back on its own disks before returning, when stopped <Point>' -ForEach @(
+            @{ Point = 'AfterSnapshot' }, @{ Point = 'DuringCopy' }, @{ Point = 'DuringCommit' }
+        ) {
+            $run = New-FaultRun "stop-$Point"
+            $stopFile = Join-Path $run.Folder 'stop-now'
+            $process = Start-BackupProcess (New-BackupScript -Point $Point -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker) $run.Folder -StopFile $stopFile
+            Wait-FaultPoint $Point $run.Signal $run.Destination
+            New-Item -ItemType File -Path $stopFile | Out-Null
+            $process.WaitForExit(300000) | Should -BeTrue
+            # What virsh showed right after Stop() returned: the VM was already back on its own files.
+            $stdout = Get-Content -Raw (Join-Path $run.Folder 'stdout.txt')
+            $afterStop = ($stdout -split 'AFTER-STOP')[1]
+            $afterStop | Should -Match ([regex]::Escape((Get-LabDiskPath -Name $FaultVm -Disk boot)) + '\s')
+            $afterStop | Should -Not -Match $SnapshotName
+            Get-Content -Raw (Join-Path $run.Folder 'stderr.txt') | Should -Match "pipeline stopped before the backup finished, '$FaultVm' was put back on its own disks"
+            if ($Point -eq 'DuringCopy') { Get-SetStatus $run.Destination | Should -Be 'Incomplete' }
+            Get-ChildItem -Recurse -Filter '*.partial' -Path $run.Destination | Should -BeNullOrEmpty
+            Assert-Recovered "pipeline stopped $Point" $run
         }
-        # A new backup refuses, and names the recovery cmdlet.
-        $null = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -ErrorVariable refused -ErrorAction SilentlyContinue
-        if ($Point -ne 'DuringCommit' -or -not (Test-OnOwnDisks $FaultVm)) {
-            $refused.Count | Should -BeGreaterThan 0
-            ($refused | Out-String) | Should -Match 'Repair-KvmBackup'
-        }
-        $actions = Repair-KvmBackup -DomainName $FaultVm -ErrorVariable repairErrors
-        $repairErrors | Should -BeNullOrEmpty
-        $actions.Result | Should -Contain 'journal closed'
-        if ($Point -eq 'DuringCopy') { Get-SetStatus $run.Destination | Should -Be 'Incomplete' }
-        Assert-Recovered "SIGKILL $Point + Repair-KvmBackup" $run
     }
 
-    It 'recovers a VM that was shut off on its overlays (a host that crashed mid-backup)' {
-        $run = New-FaultRun 'kill-hostcrash'
-        $process = Start-BackupProcess (New-BackupScript -Point AfterSnapshot -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker) $run.Folder
-        Wait-FaultPoint AfterSnapshot $run.Signal $run.Destination
-        & kill -KILL $process.Id
-        $process.WaitForExit()
-        Invoke-Virsh @('destroy', $FaultVm) | Out-Null   # the host goes down: the domain stops, still on its overlays
-        (Get-DiskChain $FaultVm -Inactive).Source | Should -BeLike "*.$SnapshotName"
-        $actions = Repair-KvmBackup -DomainName $FaultVm -ErrorVariable repairErrors
-        $repairErrors | Should -BeNullOrEmpty
-        ($actions | Where-Object Target).Result | Should -BeLike 'committed offline*'
-        Test-OnOwnDisks $FaultVm | Should -BeTrue
-        (Get-DiskChain $FaultVm -Inactive | Where-Object Target -eq vdb).Format | Should -Be 'raw'
-        Invoke-Virsh @('start', $FaultVm) | Out-Null
-        Wait-LabGuestAgent -DomainName $FaultVm | Out-Null
-        Assert-Recovered 'host crash (SIGKILL + domain destroyed) + Repair' $run
-    }
-}
-
-Describe 'A destination that fills up mid-copy' {
-    BeforeAll {
-        $script:small = New-TestFolder small-destination
-        & mount -t tmpfs -o size=100m tmpfs $small
-        if ($LASTEXITCODE) { throw "Cannot mount a tmpfs at $small" }
-    }
-    AfterAll { & umount $small }
-
-    It 'stops with DestinationFull, marks the set Incomplete, and puts the VM back' {
-        $run = New-FaultRun 'full'
-        $retention = $run.Retention
-        $error.Clear()
-        # Someone else fills the destination once the preflight has passed.
-        $fill = { & fallocate -l ([IO.DriveInfo]::new($small).AvailableFreeSpace - 1MB) (Join-Path $small 'filler') }
-        {
-            Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -Then $fill |
-                Copy-VmDisk -Destination $small | Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
-        } | Should -Throw -ErrorId 'DestinationFull,OdaKvmBackup.Commands.CopyVmDiskCommand'
-        $error[0].ToString() | Should -Match "ran out of space.*marked Incomplete.*back on its own disks"
-        Test-OnOwnDisks $FaultVm | Should -BeTrue
-        Get-SetStatus $small | Should -Be 'Incomplete'
-        Get-ChildItem -Recurse -Filter '*.partial' -Path $small | Should -BeNullOrEmpty
-        Assert-Recovered 'destination full mid-copy' $run
-    }
-}
-
-Describe 'The guest agent stopped' {
-    It 'refuses before any snapshot with an error that names the cause and the fix, and changes nothing' {
-        $run = New-FaultRun 'agent'
-        $xml = (Invoke-Virsh @('dumpxml', $FaultVm, '--inactive')).StdOut
-        Stop-LabGuestAgent -DomainName $FaultVm -Seconds 15
-        $out = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -ErrorVariable errs -ErrorAction SilentlyContinue |
-            Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
-        $out | Should -BeNullOrEmpty
-        $errs.FullyQualifiedErrorId | Should -Contain 'GuestAgentNotConnected,OdaKvmBackup.Commands.NewKvmDiskSnapshotCommand'
-        ($errs | Out-String) | Should -Match 'qemu-guest-agent'
-        ($errs | Out-String) | Should -Match '-CrashConsistent'
-        (Invoke-Virsh @('dumpxml', $FaultVm, '--inactive')).StdOut | Should -Be $xml
-        Get-ChildItem $run.Destination | Should -BeNullOrEmpty
-        Get-StrayDiskFolderFiles $FaultVm | Should -BeNullOrEmpty
-        Test-Path $JournalFile | Should -BeFalse
-        Add-Content -Path $FaultLog -Value ("{0,-46} | on overlays: 0 | writes lost: 0 | refused: {1}" -f 'guest agent stopped', $errs[0].FullyQualifiedErrorId)
-        Wait-LabGuestAgent -DomainName $FaultVm -TimeoutSeconds 60 | Out-Null
-    }
-
-    It 'takes a crash-consistent backup only when asked, warns, and records it' {
-        Stop-LabGuestAgent -DomainName $FaultVm -Seconds 10
-        $run = New-FaultRun 'crash-consistent'
-        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -CrashConsistent -WarningVariable warn 3>$null |
-            Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
-        ($warn -join ' ') | Should -Match 'crash-consistent'
-        $objects.Consistency | Sort-Object -Unique | Should -Be 'CrashConsistent'
-        (Get-Content -Raw (Join-Path $objects[0].BackupSet 'backup.json') | ConvertFrom-Json).Consistency | Should -Be 'CrashConsistent'
-        Test-OnOwnDisks $FaultVm | Should -BeTrue
-        Wait-LabGuestAgent -DomainName $FaultVm -TimeoutSeconds 60 | Out-Null
-    }
-}
-
-Describe 'libvirtd restarted in the middle of a backup' {
-    It 'finishes the backup when libvirtd restarts after the snapshot' {
-        $run = New-FaultRun 'libvirtd-after-snapshot'
-        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -Then { Restart-LabDaemon } |
-            Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
-        @($objects).Count | Should -Be 2
-        Get-SetStatus $run.Destination | Should -Be 'Complete'
-        Assert-Recovered 'libvirtd restarted after the snapshot' $run
-    }
-
-    It 'finishes the backup when libvirtd restarts while a commit runs' {
-        $run = New-FaultRun 'libvirtd-during-commit'
-        $job = Start-BackgroundBackup (New-BackupScript -Point DuringCommit -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker)
-        try {
-            Wait-FaultPoint DuringCommit $run.Signal $run.Destination $job
-            Restart-LabDaemon
-            $objects = $job.PowerShell.EndInvoke($job.Handle)
-            $job.PowerShell.Streams.Error | Should -BeNullOrEmpty
-            @($objects).Count | Should -Be 2
-        }
-        finally { $job.PowerShell.Dispose(); $job.Runspace.Dispose() }
-        Assert-Recovered 'libvirtd restarted during the commit' $run
-    }
-}
-
-Describe 'A second backup of the same VM while one runs' {
-    It 'is refused, in this process and from another, while other VMs can be backed up meanwhile' {
-        $run = New-FaultRun 'concurrent'
-        $job = Start-BackgroundBackup (New-BackupScript -Point DuringCopy -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker)
-        try {
-            Wait-FaultPoint DuringCopy $run.Signal $run.Destination $job
-            $other = New-FaultRun 'concurrent-second'
-            $null = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -ErrorVariable sameProcess -ErrorAction SilentlyContinue |
-                Copy-VmDisk -Destination $other.Destination
-            $sameProcess.FullyQualifiedErrorId | Should -Contain 'BackupInProgress,OdaKvmBackup.Commands.NewKvmDiskSnapshotCommand'
-
-            $script = "Import-Module '$ModuleManifest'; Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '$($other.Destination)'"
-            $process = Start-BackupProcess $script $other.Folder
+    Describe 'pwsh killed with SIGKILL, then Repair-KvmBackup' {
+        It 'recovers a VM left on its overlays when killed <Point>' -ForEach @(
+            @{ Point = 'AfterSnapshot' }, @{ Point = 'DuringCopy' }, @{ Point = 'DuringCommit' }
+        ) {
+            $run = New-FaultRun "kill-$Point"
+            $process = Start-BackupProcess (New-BackupScript -Point $Point -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker) $run.Folder
+            Wait-FaultPoint $Point $run.Signal $run.Destination
+            & kill -KILL $process.Id
             $process.WaitForExit()
-            Get-Content -Raw (Join-Path $other.Folder 'stderr.txt'), (Join-Path $other.Folder 'stdout.txt') | Out-String | Should -Match 'already running'
-            Get-ChildItem $other.Destination | Should -BeNullOrEmpty
-
-            $side = Get-VmDisk linux_vm2 | New-KvmDiskSnapshot | Copy-VmDisk -Destination $other.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $other.Retention
-            @($side).Count | Should -Be 2
-            Test-OnOwnDisks linux_vm2 | Should -BeTrue
-
-            $objects = $job.PowerShell.EndInvoke($job.Handle)
-            @($objects).Count | Should -Be 2
+            if ($Point -ne 'DuringCommit') {
+                Test-Path $JournalFile | Should -BeTrue -Because 'the journal records the run in flight'
+                Test-OnOwnDisks $FaultVm | Should -BeFalse
+            }
+            # A new backup refuses, and names the recovery cmdlet.
+            $null = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -ErrorVariable refused -ErrorAction SilentlyContinue
+            if ($Point -ne 'DuringCommit' -or -not (Test-OnOwnDisks $FaultVm)) {
+                $refused.Count | Should -BeGreaterThan 0
+                ($refused | Out-String) | Should -Match 'Repair-KvmBackup'
+            }
+            $actions = Repair-KvmBackup -DomainName $FaultVm -ErrorVariable repairErrors
+            $repairErrors | Should -BeNullOrEmpty
+            $actions.Result | Should -Contain 'journal closed'
+            if ($Point -eq 'DuringCopy') { Get-SetStatus $run.Destination | Should -Be 'Incomplete' }
+            Assert-Recovered "SIGKILL $Point + Repair-KvmBackup" $run
         }
-        finally { $job.PowerShell.Dispose(); $job.Runspace.Dispose() }
-        Get-SetStatus $run.Destination | Should -Be 'Complete'
-        Assert-Recovered 'second backup of the same VM (refused)' $run
-    }
-}
 
-Describe 'A commit that cannot catch up with a busy guest' {
-    BeforeEach {
-        $script:run = New-FaultRun 'busy'
-        $script:busy = 'rm -f /run/stop-busy; (while [ ! -f /run/stop-busy ]; do dd if=/dev/urandom of=/mnt/b/busy bs=1M count=2 conv=fsync 2>/dev/null; done) >/dev/null 2>&1 &'
-    }
-    AfterEach { $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy' }
-
-    It 'lifts the bandwidth limit of a commit that gains nothing on the guest, and finishes' {
-        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -AlsoInGuest $busy |
-            Copy-VmDisk -Destination $run.Destination |
-            Invoke-BlockCommit -BandwidthLimit 1 -WarningVariable lifted |
-            Move-OverlayToRetention -Path $run.Retention
-        ($lifted -join ' ') | Should -Match 'does not catch up with the guest.s writes; lifting the limit'
-        @($objects).Count | Should -Be 2
-        $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy'
-        Assert-Recovered 'busy guest: throttled commit unthrottled' $run -SkipNextBackup
+        It 'recovers a VM that was shut off on its overlays (a host that crashed mid-backup)' {
+            $run = New-FaultRun 'kill-hostcrash'
+            $process = Start-BackupProcess (New-BackupScript -Point AfterSnapshot -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker) $run.Folder
+            Wait-FaultPoint AfterSnapshot $run.Signal $run.Destination
+            & kill -KILL $process.Id
+            $process.WaitForExit()
+            Invoke-Virsh @('destroy', $FaultVm) | Out-Null   # the host goes down: the domain stops, still on its overlays
+            (Get-DiskChain $FaultVm -Inactive).Source | Should -BeLike "*.$SnapshotName"
+            $actions = Repair-KvmBackup -DomainName $FaultVm -ErrorVariable repairErrors
+            $repairErrors | Should -BeNullOrEmpty
+            ($actions | Where-Object Target).Result | Should -BeLike 'committed offline*'
+            Test-OnOwnDisks $FaultVm | Should -BeTrue
+            (Get-DiskChain $FaultVm -Inactive | Where-Object Target -eq vdb).Format | Should -Be 'raw'
+            Invoke-Virsh @('start', $FaultVm) | Out-Null
+            Wait-LabGuestAgent -DomainName $FaultVm | Out-Null
+            Assert-Recovered 'host crash (SIGKILL + domain destroyed) + Repair' $run
+        }
     }
 
-    It 'stops a commit that has not caught up within -TimeoutSec, leaves the overlay in place, and Repair-KvmBackup finishes later' {
-        $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -WarningVariable stillOn | Add-GuestWritesAfterSnapshot -Marker $run.Marker -AlsoInGuest $busy |
-            Copy-VmDisk -Destination $run.Destination |
-            Invoke-BlockCommit -BandwidthLimit 1 -TimeoutSec 4 -ErrorVariable commitErrors -ErrorAction SilentlyContinue |
-            Move-OverlayToRetention -Path $run.Retention
-        $commitErrors.FullyQualifiedErrorId | Should -Contain 'PivotNotReady,OdaKvmBackup.Commands.InvokeBlockCommitCommand'
-        ($commitErrors | Out-String) | Should -Match 'neither moved nor deleted.*Repair-KvmBackup'
-        ($stillOn -join ' ') | Should -Match "'$FaultVm' writes to overlays.*Repair-KvmBackup"
-        # Whatever did not catch up still writes to its overlay, which stays beside the disk, in the chain.
-        $onOverlay = @(Get-DiskChain $FaultVm | Where-Object { $_.Chain.Count -gt 0 })
-        $onOverlay.Count | Should -BeGreaterThan 0
-        foreach ($disk in $onOverlay) { Test-Path -LiteralPath $disk.Source | Should -BeTrue }
-        @($objects).Count | Should -Be (2 - $onOverlay.Count)
-        Get-SetStatus $run.Destination | Should -Be 'Complete'   # the copies were done and verified before the commit
-        $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy'
-        $actions = Repair-KvmBackup -DomainName $FaultVm -ErrorVariable repairErrors
-        $repairErrors | Should -BeNullOrEmpty
-        Add-Content -Path $FaultLog -Value ("{0,-46} | on overlays after the timeout: {1} (as designed, reported), after Repair: see next line" -f 'busy guest: commit past -TimeoutSec', $onOverlay.Count)
-        Assert-Recovered 'busy guest: commit stopped, then Repair' $run
+    Describe 'A destination that fills up mid-copy' {
+        BeforeAll {
+            $script:small = New-TestFolder small-destination
+            & mount -t tmpfs -o size=100m tmpfs $small
+            if ($LASTEXITCODE) { throw "Cannot mount a tmpfs at $small" }
+        }
+        AfterAll { & umount $small }
+
+        It 'stops with DestinationFull, marks the set Incomplete, and puts the VM back' {
+            $run = New-FaultRun 'full'
+            $retention = $run.Retention
+            $error.Clear()
+            # Someone else fills the destination once the preflight has passed.
+            $fill = { & fallocate -l ([IO.DriveInfo]::new($small).AvailableFreeSpace - 1MB) (Join-Path $small 'filler') }
+            {
+                Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -Then $fill |
+                    Copy-VmDisk -Destination $small | Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
+            } | Should -Throw -ErrorId 'DestinationFull,OdaKvmBackup.Commands.CopyVmDiskCommand'
+            $error[0].ToString() | Should -Match "ran out of space.*marked Incomplete.*back on its own disks"
+            Test-OnOwnDisks $FaultVm | Should -BeTrue
+            Get-SetStatus $small | Should -Be 'Incomplete'
+            Get-ChildItem -Recurse -Filter '*.partial' -Path $small | Should -BeNullOrEmpty
+            Assert-Recovered 'destination full mid-copy' $run
+        }
+    }
+
+    Describe 'The guest agent stopped' {
+        It 'refuses before any snapshot with an error that names the cause and the fix, and changes nothing' {
+            $run = New-FaultRun 'agent'
+            $xml = (Invoke-Virsh @('dumpxml', $FaultVm, '--inactive')).StdOut
+            Stop-LabGuestAgent -DomainName $FaultVm -Seconds 15
+            $out = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -ErrorVariable errs -ErrorAction SilentlyContinue |
+                Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
+            $out | Should -BeNullOrEmpty
+            $errs.FullyQualifiedErrorId | Should -Contain 'GuestAgentNotConnected,OdaKvmBackup.Commands.NewKvmDiskSnapshotCommand'
+            ($errs | Out-String) | Should -Match 'qemu-guest-agent'
+            ($errs | Out-String) | Should -Match '-CrashConsistent'
+            (Invoke-Virsh @('dumpxml', $FaultVm, '--inactive')).StdOut | Should -Be $xml
+            Get-ChildItem $run.Destination | Should -BeNullOrEmpty
+            Get-StrayDiskFolderFiles $FaultVm | Should -BeNullOrEmpty
+            Test-Path $JournalFile | Should -BeFalse
+            Add-Content -Path $FaultLog -Value ("{0,-46} | on overlays: 0 | writes lost: 0 | refused: {1}" -f 'guest agent stopped', $errs[0].FullyQualifiedErrorId)
+            Wait-LabGuestAgent -DomainName $FaultVm -TimeoutSeconds 60 | Out-Null
+        }
+
+        It 'takes a crash-consistent backup only when asked, warns, and records it' {
+            Stop-LabGuestAgent -DomainName $FaultVm -Seconds 10
+            $run = New-FaultRun 'crash-consistent'
+            $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -CrashConsistent -WarningVariable warn 3>$null |
+                Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
+            ($warn -join ' ') | Should -Match 'crash-consistent'
+            $objects.Consistency | Sort-Object -Unique | Should -Be 'CrashConsistent'
+            (Get-Content -Raw (Join-Path $objects[0].BackupSet 'backup.json') | ConvertFrom-Json).Consistency | Should -Be 'CrashConsistent'
+            Test-OnOwnDisks $FaultVm | Should -BeTrue
+            Wait-LabGuestAgent -DomainName $FaultVm -TimeoutSeconds 60 | Out-Null
+        }
+    }
+
+    Describe 'libvirtd restarted in the middle of a backup' {
+        It 'finishes the backup when libvirtd restarts after the snapshot' {
+            $run = New-FaultRun 'libvirtd-after-snapshot'
+            $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -Then { Restart-LabDaemon } |
+                Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
+            @($objects).Count | Should -Be 2
+            Get-SetStatus $run.Destination | Should -Be 'Complete'
+            Assert-Recovered 'libvirtd restarted after the snapshot' $run
+        }
+
+        It 'finishes the backup when libvirtd restarts while a commit runs' {
+            $run = New-FaultRun 'libvirtd-during-commit'
+            $job = Start-BackgroundBackup (New-BackupScript -Point DuringCommit -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker)
+            try {
+                Wait-FaultPoint DuringCommit $run.Signal $run.Destination $job
+                Restart-LabDaemon
+                $objects = $job.PowerShell.EndInvoke($job.Handle)
+                $job.PowerShell.Streams.Error | Should -BeNullOrEmpty
+                @($objects).Count | Should -Be 2
+            }
+            finally { $job.PowerShell.Dispose(); $job.Runspace.Dispose() }
+            Assert-Recovered 'libvirtd restarted during the commit' $run
+        }
+    }
+
+    Describe 'A second backup of the same VM while one runs' {
+        It 'is refused, in this process and from another, while other VMs can be backed up meanwhile' {
+            $run = New-FaultRun 'concurrent'
+            $job = Start-BackgroundBackup (New-BackupScript -Point DuringCopy -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker)
+            try {
+                Wait-FaultPoint DuringCopy $run.Signal $run.Destination $job
+                $other = New-FaultRun 'concurrent-second'
+                $null = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -ErrorVariable sameProcess -ErrorAction SilentlyContinue |
+                    Copy-VmDisk -Destination $other.Destination
+                $sameProcess.FullyQualifiedErrorId | Should -Contain 'BackupInProgress,OdaKvmBackup.Commands.NewKvmDiskSnapshotCommand'
+
+                $script = "Import-Module '$ModuleManifest'; Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '$($other.Destination)'"
+                $process = Start-BackupProcess $script $other.Folder
+                $process.WaitForExit()
+                Get-Content -Raw (Join-Path $other.Folder 'stderr.txt'), (Join-Path $other.Folder 'stdout.txt') | Out-String | Should -Match 'already running'
+                Get-ChildItem $other.Destination | Should -BeNullOrEmpty
+
+                $side = Get-VmDisk linux_vm2 | New-KvmDiskSnapshot | Copy-VmDisk -Destination $other.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $other.Retention
+                @($side).Count | Should -Be 2
+                Test-OnOwnDisks linux_vm2 | Should -BeTrue
+
+                $objects = $job.PowerShell.EndInvoke($job.Handle)
+                @($objects).Count | Should -Be 2
+            }
+            finally { $job.PowerShell.Dispose(); $job.Runspace.Dispose() }
+            Get-SetStatus $run.Destination | Should -Be 'Complete'
+            Assert-Recovered 'second backup of the same VM (refused)' $run
+        }
+    }
+
+    Describe 'A commit that cannot catch up with a busy guest' {
+        BeforeEach {
+            $script:run = New-FaultRun 'busy'
+            $script:busy = 'rm -f /run/stop-busy; (while [ ! -f /run/stop-busy ]; do dd if=/dev/urandom of=/mnt/b/busy bs=1M count=2 conv=fsync 2>/dev/null; done) >/dev/null 2>&1 &'
+        }
+        AfterEach { $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy' }
+
+        It 'lifts the bandwidth limit of a commit that gains nothing on the guest, and finishes' {
+            $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -AlsoInGuest $busy |
+                Copy-VmDisk -Destination $run.Destination |
+                Invoke-BlockCommit -BandwidthLimit 1 -WarningVariable lifted |
+                Move-OverlayToRetention -Path $run.Retention
+            ($lifted -join ' ') | Should -Match 'does not catch up with the guest.s writes; lifting the limit'
+            @($objects).Count | Should -Be 2
+            $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy'
+            Assert-Recovered 'busy guest: throttled commit unthrottled' $run -SkipNextBackup
+        }
+
+        It 'stops a commit that has not caught up within -TimeoutSec, leaves the overlay in place, and Repair-KvmBackup finishes later' {
+            $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -WarningVariable stillOn | Add-GuestWritesAfterSnapshot -Marker $run.Marker -AlsoInGuest $busy |
+                Copy-VmDisk -Destination $run.Destination |
+                Invoke-BlockCommit -BandwidthLimit 1 -TimeoutSec 4 -ErrorVariable commitErrors -ErrorAction SilentlyContinue |
+                Move-OverlayToRetention -Path $run.Retention
+            $commitErrors.FullyQualifiedErrorId | Should -Contain 'PivotNotReady,OdaKvmBackup.Commands.InvokeBlockCommitCommand'
+            ($commitErrors | Out-String) | Should -Match 'neither moved nor deleted.*Repair-KvmBackup'
+            ($stillOn -join ' ') | Should -Match "'$FaultVm' writes to overlays.*Repair-KvmBackup"
+            # Whatever did not catch up still writes to its overlay, which stays beside the disk, in the chain.
+            $onOverlay = @(Get-DiskChain $FaultVm | Where-Object { $_.Chain.Count -gt 0 })
+            $onOverlay.Count | Should -BeGreaterThan 0
+            foreach ($disk in $onOverlay) { Test-Path -LiteralPath $disk.Source | Should -BeTrue }
+            @($objects).Count | Should -Be (2 - $onOverlay.Count)
+            Get-SetStatus $run.Destination | Should -Be 'Complete'   # the copies were done and verified before the commit
+            $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy'
+            $actions = Repair-KvmBackup -DomainName $FaultVm -ErrorVariable repairErrors
+            $repairErrors | Should -BeNullOrEmpty
+            Add-Content -Path $FaultLog -Value ("{0,-46} | on overlays after the timeout: {1} (as designed, reported), after Repair: see next line" -f 'busy guest: commit past -TimeoutSec', $onOverlay.Count)
+            Assert-Recovered 'busy guest: commit stopped, then Repair' $run
+        }
     }
 }
