@@ -31,9 +31,10 @@ public abstract class KvmCmdlet : PSCmdlet
     protected CommitService NewCommitService(IOperationSink? sink = null, int timeoutSeconds = 0)
     {
         var runner = new CliWrapProcessRunner(sink ?? _sink);
-        return timeoutSeconds > 0
-            ? new CommitService(new VirshClient(runner), new QemuImgClient(runner), sink ?? _sink) { ConvergenceTimeout = TimeSpan.FromSeconds(timeoutSeconds) }
-            : new CommitService(new VirshClient(runner), new QemuImgClient(runner), sink ?? _sink);
+        return new CommitService(new VirshClient(runner), new QemuImgClient(runner), sink ?? _sink)
+        {
+            ConvergenceTimeout = timeoutSeconds > 0 ? TimeSpan.FromSeconds(timeoutSeconds) : CommitService.DefaultConvergenceTimeout,
+        };
     }
 
     /// <summary>Runs core work and waits for it here, writing what it reports as it goes.</summary>

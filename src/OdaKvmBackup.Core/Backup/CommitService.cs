@@ -32,8 +32,10 @@ public sealed class CommitService
     public int PivotAttempts { get; init; } = 8;
     public TimeSpan FirstBackOff { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan MaxBackOff { get; init; } = TimeSpan.FromSeconds(15);
+    public static readonly TimeSpan DefaultConvergenceTimeout = TimeSpan.FromMinutes(15);
+
     /// <summary>How long a commit may take to catch up with the guest's writes before it is abandoned.</summary>
-    public TimeSpan ConvergenceTimeout { get; init; } = TimeSpan.FromMinutes(15);
+    public TimeSpan ConvergenceTimeout { get; init; } = DefaultConvergenceTimeout;
     /// <summary>How long a throttled commit may gain nothing on the guest before its limit is lifted.</summary>
     public TimeSpan StallLimit { get; init; } = TimeSpan.FromSeconds(10);
     public TimeSpan PollInterval { get; init; } = TimeSpan.FromSeconds(1);

@@ -28,13 +28,9 @@ public sealed class RetentionService
     {
         var wanted = FileSystemPaths.Normalize(overlay);
         running ??= (await _virsh.GetStateAsync(domain, ct).ConfigureAwait(false)) is not ("shut off" or "crashed");
-        var definitions = new List<DomainDescription> { DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false)) };
-        if (running.Value)
-            definitions.Add(DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false)));
-        foreach (var disk in definitions.SelectMany(d => d.Disks))
+        foreach (var disk in await DefinedDisksAsync(domain, running.Value, ct).ConfigureAwait(false))
         {
-            var chain = new[] { disk.Source }.Concat(disk.BackingChain);
-            if (chain.Any(p => p is not null && FileSystemPaths.Normalize(p) == wanted))
+            if (ChainFiles(disk).Contains(wanted))
             {
                 throw new BackupException(ErrorIds.OverlayInUse, BackupErrorCategory.ResourceBusy,
                     $"'{overlay}' is still in the backing chain of disk {disk.Target} of '{domain}'; it was not moved.",
@@ -50,14 +46,24 @@ public sealed class RetentionService
         var running = (await _virsh.ListRunningDomainsAsync(ct).ConfigureAwait(false)).ToHashSet(StringComparer.Ordinal);
         foreach (var domain in (await _virsh.ListAllDomainsAsync(ct).ConfigureAwait(false)).Where(d => d != exceptDomain))
         {
-            var xml = new List<string> { await _virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false) };
-            if (running.Contains(domain))
-                xml.Add(await _virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false));
-            foreach (var disk in xml.SelectMany(x => DomainXml.Parse(x).Disks))
-                files.UnionWith(new[] { disk.Source }.Concat(disk.BackingChain).OfType<string>().Select(FileSystemPaths.Normalize));
+            foreach (var disk in await DefinedDisksAsync(domain, running.Contains(domain), ct).ConfigureAwait(false))
+                files.UnionWith(ChainFiles(disk));
         }
         return files;
     }
+
+    /// <summary>The disks of a domain's saved definition, and of its live one when it runs.</summary>
+    private async Task<IEnumerable<VmDisk>> DefinedDisksAsync(string domain, bool running, CancellationToken ct)
+    {
+        var disks = DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false)).Disks;
+        return running
+            ? disks.Concat(DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false)).Disks)
+            : disks;
+    }
+
+    /// <summary>A disk's file and every image below it, normalized for comparison.</summary>
+    private static IEnumerable<string> ChainFiles(VmDisk disk) =>
+        new[] { disk.Source }.Concat(disk.BackingChain).OfType<string>().Select(FileSystemPaths.Normalize);
 
     /// <summary>Deletes the overlay of a run that failed or was repaired: its data is in the disk already, and a
     /// leftover overlay would block the next snapshot. Only once no disk has it in its chain.</summary>
