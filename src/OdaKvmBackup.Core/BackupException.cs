@@ -53,6 +53,19 @@ public static class ErrorIds
     public const string RepairFailed = "RepairFailed";
     public const string StillOnOverlays = "StillOnOverlays";
     public const string InvalidSnapshotName = "InvalidSnapshotName";
+    public const string JournalUnreadable = "JournalUnreadable";
+    public const string BackupSetUnreadable = "BackupSetUnreadable";
+    public const string StorageFailed = "StorageFailed";
+    public const string RunAbandoned = "RunAbandoned";
+    public const string RunHasAnotherDestination = "RunHasAnotherDestination";
+    public const string AlreadyCopied = "AlreadyCopied";
+    public const string DiskNoLongerFrozen = "DiskNoLongerFrozen";
+    public const string DiskBeingCopied = "DiskBeingCopied";
+    public const string RunClosed = "RunClosed";
+    public const string SharedDiskNotSupported = "SharedDiskNotSupported";
+    public const string CommandTimedOut = "CommandTimedOut";
+    public const string UnrecordedOverlay = "UnrecordedOverlay";
+    public const string UnexpectedError = "UnexpectedError";
 }
 
 /// <summary>A failure a user can act on: names the cause and, where one exists, the fix.</summary>

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Management.Automation;
+using System.Management.Automation.Host;
 using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Libvirt;
@@ -24,20 +25,24 @@ public abstract class KvmCmdlet : PSCmdlet
 
     protected override void StopProcessing() => _stopping.Cancel();
 
-    protected VirshClient Virsh => new(new CliWrapProcessRunner(_sink));
-
-    protected QemuImgClient QemuImg => new(new CliWrapProcessRunner(_sink));
-
-    protected CommitService NewCommitService(IOperationSink? sink = null, int timeoutSeconds = 0)
+    /// <summary>virsh and qemu-img, their command lines shown with -Verbose.</summary>
+    protected HostTools Tools
     {
-        var runner = new CliWrapProcessRunner(sink ?? _sink);
-        return new CommitService(new VirshClient(runner), new QemuImgClient(runner), sink ?? _sink)
+        get
+        {
+            var runner = new CliWrapProcessRunner(_sink);
+            return new HostTools(new VirshClient(runner), new QemuImgClient(runner));
+        }
+    }
+
+    protected CommitService NewCommitService(int timeoutSeconds = 0) =>
+        new(Tools.Virsh, Tools.QemuImg, _sink)
         {
             ConvergenceTimeout = timeoutSeconds > 0 ? TimeSpan.FromSeconds(timeoutSeconds) : CommitService.DefaultConvergenceTimeout,
         };
-    }
 
-    /// <summary>Runs core work and waits for it here, writing what it reports as it goes.</summary>
+    /// <summary>Runs core work and waits for it here, writing what it reports as it goes. Failures the core did not
+    /// name (an I/O error, say) still arrive as a <see cref="BackupException"/> with an id and a fix.</summary>
     protected T Run<T>(Func<CancellationToken, Task<T>> work)
     {
         var task = Task.Run(() => work(_stopping.Token));
@@ -49,6 +54,8 @@ public abstract class KvmCmdlet : PSCmdlet
         Drain();
         if (task.IsCanceled || task.Exception?.InnerException is OperationCanceledException && _stopping.IsCancellationRequested)
             throw new PipelineStoppedException();
+        if (task.Exception?.InnerException is { } inner and not BackupException and not PipelineStoppedException)
+            throw Unexpected(inner);
         return task.GetAwaiter().GetResult();
     }
 
@@ -57,6 +64,17 @@ public abstract class KvmCmdlet : PSCmdlet
         await work(ct).ConfigureAwait(false);
         return true;
     });
+
+    /// <summary>Core work that must finish even when the pipeline is being stopped (putting a VM back).</summary>
+    protected static T RunToEnd<T>(Func<Task<T>> work) => Task.Run(work).GetAwaiter().GetResult();
+
+    private static BackupException Unexpected(Exception ex) => ex switch
+    {
+        IOException or UnauthorizedAccessException => Core.Storage.StoreErrors.FromIOException(ex, ex.Message),
+        _ => new BackupException(ErrorIds.UnexpectedError, BackupErrorCategory.NotSpecified,
+            $"OdaKvmBackup failed unexpectedly: {ex.GetType().Name}: {ex.Message}",
+            "Run the command again with -Verbose; if it happens again, report it with that output. Run Repair-KvmBackup if a backup was running.", null, ex),
+    };
 
     protected void CompleteProgress(int id, string activity) =>
         WriteProgress(new ProgressRecord(id, activity, "Done") { RecordType = ProgressRecordType.Completed });
@@ -74,17 +92,22 @@ public abstract class KvmCmdlet : PSCmdlet
                     WriteWarning(text);
                     break;
                 case ProgressUpdate p:
-                    var record = new ProgressRecord(p.Id, p.Activity, p.Status)
-                    {
-                        PercentComplete = Math.Clamp(p.PercentComplete, 0, 100),
-                        RecordType = p.Completed ? ProgressRecordType.Completed : ProgressRecordType.Processing,
-                    };
-                    if (p.ParentId is { } parent)
-                        record.ParentActivityId = parent;
-                    WriteProgress(record);
+                    WriteProgress(ToRecord(p));
                     break;
             }
         }
+    }
+
+    private static ProgressRecord ToRecord(ProgressUpdate p)
+    {
+        var record = new ProgressRecord(p.Id, p.Activity, p.Status)
+        {
+            PercentComplete = Math.Clamp(p.PercentComplete, 0, 100),
+            RecordType = p.Completed ? ProgressRecordType.Completed : ProgressRecordType.Processing,
+        };
+        if (p.ParentId is { } parent)
+            record.ParentActivityId = parent;
+        return record;
     }
 
     /// <summary>An ErrorRecord whose message carries the fix, so every error view and log shows both (the fix
@@ -98,18 +121,43 @@ public abstract class KvmCmdlet : PSCmdlet
     protected static ErrorRecord ToErrorRecord(string id, BackupErrorCategory category, string message, string? fix, object? target) =>
         ToErrorRecord(new BackupException(id, category, message, fix, target?.ToString()), target);
 
-    /// <summary>Resolves a path the PowerShell way (relative to $PWD, ~) and checks the folder can be written.</summary>
+    /// <summary>A path as PowerShell resolves it (relative to $PWD, ~), without requiring it to exist.</summary>
+    protected string ResolvePath(string path) => string.IsNullOrWhiteSpace(path) ? path : GetUnresolvedProviderPathFromPSPath(path);
+
+    /// <summary>Resolves a path the PowerShell way and checks the folder can be written.</summary>
     protected string ResolveWritableFolder(string path, string parameterName)
     {
         try
         {
-            return FileSystemPaths.RequireWritableFolder(string.IsNullOrWhiteSpace(path) ? path : GetUnresolvedProviderPathFromPSPath(path), parameterName);
+            return FileSystemPaths.RequireWritableFolder(ResolvePath(path), parameterName);
         }
         catch (BackupException ex)
         {
             ThrowTerminatingError(ToErrorRecord(ex));
             throw; // not reached: ThrowTerminatingError does not return
         }
+    }
+
+    /// <summary>
+    /// Gives a run up and puts its domain back on its own disks, reporting as it goes: on the pipeline (progress,
+    /// then a warning or an error) while the pipeline runs, or straight to the host once it has been stopped.
+    /// </summary>
+    protected RollbackOutcome GiveUp(BackupRun run, string reason, bool pipelineAlive)
+    {
+        if (pipelineAlive)
+        {
+            var outcome = Run(_ => run.FailAsync(reason, _sink));
+            if (outcome.BackOnOwnDisks && outcome.Clean)
+                WriteWarning(outcome.Message);
+            else
+                WriteError(ToErrorRecord(ErrorIds.StillOnOverlays, BackupErrorCategory.InvalidResult, outcome.Message, null, run.DomainName));
+            return outcome;
+        }
+        var host = new HostSink(Host?.UI);
+        var result = RunToEnd(() => run.FailAsync(reason, host));
+        // An error line, even when all went well: the user stopped a backup and must see what became of the VM.
+        host.Line(result.Message, error: true);
+        return result;
     }
 
     /// <summary>Keeps verbose lines and warnings in order, and only the latest progress of each activity.</summary>
@@ -135,21 +183,56 @@ public abstract class KvmCmdlet : PSCmdlet
             }
         }
     }
+
+    /// <summary>The way to the user once the pipeline is gone (after Ctrl+C): the host's own console. Progress and
+    /// warnings still show; a host without a UI (a bare runspace) leaves only the journal and Repair-KvmBackup.</summary>
+    private sealed class HostSink(PSHostUserInterface? ui) : IOperationSink
+    {
+        private readonly object _gate = new();
+
+        public void Verbose(string message) { }
+
+        public void Warning(string message) => Line(message, error: false);
+
+        public void Progress(ProgressUpdate update) => Safely(() => ui?.WriteProgress(update.Id, ToRecord(update)));
+
+        public void Line(string message, bool error) => Safely(() =>
+        {
+            if (error)
+                ui?.WriteErrorLine("OdaKvmBackup: " + message);
+            else
+                ui?.WriteWarningLine("OdaKvmBackup: " + message);
+        });
+
+        private void Safely(Action write)
+        {
+            lock (_gate)
+            {
+                try
+                {
+                    write();
+                }
+                catch (Exception ex) when (ex is NotImplementedException or NullReferenceException or InvalidOperationException or PSNotImplementedException)
+                {
+                    // a host without a UI: the journal and Repair-KvmBackup remain
+                }
+            }
+        }
+    }
 }
 
 /// <summary>
-/// How New-KvmDiskSnapshot learns, before any snapshot, where Copy-VmDisk and Move-OverlayToRetention later in
-/// the same pipeline will write: PowerShell runs every command's BeginProcessing before the first record flows,
-/// so those cmdlets register here between New-KvmDiskSnapshot's BeginProcessing and its first record.
+/// How New-KvmDiskSnapshot learns, before any snapshot, what Copy-VmDisk and Move-OverlayToRetention later in the
+/// same pipeline will check: PowerShell runs every command's BeginProcessing before the first record flows, so
+/// those cmdlets register their checks here between New-KvmDiskSnapshot's BeginProcessing and its first record.
+/// It carries checks only, never the state of a run.
 /// </summary>
 internal sealed class BackupPipelineContext
 {
     [ThreadStatic]
     private static BackupPipelineContext? t_open;
 
-    public string? Destination { get; set; }
-    public bool Force { get; set; }
-    public string? RetentionPath { get; set; }
+    public List<IPreflightCheck> Checks { get; } = new();
 
     /// <summary>The context a command later in the pipeline can still register with, if any.</summary>
     public static BackupPipelineContext? Open => t_open;
@@ -161,6 +244,4 @@ internal sealed class BackupPipelineContext
         if (ReferenceEquals(t_open, this))
             t_open = null;
     }
-
-    public DownstreamPlan Downstream => new(Destination, Force, RetentionPath);
 }

@@ -1,12 +1,17 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
 
 namespace OdaKvmBackup.Core.Backup;
 
 public static class BackupSetStatus
 {
+    /// <summary>Being written, or its run was killed before it could say otherwise (Repair-KvmBackup then marks it Incomplete).</summary>
     public const string InProgress = "InProgress";
+    /// <summary>Every disk the run backs up was copied and verified. Disks left out are listed in ExcludedDisks.</summary>
     public const string Complete = "Complete";
+    /// <summary>The run failed or was stopped: never restore from it.</summary>
     public const string Incomplete = "Incomplete";
 }
 
@@ -21,12 +26,14 @@ public sealed class ManifestDisk
     /// <summary>The disk's content digest, as <see cref="VmDiskBackup.ContentDigest"/> (not a sha256sum).</summary>
     public string? ContentDigest { get; set; }
     public bool Verified { get; set; }
+    /// <summary>How the copy was checked, in words.</summary>
+    public string? VerifiedBy { get; set; }
 }
 
 /// <summary>backup.json: what a backup set holds and whether it can be trusted (Status Complete).</summary>
 public sealed class BackupManifest
 {
-    public string Format { get; init; } = "OdaKvmBackup/1";
+    public string Format { get; init; } = "OdaKvmBackup/2";
     public required string DomainName { get; init; }
     public required string RunId { get; init; }
     public string Status { get; set; } = BackupSetStatus.InProgress;
@@ -37,39 +44,67 @@ public sealed class BackupManifest
     public DateTime StartedUtc { get; init; } = DateTime.UtcNow;
     public DateTime? CompletedUtc { get; set; }
     public required List<ManifestDisk> Disks { get; init; }
+    /// <summary>The domain's disks that this set does not hold, and why.</summary>
+    public List<ExcludedDisk> ExcludedDisks { get; init; } = new();
+
+    /// <summary>What a run's journal says, as a manifest.</summary>
+    public static BackupManifest FromRun(RunRecord run, string status, string? reason) => new()
+    {
+        DomainName = run.DomainName,
+        RunId = run.RunId,
+        Status = status,
+        Reason = reason,
+        Consistency = run.Consistency,
+        SnapshotName = run.SnapshotName,
+        HostName = run.HostName,
+        StartedUtc = run.SnapshotUtc ?? run.StartedUtc,
+        CompletedUtc = status == BackupSetStatus.Complete ? DateTime.UtcNow : null,
+        Disks = run.Disks.Select(d => new ManifestDisk
+        {
+            Target = d.Target,
+            Source = d.Source,
+            Format = d.Format,
+            File = d.SetFile,
+            SizeBytes = d.SizeBytes,
+            DataBytes = d.DataBytes,
+            ContentDigest = d.ContentDigest,
+            Verified = d.Verified,
+            VerifiedBy = d.VerifiedBy,
+        }).ToList(),
+        ExcludedDisks = run.ExcludedDisks.ToList(),
+    };
 }
 
+/// <summary>Reads and writes backup.json in a store.</summary>
 public static class BackupSet
 {
-    public const string ManifestFileName = "backup.json";
-    public const string DomainXmlFileName = "domain.xml";
-
     private static readonly JsonSerializerOptions Options = new()
     {
         WriteIndented = true,
         Converters = { new JsonStringEnumConverter() },
     };
 
-    public static string ManifestPath(string setFolder) => Path.Combine(setFolder, ManifestFileName);
+    public static string ManifestPath(string setFolder) => setFolder + "/" + BackupNames.ManifestFileName;
 
-    public static BackupManifest Load(string setFolder) =>
-        JsonSerializer.Deserialize<BackupManifest>(File.ReadAllText(ManifestPath(setFolder)), Options)
-        ?? throw new InvalidDataException($"{ManifestPath(setFolder)} is empty.");
+    public static byte[] Serialize(BackupManifest manifest) => JsonSerializer.SerializeToUtf8Bytes(manifest, Options);
 
-    public static void Save(string setFolder, BackupManifest manifest) =>
-        Safety.AtomicFile.WriteAllText(ManifestPath(setFolder), JsonSerializer.Serialize(manifest, Options));
-
-    /// <summary>Marks a set that was interrupted, so it can never pass for a good backup.</summary>
-    public static void MarkIncomplete(string setFolder, string reason)
+    public static BackupManifest Parse(byte[] json, string where)
     {
-        if (!File.Exists(ManifestPath(setFolder)))
-            return;
-        var manifest = Load(setFolder);
-        // A Complete set had every disk copied and verified: what fails later (a commit) does not spoil it.
-        if (manifest.Status != BackupSetStatus.InProgress)
-            return;
-        manifest.Status = BackupSetStatus.Incomplete;
-        manifest.Reason = reason;
-        Save(setFolder, manifest);
+        try
+        {
+            return JsonSerializer.Deserialize<BackupManifest>(json, Options) ?? throw new JsonException("the file is empty");
+        }
+        catch (JsonException ex)
+        {
+            throw new BackupException(ErrorIds.BackupSetUnreadable, BackupErrorCategory.InvalidData,
+                $"The manifest '{where}' cannot be read: {ex.Message}",
+                "The set cannot be trusted: back up again; keep the folder only to inspect it by hand.", where, ex);
+        }
     }
+
+    public static async Task<BackupManifest> LoadAsync(IBackupStore store, string setFolder, CancellationToken ct) =>
+        Parse(await store.ReadSmallFileAsync(ManifestPath(setFolder), ct).ConfigureAwait(false), store.Describe(ManifestPath(setFolder)));
+
+    public static Task SaveAsync(IBackupStore store, string setFolder, BackupManifest manifest, CancellationToken ct) =>
+        store.WriteSmallFileAsync(ManifestPath(setFolder), Serialize(manifest), ct);
 }

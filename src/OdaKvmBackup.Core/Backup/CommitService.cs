@@ -76,7 +76,8 @@ public sealed class CommitService
                 {
                     ranCommit = true;
                     using var virshStop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-                    var commit = _virsh.BlockCommitAsync(domain, disk.Target, disk.Source, bandwidthMiBps, percent, virshStop.Token);
+                    var commit = _virsh.BlockCommitAsync(domain, disk.Target, disk.Source, bandwidthMiBps, percent,
+                        ConvergenceTimeout + VirshPivotGrace + ToolTimeouts.Default, virshStop.Token);
                     if (!await WatchUntilReadyAsync(disk, bandwidthMiBps, commit, null, ct).ConfigureAwait(false))
                     {
                         await virshStop.CancelAsync().ConfigureAwait(false);

@@ -1,140 +1,302 @@
-using OdaKvmBackup.Core.Libvirt;
+using OdaKvmBackup.Core.Processes;
+using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
 
 namespace OdaKvmBackup.Core.Backup;
 
-/// <summary>Step 3: copies each frozen file into the run's backup set and verifies the copy.</summary>
+/// <summary>Copy-VmDisk's part of the preflight: the destination, checked for each domain before its snapshot.</summary>
+public sealed class CopyDestinationCheck(IBackupStore store, bool force) : IPreflightCheck
+{
+    public async Task CheckAsync(PreflightContext context, CancellationToken ct)
+    {
+        var domain = context.DomainName;
+        if (!store.IsRemote && context.DiskFolders.FirstOrDefault(f => FileSystemPaths.IsSameOrInside(store.Location, f)) is { } folder)
+        {
+            context.Problem(ErrorIds.DestinationInsideDiskFolder, BackupErrorCategory.InvalidArgument,
+                $"The destination '{store.Location}' is inside '{folder}', the folder of a disk of '{domain}'.",
+                "Back up to another folder, best on another file system or host.");
+        }
+        var set = BackupNames.SetFolder(domain, context.RunId);
+        if (!force && await store.GetEntryAsync(set, ct).ConfigureAwait(false) is not null)
+            context.Problems.Add(RunErrors.BackupSetExists(domain, store.Describe(set)));
+
+        // The copies are sparse, so what they take is at most what the files hold: a fully allocated vdisk holding
+        // little data fits where its allocation would not. Only a destination with no room at all is refused; a
+        // tight one gets a warning, and a destination that really fills up mid-copy ends the run safely.
+        long allocated = 0;
+        foreach (var disk in context.Disks)
+        {
+            var info = await context.ImageInfoAsync(disk.Source, ct).ConfigureAwait(false);
+            // A block device reports no allocation: count it whole, and say so.
+            var size = info.ActualSize > 0 ? info.ActualSize : SparseCopy.SizeOf(disk.Source);
+            if (info.ActualSize == 0)
+                context.Warnings.Add($"'{disk.Source}' ({disk.Target} of '{domain}') is a block device: how much of its {FileSystemPaths.FormatBytes(size)} holds data is known only once it is read.");
+            allocated += size;
+        }
+        var free = await store.GetFreeBytesAsync(ct).ConfigureAwait(false);
+        if (free < 1L << 20)
+        {
+            context.Problem(ErrorIds.NotEnoughSpaceAtDestination, BackupErrorCategory.ResourceUnavailable,
+                $"Only {FileSystemPaths.FormatBytes(free)} is free at '{store.Location}'; the disks of '{domain}' hold up to {FileSystemPaths.FormatBytes(allocated)}.",
+                "Free space there or choose another -Destination.");
+        }
+        else if (free < allocated)
+        {
+            context.Warnings.Add($"Only {FileSystemPaths.FormatBytes(free)} is free at '{store.Location}', and the disks of '{domain}' have {FileSystemPaths.FormatBytes(allocated)} allocated. The copies are sparse, so they may fit; if the destination fills up, the set is marked Incomplete and '{domain}' is put back on its own disks.");
+        }
+    }
+
+    public async Task<bool> IsRunIdTakenAsync(string domain, string runId, CancellationToken ct) =>
+        !force && await store.GetEntryAsync(BackupNames.SetFolder(domain, runId), ct).ConfigureAwait(false) is not null;
+}
+
+/// <summary>What Copy-VmDisk reports of one disk.</summary>
+public sealed record CopyOutcome(VmDiskBackup Disk, TimeSpan Duration);
+
+/// <summary>
+/// Step 3: copies the frozen disk files of runs into a store. All the disks of a run (they were frozen together)
+/// are copied together, up to <c>throttleLimit</c> at a time, and each is handed on as soon as its copy is written,
+/// so that it can be committed while the others are still copied. The read-back check of each copy follows in
+/// the background: the VM need not stay on its overlays for it, and the set becomes Complete only once every copy
+/// passed it.
+/// </summary>
 public sealed class CopyService
 {
-    private readonly VirshClient _virsh;
+    private readonly HostTools _tools;
+    private readonly IBackupStore _store;
+    private readonly bool _force;
+    private readonly long _bandwidth;
+    private readonly SemaphoreSlim _slots;
+    private readonly IOperationSink _sink;
+    private readonly Dictionary<BackupRun, RunCopies> _runs = new();
+    private readonly List<Task<BackupException?>> _verifications = new();
+    private int _progressIds;
 
-    public CopyService(VirshClient virsh) => _virsh = virsh;
-
-    /// <summary>Copies one disk. On any failure the set is marked Incomplete before the error is thrown.</summary>
-    public async Task CopyAsync(VmDiskBackup disk, string destination, bool force, int bandwidthMiBps,
-        Action<long, long>? progress, CancellationToken ct)
+    public CopyService(HostTools tools, IBackupStore store, bool force, int bandwidthMiBps, int throttleLimit, IOperationSink sink)
     {
-        var run = disk.Run ?? throw new BackupException(ErrorIds.NotFromThisSession, BackupErrorCategory.InvalidArgument,
-            $"The object for {disk.Target} of '{disk.DomainName}' does not come from New-KvmDiskSnapshot in this session, so it carries no backup run.",
-            "Pipe New-KvmDiskSnapshot's output to Copy-VmDisk (in the same pipeline or from a variable in the same session).", disk.DomainName);
-        var set = run.BackupSet ?? CreateSet(run, destination, force);
-        var manifestDisk = BackupSet.Load(set).Disks.First(d => d.Target == disk.Target);
-        var file = Path.Combine(set, manifestDisk.File);
-        var partial = file + ".partial";
+        _tools = tools;
+        _store = store;
+        _force = force;
+        _bandwidth = bandwidthMiBps * (1L << 20);
+        _slots = new SemaphoreSlim(Math.Max(1, throttleLimit));
+        _sink = sink;
+    }
+
+    public IBackupStore Store => _store;
+
+    /// <summary>Starts the copies of every disk of the run (once per run); a step that does not fit a disk's state
+    /// throws at once (a disk already committed is never copied).</summary>
+    public void Start(BackupRun run, CancellationToken ct)
+    {
+        if (_runs.ContainsKey(run))
+            return;
+        var copies = new RunCopies(run, CancellationTokenSource.CreateLinkedTokenSource(ct));
+        var pending = new List<VmDiskBackup>();
+        foreach (var disk in run.Disks)
+        {
+            try
+            {
+                run.BeginCopy(disk.Target, _store);
+                pending.Add(disk);
+            }
+            catch (BackupException ex) when (ex.ErrorId == ErrorIds.AlreadyCopied)
+            {
+                // an earlier Copy-VmDisk of this pipeline copied it into this very store
+            }
+            catch
+            {
+                foreach (var started in pending)
+                    run.CopyAbandoned(started.Target);
+                throw;
+            }
+        }
+        foreach (var disk in pending)
+            copies.Tasks[disk.Target] = CopyOneAsync(run, disk, copies.Stop.Token);
+        _runs[run] = copies;
+    }
+
+    /// <summary>The copies of a run not handed on yet, as they finish: the first to finish comes first.</summary>
+    public async Task<CopyOutcome?> NextAsync(BackupRun run)
+    {
+        var copies = _runs[run];
+        var left = copies.Tasks.Where(t => !copies.HandedOn.Contains(t.Key)).ToList();
+        if (left.Count == 0)
+            return null;
+        var done = await Task.WhenAny(left.Select(t => t.Value)).ConfigureAwait(false);
+        var target = left.First(t => t.Value == done).Key;
+        copies.HandedOn.Add(target);
         try
         {
-            File.Delete(partial); // our own leftover from an interrupted copy of this very set
-            var copy = await SparseFile.CopyAsync(disk.Source, partial, bandwidthMiBps * (1L << 20), progress, ct).ConfigureAwait(false);
-            var check = await SparseFile.DigestAsync(partial, null, ct).ConfigureAwait(false);
-            if (check.ContentDigest != copy.ContentDigest)
-            {
-                throw new BackupException(ErrorIds.CopyVerificationFailed, BackupErrorCategory.InvalidData,
-                    $"The copy of {disk.Target} of '{disk.DomainName}' reads back differently from '{disk.Source}' (content digest {check.ContentDigest} instead of {copy.ContentDigest}).",
-                    "Check the destination's storage (dmesg, file system errors), then back up again.", disk.DomainName);
-            }
-            if (disk.Consistency == BackupConsistency.Cold)
-                await RequireStillShutOffAsync(disk, ct).ConfigureAwait(false);
-            File.Move(partial, file, overwrite: force);
-
-            var manifest = BackupSet.Load(set);
-            var entry = manifest.Disks.First(d => d.Target == disk.Target);
-            entry.SizeBytes = copy.SizeBytes;
-            entry.DataBytes = copy.DataBytes;
-            entry.ContentDigest = copy.ContentDigest;
-            entry.Verified = true;
-            if (run.MarkCopied(disk.Target))
-            {
-                manifest.Status = BackupSetStatus.Complete;
-                manifest.CompletedUtc = DateTime.UtcNow;
-            }
-            BackupSet.Save(set, manifest);
-            disk.BackupSet = set;
-            disk.BackupFile = file;
-            disk.ContentDigest = copy.ContentDigest;
-            disk.CopiedBytes = copy.DataBytes;
-            disk.Stage = BackupStage.Copied;
+            return await done.ConfigureAwait(false);
         }
-        catch (Exception ex)
+        catch
         {
-            TryDelete(partial);
-            var reason = ex is OperationCanceledException ? "the copy was stopped" : $"copying {disk.Target} failed: {ex.Message}";
-            BackupSet.MarkIncomplete(set, reason);
-            if (ex is IOException io && IsNoSpace(io))
-            {
-                throw new BackupException(ErrorIds.DestinationFull, BackupErrorCategory.WriteError,
-                    $"The destination '{destination}' ran out of space while copying {disk.Target} of '{disk.DomainName}'. The backup set '{set}' is marked Incomplete.",
-                    "Free space there or choose another -Destination, then back up again.", disk.DomainName, ex);
-            }
-            if (ex is IOException or UnauthorizedAccessException)
-            {
-                throw new BackupException(ErrorIds.CopyFailed, BackupErrorCategory.WriteError,
-                    $"Copying {disk.Target} of '{disk.DomainName}' from '{disk.Source}' failed: {ex.Message} The backup set '{set}' is marked Incomplete.",
-                    "Fix the cause named above, then back up again.", disk.DomainName, ex);
-            }
+            await copies.Stop.CancelAsync().ConfigureAwait(false);
+            foreach (var other in copies.Tasks.Values)
+                await other.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
             throw;
         }
     }
 
-    private static string CreateSet(BackupRun run, string destination, bool force)
+    /// <summary>True once every copy of the run was handed on (or the run's copies were given up).</summary>
+    public bool AllHandedOn(BackupRun run) => _runs.TryGetValue(run, out var copies) && copies.Tasks.Keys.All(copies.HandedOn.Contains);
+
+    public bool HandedOn(VmDiskBackup disk) => _runs.TryGetValue(disk.Run, out var copies) && copies.HandedOn.Contains(disk.Target);
+
+    public bool Started(BackupRun run) => _runs.ContainsKey(run);
+
+    /// <summary>Stops a run's copies (its run failed): what was written is removed by the run's rollback.</summary>
+    public async Task AbandonAsync(BackupRun run)
     {
-        var set = Path.Combine(destination, run.DomainName, run.RunId);
-        if (Directory.Exists(set))
+        if (!_runs.TryGetValue(run, out var copies))
+            return;
+        await copies.Stop.CancelAsync().ConfigureAwait(false);
+        foreach (var (target, task) in copies.Tasks)
         {
-            if (!force)
-                throw SnapshotService.BackupSetExists(run.DomainName, set);
-            Directory.Delete(set, recursive: true);
+            await task.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+            copies.HandedOn.Add(target);
         }
-        Directory.CreateDirectory(set);
-        var names = run.Journal.Disks.Select(d => Path.GetFileName(d.Source)).ToList();
-        var duplicated = names.GroupBy(n => n, StringComparer.Ordinal).Where(g => g.Count() > 1).Select(g => g.Key).ToHashSet(StringComparer.Ordinal);
-        var manifest = new BackupManifest
+    }
+
+    /// <summary>Waits for every read-back check; returns the ones that failed (their sets are marked Incomplete).</summary>
+    public async Task<IReadOnlyList<BackupException>> FinishVerificationsAsync()
+    {
+        List<Task<BackupException?>> checks;
+        lock (_verifications)
         {
-            DomainName = run.DomainName,
-            RunId = run.RunId,
-            Consistency = run.Consistency,
-            SnapshotName = run.Journal.SnapshotName,
-            StartedUtc = run.Journal.StartedUtc,
-            Disks = run.Journal.Disks.Select(d => new ManifestDisk
+            checks = _verifications.ToList();
+            _verifications.Clear();
+        }
+        var failed = new List<BackupException>();
+        foreach (var check in checks)
+        {
+            if (await check.ConfigureAwait(false) is { } error)
+                failed.Add(error);
+        }
+        return failed;
+    }
+
+    private async Task<CopyOutcome> CopyOneAsync(BackupRun run, VmDiskBackup disk, CancellationToken ct)
+    {
+        await _slots.WaitAsync(ct).ConfigureAwait(false);
+        var started = DateTime.UtcNow;
+        var record = run.Record.Disk(disk.Target);
+        string? partial = null;
+        try
+        {
+            var set = await run.EnsureSetAsync(_store, _force, ct).ConfigureAwait(false);
+            partial = set + "/" + BackupNames.Partial(record.SetFile);
+            var activity = $"Copying {disk.Target} of {disk.DomainName}";
+            var progressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
+            CopyResult copy;
+            await using (var writer = await _store.CreateFileAsync(partial, ct).ConfigureAwait(false))
             {
-                Target = d.Target,
-                Source = d.Source,
-                Format = d.Format,
-                // Two disks may share a file name in different folders: then the target tells them apart.
-                File = duplicated.Contains(Path.GetFileName(d.Source)) ? d.Target + "-" + Path.GetFileName(d.Source) : Path.GetFileName(d.Source),
-            }).ToList(),
-        };
-        File.WriteAllText(Path.Combine(set, BackupSet.DomainXmlFileName), run.InactiveXml);
-        BackupSet.Save(set, manifest);
-        run.BackupSet = set;
-        if (run.Consistency != BackupConsistency.Cold)
-        {
-            run.Journal.BackupSet = set;
-            run.SetPhase(run.Journal.Phase);
+                var rate = new RateMeter();
+                copy = await SparseCopy.CopyAsync(record.Source, writer, _bandwidth, (done, total) => _sink.Progress(new ProgressUpdate(
+                    progressId, null, activity, rate.Describe(done, total), total == 0 ? 100 : (int)(done * 100 / total))), ct).ConfigureAwait(false);
+                _sink.Progress(new ProgressUpdate(progressId, null, activity, "Done", 100, Completed: true));
+            }
+            if (run.Consistency == BackupConsistency.Cold)
+                await RequireStillShutOffAsync(disk, ct).ConfigureAwait(false);
+            run.RecordCopied(disk.Target, copy);
+            lock (_verifications)
+                _verifications.Add(VerifyAsync(run, disk, partial, set + "/" + record.SetFile, copy));
+            return new CopyOutcome(disk, DateTime.UtcNow - started);
         }
-        return set;
+        catch (Exception ex)
+        {
+            run.CopyAbandoned(disk.Target);
+            if (ex is OperationCanceledException)
+                throw;
+            throw Explain(ex, disk);
+        }
+        finally
+        {
+            _slots.Release();
+        }
+    }
+
+    /// <summary>Reads the copy back from the destination's storage, compares it with what was read from the source,
+    /// and only then gives it its final name.</summary>
+    private async Task<BackupException?> VerifyAsync(BackupRun run, VmDiskBackup disk, string partial, string final, CopyResult copy)
+    {
+        try
+        {
+            var readBack = await SparseCopy.DigestAsync(_store.Describe(partial), null, CancellationToken.None).ConfigureAwait(false);
+            if (readBack.ContentDigest != copy.ContentDigest || readBack.SizeBytes != copy.SizeBytes)
+            {
+                throw new BackupException(ErrorIds.CopyVerificationFailed, BackupErrorCategory.InvalidData,
+                    $"The copy of {disk.Target} of '{disk.DomainName}' reads back differently from '{disk.Source}' (content digest {readBack.ContentDigest} instead of {copy.ContentDigest}). The backup set is marked Incomplete.",
+                    "Check the destination's storage (dmesg, file system errors), then back up again.", disk.DomainName);
+            }
+            await _store.RenameAsync(partial, final, CancellationToken.None).ConfigureAwait(false);
+            await run.RecordVerifiedAsync(disk.Target, "read back from the destination's storage (page cache dropped); content digest equal to the source's", CancellationToken.None).ConfigureAwait(false);
+            return null;
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException)
+        {
+            var error = ex as BackupException ?? StoreErrors.FromIOException(ex, _store.Describe(partial));
+            try
+            {
+                await run.MarkSetIncompleteAsync($"the copy of {disk.Target} failed its check: {error.Message}", CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception inner) when (inner is BackupException or IOException)
+            {
+                _sink.Warning($"The set of '{disk.DomainName}' could not be marked Incomplete: {inner.Message}");
+            }
+            return error;
+        }
     }
 
     private async Task RequireStillShutOffAsync(VmDiskBackup disk, CancellationToken ct)
     {
-        var state = await _virsh.GetStateAsync(disk.DomainName, ct).ConfigureAwait(false);
+        var state = await _tools.Virsh.GetStateAsync(disk.DomainName, ct).ConfigureAwait(false);
         if (state is not ("shut off" or "crashed"))
         {
             throw new BackupException(ErrorIds.DomainStartedDuringColdCopy, BackupErrorCategory.InvalidOperation,
                 $"'{disk.DomainName}' was started while its disks were being copied cold; the copy of {disk.Target} may be inconsistent.",
-                $"Back it up again while it runs (a hot backup) or while it stays shut off.", disk.DomainName);
+                "Back it up again while it runs (a hot backup) or while it stays shut off.", disk.DomainName);
         }
     }
 
-    private static bool IsNoSpace(IOException ex) =>
-        (ex.HResult & 0xFFFF) == 28 || ex.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase);
-
-    private static void TryDelete(string path)
+    private BackupException Explain(Exception ex, VmDiskBackup disk) => ex switch
     {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (IOException)
-        {
-        }
+        BackupException { ErrorId: ErrorIds.DestinationFull } full => new BackupException(ErrorIds.DestinationFull, BackupErrorCategory.WriteError,
+            $"The destination '{_store.Location}' ran out of space while copying {disk.Target} of '{disk.DomainName}'.",
+            "Free space there or choose another -Destination, then back up again.", disk.DomainName, full),
+        BackupException backup => backup,
+        IOException or UnauthorizedAccessException when StoreErrors.IsNoSpace(ex) => new BackupException(ErrorIds.DestinationFull, BackupErrorCategory.WriteError,
+            $"The destination '{_store.Location}' ran out of space while copying {disk.Target} of '{disk.DomainName}'.",
+            "Free space there or choose another -Destination, then back up again.", disk.DomainName, ex),
+        IOException or UnauthorizedAccessException => new BackupException(ErrorIds.CopyFailed, BackupErrorCategory.WriteError,
+            $"Copying {disk.Target} of '{disk.DomainName}' from '{disk.Source}' to '{_store.Location}' failed: {ex.Message}",
+            "Fix the cause named above, then back up again.", disk.DomainName, ex),
+        _ => new BackupException(ErrorIds.CopyFailed, BackupErrorCategory.InvalidResult,
+            $"Copying {disk.Target} of '{disk.DomainName}' failed unexpectedly: {ex.GetType().Name}: {ex.Message}",
+            "Back up again with -Verbose; if it happens again, report it with that output.", disk.DomainName, ex),
+    };
+
+    private sealed class RunCopies(BackupRun run, CancellationTokenSource stop)
+    {
+        public BackupRun Run { get; } = run;
+        public CancellationTokenSource Stop { get; } = stop;
+        public Dictionary<string, Task<CopyOutcome>> Tasks { get; } = new(StringComparer.Ordinal);
+        public HashSet<string> HandedOn { get; } = new(StringComparer.Ordinal);
+    }
+}
+
+/// <summary>Progress text for a copy: bytes, rate, time left.</summary>
+public sealed class RateMeter
+{
+    private readonly DateTime _started = DateTime.UtcNow;
+
+    public string Describe(long done, long total)
+    {
+        var seconds = (DateTime.UtcNow - _started).TotalSeconds;
+        var rate = seconds > 0.2 ? done / seconds : 0;
+        var left = rate > 0 ? TimeSpan.FromSeconds((total - done) / rate) : (TimeSpan?)null;
+        return $"{FileSystemPaths.FormatBytes(done)} of {FileSystemPaths.FormatBytes(total)}"
+            + (rate > 0 ? $", {FileSystemPaths.FormatBytes((long)rate)}/s" : "")
+            + (left is { } l ? $", {l:hh\\:mm\\:ss} left" : "");
     }
 }

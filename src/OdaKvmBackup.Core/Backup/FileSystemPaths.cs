@@ -34,10 +34,11 @@ public static class FileSystemPaths
                 $"The folder '{full}' given as -{parameterName} does not exist.",
                 $"Create it first (mkdir -p '{full}') or name another folder.", full);
         }
-        var probe = Path.Combine(full, $".odakvmbackup-write-test-{Environment.ProcessId}");
+        // A new random name, created with O_EXCL: a symlink planted in the folder is never followed or overwritten.
+        var probe = Path.Combine(full, BackupNames.ProbeFileName());
         try
         {
-            File.WriteAllText(probe, "");
+            Safety.PrivateFiles.CreateNew(probe).Dispose();
             File.Delete(probe);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)

@@ -1,17 +1,30 @@
 using OdaKvmBackup.Core.Libvirt;
+using OdaKvmBackup.Core.Safety;
 
 namespace OdaKvmBackup.Core.Backup;
 
-/// <summary>Step 6: moves overlays that no disk uses any more into the retention folder.</summary>
+/// <summary>Move-OverlayToRetention's part of the preflight.</summary>
+public sealed class RetentionCheck(string retentionPath) : IPreflightCheck
+{
+    public Task CheckAsync(PreflightContext context, CancellationToken ct)
+    {
+        if (context.DiskFolders.FirstOrDefault(f => FileSystemPaths.Normalize(f) == FileSystemPaths.Normalize(retentionPath)) is { } same)
+        {
+            context.Problem(ErrorIds.RetentionIsDiskFolder, BackupErrorCategory.InvalidArgument,
+                $"The retention folder '{retentionPath}' is the folder of a disk of '{context.DomainName}' ({same}); overlays kept there would block the next backup.",
+                "Choose another -Path for Move-OverlayToRetention.");
+        }
+        return Task.CompletedTask;
+    }
+}
+
+/// <summary>Step 6: moves overlays that no disk uses any more into the retention folder. A file that is still in
+/// any disk's backing chain is never moved or deleted.</summary>
 public sealed class RetentionService
 {
     private readonly VirshClient _virsh;
 
     public RetentionService(VirshClient virsh) => _virsh = virsh;
-
-    /// <summary>The retention path the overlay would get: &lt;Path&gt;/&lt;domain&gt;/&lt;run&gt;/&lt;file&gt;.</summary>
-    public static string RetainedPath(string retentionPath, string domain, string runId, string overlay) =>
-        Path.Combine(retentionPath, domain, runId, Path.GetFileName(overlay));
 
     /// <summary>Throws OverlayInUse when any disk of any domain on the host still has the file in its chain.</summary>
     public async Task RequireNotInUseAsync(string overlay, CancellationToken ct)
@@ -22,8 +35,7 @@ public sealed class RetentionService
             await RequireNotInChainsOfAsync(overlay, domain, running.Contains(domain), ct).ConfigureAwait(false);
     }
 
-    /// <summary>The check for the domain that made the overlay (the only one that normally could hold it): its
-    /// saved definition, and its live one when it runs.</summary>
+    /// <summary>The check for one domain: its saved definition, and its live one when it runs.</summary>
     public async Task RequireNotInChainsOfAsync(string overlay, string domain, bool? running, CancellationToken ct)
     {
         var wanted = FileSystemPaths.Normalize(overlay);
@@ -39,7 +51,7 @@ public sealed class RetentionService
         }
     }
 
-    /// <summary>Overlays this module made as chains of other domains: checked once per batch (see MoveAsync).</summary>
+    /// <summary>The chain files of every domain but one, read once per batch (see <see cref="MoveAsync"/>).</summary>
     public async Task<IReadOnlySet<string>> FilesInChainsOfOtherDomainsAsync(string exceptDomain, CancellationToken ct)
     {
         var files = new HashSet<string>(StringComparer.Ordinal);
@@ -52,7 +64,6 @@ public sealed class RetentionService
         return files;
     }
 
-    /// <summary>The disks of a domain's saved definition, and of its live one when it runs.</summary>
     private async Task<IEnumerable<VmDisk>> DefinedDisksAsync(string domain, bool running, CancellationToken ct)
     {
         var disks = DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false)).Disks;
@@ -70,12 +81,13 @@ public sealed class RetentionService
     public async Task DiscardAsync(string overlay, CancellationToken ct)
     {
         await RequireNotInUseAsync(overlay, ct).ConfigureAwait(false);
-        File.Delete(overlay);
+        PrivateFiles.Delete(overlay);
     }
 
-    /// <summary>Moves an overlay once no chain holds it. <paramref name="otherDomainsChains"/>, when given, is what
-    /// the other domains' chains held at the start of the batch; the owning domain is always read afresh.</summary>
-    public async Task<string> MoveAsync(string domain, string runId, string overlay, string retentionPath, CancellationToken ct,
+    /// <summary>Moves an overlay to &lt;retention&gt;/&lt;folder&gt;/&lt;name&gt; (folder and name from
+    /// <see cref="BackupNames"/>), once no chain holds it; never over an existing file. <paramref name="otherDomainsChains"/>,
+    /// when given, is what the other domains' chains held at the start of the batch; the owning domain is always read afresh.</summary>
+    public async Task<string> MoveAsync(string domain, string overlay, string retentionPath, string folder, string name, CancellationToken ct,
         IReadOnlySet<string>? otherDomainsChains = null)
     {
         if (otherDomainsChains is null)
@@ -92,14 +104,25 @@ public sealed class RetentionService
                     "Find it with 'virsh domblklist <domain> --details' on each domain before moving it by hand.", domain);
             }
         }
-        var target = RetainedPath(retentionPath, domain, runId, overlay);
+        var targetFolder = Path.Combine(retentionPath, folder.Replace('/', Path.DirectorySeparatorChar));
+        var target = Path.Combine(targetFolder, name);
         if (File.Exists(target))
         {
             throw new BackupException(ErrorIds.RetainedOverlayExists, BackupErrorCategory.ResourceExists,
                 $"'{target}' already exists; the overlay '{overlay}' was left where it is.", "Move or delete the older file first.", domain);
         }
-        Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-        File.Move(overlay, target);
+        try
+        {
+            PrivateFiles.CreateFolder(targetFolder);
+            File.Move(overlay, target, overwrite: false);
+            File.SetUnixFileMode(target, PrivateFiles.FileMode);
+            PrivateFiles.FsyncDirectory(targetFolder);
+            PrivateFiles.FsyncDirectory(Path.GetDirectoryName(overlay)!);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw Storage.StoreErrors.FromIOException(ex, target);
+        }
         return target;
     }
 }

@@ -59,7 +59,7 @@ public sealed partial class VirshClient
         ParseBlockJob((await QueryAsync(VirshArguments.BlockJobInfoRaw(domain, target), domain, ct).ConfigureAwait(false)).StandardOutput);
 
     /// <summary>Runs `blockcommit --active --verbose --pivot`; <paramref name="percent"/> receives the progress virsh prints.</summary>
-    public async Task BlockCommitAsync(string domain, string target, string baseFile, int bandwidthMiBps, Action<int>? percent, CancellationToken ct)
+    public async Task BlockCommitAsync(string domain, string target, string baseFile, int bandwidthMiBps, Action<int>? percent, TimeSpan timeout, CancellationToken ct)
     {
         void OnStderr(string line)
         {
@@ -67,7 +67,7 @@ public sealed partial class VirshClient
             if (p is not null)
                 percent?.Invoke(p.Value);
         }
-        await RunOnceAsync(VirshArguments.BlockCommitActivePivot(domain, target, baseFile, bandwidthMiBps), domain, OnStderr, ct).ConfigureAwait(false);
+        await RunOnceAsync(VirshArguments.BlockCommitActivePivot(domain, target, baseFile, bandwidthMiBps), domain, OnStderr, ct, timeout).ConfigureAwait(false);
     }
 
     public async Task PivotBlockJobAsync(string domain, string target, CancellationToken ct) =>
@@ -127,9 +127,9 @@ public sealed partial class VirshClient
         }
     }
 
-    private async Task<ProcessResult> RunOnceAsync(string[] args, string? domain, Action<string>? onStderr, CancellationToken ct)
+    private async Task<ProcessResult> RunOnceAsync(string[] args, string? domain, Action<string>? onStderr, CancellationToken ct, TimeSpan? timeout = null)
     {
-        var result = await _runner.RunAsync(Program, args, onStderr, ct).ConfigureAwait(false);
+        var result = await _runner.RunAsync(Program, args, onStderr, ct, timeout).ConfigureAwait(false);
         if (result.ExitCode != 0)
             throw ToException(args, result, domain);
         return result;

@@ -23,7 +23,7 @@ public sealed class QemuImgClient
 
     /// <summary>Writes an overlay's data into its backing file (offline: the domain must be shut off).</summary>
     public async Task CommitAsync(string overlay, CancellationToken ct) =>
-        await RunAsync(["commit", overlay], ct).ConfigureAwait(false);
+        await RunAsync(["commit", overlay], ct, ToolTimeouts.LongWork).ConfigureAwait(false);
 
     public static ImageInfo ParseInfo(string json)
     {
@@ -43,9 +43,9 @@ public sealed class QemuImgClient
         }
     }
 
-    private async Task<ProcessResult> RunAsync(string[] args, CancellationToken ct)
+    private async Task<ProcessResult> RunAsync(string[] args, CancellationToken ct, TimeSpan? timeout = null)
     {
-        var result = await _runner.RunAsync(Program, args, null, ct).ConfigureAwait(false);
+        var result = await _runner.RunAsync(Program, args, null, ct, timeout).ConfigureAwait(false);
         if (result.ExitCode != 0)
         {
             throw new BackupException(ErrorIds.QemuImgFailed, BackupErrorCategory.InvalidResult,

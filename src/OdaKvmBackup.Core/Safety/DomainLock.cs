@@ -1,9 +1,10 @@
 namespace OdaKvmBackup.Core.Safety;
 
 /// <summary>
-/// One backup per domain at a time, across processes: an exclusive flock on a file per domain (.NET takes it
-/// for FileShare.None). The kernel drops it when the process dies, so a killed run never blocks the next one;
-/// its journal does, until Repair-KvmBackup has put the domain back on its own disks.
+/// One backup per domain at a time, across processes and within one: an exclusive flock on a file per domain
+/// (.NET takes it for FileShare.None, per open file, so a second open in the same process is refused too). The
+/// kernel drops it when the process dies, so a killed run never blocks the next one; its journal does, until
+/// Repair-KvmBackup has put the domain back on its own disks.
 /// </summary>
 public sealed class DomainLock : IDisposable
 {
@@ -19,11 +20,17 @@ public sealed class DomainLock : IDisposable
 
     public static DomainLock? TryAcquire(string domain)
     {
-        Directory.CreateDirectory(StateDirectory.LockDirectory);
-        var path = Path.Combine(StateDirectory.LockDirectory, StateDirectory.FileNameFor(domain) + ".lock");
+        PrivateFiles.CreateFolder(StateDirectory.LockDirectory);
         try
         {
-            return new DomainLock(domain, new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
+            var stream = new FileStream(StateDirectory.LockPath(domain), new FileStreamOptions
+            {
+                Mode = FileMode.OpenOrCreate,
+                Access = FileAccess.ReadWrite,
+                Share = FileShare.None,
+                UnixCreateMode = PrivateFiles.FileMode,
+            });
+            return new DomainLock(domain, stream);
         }
         catch (IOException)
         {

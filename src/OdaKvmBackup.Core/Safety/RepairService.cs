@@ -1,108 +1,124 @@
 using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.QemuImg;
+using OdaKvmBackup.Core.Storage;
 
 namespace OdaKvmBackup.Core.Safety;
 
 public enum RepairKind { CommitOverlay, DeleteSnapshotMetadata, RemoveLeftoverOverlay, CloseJournal }
 
-/// <summary>One thing left behind by an interrupted backup, and how it will be fixed.</summary>
-public sealed record RepairFinding(RepairKind Kind, string DomainName, string? Target, string Problem, string Action,
-    CommitTarget? Commit = null, string? LeftoverOverlay = null);
+/// <summary>One thing left behind by an interrupted backup, and how it will be fixed. <see cref="Recorded"/> says
+/// whether OdaKvmBackup's journal proves it made it: only then is it acted on unless the user asks explicitly
+/// (the manual procedure this module replaces uses the same snapshot and overlay names).</summary>
+public sealed record RepairFinding(RepairKind Kind, string DomainName, string? Target, string Problem, string Action, bool Recorded,
+    CommitTarget? Commit = null, string? LeftoverOverlay = null, string? RetentionFolder = null, string? RetentionName = null);
 
 /// <summary>
-/// Finds what interrupted backups left (from the journal, and from the backing chains when the journal is gone)
-/// and puts it right: disks back on their own files first, then metadata, then files. A file still in a
+/// Finds what interrupted backups left and puts it right: disks back on their own files first, then metadata,
+/// then files, then the journal. What the journal records is the module's own; anything else that looks like an
+/// overlay (a backup run by hand) is only reported, unless the user includes it explicitly. A file still in a
 /// backing chain is never moved or deleted.
 /// </summary>
 public sealed class RepairService
 {
-    private readonly VirshClient _virsh;
-    private readonly QemuImgClient _qemuImg;
+    private readonly HostTools _tools;
     private readonly CommitService _commit;
     private readonly RetentionService _retention;
+    private readonly Func<string, IBackupStore> _openStore;
 
-    public RepairService(VirshClient virsh, QemuImgClient qemuImg, CommitService commit, RetentionService retention)
+    public RepairService(HostTools tools, CommitService commit, Func<string, IBackupStore> openStore)
     {
-        _virsh = virsh;
-        _qemuImg = qemuImg;
+        _tools = tools;
         _commit = commit;
-        _retention = retention;
+        _retention = new RetentionService(tools.Virsh);
+        _openStore = openStore;
     }
 
+    private VirshClient Virsh => _tools.Virsh;
+
+    /// <summary>The domains named, or every domain of the host and every domain with a journal.</summary>
     public async Task<IReadOnlyList<string>> DomainsToInspectAsync(IReadOnlyList<string>? names, CancellationToken ct) =>
         names is { Count: > 0 } ? names
-            : (await _virsh.ListAllDomainsAsync(ct).ConfigureAwait(false)).Concat(Journal.LoadAll().Select(j => j.DomainName)).Distinct(StringComparer.Ordinal).ToList();
+            : (await Virsh.ListAllDomainsAsync(ct).ConfigureAwait(false)).Concat(RunJournal.Domains()).Distinct(StringComparer.Ordinal).ToList();
 
-    public async Task<IReadOnlyList<RepairFinding>> InspectAsync(string domain, string snapshotName, string? retentionPath, CancellationToken ct)
+    public async Task<IReadOnlyList<RepairFinding>> InspectAsync(string domain, string snapshotName, CancellationToken ct)
     {
         var findings = new List<RepairFinding>();
-        var journal = Journal.TryLoad(domain);
-        var state = await _virsh.GetStateAsync(domain, ct).ConfigureAwait(false);
+        var journal = RunJournal.TryLoad(domain);
+        var journalSnapshot = journal?.SnapshotName ?? snapshotName;
+        var state = await Virsh.GetStateAsync(domain, ct).ConfigureAwait(false);
         var offline = state is "shut off" or "crashed";
-        var description = DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: offline, ct).ConfigureAwait(false), state);
+        var description = DomainXml.Parse(await Virsh.DumpXmlAsync(domain, inactive: offline, ct).ConfigureAwait(false), state);
 
         foreach (var disk in description.Disks.Where(d => d.Source is not null && !d.ReadOnly))
         {
-            var journalDisk = journal?.Disks.FirstOrDefault(d => d.Target == disk.Target);
-            var ours = journalDisk?.Overlay == disk.Source || OverlayNaming.LooksLikeOurOverlay(disk.Source!, snapshotName);
-            var job = offline ? null : await _virsh.GetBlockJobAsync(domain, disk.Target, ct).ConfigureAwait(false);
-            if (!ours && !(job is not null && journalDisk is not null && disk.Source == journalDisk.Source))
+            var recorded = journal?.Disks.FirstOrDefault(d => d.Target == disk.Target && d.Overlay is not null);
+            var job = offline ? null : await Virsh.GetBlockJobAsync(domain, disk.Target, ct).ConfigureAwait(false);
+            var onRecordedOverlay = recorded is not null && (disk.Source == recorded.Overlay || job is not null && disk.Source == recorded.Source);
+            var looksLikeOverlay = BackupNames.LooksLikeOverlay(disk.Source!, snapshotName) && disk.BackingChain.Count > 0;
+            if (!onRecordedOverlay && !looksLikeOverlay)
                 continue;
-            if (disk.Source == journalDisk?.Source && job is null)
-                continue; // already back on its own file
-            var baseFile = journalDisk?.Source ?? disk.BackingChain.FirstOrDefault();
-            var baseFormat = journalDisk?.Format ?? disk.BackingFormats.FirstOrDefault();
-            if (baseFile is null || string.IsNullOrEmpty(baseFormat))
+            CommitTarget target;
+            if (onRecordedOverlay)
             {
-                var info = await _qemuImg.InfoAsync(disk.Source!, ct).ConfigureAwait(false);
-                baseFile ??= info.BackingFile;
-                baseFormat = string.IsNullOrEmpty(baseFormat) ? info.BackingFormat ?? "raw" : baseFormat;
+                target = new CommitTarget(domain, disk.Target, recorded!.Source, recorded.Format, recorded.Overlay);
             }
-            if (baseFile is null)
-                continue; // named like an overlay but has no backing file: not ours to touch
-            var overlay = journalDisk?.Overlay ?? disk.Source!;
+            else
+            {
+                var baseFile = disk.BackingChain[0];
+                // An overlay that does not say what is below it: ask qemu-img, never assume raw.
+                var baseFormat = disk.BackingFormats.FirstOrDefault() is { Length: > 0 } f ? f
+                    : (await _tools.QemuImg.InfoAsync(baseFile, ct).ConfigureAwait(false)).Format;
+                target = new CommitTarget(domain, disk.Target, baseFile, baseFormat, disk.Source);
+            }
             var problem = job is not null
                 ? $"{disk.Target} has a leftover {job.Type} job ({job.Percent} %){(job.Ready ? ", ready to pivot" : "")}"
                 : $"{disk.Target} still writes to the overlay {disk.Source}";
+            if (!onRecordedOverlay)
+                problem += " (OdaKvmBackup has no record of it: a backup by hand?)";
             var how = offline ? "commit the overlay offline with qemu-img and point the definition back at" : "commit and pivot back to";
-            findings.Add(new RepairFinding(RepairKind.CommitOverlay, domain, disk.Target, problem,
-                $"{how} {baseFile}", new CommitTarget(domain, disk.Target, baseFile, baseFormat!, overlay)));
+            findings.Add(new RepairFinding(RepairKind.CommitOverlay, domain, disk.Target, problem, $"{how} {target.Source}", onRecordedOverlay, target));
         }
 
-        if ((await _virsh.ListSnapshotNamesAsync(domain, ct).ConfigureAwait(false)).Contains(snapshotName, StringComparer.Ordinal))
+        if ((await Virsh.ListSnapshotNamesAsync(domain, ct).ConfigureAwait(false)).Contains(journalSnapshot, StringComparer.Ordinal))
         {
+            var recorded = journal is not null && journal.Phase != RunPhase.Planned;
             findings.Add(new RepairFinding(RepairKind.DeleteSnapshotMetadata, domain, null,
-                $"snapshot metadata '{snapshotName}' is left", "delete the metadata only (snapshot-delete --metadata; no file is touched)"));
+                $"snapshot metadata '{journalSnapshot}' is left" + (recorded ? "" : " (OdaKvmBackup has no record of it)"),
+                "delete the metadata only (snapshot-delete --metadata; no file is touched)", recorded));
         }
 
-        // Overlays of interrupted runs: the ones committed above, and files left beside the disks that no chain
-        // uses. They block the next snapshot; their data is in the disks (checked again just before each goes).
+        // Overlay files that no disk uses: they block the next snapshot. The journal's are the run's own; files
+        // beside the disks that are merely named like overlays are someone else's unless the user says otherwise.
         var committing = findings.Where(f => f.Commit?.Overlay is not null).Select(f => f.Commit!.Overlay!).ToHashSet(StringComparer.Ordinal);
         var inChains = description.Disks.SelectMany(d => new[] { d.Source }.Concat(d.BackingChain)).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        var journalOverlays = journal?.Disks.Where(d => d.Overlay is not null && d.State != DiskState.Retained).ToList() ?? [];
+        var files = new List<(string File, bool Recorded, string? Folder, string Name)>();
+        foreach (var disk in journalOverlays)
+            files.Add((disk.Overlay!, true, BackupNames.RetentionFolder(domain, journal!.RunId), disk.RetainedName ?? Path.GetFileName(disk.Overlay!)));
+        var repairFolder = BackupNames.RepairFolder(domain, DateTime.UtcNow);
         var bases = description.Disks.Where(d => d.Source is not null)
             .Select(d => findings.FirstOrDefault(f => f.Target == d.Target && f.Commit is not null)?.Commit!.Source ?? d.Source!).ToList();
-        var candidates = bases.Select(b => OverlayNaming.OverlayPath(domain, b, snapshotName, null))
-            .Concat(journal?.Disks.Select(d => d.Overlay).OfType<string>() ?? [])
+        var foreign = bases.Select(b => BackupNames.OverlayPath(domain, b, snapshotName, null))
             .Concat(committing)
-            .Distinct(StringComparer.Ordinal);
-        foreach (var file in candidates.Where(File.Exists))
+            .Where(f => files.All(x => x.File != f)).Distinct(StringComparer.Ordinal).ToList();
+        var foreignNames = BackupNames.RetainedNames(foreign.Select((f, i) => ($"f{i}", f)));
+        files.AddRange(foreign.Select((f, i) => (f, false, (string?)repairFolder, foreignNames[$"f{i}"])));
+        foreach (var (file, recorded, folder, name) in files.Where(f => File.Exists(f.File)))
         {
             if (inChains.Contains(file) && !committing.Contains(file))
                 continue; // in use by something this repair does not commit: never touched
-            var action = retentionPath is null
-                ? "delete it once no disk uses it (its data is in the disk; -RetentionPath keeps it instead)"
-                : $"move it to {Path.Combine(retentionPath, domain, "repaired")} once no disk uses it";
             findings.Add(new RepairFinding(RepairKind.RemoveLeftoverOverlay, domain, null,
-                $"overlay {file} of an interrupted backup would block the next snapshot", action, LeftoverOverlay: file));
+                $"overlay {file} would block the next snapshot" + (recorded ? "" : " (OdaKvmBackup has no record of it)"),
+                "move it to the retention folder, or delete it, once no disk uses it (its data is in the disk)", recorded,
+                LeftoverOverlay: file, RetentionFolder: folder, RetentionName: name));
         }
 
         if (journal is not null)
         {
             findings.Add(new RepairFinding(RepairKind.CloseJournal, domain, null,
-                $"the backup run {journal.RunId} (process {journal.ProcessId}) did not finish",
-                journal.BackupSet is null ? "close its journal" : $"close its journal and mark {journal.BackupSet} Incomplete unless all of it was copied"));
+                $"the backup run {journal.RunId} (process {journal.ProcessId}) did not finish (phase {journal.Phase})",
+                journal.SetFolder is null ? "close its journal" : $"close its journal and mark its set Incomplete unless all of it was copied and verified", true));
         }
         return findings;
     }
@@ -120,30 +136,46 @@ public sealed class RepairService
                     _ => $"committed; {finding.Target} writes to {finding.Commit!.Source} again",
                 };
             case RepairKind.DeleteSnapshotMetadata:
-                await _virsh.DeleteSnapshotMetadataAsync(finding.DomainName, snapshotName, ct).ConfigureAwait(false);
+                var name = RunJournal.TryLoad(finding.DomainName)?.SnapshotName ?? snapshotName;
+                await Virsh.DeleteSnapshotMetadataAsync(finding.DomainName, name, ct).ConfigureAwait(false);
                 return "metadata deleted";
             case RepairKind.RemoveLeftoverOverlay when retentionPath is not null:
-                var target = await _retention.MoveAsync(finding.DomainName, "repaired", finding.LeftoverOverlay!, retentionPath, ct).ConfigureAwait(false);
+                var target = await _retention.MoveAsync(finding.DomainName, finding.LeftoverOverlay!, retentionPath, finding.RetentionFolder!, finding.RetentionName!, ct).ConfigureAwait(false);
                 return $"moved to {target}";
             case RepairKind.RemoveLeftoverOverlay:
                 await _retention.DiscardAsync(finding.LeftoverOverlay!, ct).ConfigureAwait(false);
                 return "deleted";
             case RepairKind.CloseJournal:
-                var journal = Journal.TryLoad(finding.DomainName);
-                if (journal?.BackupSet is { } set && Directory.Exists(set))
-                {
-                    BackupSet.MarkIncomplete(set, $"run {journal.RunId} was interrupted; closed by Repair-KvmBackup");
-                    foreach (var partial in Directory.EnumerateFiles(set, "*.partial"))
-                        File.Delete(partial); // a copy cut short: never a usable file
-                }
-                if (BackupRun.FindActive(finding.DomainName) is { } run)
-                    run.Finish();
-                else
-                    Journal.Delete(finding.DomainName);
-                return "journal closed";
+                return await CloseJournalAsync(finding.DomainName, ct).ConfigureAwait(false);
             default:
                 throw new ArgumentOutOfRangeException(nameof(finding));
         }
     }
 
+    /// <summary>The run is over: its set says Incomplete (unless every disk was copied and verified), then the
+    /// journal goes.</summary>
+    private async Task<string> CloseJournalAsync(string domain, CancellationToken ct)
+    {
+        var journal = RunJournal.TryLoad(domain);
+        if (journal is null)
+            return "journal closed";
+        var note = "";
+        if (journal.Destination is { } destination && journal.SetFolder is { } set && !journal.Disks.All(d => d.Verified))
+        {
+            await using var store = _openStore(destination);
+            if (await store.GetEntryAsync(set, ct).ConfigureAwait(false) is not null)
+            {
+                var manifest = BackupManifest.FromRun(journal, BackupSetStatus.Incomplete, $"run {journal.RunId} was interrupted; closed by Repair-KvmBackup");
+                await BackupSet.SaveAsync(store, set, manifest, ct).ConfigureAwait(false);
+                foreach (var entry in await store.ListAsync(set, ct).ConfigureAwait(false))
+                {
+                    if (entry.Name.EndsWith(BackupNames.PartialSuffix, StringComparison.Ordinal))
+                        await store.DeleteAsync(set + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false);
+                }
+                note = $"; set {store.Describe(set)} marked Incomplete";
+            }
+        }
+        RunJournal.Delete(domain);
+        return "journal closed" + note;
+    }
 }

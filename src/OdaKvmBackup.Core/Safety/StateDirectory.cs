@@ -1,6 +1,7 @@
 namespace OdaKvmBackup.Core.Safety;
 
-/// <summary>Where the journal and the per-domain locks live: /var/lib/odakvmbackup, or $ODAKVMBACKUP_STATE_DIR.</summary>
+/// <summary>Where the journal and the per-domain locks live: /var/lib/odakvmbackup, or $ODAKVMBACKUP_STATE_DIR.
+/// Its folders are 0700: a journal names every disk and backup of a VM.</summary>
 public static class StateDirectory
 {
     public const string EnvironmentVariable = "ODAKVMBACKUP_STATE_DIR";
@@ -13,4 +14,17 @@ public static class StateDirectory
 
     /// <summary>A file name for a domain name: libvirt allows characters that file names should not carry.</summary>
     public static string FileNameFor(string domain) => "d-" + Uri.EscapeDataString(domain);
+
+    public static string JournalPath(string domain) => Path.Combine(JournalDirectory, FileNameFor(domain) + ".json");
+
+    public static string LockPath(string domain) => Path.Combine(LockDirectory, FileNameFor(domain) + ".lock");
+
+    /// <summary>The domain a journal file is for, or null for a file that is not a journal.</summary>
+    public static string? DomainOfJournal(string path)
+    {
+        var name = Path.GetFileName(path);
+        return name.StartsWith("d-", StringComparison.Ordinal) && name.EndsWith(".json", StringComparison.Ordinal)
+            ? Uri.UnescapeDataString(name[2..^5])
+            : null;
+    }
 }

@@ -9,8 +9,8 @@ namespace OdaKvmBackup.Commands;
 [OutputType(typeof(VmDisk))]
 public sealed class GetVmDiskCommand : KvmCmdlet
 {
+    // No "Name" alias: bound by property name, it would take the Name of any object (a file from Get-ChildItem).
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Name", "Domain")]
     [AllowEmptyString]
     public string[] DomainName { get; set; } = [];
 
@@ -26,7 +26,7 @@ public sealed class GetVmDiskCommand : KvmCmdlet
             }
             try
             {
-                var domain = Run(ct => Virsh.DescribeAsync(name, ct));
+                var domain = Run(ct => Tools.Virsh.DescribeAsync(name, ct));
                 foreach (var disk in domain.Disks)
                     WriteObject(disk);
             }

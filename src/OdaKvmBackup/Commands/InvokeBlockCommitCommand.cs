@@ -2,16 +2,15 @@ using System.Management.Automation;
 using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Processes;
+using OdaKvmBackup.Core.Safety;
 
 namespace OdaKvmBackup.Commands;
 
 /// <summary>Step 5: merges each overlay back and pivots, so the disk writes to its own file again.</summary>
 [Cmdlet(VerbsLifecycle.Invoke, "BlockCommit", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(VmDiskBackup))]
-public sealed class InvokeBlockCommitCommand : KvmCmdlet
+public sealed class InvokeBlockCommitCommand : RunStepCmdlet
 {
-    private const int ProgressId = 51;
-
     [Parameter(Mandatory = true, ValueFromPipeline = true)]
     public VmDiskBackup InputObject { get; set; } = null!;
 
@@ -29,6 +28,12 @@ public sealed class InvokeBlockCommitCommand : KvmCmdlet
     protected override void ProcessRecord()
     {
         var disk = InputObject;
+        var run = disk.Run;
+        if (run.Abandoned)
+        {
+            WriteVerbose($"{disk.Target} of {disk.DomainName}: run {run.RunId} was given up; nothing to commit.");
+            return;
+        }
         if (disk.Overlay is null)
         {
             WriteVerbose($"{disk.Target} of {disk.DomainName}: cold backup, nothing to commit.");
@@ -41,15 +46,16 @@ public sealed class InvokeBlockCommitCommand : KvmCmdlet
             return;
         }
         var activity = $"Committing {disk.Target} of {disk.DomainName}";
+        var progressId = ProgressIds.Commit * 1000 + Math.Abs(disk.Target.GetHashCode(StringComparison.Ordinal) % 997);
         try
         {
-            disk.Run?.SetPhase(Core.Safety.JournalPhase.Committing);
-            var commit = NewCommitService(timeoutSeconds: TimeoutSec);
+            Adopt(run);
+            run.BeginCommit(disk.Target);
+            var commit = NewCommitService(TimeoutSec);
             var outcome = Run(ct => commit.CommitAsync(new CommitTarget(disk.DomainName, disk.Target, disk.Source, disk.Format, disk.Overlay), BandwidthLimit,
-                percent => Sink.Progress(new ProgressUpdate(ProgressId, null, activity, $"{percent} %", percent)), ct));
-            disk.Run?.MarkCommitted(disk.Target);
-            disk.Stage = BackupStage.Committed;
-            WriteVerbose($"{disk.Target} of {disk.DomainName} writes to {disk.Source} again ({outcome}).");
+                percent => Sink.Progress(new ProgressUpdate(progressId, null, activity, $"{percent} %", percent)), ct));
+            run.RecordCommitted(disk.Target);
+            WriteVerbose($"{disk.Target} of {disk.DomainName} writes to {disk.Source} again ({outcome}, {disk.TimeOnOverlay?.TotalSeconds:0.0} s on its overlay).");
         }
         catch (BackupException ex)
         {
@@ -60,8 +66,10 @@ public sealed class InvokeBlockCommitCommand : KvmCmdlet
         }
         finally
         {
-            CompleteProgress(ProgressId, activity);
+            CompleteProgress(progressId, activity);
         }
         WriteObject(disk);
     }
+
+    protected override void EndProcessing() => Completed = true;
 }

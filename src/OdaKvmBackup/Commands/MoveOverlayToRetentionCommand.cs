@@ -7,7 +7,7 @@ namespace OdaKvmBackup.Commands;
 /// <summary>Step 6: moves each overlay no disk uses any more into &lt;Path&gt;/&lt;domain&gt;/&lt;run&gt;/.</summary>
 [Cmdlet(VerbsCommon.Move, "OverlayToRetention", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(VmDiskBackup))]
-public sealed class MoveOverlayToRetentionCommand : KvmCmdlet
+public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
 {
     private string _path = "";
     // The other domains' chains, read once per domain of the batch: only the owning domain can normally hold an
@@ -24,19 +24,23 @@ public sealed class MoveOverlayToRetentionCommand : KvmCmdlet
     protected override void BeginProcessing()
     {
         _path = ResolveWritableFolder(Path, nameof(Path));
-        if (BackupPipelineContext.Open is { } context)
-            context.RetentionPath = _path;
+        BackupPipelineContext.Open?.Checks.Add(new RetentionCheck(_path));
     }
 
     protected override void ProcessRecord()
     {
         var disk = InputObject;
-        if (disk.Overlay is null)
+        var run = disk.Run;
+        if (run.Abandoned)
+            return; // its overlays went with the rollback
+        var record = run.Record.Disk(disk.Target);
+        if (disk.Overlay is null || record.RetainedName is null)
         {
             WriteObject(disk);
             return;
         }
-        var target = RetentionService.RetainedPath(_path, disk.DomainName, disk.RunId, disk.Overlay);
+        var folder = BackupNames.RetentionFolder(disk.DomainName, disk.RunId);
+        var target = System.IO.Path.Combine(_path, folder, record.RetainedName);
         if (!ShouldProcess(disk.Overlay, $"Move to '{target}'"))
         {
             WriteObject(disk);
@@ -44,11 +48,12 @@ public sealed class MoveOverlayToRetentionCommand : KvmCmdlet
         }
         try
         {
-            var service = new RetentionService(Virsh);
+            Adopt(run);
+            var service = new RetentionService(Tools.Virsh);
             if (!_otherChains.TryGetValue(disk.DomainName, out var others))
                 _otherChains[disk.DomainName] = others = Run(ct => service.FilesInChainsOfOtherDomainsAsync(disk.DomainName, ct));
-            disk.RetainedOverlay = Run(ct => service.MoveAsync(disk.DomainName, disk.RunId, disk.Overlay, _path, ct, others));
-            disk.Stage = BackupStage.Retained;
+            var moved = Run(ct => service.MoveAsync(disk.DomainName, disk.Overlay, _path, folder, record.RetainedName, ct, others));
+            run.RecordRetained(disk.Target, moved);
         }
         catch (BackupException ex)
         {
@@ -57,4 +62,6 @@ public sealed class MoveOverlayToRetentionCommand : KvmCmdlet
         }
         WriteObject(disk);
     }
+
+    protected override void EndProcessing() => Completed = true;
 }

@@ -3,31 +3,37 @@ using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Processes;
 using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
 
 namespace OdaKvmBackup.Commands;
 
 /// <summary>
-/// Recovery after a killed process or a host reboot: puts domains left on this module's overlays back on their
-/// own disks, pivots leftover jobs, clears leftover metadata and closes the interrupted run's journal.
+/// Recovery after a killed process, a host reboot or a commit that could not finish: puts domains left on this
+/// module's overlays back on their own disks, pivots leftover jobs, clears leftover metadata, removes the run's
+/// overlays once no disk uses them, and closes the interrupted run's journal. What the journal does not record
+/// (a backup by hand with the same names) is only reported, unless -IncludeUnrecorded.
 /// </summary>
-[Cmdlet(VerbsDiagnostic.Repair, "KvmBackup", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
+[Cmdlet(VerbsDiagnostic.Repair, "KvmBackup", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High)]
 [OutputType(typeof(RepairAction))]
 public sealed class RepairKvmBackupCommand : KvmCmdlet
 {
-    private const int ProgressId = 61;
     private readonly List<string> _names = new();
 
+    // No "Name" alias: bound by property name, it would take the Name of any object (a file from Get-ChildItem).
     [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
-    [Alias("Name", "Domain")]
     public string[]? DomainName { get; set; }
 
     [Parameter]
     [ValidateNotNullOrEmpty]
-    public string SnapshotName { get; set; } = OverlayNaming.DefaultSnapshotName;
+    public string SnapshotName { get; set; } = BackupNames.DefaultSnapshotName;
 
-    /// <summary>Where leftover overlays that no disk uses any more are moved; without it they stay where they are.</summary>
+    /// <summary>Where leftover overlays that no disk uses any more are moved; without it they are deleted.</summary>
     [Parameter]
     public string? RetentionPath { get; set; }
+
+    /// <summary>Also acts on overlays, jobs and metadata that OdaKvmBackup has no record of (a backup run by hand).</summary>
+    [Parameter]
+    public SwitchParameter IncludeUnrecorded { get; set; }
 
     protected override void BeginProcessing()
     {
@@ -54,8 +60,7 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
     {
         if (DomainName is not null && _names.Count == 0)
             return; // only blank names were given: each was reported
-        var virsh = Virsh;
-        var service = new RepairService(virsh, QemuImg, NewCommitService(), new RetentionService(virsh));
+        var service = new RepairService(Tools, NewCommitService(), location => BackupStores.Open(location));
         IReadOnlyList<string> domains;
         try
         {
@@ -72,17 +77,16 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
 
     private void RepairDomain(RepairService service, string domain)
     {
-        var active = BackupRun.FindActive(domain);
         using var domainLock = DomainLock.TryAcquire(domain);
-        if (domainLock is null && (active is null || active.OwnedByRunningPipeline))
+        if (domainLock is null)
         {
-            WriteError(ToErrorRecord(SnapshotService.BackupInProgress(domain), domain));
+            WriteError(ToErrorRecord(RunErrors.BackupInProgress(domain), domain));
             return;
         }
         IReadOnlyList<RepairFinding> findings;
         try
         {
-            findings = Run(ct => service.InspectAsync(domain, SnapshotName, RetentionPath, ct));
+            findings = Run(ct => service.InspectAsync(domain, SnapshotName, ct));
         }
         catch (BackupException ex)
         {
@@ -98,15 +102,24 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
         foreach (var finding in findings)
         {
             var what = finding.Target is null ? domain : $"{finding.Target} of {domain}";
+            if (!finding.Recorded && !IncludeUnrecorded)
+            {
+                WriteWarning($"{what}: {finding.Problem}. Left alone: OdaKvmBackup acts only on what its journal records. If no backup by hand is running, run Repair-KvmBackup -DomainName {domain} -IncludeUnrecorded to {finding.Action}.");
+                continue;
+            }
             if (finding.Kind == RepairKind.CloseJournal && commitFailed)
                 continue; // the journal is the record of what is still on overlays: keep it
-            if (!ShouldProcess(what, $"{finding.Problem}: {finding.Action}"))
+            var action = finding.Kind == RepairKind.RemoveLeftoverOverlay
+                ? RetentionPath is null ? $"{finding.Problem}: delete it (its data is in the disk)" : $"{finding.Problem}: move it to {System.IO.Path.Combine(RetentionPath, finding.RetentionFolder!, finding.RetentionName!)}"
+                : $"{finding.Problem}: {finding.Action}";
+            if (!ShouldProcess(what, action))
                 continue;
             var activity = $"Repairing {what}";
+            var progressId = ProgressIds.Repair;
             try
             {
                 var result = Run(ct => service.FixAsync(finding, SnapshotName, RetentionPath,
-                    percent => Sink.Progress(new ProgressUpdate(ProgressId, null, activity, $"{percent} %", percent)), ct));
+                    percent => Sink.Progress(new ProgressUpdate(progressId, null, activity, $"{percent} %", percent)), ct));
                 WriteObject(new RepairAction(domain, finding.Target, finding.Problem, finding.Action, result));
             }
             catch (BackupException ex)
@@ -117,7 +130,7 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
             }
             finally
             {
-                CompleteProgress(ProgressId, activity);
+                CompleteProgress(progressId, activity);
             }
         }
     }

@@ -1,0 +1,74 @@
+using System.Globalization;
+
+namespace OdaKvmBackup.Core.Backup;
+
+/// <summary>
+/// The one place that decides file and folder names: overlays, backup sets and their files, retained and
+/// repaired overlays, partial copies. Every name a run uses is decided here once, at its start, for all its disks
+/// together, so that two disks can never be given the same name anywhere.
+/// </summary>
+public static class BackupNames
+{
+    public const string DefaultSnapshotName = "FILE_STAGE_BACKUP.TEMP";
+    public const string ManifestFileName = "backup.json";
+    public const string DomainXmlFileName = "domain.xml";
+    public const string PartialSuffix = ".partial";
+
+    /// <summary>A run's id: the snapshot time in UTC, to the second; it names the run's set and retention folders.</summary>
+    public static string RunId(DateTime utc) => utc.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// Beside the disk, named as libvirt would (source minus its last extension, '.', snapshot name:
+    /// /x/linux_boot -> /x/linux_boot.FILE_STAGE_BACKUP.TEMP, /x/a.qcow2 -> /x/a.FILE_STAGE_BACKUP.TEMP); in an
+    /// overlay folder, prefixed with the domain name, since disks of several domains share one folder there.
+    /// </summary>
+    public static string OverlayPath(string domain, string source, string snapshotName, string? overlayDirectory)
+    {
+        var stem = Path.GetFileNameWithoutExtension(source);
+        return overlayDirectory is null
+            ? Path.Combine(Path.GetDirectoryName(source) ?? "/", stem + "." + snapshotName)
+            : Path.Combine(overlayDirectory, domain + "." + stem + "." + snapshotName);
+    }
+
+    /// <summary>True for a file named as an overlay with that snapshot name. A name proves nothing about who made
+    /// it (the manual procedure uses the same one): only the journal does.</summary>
+    public static bool LooksLikeOverlay(string path, string snapshotName) =>
+        Path.GetFileName(path).EndsWith("." + snapshotName, StringComparison.Ordinal);
+
+    /// <summary>A run's backup set, relative to the destination: &lt;domain&gt;/&lt;run&gt;.</summary>
+    public static string SetFolder(string domain, string runId) => domain + "/" + runId;
+
+    /// <summary>A run's retention folder, relative to the retention path: &lt;domain&gt;/&lt;run&gt;.</summary>
+    public static string RetentionFolder(string domain, string runId) => domain + "/" + runId;
+
+    /// <summary>The folder Repair-KvmBackup keeps an overlay in when no run recorded it.</summary>
+    public static string RepairFolder(string domain, DateTime utc) => domain + "/repaired-" + RunId(utc);
+
+    /// <summary>Each disk's file name in the set: its own file name, or, when two disks of the run share one (the
+    /// same name in different folders), the target in front: vdb-disk.</summary>
+    public static IReadOnlyDictionary<string, string> SetFileNames(IEnumerable<(string Target, string Source)> disks) =>
+        UniqueNames(disks.Select(d => (d.Target, Path.GetFileName(d.Source))));
+
+    /// <summary>Each overlay's file name in the retention folder, made unique in the same way.</summary>
+    public static IReadOnlyDictionary<string, string> RetainedNames(IEnumerable<(string Target, string Overlay)> disks) =>
+        UniqueNames(disks.Select(d => (d.Target, Path.GetFileName(d.Overlay))));
+
+    /// <summary>The name a copy has while it is written and not yet verified.</summary>
+    public static string Partial(string fileName) => fileName + PartialSuffix;
+
+    /// <summary>A file name that nothing can have planted in advance, for write probes.</summary>
+    public static string ProbeFileName() => $".odakvmbackup-probe-{Guid.NewGuid():N}";
+
+    private static Dictionary<string, string> UniqueNames(IEnumerable<(string Target, string Name)> disks)
+    {
+        var list = disks.ToList();
+        var shared = list.GroupBy(d => d.Name, StringComparer.Ordinal).Where(g => g.Count() > 1)
+            .Select(g => g.Key).ToHashSet(StringComparer.Ordinal);
+        var names = list.ToDictionary(d => d.Target, d => shared.Contains(d.Name) ? d.Target + "-" + d.Name : d.Name, StringComparer.Ordinal);
+        // "vdb-x" could itself be another disk's own file name: then every name gets its target in front (targets
+        // are unique and hold no '-').
+        if (names.Values.Distinct(StringComparer.Ordinal).Count() < names.Count)
+            names = list.ToDictionary(d => d.Target, d => d.Target + "-" + d.Name, StringComparer.Ordinal);
+        return names;
+    }
+}

@@ -1,0 +1,185 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using Microsoft.Win32.SafeHandles;
+using OdaKvmBackup.Core.Storage;
+
+namespace OdaKvmBackup.Core.Backup;
+
+/// <summary>Bytes and content digest of a copied image (see <see cref="VmDiskBackup.ContentDigest"/>).</summary>
+public sealed record CopyResult(long SizeBytes, long DataBytes, string ContentDigest);
+
+/// <summary>
+/// Copies disk images keeping them sparse: it reads only the data extents (SEEK_DATA/SEEK_HOLE) and writes only
+/// the 4 KiB blocks that are not all zeros, so a fully allocated raw vdisk becomes a sparse file the size of its
+/// data. The digest covers (offset, block) for every non-zero block plus the size: it depends only on content, so
+/// the source and its sparse copy give the same digest, which is how a copy is verified.
+/// </summary>
+public static partial class SparseCopy
+{
+    private const int ChunkSize = 1 << 20;
+    private const int BlockSize = 4096;
+    private const int SeekEnd = 2;
+    private const int SeekData = 3;
+    private const int SeekHole = 4;
+    private const int FadviseDontNeed = 4;
+
+    /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/> (holes and zero blocks are not
+    /// written), completes it (size, fsync) and returns the content digest taken while reading.</summary>
+    public static Task<CopyResult> CopyAsync(string source, IStoreFileWriter destination, long bandwidthBytesPerSecond,
+        Action<long, long>? progress, CancellationToken ct) =>
+        Task.Run(() => WalkAsync(source, destination, bandwidthBytesPerSecond, progress, ct), ct);
+
+    /// <summary>The content digest of a local file as stored: its pages are dropped from the cache first, so a
+    /// verification reads what the storage holds, not what was just written to memory.</summary>
+    public static Task<CopyResult> DigestAsync(string path, Action<long, long>? progress, CancellationToken ct) =>
+        Task.Run(() =>
+        {
+            using (var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+                DropFromCache(handle);
+            return WalkAsync(path, null, 0, progress, ct);
+        }, ct);
+
+    /// <summary>Asks the kernel to forget a file's cached pages (clean ones go; dirty ones must be fsynced first).</summary>
+    public static void DropFromCache(SafeFileHandle handle) => _ = PosixFadvise((int)handle.DangerousGetHandle(), 0, 0, FadviseDontNeed);
+
+    /// <summary>The size of a file or a block device (whose Length is 0).</summary>
+    public static long SizeOf(string path)
+    {
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        return SizeOf(handle, path);
+    }
+
+    private static long SizeOf(SafeFileHandle handle, string path)
+    {
+        var size = LSeek((int)handle.DangerousGetHandle(), 0, SeekEnd);
+        if (size < 0)
+            throw new IOException($"Cannot read the size of '{path}' (errno {Marshal.GetLastPInvokeError()}).");
+        return size;
+    }
+
+    private static async Task<CopyResult> WalkAsync(string source, IStoreFileWriter? output, long bandwidth, Action<long, long>? progress, CancellationToken ct)
+    {
+        using var input = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        // lseek(SEEK_END), not the file length: a block device (type='block' disk) has a length of 0.
+        var size = SizeOf(input, source);
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true);
+        var runs = new List<(int Start, int End)>(64);
+        long nextChunk = 0, dataBytes = 0, readBytes = 0;
+        var clock = Stopwatch.StartNew();
+        foreach (var (start, end) in DataExtents(input, size))
+        {
+            for (var chunk = start - start % ChunkSize; chunk < end; chunk += ChunkSize)
+            {
+                if (chunk < nextChunk)
+                    continue; // this chunk straddled the previous extent and was done with it
+                ct.ThrowIfCancellationRequested();
+                var length = (int)Math.Min(ChunkSize, size - chunk);
+                ReadFully(input, buffer.AsSpan(0, length), chunk);
+                nextChunk = chunk + ChunkSize;
+                readBytes += length;
+                dataBytes += ScanChunk(buffer.AsSpan(0, length), chunk, hash, runs);
+                if (output is not null)
+                {
+                    foreach (var (runStart, runEnd) in runs)
+                        await output.WriteAsync(chunk + runStart, buffer.AsMemory(runStart, runEnd - runStart), ct).ConfigureAwait(false);
+                }
+                progress?.Invoke(Math.Min(nextChunk, size), size);
+                Throttle(bandwidth, readBytes, clock, ct);
+            }
+        }
+        if (output is not null)
+            await output.CompleteAsync(size, ct).ConfigureAwait(false);
+        Span<byte> sizeBytes = stackalloc byte[8];
+        BinaryPrimitives.WriteInt64LittleEndian(sizeBytes, size);
+        hash.AppendData(sizeBytes);
+        progress?.Invoke(size, size);
+        return new CopyResult(size, dataBytes, Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant());
+    }
+
+    private static void ReadFully(SafeFileHandle input, Span<byte> data, long offset)
+    {
+        var read = 0;
+        while (read < data.Length)
+        {
+            var n = RandomAccess.Read(input, data[read..], offset + read);
+            if (n == 0)
+                break;
+            read += n;
+        }
+        data[read..].Clear(); // a file that shrank while read: what is gone reads as zeros, as a hole would
+    }
+
+    /// <summary>Hashes the non-zero 4 KiB blocks of a chunk and collects them as runs to write; returns their bytes.
+    /// The hot loop of every copy: optimized at once, not after the tiered JIT has watched it for a while.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static long ScanChunk(ReadOnlySpan<byte> data, long chunkOffset, IncrementalHash hash, List<(int Start, int End)> runs)
+    {
+        runs.Clear();
+        Span<byte> offsetBytes = stackalloc byte[8];
+        long dataBytes = 0;
+        var runStart = -1;
+        for (var block = 0; block < data.Length; block += BlockSize)
+        {
+            var blockData = data.Slice(block, Math.Min(BlockSize, data.Length - block));
+            if (!blockData.ContainsAnyExcept((byte)0))
+            {
+                if (runStart >= 0)
+                    runs.Add((runStart, block));
+                runStart = -1;
+                continue;
+            }
+            BinaryPrimitives.WriteInt64LittleEndian(offsetBytes, chunkOffset + block);
+            hash.AppendData(offsetBytes);
+            hash.AppendData(blockData);
+            dataBytes += blockData.Length;
+            if (runStart < 0)
+                runStart = block;
+        }
+        if (runStart >= 0)
+            runs.Add((runStart, data.Length));
+        return dataBytes;
+    }
+
+    private static void Throttle(long bandwidth, long bytes, Stopwatch clock, CancellationToken ct)
+    {
+        if (bandwidth <= 0)
+            return;
+        var due = TimeSpan.FromSeconds((double)bytes / bandwidth) - clock.Elapsed;
+        if (due > TimeSpan.Zero)
+            ct.WaitHandle.WaitOne(due);
+        ct.ThrowIfCancellationRequested();
+    }
+
+    /// <summary>The [start, end) ranges that hold data; the whole file where the file system cannot tell.</summary>
+    private static IEnumerable<(long Start, long End)> DataExtents(SafeFileHandle handle, long size)
+    {
+        var fd = (int)handle.DangerousGetHandle();
+        long position = 0;
+        while (position < size)
+        {
+            var data = LSeek(fd, position, SeekData);
+            if (data < 0)
+            {
+                if (Marshal.GetLastPInvokeError() == 6 /* ENXIO: no data after position */)
+                    yield break;
+                yield return (position, size); // SEEK_DATA unsupported: read everything
+                yield break;
+            }
+            var hole = LSeek(fd, data, SeekHole);
+            if (hole < 0 || hole > size)
+                hole = size;
+            yield return (data, hole);
+            position = hole;
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    private static partial long LSeek(int fd, long offset, int whence);
+
+    [LibraryImport("libc", EntryPoint = "posix_fadvise")]
+    private static partial int PosixFadvise(int fd, long offset, long length, int advice);
+}

@@ -1,0 +1,445 @@
+using OdaKvmBackup.Core.Backup;
+using OdaKvmBackup.Core.Libvirt;
+using OdaKvmBackup.Core.Processes;
+using OdaKvmBackup.Core.QemuImg;
+using OdaKvmBackup.Core.Storage;
+
+namespace OdaKvmBackup.Core.Safety;
+
+/// <summary>The native tools a run works with.</summary>
+public sealed record HostTools(VirshClient Virsh, QemuImgClient QemuImg);
+
+/// <summary>How putting a domain back went.</summary>
+public sealed record RollbackOutcome(string DomainName, bool BackOnOwnDisks, bool Clean, string Message);
+
+/// <summary>
+/// Owns one domain's run: its lock, its journal (the <see cref="RunRecord"/>, saved before each step that changes
+/// the host), the state of each disk, the backup set's status, and the way back. Every step goes through here:
+/// a step that does not fit the disk's state is refused with an error that says why, so a disk is never copied
+/// after it went back to writing its own file, and a set is Complete only when every disk was copied while frozen
+/// and verified. The pipeline objects (<see cref="VmDiskBackup"/>) only point at it.
+/// </summary>
+public sealed class BackupRun
+{
+    /// <summary>How long putting a domain back may take; Ctrl+C does not cut it short.</summary>
+    public static readonly TimeSpan RollbackBound = TimeSpan.FromMinutes(30);
+
+    private readonly object _gate = new();
+    private readonly HostTools _tools;
+    private readonly HashSet<string> _copying = new(StringComparer.Ordinal);
+    private DomainLock? _lock;
+    private IBackupStore? _store;
+
+    private BackupRun(RunRecord record, DomainLock domainLock, HostTools tools)
+    {
+        Record = record;
+        _lock = domainLock;
+        _tools = tools;
+        Disks = record.Disks.Select(d => new VmDiskBackup(this, d.Target)).ToList();
+    }
+
+    /// <summary>The journal's content. Read it; change it only through this class.</summary>
+    public RunRecord Record { get; }
+    public string DomainName => Record.DomainName;
+    public string RunId => Record.RunId;
+    public BackupConsistency Consistency => Record.Consistency;
+    /// <summary>The pipeline objects, one per disk, in the order of the domain's XML.</summary>
+    public IReadOnlyList<VmDiskBackup> Disks { get; }
+    public IBackupStore? Store => _store;
+
+    /// <summary>The command that started the run and puts it back if its pipeline is stopped; null once that
+    /// pipeline is over (a later pipeline that picks the run up then answers for it).</summary>
+    public object? Guardian { get; set; }
+
+    /// <summary>True while some disk may write to an overlay of this run.</summary>
+    public bool OnOverlays
+    {
+        get { lock (_gate) return Record.Phase is RunPhase.Snapshotting or RunPhase.OnOverlays or RunPhase.RollingBack or RunPhase.NeedsRepair; }
+    }
+
+    /// <summary>The run was given up (failed or stopped): its remaining steps do nothing.</summary>
+    public bool Abandoned
+    {
+        get { lock (_gate) return Record.FailureReason is not null; }
+    }
+
+    private bool CopiesRunning
+    {
+        get { lock (_gate) return _copying.Count > 0; }
+    }
+
+    public RunPhase Phase
+    {
+        get { lock (_gate) return Record.Phase; }
+    }
+
+    /// <summary>Starts a run: takes the domain's lock and writes the journal before anything changes.</summary>
+    public static BackupRun Begin(RunRecord record, HostTools tools)
+    {
+        var domainLock = DomainLock.TryAcquire(record.DomainName) ?? throw RunErrors.BackupInProgress(record.DomainName);
+        try
+        {
+            RunJournal.Save(record);
+        }
+        catch
+        {
+            domainLock.Dispose();
+            throw;
+        }
+        return new BackupRun(record, domainLock, tools);
+    }
+
+    // ---------------------------------------------------------------- snapshot
+
+    /// <summary>Written before snapshot-create-as runs: from here on, overlays may exist whatever the call says.</summary>
+    public void RecordSnapshotStarting() => Change(() => Record.Phase = RunPhase.Snapshotting);
+
+    public void RecordSnapshotTaken(DateTime utc) => Change(() =>
+    {
+        Record.Phase = RunPhase.OnOverlays;
+        Record.SnapshotUtc = utc;
+        foreach (var disk in Record.Disks)
+            disk.State = DiskState.OnOverlay;
+    });
+
+    // ---------------------------------------------------------------- copy
+
+    /// <summary>Checks that a disk can be copied now and marks it as being copied.</summary>
+    public void BeginCopy(string target, IBackupStore store)
+    {
+        lock (_gate)
+        {
+            EnsureAttached();
+            var disk = Record.Disk(target);
+            if (Record.FailureReason is { } why)
+                throw RunErrors.RunAbandoned(this, why);
+            if (Record.Destination is { } destination && destination != store.Location)
+                throw RunErrors.RunHasAnotherDestination(this, destination, store.Location);
+            var frozen = Consistency == BackupConsistency.Cold ? DiskState.Planned : DiskState.OnOverlay;
+            if (_copying.Contains(target) || disk.State == DiskState.Copied)
+                throw RunErrors.AlreadyCopied(this, disk);
+            if (disk.State != frozen)
+                throw RunErrors.DiskNoLongerFrozen(this, disk);
+            _copying.Add(target);
+        }
+    }
+
+    /// <summary>Creates the run's backup set on first use: its folder, domain.xml and a manifest that says InProgress.</summary>
+    public async Task<string> EnsureSetAsync(IBackupStore store, bool force, CancellationToken ct)
+    {
+        lock (_gate)
+        {
+            if (Record.SetFolder is { } existing && _store is not null)
+                return existing;
+        }
+        var set = BackupNames.SetFolder(DomainName, RunId);
+        if (await store.GetEntryAsync(set, ct).ConfigureAwait(false) is not null)
+        {
+            if (!force)
+                throw RunErrors.BackupSetExists(DomainName, store.Describe(set));
+            await store.DeleteAsync(set, recursive: true, ct).ConfigureAwait(false);
+        }
+        await store.CreateFolderAsync(set, ct).ConfigureAwait(false);
+        await store.WriteSmallFileAsync(set + "/" + BackupNames.DomainXmlFileName, System.Text.Encoding.UTF8.GetBytes(Record.DomainXml), ct).ConfigureAwait(false);
+        Change(() =>
+        {
+            Record.Destination = store.Location;
+            Record.SetFolder = set;
+            _store = store;
+        });
+        await WriteManifestAsync(BackupSetStatus.InProgress, null, ct).ConfigureAwait(false);
+        return set;
+    }
+
+    /// <summary>The copy of a disk was written (as .partial) from its frozen file.</summary>
+    public void RecordCopied(string target, CopyResult copy)
+    {
+        Change(() =>
+        {
+            var disk = Record.Disk(target);
+            _copying.Remove(target);
+            disk.State = DiskState.Copied;
+            disk.SizeBytes = copy.SizeBytes;
+            disk.DataBytes = copy.DataBytes;
+            disk.ContentDigest = copy.ContentDigest;
+            disk.CopiedUtc = DateTime.UtcNow;
+        });
+    }
+
+    /// <summary>The copy did not happen: the disk is frozen still, as before.</summary>
+    public void CopyAbandoned(string target)
+    {
+        lock (_gate)
+            _copying.Remove(target);
+    }
+
+    /// <summary>The copy was read back from storage and matched: once every disk is, the set is Complete.</summary>
+    public async Task RecordVerifiedAsync(string target, string verifiedBy, CancellationToken ct)
+    {
+        var complete = false;
+        Change(() =>
+        {
+            var disk = Record.Disk(target);
+            disk.Verified = true;
+            disk.VerifiedBy = verifiedBy;
+            complete = Record.FailureReason is null && Record.Disks.All(d => d.Verified);
+        });
+        await WriteManifestAsync(complete ? BackupSetStatus.Complete : BackupSetStatus.InProgress, null, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The set cannot become Complete (a copy failed its check, or the run failed): it says so, and why.</summary>
+    public async Task MarkSetIncompleteAsync(string reason, CancellationToken ct)
+    {
+        if (_store is null || Record.SetFolder is null)
+            return;
+        string setFolder;
+        lock (_gate)
+        {
+            if (Record.Disks.All(d => d.Verified))
+                return; // every disk was copied and verified: what fails later (a commit) does not spoil the set
+            setFolder = Record.SetFolder;
+        }
+        await WriteManifestAsync(BackupSetStatus.Incomplete, reason, ct).ConfigureAwait(false);
+        foreach (var entry in await _store.ListAsync(setFolder, ct).ConfigureAwait(false))
+        {
+            if (entry.Name.EndsWith(BackupNames.PartialSuffix, StringComparison.Ordinal))
+                await _store.DeleteAsync(setFolder + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false); // never a usable file
+        }
+    }
+
+    private async Task WriteManifestAsync(string status, string? reason, CancellationToken ct)
+    {
+        BackupManifest manifest;
+        string set;
+        lock (_gate)
+        {
+            if (_store is null || Record.SetFolder is null)
+                return;
+            manifest = BackupManifest.FromRun(Record, status, reason);
+            set = Record.SetFolder;
+        }
+        await BackupSet.SaveAsync(_store, set, manifest, ct).ConfigureAwait(false);
+    }
+
+    // ---------------------------------------------------------------- commit and retention
+
+    /// <summary>Checks that a disk may be committed now: not while its copy runs, and not twice.</summary>
+    public void BeginCommit(string target)
+    {
+        lock (_gate)
+        {
+            EnsureAttached();
+            var disk = Record.Disk(target);
+            if (Record.FailureReason is { } why)
+                throw RunErrors.RunAbandoned(this, why);
+            if (_copying.Contains(target))
+                throw RunErrors.DiskBeingCopied(this, disk);
+        }
+    }
+
+    public void RecordCommitted(string target) => Change(() =>
+    {
+        var disk = Record.Disk(target);
+        if (disk.State < DiskState.Committed)
+        {
+            disk.State = DiskState.Committed;
+            disk.CommittedUtc = DateTime.UtcNow;
+        }
+        if (Record.Phase == RunPhase.OnOverlays && Record.Disks.All(d => d.State >= DiskState.Committed))
+            Record.Phase = RunPhase.Committed;
+    });
+
+    /// <summary>The overlay now lies in the retention folder; once every overlay does, the run is over.</summary>
+    public void RecordRetained(string target, string retainedPath)
+    {
+        Change(() =>
+        {
+            var disk = Record.Disk(target);
+            disk.State = DiskState.Retained;
+            disk.RetainedOverlay = retainedPath;
+        });
+        lock (_gate)
+        {
+            if (Record.Disks.All(d => d.State == DiskState.Retained))
+                Release();
+        }
+    }
+
+    /// <summary>Ends a run whose pipeline has finished with it: a cold run, or one whose overlays are all retained,
+    /// is over (journal removed); one still on overlays or with overlays beside its disks keeps its journal, and
+    /// lets go of the lock so that Repair-KvmBackup (or a later pipeline with these objects) can take it.</summary>
+    public void Release()
+    {
+        lock (_gate)
+        {
+            var over = Record.Phase == RunPhase.Finished
+                || Record.FailureReason is null && (Consistency == BackupConsistency.Cold
+                    || Record.Disks.All(d => d.State == DiskState.Retained || d.State == DiskState.Committed && (d.Overlay is null || !File.Exists(d.Overlay))));
+            if (over && Record.Phase != RunPhase.Finished)
+            {
+                Record.Phase = RunPhase.Finished;
+                RunJournal.Delete(DomainName);
+            }
+            _lock?.Dispose();
+            _lock = null;
+        }
+    }
+
+    // ---------------------------------------------------------------- the way back
+
+    /// <summary>
+    /// Gives the run up: the set is marked Incomplete (unless it already was Complete), every disk still on an
+    /// overlay is committed back to its own file, leftover snapshot metadata is deleted, and the run's overlays
+    /// are removed once no disk uses them. What it does is reported to <paramref name="sink"/> as it goes (progress,
+    /// then the outcome); it runs to its end within <see cref="RollbackBound"/>, whatever happens to the caller.
+    /// </summary>
+    public async Task<RollbackOutcome> FailAsync(string reason, IOperationSink sink)
+    {
+        using var bound = new CancellationTokenSource(RollbackBound);
+        var ct = bound.Token;
+        bool snapshotMayExist;
+        lock (_gate)
+        {
+            if (Record.Phase == RunPhase.Finished && Record.FailureReason is not null)
+                return new RollbackOutcome(DomainName, true, true, $"'{DomainName}' was already put back ({Record.FailureReason}).");
+            if (_lock is null)
+                _lock = DomainLock.TryAcquire(DomainName); // best effort: the journal stays the record if another holds it
+            Record.FailureReason ??= reason;
+            snapshotMayExist = Record.Phase is RunPhase.Snapshotting or RunPhase.OnOverlays or RunPhase.Committed or RunPhase.RollingBack or RunPhase.NeedsRepair;
+            if (snapshotMayExist)
+                Record.Phase = RunPhase.RollingBack;
+            RunJournal.Save(Record);
+        }
+        // A copy still reading the frozen file must stop before the commit writes into that file.
+        for (var waited = 0; waited < 600 && CopiesRunning; waited++)
+            await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
+        var problems = new List<string>();
+        try
+        {
+            await MarkSetIncompleteAsync(reason, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or OperationCanceledException)
+        {
+            problems.Add($"the set could not be marked Incomplete ({ex.Message})");
+        }
+
+        var stillOnOverlays = new List<string>();
+        if (snapshotMayExist)
+        {
+            var commit = new CommitService(_tools.Virsh, _tools.QemuImg, sink);
+            var pending = Record.Disks.Where(d => d.Overlay is not null && d.State < DiskState.Committed).ToList();
+            for (var i = 0; i < pending.Count; i++)
+            {
+                var disk = pending[i];
+                var activity = $"Putting {DomainName} back on its own disks ({reason})";
+                sink.Progress(new ProgressUpdate(ProgressIds.Rollback, null, activity, $"{disk.Target}: committing {disk.Overlay} into {disk.Source}", i * 100 / pending.Count));
+                try
+                {
+                    await commit.CommitAsync(new CommitTarget(DomainName, disk.Target, disk.Source, disk.Format, disk.Overlay), 0,
+                        p => sink.Progress(new ProgressUpdate(ProgressIds.Rollback, null, activity, $"{disk.Target}: {p} %", (i * 100 + p) / pending.Count)), ct).ConfigureAwait(false);
+                    Change(() => Record.Disk(disk.Target).State = DiskState.RolledBack);
+                }
+                catch (Exception ex) when (ex is BackupException or OperationCanceledException)
+                {
+                    stillOnOverlays.Add(disk.Target);
+                    problems.Add($"{disk.Target}: {ex.Message}");
+                }
+            }
+            sink.Progress(new ProgressUpdate(ProgressIds.Rollback, null, $"Putting {DomainName} back on its own disks", "Done", 100, Completed: true));
+            await DeleteSnapshotMetadataAsync(problems, ct).ConfigureAwait(false);
+            if (stillOnOverlays.Count == 0)
+                await DiscardOverlaysAsync(sink, problems, ct).ConfigureAwait(false);
+        }
+
+        lock (_gate)
+        {
+            Record.Phase = problems.Count == 0 ? RunPhase.Finished : RunPhase.NeedsRepair;
+            if (problems.Count == 0)
+                RunJournal.Delete(DomainName);
+            else
+                RunJournal.Save(Record);
+            _lock?.Dispose();
+            _lock = null;
+        }
+        var set = Record.SetFolder is null || _store is null ? "" : $" The backup set '{_store.Describe(Record.SetFolder)}' is marked Incomplete unless every disk was already copied and verified.";
+        var message = !snapshotMayExist
+            ? $"Because {reason}, the backup of '{DomainName}' was stopped; its disks were never on overlays.{set}"
+            : stillOnOverlays.Count > 0
+                ? $"Because {reason}, OdaKvmBackup tried to put '{DomainName}' back on its own disks but could not: {string.Join("; ", problems)}. {string.Join(", ", stillOnOverlays)} STILL write(s) to overlays. Run Repair-KvmBackup -DomainName {DomainName}.{set}"
+                : problems.Count > 0
+                    ? $"Because {reason}, '{DomainName}' was put back on its own disks, but: {string.Join("; ", problems)}. Run Repair-KvmBackup -DomainName {DomainName} to clear what is left.{set}"
+                    : $"Because {reason}, '{DomainName}' was put back on its own disks ({string.Join(", ", Record.Disks.Select(d => d.Target))}) and the run's overlays were removed.{set}";
+        return new RollbackOutcome(DomainName, stillOnOverlays.Count == 0, problems.Count == 0, message);
+    }
+
+    private async Task DeleteSnapshotMetadataAsync(List<string> problems, CancellationToken ct)
+    {
+        try
+        {
+            // A snapshot-create-as cut short by Ctrl+C still completes in libvirtd: its metadata may be there.
+            if ((await _tools.Virsh.ListSnapshotNamesAsync(DomainName, ct).ConfigureAwait(false)).Contains(Record.SnapshotName, StringComparer.Ordinal))
+                await _tools.Virsh.DeleteSnapshotMetadataAsync(DomainName, Record.SnapshotName, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is BackupException or OperationCanceledException)
+        {
+            problems.Add($"the snapshot metadata '{Record.SnapshotName}' could not be deleted ({ex.Message})");
+        }
+    }
+
+    /// <summary>The overlays of an abandoned run hold nothing the disks lack now, and would block the next snapshot.</summary>
+    private async Task DiscardOverlaysAsync(IOperationSink sink, List<string> problems, CancellationToken ct)
+    {
+        var retention = new RetentionService(_tools.Virsh);
+        foreach (var disk in Record.Disks.Where(d => d.Overlay is not null && d.State != DiskState.Retained && File.Exists(d.Overlay)))
+        {
+            try
+            {
+                await retention.DiscardAsync(disk.Overlay!, ct).ConfigureAwait(false);
+                sink.Verbose($"Deleted the overlay {disk.Overlay}: its data is in {disk.Source}.");
+            }
+            catch (Exception ex) when (ex is BackupException or IOException or OperationCanceledException)
+            {
+                problems.Add($"{disk.Overlay} was left in place ({ex.Message})");
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- journal and lock
+
+    private void Change(Action change)
+    {
+        lock (_gate)
+        {
+            change();
+            if (Record.Phase != RunPhase.Finished)
+                RunJournal.Save(Record);
+        }
+    }
+
+    /// <summary>A run whose pipeline ended lets go of its lock; a later step takes it again, after checking that
+    /// nobody (Repair-KvmBackup) closed the run meanwhile.</summary>
+    private void EnsureAttached()
+    {
+        if (_lock is not null)
+            return;
+        if (Record.Phase == RunPhase.Finished)
+            throw RunErrors.RunClosed(this);
+        _lock = DomainLock.TryAcquire(DomainName) ?? throw RunErrors.BackupInProgress(DomainName);
+        if (RunJournal.TryLoad(DomainName) is not { } journal || journal.RunId != RunId)
+        {
+            _lock.Dispose();
+            _lock = null;
+            Record.Phase = RunPhase.Finished;
+            throw RunErrors.RunClosed(this);
+        }
+    }
+}
+
+/// <summary>Progress ids, so that a rollback's bar never replaces a copy's.</summary>
+public static class ProgressIds
+{
+    public const int Copy = 41;
+    public const int Commit = 51;
+    public const int Repair = 61;
+    public const int Rollback = 71;
+}

@@ -1,0 +1,86 @@
+using OdaKvmBackup.Core.Backup;
+
+namespace OdaKvmBackup.Core.Safety;
+
+/// <summary>Where a run is. It is written to the journal before each step that changes the host.</summary>
+public enum RunPhase
+{
+    /// <summary>Checked and about to snapshot: no overlay exists yet.</summary>
+    Planned,
+    /// <summary>snapshot-create-as was started: overlays may exist even if the call did not return.</summary>
+    Snapshotting,
+    /// <summary>Some disk may write to an overlay.</summary>
+    OnOverlays,
+    /// <summary>Every disk writes to its own file again; the run's overlays are still beside the disks until
+    /// they are retained (the journal is their only record).</summary>
+    Committed,
+    /// <summary>The run failed or was stopped and the domain is being put back on its own disks.</summary>
+    RollingBack,
+    /// <summary>Putting the domain back did not finish: Repair-KvmBackup must look.</summary>
+    NeedsRepair,
+    /// <summary>Every disk writes to its own file again and the run's leftovers are gone.</summary>
+    Finished,
+}
+
+/// <summary>Where each disk of a run is. A disk moves forward only: Planned, OnOverlay, Copied, Committed, Retained;
+/// RolledBack when the run was abandoned.</summary>
+public enum DiskState { Planned, OnOverlay, Copied, Committed, Retained, RolledBack }
+
+/// <summary>One disk of a run, as the journal records it.</summary>
+public sealed class DiskRecord
+{
+    public required string Target { get; init; }
+    /// <summary>The disk's own file: frozen while the domain writes to <see cref="Overlay"/>.</summary>
+    public required string Source { get; init; }
+    public required string Format { get; init; }
+    /// <summary>The overlay the domain writes to during the backup; null for a cold backup.</summary>
+    public string? Overlay { get; init; }
+    /// <summary>The copy's file name in the backup set (decided by <see cref="BackupNames"/>).</summary>
+    public required string SetFile { get; init; }
+    /// <summary>The overlay's file name in the retention folder (decided by <see cref="BackupNames"/>).</summary>
+    public string? RetainedName { get; init; }
+
+    public DiskState State { get; set; } = DiskState.Planned;
+    public long? SizeBytes { get; set; }
+    public long? DataBytes { get; set; }
+    /// <summary>See <see cref="VmDiskBackup.ContentDigest"/>.</summary>
+    public string? ContentDigest { get; set; }
+    /// <summary>The copy was read back from the destination's storage and matched what was read from the source.</summary>
+    public bool Verified { get; set; }
+    public string? VerifiedBy { get; set; }
+    public string? RetainedOverlay { get; set; }
+    public DateTime? CopiedUtc { get; set; }
+    public DateTime? CommittedUtc { get; set; }
+}
+
+/// <summary>A disk of the domain that the run does not back up, and why: the set says so.</summary>
+public sealed record ExcludedDisk(string Target, string? Source, string Reason);
+
+/// <summary>A run: one domain's backup, from its preflight until every disk writes to its own file again. The
+/// journal file holds it; the pipeline objects point at the <see cref="BackupRun"/> that owns it.</summary>
+public sealed class RunRecord
+{
+    public required string DomainName { get; init; }
+    public required string RunId { get; init; }
+    public required string SnapshotName { get; init; }
+    public required BackupConsistency Consistency { get; init; }
+    public int ProcessId { get; init; } = Environment.ProcessId;
+    public string HostName { get; init; } = Environment.MachineName;
+    public DateTime StartedUtc { get; init; } = DateTime.UtcNow;
+    public DateTime? SnapshotUtc { get; set; }
+    public RunPhase Phase { get; set; } = RunPhase.Planned;
+    /// <summary>Why the run was abandoned, when it was.</summary>
+    public string? FailureReason { get; set; }
+    /// <summary>The destination as the user named it, once the set exists ("/backup" or "root@srv:/backup").</summary>
+    public string? Destination { get; set; }
+    /// <summary>The set folder relative to <see cref="Destination"/>.</summary>
+    public string? SetFolder { get; set; }
+    /// <summary>The domain definition from before the snapshot (disks on their own files): domain.xml in the set.</summary>
+    public required string DomainXml { get; init; }
+    public required List<DiskRecord> Disks { get; init; }
+    public List<ExcludedDisk> ExcludedDisks { get; init; } = new();
+
+    public DiskRecord Disk(string target) =>
+        Disks.FirstOrDefault(d => d.Target == target)
+        ?? throw new ArgumentException($"Run {RunId} of '{DomainName}' has no disk {target}.", nameof(target));
+}

@@ -1,0 +1,218 @@
+using System.Security.Cryptography;
+using Microsoft.Win32.SafeHandles;
+using OdaKvmBackup.Core.Safety;
+
+namespace OdaKvmBackup.Core.Storage;
+
+/// <summary>Backup sets in a local folder or on an NFS mount.</summary>
+public sealed class LocalBackupStore : IBackupStore
+{
+    public LocalBackupStore(string root) => Location = Normalize(root);
+
+    public string Location { get; }
+
+    public bool IsRemote => false;
+
+    public string Describe(string relativePath) => Full(relativePath);
+
+    /// <summary>The parameter the folder was given with, for messages ("-Destination").</summary>
+    public string ParameterName { get; init; } = "Destination";
+
+    public Task CheckWritableAsync(CancellationToken ct)
+    {
+        Backup.FileSystemPaths.RequireWritableFolder(Location, ParameterName);
+        return Task.CompletedTask;
+    }
+
+    public Task<long> GetFreeBytesAsync(CancellationToken ct) => Task.FromResult(new DriveInfo(Location).AvailableFreeSpace);
+
+    public Task<StoreEntry?> GetEntryAsync(string relativePath, CancellationToken ct)
+    {
+        var path = Full(relativePath);
+        FileSystemInfo info = Directory.Exists(path) ? new DirectoryInfo(path) : new FileInfo(path);
+        return Task.FromResult(info.Exists ? ToEntry(info) : null);
+    }
+
+    public Task<IReadOnlyList<StoreEntry>> ListAsync(string relativeFolder, CancellationToken ct)
+    {
+        var folder = new DirectoryInfo(Full(relativeFolder));
+        IReadOnlyList<StoreEntry> entries = folder.Exists
+            ? folder.EnumerateFileSystemInfos().Select(ToEntry).OrderBy(e => e.Name, StringComparer.Ordinal).ToList()
+            : [];
+        return Task.FromResult(entries);
+    }
+
+    public Task CreateFolderAsync(string relativePath, CancellationToken ct)
+    {
+        Wrap(relativePath, () => PrivateFiles.CreateFolder(Full(relativePath)));
+        return Task.CompletedTask;
+    }
+
+    public Task WriteSmallFileAsync(string relativePath, byte[] content, CancellationToken ct)
+    {
+        Wrap(relativePath, () => PrivateFiles.WriteAtomically(Full(relativePath), content));
+        return Task.CompletedTask;
+    }
+
+    public async Task<byte[]> ReadSmallFileAsync(string relativePath, CancellationToken ct)
+    {
+        var path = Full(relativePath);
+        if (!File.Exists(path))
+            throw new BackupException(ErrorIds.PathNotFound, BackupErrorCategory.ObjectNotFound, $"'{path}' does not exist.", null, path);
+        return await File.ReadAllBytesAsync(path, ct).ConfigureAwait(false);
+    }
+
+    public Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct)
+    {
+        var path = Full(relativePath);
+        IStoreFileWriter writer = null!;
+        Wrap(relativePath, () =>
+        {
+            File.Delete(path); // our own leftover (a .partial of this very file); CreateNew below never follows a link
+            writer = new Writer(PrivateFiles.CreateNew(path));
+        });
+        return Task.FromResult(writer);
+    }
+
+    public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct)
+    {
+        var path = Full(relativePath);
+        if (!File.Exists(path))
+            throw new BackupException(ErrorIds.PathNotFound, BackupErrorCategory.ObjectNotFound, $"'{path}' does not exist.", null, path);
+        IStoreFileReader reader = new Reader(File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite));
+        return Task.FromResult(reader);
+    }
+
+    public Task RenameAsync(string from, string to, CancellationToken ct)
+    {
+        Wrap(to, () =>
+        {
+            var source = Full(from);
+            if (Directory.Exists(source))
+                Directory.Move(source, Full(to));
+            else
+                File.Move(source, Full(to), overwrite: true);
+            PrivateFiles.FsyncDirectory(Path.GetDirectoryName(Full(to))!);
+        });
+        return Task.CompletedTask;
+    }
+
+    public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct)
+    {
+        var path = Full(relativePath);
+        Wrap(relativePath, () =>
+        {
+            if (Directory.Exists(path))
+                Directory.Delete(path, recursive);
+            else if (File.Exists(path))
+                File.Delete(path);
+            else
+                return;
+            PrivateFiles.FsyncDirectory(Path.GetDirectoryName(path)!);
+        });
+        return Task.CompletedTask;
+    }
+
+    public Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes, CancellationToken ct) =>
+        Task.Run<IReadOnlyList<string>>(() =>
+        {
+            using var handle = File.OpenHandle(Full(relativePath), FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            Backup.SparseCopy.DropFromCache(handle);
+            var size = RandomAccess.GetLength(handle);
+            var buffer = new byte[Math.Min(segmentSize, 4L << 20)];
+            var digests = new List<string>();
+            foreach (var index in segmentIndexes)
+            {
+                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+                for (var offset = index * segmentSize; offset < Math.Min(size, (index + 1) * segmentSize);)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    var n = RandomAccess.Read(handle, buffer.AsSpan(0, (int)Math.Min(buffer.Length, (index + 1) * segmentSize - offset)), offset);
+                    if (n == 0)
+                        break;
+                    hash.AppendData(buffer, 0, n);
+                    offset += n;
+                }
+                digests.Add(Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant());
+            }
+            return digests;
+        }, ct);
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+
+    private string Full(string relativePath) =>
+        relativePath.Length == 0 ? Location : Path.Combine(Location, relativePath.Replace('/', Path.DirectorySeparatorChar));
+
+    private static string Normalize(string path)
+    {
+        var full = Path.GetFullPath(path);
+        return full.Length > 1 ? full.TrimEnd(Path.DirectorySeparatorChar) : full;
+    }
+
+    private static StoreEntry ToEntry(FileSystemInfo info) => new(info.Name, info is DirectoryInfo,
+        info is FileInfo file ? file.Length : 0, info.LastWriteTimeUtc, info.UnixFileMode);
+
+    /// <summary>File-system failures become errors that name the path, the cause and a fix.</summary>
+    private void Wrap(string relativePath, Action action)
+    {
+        try
+        {
+            action();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw StoreErrors.FromIOException(ex, Describe(relativePath));
+        }
+    }
+
+    private sealed class Writer(FileStream stream) : IStoreFileWriter
+    {
+        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct)
+        {
+            RandomAccess.Write(stream.SafeFileHandle, data.Span, offset);
+            return ValueTask.CompletedTask;
+        }
+
+        public Task CompleteAsync(long size, CancellationToken ct)
+        {
+            stream.SetLength(size);
+            stream.Flush(flushToDisk: true);
+            Backup.SparseCopy.DropFromCache(stream.SafeFileHandle);
+            return Task.CompletedTask;
+        }
+
+        public ValueTask DisposeAsync() => stream.DisposeAsync();
+    }
+
+    private sealed class Reader(SafeFileHandle handle) : IStoreFileReader
+    {
+        public long Size { get; } = RandomAccess.GetLength(handle);
+
+        public ValueTask<int> ReadAsync(long offset, Memory<byte> buffer, CancellationToken ct) =>
+            ValueTask.FromResult(RandomAccess.Read(handle, buffer.Span, offset));
+
+        public ValueTask DisposeAsync()
+        {
+            handle.Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
+}
+
+/// <summary>How storage failures read to a user: the cause and what to do.</summary>
+public static class StoreErrors
+{
+    public static bool IsNoSpace(Exception ex) =>
+        (ex.HResult & 0xFFFF) == 28 || ex.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase)
+        || ex.Message.Contains("Disk quota exceeded", StringComparison.OrdinalIgnoreCase);
+
+    public static BackupException FromIOException(Exception ex, string path) => ex switch
+    {
+        _ when IsNoSpace(ex) => new BackupException(ErrorIds.DestinationFull, BackupErrorCategory.WriteError,
+            $"No space is left at '{path}': {ex.Message}", "Free space there or choose another destination, then back up again.", path, ex),
+        UnauthorizedAccessException => new BackupException(ErrorIds.PathNotWritable, BackupErrorCategory.PermissionDenied,
+            $"'{path}' cannot be written: {ex.Message}", "Run as root, or fix the permissions or the mount (read-only file system?).", path, ex),
+        _ => new BackupException(ErrorIds.StorageFailed, BackupErrorCategory.WriteError,
+            $"Reading or writing '{path}' failed: {ex.Message}", "Check the storage (dmesg, file system errors, NFS mount), then try again.", path, ex),
+    };
+}
