@@ -23,6 +23,10 @@ public static class ErrorIds
     public const string AgentNotConnected = "GuestAgentNotConnected";
     public const string FreezeDeniedBySelinux = "GuestFreezeDeniedBySelinux";
     public const string FreezeFailed = "GuestFreezeFailed";
+    public const string VssVolumeFailed = "GuestVssVolumeFailed";
+    public const string VssWriterFailed = "GuestVssWriterFailed";
+    public const string VssFreezeTimedOut = "GuestVssFreezeTimedOut";
+    public const string VssProviderFailed = "GuestVssProviderFailed";
     public const string DiskAlreadyOnOverlay = "DiskAlreadyOnOverlay";
     public const string DiskHasForeignBackingChain = "DiskHasForeignBackingChain";
     public const string LeftoverOverlayFile = "LeftoverOverlayFile";

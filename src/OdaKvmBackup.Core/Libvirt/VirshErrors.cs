@@ -11,6 +11,14 @@ public enum VirshFailure
     AgentNotConnected,
     FreezeDeniedBySelinux,
     FreezeFailed,
+    /// <summary>Windows guest: VSS could not add a volume to its snapshot set.</summary>
+    VssVolumeFailed,
+    /// <summary>Windows guest: a VSS writer failed or did not answer.</summary>
+    VssWriterFailed,
+    /// <summary>Windows guest: VSS could not hold writes long enough (its freeze is limited to 10 s).</summary>
+    VssFreezeTimedOut,
+    /// <summary>Windows guest: qemu-ga's VSS provider is missing or broken.</summary>
+    VssProviderFailed,
     SnapshotExists,
     OverlayFileExists,
     BlockJobActive,
@@ -41,6 +49,16 @@ public static class VirshErrors
             return VirshFailure.OverlayFileExists;
         if (Has("guest-fsfreeze") && Has("Permission denied"))
             return VirshFailure.FreezeDeniedBySelinux;
+        // qemu-ga's Windows VSS requester (qga/vss-win32/requester.cpp) says these.
+        if (Has("to snapshot set") && Has("failed to add"))
+            return VirshFailure.VssVolumeFailed;
+        if (Has("couldn't hold writes") || Has("couldn't receive Frozen event") || Has("DoSnapshotSet exited without Frozen event"))
+            return VirshFailure.VssFreezeTimedOut;
+        if (Has("failed to gather writer") || Has("failed to prepare for backup") || Has("failed to add component") || Has("writer metadata"))
+            return VirshFailure.VssWriterFailed;
+        if (Has("VSS provider") || Has("qga-vss") || Has("failed to create VSS backup components") || Has("failed to initialize for backup")
+            || Has("failed to set backup context") || Has("failed to start snapshot set") || Has("failed to do snapshot set"))
+            return VirshFailure.VssProviderFailed;
         if (Has("guest-fsfreeze") || Has("fsfreeze is limited") || Has("failed to freeze") || Has("fsfreeze hook"))
             return VirshFailure.FreezeFailed;
         if (Has("domain moment") && Has("already exists") || Has("snapshot") && Has("already exists"))
