@@ -292,7 +292,7 @@ function Get-LabAllocatedBytes([string]$Path) {
     [long]$s[0] * [long]$s[1]
 }
 
-function Get-LabDomainXml([string]$Name, [string]$Cmdline) {
+function Get-LabDomainXml([string]$Name, [string]$Cmdline, [switch]$Shareable) {
     $e = { param($s) [System.Security.SecurityElement]::Escape($s) }
     $guest = Join-Path (Get-LabRoot) 'guest'
     @"
@@ -318,7 +318,7 @@ function Get-LabDomainXml([string]$Name, [string]$Cmdline) {
     <disk type='file' device='disk'>
       <driver name='qemu' type='raw'/>
       <source file='$(& $e (Get-LabDiskPath -Name $Name -Disk data))'/>
-      <target dev='vdb' bus='virtio'/>
+      <target dev='vdb' bus='virtio'/>$(if ($Shareable) { "`n      <shareable/>" })
     </disk>
     <serial type='file'>
       <source path='$(& $e (Get-LabConsoleLogPath $Name))'/>
@@ -348,7 +348,7 @@ function Remove-LabDomain([string]$Name) {
 }
 
 # fresh disks + define + start, no agent wait; returns the seconds spent
-function Reset-LabVmCore([string]$Name, [switch]$NoAgent, [switch]$NoStart) {
+function Reset-LabVmCore([string]$Name, [switch]$NoAgent, [switch]$NoStart, [string]$Layout = 'Oda') {
     if ($Name -notmatch '^[A-Za-z0-9_][A-Za-z0-9_.-]*$') { throw "invalid lab VM name '$Name'" }
     if (-not (Test-LabDomainName $Name)) { Write-Warning "'$Name' is not named linux_vm* or lab_*: Remove-Lab will not clean it up" }
     $guest = Join-Path (Get-LabRoot) 'guest'
@@ -357,6 +357,11 @@ function Reset-LabVmCore([string]$Name, [switch]$NoAgent, [switch]$NoStart) {
     }
     Start-LabDaemon
     Remove-LabDomain $Name
+    foreach ($d in 'boot', 'data') {
+        $old = Split-Path -Parent (Get-LabDiskPath -Name $Name -Disk $d)
+        if (Test-Path -LiteralPath $old) { Remove-Item -LiteralPath $old -Recurse -Force }
+    }
+    [System.IO.File]::WriteAllText((Join-Path (Get-LabDir 'etc') "$Name.layout"), "$Layout`n")
     $boot = Get-LabDiskPath -Name $Name -Disk boot
     $data = Get-LabDiskPath -Name $Name -Disk data
     foreach ($p in $boot, $data) {
@@ -369,7 +374,7 @@ function Reset-LabVmCore([string]$Name, [switch]$NoAgent, [switch]$NoStart) {
     $cmdline = 'console=ttyS0 quiet'
     if ($NoAgent) { $cmdline += ' lab.noqga' }
     $xmlPath = Join-Path (Get-LabDir 'etc') "$Name.xml"
-    [System.IO.File]::WriteAllText($xmlPath, (Get-LabDomainXml -Name $Name -Cmdline $cmdline))
+    [System.IO.File]::WriteAllText($xmlPath, (Get-LabDomainXml -Name $Name -Cmdline $cmdline -Shareable:($Layout -eq 'Shareable')))
     $null = Get-LabDir 'log'
     [System.IO.File]::WriteAllText((Get-LabConsoleLogPath $Name), '')
     $null = Invoke-LabVirsh -ArgumentList @('define', $xmlPath)
@@ -402,9 +407,29 @@ function Get-LabDiskPath {
         [Parameter(Mandatory)][string]$Name,
         [Parameter(Mandatory)][ValidateSet('boot', 'data')][string]$Disk
     )
-    $snaps = Join-Path (Get-LabRoot) 'sharedrepo/vmstore/.ACFS/snaps'
-    if ($Disk -eq 'boot') { Join-Path $snaps "vm_$Name/linux_boot" }
-    else { Join-Path $snaps "vdisk_disco_secundario_$Name/disco_secundario" }
+    $root = Get-LabRoot
+    switch (Get-LabVmLayout $Name) {
+        # plain KVM hosts often keep one folder per pool: the same file name in two folders
+        'SameFileName' { if ($Disk -eq 'boot') { Join-Path $root "pool1/$Name/disk" } else { Join-Path $root "pool2/$Name/disk" } }
+        default {
+            $snaps = Join-Path $root 'sharedrepo/vmstore/.ACFS/snaps'
+            if ($Disk -eq 'boot') { Join-Path $snaps "vm_$Name/linux_boot" }
+            else { Join-Path $snaps "vdisk_disco_secundario_$Name/disco_secundario" }
+        }
+    }
+}
+
+<#
+.SYNOPSIS
+Returns how a lab VM's disks are laid out: Oda (ODA's ACFS paths, the default), SameFileName (two disks named
+'disk' in two folders) or Shareable (ODA paths, the data disk marked <shareable/> as ODA's shared vdisks are).
+#>
+function Get-LabVmLayout {
+    [CmdletBinding()]
+    [OutputType([string])]
+    param([Parameter(Mandatory)][string]$Name)
+    $f = Join-Path (Get-LabRoot) "etc/$Name.layout"
+    if (Test-Path -LiteralPath $f) { ([System.IO.File]::ReadAllText($f)).Trim() } else { 'Oda' }
 }
 
 <#
@@ -544,11 +569,12 @@ function Build-LabGuest {
     $hashFile = Join-Path $guest 'build.sha256'
     $init = Get-LabGuestScript 'init'
     $shutdown = Get-LabGuestScript 'shutdown'
+    $hook = Get-LabGuestScript 'fsfreeze-hook'
 
     $sw = [System.Diagnostics.Stopwatch]::StartNew()
     $kpkg = Get-LabGuestKernelPackage
     $debs = @((Get-LabCachedDeb $kpkg), (Get-LabCachedDeb 'qemu-guest-agent'), (Get-LabCachedDeb 'busybox-static'))
-    $key = @($script:GuestBuildFormat, ($script:GuestModules -join ' '), $init, $shutdown) + @($debs | ForEach-Object { Split-Path -Leaf $_ })
+    $key = @($script:GuestBuildFormat, ($script:GuestModules -join ' '), $init, $shutdown, $hook) + @($debs | ForEach-Object { Split-Path -Leaf $_ })
     $sha = [System.Security.Cryptography.SHA256]::HashData([System.Text.Encoding]::UTF8.GetBytes($key -join "`n"))
     $hash = [System.Convert]::ToHexString($sha)
     if (-not $Force -and (Test-Path -LiteralPath $vmlinuz) -and (Test-Path -LiteralPath $initrd) -and
@@ -567,7 +593,7 @@ function Build-LabGuest {
     if ($kvs.Count -ne 1) { throw "expected one kernel in $kpkg, found: $($kvs.Name -join ', ')" }
     $kv = $kvs[0].Name
 
-    foreach ($d in 'bin', 'sbin', 'usr/sbin', 'etc', 'proc', 'sys', 'dev', 'run', 'tmp', 'mnt/a', 'mnt/b', 'lib/modules') {
+    foreach ($d in 'bin', 'sbin', 'usr/sbin', 'etc', 'etc/qemu', 'proc', 'sys', 'dev', 'run', 'tmp', 'mnt/a', 'mnt/b', 'lib/modules') {
         $null = New-Item -ItemType Directory -Path (Join-Path $root $d) -Force
     }
     Copy-Item -LiteralPath (Join-Path $x 'bin/busybox') -Destination (Join-Path $root 'bin/busybox')
@@ -594,7 +620,8 @@ function Build-LabGuest {
     }
     [System.IO.File]::WriteAllText((Join-Path $root 'init'), $init)
     [System.IO.File]::WriteAllText((Join-Path $root 'sbin/shutdown'), $shutdown)
-    foreach ($f in 'init', 'sbin/shutdown', 'bin/busybox', 'usr/sbin/qemu-ga') { Set-LabExecutable (Join-Path $root $f) }
+    [System.IO.File]::WriteAllText((Join-Path $root 'etc/qemu/fsfreeze-hook'), $hook)
+    foreach ($f in 'init', 'sbin/shutdown', 'etc/qemu/fsfreeze-hook', 'bin/busybox', 'usr/sbin/qemu-ga') { Set-LabExecutable (Join-Path $root $f) }
 
     $tmp = "$initrd.tmp"
     $null = Invoke-LabShell 'cd "$1" && find . | cpio -o -H newc --quiet | gzip -1 > "$2"' @($root, $tmp)
@@ -697,10 +724,11 @@ function Reset-LabVm {
     param(
         [Parameter(Mandatory)][string]$Name,
         [switch]$NoAgent,
-        [switch]$NoStart
+        [switch]$NoStart,
+        [ValidateSet('Oda', 'SameFileName', 'Shareable')][string]$Layout = 'Oda'
     )
     $sw = [System.Diagnostics.Stopwatch]::StartNew()
-    Reset-LabVmCore -Name $Name -NoAgent:$NoAgent -NoStart:$NoStart
+    Reset-LabVmCore -Name $Name -NoAgent:$NoAgent -NoStart:$NoStart -Layout $Layout
     if ($NoStart) { Write-LabTiming "$Name defined (not started)" $sw; return }
     if ($NoAgent) { Write-LabTiming "$Name started (no agent)" $sw; return }
     $t0 = $sw.Elapsed.TotalSeconds
@@ -796,6 +824,29 @@ function Get-LabImageFile {
 
 <#
 .SYNOPSIS
+Returns the SHA-256 (hex) of a file inside an ext4 image, read with debugfs from a raw copy (journal replayed).
+#>
+function Get-LabImageFileHash {
+    [CmdletBinding()]
+    [OutputType([string])]
+    param(
+        [Parameter(Mandatory)][string]$Path,
+        [Parameter(Mandatory)][string]$GuestPath
+    )
+    $tmp = Join-Path (Get-LabDir 'run') "img-$([guid]::NewGuid().ToString('N')).raw"
+    $out = "$tmp.file"
+    try {
+        $null = Invoke-LabNative -FilePath 'qemu-img' -ArgumentList @('convert', '-U', '-O', 'raw', $Path, $tmp)
+        $null = Invoke-LabNative -FilePath 'e2fsck' -ArgumentList @('-E', 'journal_only', '-y', $tmp) -OkExitCode 0, 1
+        $null = Invoke-LabNative -FilePath 'debugfs' -ArgumentList @('-R', "dump $GuestPath $out", $tmp)
+        if (-not (Test-Path -LiteralPath $out)) { throw "debugfs could not dump $GuestPath from $Path" }
+        (Get-FileHash -LiteralPath $out -Algorithm SHA256).Hash.ToLowerInvariant()
+    }
+    finally { Remove-Item -LiteralPath $tmp, $out -Force -ErrorAction SilentlyContinue }
+}
+
+<#
+.SYNOPSIS
 Returns the number of 'tick' lines in /ticks.log inside a lab boot disk image.
 #>
 function Get-LabImageTickCount {
@@ -837,5 +888,5 @@ Export-ModuleMember -Function @(
     'Initialize-Lab', 'Install-LabPrerequisite', 'Start-LabDaemon', 'Stop-LabDaemon', 'Restart-LabDaemon',
     'Build-LabGuest', 'Reset-LabVm', 'Wait-LabGuestAgent', 'Invoke-LabGuestCommand', 'Stop-LabGuestAgent',
     'Get-LabImageFile', 'Get-LabImageTickCount', 'Test-LabImageFileSystem', 'Get-LabDiskPath', 'Get-LabRoot',
-    'Remove-Lab', 'Invoke-LabVirsh'
+    'Remove-Lab', 'Invoke-LabVirsh', 'Get-LabVmLayout', 'Get-LabImageFileHash'
 )

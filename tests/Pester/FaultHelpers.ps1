@@ -5,14 +5,19 @@ $script:LabModule = Join-Path $RepoRoot 'tests/Lab/OdaKvmLab.psm1'
 $script:JournalFile = (Join-Path $env:ODAKVMBACKUP_STATE_DIR "journal/d-$FaultVm.json")
 $script:FaultLog = Join-Path $RepoRoot 'out/fault-results.txt'
 
-# The backup script: after the snapshot, the guest writes markers on both disks (and 8 MiB so that the commit
-# has work), then the chosen point is signalled. Throttles make the copy or the commit last long enough.
+# What the guest writes right after the snapshot: a marker on both disks, and 8 MiB (so that the commit has work)
+# with its SHA-256 beside it, so that the recovered disks can be checked byte for byte.
+$script:DuringWrites = 'echo MARKER > /mnt/a/marker.txt; echo MARKER > /mnt/b/marker.txt; dd if=/dev/urandom of=/mnt/b/during bs=1M count=8 conv=fsync 2>/dev/null; sha256sum /mnt/b/during | cut -c1-64 > /mnt/b/during.sha256; sync'
+
+# The backup script: after the snapshot, the guest makes the writes above, then the chosen point is signalled.
+# Throttles make the copy or the commit last long enough.
 function New-BackupScript {
     param([ValidateSet('AfterSnapshot', 'DuringCopy', 'DuringCommit', 'None')] [string] $Point,
           [string] $Destination, [string] $Retention, [string] $Signal, [string] $Marker, [string] $Transcript)
     $copyLimit = if ($Point -eq 'DuringCopy') { 2 } else { 0 }
     $commitLimit = if ($Point -eq 'DuringCommit') { 1 } else { 0 }
     $hold = if ($Point -eq 'AfterSnapshot') { 'Start-Sleep -Seconds 600' } else { '' }
+    $writes = $script:DuringWrites -replace 'MARKER', $Marker
     $start = if ($Transcript) { "Start-Transcript -Path '$Transcript' -Force | Out-Null" } else { '' }
     @"
 $start
@@ -22,7 +27,7 @@ Get-VmDisk $FaultVm | New-KvmDiskSnapshot |
     ForEach-Object -Begin { `$first = `$true } -Process {
         if (`$first) {
             `$first = `$false
-            `$r = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'echo $Marker > /mnt/a/marker.txt; echo $Marker > /mnt/b/marker.txt; dd if=/dev/urandom of=/mnt/b/during bs=1M count=8 conv=fsync 2>/dev/null; sync'
+            `$r = Invoke-LabGuestCommand -DomainName $FaultVm -Command '$writes'
             if (`$r.ExitCode -ne 0) { throw "guest write failed: `$(`$r.StdErr)" }
             Set-Content -Path '$Signal' -Value snapshot
             $hold
@@ -43,7 +48,7 @@ function Add-GuestWritesAfterSnapshot {
     process {
         if ($first) {
             $first = $false
-            $r = Invoke-LabGuestCommand -DomainName $FaultVm -Command "echo $Marker > /mnt/a/marker.txt; echo $Marker > /mnt/b/marker.txt; sync; $AlsoInGuest"
+            $r = Invoke-LabGuestCommand -DomainName $FaultVm -Command "$($script:DuringWrites -replace 'MARKER', $Marker); $AlsoInGuest"
             if ($r.ExitCode -ne 0) { throw "guest write failed: $($r.StdErr)" }
             if ($Then) { & $Then }
         }
@@ -76,6 +81,20 @@ function Wait-FaultPoint([string] $Point, [string] $Signal, [string] $Destinatio
         'DuringCopy' { Wait-Until { Get-ChildItem -Recurse -Filter '*.partial' -Path $Destination -ErrorAction SilentlyContinue } 'a copy in progress (.partial file)'; Start-Sleep -Milliseconds 500 }
         'DuringCommit' { Wait-Until { Test-BlockJobRunning $FaultVm } 'a block commit job' }
     }
+}
+
+# Right before a fault is injected, the guest writes the fault window's own marker on both disks: what a guest
+# writes while the fault hits must survive it too.
+function Write-WindowMarker($Run) {
+    $r = Invoke-LabGuestCommand -DomainName $FaultVm -Command "echo $($Run.WindowMarker) > /mnt/a/window.txt; echo $($Run.WindowMarker) > /mnt/b/window.txt; sync"
+    if ($r.ExitCode -ne 0) { throw "guest write failed: $($r.StdErr)" }
+}
+
+# SIGKILL of a process and the processes it started (virsh): as a host that loses the whole session, so that no
+# orphaned virsh finishes the job behind the test's back.
+function Stop-ProcessTree([int] $ProcessId) {
+    $children = @((& pgrep -P $ProcessId) | Where-Object { $_ })
+    & kill -KILL $ProcessId @children
 }
 
 # Runs the backup in a runspace of this process, bound to this host; returns what Start-FaultRun made.
@@ -122,30 +141,35 @@ function New-FaultRun([string] $Name) {
         Retention = (New-Item -ItemType Directory -Path (Join-Path $folder 'retention')).FullName
         Signal = Join-Path $folder 'signal'
         Marker = "marker-$Name-$([guid]::NewGuid().ToString('N').Substring(0, 8))"
+        WindowMarker = "window-$Name-$([guid]::NewGuid().ToString('N').Substring(0, 8))"
         Transcript = Join-Path $folder 'transcript.txt'
     }
     $run
 }
 
-# What every fault must end in: own disks, nothing left over, the guest's writes in its disks, clean file
-# systems, and a next backup that works. Returns the number of writes lost (markers missing) for the record.
-function Assert-Recovered([string] $Name, $Run, [switch] $SkipNextBackup) {
+# What every fault must end in: own disks, nothing left over, what the guest wrote during the backup (markers
+# after the snapshot and at the fault, and 8 MiB checked byte for byte) in its disks, clean file systems, and a
+# next backup that works. Records the measured figures in out/fault-results.txt.
+function Assert-Recovered([string] $Name, $Run, [switch] $SkipNextBackup, [switch] $NoWindowMarker) {
     $onOverlays = if (Test-OnOwnDisks $FaultVm) { 0 } else { 1 }
     $boot = Get-LabDiskPath -Name $FaultVm -Disk boot
     $data = Get-LabDiskPath -Name $FaultVm -Disk data
-    $lost = 0
+    $lost = [System.Collections.Generic.List[string]]::new()
     Invoke-Virsh @('domfsfreeze', $FaultVm) | Out-Null
     try {
         foreach ($image in $boot, $data) {
-            if ((Get-LabImageFile -Path $image -GuestPath /marker.txt) -notmatch $Run.Marker) { $lost++ }
+            if ((Get-LabImageFile -Path $image -GuestPath /marker.txt) -notmatch $Run.Marker) { $lost.Add("marker in $image") }
+            if (-not $NoWindowMarker -and (Get-LabImageFile -Path $image -GuestPath /window.txt) -notmatch $Run.WindowMarker) { $lost.Add("fault-window marker in $image") }
             $check = Test-LabImageFileSystem -Path $image
             $check.Clean | Should -BeTrue -Because "the file system on $image must check clean: $($check.Output)"
         }
+        $expected = (Get-LabImageFile -Path $data -GuestPath /during.sha256).Trim()
+        if ((Get-LabImageFileHash -Path $data -GuestPath /during) -ne $expected) { $lost.Add('8 MiB written after the snapshot (SHA-256 differs)') }
     }
     finally { Invoke-Virsh @('domfsthaw', $FaultVm) | Out-Null }
-    Add-Content -Path $FaultLog -Value ("{0,-46} | on overlays: {1} | writes lost: {2}" -f $Name, $onOverlays, $lost)
+    Add-Content -Path $FaultLog -Value ("{0,-52} | on overlays: {1} | writes lost: {2}{3}" -f $Name, $onOverlays, $lost.Count, $(if ($lost.Count) { " ($($lost -join '; '))" }))
     $onOverlays | Should -Be 0 -Because 'every disk must write to its own file again'
-    $lost | Should -Be 0 -Because 'the guest wrote markers on both disks during the backup'
+    $lost | Should -BeNullOrEmpty -Because 'the guest wrote on both disks during the backup and at the fault'
     Get-SnapshotNames $FaultVm | Should -BeNullOrEmpty
     Get-StrayDiskFolderFiles $FaultVm | Should -BeNullOrEmpty
     Test-Path $JournalFile | Should -BeFalse

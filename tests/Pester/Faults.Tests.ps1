@@ -21,6 +21,7 @@ Describe 'Faults injected on the real lab' {
             $stopFile = Join-Path $run.Folder 'stop-now'
             $process = Start-BackupProcess (New-BackupScript -Point $Point -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker) $run.Folder -StopFile $stopFile
             Wait-FaultPoint $Point $run.Signal $run.Destination
+            Write-WindowMarker $run
             New-Item -ItemType File -Path $stopFile | Out-Null
             $process.WaitForExit(300000) | Should -BeTrue
             # What virsh showed right after Stop() returned: the VM was already back on its own files.
@@ -42,19 +43,17 @@ Describe 'Faults injected on the real lab' {
             $run = New-FaultRun "kill-$Point"
             $process = Start-BackupProcess (New-BackupScript -Point $Point -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker) $run.Folder
             Wait-FaultPoint $Point $run.Signal $run.Destination
-            & kill -KILL $process.Id
+            Write-WindowMarker $run
+            if ($Point -eq 'DuringCommit') { Test-BlockJobRunning $FaultVm | Should -BeTrue -Because 'the fault must hit a running commit' }
+            Stop-ProcessTree $process.Id
             $process.WaitForExit()
-            if ($Point -ne 'DuringCommit') {
-                Test-Path $JournalFile | Should -BeTrue -Because 'the journal records the run in flight'
-                Test-OnOwnDisks $FaultVm | Should -BeFalse
-            }
+            Test-Path $JournalFile | Should -BeTrue -Because 'the journal records the run in flight'
+            Test-OnOwnDisks $FaultVm | Should -BeFalse -Because 'nothing was left to finish the run'
             # A new backup refuses, and names the recovery cmdlet.
             $null = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -ErrorVariable refused -ErrorAction SilentlyContinue
-            if ($Point -ne 'DuringCommit' -or -not (Test-OnOwnDisks $FaultVm)) {
-                $refused.Count | Should -BeGreaterThan 0
-                ($refused | Out-String) | Should -Match 'Repair-KvmBackup'
-            }
-            $actions = Repair-KvmBackup -DomainName $FaultVm -ErrorVariable repairErrors
+            $refused.Count | Should -BeGreaterThan 0
+            ($refused | Out-String) | Should -Match 'Repair-KvmBackup'
+            $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
             $repairErrors | Should -BeNullOrEmpty
             $actions.Result | Should -Contain 'journal closed'
             if ($Point -eq 'DuringCopy') { Get-SetStatus $run.Destination | Should -Be 'Incomplete' }
@@ -65,11 +64,12 @@ Describe 'Faults injected on the real lab' {
             $run = New-FaultRun 'kill-hostcrash'
             $process = Start-BackupProcess (New-BackupScript -Point AfterSnapshot -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker) $run.Folder
             Wait-FaultPoint AfterSnapshot $run.Signal $run.Destination
-            & kill -KILL $process.Id
+            Write-WindowMarker $run
+            Stop-ProcessTree $process.Id
             $process.WaitForExit()
             Invoke-Virsh @('destroy', $FaultVm) | Out-Null   # the host goes down: the domain stops, still on its overlays
             (Get-DiskChain $FaultVm -Inactive).Source | Should -BeLike "*.$SnapshotName"
-            $actions = Repair-KvmBackup -DomainName $FaultVm -ErrorVariable repairErrors
+            $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
             $repairErrors | Should -BeNullOrEmpty
             ($actions | Where-Object Target).Result | Should -BeLike 'committed offline*'
             Test-OnOwnDisks $FaultVm | Should -BeTrue
@@ -90,18 +90,24 @@ Describe 'Faults injected on the real lab' {
 
         It 'stops with DestinationFull, marks the set Incomplete, and puts the VM back' {
             $run = New-FaultRun 'full'
-            $retention = $run.Retention
-            $error.Clear()
-            # Someone else fills the destination once the preflight has passed.
-            $fill = { & fallocate -l ([IO.DriveInfo]::new($small).AvailableFreeSpace - 1MB) (Join-Path $small 'filler') }
-            {
-                Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -Then $fill |
-                    Copy-VmDisk -Destination $small | Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
-            } | Should -Throw -ErrorId 'DestinationFull,OdaKvmBackup.Commands.CopyVmDiskCommand'
-            $error[0].ToString() | Should -Match "ran out of space.*marked Incomplete.*back on its own disks"
+            $run.Destination = $small
+            # The copy runs throttled; once it has begun writing, someone else fills the destination.
+            $job = Start-BackgroundBackup (New-BackupScript -Point DuringCopy -Destination $small -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker)
+            try {
+                Wait-FaultPoint DuringCopy $run.Signal $small $job
+                Write-WindowMarker $run
+                & fallocate -l ([IO.DriveInfo]::new($small).AvailableFreeSpace - 64KB) (Join-Path $small 'filler')
+                $objects = $job.PowerShell.EndInvoke($job.Handle)
+                $errors = @($job.PowerShell.Streams.Error)
+            }
+            finally { $job.PowerShell.Dispose(); $job.Runspace.Dispose() }
+            $errors.FullyQualifiedErrorId | Should -Contain 'DestinationFull,OdaKvmBackup.Commands.CopyVmDiskCommand'
+            ($errors | Out-String) | Should -Match "ran out of space"
+            @($objects) | Should -BeNullOrEmpty
             Test-OnOwnDisks $FaultVm | Should -BeTrue
             Get-SetStatus $small | Should -Be 'Incomplete'
             Get-ChildItem -Recurse -Filter '*.partial' -Path $small | Should -BeNullOrEmpty
+            Remove-Item (Join-Path $small 'filler')
             Assert-Recovered 'destination full mid-copy' $run
         }
     }
@@ -141,7 +147,7 @@ Describe 'Faults injected on the real lab' {
     Describe 'libvirtd restarted in the middle of a backup' {
         It 'finishes the backup when libvirtd restarts after the snapshot' {
             $run = New-FaultRun 'libvirtd-after-snapshot'
-            $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -Then { Restart-LabDaemon } |
+            $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -Then { Write-WindowMarker $run; Restart-LabDaemon } |
                 Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
             @($objects).Count | Should -Be 2
             Get-SetStatus $run.Destination | Should -Be 'Complete'
@@ -153,6 +159,8 @@ Describe 'Faults injected on the real lab' {
             $job = Start-BackgroundBackup (New-BackupScript -Point DuringCommit -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker)
             try {
                 Wait-FaultPoint DuringCommit $run.Signal $run.Destination $job
+                Write-WindowMarker $run
+                Test-BlockJobRunning $FaultVm | Should -BeTrue -Because 'the restart must hit a running commit'
                 Restart-LabDaemon
                 $objects = $job.PowerShell.EndInvoke($job.Handle)
                 $job.PowerShell.Streams.Error | Should -BeNullOrEmpty
@@ -169,6 +177,7 @@ Describe 'Faults injected on the real lab' {
             $job = Start-BackgroundBackup (New-BackupScript -Point DuringCopy -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker)
             try {
                 Wait-FaultPoint DuringCopy $run.Signal $run.Destination $job
+                Write-WindowMarker $run
                 $other = New-FaultRun 'concurrent-second'
                 $null = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -ErrorVariable sameProcess -ErrorAction SilentlyContinue |
                     Copy-VmDisk -Destination $other.Destination
@@ -196,7 +205,7 @@ Describe 'Faults injected on the real lab' {
     Describe 'A commit that cannot catch up with a busy guest' {
         BeforeEach {
             $script:run = New-FaultRun 'busy'
-            $script:busy = 'rm -f /run/stop-busy; (while [ ! -f /run/stop-busy ]; do dd if=/dev/urandom of=/mnt/b/busy bs=1M count=2 conv=fsync 2>/dev/null; done) >/dev/null 2>&1 &'
+            $script:busy = "rm -f /run/stop-busy; (while [ ! -f /run/stop-busy ]; do dd if=/dev/urandom of=/mnt/b/busy bs=1M count=2 conv=fsync 2>/dev/null; echo $($run.WindowMarker) > /mnt/a/window.txt; echo $($run.WindowMarker) > /mnt/b/window.txt; done) >/dev/null 2>&1 &"
         }
         AfterEach { $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy' }
 
@@ -226,7 +235,7 @@ Describe 'Faults injected on the real lab' {
             @($objects).Count | Should -Be (2 - $onOverlay.Count)
             Get-SetStatus $run.Destination | Should -Be 'Complete'   # the copies were done and verified before the commit
             $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy'
-            $actions = Repair-KvmBackup -DomainName $FaultVm -ErrorVariable repairErrors
+            $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
             $repairErrors | Should -BeNullOrEmpty
             Add-Content -Path $FaultLog -Value ("{0,-46} | on overlays after the timeout: {1} (as designed, reported), after Repair: see next line" -f 'busy guest: commit past -TimeoutSec', $onOverlay.Count)
             Assert-Recovered 'busy guest: commit stopped, then Repair' $run

@@ -41,13 +41,17 @@ function Get-LabDiskMap([string] $DomainName) {
     @{ vda = Get-LabDiskPath -Name $DomainName -Disk boot; vdb = Get-LabDiskPath -Name $DomainName -Disk data }
 }
 
-# True when every disk writes to its own file, in the running domain and in its saved definition.
+# True when every disk writes to its own file, in the running domain and in its saved definition. Each view must
+# show exactly the lab's two disks: a view with no disk (or one) proves nothing and fails.
 function Test-OnOwnDisks([string] $DomainName) {
     $expected = Get-LabDiskMap $DomainName
     $state = (Invoke-Virsh @('domstate', $DomainName)).StdOut.Trim()
-    $views = @(Get-DiskChain $DomainName -Inactive) + @(if ($state -eq 'running') { Get-DiskChain $DomainName })
-    foreach ($disk in $views) {
-        if ($disk.Source -ne $expected[$disk.Target] -or $disk.Chain.Count -ne 0) { return $false }
+    $views = @(, @(Get-DiskChain $DomainName -Inactive)) + @(if ($state -eq 'running') { , @(Get-DiskChain $DomainName) })
+    foreach ($view in $views) {
+        if ((@($view.Target | Sort-Object) -join ',') -ne 'vda,vdb') { return $false }
+        foreach ($disk in $view) {
+            if ($disk.Source -ne $expected[$disk.Target] -or $disk.Chain.Count -ne 0) { return $false }
+        }
     }
     $true
 }

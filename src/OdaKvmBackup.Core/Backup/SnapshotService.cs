@@ -154,6 +154,11 @@ public sealed class SnapshotService
             if (!await AllOnOverlaysAsync(domain, plan.Disks, CancellationToken.None).ConfigureAwait(false))
                 throw;
         }
+        catch (BackupException ex) when (ex.ErrorId == ErrorIds.CommandTimedOut)
+        {
+            run.RecordSnapshotOutcomeUnknown();
+            throw;
+        }
         run.RecordSnapshotTaken(DateTime.UtcNow);
         try
         {

@@ -94,6 +94,9 @@ public sealed class BackupRun
     /// <summary>Written before snapshot-create-as runs: from here on, overlays may exist whatever the call says.</summary>
     public void RecordSnapshotStarting() => Change(() => Record.Phase = RunPhase.Snapshotting);
 
+    /// <summary>snapshot-create-as did not answer in time: whatever is undone now, libvirtd may still finish it.</summary>
+    public void RecordSnapshotOutcomeUnknown() => Change(() => Record.SnapshotOutcomeUnknown = true);
+
     public void RecordSnapshotTaken(DateTime utc) => Change(() =>
     {
         Record.Phase = RunPhase.OnOverlays;
@@ -351,6 +354,8 @@ public sealed class BackupRun
                 await DiscardOverlaysAsync(sink, problems, ct).ConfigureAwait(false);
         }
 
+        if (Record.SnapshotOutcomeUnknown)
+            problems.Add($"snapshot-create-as did not answer in time, so libvirtd may still finish that snapshot later (run Repair-KvmBackup -DomainName {DomainName} once 'virsh list' answers again, to be sure)");
         lock (_gate)
         {
             Record.Phase = problems.Count == 0 ? RunPhase.Finished : RunPhase.NeedsRepair;

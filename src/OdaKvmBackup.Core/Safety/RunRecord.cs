@@ -69,6 +69,9 @@ public sealed class RunRecord
     public DateTime StartedUtc { get; init; } = DateTime.UtcNow;
     public DateTime? SnapshotUtc { get; set; }
     public RunPhase Phase { get; set; } = RunPhase.Planned;
+    /// <summary>snapshot-create-as was stopped by its time limit: libvirtd may still finish the snapshot later, so
+    /// only Repair-KvmBackup, run once libvirtd answers again, can close the run.</summary>
+    public bool SnapshotOutcomeUnknown { get; set; }
     /// <summary>Why the run was abandoned, when it was.</summary>
     public string? FailureReason { get; set; }
     /// <summary>The destination as the user named it, once the set exists ("/backup" or "root@srv:/backup").</summary>
