@@ -30,6 +30,9 @@ public static class Program
         --module imports the built module in a child pwsh (--pwsh, default "pwsh") to read its cmdlets.
         """;
 
+    private const string FixHint =
+        "'HelpBuilder update' (./build.ps1 -Task UpdateHelp) rewrites SYNTAX and the yaml blocks from the cmdlets; the text is for a person to write.";
+
     public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
 
     public static int Run(string[] args, TextWriter output, TextWriter error)
@@ -71,7 +74,9 @@ public static class Program
         var module = LoadFacts(options);
         var help = HelpFolder.Load(options.Docs);
         // The check is the gate (Help.Tests.ps1); the build still writes the best help it can, and says what is wrong.
-        foreach (var finding in HelpChecker.Check(help, module)) error.WriteLine($"WARNING: {Relative(finding)}");
+        var findings = HelpChecker.Check(help, module);
+        foreach (var finding in findings) error.WriteLine($"WARNING: {Relative(finding)}");
+        if (findings.Count > 0) error.WriteLine($"WARNING: {findings.Count} problem(s) in the help. {FixHint}");
 
         var documented = module.Commands.Select(c => (Command: c, Page: help.FindPage(c.Name)))
             .Where(x => x.Page is not null).Select(x => (x.Command, x.Page!)).ToList();
@@ -98,7 +103,7 @@ public static class Program
         var findings = HelpChecker.Check(help, module);
         foreach (var finding in findings) output.WriteLine(Relative(finding));
         output.WriteLine($"Help check: {module.Commands.Count} cmdlet(s), {help.Pages.Count} page(s), {help.AboutTopics.Count} about topic(s): " +
-                         (findings.Count == 0 ? "they agree." : $"{findings.Count} problem(s)."));
+                         (findings.Count == 0 ? "they agree." : $"{findings.Count} problem(s). {FixHint}"));
         return findings.Count == 0 ? Success : Disagreement;
     }
 
