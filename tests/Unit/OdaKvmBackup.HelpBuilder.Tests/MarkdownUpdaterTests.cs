@@ -62,6 +62,23 @@ public class MarkdownUpdaterTests
     }
 
     [Fact]
+    public void Text_between_two_yaml_blocks_stays_when_their_number_changes()
+    {
+        // -Kind binds differently in its two sets (two blocks); the page has one block, a remark, then two more.
+        var page = Fixture.Read("Agreeing", "Get-Widget.md");
+        int kind = page.IndexOf("### -Kind", StringComparison.Ordinal);
+        int limit = page.IndexOf("### -Limit", StringComparison.Ordinal);
+        string section = "### -Kind\nOnly widgets of this kind.\n\n```yaml\nType: String\n```\n\nA remark between blocks.\n\n```yaml\nType: Int32\n```\n\n```yaml\nType: Int64\n```\n\n";
+        var edited = CommandPageParser.Parse("Get-Widget.md", page[..kind] + section + page[limit..]);
+        var (text, _) = MarkdownUpdater.Update(edited, Fixture.SampleCommand("Get-Widget"));
+        var updated = CommandPageParser.Parse("Get-Widget.md", text);
+        var kindSection = updated.FindParameter("Kind")!;
+        Assert.Equal(["Only widgets of this kind.", "A remark between blocks."], kindSection.Description);
+        Assert.Equal(["ByName", "ById"], kindSection.Yaml.Select(y => y[ParameterYaml.ParameterSets]));
+        Assert.Empty(HelpChecker.CheckPage(updated, Fixture.SampleCommand("Get-Widget"), "Sample"));
+    }
+
+    [Fact]
     public void A_second_update_changes_nothing()
     {
         var (once, _) = UpdateGetWidget("Disagreeing");

@@ -43,11 +43,24 @@ public static class MarkdownUpdater
                 continue;
             }
             string? defaultValue = documented.Yaml.Select(y => y[ParameterYaml.DefaultValue]).FirstOrDefault();
-            string yaml = YamlMarkdown(CmdletHelp.YamlBlocks(command, parameter, defaultValue));
-            if (documented.YamlBlocks.Count == 0)
-                edits.Add(new Edit(documented.Section.End, documented.Section.End, yaml + "\n\n", $"-{parameter.Name} yaml added"));
+            var expected = CmdletHelp.YamlBlocks(command, parameter, defaultValue);
+            var blocks = documented.YamlBlocks;
+            string what = $"-{parameter.Name} yaml";
+            if (blocks.Count == 0)
+            {
+                edits.Add(new Edit(documented.Section.End, documented.Section.End, YamlMarkdown(expected) + "\n\n", what + " added"));
+            }
+            else if (blocks.Count == expected.Count)
+            {
+                for (int i = 0; i < blocks.Count; i++)
+                    edits.Add(new Edit(blocks[i].Span.Start, blocks[i].Span.End + 1, YamlMarkdown([expected[i]]), what));
+            }
             else
-                edits.Add(new Edit(documented.YamlBlocks[0].Span.Start, documented.YamlBlocks[^1].Span.End + 1, yaml, $"-{parameter.Name} yaml"));
+            {
+                // Block by block, so that text written between two blocks stays.
+                edits.Add(new Edit(blocks[0].Span.Start, blocks[0].Span.End + 1, YamlMarkdown(expected), what));
+                foreach (var extra in blocks.Skip(1)) edits.Add(new Edit(extra.Span.Start, SkipNewlines(outline.Source, extra.Span.End + 1), "", what));
+            }
         }
 
         var missing = command.Parameters.Where(p => page.FindParameter(p.Name) is null).ToList();
@@ -100,7 +113,13 @@ public static class MarkdownUpdater
             changes.Add(edit.What);
         }
         changes.Reverse();
-        return (text.ToString(), changes);
+        return (text.ToString(), changes.Distinct().ToList());
+    }
+
+    private static int SkipNewlines(string source, int at)
+    {
+        while (at < source.Length && source[at] == '\n') at++;
+        return at;
     }
 
     /// <summary>Where a new section goes: before the first of these sections the page has, else at its end.</summary>
