@@ -48,7 +48,7 @@ public sealed class MarkdownOutline
     public Section? Find(string title) =>
         TopSections.FirstOrDefault(s => string.Equals(s.Key, title, StringComparison.OrdinalIgnoreCase));
 
-    /// <summary>Line endings are made "\n" first, so that offsets, and rewrites, work the same on every file.</summary>
+    /// <summary>Line endings are made "\n" first, so that offsets work the same on every file (a page that update rewrites keeps "\n").</summary>
     public static string NormalizeNewlines(string text) => text.Replace("\r\n", "\n", StringComparison.Ordinal).Replace('\r', '\n');
 
     public static MarkdownOutline Parse(string text)
@@ -94,7 +94,4 @@ public sealed class MarkdownOutline
         int newline = source.IndexOf('\n', Math.Min(lastCharOfBlock, source.Length));
         return newline < 0 ? source.Length : newline + 1;
     }
-
-    /// <summary>The source text of a block, as written.</summary>
-    public string SourceOf(Block block) => Source.Substring(block.Span.Start, block.Span.Length);
 }
