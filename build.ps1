@@ -100,11 +100,17 @@ function Initialize-HelpBuilder {
     $dll
 }
 
+# The pwsh running this script: its executable, or its pwsh.dll when a .NET tool package lacks the executable.
+function Get-ThisPwsh {
+    $exe = Join-Path $PSHOME $(if ($IsWindows) { 'pwsh.exe' } else { 'pwsh' })
+    if (Test-Path -LiteralPath $exe) { $exe } else { Join-Path $PSHOME 'pwsh.dll' }
+}
+
 # The tool reads the cmdlets from the built module in a child pwsh: this same pwsh, wherever it is installed.
 function Invoke-HelpBuilder {
     param([string] $Mode, [string[]] $Arguments = @())
     $dll = Initialize-HelpBuilder
-    $pwsh = Join-Path $PSHOME $(if ($IsWindows) { 'pwsh.exe' } else { 'pwsh' })
+    $pwsh = Get-ThisPwsh
     $arguments = @($dll, $Mode, '--docs', $HelpDocs, '--module', (Join-Path $ModuleOut 'OdaKvmBackup.psd1'), '--pwsh', $pwsh) + $Arguments
     Write-Host "> dotnet $($arguments -join ' ')" -ForegroundColor DarkGray
     # The tool reports disagreements on stderr: show them as warnings, in order with the rest.

@@ -27,8 +27,10 @@ BeforeAll {
         if (-not (Test-Path -LiteralPath $built)) { throw "$built is missing: run ./build.ps1 -Task Build first." }
     }
     $exported = @((Import-PowerShellDataFile (Join-Path $repo 'module/OdaKvmBackup.psd1')).CmdletsToExport)
-    # A child of this same pwsh, wherever it is installed.
+    # A child of this same pwsh, wherever it is installed (its pwsh.dll, run by dotnet, if it has no executable).
     $pwsh = Join-Path $PSHOME $(if ($IsWindows) { 'pwsh.exe' } else { 'pwsh' })
+    if (-not (Test-Path -LiteralPath $pwsh)) { $pwsh = Join-Path $PSHOME 'pwsh.dll' }
+    $pwshCommand = @(if ($pwsh.EndsWith('.dll')) { 'dotnet' }) + $pwsh
 
     function Invoke-HelpCheck([string] $Docs) {
         $report = & dotnet $tool check --docs $Docs --module $manifest --pwsh $pwsh 2>&1
@@ -111,7 +113,7 @@ $commands = foreach ($cmd in Get-Command -Module $module.Name -CommandType Cmdle
 [ordered]@{ Commands = @($commands); About = (Get-Help -Name "about_$($module.Name)" | Out-String -Width 250) } |
     ConvertTo-Json -Depth 6 | Set-Content -LiteralPath $OutFile
 '@
-    & $pwsh -NoProfile -NonInteractive -File $dumpScript $manifest $dumpFile
+    & $pwshCommand[0] @($pwshCommand | Select-Object -Skip 1) -NoProfile -NonInteractive -File $dumpScript $manifest $dumpFile
     if ($LASTEXITCODE -ne 0) { throw "The child pwsh could not read the help of $manifest (exit code $LASTEXITCODE)." }
     $dump = Get-Content -LiteralPath $dumpFile -Raw | ConvertFrom-Json
 }

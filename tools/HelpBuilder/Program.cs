@@ -27,7 +27,8 @@ public static class Program
           check   prints every disagreement between docs/help and the cmdlets; exit code 1 if there is any
           update  rewrites SYNTAX and the parameters' yaml blocks from the cmdlets, adds stubs, drops stale sections
           facts   writes the cmdlets' metadata as JSON (what --facts reads)
-        --module imports the built module in a child pwsh (--pwsh, default "pwsh") to read its cmdlets.
+        --module imports the built module in a child pwsh to read its cmdlets: --pwsh is its executable, or its
+        pwsh.dll (run with dotnet); default "pwsh" from PATH.
         """;
 
     private const string FixHint =

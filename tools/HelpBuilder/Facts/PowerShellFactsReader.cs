@@ -19,12 +19,15 @@ public static class PowerShellFactsReader
             throw new FileNotFoundException($"The module manifest {manifest} does not exist: build the module first.", manifest);
         string script = Path.Combine(AppContext.BaseDirectory, ScriptName);
         string outFile = Path.Combine(Path.GetTempPath(), $"helpbuilder-{Guid.NewGuid():N}.json");
-        var start = new ProcessStartInfo(pwsh)
+        // pwsh.dll (a pwsh installed as a .NET tool) runs under dotnet; anything else is the pwsh executable.
+        bool isDll = pwsh.EndsWith(".dll", StringComparison.OrdinalIgnoreCase);
+        var start = new ProcessStartInfo(isDll ? "dotnet" : pwsh)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (isDll) start.ArgumentList.Add(pwsh);
         foreach (string arg in new[] { "-NoProfile", "-NonInteractive", "-File", script, "-ManifestPath", manifest, "-OutFile", outFile })
             start.ArgumentList.Add(arg);
         try
