@@ -5,8 +5,13 @@
 .DESCRIPTION
     Tasks (several may be given, comma-separated, run in order):
       Bootstrap  restore the pinned pwsh tool and fetch Pester 5 from NuGet
-      Build      publish the module to out/OdaKvmBackup (manifest, DLLs, format file, MAML help)
-      UnitTest   xunit tests of the core (no libvirt needed)
+      Build      publish the module to out/OdaKvmBackup (manifest, DLLs, format file), then its help: tools/HelpBuilder
+                 turns docs/help into en-US/OdaKvmBackup.dll-Help.xml and en-US/about_*.help.txt, with syntax and
+                 parameter attributes read from the built cmdlets (it warns where docs/help disagrees with them)
+      UpdateHelp Build, then rewrite docs/help from the built cmdlets (like PlatyPS Update-MarkdownHelp): each page's
+                 SYNTAX and parameter yaml blocks; a stub for a new parameter, page or output type; stale parameter
+                 sections dropped. Hand-written text is kept. Fill in every {{ TODO ... }}: the help check fails on it
+      UnitTest   xunit tests of the core and of tools/HelpBuilder (no libvirt needed)
       Lab        bring up the real libvirt + QEMU lab (installs packages; root)
       Pester     Pester tests of the built module against the lab, in a child pwsh
       Test       Bootstrap, Build, UnitTest, Lab, Pester: every test; fails if any test fails or is skipped
@@ -16,6 +21,9 @@
       Clean      remove out/
 .EXAMPLE
     ./build.ps1 -Task Test
+.EXAMPLE
+    ./build.ps1 -Task UpdateHelp
+    After adding or changing a cmdlet parameter: brings docs/help in line, then review the diff with git.
 #>
 [CmdletBinding()]
 param(
@@ -32,10 +40,12 @@ $Out = Join-Path $Root 'out'
 $ModuleOut = Join-Path $Out 'OdaKvmBackup'
 $PesterVersion = '5.7.1'
 $PesterModules = Join-Path $Out 'modules'
+$HelpDocs = Join-Path $Root 'docs/help'
+$HelpBuilderOut = Join-Path $Out 'tools/HelpBuilder'
 # "Build,Test" arrives as one string when called as pwsh -File build.ps1 -Task Build,Test
 $Task = @($Task | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
 $PesterPath = @($PesterPath | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
-$known = 'Bootstrap', 'Build', 'UnitTest', 'Lab', 'Pester', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
+$known = 'Bootstrap', 'Build', 'UpdateHelp', 'UnitTest', 'Lab', 'Pester', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
 foreach ($t in $Task) { if ($t -notin $known) { throw "Unknown task '$t'. Tasks: $($known -join ', ')" } }
 
 function Invoke-Native {
@@ -59,7 +69,7 @@ function Invoke-Bootstrap {
     Write-Host "Pester $PesterVersion in $PesterModules"
 }
 
-function Invoke-Build {
+function Publish-Module {
     $publish = Join-Path $Out 'publish'
     Invoke-Native dotnet @('publish', (Join-Path $Root 'src/OdaKvmBackup/OdaKvmBackup.csproj'), '-c', 'Release', '-o', $publish, '--nologo', '-v', 'quiet')
     if (Test-Path $ModuleOut) { Remove-Item -Recurse -Force $ModuleOut }
@@ -72,12 +82,65 @@ function Invoke-Build {
     $version = ([xml](Get-Content -Raw (Join-Path $Root 'Directory.Build.props'))).Project.PropertyGroup.Version
     (Get-Content -Raw (Join-Path $Root 'module/OdaKvmBackup.psd1')) -replace "ModuleVersion\s*=\s*'[^']*'", "ModuleVersion        = '$version'" |
         Set-Content -NoNewline (Join-Path $ModuleOut 'OdaKvmBackup.psd1')
-    & (Join-Path $Root 'tools/ConvertTo-MamlHelp.ps1') -MarkdownPath (Join-Path $Root 'docs/help') -OutputPath (Join-Path $ModuleOut 'en-US/OdaKvmBackup.dll-Help.xml') | Out-Null
     Write-Host "Module $version built at $ModuleOut"
 }
 
+# The help tool is built once, and again only when its sources or the package versions change: dotnet build
+# costs seconds even when there is nothing to do.
+function Initialize-HelpBuilder {
+    $dll = Join-Path $HelpBuilderOut 'HelpBuilder.dll'
+    $sources = @(Get-ChildItem -Recurse -File -Path (Join-Path $Root 'tools/HelpBuilder') -Include '*.cs', '*.csproj', '*.ps1' |
+            Where-Object FullName -NotMatch '[\\/](bin|obj)[\\/]') +
+        @(Get-Item (Join-Path $Root 'Directory.Build.props'), (Join-Path $Root 'Directory.Packages.props'), (Join-Path $Root 'global.json'))
+    $built = Get-Item -LiteralPath $dll -ErrorAction SilentlyContinue
+    if ($built -and -not ($sources | Where-Object LastWriteTimeUtc -GT $built.LastWriteTimeUtc)) { return $dll }
+    Invoke-Native dotnet @('build', (Join-Path $Root 'tools/HelpBuilder/HelpBuilder.csproj'), '-c', 'Release', '-o', $HelpBuilderOut, '--nologo', '-v', 'quiet') | Out-Host
+    # dotnet build leaves an up-to-date DLL untouched: mark it, or every later run would build again.
+    (Get-Item -LiteralPath $dll).LastWriteTimeUtc = [datetime]::UtcNow
+    $dll
+}
+
+# The pwsh running this script: its executable, or its pwsh.dll when a .NET tool package lacks the executable.
+function Get-ThisPwsh {
+    $exe = Join-Path $PSHOME $(if ($IsWindows) { 'pwsh.exe' } else { 'pwsh' })
+    if (Test-Path -LiteralPath $exe) { $exe } else { Join-Path $PSHOME 'pwsh.dll' }
+}
+
+# The tool reads the cmdlets from the built module in a child pwsh: this same pwsh, wherever it is installed.
+function Invoke-HelpBuilder {
+    param([string] $Mode, [string[]] $Arguments = @())
+    $dll = Initialize-HelpBuilder
+    $pwsh = Get-ThisPwsh
+    $arguments = @($dll, $Mode, '--docs', $HelpDocs, '--module', (Join-Path $ModuleOut 'OdaKvmBackup.psd1'), '--pwsh', $pwsh) + $Arguments
+    Write-Host "> dotnet $($arguments -join ' ')" -ForegroundColor DarkGray
+    # The tool reports disagreements on stderr: show them as warnings, in order with the rest.
+    & dotnet @arguments 2>&1 | ForEach-Object {
+        if ($_ -is [System.Management.Automation.ErrorRecord]) { Write-Warning ("$_" -replace '^WARNING: ', '') } else { Write-Host $_ }
+    }
+    if ($LASTEXITCODE -ne 0) { throw "HelpBuilder $Mode exited with code $LASTEXITCODE" }
+}
+
+function Build-Help {
+    $started = Get-Date
+    Invoke-HelpBuilder build @('--out', (Join-Path $ModuleOut 'en-US'))
+    Write-Host ("Help built in {0:0.00} s" -f ((Get-Date) - $started).TotalSeconds)
+}
+
+function Invoke-Build {
+    Publish-Module
+    Build-Help
+}
+
+function Invoke-UpdateHelp {
+    Publish-Module
+    Invoke-HelpBuilder update
+    Build-Help
+}
+
 function Invoke-UnitTest {
-    Invoke-Native dotnet @('test', (Join-Path $Root 'tests/Unit/OdaKvmBackup.Core.Tests/OdaKvmBackup.Core.Tests.csproj'), '--nologo', '-v', 'quiet', '--logger', 'console;verbosity=normal')
+    foreach ($project in 'OdaKvmBackup.Core.Tests', 'OdaKvmBackup.HelpBuilder.Tests') {
+        Invoke-Native dotnet @('test', (Join-Path $Root "tests/Unit/$project/$project.csproj"), '--nologo', '-v', 'quiet', '--logger', 'console;verbosity=normal')
+    }
 }
 
 function Invoke-Lab {
@@ -135,6 +198,7 @@ foreach ($step in $Task) {
     switch ($step) {
         'Bootstrap' { Invoke-Bootstrap }
         'Build' { Invoke-Build }
+        'UpdateHelp' { Invoke-UpdateHelp }
         'UnitTest' { Invoke-UnitTest }
         'Lab' { Invoke-Lab }
         'Pester' { Invoke-Pester5 }
