@@ -46,14 +46,17 @@ public abstract class KvmCmdlet : PSCmdlet
     protected T Run<T>(Func<CancellationToken, Task<T>> work)
     {
         var task = Task.Run(() => work(_stopping.Token));
+        // Once the pipeline is stopping, writing to it throws: the work is still waited for, so that nothing (a
+        // rollback) starts while it runs (a snapshot libvirtd is still taking).
+        PipelineStoppedException? stopped = null;
         while (!task.IsCompleted)
         {
             ((IAsyncResult)task).AsyncWaitHandle.WaitOne(100);
-            Drain();
+            stopped ??= TryDrain();
         }
-        Drain();
-        if (task.IsCanceled || task.Exception?.InnerException is OperationCanceledException && _stopping.IsCancellationRequested)
-            throw new PipelineStoppedException();
+        stopped ??= TryDrain();
+        if (stopped is not null || task.IsCanceled || task.Exception?.InnerException is OperationCanceledException && _stopping.IsCancellationRequested)
+            throw stopped ?? new PipelineStoppedException();
         if (task.Exception?.InnerException is { } inner and not BackupException and not PipelineStoppedException)
             throw Unexpected(inner);
         return task.GetAwaiter().GetResult();
@@ -78,6 +81,19 @@ public abstract class KvmCmdlet : PSCmdlet
 
     protected void CompleteProgress(int id, string activity) =>
         WriteProgress(new ProgressRecord(id, activity, "Done") { RecordType = ProgressRecordType.Completed });
+
+    private PipelineStoppedException? TryDrain()
+    {
+        try
+        {
+            Drain();
+            return null;
+        }
+        catch (PipelineStoppedException ex)
+        {
+            return ex;
+        }
+    }
 
     private void Drain()
     {

@@ -292,6 +292,36 @@ function Get-LabAllocatedBytes([string]$Path) {
     [long]$s[0] * [long]$s[1]
 }
 
+# Disks of a realistic size for the benchmark, made once and copied for each reset: a qcow2 boot disk of 4 GiB
+# holding 1 GiB of random data, and a fully allocated 2 GiB raw vdisk, a quarter random data and the rest zeros.
+# Both are ext4 (files written with debugfs), so the guest mounts them and writes to them as usual.
+function Get-LabBenchTemplate {
+    $dir = Get-LabDir 'bench-templates'
+    $boot = Join-Path $dir 'boot.qcow2'
+    $data = Join-Path $dir 'data.raw'
+    if ((Test-Path -LiteralPath $boot) -and (Test-Path -LiteralPath $data)) { return [pscustomobject]@{ Boot = $boot; Data = $data } }
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    $random = Join-Path $dir 'random.bin'
+    $raw = Join-Path $dir 'boot.raw'
+    try {
+        $null = Invoke-LabNative -FilePath 'truncate' -ArgumentList @('-s', '4G', $raw)
+        $null = Invoke-LabNative -FilePath 'mkfs.ext4' -ArgumentList @('-q', '-F', '-E', $script:Mkfs, '-L', 'lab_boot', $raw)
+        $null = Invoke-LabNative -FilePath 'dd' -ArgumentList @('if=/dev/urandom', "of=$random", 'bs=1M', 'count=1024', 'status=none')
+        $null = Invoke-LabNative -FilePath 'debugfs' -ArgumentList @('-w', '-R', "write $random data.bin", $raw)
+        $null = Invoke-LabNative -FilePath 'qemu-img' -ArgumentList @('convert', '-q', '-f', 'raw', '-O', 'qcow2', $raw, "$boot.tmp")
+        Remove-Item -LiteralPath $raw
+        $null = Invoke-LabNative -FilePath 'fallocate' -ArgumentList @('-l', '2G', "$data.tmp")
+        $null = Invoke-LabNative -FilePath 'mkfs.ext4' -ArgumentList @('-q', '-F', '-E', $script:Mkfs, '-L', 'lab_data', "$data.tmp")
+        $null = Invoke-LabNative -FilePath 'truncate' -ArgumentList @('-s', '512M', $random)
+        $null = Invoke-LabNative -FilePath 'debugfs' -ArgumentList @('-w', '-R', "write $random data.bin", "$data.tmp")
+        Move-Item -LiteralPath "$boot.tmp" -Destination $boot
+        Move-Item -LiteralPath "$data.tmp" -Destination $data
+    }
+    finally { Remove-Item -LiteralPath $random, $raw, "$boot.tmp", "$data.tmp" -Force -ErrorAction SilentlyContinue }
+    Write-LabTiming 'bench disk templates' $sw
+    [pscustomobject]@{ Boot = $boot; Data = $data }
+}
+
 function Get-LabDomainXml([string]$Name, [string]$Cmdline, [switch]$Shareable) {
     $e = { param($s) [System.Security.SecurityElement]::Escape($s) }
     $guest = Join-Path (Get-LabRoot) 'guest'
@@ -369,8 +399,15 @@ function Reset-LabVmCore([string]$Name, [switch]$NoAgent, [switch]$NoStart, [str
         if (Test-Path -LiteralPath $dir) { Remove-Item -LiteralPath $dir -Recurse -Force }
         $null = New-Item -ItemType Directory -Path $dir -Force
     }
-    New-LabExt4Qcow2 -Path $boot -Label 'lab_boot'
-    New-LabExt4RawFull -Path $data -Label 'lab_data'
+    if ($Layout -eq 'Bench') {
+        $templates = Get-LabBenchTemplate
+        $null = Invoke-LabNative -FilePath 'cp' -ArgumentList @('--sparse=auto', $templates.Boot, $boot)
+        $null = Invoke-LabNative -FilePath 'cp' -ArgumentList @('--sparse=never', $templates.Data, $data)
+    }
+    else {
+        New-LabExt4Qcow2 -Path $boot -Label 'lab_boot'
+        New-LabExt4RawFull -Path $data -Label 'lab_data'
+    }
     $cmdline = 'console=ttyS0 quiet'
     if ($NoAgent) { $cmdline += ' lab.noqga' }
     $xmlPath = Join-Path (Get-LabDir 'etc') "$Name.xml"
@@ -422,7 +459,8 @@ function Get-LabDiskPath {
 <#
 .SYNOPSIS
 Returns how a lab VM's disks are laid out: Oda (ODA's ACFS paths, the default), SameFileName (two disks named
-'disk' in two folders) or Shareable (ODA paths, the data disk marked <shareable/> as ODA's shared vdisks are).
+'disk' in two folders), Shareable (ODA paths, the data disk marked <shareable/> as ODA's shared vdisks are) or
+Bench (ODA paths, disks of a realistic size: see Get-LabBenchTemplate).
 #>
 function Get-LabVmLayout {
     [CmdletBinding()]
@@ -725,7 +763,7 @@ function Reset-LabVm {
         [Parameter(Mandatory)][string]$Name,
         [switch]$NoAgent,
         [switch]$NoStart,
-        [ValidateSet('Oda', 'SameFileName', 'Shareable')][string]$Layout = 'Oda'
+        [ValidateSet('Oda', 'SameFileName', 'Shareable', 'Bench')][string]$Layout = 'Oda'
     )
     $sw = [System.Diagnostics.Stopwatch]::StartNew()
     Reset-LabVmCore -Name $Name -NoAgent:$NoAgent -NoStart:$NoStart -Layout $Layout

@@ -7,7 +7,7 @@ $script:FaultLog = Join-Path $RepoRoot 'out/fault-results.txt'
 
 # What the guest writes right after the snapshot: a marker on both disks, and 8 MiB (so that the commit has work)
 # with its SHA-256 beside it, so that the recovered disks can be checked byte for byte.
-$script:DuringWrites = 'echo MARKER > /mnt/a/marker.txt; echo MARKER > /mnt/b/marker.txt; dd if=/dev/urandom of=/mnt/b/during bs=1M count=8 conv=fsync 2>/dev/null; sha256sum /mnt/b/during | cut -c1-64 > /mnt/b/during.sha256; sync'
+$script:DuringWrites = 'echo @MARKER@ > /mnt/a/marker.txt; echo @MARKER@ > /mnt/b/marker.txt; dd if=/dev/urandom of=/mnt/b/during bs=1M count=8 conv=fsync 2>/dev/null; sha256sum /mnt/b/during | cut -c1-64 > /mnt/b/during.sha256; sync'
 
 # The backup script: after the snapshot, the guest makes the writes above, then the chosen point is signalled.
 # Throttles make the copy or the commit last long enough.
@@ -17,10 +17,11 @@ function New-BackupScript {
     $copyLimit = if ($Point -eq 'DuringCopy') { 2 } else { 0 }
     $commitLimit = if ($Point -eq 'DuringCommit') { 1 } else { 0 }
     $hold = if ($Point -eq 'AfterSnapshot') { 'Start-Sleep -Seconds 600' } else { '' }
-    $writes = $script:DuringWrites -replace 'MARKER', $Marker
+    $writes = $script:DuringWrites -creplace '@MARKER@', $Marker
     $start = if ($Transcript) { "Start-Transcript -Path '$Transcript' -Force | Out-Null" } else { '' }
     @"
 $start
+`$ErrorView = 'NormalView'; `$PSStyle.OutputRendering = 'PlainText'
 Import-Module '$ModuleManifest'
 Import-Module '$LabModule'
 Get-VmDisk $FaultVm | New-KvmDiskSnapshot |
@@ -48,7 +49,7 @@ function Add-GuestWritesAfterSnapshot {
     process {
         if ($first) {
             $first = $false
-            $r = Invoke-LabGuestCommand -DomainName $FaultVm -Command "$($script:DuringWrites -replace 'MARKER', $Marker); $AlsoInGuest"
+            $r = Invoke-LabGuestCommand -DomainName $FaultVm -Command "$($script:DuringWrites -creplace '@MARKER@', $Marker); $AlsoInGuest"
             if ($r.ExitCode -ne 0) { throw "guest write failed: $($r.StdErr)" }
             if ($Then) { & $Then }
         }

@@ -7,6 +7,7 @@ BeforeAll {
     Initialize-Lab -VmName $FaultVm, linux_vm2
     Reset-LabVmIfNeeded $FaultVm
     New-Item -ItemType Directory -Force -Path (Split-Path $FaultLog) | Out-Null
+    Set-Content -Path $FaultLog -Value ("{0,-52} | {1}" -f 'fault injected (measured by tests/Pester/Faults.Tests.ps1)', 'what was found after recovery')
 }
 
 Describe 'Faults injected on the real lab' {
@@ -36,6 +37,54 @@ Describe 'Faults injected on the real lab' {
         }
     }
 
+    Describe 'The pipeline stopped while snapshot-create-as waits for the guest' {
+        AfterEach { $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'rm -f /run/slow-freeze' }
+
+        It 'leaves the VM on its own disks with no metadata and no overlay, says so, and the next backup just works' {
+            $run = New-FaultRun 'stop-during-snapshot'
+            $stopFile = Join-Path $run.Folder 'stop-now'
+            # The writes are made before the backup: during the freeze the guest cannot write.
+            $r = Invoke-LabGuestCommand -DomainName $FaultVm -Command "$($DuringWrites -creplace '@MARKER@', $run.Marker); echo 6 > /run/slow-freeze"
+            $r.ExitCode | Should -Be 0
+            $process = Start-BackupProcess (New-BackupScript -Point None -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker) $run.Folder -StopFile $stopFile
+            Wait-Until { & pgrep -f "snapshot-create-as --domain $FaultVm" } 'virsh snapshot-create-as waiting for the slow freeze'
+            # The journal said what was going on before the call returned.
+            (Get-Content -Raw $JournalFile | ConvertFrom-Json).Phase | Should -Be 'Snapshotting'
+            New-Item -ItemType File -Path $stopFile | Out-Null
+            $process.WaitForExit(300000) | Should -BeTrue
+            $afterStop = ((Get-Content -Raw (Join-Path $run.Folder 'stdout.txt')) -split 'AFTER-STOP')[1]
+            $afterStop | Should -Match ([regex]::Escape((Get-LabDiskPath -Name $FaultVm -Disk boot)) + '\s')
+            $afterStop | Should -Not -Match $SnapshotName
+            Get-Content -Raw (Join-Path $run.Folder 'stderr.txt') | Should -Match "pipeline stopped before the backup finished, '$FaultVm' was put back on its own disks"
+            Assert-Recovered 'pipeline stopped during snapshot-create-as' $run -NoWindowMarker
+        }
+    }
+
+    Describe 'libvirtd hung (SIGSTOP) after the snapshot' {
+        It 'turns the hang into a clear error within the time limit, and Repair-KvmBackup finishes once libvirtd answers' {
+            $run = New-FaultRun 'libvirtd-hung'
+            $daemon = [int](Get-Content (Join-Path (Get-LabRoot) 'run/libvirtd.pid')).Trim()
+            $script = "`$env:ODAKVMBACKUP_TOOL_TIMEOUT_SEC = '6'`n" + (New-BackupScript -Point DuringCopy -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker)
+            $process = Start-BackupProcess $script $run.Folder
+            try {
+                Wait-FaultPoint DuringCopy $run.Signal $run.Destination
+                Write-WindowMarker $run
+                & kill -STOP $daemon
+                $watch = [Diagnostics.Stopwatch]::StartNew()
+                $process.WaitForExit(180000) | Should -BeTrue -Because 'every virsh call is bounded'
+            }
+            finally { & kill -CONT $daemon }
+            Add-Content -Path $FaultLog -Value ("{0,-52} | ended {1:0} s after libvirtd stopped answering" -f 'libvirtd hung (SIGSTOP) during the copy', $watch.Elapsed.TotalSeconds)
+            $stderr = (Get-Content -Raw (Join-Path $run.Folder 'stderr.txt')) -replace '\s+', ' '
+            $stderr | Should -Match 'did not finish within 6 s and was stopped: libvirtd, QEMU or the guest agent may be hung'
+            $stderr | Should -Match 'ODAKVMBACKUP_TOOL_TIMEOUT_SEC'
+            $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
+            $repairErrors | Should -BeNullOrEmpty
+            ($actions.Result -join "`n") | Should -Match 'journal closed'
+            Assert-Recovered 'libvirtd hung (SIGSTOP), then Repair' $run
+        }
+    }
+
     Describe 'pwsh killed with SIGKILL, then Repair-KvmBackup' {
         It 'recovers a VM left on its overlays when killed <Point>' -ForEach @(
             @{ Point = 'AfterSnapshot' }, @{ Point = 'DuringCopy' }, @{ Point = 'DuringCommit' }
@@ -55,7 +104,7 @@ Describe 'Faults injected on the real lab' {
             ($refused | Out-String) | Should -Match 'Repair-KvmBackup'
             $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
             $repairErrors | Should -BeNullOrEmpty
-            $actions.Result | Should -Contain 'journal closed'
+            ($actions.Result -join "`n") | Should -Match 'journal closed'
             if ($Point -eq 'DuringCopy') { Get-SetStatus $run.Destination | Should -Be 'Incomplete' }
             Assert-Recovered "SIGKILL $Point + Repair-KvmBackup" $run
         }
@@ -103,7 +152,7 @@ Describe 'Faults injected on the real lab' {
             finally { $job.PowerShell.Dispose(); $job.Runspace.Dispose() }
             $errors.FullyQualifiedErrorId | Should -Contain 'DestinationFull,OdaKvmBackup.Commands.CopyVmDiskCommand'
             ($errors | Out-String) | Should -Match "ran out of space"
-            @($objects) | Should -BeNullOrEmpty
+            $objects | ForEach-Object { $_.SetStatus | Should -Be 'Incomplete' }
             Test-OnOwnDisks $FaultVm | Should -BeTrue
             Get-SetStatus $small | Should -Be 'Incomplete'
             Get-ChildItem -Recurse -Filter '*.partial' -Path $small | Should -BeNullOrEmpty

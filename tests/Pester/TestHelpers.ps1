@@ -90,10 +90,13 @@ function Get-AllocatedBytes([string] $Path) {
     [long]$blocks * [long]$size
 }
 
-# Puts a lab VM back into a known good state when a test left it otherwise (running, agent up, own disks).
+# Puts a lab VM back into a known good state when a test left it otherwise (running, agent up, own disks, no
+# journal of this test run's state folder).
 function Reset-LabVmIfNeeded([string] $DomainName) {
+    $journal = Join-Path $env:ODAKVMBACKUP_STATE_DIR "journal/d-$DomainName.json"
     $state = (Invoke-Virsh @('domstate', $DomainName) -AllowFailure).StdOut.Trim()
-    if ($state -ne 'running' -or -not (Test-OnOwnDisks $DomainName) -or (Get-StrayDiskFolderFiles $DomainName) -or (Get-SnapshotNames $DomainName)) {
+    if ((Test-Path $journal) -or $state -ne 'running' -or -not (Test-OnOwnDisks $DomainName) -or (Get-StrayDiskFolderFiles $DomainName) -or (Get-SnapshotNames $DomainName)) {
+        Remove-Item -Force -ErrorAction SilentlyContinue $journal
         Reset-LabVm -Name $DomainName
     }
     Wait-LabGuestAgent -DomainName $DomainName | Out-Null

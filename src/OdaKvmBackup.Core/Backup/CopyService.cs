@@ -235,7 +235,10 @@ public sealed class CopyService
         }
         catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException)
         {
-            var error = ex as BackupException ?? StoreErrors.FromIOException(ex, _store.Describe(partial));
+            if (run.Abandoned)
+                return null; // the run failed and was reported; its set is Incomplete already
+            var cause = ex as BackupException ?? StoreErrors.FromIOException(ex, _store.Describe(partial));
+            var error = new BackupException(cause.ErrorId, cause.Category, cause.Message, cause.RecommendedAction, disk.DomainName, cause);
             try
             {
                 await run.MarkSetIncompleteAsync($"the copy of {disk.Target} failed its check: {error.Message}", CancellationToken.None).ConfigureAwait(false);

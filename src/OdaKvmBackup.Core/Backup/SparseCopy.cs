@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
+using System.Threading.Channels;
 using Microsoft.Win32.SafeHandles;
 using OdaKvmBackup.Core.Storage;
 
@@ -19,7 +20,8 @@ public sealed record CopyResult(long SizeBytes, long DataBytes, string ContentDi
 /// </summary>
 public static partial class SparseCopy
 {
-    private const int ChunkSize = 1 << 20;
+    private const int ChunkSize = 4 << 20;
+    private const int PipelineDepth = 4;
     private const int BlockSize = 4096;
     private const int SeekEnd = 2;
     private const int SeekData = 3;
@@ -65,31 +67,67 @@ public static partial class SparseCopy
         using var input = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         // lseek(SEEK_END), not the file length: a block device (type='block' disk) has a length of 0.
         var size = SizeOf(input, source);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        // Three stages on their own threads, a few chunks apart: reading, then finding and hashing the non-zero
+        // blocks, then writing them. Each stage keeps a core busy while the others wait on the kernel, so the copy
+        // runs at the pace of its slowest stage rather than of all three added up.
+        var free = Channel.CreateBounded<byte[]>(PipelineDepth);
+        for (var i = 0; i < PipelineDepth; i++)
+            free.Writer.TryWrite(GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true));
+        var read = Channel.CreateBounded<Chunk>(PipelineDepth);
+        var scanned = Channel.CreateBounded<Chunk>(PipelineDepth);
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true);
-        var runs = new List<(int Start, int End)>(64);
-        long nextChunk = 0, dataBytes = 0, readBytes = 0;
-        var clock = Stopwatch.StartNew();
-        foreach (var (start, end) in DataExtents(input, size))
+        long dataBytes = 0;
+
+        var reader = Stage(read.Writer, stop, async () =>
         {
-            for (var chunk = start - start % ChunkSize; chunk < end; chunk += ChunkSize)
+            long nextChunk = 0;
+            foreach (var (start, end) in DataExtents(input, size))
             {
-                if (chunk < nextChunk)
-                    continue; // this chunk straddled the previous extent and was done with it
-                ct.ThrowIfCancellationRequested();
-                var length = (int)Math.Min(ChunkSize, size - chunk);
-                ReadFully(input, buffer.AsSpan(0, length), chunk);
-                nextChunk = chunk + ChunkSize;
-                readBytes += length;
-                dataBytes += ScanChunk(buffer.AsSpan(0, length), chunk, hash, runs);
+                for (var chunk = start - start % ChunkSize; chunk < end; chunk += ChunkSize)
+                {
+                    if (chunk < nextChunk)
+                        continue; // this chunk straddled the previous extent and was done with it
+                    var buffer = await free.Reader.ReadAsync(stop.Token).ConfigureAwait(false);
+                    var length = (int)Math.Min(ChunkSize, size - chunk);
+                    ReadFully(input, buffer.AsSpan(0, length), chunk);
+                    nextChunk = chunk + ChunkSize;
+                    await read.Writer.WriteAsync(new Chunk(chunk, length, buffer, new List<(int, int)>()), stop.Token).ConfigureAwait(false);
+                }
+            }
+        });
+        var scanner = Stage(scanned.Writer, stop, async () =>
+        {
+            await foreach (var chunk in read.Reader.ReadAllAsync(stop.Token).ConfigureAwait(false))
+            {
+                dataBytes += ScanChunk(chunk.Buffer.AsSpan(0, chunk.Length), chunk.Offset, hash, chunk.Runs);
+                await scanned.Writer.WriteAsync(chunk, stop.Token).ConfigureAwait(false);
+            }
+        });
+
+        var clock = Stopwatch.StartNew();
+        long readBytes = 0;
+        try
+        {
+            await foreach (var chunk in scanned.Reader.ReadAllAsync(stop.Token).ConfigureAwait(false))
+            {
                 if (output is not null)
                 {
-                    foreach (var (runStart, runEnd) in runs)
-                        await output.WriteAsync(chunk + runStart, buffer.AsMemory(runStart, runEnd - runStart), ct).ConfigureAwait(false);
+                    foreach (var (runStart, runEnd) in chunk.Runs)
+                        await output.WriteAsync(chunk.Offset + runStart, chunk.Buffer.AsMemory(runStart, runEnd - runStart), stop.Token).ConfigureAwait(false);
                 }
-                progress?.Invoke(Math.Min(nextChunk, size), size);
-                Throttle(bandwidth, readBytes, clock, ct);
+                readBytes += chunk.Length;
+                free.Writer.TryWrite(chunk.Buffer);
+                progress?.Invoke(Math.Min(chunk.Offset + chunk.Length, size), size);
+                Throttle(bandwidth, readBytes, clock, stop.Token);
             }
+            await Task.WhenAll(reader, scanner).ConfigureAwait(false);
+        }
+        catch
+        {
+            await stop.CancelAsync().ConfigureAwait(false);
+            await Task.WhenAll(reader, scanner).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+            throw;
         }
         if (output is not null)
             await output.CompleteAsync(size, ct).ConfigureAwait(false);
@@ -99,6 +137,27 @@ public static partial class SparseCopy
         progress?.Invoke(size, size);
         return new CopyResult(size, dataBytes, Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant());
     }
+
+    /// <summary>Runs one stage on its own thread; its output channel is completed when it ends, with its error if
+    /// it failed (which also stops the other stages).</summary>
+    private static Task Stage<T>(ChannelWriter<T> output, CancellationTokenSource stop, Func<Task> body) =>
+        Task.Factory.StartNew(async () =>
+        {
+            try
+            {
+                await body().ConfigureAwait(false);
+                output.TryComplete();
+            }
+            catch (Exception ex)
+            {
+                output.TryComplete(ex);
+                await stop.CancelAsync().ConfigureAwait(false);
+                throw;
+            }
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
+
+    /// <summary>A chunk of the source on its way through the stages, with its non-zero runs once scanned.</summary>
+    private sealed record Chunk(long Offset, int Length, byte[] Buffer, List<(int Start, int End)> Runs);
 
     private static void ReadFully(SafeFileHandle input, Span<byte> data, long offset)
     {

@@ -202,12 +202,13 @@ public sealed class BackupRun
                 return; // every disk was copied and verified: what fails later (a commit) does not spoil the set
             setFolder = Record.SetFolder;
         }
-        await WriteManifestAsync(BackupSetStatus.Incomplete, reason, ct).ConfigureAwait(false);
+        // Partial copies first: never usable, and on a full destination their room is what the manifest needs.
         foreach (var entry in await _store.ListAsync(setFolder, ct).ConfigureAwait(false))
         {
             if (entry.Name.EndsWith(BackupNames.PartialSuffix, StringComparison.Ordinal))
-                await _store.DeleteAsync(setFolder + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false); // never a usable file
+                await _store.DeleteAsync(setFolder + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false);
         }
+        await WriteManifestAsync(BackupSetStatus.Incomplete, reason, ct).ConfigureAwait(false);
     }
 
     private async Task WriteManifestAsync(string status, string? reason, CancellationToken ct)
