@@ -151,12 +151,13 @@ function Invoke-Lab {
 function Invoke-Pester5 {
     $paths = if ($PesterPath) { $PesterPath } else { @(Join-Path $Root 'tests/Pester') }
     $script = @'
-param($modules, $pathList, $resultFile)
+param($modules, $pathList, $resultFile, $scratch)
 $paths = $pathList -split ','
 $env:PSModulePath = $modules + [IO.Path]::PathSeparator + $env:PSModulePath
-# Test folders of earlier runs go (after unmounting any tmpfs a crashed test left there); each run keeps its
-# journal and locks in a state folder of its own, so nothing left on this machine decides a test's outcome.
-$scratch = '/var/tmp/odakvm-tests'
+# Test folders of earlier runs from this checkout go (after unmounting any tmpfs a crashed test left there); each
+# run keeps its journal and locks in a state folder of its own, so nothing left on this machine decides a test's
+# outcome. Each checkout has its own scratch folder, so two checkouts never wipe each other's.
+$env:ODAKVM_TEST_SCRATCH = $scratch
 Get-Content /proc/mounts | ForEach-Object { ($_ -split ' ')[1] } | Where-Object { $_ -like "$scratch/*" } | ForEach-Object { & umount -l $_ }
 if (Test-Path $scratch) { Remove-Item -Recurse -Force $scratch }
 $env:ODAKVMBACKUP_STATE_DIR = Join-Path $scratch 'state'
@@ -183,7 +184,8 @@ exit ([Math]::Min($bad, 255))
     Set-Content -Path $scriptFile -Value $script
     # A child pwsh: a binary module cannot be unloaded, so each run must load the freshly built DLL.
     # One argument: an array would reach the child as several.
-    & dotnet pwsh -NoProfile -File $scriptFile $PesterModules ($paths -join ',') (Join-Path $Out 'pester-results.xml')
+    $checkout = [Convert]::ToHexString([Security.Cryptography.SHA256]::HashData([Text.Encoding]::UTF8.GetBytes($Root))).Substring(0, 8).ToLowerInvariant()
+    & dotnet pwsh -NoProfile -File $scriptFile $PesterModules ($paths -join ',') (Join-Path $Out 'pester-results.xml') "/var/tmp/odakvm-tests-$checkout"
     if ($LASTEXITCODE -ne 0) { throw "Pester: $LASTEXITCODE test(s) failed, were skipped or did not run." }
 }
 

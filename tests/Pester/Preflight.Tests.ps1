@@ -100,14 +100,14 @@ Describe 'Bad paths' {
 
     It 'refuses <Case>' -ForEach @(
         @{ Case = 'an empty -Destination'; Copy = { @{ Destination = '' } }; Id = 'PathNotFound'; Fix = 'Name an existing folder' }
-        @{ Case = 'a -Destination that does not exist'; Copy = { @{ Destination = '/var/tmp/odakvm-tests/does/not/exist' } }; Id = 'PathNotFound'; Fix = 'mkdir -p' }
+        @{ Case = 'a -Destination that does not exist'; Copy = { @{ Destination = (Join-Path $env:ODAKVM_TEST_SCRATCH 'does/not/exist') } }; Id = 'PathNotFound'; Fix = 'mkdir -p' }
         @{ Case = 'a -Destination on a read-only file system'; Copy = { @{ Destination = $ro } }; Id = 'PathNotWritable'; Fix = 'read-only' }
         @{ Case = 'a -Destination that is the folder of a disk'; Copy = { @{ Destination = $bootFolder } }; Id = 'DestinationInsideDiskFolder'; Fix = 'another folder' }
         @{ Case = 'a -Destination inside the folder of a disk'; Copy = { @{ Destination = (New-Item -ItemType Directory -Force (Join-Path $bootFolder 'inside')).FullName } }; Id = 'DestinationInsideDiskFolder'; Fix = 'another folder' }
         @{ Case = 'a -Destination with no room left'; Copy = { @{ Destination = $full } }; Id = 'NotEnoughSpaceAtDestination'; Fix = 'another -Destination' }
         @{ Case = 'a retention -Path that is the folder of a disk'; Retain = { @{ Path = $bootFolder } }; Id = 'RetentionIsDiskFolder'; Fix = 'another -Path' }
-        @{ Case = 'a retention -Path that does not exist'; Retain = { @{ Path = '/var/tmp/odakvm-tests/no/retention' } }; Id = 'PathNotFound'; Fix = 'mkdir -p' }
-        @{ Case = 'an -OverlayDirectory that does not exist'; Snapshot = { @{ OverlayDirectory = '/var/tmp/odakvm-tests/no/overlays' } }; Id = 'PathNotFound'; Fix = 'mkdir -p' }
+        @{ Case = 'a retention -Path that does not exist'; Retain = { @{ Path = (Join-Path $env:ODAKVM_TEST_SCRATCH 'no/retention') } }; Id = 'PathNotFound'; Fix = 'mkdir -p' }
+        @{ Case = 'an -OverlayDirectory that does not exist'; Snapshot = { @{ OverlayDirectory = (Join-Path $env:ODAKVM_TEST_SCRATCH 'no/overlays') } }; Id = 'PathNotFound'; Fix = 'mkdir -p' }
         @{ Case = 'an -OverlayDirectory without room for the overlays'; Snapshot = { @{ OverlayDirectory = $tiny } }; Id = 'NotEnoughSpaceForOverlays'; Fix = '-OverlayDirectory' }
     ) {
         $params = $_   # not every case names every stage's parameters

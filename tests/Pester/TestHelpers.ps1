@@ -9,10 +9,10 @@ if (-not (Test-Path $ModuleManifest)) { throw "The module is not built: run ./bu
 Import-Module $ModuleManifest -Force
 Import-Module (Join-Path $RepoRoot 'tests/Lab/OdaKvmLab.psm1') -Force
 $script:SnapshotName = 'FILE_STAGE_BACKUP.TEMP'
-if (-not $env:ODAKVMBACKUP_STATE_DIR) { throw 'Run the Pester files through ./build.ps1 -Task Pester: it gives each run its own ODAKVMBACKUP_STATE_DIR.' }
+if (-not $env:ODAKVMBACKUP_STATE_DIR -or -not $env:ODAKVM_TEST_SCRATCH) { throw 'Run the Pester files through ./build.ps1 -Task Pester: it gives each run its own ODAKVMBACKUP_STATE_DIR.' }
 
 function New-TestFolder([string] $Name) {
-    $path = Join-Path '/var/tmp/odakvm-tests' ("{0}-{1}" -f $Name, [guid]::NewGuid().ToString('N').Substring(0, 8))
+    $path = Join-Path $env:ODAKVM_TEST_SCRATCH ("{0}-{1}" -f $Name, [guid]::NewGuid().ToString('N').Substring(0, 8))
     New-Item -ItemType Directory -Force -Path $path | Out-Null
     $path
 }
