@@ -4,9 +4,10 @@ using OdaKvmBackup.Core.Processes;
 using OdaKvmBackup.Core.Remote;
 using OdaKvmBackup.Core.Storage;
 
-// Writes the same file of random data to an SSH server with scp and with SshBackupStore, a few rounds each,
-// and prints both speeds. The store is driven as the copy engine drives it: 1 MiB reads of the local file,
-// each handed to WriteAsync, then CompleteAsync (size, fsync). scp does no fsync, so the store carries that extra.
+// Writes the same file of random data to an SSH server with scp and with SshBackupStore, taking turns, and prints
+// both speeds and their medians. The store is driven as the copy engine drives it: 1 MiB reads of the local file,
+// each handed to WriteAsync, then CompleteAsync (size, fsync). scp does no fsync, so the store carries that extra:
+// the time until CompleteAsync is printed too.
 //   dotnet run -c Release --project tools/SshBenchmark -- <host or alias> <remote folder> [MiB] [rounds] [ssh config file]
 if (args.Length < 2)
 {
@@ -37,34 +38,35 @@ try
     var runner = new CliWrapProcessRunner(NullSink.Instance);
     var ssh = new SshClient(new SshDestination(null, host, folder), runner, runner, new SshOptions { ConfigFile = configFile });
     await using var store = new SshBackupStore(ssh);
+    var scpTimes = new List<TimeSpan>();
+    var storeTimes = new List<TimeSpan>();
+    var completeTimes = new List<TimeSpan>();
     for (var round = 1; round <= rounds; round++)
     {
-        var scp = Stopwatch.StartNew();
-        Run("scp", [.. config, "-q", source, $"{host}:{folder}/scp.bin"]);
-        scp.Stop();
-
-        var cpu = Process.GetCurrentProcess().TotalProcessorTime;
-        var sent = TimeSpan.Zero;
-        var ours = Stopwatch.StartNew();
-        await using (var writer = await store.CreateFileAsync("store.bin", CancellationToken.None))
+        // Alternate who goes first, so that neither always finds the server's page cache in the other's wake.
+        for (var turn = 0; turn < 2; turn++)
         {
-            using var input = File.OpenRead(source);
-            var buffer = new byte[1 << 20];
-            long offset = 0;
-            int read;
-            while ((read = input.Read(buffer)) > 0)
+            if ((round + turn) % 2 == 0)
             {
-                await writer.WriteAsync(offset, buffer.AsMemory(0, read), CancellationToken.None);
-                offset += read;
+                var scp = Stopwatch.StartNew();
+                Run("scp", [.. config, "-q", source, $"{host}:{folder}/scp.bin"]);
+                scpTimes.Add(scp.Elapsed);
             }
-            sent = ours.Elapsed;
-            await writer.CompleteAsync(offset, CancellationToken.None);
+            else
+            {
+                var (total, complete) = await WriteWithStoreAsync(store, source);
+                storeTimes.Add(total);
+                completeTimes.Add(complete);
+            }
         }
-        ours.Stop();
-        Console.WriteLine($"round {round}: scp {Speed(size, scp.Elapsed)} MiB/s ({scp.Elapsed.TotalSeconds:0.00} s), " +
-            $"SshBackupStore {Speed(size, ours.Elapsed)} MiB/s ({ours.Elapsed.TotalSeconds:0.00} s), ratio {scp.Elapsed / ours.Elapsed:0.000}; " +
-            $"the store's CompleteAsync (size, fsync) took {(ours.Elapsed - sent).TotalSeconds:0.00} s, its process used {(Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds:0.00} s of CPU");
+        Console.WriteLine($"round {round}: scp {Speed(size, scpTimes[^1])} MiB/s ({scpTimes[^1].TotalSeconds:0.00} s), " +
+            $"SshBackupStore {Speed(size, storeTimes[^1])} MiB/s ({storeTimes[^1].TotalSeconds:0.00} s, of which CompleteAsync: size + fsync {completeTimes[^1].TotalSeconds:0.00} s)");
     }
+    var scpMedian = Median(scpTimes);
+    var storeMedian = Median(storeTimes);
+    var transferMedian = Median(storeTimes.Zip(completeTimes, (total, complete) => total - complete).ToList());
+    Console.WriteLine($"median: scp {Speed(size, scpMedian)} MiB/s, SshBackupStore {Speed(size, storeMedian)} MiB/s with fsync " +
+        $"({storeMedian / scpMedian * 100:0}% of scp's time), {Speed(size, transferMedian)} MiB/s until CompleteAsync ({transferMedian / scpMedian * 100:0}% of scp's time)");
     await store.DeleteAsync("store.bin", recursive: false, CancellationToken.None);
     Run("ssh", [.. config, host, "rm", "-f", $"{folder}/scp.bin"]);
     return 0;
@@ -73,6 +75,26 @@ finally
 {
     File.Delete(source);
 }
+
+static async Task<(TimeSpan Total, TimeSpan Complete)> WriteWithStoreAsync(SshBackupStore store, string source)
+{
+    var clock = Stopwatch.StartNew();
+    await using var writer = await store.CreateFileAsync("store.bin", CancellationToken.None);
+    using var input = File.OpenRead(source);
+    var buffer = new byte[1 << 20];
+    long offset = 0;
+    int read;
+    while ((read = input.Read(buffer)) > 0)
+    {
+        await writer.WriteAsync(offset, buffer.AsMemory(0, read), CancellationToken.None);
+        offset += read;
+    }
+    var sent = clock.Elapsed;
+    await writer.CompleteAsync(offset, CancellationToken.None);
+    return (clock.Elapsed, clock.Elapsed - sent);
+}
+
+static TimeSpan Median(List<TimeSpan> times) => times.Order().ElementAt(times.Count / 2);
 
 static string Speed(long bytes, TimeSpan elapsed) => (bytes / 1048576.0 / elapsed.TotalSeconds).ToString("0");
 

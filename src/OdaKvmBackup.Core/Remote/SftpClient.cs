@@ -345,7 +345,7 @@ public sealed class SftpClient : IAsyncDisposable
                 throw new InvalidOperationException();
             _outgoing.Add(new OutgoingPacket(packet.FinishHeader(data.Length), data), CancellationToken.None);
         }
-        catch (InvalidOperationException)
+        catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException)
         {
             // The session has ended (the check above, or between it and now).
             _pending.TryRemove(id, out _);

@@ -96,7 +96,7 @@ public static partial class SshErrors
 
     /// <summary>ssh's message lines, joined; the warning banner's '@' lines and blank lines dropped.</summary>
     public static string SshWords(string stderr) =>
-        string.Join(" ", stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+        string.Join("; ", stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Where(line => !line.StartsWith("@@@", StringComparison.Ordinal) && !line.StartsWith("@ ", StringComparison.Ordinal))
             .Select(line => line.StartsWith("ssh: ", StringComparison.Ordinal) ? line[5..] : line)
             .Select(line => line.TrimEnd('.')));
