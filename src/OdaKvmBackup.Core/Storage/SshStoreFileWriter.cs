@@ -66,12 +66,12 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
         ObjectDisposedException.ThrowIf(_completed, this);
         while (!data.IsEmpty)
         {
-            if (_filling is null || _filling.End != offset || _filling.Length == _chunkLength)
+            if (_filling is not null && (_filling.End != offset || _filling.Length == _chunkLength))
             {
-                if (_filling is not null)
-                    Send(_filling);
-                _filling = new Chunk(offset, await TakeBufferAsync(ct).ConfigureAwait(false));
+                Send(_filling);
+                _filling = null;
             }
+            _filling ??= new Chunk(offset, await TakeBufferAsync(ct).ConfigureAwait(false));
             var count = Math.Min(data.Length, _chunkLength - _filling.Length);
             data[..count].CopyTo(_filling.Buffer.AsMemory(_filling.Length));
             _filling.Length += count;
