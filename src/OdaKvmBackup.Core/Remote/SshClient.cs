@@ -85,7 +85,8 @@ public sealed class SshClient
     /// <summary>
     /// The command line the server's login shell runs: <c>sh -c '&lt;script&gt;' sh 'arg1' 'arg2'</c>. ssh sends the
     /// remote command as one string that the login shell parses, so every word is single-quoted for it; then sh
-    /// receives the script and the arguments exactly as given, whatever they hold.
+    /// receives the script and the arguments exactly as given, whatever they hold. (The login shell must be a POSIX
+    /// one: bash, dash, ksh or zsh; csh does not take a newline inside quotes.)
     /// </summary>
     public static string RemoteCommandLine(string script, IReadOnlyList<string> arguments)
     {
