@@ -189,8 +189,15 @@ internal sealed class TestSshServer : IDisposable
     {
         if (File.Exists(Sshd))
             return;
-        // As docs/ssh.md says: Debian's openssh-server, without recommends; no service is started (no systemd).
-        var (code, output) = Run("apt-get", ["install", "-y", "--no-install-recommends", "openssh-server"], ("DEBIAN_FRONTEND", "noninteractive"));
+        // As the notes on ssh say: Debian's openssh-server, without recommends; no service is started (no systemd).
+        // A machine whose package lists were never fetched needs an update first.
+        string[] install = ["install", "-y", "--no-install-recommends", "openssh-server"];
+        var (code, output) = Run("apt-get", install, ("DEBIAN_FRONTEND", "noninteractive"));
+        if (code != 0)
+        {
+            Run("apt-get", ["update", "-qq"], ("DEBIAN_FRONTEND", "noninteractive"));
+            (code, output) = Run("apt-get", install, ("DEBIAN_FRONTEND", "noninteractive"));
+        }
         if (code != 0 || !File.Exists(Sshd))
             throw new InvalidOperationException($"These tests need {Sshd}: 'apt-get install openssh-server' failed ({code}):\n{output}");
     }
