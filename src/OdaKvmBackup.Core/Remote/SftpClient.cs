@@ -560,7 +560,7 @@ public sealed class SftpClient : IAsyncDisposable
 
     /// <summary>Maps an SFTP status to an error id. OpenSSH says only "Failure" when a disk is full: callers that
     /// write check the free space to tell DestinationFull apart (see the store's writer).</summary>
-    public SftpStatusException StatusError(SftpStatusCode code, string serverMessage, string operation, string path, bool modifies)
+    private SftpStatusException StatusError(SftpStatusCode code, string serverMessage, string operation, string path, bool modifies)
     {
         var where = $"{Target}:{path}";
         var said = string.IsNullOrWhiteSpace(serverMessage) ? code.ToString() : serverMessage;

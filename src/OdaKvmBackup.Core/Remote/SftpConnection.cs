@@ -13,7 +13,7 @@ public sealed record SshReconnectPolicy(IReadOnlyList<TimeSpan> Delays)
 
 /// <summary>The reconnection attempts one operation has used: each lost connection and each failed attempt to
 /// connect again spends one.</summary>
-public sealed class ReconnectAttempts
+internal sealed class ReconnectAttempts
 {
     public int Used { get; set; }
 }
@@ -22,7 +22,7 @@ public sealed class ReconnectAttempts
 /// One SFTP session to a server that is made again when it breaks. Only a connection lost after it worked is
 /// retried (with the policy's delays, also while the server is unreachable); a refused host key or login fails at once.
 /// </summary>
-public sealed class SftpConnection : IAsyncDisposable
+internal sealed class SftpConnection : IAsyncDisposable
 {
     private readonly SemaphoreSlim _lock = new(1, 1);
     private SftpClient? _session;
