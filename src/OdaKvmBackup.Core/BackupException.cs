@@ -5,7 +5,7 @@ public enum BackupErrorCategory
 {
     NotSpecified, ObjectNotFound, InvalidArgument, InvalidOperation, ResourceExists, ResourceUnavailable,
     ResourceBusy, PermissionDenied, ConnectionError, OperationStopped, OperationTimeout, InvalidResult,
-    ParserError, WriteError, NotInstalled, InvalidData,
+    ParserError, WriteError, NotInstalled, InvalidData, SecurityError,
 }
 
 /// <summary>Stable error ids: Pester and users' scripts match on them.</summary>
@@ -70,6 +70,16 @@ public static class ErrorIds
     public const string CommandTimedOut = "CommandTimedOut";
     public const string UnrecordedOverlay = "UnrecordedOverlay";
     public const string UnexpectedError = "UnexpectedError";
+    public const string PathNotReadable = "PathNotReadable";
+    public const string InvalidSshDestination = "InvalidSshDestination";
+    public const string SshHostKeyUnknown = "SshHostKeyUnknown";
+    public const string SshHostKeyChanged = "SshHostKeyChanged";
+    public const string SshAuthenticationFailed = "SshAuthenticationFailed";
+    public const string SshHostUnreachable = "SshHostUnreachable";
+    public const string SshConnectionLost = "SshConnectionLost";
+    public const string SshFailed = "SshFailed";
+    public const string SshCommandFailed = "SshCommandFailed";
+    public const string SftpFailed = "SftpFailed";
 }
 
 /// <summary>A failure a user can act on: names the cause and, where one exists, the fix.</summary>

@@ -59,7 +59,7 @@ public sealed class NullSink : IOperationSink
 }
 
 /// <summary>CliWrap-based runner. LC_ALL=C keeps virsh and qemu-img messages in English, so they can be classified.</summary>
-public sealed class CliWrapProcessRunner : IProcessRunner
+public sealed partial class CliWrapProcessRunner : IProcessRunner
 {
     private readonly IOperationSink _sink;
 

@@ -1,0 +1,256 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Text;
+
+namespace OdaKvmBackup.Core.Remote;
+
+/// <summary>SFTP version 3 packet types (draft-ietf-secsh-filexfer-02), as OpenSSH speaks it.</summary>
+public enum SftpPacketType : byte
+{
+    Init = 1, Version = 2, Open = 3, Close = 4, Read = 5, Write = 6, LStat = 7, FStat = 8, SetStat = 9, FSetStat = 10,
+    OpenDir = 11, ReadDir = 12, Remove = 13, MkDir = 14, RmDir = 15, RealPath = 16, Stat = 17, Rename = 18,
+    Status = 101, Handle = 102, Data = 103, Name = 104, Attrs = 105, Extended = 200, ExtendedReply = 201,
+}
+
+public enum SftpStatusCode : uint
+{
+    Ok = 0, Eof = 1, NoSuchFile = 2, PermissionDenied = 3, Failure = 4, BadMessage = 5, NoConnection = 6,
+    ConnectionLost = 7, OpUnsupported = 8,
+}
+
+[Flags]
+public enum SftpOpenFlags : uint
+{
+    Read = 0x01, Write = 0x02, Append = 0x04, Create = 0x08, Truncate = 0x10,
+    /// <summary>With <see cref="Create"/>: fail if the name exists (O_EXCL; never follows a symbolic link).</summary>
+    Exclusive = 0x20,
+}
+
+/// <summary>A file's attributes; a null member was not sent (or is not to be set).</summary>
+public sealed record SftpAttributes
+{
+    private const uint FlagSize = 0x1, FlagUidGid = 0x2, FlagPermissions = 0x4, FlagTimes = 0x8, FlagExtended = 0x80000000;
+    private const uint TypeMask = 0xF000, TypeDirectory = 0x4000, TypeRegular = 0x8000, TypeSymlink = 0xA000;
+
+    public long? Size { get; init; }
+    public uint? Uid { get; init; }
+    public uint? Gid { get; init; }
+
+    /// <summary>st_mode: the file type bits and the permission bits.</summary>
+    public uint? Permissions { get; init; }
+    public DateTime? AccessTimeUtc { get; init; }
+    public DateTime? ModifiedTimeUtc { get; init; }
+
+    public bool IsDirectory => (Permissions & TypeMask) == TypeDirectory;
+    public bool IsRegularFile => (Permissions & TypeMask) == TypeRegular;
+    public bool IsSymbolicLink => (Permissions & TypeMask) == TypeSymlink;
+    public UnixFileMode Mode => (UnixFileMode)((Permissions ?? 0) & 0xFFF);
+
+    public static SftpAttributes WithMode(UnixFileMode mode) => new() { Permissions = (uint)mode };
+
+    internal void WriteTo(SftpPacketWriter writer)
+    {
+        var flags = (Size is null ? 0 : FlagSize) | (Uid is null || Gid is null ? 0 : FlagUidGid)
+            | (Permissions is null ? 0 : FlagPermissions) | (AccessTimeUtc is null || ModifiedTimeUtc is null ? 0 : FlagTimes);
+        writer.WriteUInt32(flags);
+        if (Size is { } size)
+            writer.WriteUInt64((ulong)size);
+        if ((flags & FlagUidGid) != 0)
+        {
+            writer.WriteUInt32(Uid!.Value);
+            writer.WriteUInt32(Gid!.Value);
+        }
+        if (Permissions is { } permissions)
+            writer.WriteUInt32(permissions);
+        if ((flags & FlagTimes) != 0)
+        {
+            writer.WriteUInt32((uint)new DateTimeOffset(AccessTimeUtc!.Value).ToUnixTimeSeconds());
+            writer.WriteUInt32((uint)new DateTimeOffset(ModifiedTimeUtc!.Value).ToUnixTimeSeconds());
+        }
+    }
+
+    internal static SftpAttributes ReadFrom(ref SftpPacketReader reader)
+    {
+        var flags = reader.ReadUInt32();
+        var attributes = new SftpAttributes
+        {
+            Size = (flags & FlagSize) != 0 ? (long)reader.ReadUInt64() : null,
+            Uid = (flags & FlagUidGid) != 0 ? reader.ReadUInt32() : null,
+            Gid = (flags & FlagUidGid) != 0 ? reader.ReadUInt32() : null,
+            Permissions = (flags & FlagPermissions) != 0 ? reader.ReadUInt32() : null,
+            AccessTimeUtc = (flags & FlagTimes) != 0 ? DateTime.UnixEpoch.AddSeconds(reader.ReadUInt32()) : null,
+            ModifiedTimeUtc = (flags & FlagTimes) != 0 ? DateTime.UnixEpoch.AddSeconds(reader.ReadUInt32()) : null,
+        };
+        if ((flags & FlagExtended) != 0)
+        {
+            var count = reader.ReadUInt32();
+            for (var i = 0; i < count; i++)
+            {
+                reader.ReadBytes();
+                reader.ReadBytes();
+            }
+        }
+        return attributes;
+    }
+}
+
+/// <summary>One entry of a folder listing.</summary>
+public sealed record SftpDirectoryEntry(string Name, SftpAttributes Attributes);
+
+/// <summary>What statvfs@openssh.com reports about the file system that holds a path.</summary>
+public sealed record SftpFileSystemInfo(ulong BlockSize, ulong FragmentSize, ulong Blocks, ulong FreeBlocks, ulong AvailableBlocks)
+{
+    /// <summary>Bytes an unprivileged user may still write: f_bavail * f_frsize.</summary>
+    public long AvailableBytes => (long)Math.Min(long.MaxValue, AvailableBlocks * FragmentSize);
+}
+
+/// <summary>
+/// Builds one packet: uint32 length, byte type, then the fields (uint32/uint64 big-endian, strings as uint32 length and
+/// bytes). <see cref="Finish"/> fills in the length; <see cref="FinishHeader"/> does so for a packet whose last bytes
+/// (a WRITE's data) are sent separately, so data is never copied into a packet.
+/// </summary>
+internal sealed class SftpPacketWriter
+{
+    private byte[] _buffer;
+    private int _length;
+
+    /// <summary>A packet without a request id (INIT).</summary>
+    public SftpPacketWriter(SftpPacketType type)
+    {
+        _buffer = new byte[64];
+        _length = 4;
+        WriteByte((byte)type);
+    }
+
+    /// <summary>A request: the type, then its id.</summary>
+    public SftpPacketWriter(SftpPacketType type, uint requestId)
+        : this(type)
+    {
+        RequestId = requestId;
+        WriteUInt32(requestId);
+    }
+
+    public uint RequestId { get; }
+
+    public void WriteByte(byte value)
+    {
+        Ensure(1);
+        _buffer[_length++] = value;
+    }
+
+    public void WriteUInt32(uint value)
+    {
+        Ensure(4);
+        BinaryPrimitives.WriteUInt32BigEndian(_buffer.AsSpan(_length), value);
+        _length += 4;
+    }
+
+    public void WriteUInt64(ulong value)
+    {
+        Ensure(8);
+        BinaryPrimitives.WriteUInt64BigEndian(_buffer.AsSpan(_length), value);
+        _length += 8;
+    }
+
+    public void WriteString(string value)
+    {
+        var byteCount = Encoding.UTF8.GetByteCount(value);
+        WriteUInt32((uint)byteCount);
+        Ensure(byteCount);
+        _length += Encoding.UTF8.GetBytes(value, _buffer.AsSpan(_length));
+    }
+
+    public void WriteBytes(ReadOnlySpan<byte> value)
+    {
+        WriteUInt32((uint)value.Length);
+        Ensure(value.Length);
+        value.CopyTo(_buffer.AsSpan(_length));
+        _length += value.Length;
+    }
+
+    public void WriteAttributes(SftpAttributes attributes) => attributes.WriteTo(this);
+
+    /// <summary>The packet, its length filled in.</summary>
+    public ReadOnlyMemory<byte> Finish() => FinishHeader(0);
+
+    /// <param name="followingBytes">Bytes that will be sent right after this header as part of the same packet.</param>
+    public ReadOnlyMemory<byte> FinishHeader(int followingBytes)
+    {
+        BinaryPrimitives.WriteUInt32BigEndian(_buffer, (uint)(_length - 4 + followingBytes));
+        return _buffer.AsMemory(0, _length);
+    }
+
+    private void Ensure(int bytes)
+    {
+        if (_length + bytes > _buffer.Length)
+            Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _length + bytes));
+    }
+}
+
+/// <summary>Reads the fields of one received packet (without its length). A packet too short for what it should
+/// hold is a protocol error.</summary>
+internal ref struct SftpPacketReader
+{
+    private readonly ReadOnlySpan<byte> _packet;
+    private int _position;
+
+    public SftpPacketReader(ReadOnlySpan<byte> packet)
+    {
+        _packet = packet;
+        _position = 0;
+    }
+
+    public readonly int Remaining => _packet.Length - _position;
+
+    public byte ReadByte() => Take(1)[0];
+
+    public uint ReadUInt32() => BinaryPrimitives.ReadUInt32BigEndian(Take(4));
+
+    public ulong ReadUInt64() => BinaryPrimitives.ReadUInt64BigEndian(Take(8));
+
+    public ReadOnlySpan<byte> ReadBytes() => Take(checked((int)ReadUInt32()));
+
+    public string ReadString() => Encoding.UTF8.GetString(ReadBytes());
+
+    public SftpAttributes ReadAttributes() => SftpAttributes.ReadFrom(ref this);
+
+    private ReadOnlySpan<byte> Take(int count)
+    {
+        if (count < 0 || count > Remaining)
+            throw new InvalidDataException($"SFTP packet too short: {count} bytes wanted at {_position} of {_packet.Length}.");
+        var span = _packet.Slice(_position, count);
+        _position += count;
+        return span;
+    }
+}
+
+/// <summary>A received packet in a pooled buffer: dispose it once read.</summary>
+internal sealed class SftpResponse : IDisposable
+{
+    private byte[]? _buffer;
+
+    public SftpResponse(byte[] rentedBuffer, int length)
+    {
+        _buffer = rentedBuffer;
+        Length = length;
+        Type = (SftpPacketType)rentedBuffer[0];
+    }
+
+    public SftpPacketType Type { get; }
+    public int Length { get; }
+
+    /// <summary>The bytes after the type: the request id (VERSION's version) and the fields.</summary>
+    public ReadOnlySpan<byte> AfterType() => _buffer.AsSpan(1, Length - 1);
+
+    /// <summary>A reader positioned after the type and the request id.</summary>
+    public SftpPacketReader Body() => new(_buffer.AsSpan(5, Length - 5));
+
+    public void Dispose()
+    {
+        if (_buffer is { } buffer)
+        {
+            _buffer = null;
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+}

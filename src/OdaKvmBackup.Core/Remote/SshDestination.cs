@@ -1,0 +1,98 @@
+namespace OdaKvmBackup.Core.Remote;
+
+/// <summary>
+/// A destination on an SSH server, written as scp writes it: <c>[user@]host:path</c>. The host may be an alias from
+/// ~/.ssh/config, a name, an IPv4 address or an IPv6 address in brackets (<c>root@[fd00::5]:/backup</c>). The path
+/// is absolute, or relative to the login's home folder (<c>host:</c> alone is the home folder).
+/// </summary>
+public sealed record SshDestination
+{
+    public SshDestination(string? user, string host, string path)
+    {
+        if (user is not null && (user.Length == 0 || user.Any(char.IsWhiteSpace)))
+            throw Invalid($"{user}@{host}:{path}", $"the user name '{user}' is not valid");
+        if (host.Length == 0 || host.StartsWith('-') || host.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+            throw Invalid($"{host}:{path}", $"'{host}' is not a host name");
+        User = user;
+        Host = host;
+        Path = path;
+    }
+
+    /// <summary>The login name, or null to let ssh choose (~/.ssh/config's User, else the local user).</summary>
+    public string? User { get; }
+
+    /// <summary>The host as ssh is given it: a ~/.ssh/config alias, a name or an address (IPv6 without brackets).</summary>
+    public string Host { get; }
+
+    /// <summary>The folder on the server: absolute, or relative to the login's home ("" is the home itself).</summary>
+    public string Path { get; }
+
+    /// <summary>What ssh is given as its destination argument: "user@host" or "host".</summary>
+    public string SshTarget => User is null ? Host : $"{User}@{Host}";
+
+    /// <summary>
+    /// True when <paramref name="text"/> names a remote folder, by scp's rule: a ':' comes before any '/' (a bracketed
+    /// IPv6 address may hold ':'), and the text does not start with '/', './', '../' or '~'. Anything else is a local path.
+    /// </summary>
+    public static bool IsRemote(string text) => FindColon(text) >= 0;
+
+    /// <summary>The destination, or null when <paramref name="text"/> is a local path. Throws InvalidSshDestination
+    /// when it looks remote but its user or host cannot be one.</summary>
+    public static SshDestination? TryParse(string text)
+    {
+        var colon = FindColon(text);
+        if (colon < 0)
+            return null;
+        var login = text[..colon];
+        var path = text[(colon + 1)..];
+        // A user name may itself hold '@' (user@domain@host): the host follows the last one, as in scp.
+        var at = login.LastIndexOf('@');
+        var user = at >= 0 ? login[..at] : null;
+        var host = at >= 0 ? login[(at + 1)..] : login;
+        if (host.StartsWith('[') && host.EndsWith(']'))
+            host = host[1..^1];
+        else if (host.Contains('[') || host.Contains(']'))
+            throw Invalid(text, $"'{host}' is not a host name (an IPv6 address is written in brackets: [fd00::5])");
+        return new SshDestination(user, host, path);
+    }
+
+    public static SshDestination Parse(string text) =>
+        TryParse(text) ?? throw Invalid(text, "it is a local path: a remote one is written [user@]host:path");
+
+    /// <summary>The same server, another path.</summary>
+    public SshDestination WithPath(string path) => new(User, Host, path);
+
+    /// <summary>The canonical form: "user@host:/path", "host:path", "user@[fd00::5]:/path".</summary>
+    public override string ToString() => $"{(User is null ? "" : User + "@")}{(Host.Contains(':') ? $"[{Host}]" : Host)}:{Path}";
+
+    /// <summary>The index of the ':' that ends the host part, or -1 for a local path.</summary>
+    private static int FindColon(string text)
+    {
+        if (text.Length == 0 || text[0] is '/' or '~' || text.StartsWith("./", StringComparison.Ordinal)
+            || text.StartsWith("../", StringComparison.Ordinal))
+            return -1;
+        var inBrackets = false;
+        for (var i = 0; i < text.Length; i++)
+        {
+            switch (text[i])
+            {
+                case '[' when i == 0 || text[i - 1] == '@':
+                    inBrackets = true;
+                    break;
+                case ']' when inBrackets:
+                    inBrackets = false;
+                    break;
+                case ':' when !inBrackets:
+                    // scp: a leading ':' is part of a file name.
+                    return i == 0 ? -1 : i;
+                case '/' when !inBrackets:
+                    return -1;
+            }
+        }
+        return -1;
+    }
+
+    private static BackupException Invalid(string text, string why) =>
+        new(ErrorIds.InvalidSshDestination, BackupErrorCategory.InvalidArgument, $"'{text}' is not a valid SSH destination: {why}.",
+            "Write a remote destination as [user@]host:/path (host: a name, an alias from ~/.ssh/config, an IPv4 address or [IPv6]).", text);
+}
