@@ -25,15 +25,23 @@ public abstract class KvmCmdlet : PSCmdlet
 
     protected override void StopProcessing() => _stopping.Cancel();
 
-    /// <summary>virsh and qemu-img, their command lines shown with -Verbose.</summary>
+    /// <summary>Runs native commands, their command lines shown with -Verbose.</summary>
+    protected CliWrapProcessRunner Runner => new(_sink);
+
+    /// <summary>virsh and qemu-img.</summary>
     protected HostTools Tools
     {
         get
         {
-            var runner = new CliWrapProcessRunner(_sink);
+            var runner = Runner;
             return new HostTools(new VirshClient(runner), new QemuImgClient(runner));
         }
     }
+
+    /// <summary>The store a destination names: a folder on an SSH server ([user@]host:path), or a local path
+    /// resolved the PowerShell way (relative to $PWD, ~).</summary>
+    protected Core.Storage.IBackupStore OpenStore(string destination, string parameterName) =>
+        Core.Storage.BackupStores.Open(Core.Storage.BackupStores.IsRemote(destination) ? destination : ResolvePath(destination), Runner, parameterName);
 
     protected CommitService NewCommitService(int timeoutSeconds = 0) =>
         new(Tools.Virsh, Tools.QemuImg, _sink)

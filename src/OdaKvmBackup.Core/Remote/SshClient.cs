@@ -101,12 +101,12 @@ public sealed class SshClient
 
     /// <summary>Runs a script on the server. Throws the classified error when ssh itself fails (exit code 255);
     /// any other exit code is the script's, for the caller to judge.</summary>
-    public async Task<ProcessResult> RunScriptAsync(string script, IReadOnlyList<string> arguments, CancellationToken ct)
+    public async Task<ProcessResult> RunScriptAsync(string script, IReadOnlyList<string> arguments, CancellationToken ct, TimeSpan? timeout = null)
     {
         ProcessResult result;
         try
         {
-            result = await _runner.RunAsync(Options.Program, ScriptArguments(script, arguments), cancellationToken: ct).ConfigureAwait(false);
+            result = await _runner.RunAsync(Options.Program, ScriptArguments(script, arguments), cancellationToken: ct, timeout: timeout).ConfigureAwait(false);
         }
         catch (BackupException ex) when (ex.ErrorId == ErrorIds.ToolNotFound)
         {

@@ -199,7 +199,8 @@ public sealed class SshBackupStore : IBackupStore
         {
             string[] arguments = [path, blockSize.ToString(CultureInfo.InvariantCulture), (segmentSize / blockSize).ToString(CultureInfo.InvariantCulture),
                 .. batch.Select(index => index.ToString(CultureInfo.InvariantCulture))];
-            var result = await RunScriptAsync(SegmentDigestScript, arguments, ct).ConfigureAwait(false);
+            // Reading back a whole disk on the server takes as long as its data: the long-work time limit.
+            var result = await RunScriptAsync(SegmentDigestScript, arguments, ct, Processes.ToolTimeouts.LongWork).ConfigureAwait(false);
             if (result.ExitCode == SegmentScriptFileMissing)
             {
                 throw new BackupException(ErrorIds.PathNotFound, BackupErrorCategory.ObjectNotFound,
@@ -299,14 +300,14 @@ public sealed class SshBackupStore : IBackupStore
     }
 
     /// <summary>Runs a script on the server; a lost connection is retried like the SFTP operations (the scripts only read or flush).</summary>
-    private async Task<Processes.ProcessResult> RunScriptAsync(string script, IReadOnlyList<string> arguments, CancellationToken ct)
+    private async Task<Processes.ProcessResult> RunScriptAsync(string script, IReadOnlyList<string> arguments, CancellationToken ct, TimeSpan? timeout = null)
     {
         var attempts = 0;
         while (true)
         {
             try
             {
-                return await _ssh.RunScriptAsync(script, arguments, ct).ConfigureAwait(false);
+                return await _ssh.RunScriptAsync(script, arguments, ct, timeout).ConfigureAwait(false);
             }
             catch (BackupException ex) when (ex.ErrorId == ErrorIds.SshConnectionLost && attempts < _reconnect.Delays.Count)
             {

@@ -47,7 +47,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
         {
             if (string.IsNullOrWhiteSpace(Destination))
                 throw new BackupException(ErrorIds.PathNotFound, BackupErrorCategory.InvalidArgument, "-Destination is empty.", "Name an existing folder with -Destination.", Destination);
-            store = BackupStores.Open(ResolvePath(Destination));
+            store = OpenStore(Destination, nameof(Destination));
             Run(store.CheckWritableAsync);
         }
         catch (BackupException ex)

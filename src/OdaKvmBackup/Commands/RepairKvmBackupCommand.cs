@@ -60,7 +60,7 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
     {
         if (DomainName is not null && _names.Count == 0)
             return; // only blank names were given: each was reported
-        var service = new RepairService(Tools, NewCommitService(), location => BackupStores.Open(location));
+        var service = new RepairService(Tools, NewCommitService(), location => BackupStores.Open(location, Runner));
         IReadOnlyList<string> domains;
         try
         {
