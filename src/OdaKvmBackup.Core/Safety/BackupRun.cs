@@ -27,6 +27,8 @@ public sealed class BackupRun
     private readonly object _gate = new();
     private readonly HostTools _tools;
     private readonly HashSet<string> _copying = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _manifestGate = new(1, 1);
+    private string? _incompleteReason;
     private DomainLock? _lock;
     private IBackupStore? _store;
 
@@ -147,7 +149,7 @@ public sealed class BackupRun
             Record.SetFolder = set;
             _store = store;
         });
-        await WriteManifestAsync(BackupSetStatus.InProgress, null, ct).ConfigureAwait(false);
+        await WriteManifestAsync(ct).ConfigureAwait(false);
         return set;
     }
 
@@ -176,15 +178,13 @@ public sealed class BackupRun
     /// <summary>The copy was read back from storage and matched: once every disk is, the set is Complete.</summary>
     public async Task RecordVerifiedAsync(string target, string verifiedBy, CancellationToken ct)
     {
-        var complete = false;
         Change(() =>
         {
             var disk = Record.Disk(target);
             disk.Verified = true;
             disk.VerifiedBy = verifiedBy;
-            complete = Record.FailureReason is null && Record.Disks.All(d => d.Verified);
         });
-        await WriteManifestAsync(complete ? BackupSetStatus.Complete : BackupSetStatus.InProgress, null, ct).ConfigureAwait(false);
+        await WriteManifestAsync(ct).ConfigureAwait(false);
     }
 
     /// <summary>The set cannot become Complete (a copy failed its check, or the run failed): it says so, and why.</summary>
@@ -198,8 +198,9 @@ public sealed class BackupRun
             if (Record.Disks.All(d => d.Verified))
                 return; // every disk was copied and verified: what fails later (a commit) does not spoil the set
             setFolder = Record.SetFolder;
+            _incompleteReason ??= reason; // for good: a check that passes later does not make the set whole again
         }
-        await WriteManifestAsync(BackupSetStatus.Incomplete, reason, ct).ConfigureAwait(false);
+        await WriteManifestAsync(ct).ConfigureAwait(false);
         foreach (var entry in await _store.ListAsync(setFolder, ct).ConfigureAwait(false))
         {
             if (entry.Name.EndsWith(BackupNames.PartialSuffix, StringComparison.Ordinal))
@@ -207,18 +208,31 @@ public sealed class BackupRun
         }
     }
 
-    private async Task WriteManifestAsync(string status, string? reason, CancellationToken ct)
+    /// <summary>Writes the set's state as it is now. One write at a time, each computed once the previous one is
+    /// written: a manifest computed earlier (InProgress) never lands on top of a later one (Complete, Incomplete).</summary>
+    private async Task WriteManifestAsync(CancellationToken ct)
     {
-        BackupManifest manifest;
-        string set;
-        lock (_gate)
+        await _manifestGate.WaitAsync(ct).ConfigureAwait(false);
+        try
         {
-            if (_store is null || Record.SetFolder is null)
-                return;
-            manifest = BackupManifest.FromRun(Record, status, reason);
-            set = Record.SetFolder;
+            BackupManifest manifest;
+            string set;
+            lock (_gate)
+            {
+                if (_store is null || Record.SetFolder is null)
+                    return;
+                var status = _incompleteReason is not null ? BackupSetStatus.Incomplete
+                    : Record.FailureReason is null && Record.Disks.All(d => d.Verified) ? BackupSetStatus.Complete
+                    : BackupSetStatus.InProgress;
+                manifest = BackupManifest.FromRun(Record, status, _incompleteReason);
+                set = Record.SetFolder;
+            }
+            await BackupSet.SaveAsync(_store, set, manifest, ct).ConfigureAwait(false);
         }
-        await BackupSet.SaveAsync(_store, set, manifest, ct).ConfigureAwait(false);
+        finally
+        {
+            _manifestGate.Release();
+        }
     }
 
     // ---------------------------------------------------------------- commit and retention
