@@ -28,6 +28,7 @@ public sealed class BackupRun
     private readonly HostTools _tools;
     private readonly HashSet<string> _copying = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _manifestGate = new(1, 1);
+    private readonly SemaphoreSlim _setGate = new(1, 1);
     private string? _incompleteReason;
     private DomainLock? _lock;
     private IBackupStore? _store;
@@ -128,6 +129,21 @@ public sealed class BackupRun
 
     /// <summary>Creates the run's backup set on first use: its folder, domain.xml and a manifest that says InProgress.</summary>
     public async Task<string> EnsureSetAsync(IBackupStore store, bool force, CancellationToken ct)
+    {
+        // The copies of a run start together: the first makes the set, the others wait for it and use it. Looking
+        // meanwhile, they would take the new set for an older one: BackupSetExists, or with -Force, deleted.
+        await _setGate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            return await EnsureSetOnceAsync(store, force, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _setGate.Release();
+        }
+    }
+
+    private async Task<string> EnsureSetOnceAsync(IBackupStore store, bool force, CancellationToken ct)
     {
         lock (_gate)
         {
