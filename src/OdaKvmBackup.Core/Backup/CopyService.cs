@@ -244,6 +244,7 @@ public sealed class CopyService
             try
             {
                 await run.MarkSetIncompleteAsync($"the copy of {disk.Target} failed its check: {error.Message}", CancellationToken.None).ConfigureAwait(false);
+                await _store.DeleteAsync(partial, recursive: false, CancellationToken.None).ConfigureAwait(false); // never a usable file
             }
             catch (Exception inner) when (inner is BackupException or IOException)
             {

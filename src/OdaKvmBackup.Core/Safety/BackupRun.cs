@@ -209,17 +209,21 @@ public sealed class BackupRun
         if (_store is null || Record.SetFolder is null)
             return;
         string setFolder;
+        HashSet<string> beingChecked;
         lock (_gate)
         {
             if (Record.Disks.All(d => d.Verified))
                 return; // every disk was copied and verified: what fails later (a commit) does not spoil the set
             setFolder = Record.SetFolder;
             _incompleteReason ??= reason; // for good: a check that passes later does not make the set whole again
+            // Copies written and being read back: their check renames or removes its own file.
+            beingChecked = Record.Disks.Where(d => d.State == DiskState.Copied && !d.Verified)
+                .Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
         }
         await WriteManifestAsync(ct).ConfigureAwait(false);
         foreach (var entry in await _store.ListAsync(setFolder, ct).ConfigureAwait(false))
         {
-            if (entry.Name.EndsWith(BackupNames.PartialSuffix, StringComparison.Ordinal))
+            if (entry.Name.EndsWith(BackupNames.PartialSuffix, StringComparison.Ordinal) && !beingChecked.Contains(entry.Name))
                 await _store.DeleteAsync(setFolder + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false); // never a usable file
         }
     }
