@@ -47,7 +47,7 @@ public static class BackupNames
     /// <summary>Each disk's file name in the set: its own file name, or, when two disks of the run share one (the
     /// same name in different folders), the target in front: vdb-disk.</summary>
     public static IReadOnlyDictionary<string, string> SetFileNames(IEnumerable<(string Target, string Source)> disks) =>
-        UniqueNames(disks.Select(d => (d.Target, Path.GetFileName(d.Source))));
+        UniqueNames(disks.Select(d => (d.Target, Path.GetFileName(d.Source))), inSet: true);
 
     /// <summary>Each overlay's file name in the retention folder, made unique in the same way.</summary>
     public static IReadOnlyDictionary<string, string> RetainedNames(IEnumerable<(string Target, string Overlay)> disks) =>
@@ -59,16 +59,30 @@ public static class BackupNames
     /// <summary>A file name that nothing can have planted in advance, for write probes.</summary>
     public static string ProbeFileName() => $".odakvmbackup-probe-{Guid.NewGuid():N}";
 
-    private static Dictionary<string, string> UniqueNames(IEnumerable<(string Target, string Name)> disks)
+    private static Dictionary<string, string> UniqueNames(IEnumerable<(string Target, string Name)> disks, bool inSet = false)
     {
         var list = disks.ToList();
         var shared = list.GroupBy(d => d.Name, StringComparer.Ordinal).Where(g => g.Count() > 1)
             .Select(g => g.Key).ToHashSet(StringComparer.Ordinal);
         var names = list.ToDictionary(d => d.Target, d => shared.Contains(d.Name) ? d.Target + "-" + d.Name : d.Name, StringComparer.Ordinal);
-        // "vdb-x" could itself be another disk's own file name: then every name gets its target in front (targets
-        // are unique and hold no '-').
-        if (names.Values.Distinct(StringComparer.Ordinal).Count() < names.Count)
+        // "vdb-x" could itself be another disk's own file name, and in a set a copy must not be named as the manifest,
+        // the domain XML or another copy while it is written ("x.partial"): then every name gets its target in front
+        // (targets are unique and hold no '-').
+        if (Clash(names.Values, inSet))
             names = list.ToDictionary(d => d.Target, d => d.Target + "-" + d.Name, StringComparer.Ordinal);
         return names;
+    }
+
+    private static bool Clash(IReadOnlyCollection<string> names, bool inSet)
+    {
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        if (inSet)
+        {
+            used.Add(ManifestFileName);
+            used.Add(DomainXmlFileName);
+        }
+        if (names.Any(n => !used.Add(n)))
+            return true;
+        return inSet && names.Any(n => used.Contains(Partial(n)));
     }
 }

@@ -178,12 +178,16 @@ public sealed class CopyService
 
     private async Task<CopyOutcome> CopyOneAsync(BackupRun run, VmDiskBackup disk, CancellationToken ct)
     {
-        await _slots.WaitAsync(ct).ConfigureAwait(false);
         var started = DateTime.UtcNow;
         var record = run.Record.Disk(disk.Target);
         string? partial = null;
+        var slot = false;
         try
         {
+            // Inside the try: a copy stopped while it waits for its slot is given up like any other.
+            await _slots.WaitAsync(ct).ConfigureAwait(false);
+            slot = true;
+            started = DateTime.UtcNow;
             var set = await run.EnsureSetAsync(_store, _force, ct).ConfigureAwait(false);
             partial = set + "/" + BackupNames.Partial(record.SetFile);
             var activity = $"Copying {disk.Target} of {disk.DomainName}";
@@ -212,7 +216,8 @@ public sealed class CopyService
         }
         finally
         {
-            _slots.Release();
+            if (slot)
+                _slots.Release();
         }
     }
 
@@ -242,6 +247,7 @@ public sealed class CopyService
             try
             {
                 await run.MarkSetIncompleteAsync($"the copy of {disk.Target} failed its check: {error.Message}", CancellationToken.None).ConfigureAwait(false);
+                await _store.DeleteAsync(partial, recursive: false, CancellationToken.None).ConfigureAwait(false); // never a usable file
             }
             catch (Exception inner) when (inner is BackupException or IOException)
             {

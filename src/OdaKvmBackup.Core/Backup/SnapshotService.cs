@@ -78,9 +78,14 @@ public sealed class SnapshotService
         {
             if (await check.IsRunIdTakenAsync(domain, runId, ct).ConfigureAwait(false))
             {
-                // A run of this domain finished within this second: take the next second rather than collide.
-                await Task.Delay(1000 - DateTime.UtcNow.Millisecond, ct).ConfigureAwait(false);
-                runId = BackupNames.RunId(DateTime.UtcNow);
+                // A run of this domain finished within this second: take the next second rather than collide. The
+                // timer may fire a little before the clock turns: wait until it has.
+                var taken = runId;
+                while (runId == taken)
+                {
+                    await Task.Delay(1000 - DateTime.UtcNow.Millisecond, ct).ConfigureAwait(false);
+                    runId = BackupNames.RunId(DateTime.UtcNow);
+                }
                 break;
             }
         }

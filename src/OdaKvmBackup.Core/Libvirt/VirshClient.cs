@@ -172,7 +172,7 @@ public sealed partial class VirshClient
                 "Inside the guest run 'vssadmin list writers', restart the service of any writer not in state Stable with no error (for SQL Server: SQLWriter), then back up again. As a last resort back up without a freeze with -CrashConsistent."),
             VirshFailure.VssFreezeTimedOut => (ErrorIds.VssFreezeTimedOut, BackupErrorCategory.OperationTimeout,
                 $"The Windows guest '{domain}' could not hold its writes long enough for the snapshot: VSS limits a freeze to 10 seconds (virsh: {said}).",
-                "Back up when the guest is less busy (its writers flush faster), check its disks' latency; as a last resort back up without a freeze with -CrashConsistent."),
+                "Inside the guest run 'vssadmin list writers' and restart the service of any writer that is not Stable (a slow writer holds the freeze up), read the Application event log (source VSS), and back up when the guest is less busy or its disks answer faster. As a last resort back up without a freeze with -CrashConsistent."),
             VirshFailure.VssProviderFailed => (ErrorIds.VssProviderFailed, BackupErrorCategory.NotInstalled,
                 $"The Windows guest '{domain}' could not freeze: qemu-guest-agent's VSS provider is missing or failed (virsh: {said}).",
                 "Inside the guest reinstall qemu-guest-agent from the virtio-win ISO with its VSS provider (or run 'qemu-ga.exe -s vss-install' as administrator), check that the 'QEMU Guest Agent VSS Provider' and 'Volume Shadow Copy' services can start; as a last resort back up without a freeze with -CrashConsistent."),

@@ -27,6 +27,9 @@ public sealed class BackupRun
     private readonly object _gate = new();
     private readonly HostTools _tools;
     private readonly HashSet<string> _copying = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _manifestGate = new(1, 1);
+    private readonly SemaphoreSlim _setGate = new(1, 1);
+    private string? _incompleteReason;
     private DomainLock? _lock;
     private IBackupStore? _store;
 
@@ -130,6 +133,21 @@ public sealed class BackupRun
     /// <summary>Creates the run's backup set on first use: its folder, domain.xml and a manifest that says InProgress.</summary>
     public async Task<string> EnsureSetAsync(IBackupStore store, bool force, CancellationToken ct)
     {
+        // The copies of a run start together: the first makes the set, the others wait for it and use it. Looking
+        // meanwhile, they would take the new set for an older one: BackupSetExists, or with -Force, deleted.
+        await _setGate.WaitAsync(ct).ConfigureAwait(false);
+        try
+        {
+            return await EnsureSetOnceAsync(store, force, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            _setGate.Release();
+        }
+    }
+
+    private async Task<string> EnsureSetOnceAsync(IBackupStore store, bool force, CancellationToken ct)
+    {
         lock (_gate)
         {
             if (Record.SetFolder is { } existing && _store is not null)
@@ -150,7 +168,7 @@ public sealed class BackupRun
             Record.SetFolder = set;
             _store = store;
         });
-        await WriteManifestAsync(BackupSetStatus.InProgress, null, ct).ConfigureAwait(false);
+        await WriteManifestAsync(ct).ConfigureAwait(false);
         return set;
     }
 
@@ -179,15 +197,13 @@ public sealed class BackupRun
     /// <summary>The copy was read back from storage and matched: once every disk is, the set is Complete.</summary>
     public async Task RecordVerifiedAsync(string target, string verifiedBy, CancellationToken ct)
     {
-        var complete = false;
         Change(() =>
         {
             var disk = Record.Disk(target);
             disk.Verified = true;
             disk.VerifiedBy = verifiedBy;
-            complete = Record.FailureReason is null && Record.Disks.All(d => d.Verified);
         });
-        await WriteManifestAsync(complete ? BackupSetStatus.Complete : BackupSetStatus.InProgress, null, ct).ConfigureAwait(false);
+        await WriteManifestAsync(ct).ConfigureAwait(false);
     }
 
     /// <summary>The set cannot become Complete (a copy failed its check, or the run failed): it says so, and why.</summary>
@@ -196,33 +212,51 @@ public sealed class BackupRun
         if (_store is null || Record.SetFolder is null)
             return;
         string setFolder;
+        HashSet<string> beingChecked;
         lock (_gate)
         {
             if (Record.Disks.All(d => d.Verified))
                 return; // every disk was copied and verified: what fails later (a commit) does not spoil the set
             setFolder = Record.SetFolder;
+            _incompleteReason ??= reason; // for good: a check that passes later does not make the set whole again
+            // Copies written and being read back: their check renames or removes its own file.
+            beingChecked = Record.Disks.Where(d => d.State == DiskState.Copied && !d.Verified)
+                .Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
         }
         // Partial copies first: never usable, and on a full destination their room is what the manifest needs.
         foreach (var entry in await _store.ListAsync(setFolder, ct).ConfigureAwait(false))
         {
-            if (entry.Name.EndsWith(BackupNames.PartialSuffix, StringComparison.Ordinal))
+            if (entry.Name.EndsWith(BackupNames.PartialSuffix, StringComparison.Ordinal) && !beingChecked.Contains(entry.Name))
                 await _store.DeleteAsync(setFolder + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false);
         }
-        await WriteManifestAsync(BackupSetStatus.Incomplete, reason, ct).ConfigureAwait(false);
+        await WriteManifestAsync(ct).ConfigureAwait(false);
     }
 
-    private async Task WriteManifestAsync(string status, string? reason, CancellationToken ct)
+    /// <summary>Writes the set's state as it is now. One write at a time, each computed once the previous one is
+    /// written: a manifest computed earlier (InProgress) never lands on top of a later one (Complete, Incomplete).</summary>
+    private async Task WriteManifestAsync(CancellationToken ct)
     {
-        BackupManifest manifest;
-        string set;
-        lock (_gate)
+        await _manifestGate.WaitAsync(ct).ConfigureAwait(false);
+        try
         {
-            if (_store is null || Record.SetFolder is null)
-                return;
-            manifest = BackupManifest.FromRun(Record, status, reason);
-            set = Record.SetFolder;
+            BackupManifest manifest;
+            string set;
+            lock (_gate)
+            {
+                if (_store is null || Record.SetFolder is null)
+                    return;
+                var status = _incompleteReason is not null ? BackupSetStatus.Incomplete
+                    : Record.FailureReason is null && Record.Disks.All(d => d.Verified) ? BackupSetStatus.Complete
+                    : BackupSetStatus.InProgress;
+                manifest = BackupManifest.FromRun(Record, status, _incompleteReason);
+                set = Record.SetFolder;
+            }
+            await BackupSet.SaveAsync(_store, set, manifest, ct).ConfigureAwait(false);
         }
-        await BackupSet.SaveAsync(_store, set, manifest, ct).ConfigureAwait(false);
+        finally
+        {
+            _manifestGate.Release();
+        }
     }
 
     // ---------------------------------------------------------------- commit and retention

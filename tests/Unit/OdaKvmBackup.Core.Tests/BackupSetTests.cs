@@ -1,11 +1,22 @@
 using OdaKvmBackup.Core.Backup;
+using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;
 
+/// <summary>backup.json in a local store.</summary>
 public sealed class BackupSetTests : IDisposable
 {
+    private const string Set = "linux_vm/20250101-020304";
     private readonly TempFolder _temp = new("backupset-tests");
+    private readonly LocalBackupStore _store;
+
+    public BackupSetTests()
+    {
+        _store = new LocalBackupStore(_temp.FullPath);
+        Directory.CreateDirectory(_temp.Combine("linux_vm", "20250101-020304"));
+    }
 
     public void Dispose() => _temp.Dispose();
 
@@ -15,27 +26,27 @@ public sealed class BackupSetTests : IDisposable
         RunId = "20250101-020304",
         Status = status,
         Consistency = BackupConsistency.Quiesced,
-        SnapshotName = OverlayNaming.DefaultSnapshotName,
+        SnapshotName = BackupNames.DefaultSnapshotName,
         HostName = "oda1",
         StartedUtc = new DateTime(2025, 1, 1, 2, 3, 4, DateTimeKind.Utc),
         Disks =
         [
-            new ManifestDisk { Target = "vda", Source = "/x/vm_linux_vm/linux_boot", Format = "qcow2", File = "linux_boot", SizeBytes = 67108864, DataBytes = 1048576, ContentDigest = new string('a', 64), Verified = true },
+            new ManifestDisk { Target = "vda", Source = "/x/vm_linux_vm/linux_boot", Format = "qcow2", File = "linux_boot", SizeBytes = 67108864, DataBytes = 1048576, ContentDigest = new string('a', 64), Verified = true, VerifiedBy = "read back" },
             new ManifestDisk { Target = "vdb", Source = "/x/disco secundario, 2", Format = "raw", File = "disco secundario, 2" },
         ],
+        ExcludedDisks = [new ExcludedDisk("vdc", "/x/asm1", "not piped to New-KvmDiskSnapshot")],
     };
 
     [Fact]
-    public void Saved_manifest_loads_back_with_every_field()
+    public async Task Saved_manifest_loads_back_with_every_field()
     {
-        var set = _temp.FullPath;
         var saved = Manifest();
         saved.CompletedUtc = new DateTime(2025, 1, 1, 2, 9, 0, DateTimeKind.Utc);
 
-        BackupSet.Save(set, saved);
-        var loaded = BackupSet.Load(set);
+        await BackupSet.SaveAsync(_store, Set, saved, CancellationToken.None);
+        var loaded = await BackupSet.LoadAsync(_store, Set, CancellationToken.None);
 
-        Assert.Equal("OdaKvmBackup/1", loaded.Format);
+        Assert.Equal("OdaKvmBackup/2", loaded.Format);
         Assert.Equal("linux_vm", loaded.DomainName);
         Assert.Equal("20250101-020304", loaded.RunId);
         Assert.Equal(BackupSetStatus.InProgress, loaded.Status);
@@ -48,67 +59,64 @@ public sealed class BackupSetTests : IDisposable
         Assert.Equal(2, loaded.Disks.Count);
         var vda = loaded.Disks[0];
         Assert.Equal(("vda", "/x/vm_linux_vm/linux_boot", "qcow2", "linux_boot"), (vda.Target, vda.Source, vda.Format, vda.File));
-        Assert.Equal((67108864L, 1048576L, new string('a', 64), true), (vda.SizeBytes, vda.DataBytes, vda.ContentDigest, vda.Verified));
+        Assert.Equal((67108864L, 1048576L, new string('a', 64), true, "read back"), (vda.SizeBytes, vda.DataBytes, vda.ContentDigest, vda.Verified, vda.VerifiedBy));
         var vdb = loaded.Disks[1];
         Assert.Equal("/x/disco secundario, 2", vdb.Source);
         Assert.Null(vdb.ContentDigest);
         Assert.False(vdb.Verified);
+        Assert.Equal(new ExcludedDisk("vdc", "/x/asm1", "not piped to New-KvmDiskSnapshot"), Assert.Single(loaded.ExcludedDisks));
     }
 
     [Fact]
-    public void Manifest_is_backup_json_with_readable_enum_and_status()
+    public async Task Manifest_is_a_private_backup_json_with_readable_enum_and_status_and_no_temporary_file_left()
     {
-        BackupSet.Save(_temp.FullPath, Manifest());
+        using (Umask.Set(0))
+            await BackupSet.SaveAsync(_store, Set, Manifest(), CancellationToken.None);
 
-        var text = File.ReadAllText(Path.Combine(_temp.FullPath, "backup.json"));
+        var path = _temp.Combine("linux_vm", "20250101-020304", "backup.json");
+        var text = File.ReadAllText(path);
         Assert.Contains("\"Quiesced\"", text, StringComparison.Ordinal);
         Assert.Contains("\"InProgress\"", text, StringComparison.Ordinal);
-        Assert.Empty(Directory.GetFiles(_temp.FullPath, "*.tmp"));
+        Assert.Equal(PrivateFiles.FileMode, File.GetUnixFileMode(path));
+        Assert.Equal(["backup.json"], Directory.GetFileSystemEntries(Path.GetDirectoryName(path)!).Select(Path.GetFileName));
     }
 
     [Fact]
-    public void MarkIncomplete_turns_an_interrupted_set_Incomplete_with_the_reason()
+    public void Manifest_of_a_run_says_what_its_journal_says()
     {
-        BackupSet.Save(_temp.FullPath, Manifest());
+        var run = RunJournalTests.Record("linux_vm");
+        run.SnapshotUtc = new DateTime(2025, 1, 1, 2, 3, 5, DateTimeKind.Utc);
 
-        BackupSet.MarkIncomplete(_temp.FullPath, "the copy was stopped");
+        var manifest = BackupManifest.FromRun(run, BackupSetStatus.Incomplete, "the copy of vda failed");
 
-        var loaded = BackupSet.Load(_temp.FullPath);
-        Assert.Equal(BackupSetStatus.Incomplete, loaded.Status);
-        Assert.Equal("the copy was stopped", loaded.Reason);
-        Assert.Equal(2, loaded.Disks.Count);
+        Assert.Equal((BackupSetStatus.Incomplete, "the copy of vda failed"), (manifest.Status, manifest.Reason));
+        Assert.Null(manifest.CompletedUtc);
+        Assert.Equal(run.SnapshotUtc, manifest.StartedUtc);
+        Assert.Equal(["linux_boot", "disco"], manifest.Disks.Select(d => d.File));
+        Assert.Equal([false, true], manifest.Disks.Select(d => d.Verified));
+        Assert.Equal(run.ExcludedDisks, manifest.ExcludedDisks);
+        Assert.NotNull(BackupManifest.FromRun(run, BackupSetStatus.Complete, null).CompletedUtc);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("{ \"DomainName\": \"linux")]
+    [InlineData("null")]
+    public async Task Manifest_that_cannot_be_read_is_BackupSetUnreadable_naming_the_file(string content)
+    {
+        File.WriteAllText(_temp.Combine("linux_vm", "20250101-020304", "backup.json"), content);
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => BackupSet.LoadAsync(_store, Set, CancellationToken.None));
+
+        Assert.Equal(ErrorIds.BackupSetUnreadable, ex.ErrorId);
+        Assert.Contains(_temp.Combine("linux_vm", "20250101-020304", "backup.json"), ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]
-    public void MarkIncomplete_leaves_a_Complete_set_alone()
+    public async Task Missing_manifest_is_PathNotFound()
     {
-        BackupSet.Save(_temp.FullPath, Manifest(BackupSetStatus.Complete));
+        var ex = await Assert.ThrowsAsync<BackupException>(() => BackupSet.LoadAsync(_store, "linux_vm/19990101-000000", CancellationToken.None));
 
-        BackupSet.MarkIncomplete(_temp.FullPath, "commit failed later");
-
-        var loaded = BackupSet.Load(_temp.FullPath);
-        Assert.Equal(BackupSetStatus.Complete, loaded.Status);
-        Assert.Null(loaded.Reason);
-    }
-
-    [Fact]
-    public void MarkIncomplete_keeps_the_first_reason()
-    {
-        BackupSet.Save(_temp.FullPath, Manifest());
-
-        BackupSet.MarkIncomplete(_temp.FullPath, "copying vda failed: disk full");
-        BackupSet.MarkIncomplete(_temp.FullPath, "run was interrupted; closed by Repair-KvmBackup");
-
-        Assert.Equal("copying vda failed: disk full", BackupSet.Load(_temp.FullPath).Reason);
-    }
-
-    [Fact]
-    public void MarkIncomplete_of_a_folder_without_manifest_creates_nothing()
-    {
-        var folder = _temp.Folder("empty");
-
-        BackupSet.MarkIncomplete(folder, "x");
-
-        Assert.Empty(Directory.EnumerateFileSystemEntries(folder));
+        Assert.Equal(ErrorIds.PathNotFound, ex.ErrorId);
     }
 }

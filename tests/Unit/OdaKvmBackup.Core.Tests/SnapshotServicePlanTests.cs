@@ -1,6 +1,7 @@
 using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;
@@ -11,7 +12,7 @@ namespace OdaKvmBackup.Core.Tests;
 public sealed class SnapshotServicePlanTests : IDisposable
 {
     private const string Domain = "oda_vm1";
-    private const string Snap = OverlayNaming.DefaultSnapshotName;
+    private const string Snap = BackupNames.DefaultSnapshotName;
     private readonly TempFolder _temp = new("plan-tests");
     private readonly FakeHost _host = new(Domain);
     private readonly string _bootFolder;
@@ -40,27 +41,36 @@ public sealed class SnapshotServicePlanTests : IDisposable
             {
                 if (disk.Type == "file" && !File.Exists(file))
                     File.WriteAllText(file, "image");
-                _host.ImageInfo[file] = TestDomain.ImageInfoJson(file, "raw", 64L << 20, 1L << 20);
+                _host.ImageInfo.TryAdd(file, TestDomain.ImageInfoJson(file, "raw", 64L << 20, 1L << 20));
             }
         }
-        _host.LiveXml = TestDomain.Xml(Domain, disks, agentState, live: true);
-        _host.InactiveXml = TestDomain.Xml(Domain, disks, agentState, live: false);
+        _host.UseDisks(agentState, disks);
     }
 
-    private SnapshotService Service => new(_host.Virsh, _host.QemuImg);
+    private SnapshotService Service => new(new HostTools(_host.Virsh, _host.QemuImg));
 
-    private SnapshotRequest Request(DownstreamPlan? downstream = null, bool crashConsistent = false, string? overlayDirectory = null, params string[] targets)
+    private SnapshotRequest Request(IPreflightCheck[]? checks = null, bool crashConsistent = false, string? overlayDirectory = null, params string[] targets)
     {
         var disks = DomainXml.Parse(_host.LiveXml, _host.State).Disks.Where(d => targets.Length == 0 || targets.Contains(d.Target)).ToList();
-        return new SnapshotRequest(Domain, disks, Snap, overlayDirectory, crashConsistent, downstream ?? DownstreamPlan.None);
+        return new SnapshotRequest(Domain, disks, Snap, overlayDirectory, crashConsistent, checks ?? []);
     }
+
+    /// <summary>Copy-VmDisk's contribution, for a destination folder.</summary>
+    private static IPreflightCheck[] CopyTo(string destination, bool force = false) => [new CopyDestinationCheck(new LocalBackupStore(destination), force)];
+
+    private static IPreflightCheck[] CopyTo(IBackupStore store) => [new CopyDestinationCheck(store, false)];
 
     private Task<SnapshotPlan> Plan(SnapshotRequest? request = null) => Service.PlanAsync(request ?? Request(), CancellationToken.None);
 
     private static List<string> Ids(SnapshotPlan plan) => plan.Problems.Select(p => p.ErrorId).ToList();
 
-    private void AssertReadOnly() =>
-        Assert.All(_host.Calls, c => Assert.Contains(c.Command, new[] { "domstate", "dumpxml", "snapshot-list", "blockjob", "qemu-agent-command", "info" }));
+    /// <summary>Only queries ran: nothing that snapshots, commits, deletes or redefines.</summary>
+    private void AssertReadOnly()
+    {
+        Assert.NotEmpty(_host.Calls);
+        Assert.All(_host.Calls, c => Assert.Contains(c.Command, new[] { "domstate", "dumpxml", "snapshot-list", "blockjob", "qemu-agent-command", "info", "list" }));
+        Assert.All(_host.Calls.Where(c => c.Command == "blockjob"), c => Assert.True(c.Has("--info"), c.ToString()));
+    }
 
     [Fact]
     public async Task Clean_running_domain_gets_a_plan_with_an_overlay_beside_each_disk_and_no_problem()
@@ -77,19 +87,38 @@ public sealed class SnapshotServicePlanTests : IDisposable
         Assert.Equal([_boot, _data], plan.Disks.Select(d => d.Source));
         Assert.Equal(["raw", "raw"], plan.Disks.Select(d => d.Format));
         Assert.Empty(plan.ExcludedTargets);
-        Assert.Equal(_host.InactiveXml, plan.InactiveXml);
+        Assert.Empty(plan.Run.ExcludedDisks);
+        Assert.Empty(plan.Warnings);
+        Assert.Equal(_host.InactiveXml, plan.Run.DomainXml);
+        Assert.Equal(RunPhase.Planned, plan.Run.Phase);
+        Assert.Equal(BackupConsistency.Quiesced, plan.Run.Consistency);
+        Assert.All(plan.Disks, d => Assert.Equal(DiskState.Planned, d.State));
         Assert.Contains(_host.Calls, c => c.Command == "qemu-agent-command");
         AssertReadOnly();
     }
 
     [Fact]
-    public async Task Disks_not_piped_are_excluded_from_the_snapshot()
+    public async Task Disks_not_piped_are_excluded_from_the_snapshot_and_recorded_with_the_reason()
     {
         var plan = await Plan(Request(targets: "vda"));
 
         Assert.Empty(Ids(plan));
         Assert.Equal(["vda"], plan.Disks.Select(d => d.Target));
         Assert.Equal(["vdb"], plan.ExcludedTargets);
+        Assert.Equal(new ExcludedDisk("vdb", _data, "not piped to New-KvmDiskSnapshot"), Assert.Single(plan.Run.ExcludedDisks));
+    }
+
+    [Fact]
+    public async Task Read_only_disk_is_recorded_as_excluded_because_it_is_read_only()
+    {
+        var iso = _temp.Combine("drivers.img");
+        UseDisks(new TestDisk("vda", _boot, "raw"), new TestDisk("vdb", _data, "raw"), new TestDisk("vdc", iso, "raw") { ReadOnly = true });
+
+        var plan = await Plan(Request(targets: ["vda", "vdb"]));
+
+        Assert.Empty(Ids(plan));
+        Assert.Equal(new ExcludedDisk("vdc", iso, "read-only"), Assert.Single(plan.Run.ExcludedDisks));
+        Assert.Empty(plan.ExcludedTargets); // libvirt never snapshots a read-only disk: no snapshot=no needed
     }
 
     [Fact]
@@ -121,8 +150,10 @@ public sealed class SnapshotServicePlanTests : IDisposable
     }
 
     [Fact]
-    public async Task Disk_on_a_backing_chain_we_did_not_make_is_refused()
+    public async Task Disk_on_a_backing_chain_we_did_not_make_is_refused_with_advice_to_blockpull_never_to_blockcommit()
     {
+        // A linked clone: its own file sits on a template that other clones share. A commit would write this
+        // clone's data into the template and corrupt every other clone.
         var template = _temp.Combine("ol8-template.qcow2");
         UseDisks(new TestDisk("vda", _boot) { Backing = template, BackingFormat = "qcow2" }, new TestDisk("vdb", _data, "raw"));
 
@@ -131,6 +162,67 @@ public sealed class SnapshotServicePlanTests : IDisposable
         var problem = Assert.Single(plan.Problems);
         Assert.Equal(ErrorIds.DiskHasForeignBackingChain, problem.ErrorId);
         Assert.Contains(template, problem.Message, StringComparison.Ordinal);
+        Assert.Contains($"virsh blockpull {Domain} vda", problem.RecommendedAction, StringComparison.Ordinal);
+        Assert.DoesNotContain("virsh blockcommit", problem.FullMessage, StringComparison.Ordinal);
+        Assert.DoesNotContain("Repair-KvmBackup", problem.FullMessage, StringComparison.Ordinal);
+        AssertReadOnly();
+    }
+
+    [Fact]
+    public async Task Shareable_disk_is_refused_with_SharedDiskNotSupported_and_nothing_is_changed()
+    {
+        var asm = Path.Combine(_temp.Folder("asm"), "asm_disk1");
+        UseDisks(new TestDisk("vda", _boot, "raw"), new TestDisk("vdb", asm, "raw") { Shareable = true });
+
+        var plan = await Plan();
+
+        var problem = Assert.Single(plan.Problems);
+        Assert.Equal(ErrorIds.SharedDiskNotSupported, problem.ErrorId);
+        Assert.Equal(Domain, problem.Target);
+        Assert.Contains("vdb", problem.Message, StringComparison.Ordinal);
+        Assert.Contains(asm, problem.Message, StringComparison.Ordinal);
+        Assert.Contains("Shareable", problem.RecommendedAction, StringComparison.Ordinal);
+        AssertReadOnly();
+        Assert.False(File.Exists(asm + "." + Snap));
+    }
+
+    [Fact]
+    public async Task Shareable_disk_left_out_of_the_pipeline_does_not_stop_the_backup_of_the_others()
+    {
+        var asm = Path.Combine(_temp.Folder("asm"), "asm_disk1");
+        UseDisks(new TestDisk("vda", _boot, "raw"), new TestDisk("vdb", asm, "raw") { Shareable = true });
+
+        var plan = await Plan(Request(targets: "vda"));
+
+        Assert.Empty(Ids(plan));
+        Assert.Equal(["vdb"], plan.ExcludedTargets);
+    }
+
+    [Fact]
+    public async Task Two_disks_with_the_same_file_name_in_different_folders_get_distinct_set_files_and_retained_names()
+    {
+        var a = Path.Combine(_temp.Folder("vdisk_a"), "disk");
+        var b = Path.Combine(_temp.Folder("vdisk_b"), "disk");
+        UseDisks(new TestDisk("vda", a, "raw"), new TestDisk("vdb", b, "raw"));
+
+        var plan = await Plan();
+
+        Assert.Empty(Ids(plan));
+        Assert.Equal([a + "." + Snap, b + "." + Snap], plan.Disks.Select(d => d.Overlay));
+        Assert.Equal(2, plan.Disks.Select(d => d.SetFile).Distinct(StringComparer.Ordinal).Count());
+        Assert.Equal(2, plan.Disks.Select(d => d.RetainedName).Distinct(StringComparer.Ordinal).Count());
+    }
+
+    [Fact]
+    public async Task Two_disks_with_the_same_file_name_would_share_an_overlay_in_an_overlay_folder_and_are_refused()
+    {
+        var a = Path.Combine(_temp.Folder("vdisk_a"), "disk");
+        var b = Path.Combine(_temp.Folder("vdisk_b"), "disk");
+        UseDisks(new TestDisk("vda", a, "raw"), new TestDisk("vdb", b, "raw"));
+
+        var plan = await Plan(Request(overlayDirectory: _temp.Folder("overlays")));
+
+        Assert.Equal([ErrorIds.OverlayCollision], Ids(plan));
     }
 
     [Fact]
@@ -216,6 +308,7 @@ public sealed class SnapshotServicePlanTests : IDisposable
         var plan = await Plan();
 
         Assert.True(plan.Cold);
+        Assert.Equal(BackupConsistency.Cold, plan.Run.Consistency);
         Assert.Empty(Ids(plan));
         Assert.Equal(["vda", "vdb"], plan.Disks.Select(d => d.Target));
         Assert.All(plan.Disks, d => Assert.Null(d.Overlay));
@@ -261,6 +354,25 @@ public sealed class SnapshotServicePlanTests : IDisposable
     }
 
     [Fact]
+    public async Task Block_device_at_the_destination_check_gets_a_warning_not_a_silent_pass()
+    {
+        var image = _temp.Combine("lv.img");
+        Files.Image(image, 8L * Files.MiB, [(0, 4096)]);
+        using var device = LoopDevice.Attach(image);
+        UseDisks(new TestDisk("vda", _boot, "raw"), new TestDisk("vdc", device.Path, "raw", "block"));
+        // qemu-img reports no allocation for a block device.
+        _host.ImageInfo[device.Path] = TestDomain.ImageInfoJson(device.Path, "raw", 8L << 20, 0);
+
+        var plan = await Plan(Request(CopyTo(_temp.Folder("backups")), overlayDirectory: _temp.Folder("overlays")));
+
+        Assert.Empty(Ids(plan));
+        var warning = Assert.Single(plan.Warnings);
+        Assert.Contains(device.Path, warning, StringComparison.Ordinal);
+        Assert.Contains("block device", warning, StringComparison.Ordinal);
+        Assert.Contains("8.0 MiB", warning, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Block_disk_needs_an_overlay_directory()
     {
         UseDisks(new TestDisk("vda", _boot, "raw"), new TestDisk("vdc", "/dev/mapper/vg_data-lv_oda_vm1", "raw", "block"));
@@ -277,7 +389,7 @@ public sealed class SnapshotServicePlanTests : IDisposable
     {
         var destination = _temp.Folder("vm_oda_vm1", "backups");
 
-        var plan = await Plan(Request(new DownstreamPlan(destination, false, null)));
+        var plan = await Plan(Request(CopyTo(destination)));
 
         var problem = Assert.Single(plan.Problems);
         Assert.Equal(ErrorIds.DestinationInsideDiskFolder, problem.ErrorId);
@@ -288,7 +400,7 @@ public sealed class SnapshotServicePlanTests : IDisposable
     [Fact]
     public async Task Destination_that_is_a_disk_folder_is_refused()
     {
-        var plan = await Plan(Request(new DownstreamPlan(_bootFolder + "/", false, null)));
+        var plan = await Plan(Request(CopyTo(_bootFolder + "/")));
 
         Assert.Equal([ErrorIds.DestinationInsideDiskFolder], Ids(plan));
     }
@@ -298,9 +410,10 @@ public sealed class SnapshotServicePlanTests : IDisposable
     {
         var destination = _temp.Folder("vm_oda_vm1-backups");
 
-        var plan = await Plan(Request(new DownstreamPlan(destination, false, null)));
+        var plan = await Plan(Request(CopyTo(destination)));
 
         Assert.Empty(Ids(plan));
+        Assert.Empty(plan.Warnings);
     }
 
     [Fact]
@@ -318,23 +431,70 @@ public sealed class SnapshotServicePlanTests : IDisposable
     }
 
     [Fact]
-    public async Task Not_enough_free_space_at_the_destination_is_reported()
+    public async Task Fully_allocated_vdisk_holding_little_data_is_not_refused_where_its_allocation_would_not_fit_only_warned()
     {
-        var destination = _temp.Folder("backups");
-        // The destination check counts the data qemu-img reports (actual-size); the overlay check the virtual size.
-        _host.ImageInfo[_data] = TestDomain.ImageInfoJson(_data, "raw", 64L << 20, 1L << 50);
+        // ODA's vdisks are fully allocated raw files: 320 MiB allocated, 24 MiB of data. The copy is sparse, so it
+        // needs about 24 MiB; a destination with 150 MiB free must not be refused.
+        var vdisk = Path.Combine(_temp.Folder("vdisk_disco"), "disco_secundario");
+        Files.Image(vdisk, 320L * Files.MiB, [(0, 8 * Files.MiB), (100L * Files.MiB, 8 * Files.MiB), (300L * Files.MiB, 8 * Files.MiB)], allocate: true);
+        Assert.True(Files.AllocatedBytes(vdisk) >= 320L * Files.MiB, "precondition: the vdisk is fully allocated");
+        _host.ImageInfo[vdisk] = TestDomain.ImageInfoJson(vdisk, "raw", 320L * Files.MiB, Files.AllocatedBytes(vdisk));
+        UseDisks(new TestDisk("vda", _boot, "raw"), new TestDisk("vdb", vdisk, "raw"));
+        var store = new InterceptingStore(_temp.Folder("backups")) { FreeBytes = 150L * Files.MiB };
 
-        var plan = await Plan(Request(new DownstreamPlan(destination, false, null)));
+        var plan = await Plan(Request(CopyTo(store)));
+
+        Assert.Empty(Ids(plan));
+        var warning = Assert.Single(plan.Warnings);
+        Assert.Contains("150.0 MiB", warning, StringComparison.Ordinal);
+        Assert.Contains(store.Location, warning, StringComparison.Ordinal);
+        Assert.Contains("sparse", warning, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Destination_with_room_for_every_allocated_byte_gets_no_warning()
+    {
+        var store = new InterceptingStore(_temp.Folder("backups")) { FreeBytes = 3L * Files.MiB }; // the disks hold 1 MiB each
+
+        var plan = await Plan(Request(CopyTo(store)));
+
+        Assert.Empty(Ids(plan));
+        Assert.Empty(plan.Warnings);
+    }
+
+    [Theory]
+    [InlineData(0L)]
+    [InlineData(512L * 1024)]
+    public async Task Destination_with_almost_no_room_is_refused(long free)
+    {
+        var store = new InterceptingStore(_temp.Folder("backups")) { FreeBytes = free };
+
+        var plan = await Plan(Request(CopyTo(store)));
 
         var problem = Assert.Single(plan.Problems);
         Assert.Equal(ErrorIds.NotEnoughSpaceAtDestination, problem.ErrorId);
-        Assert.Contains(destination, problem.Message, StringComparison.Ordinal);
+        Assert.Equal(BackupErrorCategory.ResourceUnavailable, problem.Category);
+        Assert.Contains(store.Location, problem.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Existing_set_of_this_seconds_run_id_is_never_reused_the_run_takes_the_next_second()
+    {
+        var destination = _temp.Folder("backups");
+        var taken = BackupNames.RunId(DateTime.UtcNow);
+        Directory.CreateDirectory(Path.Combine(destination, Domain, taken));
+
+        var plan = await Plan(Request(CopyTo(destination)));
+
+        Assert.Empty(Ids(plan));
+        Assert.NotEqual(taken, plan.RunId);
+        Assert.False(Directory.Exists(Path.Combine(destination, Domain, plan.RunId)));
     }
 
     [Fact]
     public async Task Retention_in_a_disk_folder_is_refused()
     {
-        var plan = await Plan(Request(new DownstreamPlan(null, false, _bootFolder)));
+        var plan = await Plan(Request([new RetentionCheck(_bootFolder)]));
 
         Assert.Equal([ErrorIds.RetentionIsDiskFolder], Ids(plan));
     }
@@ -342,15 +502,7 @@ public sealed class SnapshotServicePlanTests : IDisposable
     [Fact]
     public async Task Unfinished_run_in_the_journal_asks_for_Repair_KvmBackup()
     {
-        Journal.Save(new JournalEntry
-        {
-            DomainName = Domain,
-            RunId = "20250101-020304",
-            SnapshotName = Snap,
-            Consistency = BackupConsistency.Quiesced,
-            Phase = JournalPhase.OnOverlays,
-            Disks = [new JournalDisk { Target = "vda", Source = _boot, Format = "raw", Overlay = _boot + "." + Snap }],
-        });
+        RunJournal.Save(Journal(RunPhase.OnOverlays));
 
         var plan = await Plan();
 
@@ -358,7 +510,44 @@ public sealed class SnapshotServicePlanTests : IDisposable
         Assert.Equal(ErrorIds.UnfinishedBackup, problem.ErrorId);
         Assert.Contains("20250101-020304", problem.Message, StringComparison.Ordinal);
         Assert.Contains($"Repair-KvmBackup -DomainName {Domain}", problem.FullMessage, StringComparison.Ordinal);
+        Assert.False(plan.ClosesStaleJournal);
     }
+
+    [Fact]
+    public async Task Journal_of_a_run_that_is_over_is_closed_when_the_next_snapshot_starts()
+    {
+        RunJournal.Save(Journal(RunPhase.Committed));
+
+        var plan = await Plan();
+
+        Assert.Empty(Ids(plan));
+        Assert.True(plan.ClosesStaleJournal);
+        Assert.NotNull(RunJournal.TryLoad(Domain)); // the preflight changes nothing
+    }
+
+    [Fact]
+    public async Task Committed_run_whose_overlays_are_still_beside_the_disks_asks_to_keep_or_delete_them()
+    {
+        RunJournal.Save(Journal(RunPhase.Committed));
+        File.WriteAllText(_boot + "." + Snap, "what the guest wrote during that backup");
+
+        var plan = await Plan();
+
+        Assert.Contains(ErrorIds.LeftoverOverlayFile, Ids(plan));
+        Assert.Contains(plan.Problems, p => p.ErrorId == ErrorIds.LeftoverOverlayFile && p.RecommendedAction!.Contains("-RetentionPath", StringComparison.Ordinal));
+        Assert.False(plan.ClosesStaleJournal);
+    }
+
+    private RunRecord Journal(RunPhase phase) => new()
+    {
+        DomainName = Domain,
+        RunId = "20250101-020304",
+        SnapshotName = Snap,
+        Consistency = BackupConsistency.Quiesced,
+        Phase = phase,
+        DomainXml = _host.InactiveXml,
+        Disks = [new DiskRecord { Target = "vda", Source = _boot, Format = "raw", Overlay = _boot + "." + Snap, SetFile = "oda_vm1_boot", RetainedName = "oda_vm1_boot." + Snap }],
+    };
 
     [Fact]
     public async Task Backup_running_in_another_pipeline_is_reported_as_in_progress()

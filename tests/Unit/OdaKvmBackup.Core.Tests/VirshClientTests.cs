@@ -79,12 +79,24 @@ public class VirshClientTests
             "\rBlock commit: [ 34 %]\rBlock commit: [ 50 %]\rBlock commit: [ 83 %]\rBlock commit: [ 99 %]\rBlock commit: [100 %]"));
         var seen = new List<int>();
 
-        await new VirshClient(runner).BlockCommitAsync("labg1", "vdb", "/x/g1-vdb.qcow2", 2, seen.Add, CancellationToken.None);
+        await new VirshClient(runner).BlockCommitAsync("labg1", "vdb", "/x/g1-vdb.qcow2", 2, seen.Add, TimeSpan.FromMinutes(20), CancellationToken.None);
 
         Assert.Equal([34, 50, 83, 99, 100], seen);
         var call = Assert.Single(runner.Calls);
         Assert.Equal("virsh", call.Program);
+        Assert.Equal(TimeSpan.FromMinutes(20), call.Timeout); // a commit runs longer than a query may
         Assert.Equal(["blockcommit", "--domain", "labg1", "--path", "vdb", "--active", "--verbose", "--pivot", "--base", "/x/g1-vdb.qcow2", "--bandwidth", "2"], call.Args);
+    }
+
+    [Fact]
+    public async Task Queries_run_with_the_default_tool_timeout()
+    {
+        var runner = new FakeRunner(_ => Results.Ok("running\n\n"));
+
+        await new VirshClient(runner).GetStateAsync("linux_vm", CancellationToken.None);
+
+        // null: the runner applies ToolTimeouts.Default ($env:ODAKVMBACKUP_TOOL_TIMEOUT_SEC or 300 s).
+        Assert.Null(Assert.Single(runner.Calls).Timeout);
     }
 
     [Fact]

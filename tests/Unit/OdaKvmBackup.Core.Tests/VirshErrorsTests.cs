@@ -10,7 +10,8 @@ public class VirshErrorsTests
     internal const string AgentNotConnected = "error: Guest agent is not responding: QEMU guest agent is not connected\n";
     internal const string AgentDisappeared = "error: guest agent command timed out: Guest agent disappeared while executing command\n";
     internal const string SelinuxFreeze = "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to open /mnt/x: Permission denied\n";
-    internal const string WindowsFreeze = "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to add C:\\ to snapshot\n";
+    internal const string WindowsFreeze = "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to add C:\\ to snapshot set\n";
+    internal const string LinuxFreeze = "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to freeze /data: Device or resource busy\n";
     internal const string DomainGone = "error: failed to get domain 'linux_vm2'\n"; // captured from the lab
     internal const string DomainNotFoundOld = "error: failed to get domain 'x'\nerror: Domain not found: no domain with matching name 'x'\n";
     internal const string NoSocket = "error: failed to connect to the hypervisor\nerror: Failed to connect socket to '/var/run/libvirt/libvirt-sock': No such file or directory\n";
@@ -27,7 +28,8 @@ public class VirshErrorsTests
     [InlineData(AgentNotConnected, VirshFailure.AgentNotConnected)]
     [InlineData(AgentDisappeared, VirshFailure.AgentNotConnected)]
     [InlineData(SelinuxFreeze, VirshFailure.FreezeDeniedBySelinux)]
-    [InlineData(WindowsFreeze, VirshFailure.FreezeFailed)]
+    [InlineData(WindowsFreeze, VirshFailure.VssVolumeFailed)]
+    [InlineData(LinuxFreeze, VirshFailure.FreezeFailed)]
     [InlineData(DomainGone, VirshFailure.DomainNotFound)]
     [InlineData(DomainNotFoundOld, VirshFailure.DomainNotFound)]
     [InlineData(NoSocket, VirshFailure.Unreachable)]
@@ -96,7 +98,8 @@ public class VirshErrorsTests
     [InlineData(AgentNotConnected, ErrorIds.AgentNotConnected, BackupErrorCategory.ResourceUnavailable, "systemctl enable --now qemu-guest-agent")]
     [InlineData(AgentDisappeared, ErrorIds.AgentNotConnected, BackupErrorCategory.ResourceUnavailable, "guest-ping")]
     [InlineData(SelinuxFreeze, ErrorIds.FreezeDeniedBySelinux, BackupErrorCategory.PermissionDenied, "setsebool -P virt_qemu_ga_read_nonsecurity_files 1")]
-    [InlineData(WindowsFreeze, ErrorIds.FreezeFailed, BackupErrorCategory.InvalidResult, "-CrashConsistent")]
+    [InlineData(WindowsFreeze, ErrorIds.VssVolumeFailed, BackupErrorCategory.InvalidResult, "-CrashConsistent")]
+    [InlineData(LinuxFreeze, ErrorIds.FreezeFailed, BackupErrorCategory.InvalidResult, "-CrashConsistent")]
     [InlineData(DomainGone, ErrorIds.DomainNotFound, BackupErrorCategory.ObjectNotFound, "virsh list --all")]
     [InlineData(NoSocket, ErrorIds.LibvirtUnreachable, BackupErrorCategory.ConnectionError, "Start libvirtd")]
     public void ToException_gives_an_error_id_a_category_and_the_fix(string stderr, string errorId, BackupErrorCategory category, string fix)
@@ -120,6 +123,65 @@ public class VirshErrorsTests
         Assert.Contains("setsebool -P virt_qemu_ga_read_nonsecurity_files 1", ex.FullMessage, StringComparison.Ordinal);
         Assert.Contains("SELinux", ex.Message, StringComparison.Ordinal);
         Assert.Contains("failed to open /mnt/x: Permission denied", ex.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>What qemu-ga's Windows VSS requester (qga/vss-win32/requester.cpp) says, as libvirt wraps it: older
+    /// agents print the text alone, newer ones add ": Windows error 0x..." and the system's words for that code.</summary>
+    public static TheoryData<string, VirshFailure, string, BackupErrorCategory> WindowsVss => new()
+    {
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to add C:\\ to snapshot set\n",
+            VirshFailure.VssVolumeFailed, ErrorIds.VssVolumeFailed, BackupErrorCategory.InvalidResult },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to add \\\\?\\Volume{9c24dfaf-a611-4b06-bd60-e4fe3e7103da}\\ to snapshot set: Windows error 0x8004230c: The volume is not supported by the specified provider.\n",
+            VirshFailure.VssVolumeFailed, ErrorIds.VssVolumeFailed, BackupErrorCategory.InvalidResult },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-thaw': couldn't hold writes: fsfreeze is limited up to 10 seconds\n",
+            VirshFailure.VssFreezeTimedOut, ErrorIds.VssFreezeTimedOut, BackupErrorCategory.OperationTimeout },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-thaw': couldn't hold writes: fsfreeze is limited up to 10 seconds: Windows error 0x80042314: The shadow copy provider timed out while holding writes to the volume being shadow copied.\n",
+            VirshFailure.VssFreezeTimedOut, ErrorIds.VssFreezeTimedOut, BackupErrorCategory.OperationTimeout },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': couldn't receive Frozen event from VSS provider\n",
+            VirshFailure.VssFreezeTimedOut, ErrorIds.VssFreezeTimedOut, BackupErrorCategory.OperationTimeout },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': DoSnapshotSet exited without Frozen event: Windows error 0x80004005: Unspecified error\n",
+            VirshFailure.VssFreezeTimedOut, ErrorIds.VssFreezeTimedOut, BackupErrorCategory.OperationTimeout },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to gather writer metadata\n",
+            VirshFailure.VssWriterFailed, ErrorIds.VssWriterFailed, BackupErrorCategory.InvalidResult },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to gather writer metadata: Windows error 0x800423f3: The writer experienced a transient error.\n",
+            VirshFailure.VssWriterFailed, ErrorIds.VssWriterFailed, BackupErrorCategory.InvalidResult },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to prepare for backup: Windows error 0x800423f4: The writer experienced a non-transient error.\n",
+            VirshFailure.VssWriterFailed, ErrorIds.VssWriterFailed, BackupErrorCategory.InvalidResult },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to add component SqlServerWriter(SQLWriter)\n",
+            VirshFailure.VssWriterFailed, ErrorIds.VssWriterFailed, BackupErrorCategory.InvalidResult },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-thaw': unexpected error in VSS provider\n",
+            VirshFailure.VssProviderFailed, ErrorIds.VssProviderFailed, BackupErrorCategory.NotInstalled },
+        { "error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-freeze': failed to create VSS backup components: Windows error 0x80070005: Access is denied.\n",
+            VirshFailure.VssProviderFailed, ErrorIds.VssProviderFailed, BackupErrorCategory.NotInstalled },
+    };
+
+    [Theory]
+    [MemberData(nameof(WindowsVss))]
+    public void Windows_VSS_freeze_failure_names_its_cause_what_to_do_inside_the_guest_and_CrashConsistent_as_the_last_resort(
+        string stderr, VirshFailure failure, string errorId, BackupErrorCategory category)
+    {
+        var ex = ToException(stderr, "win2022");
+
+        Assert.Equal(failure, VirshErrors.Classify(stderr));
+        Assert.Equal(failure, ex.Failure);
+        Assert.Equal(errorId, ex.ErrorId);
+        Assert.Equal(category, ex.Category);
+        Assert.Equal("win2022", ex.Target);
+        Assert.Contains("Windows guest 'win2022'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains(VirshErrors.Message(stderr), ex.Message, StringComparison.Ordinal); // libvirt's own words
+        var fix = ex.RecommendedAction!;
+        var inside = fix.IndexOf("nside the guest", StringComparison.Ordinal);
+        var crash = fix.IndexOf("-CrashConsistent", StringComparison.Ordinal);
+        Assert.True(inside >= 0, $"the fix does not say what to do inside the guest: {fix}");
+        Assert.True(crash > inside, $"-CrashConsistent is not offered after the fix inside the guest: {fix}");
+        Assert.Contains("last resort", fix[..crash], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Linux_freeze_denied_by_SELinux_is_not_taken_for_a_Windows_failure()
+    {
+        Assert.Equal(VirshFailure.FreezeDeniedBySelinux, VirshErrors.Classify(SelinuxFreeze));
+        Assert.Equal(ErrorIds.FreezeDeniedBySelinux, ToException(SelinuxFreeze).ErrorId);
     }
 
     [Fact]

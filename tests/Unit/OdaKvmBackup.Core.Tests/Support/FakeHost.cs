@@ -49,6 +49,111 @@ internal sealed class FakeHost
     public Func<Invocation, ProcessResult>? OnPivot { get; set; }
     public Func<Invocation, ProcessResult>? OnDefine { get; set; }
     public Func<Invocation, ProcessResult>? OnQemuImgCommit { get; set; }
+    /// <summary>`snapshot-create-as`; by default <see cref="TakeSnapshot"/> (needs <see cref="UseDisks(TestDisk[])"/>).</summary>
+    public Func<Invocation, ProcessResult>? OnSnapshotCreate { get; set; }
+
+    /// <summary>Other domains of the host (name -> XML, live and saved alike; they run): their chains count for
+    /// the checks that look at every domain.</summary>
+    public Dictionary<string, string> OtherDomains { get; } = new(StringComparer.Ordinal);
+
+    private List<TestDisk>? _disks;
+
+    /// <summary>The disks as libvirt sees them now, when the test set them with <see cref="UseDisks(TestDisk[])"/>:
+    /// snapshot-create-as and <see cref="CommitAndPivot"/> then change them (and both XMLs) as libvirt would.</summary>
+    public IReadOnlyList<TestDisk> Disks => _disks ?? throw new InvalidOperationException("Call UseDisks first.");
+
+    public void UseDisks(params TestDisk[] disks) => UseDisks("connected", disks);
+
+    public void UseDisks(string? agentState, params TestDisk[] disks)
+    {
+        _disks = disks.ToList();
+        _agentState = agentState;
+        Render();
+    }
+
+    private string? _agentState = "connected";
+
+    private void Render()
+    {
+        LiveXml = TestDomain.Xml(Domain, Disks, _agentState, live: true);
+        InactiveXml = TestDomain.Xml(Domain, Disks, _agentState, live: false);
+    }
+
+    public TestDisk Disk(string target) => Disks.Single(d => d.Target == target);
+
+    /// <summary>What libvirt does for `snapshot-create-as --disk-only`: each disk with snapshot=external gets its
+    /// overlay (a new file on top of its current one, in the live and the saved definition), and the snapshot's
+    /// metadata is recorded.</summary>
+    public ProcessResult TakeSnapshot(Invocation call)
+    {
+        var name = call.ValueOf("--name")!;
+        if (Snapshots.Contains(name))
+            return Results.VirshError($"error: operation failed: domain moment {name} already exists\n");
+        var specs = new List<(string Target, string File)>();
+        for (var i = 0; i < call.Args.Count - 1; i++)
+        {
+            if (call.Args[i] != "--diskspec")
+                continue;
+            var spec = call.Args[i + 1];
+            const string External = ",snapshot=external,file=";
+            var at = spec.IndexOf(External, StringComparison.Ordinal);
+            if (at > 0)
+                specs.Add((spec[..at], spec[(at + External.Length)..].Replace(",,", ",", StringComparison.Ordinal)));
+        }
+        foreach (var (target, file) in specs)
+        {
+            if (File.Exists(file))
+                return Results.VirshError($"error: unsupported configuration: external snapshot file for disk {target} already exists and is not a block device: {file}\n");
+        }
+        foreach (var (target, file) in specs)
+        {
+            var disk = Disk(target);
+            File.WriteAllText(file, $"overlay of {disk.Source}");
+            _disks![_disks.IndexOf(disk)] = disk with { Source = file, Format = "qcow2", Backing = disk.Source, BackingFormat = disk.Format };
+        }
+        Snapshots.Add(name);
+        Render();
+        return Results.Ok($"Domain snapshot {name} created\n\n");
+    }
+
+    /// <summary>A `blockcommit --active --pivot` that succeeds: the disk writes to the image below its overlay again.</summary>
+    public ProcessResult CommitAndPivot(Invocation call)
+    {
+        var disk = Disk(call.ValueOf("--path")!);
+        if (disk.Backing is null || call.ValueOf("--base") != disk.Backing)
+            return Results.VirshError($"error: invalid argument: could not find base image in chain for '{disk.Target}'\n");
+        _disks![_disks.IndexOf(disk)] = disk with { Source = disk.Backing, Format = disk.BackingFormat ?? "raw", Backing = null };
+        Render();
+        return Results.Ok("\nSuccessfully pivoted\n", "\rBlock commit: [100 %]");
+    }
+
+    private ProcessResult DeleteSnapshot(Invocation call)
+    {
+        if (!call.Has("--metadata"))
+            throw new InvalidOperationException($"The fake host refuses a snapshot-delete that would touch files: {call}");
+        var name = call.ValueOf("--snapshotname")!;
+        return Snapshots.Remove(name)
+            ? Results.Ok($"Domain snapshot {name} deleted\n\n")
+            : Results.VirshError($"error: Domain snapshot not found: no domain snapshot with matching name '{name}'\n");
+    }
+
+    private ProcessResult ListDomains(Invocation call)
+    {
+        var names = new List<string>();
+        if (call.Has("--all") || State is not ("shut off" or "crashed"))
+            names.Add(Domain);
+        names.AddRange(OtherDomains.Keys);
+        return Results.Ok(string.Concat(names.Select(n => n + "\n")) + "\n");
+    }
+
+    private ProcessResult OtherDomain(Invocation call, string xml) => call.Command switch
+    {
+        "domstate" => Results.Ok("running\n\n"),
+        "dumpxml" => Results.Ok(xml),
+        "snapshot-list" => Results.Ok("\n"),
+        "blockjob" when call.Has("--info") => Results.Ok("\n"),
+        _ => throw new InvalidOperationException($"The fake host does not change other domains: {call}"),
+    };
 
     public IReadOnlyList<Invocation> Calls => Runner.Calls;
 
@@ -90,7 +195,11 @@ internal sealed class FakeHost
             throw new InvalidOperationException($"The fake host does not know: {call}");
         if (call.Command == "define")
             return OnDefine?.Invoke(call) ?? Results.Ok($"Domain '{Domain}' defined from {call.ValueOf("--file")}\n\n");
+        if (call.Command == "list")
+            return ListDomains(call);
         var domain = call.ValueOf("--domain");
+        if (domain is not null && OtherDomains.TryGetValue(domain, out var other))
+            return OtherDomain(call, other);
         if (domain != Domain)
             return Results.VirshError($"error: failed to get domain '{domain}'\n");
         return call.Command switch
@@ -99,6 +208,8 @@ internal sealed class FakeHost
             "dumpxml" => Results.Ok(call.Has("--inactive") ? InactiveXml : LiveXml),
             "snapshot-list" => Results.Ok(string.Concat(Snapshots.Select(s => s + "\n")) + "\n"),
             "qemu-agent-command" => AgentPing,
+            "snapshot-create-as" => OnSnapshotCreate?.Invoke(call) ?? TakeSnapshot(call),
+            "snapshot-delete" => DeleteSnapshot(call),
             "blockjob" when call.Has("--info") => Results.Ok(BlockJobs.GetValueOrDefault(call.ValueOf("--path")!, "\n")),
             "blockjob" when call.Has("--pivot") => OnPivot?.Invoke(call)
                 ?? Results.VirshError(string.Format(null, NoJob, call.ValueOf("--path"))),

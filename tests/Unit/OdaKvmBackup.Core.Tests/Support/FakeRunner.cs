@@ -3,7 +3,7 @@ using OdaKvmBackup.Core.Processes;
 namespace OdaKvmBackup.Core.Tests.Support;
 
 /// <summary>One process the code under test asked to run.</summary>
-internal sealed record Invocation(string Program, IReadOnlyList<string> Args)
+internal sealed record Invocation(string Program, IReadOnlyList<string> Args, TimeSpan? Timeout = null)
 {
     /// <summary>The virsh or qemu-img sub-command: dumpxml, blockcommit, info, commit...</summary>
     public string Command => Args.Count > 0 ? Args[0] : "";
@@ -47,11 +47,13 @@ internal sealed class FakeRunner : IProcessRunner
         }
     }
 
+    /// <summary>The timeout is recorded with the call; a handler that wants to play a hung command throws what
+    /// <see cref="CliWrapProcessRunner"/> throws then (<see cref="ToolTimeouts.TimedOut"/>).</summary>
     public async Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments,
-        Action<string>? onStandardErrorLine = null, CancellationToken cancellationToken = default)
+        Action<string>? onStandardErrorLine = null, CancellationToken cancellationToken = default, TimeSpan? timeout = null)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var call = new Invocation(program, arguments.ToArray());
+        var call = new Invocation(program, arguments.ToArray(), timeout);
         lock (_calls)
             _calls.Add(call);
         var result = await _handler(call, cancellationToken).ConfigureAwait(false);

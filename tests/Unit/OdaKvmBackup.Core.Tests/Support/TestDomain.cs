@@ -6,7 +6,11 @@ namespace OdaKvmBackup.Core.Tests.Support;
 internal sealed record TestDisk(string Target, string Source, string Format = "qcow2", string Type = "file")
 {
     public string? Backing { get; init; }
-    public string BackingFormat { get; init; } = "raw";
+    /// <summary>null: the XML does not say what format the backing image is (no &lt;format/&gt; element).</summary>
+    public string? BackingFormat { get; init; } = "raw";
+    /// <summary>&lt;shareable/&gt;: other domains (a cluster's nodes) write to the same file.</summary>
+    public bool Shareable { get; init; }
+    public bool ReadOnly { get; init; }
 }
 
 /// <summary>Domain XML in the shape of libvirt 9's dumpxml, for the service tests (the parser tests use Fixtures/).</summary>
@@ -27,7 +31,7 @@ internal static class TestDomain
             else
             {
                 backing = new XElement("backingStore", new XAttribute("type", "file"),
-                    new XElement("format", new XAttribute("type", disk.BackingFormat)),
+                    disk.BackingFormat is null ? null : new XElement("format", new XAttribute("type", disk.BackingFormat)),
                     new XElement("source", new XAttribute("file", disk.Backing)),
                     new XElement("backingStore"));
                 if (live)
@@ -41,6 +45,10 @@ internal static class TestDomain
             if (live || disk.Backing is not null)
                 element.Add(backing);
             element.Add(new XElement("target", new XAttribute("dev", disk.Target), new XAttribute("bus", "virtio")));
+            if (disk.ReadOnly)
+                element.Add(new XElement("readonly"));
+            if (disk.Shareable)
+                element.Add(new XElement("shareable"));
             devices.Add(element);
         }
         if (agentState is not null)

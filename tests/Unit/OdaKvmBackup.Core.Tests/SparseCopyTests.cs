@@ -1,17 +1,27 @@
 using System.Diagnostics;
 using System.Globalization;
 using OdaKvmBackup.Core.Backup;
+using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;
 
-/// <summary>SparseFile on real files in the temp folder (ext4 or tmpfs: both know SEEK_DATA/SEEK_HOLE).</summary>
-public sealed class SparseFileTests : IDisposable
+/// <summary>SparseCopy on real files in the temp folder (ext4 or tmpfs: both know SEEK_DATA/SEEK_HOLE), writing
+/// through a LocalBackupStore's writer as Copy-VmDisk does.</summary>
+public sealed class SparseCopyTests : IDisposable
 {
     private const int MiB = 1 << 20;
-    private readonly TempFolder _temp = new("sparsefile-tests");
+    private readonly TempFolder _temp = new("sparsecopy-tests");
 
     public void Dispose() => _temp.Dispose();
+
+    /// <summary>Copies into <paramref name="copy"/> through the writer of a store rooted at its folder.</summary>
+    private static async Task<CopyResult> CopyTo(string source, string copy, long bandwidth, Action<long, long>? progress, CancellationToken ct)
+    {
+        var store = new LocalBackupStore(Path.GetDirectoryName(copy)!);
+        await using var writer = await store.CreateFileAsync(Path.GetFileName(copy), ct);
+        return await SparseCopy.CopyAsync(source, writer, bandwidth, progress, ct);
+    }
 
     [Fact]
     public async Task Sparse_file_is_copied_byte_for_byte_and_stays_sparse()
@@ -21,7 +31,7 @@ public sealed class SparseFileTests : IDisposable
         WriteFile(source, 64L * MiB, data, allocateZeros: false);
         var copy = _temp.Combine("copy");
 
-        var result = await SparseFile.CopyAsync(source, copy, 0, null, CancellationToken.None);
+        var result = await CopyTo(source, copy, 0, null, CancellationToken.None);
 
         AssertSameBytes(source, copy);
         Assert.Equal(64L * MiB, result.SizeBytes);
@@ -38,7 +48,7 @@ public sealed class SparseFileTests : IDisposable
         var copy = _temp.Combine("copy");
         Assert.True(AllocatedBytes(source) >= 32L * MiB, "precondition: the source is fully allocated");
 
-        var result = await SparseFile.CopyAsync(source, copy, 0, null, CancellationToken.None);
+        var result = await CopyTo(source, copy, 0, null, CancellationToken.None);
 
         AssertSameBytes(source, copy);
         Assert.Equal(3L * 4096, result.DataBytes); // one 4 KiB block per write
@@ -53,9 +63,9 @@ public sealed class SparseFileTests : IDisposable
         WriteFile(source, 20L * MiB, [(0, 65536), (15L * MiB, 3)], allocateZeros: true);
         var copy = _temp.Combine("copy");
 
-        var result = await SparseFile.CopyAsync(source, copy, 0, null, CancellationToken.None);
-        var ofSource = await SparseFile.DigestAsync(source, null, CancellationToken.None);
-        var ofCopy = await SparseFile.DigestAsync(copy, null, CancellationToken.None);
+        var result = await CopyTo(source, copy, 0, null, CancellationToken.None);
+        var ofSource = await SparseCopy.DigestAsync(source, null, CancellationToken.None);
+        var ofCopy = await SparseCopy.DigestAsync(copy, null, CancellationToken.None);
 
         Assert.Equal(ofSource.ContentDigest, result.ContentDigest);
         Assert.Equal(ofSource.ContentDigest, ofCopy.ContentDigest);
@@ -72,8 +82,8 @@ public sealed class SparseFileTests : IDisposable
         WriteFile(sparse, 12L * MiB, data, allocateZeros: false);
         WriteFile(full, 12L * MiB, data, allocateZeros: true);
 
-        var a = await SparseFile.DigestAsync(sparse, null, CancellationToken.None);
-        var b = await SparseFile.DigestAsync(full, null, CancellationToken.None);
+        var a = await SparseCopy.DigestAsync(sparse, null, CancellationToken.None);
+        var b = await SparseCopy.DigestAsync(full, null, CancellationToken.None);
 
         Assert.Equal(a.ContentDigest, b.ContentDigest);
     }
@@ -87,7 +97,7 @@ public sealed class SparseFileTests : IDisposable
     {
         var path = _temp.Combine("disk");
         WriteFile(path, 8L * MiB, [(0, 4096), (7L * MiB, 8192)], allocateZeros: false);
-        var before = await SparseFile.DigestAsync(path, null, CancellationToken.None);
+        var before = await SparseCopy.DigestAsync(path, null, CancellationToken.None);
 
         using (var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite))
         {
@@ -96,7 +106,7 @@ public sealed class SparseFileTests : IDisposable
             stream.Position = offset;
             stream.WriteByte((byte)(old ^ 0x01));
         }
-        var after = await SparseFile.DigestAsync(path, null, CancellationToken.None);
+        var after = await SparseCopy.DigestAsync(path, null, CancellationToken.None);
 
         Assert.NotEqual(before.ContentDigest, after.ContentDigest);
     }
@@ -110,8 +120,8 @@ public sealed class SparseFileTests : IDisposable
         WriteBytes(a, 4L * MiB, (0, block));
         WriteBytes(b, 4L * MiB, (2L * MiB, block));
 
-        Assert.NotEqual((await SparseFile.DigestAsync(a, null, CancellationToken.None)).ContentDigest,
-            (await SparseFile.DigestAsync(b, null, CancellationToken.None)).ContentDigest);
+        Assert.NotEqual((await SparseCopy.DigestAsync(a, null, CancellationToken.None)).ContentDigest,
+            (await SparseCopy.DigestAsync(b, null, CancellationToken.None)).ContentDigest);
     }
 
     [Fact]
@@ -124,8 +134,8 @@ public sealed class SparseFileTests : IDisposable
         using (var stream = new FileStream(b, FileMode.Open))
             stream.SetLength(3L * MiB);
 
-        Assert.NotEqual((await SparseFile.DigestAsync(a, null, CancellationToken.None)).ContentDigest,
-            (await SparseFile.DigestAsync(b, null, CancellationToken.None)).ContentDigest);
+        Assert.NotEqual((await SparseCopy.DigestAsync(a, null, CancellationToken.None)).ContentDigest,
+            (await SparseCopy.DigestAsync(b, null, CancellationToken.None)).ContentDigest);
     }
 
     [Fact]
@@ -135,11 +145,11 @@ public sealed class SparseFileTests : IDisposable
         WriteFile(source, 5L * MiB + 17, [(2L * MiB + 1, 50), (5L * MiB, 17)], allocateZeros: false);
         var copy = _temp.Combine("copy");
 
-        var result = await SparseFile.CopyAsync(source, copy, 0, null, CancellationToken.None);
+        var result = await CopyTo(source, copy, 0, null, CancellationToken.None);
 
         AssertSameBytes(source, copy);
         Assert.Equal(5L * MiB + 17, result.SizeBytes);
-        Assert.Equal((await SparseFile.DigestAsync(copy, null, CancellationToken.None)).ContentDigest, result.ContentDigest);
+        Assert.Equal((await SparseCopy.DigestAsync(copy, null, CancellationToken.None)).ContentDigest, result.ContentDigest);
     }
 
     [Fact]
@@ -149,7 +159,7 @@ public sealed class SparseFileTests : IDisposable
         WriteFile(source, 8L * MiB, [], allocateZeros: true);
         var copy = _temp.Combine("copy");
 
-        var result = await SparseFile.CopyAsync(source, copy, 0, null, CancellationToken.None);
+        var result = await CopyTo(source, copy, 0, null, CancellationToken.None);
 
         Assert.Equal(8L * MiB, new FileInfo(copy).Length);
         Assert.Equal(0, result.DataBytes);
@@ -164,23 +174,10 @@ public sealed class SparseFileTests : IDisposable
         File.WriteAllBytes(source, []);
         var copy = _temp.Combine("copy");
 
-        var result = await SparseFile.CopyAsync(source, copy, 0, null, CancellationToken.None);
+        var result = await CopyTo(source, copy, 0, null, CancellationToken.None);
 
         Assert.Equal(0, new FileInfo(copy).Length);
         Assert.Equal(0, result.SizeBytes);
-    }
-
-    [Fact]
-    public async Task Copy_never_overwrites_an_existing_file()
-    {
-        var source = _temp.Combine("src");
-        WriteFile(source, MiB, [(0, 10)], allocateZeros: false);
-        var copy = _temp.Combine("copy");
-        File.WriteAllText(copy, "keep me");
-
-        await Assert.ThrowsAsync<IOException>(() => SparseFile.CopyAsync(source, copy, 0, null, CancellationToken.None));
-
-        Assert.Equal("keep me", File.ReadAllText(copy));
     }
 
     [Fact]
@@ -193,12 +190,12 @@ public sealed class SparseFileTests : IDisposable
         using var device = LoopDevice.Attach(image);
         var copy = _temp.Combine("copy");
 
-        var result = await SparseFile.CopyAsync(device.Path, copy, 0, null, CancellationToken.None);
+        var result = await CopyTo(device.Path, copy, 0, null, CancellationToken.None);
 
         Assert.Equal(8L * MiB, result.SizeBytes);
         AssertSameBytes(image, copy);
-        Assert.Equal((await SparseFile.DigestAsync(image, null, CancellationToken.None)).ContentDigest,
-            (await SparseFile.DigestAsync(device.Path, null, CancellationToken.None)).ContentDigest);
+        Assert.Equal((await SparseCopy.DigestAsync(image, null, CancellationToken.None)).ContentDigest,
+            (await SparseCopy.DigestAsync(device.Path, null, CancellationToken.None)).ContentDigest);
     }
 
     [Fact]
@@ -208,7 +205,7 @@ public sealed class SparseFileTests : IDisposable
         WriteFile(source, 6L * MiB + 3, [(0, 10), (3L * MiB, 10), (6L * MiB, 3)], allocateZeros: true);
         var reports = new List<(long Done, long Total)>();
 
-        await SparseFile.CopyAsync(source, _temp.Combine("copy"), 0, (done, total) => reports.Add((done, total)), CancellationToken.None);
+        await CopyTo(source, _temp.Combine("copy"), 0, (done, total) => reports.Add((done, total)), CancellationToken.None);
 
         Assert.NotEmpty(reports);
         Assert.Equal((6L * MiB + 3, 6L * MiB + 3), reports[^1]);
@@ -224,8 +221,8 @@ public sealed class SparseFileTests : IDisposable
         using var cts = new CancellationTokenSource();
         await cts.CancelAsync();
 
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => SparseFile.CopyAsync(source, _temp.Combine("copy"), 0, null, cts.Token));
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => SparseFile.DigestAsync(source, null, cts.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => CopyTo(source, _temp.Combine("copy"), 0, null, cts.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => SparseCopy.DigestAsync(source, null, cts.Token));
     }
 
     [Fact]
@@ -237,7 +234,7 @@ public sealed class SparseFileTests : IDisposable
         var clock = Stopwatch.StartNew();
 
         // 16 MiB at 2 MiB/s would take 8 s.
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => SparseFile.CopyAsync(source, _temp.Combine("copy"), 2L * MiB, null, cts.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => CopyTo(source, _temp.Combine("copy"), 2L * MiB, null, cts.Token));
 
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(3), $"stopping took {clock.Elapsed}");
     }
@@ -250,7 +247,7 @@ public sealed class SparseFileTests : IDisposable
         var copy = _temp.Combine("copy");
         var clock = Stopwatch.StartNew();
 
-        await SparseFile.CopyAsync(source, copy, 8L * MiB, null, CancellationToken.None);
+        await CopyTo(source, copy, 8L * MiB, null, CancellationToken.None);
 
         // 4 MiB at 8 MiB/s: at least half a second (0.4 s leaves room for timer granularity).
         Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(0.4), $"the copy took only {clock.Elapsed}");

@@ -1,0 +1,274 @@
+using OdaKvmBackup.Core.Backup;
+using OdaKvmBackup.Core.Processes;
+using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.Core.Tests.Support;
+
+namespace OdaKvmBackup.Core.Tests;
+
+/// <summary>BackupRun.FailAsync, the way back, against a FakeHost that changes as libvirt would: what a user sees
+/// after Ctrl+C, a failed copy or a hung libvirtd is the VM on its own disks, or a message naming what is not.</summary>
+[Collection(StateDirectoryCollection.Name)]
+public sealed class BackupRunRollbackTests : IDisposable
+{
+    private const string Domain = Bench.Domain;
+    private const string Reason = "the pipeline stopped before the backup finished";
+    private const string IoError = "error: internal error: unable to execute QEMU command 'block-commit': Could not reopen file: Input/output error\n";
+    private readonly Bench _b = new();
+    private readonly RecordingSink _sink = new();
+
+    public BackupRunRollbackTests(StateDirectoryFixture state)
+    {
+        state.Reset();
+        _b.Host.OnBlockCommit = _b.Host.CommitAndPivot;
+    }
+
+    public void Dispose() => _b.Dispose();
+
+    private string[] Overlays => [Bench.OverlayOf(_b.Boot), Bench.OverlayOf(_b.Data)];
+
+    private void AssertBackOnOwnDisks()
+    {
+        Assert.Equal([_b.Boot, _b.Data], _b.Host.Disks.Select(d => d.Source));
+        Assert.All(_b.Host.Disks, d => Assert.Null(d.Backing));
+    }
+
+    private int Commits(string target) => _b.Host.Count(c => c.Is("virsh", "blockcommit") && c.ValueOf("--path") == target);
+
+    [Fact]
+    public async Task Run_on_overlays_is_committed_back_its_overlays_deleted_and_its_journal_removed()
+    {
+        var run = await _b.SnapshottedAsync();
+
+        var outcome = await run.FailAsync(Reason, _sink);
+
+        Assert.True(outcome.BackOnOwnDisks);
+        Assert.True(outcome.Clean);
+        AssertBackOnOwnDisks();
+        Assert.Equal(1, Commits("vda"));
+        Assert.Equal(1, Commits("vdb"));
+        Assert.Equal(_b.Boot, _b.Host.Calls.Single(c => c.Command == "blockcommit" && c.ValueOf("--path") == "vda").ValueOf("--base"));
+        Assert.All(Overlays, o => Assert.False(File.Exists(o), $"{o} was left"));
+        Assert.Null(RunJournal.TryLoad(Domain));
+        using (var free = DomainLock.TryAcquire(Domain))
+            Assert.NotNull(free);
+        Assert.Equal([DiskState.RolledBack, DiskState.RolledBack], run.Record.Disks.Select(d => d.State));
+        Assert.Contains(Reason, outcome.Message, StringComparison.Ordinal);
+        Assert.Contains("put back on its own disks (vda, vdb)", outcome.Message, StringComparison.Ordinal);
+        Assert.Contains(_sink.Progress, p => p.Id == ProgressIds.Rollback && p.Completed);
+    }
+
+    [Fact]
+    public async Task Stopped_during_the_snapshot_whose_call_never_returned_the_overlays_and_metadata_libvirt_made_are_undone()
+    {
+        // Ctrl+C while snapshot-create-as runs: the call never returns, but libvirtd finishes the snapshot anyway.
+        var plan = await _b.PlanAsync();
+        var run = _b.Begin(plan);
+        run.RecordSnapshotStarting();
+        await _b.Host.Runner.RunAsync("virsh", VirshSnapshot(plan)); // what libvirtd did meanwhile
+        Assert.Contains(Bench.Snap, _b.Host.Snapshots);
+        Assert.Equal(RunPhase.Snapshotting, RunJournal.TryLoad(Domain)!.Phase);
+
+        var outcome = await run.FailAsync(Reason, _sink);
+
+        Assert.True(outcome.Clean, outcome.Message);
+        AssertBackOnOwnDisks();
+        Assert.Empty(_b.Host.Snapshots);
+        Assert.Contains(_b.Host.Calls, c => c.Is("virsh", "snapshot-delete") && c.Has("--metadata"));
+        Assert.All(Overlays, o => Assert.False(File.Exists(o)));
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
+    [Fact]
+    public async Task Stopped_during_the_snapshot_that_libvirt_never_took_nothing_is_committed_or_deleted()
+    {
+        var plan = await _b.PlanAsync();
+        var run = _b.Begin(plan);
+        run.RecordSnapshotStarting();
+
+        var outcome = await run.FailAsync(Reason, _sink);
+
+        Assert.True(outcome.Clean, outcome.Message);
+        Assert.Equal(0, Commits("vda") + Commits("vdb"));
+        Assert.DoesNotContain(_b.Host.Calls, c => c.Command == "snapshot-delete");
+        AssertBackOnOwnDisks();
+        Assert.True(File.Exists(_b.Boot) && File.Exists(_b.Data));
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
+    [Fact]
+    public async Task Hung_snapshot_command_that_timed_out_still_lets_the_rollback_run_and_report()
+    {
+        // virsh did not answer within its time limit and was killed (CliWrapProcessRunner's CommandTimedOut);
+        // libvirtd had made the overlays meanwhile.
+        _b.Host.OnSnapshotCreate = call =>
+        {
+            _b.Host.TakeSnapshot(call);
+            throw ToolTimeouts.TimedOut(call.ToString(), TimeSpan.FromSeconds(300));
+        };
+        var plan = await _b.PlanAsync();
+        var run = _b.Begin(plan);
+
+        var error = await Assert.ThrowsAsync<BackupException>(() => new SnapshotService(_b.Tools).SnapshotAsync(run, plan, CancellationToken.None));
+        Assert.Equal(ErrorIds.CommandTimedOut, error.ErrorId);
+        Assert.Equal(RunPhase.Snapshotting, RunJournal.TryLoad(Domain)!.Phase);
+        var outcome = await run.FailAsync("the snapshot step failed", _sink);
+
+        Assert.True(outcome.BackOnOwnDisks, outcome.Message);
+        Assert.True(outcome.Clean, outcome.Message);
+        AssertBackOnOwnDisks();
+        Assert.Empty(_b.Host.Snapshots);
+        Assert.All(Overlays, o => Assert.False(File.Exists(o)));
+        Assert.Contains("the snapshot step failed", outcome.Message, StringComparison.Ordinal);
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
+    [Fact]
+    public async Task Windows_freeze_that_fails_after_libvirt_made_the_overlays_is_put_back()
+    {
+        // libvirt thaws after the snapshot; a thaw that fails fails the command although the overlays exist.
+        _b.Host.OnSnapshotCreate = call =>
+        {
+            _b.Host.TakeSnapshot(call);
+            return Results.VirshError("error: internal error: unable to execute QEMU agent command 'guest-fsfreeze-thaw': couldn't hold writes: fsfreeze is limited up to 10 seconds\n");
+        };
+        var plan = await _b.PlanAsync();
+        var run = _b.Begin(plan);
+
+        var error = await Assert.ThrowsAsync<Libvirt.VirshException>(() => new SnapshotService(_b.Tools).SnapshotAsync(run, plan, CancellationToken.None));
+        var outcome = await run.FailAsync("the snapshot step failed", _sink);
+
+        Assert.Equal(ErrorIds.VssFreezeTimedOut, error.ErrorId);
+        Assert.True(outcome.Clean, outcome.Message);
+        AssertBackOnOwnDisks();
+        Assert.Empty(_b.Host.Snapshots);
+    }
+
+    [Fact]
+    public async Task Commit_that_fails_keeps_the_journal_as_NeedsRepair_and_the_message_names_the_disk_still_on_its_overlay()
+    {
+        var run = await _b.SnapshottedAsync();
+        _b.Host.OnBlockCommit = call => call.ValueOf("--path") == "vdb" ? Results.VirshError(IoError) : _b.Host.CommitAndPivot(call);
+
+        var outcome = await run.FailAsync(Reason, _sink);
+
+        Assert.False(outcome.BackOnOwnDisks);
+        Assert.False(outcome.Clean);
+        Assert.Contains("vdb STILL write(s) to overlays", outcome.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("vda, vdb STILL", outcome.Message, StringComparison.Ordinal);
+        Assert.Contains("Input/output error", outcome.Message, StringComparison.Ordinal);
+        Assert.Contains($"Repair-KvmBackup -DomainName {Domain}", outcome.Message, StringComparison.Ordinal);
+        var journal = RunJournal.TryLoad(Domain);
+        Assert.NotNull(journal);
+        Assert.Equal(RunPhase.NeedsRepair, journal.Phase);
+        Assert.Equal(Reason, journal.FailureReason);
+        Assert.Equal([DiskState.RolledBack, DiskState.OnOverlay], journal.Disks.Select(d => d.State));
+        // No overlay is deleted while a disk still writes to one.
+        Assert.All(Overlays, o => Assert.True(File.Exists(o), $"{o} was deleted"));
+        Assert.Equal(Bench.OverlayOf(_b.Data), _b.Host.Disk("vdb").Source);
+        using var free = DomainLock.TryAcquire(Domain); // Repair-KvmBackup can take the domain
+        Assert.NotNull(free);
+    }
+
+    [Fact]
+    public async Task Commit_command_that_hangs_and_times_out_is_reported_as_still_on_overlays()
+    {
+        var run = await _b.SnapshottedAsync();
+        _b.Host.OnBlockCommit = call => throw ToolTimeouts.TimedOut(call.ToString(), TimeSpan.FromSeconds(1200));
+
+        var outcome = await run.FailAsync(Reason, _sink);
+
+        Assert.False(outcome.BackOnOwnDisks);
+        Assert.Contains("vda, vdb STILL write(s) to overlays", outcome.Message, StringComparison.Ordinal);
+        Assert.Contains("did not finish within 1200 s", outcome.Message, StringComparison.Ordinal);
+        Assert.Equal(RunPhase.NeedsRepair, RunJournal.TryLoad(Domain)!.Phase);
+    }
+
+    [Fact]
+    public async Task Overlay_another_domain_has_in_its_chain_is_left_in_place_and_reported()
+    {
+        var run = await _b.SnapshottedAsync();
+        // Someone made a domain on top of vdb's overlay meanwhile.
+        _b.Host.OtherDomains["clone1"] = TestDomain.Xml("clone1", [new TestDisk("vda", "/x/clone1.qcow2") { Backing = Bench.OverlayOf(_b.Data), BackingFormat = "qcow2" }]);
+
+        var outcome = await run.FailAsync(Reason, _sink);
+
+        Assert.True(outcome.BackOnOwnDisks);
+        Assert.False(outcome.Clean);
+        AssertBackOnOwnDisks();
+        Assert.False(File.Exists(Bench.OverlayOf(_b.Boot)));
+        Assert.True(File.Exists(Bench.OverlayOf(_b.Data)));
+        Assert.Contains(Bench.OverlayOf(_b.Data) + " was left in place", outcome.Message, StringComparison.Ordinal);
+        Assert.Contains("clone1", outcome.Message, StringComparison.Ordinal);
+        Assert.Equal(RunPhase.NeedsRepair, RunJournal.TryLoad(Domain)!.Phase);
+    }
+
+    [Fact]
+    public async Task Set_being_written_is_marked_Incomplete_with_the_reason_and_its_partial_copies_removed()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        var set = await run.EnsureSetAsync(store, false, CancellationToken.None);
+        var partial = Path.Combine(store.Location, set, "data1.partial");
+        File.WriteAllText(partial, "half a copy");
+
+        var outcome = await run.FailAsync("copying a disk of 'oda_vm1' failed", _sink);
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Equal("copying a disk of 'oda_vm1' failed", manifest.Reason);
+        Assert.False(File.Exists(partial));
+        Assert.True(File.Exists(Path.Combine(store.Location, set, "domain.xml")));
+        Assert.Contains(store.Describe(set), outcome.Message, StringComparison.Ordinal);
+        Assert.Contains("Incomplete", outcome.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Set_already_Complete_stays_Complete_when_the_run_fails_later()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        Assert.Empty(await _b.CopyAllAsync(run, store));
+        Assert.Equal(BackupSetStatus.Complete, (await Bench.ManifestAsync(store, run)).Status);
+        _b.Host.OnBlockCommit = _ => Results.VirshError(IoError);
+
+        await run.FailAsync("committing vda failed", _sink);
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.Null(manifest.Reason);
+        Assert.True(File.Exists(Path.Combine(store.Location, Domain, run.RunId, "oda_vm1_boot")));
+        Assert.True(File.Exists(Path.Combine(store.Location, Domain, run.RunId, "data1")));
+    }
+
+    [Fact]
+    public async Task Second_rollback_of_the_same_run_does_nothing_more()
+    {
+        var run = await _b.SnapshottedAsync();
+        await run.FailAsync(Reason, _sink);
+        var calls = _b.Host.Calls.Count;
+
+        var again = await run.FailAsync("another reason", _sink);
+
+        Assert.True(again.Clean);
+        Assert.Equal(calls, _b.Host.Calls.Count);
+        Assert.Contains(Reason, again.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Cold_run_that_fails_says_its_disks_were_never_on_overlays()
+    {
+        _b.Host.State = "shut off";
+        var run = _b.Begin(await _b.PlanAsync());
+
+        var outcome = await run.FailAsync(Reason, _sink);
+
+        Assert.True(outcome.Clean);
+        Assert.Contains("never on overlays", outcome.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(_b.Host.Calls, c => c.Command is "blockcommit" or "snapshot-delete" or "define");
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
+    private static string[] VirshSnapshot(SnapshotPlan plan) => Libvirt.VirshArguments.SnapshotCreate(plan.DomainName, Bench.Snap, true,
+        plan.Disks.Select(d => new Libvirt.DiskSpec(d.Target, d.Overlay!)).ToList(), []);
+}

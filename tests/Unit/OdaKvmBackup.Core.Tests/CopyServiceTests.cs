@@ -1,0 +1,347 @@
+using OdaKvmBackup.Core.Backup;
+using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.Core.Tests.Support;
+
+namespace OdaKvmBackup.Core.Tests;
+
+/// <summary>Copy-VmDisk's engine on real temp files: what lands in the backup set, and what the set says when
+/// anything goes wrong.</summary>
+[Collection(StateDirectoryCollection.Name)]
+public sealed class CopyServiceTests : IDisposable
+{
+    private const string Domain = Bench.Domain;
+    private readonly Bench _b = new();
+
+    public CopyServiceTests(StateDirectoryFixture state) => state.Reset();
+
+    public void Dispose() => _b.Dispose();
+
+    private string Destination => _b.Temp.Folder("backups");
+
+    private static string SetPath(IBackupStore store, BackupRun run, params string[] parts) =>
+        Path.Combine([store.Location, Domain, run.RunId, .. parts]);
+
+    [Fact]
+    public async Task Copies_are_sparse_carry_the_sources_content_digest_and_make_the_set_Complete()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(Destination);
+
+        var failed = await _b.CopyAllAsync(run, store);
+
+        Assert.Empty(failed);
+        foreach (var (target, source, name) in new[] { ("vda", _b.Boot, "oda_vm1_boot"), ("vdb", _b.Data, "data1") })
+        {
+            var copy = SetPath(store, run, name);
+            Assert.True(Files.SameBytes(source, copy), $"{name} differs from {source}");
+            Assert.True(Files.AllocatedBytes(copy) < 256 * 1024, $"{name} allocates {Files.AllocatedBytes(copy)} bytes");
+            var digest = (await SparseCopy.DigestAsync(source, null, CancellationToken.None)).ContentDigest;
+            var disk = run.Disks.Single(d => d.Target == target);
+            Assert.Equal(digest, disk.ContentDigest);
+            Assert.True(disk.Verified);
+            Assert.Equal(BackupStage.Copied, disk.Stage);
+            Assert.Equal(copy, disk.BackupFile);
+        }
+        Assert.True(Files.AllocatedBytes(_b.Data) >= 6L * Files.MiB, "precondition: the data disk is fully allocated");
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.NotNull(manifest.CompletedUtc);
+        Assert.All(manifest.Disks, d => Assert.True(d.Verified && d.VerifiedBy is { Length: > 0 } && d.ContentDigest is { Length: 64 }));
+        Assert.Equal(["backup.json", "data1", "domain.xml", "oda_vm1_boot"], Directory.GetFiles(SetPath(store, run)).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public async Task Every_file_and_folder_of_the_set_is_private_even_under_umask_000()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(Destination);
+
+        using (Umask.Set(0))
+            Assert.Empty(await _b.CopyAllAsync(run, store));
+
+        Assert.Equal(PrivateFiles.FolderMode, File.GetUnixFileMode(Path.Combine(store.Location, Domain)));
+        Assert.Equal(PrivateFiles.FolderMode, File.GetUnixFileMode(SetPath(store, run)));
+        foreach (var file in Directory.GetFiles(SetPath(store, run)))
+            Assert.True(File.GetUnixFileMode(file) == PrivateFiles.FileMode, $"{file} is {File.GetUnixFileMode(file)}");
+        Assert.Equal(4, Directory.GetFiles(SetPath(store, run)).Length);
+    }
+
+    [Fact]
+    public async Task Manifest_lists_the_disks_left_out_and_why()
+    {
+        var request = _b.Request();
+        var plan = await new SnapshotService(_b.Tools).PlanAsync(request with { Disks = request.Disks.Where(d => d.Target == "vda").ToList() }, CancellationToken.None);
+        Assert.Empty(plan.Problems);
+        var run = _b.Begin(plan);
+        await new SnapshotService(_b.Tools).SnapshotAsync(run, plan, CancellationToken.None);
+        var store = new LocalBackupStore(Destination);
+
+        Assert.Empty(await _b.CopyAllAsync(run, store));
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.Equal(["vda"], manifest.Disks.Select(d => d.Target));
+        Assert.Equal(new ExcludedDisk("vdb", _b.Data, "not piped to New-KvmDiskSnapshot"), Assert.Single(manifest.ExcludedDisks));
+    }
+
+    [Fact]
+    public async Task Copy_that_reads_back_differently_is_CopyVerificationFailed_and_the_set_says_Incomplete_and_why()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new InterceptingStore(Destination)
+        {
+            // The storage changes a byte of the data disk's copy after it was written and synced.
+            WrapWriter = (path, writer) => path.EndsWith("/data1.partial", StringComparison.Ordinal)
+                ? new AfterCloseWriter(writer, () => FlipByte(Path.Combine(Destination, path), 2L * Files.MiB + 10))
+                : writer,
+        };
+
+        var failed = await _b.CopyAllAsync(run, store);
+
+        var error = Assert.Single(failed);
+        Assert.Equal(ErrorIds.CopyVerificationFailed, error.ErrorId);
+        Assert.Contains("vdb", error.Message, StringComparison.Ordinal);
+        Assert.Contains(_b.Data, error.Message, StringComparison.Ordinal);
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Contains("vdb", manifest.Reason, StringComparison.Ordinal);
+        Assert.False(manifest.Disks.Single(d => d.Target == "vdb").Verified);
+        Assert.False(File.Exists(SetPath(store, run, "data1")), "a copy that failed its check never gets its final name");
+        Assert.Empty(Directory.GetFiles(SetPath(store, run), "*.partial"));
+    }
+
+    [Fact]
+    public async Task Failed_check_of_one_disk_neither_spoils_the_check_of_another_nor_is_undone_by_it()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new InterceptingStore(Destination)
+        {
+            WrapWriter = (path, writer) => path.EndsWith("/data1.partial", StringComparison.Ordinal)
+                ? new AfterCloseWriter(writer, () => FlipByte(Path.Combine(Destination, path), 2L * Files.MiB + 10))
+                : writer,
+        };
+        // vda's copy has been read back and matched; before it gets its final name, vdb's check fails.
+        store.BeforeRename = async (from, to) =>
+        {
+            if (to.EndsWith("/oda_vm1_boot", StringComparison.Ordinal))
+                await WaitUntilAsync(() => File.ReadAllText(Path.Combine(Destination, Path.GetDirectoryName(to)!, "backup.json")).Contains("\"Incomplete\"", StringComparison.Ordinal),
+                    "vdb's failed check to mark the set Incomplete");
+        };
+
+        var failed = await _b.CopyAllAsync(run, store);
+
+        var error = Assert.Single(failed); // vda's check is not turned into a storage error
+        Assert.Equal(ErrorIds.CopyVerificationFailed, error.ErrorId);
+        Assert.Contains("vdb", error.Message, StringComparison.Ordinal);
+        Assert.True(run.Disks.Single(d => d.Target == "vda").Verified);
+        Assert.True(Files.SameBytes(_b.Boot, SetPath(store, run, "oda_vm1_boot")));
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status); // vda passing later does not make the set whole again
+        Assert.Contains("vdb", manifest.Reason, StringComparison.Ordinal);
+        Assert.Empty(Directory.GetFiles(SetPath(store, run), "*.partial"));
+    }
+
+    [Fact]
+    public async Task Store_that_answers_asynchronously_gets_one_set_for_all_the_disks_of_a_run()
+    {
+        // An SSH store answers after a round trip: both disks' copies start before the set exists.
+        var run = await _b.SnapshottedAsync();
+        var store = new InterceptingStore(Destination) { Latency = TimeSpan.FromMilliseconds(20) };
+
+        var failed = await _b.CopyAllAsync(run, store);
+
+        Assert.Empty(failed);
+        Assert.Equal(BackupSetStatus.Complete, (await Bench.ManifestAsync(store, run)).Status);
+        Assert.True(File.Exists(SetPath(store, run, "oda_vm1_boot")) && File.Exists(SetPath(store, run, "data1")));
+    }
+
+    [Fact]
+    public async Task Set_whose_last_two_checks_finish_together_ends_Complete()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new InterceptingStore(Destination);
+        // The first check's manifest write is slow (a busy NFS server): the second check, which completes the set,
+        // writes meanwhile if it may. What is written last must be the set's real state.
+        var held = 0;
+        var firstWrite = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var renames = 0;
+        // The second copy to pass its check gets its final name only once the first one's manifest write started.
+        store.BeforeRename = async (_, _) =>
+        {
+            if (Interlocked.Increment(ref renames) == 2)
+                await firstWrite.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        };
+        store.BeforeWriteSmallFile = async (path, content) =>
+        {
+            var text = System.Text.Encoding.UTF8.GetString(content);
+            if (!path.EndsWith("/backup.json", StringComparison.Ordinal) || !text.Contains("\"Verified\": true", StringComparison.Ordinal)
+                || !text.Contains("\"InProgress\"", StringComparison.Ordinal) || Interlocked.Exchange(ref held, 1) == 1)
+                return;
+            firstWrite.SetResult();
+            // Hold this write until the other check has recorded its result too; then give its manifest write a
+            // moment to land first (it does at once if nothing orders the writes).
+            await WaitUntilAsync(() => RunJournal.TryLoad(Domain)!.Disks.All(d => d.Verified), "the second check to pass");
+            var manifest = Path.Combine(Destination, path);
+            for (var i = 0; i < 20 && !File.ReadAllText(manifest).Contains("\"Complete\"", StringComparison.Ordinal); i++)
+                await Task.Delay(10);
+        };
+
+        Assert.Empty(await _b.CopyAllAsync(run, store));
+
+        Assert.Equal(1, held);
+        Assert.Equal(BackupSetStatus.Complete, (await Bench.ManifestAsync(store, run)).Status);
+    }
+
+    [Fact]
+    public async Task Destination_that_runs_out_of_space_is_DestinationFull()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new InterceptingStore(Destination)
+        {
+            // A real ENOSPC: writes to /dev/full fail as a full file system does.
+            WrapWriter = (path, writer) => new FailingWriter(writer, () =>
+            {
+                using var full = File.OpenHandle("/dev/full", FileMode.Open, FileAccess.Write);
+                RandomAccess.Write(full, new byte[] { 1 }, 0);
+            }),
+        };
+        var copy = new CopyService(_b.Tools, store, false, 0, 1, new RecordingSink());
+        copy.Start(run, CancellationToken.None);
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => copy.NextAsync(run));
+
+        Assert.Equal(ErrorIds.DestinationFull, ex.ErrorId);
+        Assert.Contains(store.Location, ex.Message, StringComparison.Ordinal);
+        Assert.Contains("Free space", ex.RecommendedAction, StringComparison.Ordinal);
+        Assert.All(run.Disks, d => Assert.Equal(BackupStage.Snapshotted, d.Stage)); // still frozen: nothing recorded as copied
+        // No disk is left marked as being copied, the one waiting for a copy slot included: Invoke-BlockCommit
+        // may commit them, and the rollback does not wait for copies that are not running.
+        run.BeginCommit("vda");
+        run.BeginCommit("vdb");
+        await copy.AbandonAsync(run);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        _b.Host.OnBlockCommit = _b.Host.CommitAndPivot;
+        var outcome = await run.FailAsync("copying a disk of 'oda_vm1' failed", new RecordingSink());
+        Assert.True(outcome.Clean, outcome.Message);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"the rollback took {clock.Elapsed}");
+        Assert.Equal(BackupSetStatus.Incomplete, (await Bench.ManifestAsync(store, run)).Status);
+    }
+
+    [Fact]
+    public async Task Stopping_the_copies_frees_every_disk_even_one_still_waiting_for_a_copy_slot()
+    {
+        // -ThrottleLimit 1: vdb waits for vda's copy when Ctrl+C comes.
+        var run = await _b.SnapshottedAsync();
+        var store = new InterceptingStore(Destination) { WrapWriter = (path, writer) => new StuckWriter(writer) };
+        var copy = new CopyService(_b.Tools, store, false, 0, 1, new RecordingSink());
+        copy.Start(run, CancellationToken.None);
+
+        await copy.AbandonAsync(run);
+
+        run.BeginCommit("vda");
+        run.BeginCommit("vdb"); // DiskBeingCopied if vdb were still marked as being copied
+        _b.Host.OnBlockCommit = _b.Host.CommitAndPivot;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var outcome = await run.FailAsync("the pipeline stopped before the backup finished", new RecordingSink());
+        Assert.True(outcome.Clean, outcome.Message);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"the rollback waited {clock.Elapsed} for copies that were not running");
+    }
+
+    [Fact]
+    public async Task Write_that_fails_for_another_reason_is_CopyFailed_with_the_cause()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new InterceptingStore(Destination)
+        {
+            WrapWriter = (path, writer) => new FailingWriter(writer, () => throw new IOException("Input/output error", 5)),
+        };
+        var copy = new CopyService(_b.Tools, store, false, 0, 1, new RecordingSink());
+        copy.Start(run, CancellationToken.None);
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => copy.NextAsync(run));
+
+        Assert.Equal(ErrorIds.CopyFailed, ex.ErrorId);
+        Assert.Contains("Input/output error", ex.Message, StringComparison.Ordinal);
+        Assert.Contains(store.Location, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Source_that_cannot_be_read_is_CopyFailed_naming_it()
+    {
+        var run = await _b.SnapshottedAsync();
+        File.Delete(_b.Boot);
+        var copy = new CopyService(_b.Tools, new LocalBackupStore(Destination), false, 0, 1, new RecordingSink());
+        copy.Start(run, CancellationToken.None);
+
+        var ex = await Assert.ThrowsAsync<BackupException>(async () =>
+        {
+            while (await copy.NextAsync(run) is not null)
+            {
+            }
+        });
+
+        Assert.Equal(ErrorIds.CopyFailed, ex.ErrorId);
+        Assert.Contains(_b.Boot, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Cold_copy_of_a_domain_started_meanwhile_is_DomainStartedDuringColdCopy_and_the_set_never_Complete()
+    {
+        _b.Host.State = "shut off";
+        var run = _b.Begin(await _b.PlanAsync());
+        var store = new InterceptingStore(Destination)
+        {
+            WrapWriter = (path, writer) =>
+            {
+                _b.Host.State = "running"; // someone started the VM while its disks were read
+                return writer;
+            },
+        };
+        var copy = new CopyService(_b.Tools, store, false, 0, 1, new RecordingSink());
+        copy.Start(run, CancellationToken.None);
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => copy.NextAsync(run));
+        await copy.AbandonAsync(run);
+        await run.FailAsync("copying a disk of 'oda_vm1' failed", new RecordingSink());
+
+        Assert.Equal(ErrorIds.DomainStartedDuringColdCopy, ex.ErrorId);
+        Assert.Contains("may be inconsistent", ex.Message, StringComparison.Ordinal);
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Empty(Directory.GetFiles(SetPath(store, run), "*.partial"));
+    }
+
+    [Fact]
+    public async Task Cold_copy_of_a_domain_that_stays_shut_off_is_Complete_without_any_snapshot()
+    {
+        _b.Host.State = "shut off";
+        var run = _b.Begin(await _b.PlanAsync());
+        var store = new LocalBackupStore(Destination);
+
+        Assert.Empty(await _b.CopyAllAsync(run, store));
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.Equal(BackupConsistency.Cold, manifest.Consistency);
+        Assert.DoesNotContain(_b.Host.Calls, c => c.Command == "snapshot-create-as");
+    }
+
+    private static void FlipByte(string path, long offset)
+    {
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+        var b = new byte[1];
+        RandomAccess.Read(handle, b, offset);
+        b[0] = (byte)(b[0] == 0x55 ? 0x56 : 0x55); // never zero: the block stays data, with other content
+        RandomAccess.Write(handle, b, offset);
+        RandomAccess.FlushToDisk(handle);
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, string what)
+    {
+        for (var i = 0; i < 500 && !condition(); i++)
+            await Task.Delay(10);
+        if (!condition())
+            throw new TimeoutException($"waited 5 s for {what}");
+    }
+}

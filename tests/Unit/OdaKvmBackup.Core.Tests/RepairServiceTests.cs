@@ -1,0 +1,271 @@
+using OdaKvmBackup.Core.Backup;
+using OdaKvmBackup.Core.Libvirt;
+using OdaKvmBackup.Core.Processes;
+using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.Core.Tests.Support;
+
+namespace OdaKvmBackup.Core.Tests;
+
+/// <summary>Repair-KvmBackup's engine: what it finds after an interrupted backup, and what it does about it. It acts
+/// on what the journal records; what only looks like an overlay (a backup by hand) is reported as unrecorded.</summary>
+[Collection(StateDirectoryCollection.Name)]
+public sealed class RepairServiceTests : IDisposable
+{
+    private const string Domain = Bench.Domain;
+    private const string Snap = Bench.Snap;
+    private readonly Bench _b = new();
+
+    public RepairServiceTests(StateDirectoryFixture state)
+    {
+        state.Reset();
+        _b.Host.OnBlockCommit = _b.Host.CommitAndPivot;
+    }
+
+    public void Dispose() => _b.Dispose();
+
+    private RepairService Service() => new(_b.Tools,
+        new CommitService(_b.Host.Virsh, _b.Host.QemuImg, NullSink.Instance)
+        {
+            FirstBackOff = TimeSpan.FromMilliseconds(1),
+            MaxBackOff = TimeSpan.FromMilliseconds(4),
+            PollInterval = TimeSpan.FromMilliseconds(5),
+        },
+        location => new LocalBackupStore(location));
+
+    private Task<IReadOnlyList<RepairFinding>> InspectAsync() => Service().InspectAsync(Domain, Snap, CancellationToken.None);
+
+    private async Task FixAllAsync(IEnumerable<RepairFinding> findings, string? retention)
+    {
+        foreach (var finding in findings)
+            await Service().FixAsync(finding, Snap, retention, null, CancellationToken.None);
+    }
+
+    /// <summary>A run that was on its overlays when its process was killed: the journal says so, the lock is gone.</summary>
+    private async Task<BackupRun> KilledOnOverlaysAsync()
+    {
+        var run = await _b.SnapshottedAsync();
+        run.Release();
+        Assert.Equal(RunPhase.OnOverlays, RunJournal.TryLoad(Domain)!.Phase);
+        return run;
+    }
+
+    private void AssertQueriesOnly(int from = 0) => Assert.All(_b.Host.Calls.Skip(from), c =>
+        Assert.True(c.Command is "domstate" or "dumpxml" or "snapshot-list" or "info" or "list" || c.Command == "blockjob" && c.Has("--info"), c.ToString()));
+
+    [Fact]
+    public async Task Journaled_run_left_on_its_overlays_is_found_committed_its_overlays_kept_and_its_journal_closed()
+    {
+        var run = await KilledOnOverlaysAsync();
+        var retention = _b.Temp.Folder("retencao");
+
+        var before = _b.Host.Calls.Count;
+        var findings = await InspectAsync();
+        AssertQueriesOnly(before);
+        await FixAllAsync(findings, retention);
+
+        Assert.All(findings, f => Assert.True(f.Recorded, f.Problem));
+        Assert.Equal(
+            [new CommitTarget(Domain, "vda", _b.Boot, "raw", Bench.OverlayOf(_b.Boot)), new CommitTarget(Domain, "vdb", _b.Data, "raw", Bench.OverlayOf(_b.Data))],
+            findings.Where(f => f.Kind == RepairKind.CommitOverlay).Select(f => f.Commit));
+        Assert.Equal(RepairKind.CloseJournal, findings[^1].Kind);
+        Assert.Equal([_b.Boot, _b.Data], _b.Host.Disks.Select(d => d.Source));
+        var kept = Path.Combine(retention, Domain, run.RunId);
+        Assert.True(File.Exists(Path.Combine(kept, "oda_vm1_boot." + Snap)));
+        Assert.True(File.Exists(Path.Combine(kept, "data1." + Snap)));
+        Assert.False(File.Exists(Bench.OverlayOf(_b.Boot)) || File.Exists(Bench.OverlayOf(_b.Data)));
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
+    [Fact]
+    public async Task Disk_on_an_overlay_no_journal_records_is_an_unrecorded_finding()
+    {
+        // A backup by hand (the manual procedure uses the same names): no journal, a disk on *.FILE_STAGE_BACKUP.TEMP.
+        File.WriteAllText(Bench.OverlayOf(_b.Boot), "overlay");
+        _b.Host.UseDisks(new TestDisk("vda", Bench.OverlayOf(_b.Boot)) { Backing = _b.Boot, BackingFormat = "raw" }, new TestDisk("vdb", _b.Data, "raw"));
+        _b.Host.Snapshots.Add(Snap);
+
+        var findings = await InspectAsync();
+
+        Assert.NotEmpty(findings);
+        Assert.All(findings, f => Assert.False(f.Recorded, $"{f.Kind} is taken for the module's own"));
+        var commit = Assert.Single(findings, f => f.Kind == RepairKind.CommitOverlay);
+        Assert.Equal("vda", commit.Target);
+        Assert.Contains("no record", commit.Problem, StringComparison.Ordinal);
+        Assert.Contains(findings, f => f.Kind == RepairKind.DeleteSnapshotMetadata);
+        Assert.DoesNotContain(findings, f => f.Kind == RepairKind.CloseJournal);
+        AssertQueriesOnly();
+    }
+
+    [Fact]
+    public async Task Overlay_whose_backing_format_is_not_recorded_gets_its_base_format_from_qemu_img_never_raw()
+    {
+        // A shut-off domain on an overlay whose XML does not say what is below it; the base is a qcow2 image.
+        _b.Host.State = "shut off";
+        var overlay = Bench.OverlayOf(_b.Boot);
+        File.WriteAllText(overlay, "overlay");
+        _b.Host.UseDisks(new TestDisk("vda", overlay) { Backing = _b.Boot, BackingFormat = null }, new TestDisk("vdb", _b.Data, "raw"));
+        _b.Host.ImageInfo[_b.Boot] = TestDomain.ImageInfoJson(_b.Boot, "qcow2", 4L * Files.MiB, 1L * Files.MiB);
+        _b.Host.ImageInfo[overlay] = TestDomain.ImageInfoJson(overlay, "qcow2", 4L * Files.MiB, 200704, _b.Boot, null);
+        string? defined = null;
+        _b.Host.OnDefine = call =>
+        {
+            defined = File.ReadAllText(call.ValueOf("--file")!);
+            return Results.Ok();
+        };
+
+        var finding = Assert.Single(await InspectAsync(), f => f.Kind == RepairKind.CommitOverlay);
+        await Service().FixAsync(finding, Snap, null, null, CancellationToken.None);
+
+        Assert.Equal("qcow2", finding.Commit!.Format);
+        Assert.Contains(_b.Host.Calls, c => c.Is("qemu-img", "info") && c.Args[^1] == _b.Boot);
+        Assert.NotNull(defined);
+        var vda = DomainXml.Parse(defined).Disks.Single(d => d.Target == "vda");
+        Assert.Equal((_b.Boot, "qcow2"), (vda.Source, vda.Format)); // defined as raw, the guest would see a qcow2 header as its disk
+    }
+
+    [Fact]
+    public async Task Leftover_overlays_of_two_disks_with_the_same_file_name_are_kept_under_distinct_names()
+    {
+        var a = Path.Combine(_b.Temp.Folder("vdisk_a"), "disk");
+        var b = Path.Combine(_b.Temp.Folder("vdisk_b"), "disk");
+        File.WriteAllText(a, "a");
+        File.WriteAllText(b, "b");
+        File.WriteAllText(a + "." + Snap, "overlay of a");
+        File.WriteAllText(b + "." + Snap, "overlay of b");
+        _b.Host.UseDisks(new TestDisk("vda", a, "raw"), new TestDisk("vdb", b, "raw"));
+        var retention = _b.Temp.Folder("retencao");
+
+        var leftovers = (await InspectAsync()).Where(f => f.Kind == RepairKind.RemoveLeftoverOverlay).ToList();
+        await FixAllAsync(leftovers, retention);
+
+        Assert.Equal(2, leftovers.Count);
+        Assert.Equal(2, leftovers.Select(f => f.RetentionName).Distinct(StringComparer.Ordinal).Count());
+        var kept = Directory.GetFiles(retention, "*", SearchOption.AllDirectories).Select(File.ReadAllText).Order(StringComparer.Ordinal);
+        Assert.Equal(["overlay of a", "overlay of b"], kept);
+    }
+
+    [Fact]
+    public async Task Journaled_overlays_of_two_disks_with_the_same_file_name_are_kept_under_distinct_names()
+    {
+        var a = Path.Combine(_b.Temp.Folder("vdisk_a"), "disk");
+        var b = Path.Combine(_b.Temp.Folder("vdisk_b"), "disk");
+        foreach (var file in new[] { a, b })
+        {
+            File.WriteAllText(file, file);
+            _b.Host.ImageInfo[file] = TestDomain.ImageInfoJson(file, "raw", 1L * Files.MiB, 4096);
+        }
+        _b.Host.UseDisks(new TestDisk("vda", a, "raw"), new TestDisk("vdb", b, "raw"));
+        var run = await KilledOnOverlaysAsync();
+        var retention = _b.Temp.Folder("retencao");
+
+        await FixAllAsync(await InspectAsync(), retention);
+
+        var kept = Directory.GetFiles(Path.Combine(retention, Domain, run.RunId)).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList();
+        Assert.Equal(2, kept.Count);
+        Assert.Equal(["overlay of " + a, "overlay of " + b],
+            Directory.GetFiles(Path.Combine(retention, Domain, run.RunId)).Select(File.ReadAllText).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public async Task Closing_the_journal_marks_a_set_being_written_Incomplete_and_deletes_its_partial_copies()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        var set = await run.EnsureSetAsync(store, false, CancellationToken.None);
+        var partial = Path.Combine(store.Location, set, "data1.partial");
+        File.WriteAllText(partial, "half");
+        run.Release(); // killed while copying
+
+        var close = Assert.Single(await InspectAsync(), f => f.Kind == RepairKind.CloseJournal);
+        var result = await Service().FixAsync(close, Snap, null, null, CancellationToken.None);
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Contains(run.RunId, manifest.Reason, StringComparison.Ordinal);
+        Assert.Contains("Repair-KvmBackup", manifest.Reason, StringComparison.Ordinal);
+        Assert.False(File.Exists(partial));
+        Assert.Contains("marked Incomplete", result, StringComparison.Ordinal);
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
+    [Fact]
+    public async Task Closing_the_journal_of_a_run_whose_every_disk_was_copied_and_verified_leaves_its_set_Complete()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        Assert.Empty(await _b.CopyAllAsync(run, store));
+        run.Release(); // killed before the commit
+
+        var close = Assert.Single(await InspectAsync(), f => f.Kind == RepairKind.CloseJournal);
+        await Service().FixAsync(close, Snap, null, null, CancellationToken.None);
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.Null(manifest.Reason);
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
+    [Fact]
+    public async Task Commit_that_fails_during_repair_keeps_the_journal_for_the_next_repair()
+    {
+        await KilledOnOverlaysAsync();
+        _b.Host.OnBlockCommit = _ => Results.VirshError("error: internal error: unable to execute QEMU command 'block-commit': Input/output error\n");
+        var commit = (await InspectAsync()).First(f => f.Kind == RepairKind.CommitOverlay);
+
+        var ex = await Assert.ThrowsAsync<VirshException>(() => Service().FixAsync(commit, Snap, null, null, CancellationToken.None));
+
+        Assert.Equal(ErrorIds.VirshFailed, ex.ErrorId);
+        Assert.Contains("Input/output error", ex.Message, StringComparison.Ordinal);
+        Assert.NotNull(RunJournal.TryLoad(Domain));
+        Assert.True(File.Exists(Bench.OverlayOf(_b.Boot)));
+        Assert.Contains(await InspectAsync(), f => f.Kind == RepairKind.CommitOverlay && f.Target == "vda" && f.Recorded);
+    }
+
+    [Fact]
+    public async Task Leftover_overlay_that_another_domain_uses_is_neither_deleted_nor_moved()
+    {
+        var overlay = Bench.OverlayOf(_b.Boot);
+        File.WriteAllText(overlay, "someone's base image");
+        _b.Host.OtherDomains["clone1"] = TestDomain.Xml("clone1", [new TestDisk("vda", "/x/clone1.qcow2") { Backing = overlay, BackingFormat = "qcow2" }]);
+
+        var leftover = Assert.Single(await InspectAsync(), f => f.Kind == RepairKind.RemoveLeftoverOverlay);
+        var deleted = await Assert.ThrowsAsync<BackupException>(() => Service().FixAsync(leftover, Snap, null, null, CancellationToken.None));
+        var moved = await Assert.ThrowsAsync<BackupException>(() => Service().FixAsync(leftover, Snap, _b.Temp.Folder("retencao"), null, CancellationToken.None));
+
+        Assert.Equal(ErrorIds.OverlayInUse, deleted.ErrorId);
+        Assert.Equal(ErrorIds.OverlayInUse, moved.ErrorId);
+        Assert.Equal("someone's base image", File.ReadAllText(overlay));
+    }
+
+    [Fact]
+    public async Task Journal_that_cannot_be_read_stops_the_repair_of_that_domain_with_JournalUnreadable()
+    {
+        Directory.CreateDirectory(StateDirectory.JournalDirectory);
+        File.WriteAllText(StateDirectory.JournalPath(Domain), "{ \"DomainName\": ");
+
+        var ex = await Assert.ThrowsAsync<BackupException>(InspectAsync);
+
+        Assert.Equal(ErrorIds.JournalUnreadable, ex.ErrorId);
+        Assert.DoesNotContain(_b.Host.Calls, c => c.Command is "blockcommit" or "snapshot-delete" or "define");
+    }
+
+    [Fact]
+    public async Task Domain_in_good_order_has_nothing_to_repair()
+    {
+        Assert.Empty(await InspectAsync());
+    }
+
+    [Fact]
+    public async Task Without_names_every_domain_of_the_host_and_every_domain_with_a_journal_is_inspected()
+    {
+        _b.Host.OtherDomains["linux_vm"] = TestDomain.Xml("linux_vm", []);
+        RunJournal.Save(RunJournalTests.Record("undefined_vm"));
+
+        var all = await Service().DomainsToInspectAsync(null, CancellationToken.None);
+        var named = await Service().DomainsToInspectAsync(["linux_vm"], CancellationToken.None);
+
+        Assert.Equal(["linux_vm", Domain, "undefined_vm"], all.Order(StringComparer.Ordinal));
+        Assert.Equal(["linux_vm"], named);
+    }
+}
