@@ -30,6 +30,28 @@ public static class BackupNames
             : Path.Combine(overlayDirectory, domain + "." + stem + "." + snapshotName);
     }
 
+    /// <summary>
+    /// The overlay of each disk of a run (see <see cref="OverlayPath"/>). Two disks that would get the same overlay
+    /// (files that differ only in extension, or the same file name in two folders sharing an overlay folder) get
+    /// their target in the name instead: /x/a.vdb.FILE_STAGE_BACKUP.TEMP.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> OverlayPaths(string domain, IEnumerable<(string Target, string Source)> disks,
+        string snapshotName, string? overlayDirectory)
+    {
+        var list = disks.ToList();
+        var paths = list.ToDictionary(d => d.Target, d => OverlayPath(domain, d.Source, snapshotName, overlayDirectory), StringComparer.Ordinal);
+        var shared = paths.GroupBy(p => p.Value, StringComparer.Ordinal).Where(g => g.Count() > 1).SelectMany(g => g.Select(p => p.Key)).ToList();
+        foreach (var target in shared)
+        {
+            var source = list.First(d => d.Target == target).Source;
+            var stem = target + "." + Path.GetFileNameWithoutExtension(source);
+            paths[target] = overlayDirectory is null
+                ? Path.Combine(Path.GetDirectoryName(source) ?? "/", Path.GetFileNameWithoutExtension(source) + "." + target + "." + snapshotName)
+                : Path.Combine(overlayDirectory, domain + "." + stem + "." + snapshotName);
+        }
+        return paths;
+    }
+
     /// <summary>True for a file named as an overlay with that snapshot name. A name proves nothing about who made
     /// it (the manual procedure uses the same one): only the journal does.</summary>
     public static bool LooksLikeOverlay(string path, string snapshotName) =>

@@ -58,7 +58,8 @@ public sealed class SnapshotService
             piped.Add(current);
         }
         var setFiles = BackupNames.SetFileNames(piped.Select(d => (d.Target, d.Source ?? "")));
-        var overlays = piped.ToDictionary(d => d.Target, d => cold ? null : BackupNames.OverlayPath(domain, d.Source ?? "", request.SnapshotName, request.OverlayDirectory));
+        var overlayPaths = BackupNames.OverlayPaths(domain, piped.Select(d => (d.Target, d.Source ?? "")), request.SnapshotName, request.OverlayDirectory);
+        var overlays = piped.ToDictionary(d => d.Target, d => cold ? null : overlayPaths[d.Target]);
         var retained = BackupNames.RetainedNames(overlays.Where(o => o.Value is not null).Select(o => (o.Key, o.Value!)));
         var disks = piped.Select(d => new DiskRecord
         {
@@ -205,10 +206,10 @@ public sealed class SnapshotService
                 $"Disk {disk.Target} of '{domain}' is a block device ({disk.Source}); its overlay cannot go beside it.",
                 "Name a folder for the overlays with -OverlayDirectory.");
         }
-        if (disk.Shareable && !cold)
+        if (disk.Shareable)
         {
             context.Problem(ErrorIds.SharedDiskNotSupported, BackupErrorCategory.InvalidArgument,
-                $"Disk {disk.Target} of '{domain}' is shareable (<shareable/>): other VMs, such as the other nodes of a cluster, write to '{disk.Source}' too. A snapshot would send this VM's writes to an overlay while the others go on writing to the file, and the commit would then overwrite their writes with stale blocks. No snapshot was taken.",
+                $"Disk {disk.Target} of '{domain}' is shareable (<shareable/>): other VMs, such as the other nodes of a cluster, write to '{disk.Source}' too. A snapshot would send this VM's writes to an overlay while the others go on writing to the file, and the commit would then overwrite their writes with stale blocks; even with this VM shut off, the others may write while it is copied. Nothing was done.",
                 $"Back up the VM's other disks: Get-VmDisk {domain} | Where-Object {{ -not $_.Shareable }} | New-KvmDiskSnapshot | ...; back up the shared disk's data from inside the cluster (for ASM disks: RMAN), or copy it while every VM that uses it is shut off.");
         }
         if (disk.OnOverlay)
@@ -266,12 +267,6 @@ public sealed class SnapshotService
     private static void CheckOverlays(IReadOnlyList<DiskRecord> disks, DomainDescription live, PreflightContext context)
     {
         var domain = context.DomainName;
-        foreach (var group in disks.GroupBy(d => d.Overlay, StringComparer.Ordinal).Where(g => g.Count() > 1))
-        {
-            context.Problem(ErrorIds.OverlayCollision, BackupErrorCategory.InvalidArgument,
-                $"Disks {string.Join(" and ", group.Select(d => d.Target))} of '{domain}' would share the overlay '{group.Key}' (their files differ only in extension).",
-                "Name a folder for the overlays with -OverlayDirectory, or rename one of the files.");
-        }
         var allSources = live.Disks.Select(d => d.Source).Concat(live.Disks.SelectMany(d => d.BackingChain)).ToHashSet(StringComparer.Ordinal);
         foreach (var disk in disks)
         {

@@ -212,12 +212,14 @@ public sealed class BackupRun
         if (_store is null || Record.SetFolder is null)
             return;
         string setFolder;
-        HashSet<string> beingChecked;
+        HashSet<string> beingChecked, partials;
         lock (_gate)
         {
             if (Record.Disks.All(d => d.Verified))
                 return; // every disk was copied and verified: what fails later (a commit) does not spoil the set
             setFolder = Record.SetFolder;
+            // Only this run's own partial copies: a disk's file may itself be named *.partial.
+            partials = Record.Disks.Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
             _incompleteReason ??= reason; // for good: a check that passes later does not make the set whole again
             // Copies written and being read back: their check renames or removes its own file.
             beingChecked = Record.Disks.Where(d => d.State == DiskState.Copied && !d.Verified)
@@ -226,7 +228,7 @@ public sealed class BackupRun
         // Partial copies first: never usable, and on a full destination their room is what the manifest needs.
         foreach (var entry in await _store.ListAsync(setFolder, ct).ConfigureAwait(false))
         {
-            if (entry.Name.EndsWith(BackupNames.PartialSuffix, StringComparison.Ordinal) && !beingChecked.Contains(entry.Name))
+            if (partials.Contains(entry.Name) && !beingChecked.Contains(entry.Name))
                 await _store.DeleteAsync(setFolder + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false);
         }
         await WriteManifestAsync(ct).ConfigureAwait(false);

@@ -160,19 +160,30 @@ public sealed class RepairService
         if (journal is null)
             return "journal closed";
         var note = "";
-        if (journal.Destination is { } destination && journal.SetFolder is { } set && !journal.Disks.All(d => d.Verified))
+        if (journal.Destination is { } destination && journal.SetFolder is { } set)
         {
+            // Every disk copied and verified before the run stopped (a process killed before it wrote "Complete"):
+            // the set is whole. Otherwise it can never be trusted.
+            var complete = journal.FailureReason is null && journal.Disks.All(d => d.Verified);
             await using var store = _openStore(destination);
             if (await store.GetEntryAsync(set, ct).ConfigureAwait(false) is not null)
             {
-                var manifest = BackupManifest.FromRun(journal, BackupSetStatus.Incomplete, $"run {journal.RunId} was interrupted; closed by Repair-KvmBackup");
-                await BackupSet.SaveAsync(store, set, manifest, ct).ConfigureAwait(false);
-                foreach (var entry in await store.ListAsync(set, ct).ConfigureAwait(false))
+                var manifest = complete
+                    ? BackupManifest.FromRun(journal, BackupSetStatus.Complete, null)
+                    : BackupManifest.FromRun(journal, BackupSetStatus.Incomplete, $"run {journal.RunId} was interrupted; closed by Repair-KvmBackup");
+                if (!complete)
                 {
-                    if (entry.Name.EndsWith(BackupNames.PartialSuffix, StringComparison.Ordinal))
-                        await store.DeleteAsync(set + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false);
+                    var partials = journal.Disks.Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
+                    foreach (var entry in await store.ListAsync(set, ct).ConfigureAwait(false))
+                    {
+                        if (partials.Contains(entry.Name))
+                            await store.DeleteAsync(set + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false);
+                    }
                 }
-                note = $"; set {store.Describe(set)} marked Incomplete";
+                await BackupSet.SaveAsync(store, set, manifest, ct).ConfigureAwait(false);
+                note = complete
+                    ? $"; set {store.Describe(set)} marked Complete (every disk was copied and verified before the run stopped)"
+                    : $"; set {store.Describe(set)} marked Incomplete";
             }
         }
         RunJournal.Delete(domain);

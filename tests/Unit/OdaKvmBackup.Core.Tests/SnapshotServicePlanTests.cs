@@ -214,15 +214,17 @@ public sealed class SnapshotServicePlanTests : IDisposable
     }
 
     [Fact]
-    public async Task Two_disks_with_the_same_file_name_would_share_an_overlay_in_an_overlay_folder_and_are_refused()
+    public async Task Two_disks_with_the_same_file_name_get_distinct_overlays_in_an_overlay_folder()
     {
         var a = Path.Combine(_temp.Folder("vdisk_a"), "disk");
         var b = Path.Combine(_temp.Folder("vdisk_b"), "disk");
         UseDisks(new TestDisk("vda", a, "raw"), new TestDisk("vdb", b, "raw"));
+        var overlays = _temp.Folder("overlays");
 
-        var plan = await Plan(Request(overlayDirectory: _temp.Folder("overlays")));
+        var plan = await Plan(Request(overlayDirectory: overlays));
 
-        Assert.Equal([ErrorIds.OverlayCollision], Ids(plan));
+        Assert.Empty(Ids(plan));
+        Assert.Equal([Path.Combine(overlays, $"{Domain}.vda.disk.{Snap}"), Path.Combine(overlays, $"{Domain}.vdb.disk.{Snap}")], plan.Disks.Select(d => d.Overlay));
     }
 
     [Fact]
@@ -317,7 +319,7 @@ public sealed class SnapshotServicePlanTests : IDisposable
     }
 
     [Fact]
-    public async Task Two_disks_whose_files_differ_only_in_extension_would_share_an_overlay()
+    public async Task Two_disks_whose_files_differ_only_in_extension_get_distinct_overlays_beside_them()
     {
         var a = Path.Combine(_bootFolder, "disk a.qcow2");
         var b = Path.Combine(_bootFolder, "disk a.raw");
@@ -325,11 +327,9 @@ public sealed class SnapshotServicePlanTests : IDisposable
 
         var plan = await Plan();
 
-        var problem = Assert.Single(plan.Problems);
-        Assert.Equal(ErrorIds.OverlayCollision, problem.ErrorId);
-        Assert.Contains("vda and vdb", problem.Message, StringComparison.Ordinal);
-        Assert.Contains(Path.Combine(_bootFolder, "disk a.FILE_STAGE_BACKUP.TEMP"), problem.Message, StringComparison.Ordinal);
-        Assert.Contains("-OverlayDirectory", problem.FullMessage, StringComparison.Ordinal);
+        Assert.Empty(plan.Problems);
+        Assert.Equal([Path.Combine(_bootFolder, $"disk a.vda.{Snap}"), Path.Combine(_bootFolder, $"disk a.vdb.{Snap}")], plan.Disks.Select(d => d.Overlay));
+        Assert.All(plan.Disks, d => Assert.True(BackupNames.LooksLikeOverlay(d.Overlay!, Snap)));
     }
 
     [Fact]
