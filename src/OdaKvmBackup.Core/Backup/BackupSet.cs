@@ -25,6 +25,10 @@ public sealed class ManifestDisk
     public long? DataBytes { get; set; }
     /// <summary>The disk's content digest, as <see cref="VmDiskBackup.ContentDigest"/> (not a sha256sum).</summary>
     public string? ContentDigest { get; set; }
+    /// <summary>For a copy on another host: the SHA-256 of each segment of <see cref="SegmentSize"/> bytes that holds
+    /// data, by segment number (see <see cref="CopyResult.SegmentDigests"/>); what Test-KvmBackup checks there.</summary>
+    public long? SegmentSize { get; set; }
+    public SortedDictionary<long, string>? SegmentDigests { get; set; }
     public bool Verified { get; set; }
     /// <summary>How the copy was checked, in words.</summary>
     public string? VerifiedBy { get; set; }
@@ -68,6 +72,8 @@ public sealed class BackupManifest
             SizeBytes = d.SizeBytes,
             DataBytes = d.DataBytes,
             ContentDigest = d.ContentDigest,
+            SegmentSize = d.SegmentDigests is null ? null : SparseCopy.SegmentSize,
+            SegmentDigests = d.SegmentDigests,
             Verified = d.Verified,
             VerifiedBy = d.VerifiedBy,
         }).ToList(),

@@ -110,8 +110,9 @@ public sealed class CopyService
                 throw;
             }
         }
+        copies.ProgressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
         foreach (var disk in pending)
-            copies.Tasks[disk.Target] = CopyOneAsync(run, disk, copies.Stop.Token);
+            copies.Tasks[disk.Target] = CopyOneAsync(run, disk, copies, copies.Stop.Token);
         _runs[run] = copies;
     }
 
@@ -125,6 +126,8 @@ public sealed class CopyService
         var done = await Task.WhenAny(left.Select(t => t.Value)).ConfigureAwait(false);
         var target = left.First(t => t.Value == done).Key;
         copies.HandedOn.Add(target);
+        if (copies.Tasks.Keys.All(copies.HandedOn.Contains))
+            _sink.Progress(new ProgressUpdate(copies.ProgressId, null, $"Copying {run.DomainName} to {_store.Location}", "Done", 100, Completed: true));
         try
         {
             return await done.ConfigureAwait(false);
@@ -176,7 +179,7 @@ public sealed class CopyService
         return failed;
     }
 
-    private async Task<CopyOutcome> CopyOneAsync(BackupRun run, VmDiskBackup disk, CancellationToken ct)
+    private async Task<CopyOutcome> CopyOneAsync(BackupRun run, VmDiskBackup disk, RunCopies copies, CancellationToken ct)
     {
         var started = DateTime.UtcNow;
         var record = run.Record.Disk(disk.Target);
@@ -196,9 +199,15 @@ public sealed class CopyService
             await using (var writer = await _store.CreateFileAsync(partial, ct).ConfigureAwait(false))
             {
                 var rate = new RateMeter();
-                copy = await SparseCopy.CopyAsync(record.Source, writer, _bandwidth, (done, total) => _sink.Progress(new ProgressUpdate(
-                    progressId, null, activity, rate.Describe(done, total), total == 0 ? 100 : (int)(done * 100 / total))), ct).ConfigureAwait(false);
-                _sink.Progress(new ProgressUpdate(progressId, null, activity, "Done", 100, Completed: true));
+                copy = await SparseCopy.CopyAsync(record.Source, writer, _bandwidth, (done, total) =>
+                {
+                    // A bar per disk under one for the VM: bytes, rate and time left for each.
+                    _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, rate.Describe(done, total), total == 0 ? 100 : (int)(done * 100 / total)));
+                    var (vmDone, vmTotal) = copies.Report(disk.Target, done, total);
+                    _sink.Progress(new ProgressUpdate(copies.ProgressId, null, $"Copying {disk.DomainName} to {_store.Location}",
+                        copies.Rate.Describe(vmDone, vmTotal), vmTotal == 0 ? 100 : (int)(vmDone * 100 / vmTotal)));
+                }, ct, segmentDigests: _store.IsRemote).ConfigureAwait(false);
+                _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, "Done", 100, Completed: true));
             }
             if (run.Consistency == BackupConsistency.Cold)
                 await RequireStillShutOffAsync(disk, ct).ConfigureAwait(false);
@@ -227,15 +236,11 @@ public sealed class CopyService
     {
         try
         {
-            var readBack = await SparseCopy.DigestAsync(_store.Describe(partial), null, CancellationToken.None).ConfigureAwait(false);
-            if (readBack.ContentDigest != copy.ContentDigest || readBack.SizeBytes != copy.SizeBytes)
-            {
-                throw new BackupException(ErrorIds.CopyVerificationFailed, BackupErrorCategory.InvalidData,
-                    $"The copy of {disk.Target} of '{disk.DomainName}' reads back differently from '{disk.Source}' (content digest {readBack.ContentDigest} instead of {copy.ContentDigest}). The backup set is marked Incomplete.",
-                    "Check the destination's storage (dmesg, file system errors), then back up again.", disk.DomainName);
-            }
+            var verifiedBy = _store.IsRemote
+                ? await VerifyOnServerAsync(disk, partial, copy).ConfigureAwait(false)
+                : await VerifyLocalAsync(disk, partial, copy).ConfigureAwait(false);
             await _store.RenameAsync(partial, final, CancellationToken.None).ConfigureAwait(false);
-            await run.RecordVerifiedAsync(disk.Target, "read back from the destination's storage (page cache dropped); content digest equal to the source's", CancellationToken.None).ConfigureAwait(false);
+            await run.RecordVerifiedAsync(disk.Target, verifiedBy, CancellationToken.None).ConfigureAwait(false);
             return null;
         }
         catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException)
@@ -247,7 +252,7 @@ public sealed class CopyService
             try
             {
                 await run.MarkSetIncompleteAsync($"the copy of {disk.Target} failed its check: {error.Message}", CancellationToken.None).ConfigureAwait(false);
-                await _store.DeleteAsync(partial, recursive: false, CancellationToken.None).ConfigureAwait(false); // never a usable file
+                await _store.DeleteAsync(partial, recursive: false, CancellationToken.None).ConfigureAwait(false);
             }
             catch (Exception inner) when (inner is BackupException or IOException)
             {
@@ -256,6 +261,37 @@ public sealed class CopyService
             return error;
         }
     }
+
+    /// <summary>Reads the copy back from the destination's storage (its pages dropped from the cache first).</summary>
+    private async Task<string> VerifyLocalAsync(VmDiskBackup disk, string partial, CopyResult copy)
+    {
+        var readBack = await SparseCopy.DigestAsync(_store.Describe(partial), null, CancellationToken.None).ConfigureAwait(false);
+        if (readBack.ContentDigest != copy.ContentDigest || readBack.SizeBytes != copy.SizeBytes)
+            throw Mismatch(disk, $"content digest {readBack.ContentDigest} instead of {copy.ContentDigest}");
+        return "read back from the destination's storage (page cache dropped); content digest equal to the source's";
+    }
+
+    /// <summary>Has the server read the copy back (never over the network) and compares each data segment's digest.</summary>
+    private async Task<string> VerifyOnServerAsync(VmDiskBackup disk, string partial, CopyResult copy)
+    {
+        var entry = await _store.GetEntryAsync(partial, CancellationToken.None).ConfigureAwait(false);
+        if (entry is null || entry.Size != copy.SizeBytes)
+            throw Mismatch(disk, $"{entry?.Size ?? 0} bytes stored instead of {copy.SizeBytes}");
+        var expected = copy.SegmentDigests ?? new Dictionary<long, string>();
+        var indexes = expected.Keys.Order().ToList();
+        var stored = await _store.SegmentDigestsAsync(partial, SparseCopy.SegmentSize, indexes, CancellationToken.None).ConfigureAwait(false);
+        for (var i = 0; i < indexes.Count; i++)
+        {
+            if (!string.Equals(stored[i], expected[indexes[i]], StringComparison.Ordinal))
+                throw Mismatch(disk, $"the 16 MiB segment at offset {indexes[i] * SparseCopy.SegmentSize} reads {stored[i]} on the server instead of {expected[indexes[i]]}");
+        }
+        return $"read back on the server: the SHA-256 of each of the {indexes.Count} 16 MiB segments that hold data, computed there with sha256sum, equal to the source's";
+    }
+
+    private static BackupException Mismatch(VmDiskBackup disk, string what) =>
+        new(ErrorIds.CopyVerificationFailed, BackupErrorCategory.InvalidData,
+            $"The copy of {disk.Target} of '{disk.DomainName}' reads back differently from '{disk.Source}' ({what}). The backup set is marked Incomplete.",
+            "Check the destination's storage (dmesg, file system errors, the server's disks), then back up again.", disk.DomainName);
 
     private async Task RequireStillShutOffAsync(VmDiskBackup disk, CancellationToken ct)
     {
@@ -287,10 +323,24 @@ public sealed class CopyService
 
     private sealed class RunCopies(BackupRun run, CancellationTokenSource stop)
     {
+        private readonly Dictionary<string, (long Done, long Total)> _bytes = new(StringComparer.Ordinal);
+
         public BackupRun Run { get; } = run;
         public CancellationTokenSource Stop { get; } = stop;
         public Dictionary<string, Task<CopyOutcome>> Tasks { get; } = new(StringComparer.Ordinal);
         public HashSet<string> HandedOn { get; } = new(StringComparer.Ordinal);
+        public int ProgressId { get; set; }
+        public RateMeter Rate { get; } = new();
+
+        /// <summary>One disk's progress; returns the whole VM's (disks not started yet count once they start).</summary>
+        public (long Done, long Total) Report(string target, long done, long total)
+        {
+            lock (_bytes)
+            {
+                _bytes[target] = (done, total);
+                return (_bytes.Values.Sum(b => b.Done), _bytes.Values.Sum(b => b.Total));
+            }
+        }
     }
 }
 

@@ -9,8 +9,12 @@ using OdaKvmBackup.Core.Storage;
 
 namespace OdaKvmBackup.Core.Backup;
 
-/// <summary>Bytes and content digest of a copied image (see <see cref="VmDiskBackup.ContentDigest"/>).</summary>
-public sealed record CopyResult(long SizeBytes, long DataBytes, string ContentDigest);
+/// <summary>Bytes and content digest of a copied image (see <see cref="VmDiskBackup.ContentDigest"/>); for a copy to
+/// another host also <paramref name="SegmentDigests"/>: what that copy is checked against where it lies, the plain
+/// SHA-256 (as sha256sum prints it) of every <see cref="SparseCopy.SegmentSize"/> segment of the file that holds a
+/// non-zero byte, by segment number (segments of zeros only have none). A server with nothing but coreutils computes
+/// them, and so can anyone: <c>dd if=FILE bs=16M skip=N count=1 | sha256sum</c>.</summary>
+public sealed record CopyResult(long SizeBytes, long DataBytes, string ContentDigest, IReadOnlyDictionary<long, string>? SegmentDigests = null);
 
 /// <summary>
 /// Copies disk images keeping them sparse: it reads only the data extents (SEEK_DATA/SEEK_HOLE) and writes only
@@ -28,11 +32,15 @@ public static partial class SparseCopy
     private const int SeekHole = 4;
     private const int FadviseDontNeed = 4;
 
+    /// <summary>Segments of the plain digests a remote copy is verified with (see <see cref="CopyResult.SegmentDigests"/>).</summary>
+    public const long SegmentSize = 16L << 20;
+
     /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/> (holes and zero blocks are not
-    /// written), completes it (size, fsync) and returns the content digest taken while reading.</summary>
+    /// written), completes it (size, fsync) and returns the content digest taken while reading, and the segment
+    /// digests when <paramref name="segmentDigests"/>.</summary>
     public static Task<CopyResult> CopyAsync(string source, IStoreFileWriter destination, long bandwidthBytesPerSecond,
-        Action<long, long>? progress, CancellationToken ct) =>
-        Task.Run(() => WalkAsync(source, destination, bandwidthBytesPerSecond, progress, ct), ct);
+        Action<long, long>? progress, CancellationToken ct, bool segmentDigests = false) =>
+        Task.Run(() => WalkAsync(source, destination, bandwidthBytesPerSecond, progress, ct, segmentDigests), ct);
 
     /// <summary>The content digest of a local file as stored: its pages are dropped from the cache first, so a
     /// verification reads what the storage holds, not what was just written to memory.</summary>
@@ -41,7 +49,7 @@ public static partial class SparseCopy
         {
             using (var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
                 DropFromCache(handle);
-            return WalkAsync(path, null, 0, progress, ct);
+            return WalkAsync(path, null, 0, progress, ct, segmentDigests: false);
         }, ct);
 
     /// <summary>Asks the kernel to forget a file's cached pages (clean ones go; dirty ones must be fsynced first).</summary>
@@ -62,7 +70,8 @@ public static partial class SparseCopy
         return size;
     }
 
-    private static async Task<CopyResult> WalkAsync(string source, IStoreFileWriter? output, long bandwidth, Action<long, long>? progress, CancellationToken ct)
+    private static async Task<CopyResult> WalkAsync(string source, IStoreFileWriter? output, long bandwidth, Action<long, long>? progress,
+        CancellationToken ct, bool segmentDigests)
     {
         using var input = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         // lseek(SEEK_END), not the file length: a block device (type='block' disk) has a length of 0.
@@ -77,6 +86,7 @@ public static partial class SparseCopy
         var read = Channel.CreateBounded<Chunk>(PipelineDepth);
         var scanned = Channel.CreateBounded<Chunk>(PipelineDepth);
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        using var segments = segmentDigests ? new SegmentHasher(size) : null;
         long dataBytes = 0;
 
         var reader = Stage(read.Writer, stop, async () =>
@@ -101,6 +111,7 @@ public static partial class SparseCopy
             await foreach (var chunk in read.Reader.ReadAllAsync(stop.Token).ConfigureAwait(false))
             {
                 dataBytes += ScanChunk(chunk.Buffer.AsSpan(0, chunk.Length), chunk.Offset, hash, chunk.Runs);
+                segments?.Add(chunk.Offset, chunk.Buffer.AsSpan(0, chunk.Length), chunk.Runs.Count > 0);
                 await scanned.Writer.WriteAsync(chunk, stop.Token).ConfigureAwait(false);
             }
         });
@@ -135,7 +146,71 @@ public static partial class SparseCopy
         BinaryPrimitives.WriteInt64LittleEndian(sizeBytes, size);
         hash.AppendData(sizeBytes);
         progress?.Invoke(size, size);
-        return new CopyResult(size, dataBytes, Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant());
+        return new CopyResult(size, dataBytes, Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant(), segments?.Finish());
+    }
+
+    /// <summary>The plain SHA-256 of each segment that holds data. Zeros (all-zero chunks, and holes that were never
+    /// read) are only hashed once a segment turns out to hold data, so a mostly empty disk costs little.</summary>
+    private sealed class SegmentHasher(long size) : IDisposable
+    {
+        private static readonly byte[] Zeros = new byte[ChunkSize];
+        private readonly SortedDictionary<long, string> _digests = new();
+        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        private long _segment = -1;
+        private long _position;      // bytes of the segment accounted for (hashed or pending)
+        private long _pendingZeros;  // zeros accounted for but not hashed yet
+        private bool _hasData;
+
+        public void Add(long offset, ReadOnlySpan<byte> data, bool hasData)
+        {
+            var segment = offset / SegmentSize;
+            if (segment != _segment)
+            {
+                Close();
+                _segment = segment;
+                _position = segment * SegmentSize;
+                _pendingZeros = 0;
+                _hasData = false;
+            }
+            _pendingZeros += offset - _position; // a hole before this chunk
+            _position = offset + data.Length;
+            if (!hasData)
+            {
+                _pendingZeros += data.Length;
+                return;
+            }
+            FeedZeros();
+            _hash.AppendData(data);
+            _hasData = true;
+        }
+
+        public IReadOnlyDictionary<long, string> Finish()
+        {
+            Close();
+            return _digests;
+        }
+
+        private void Close()
+        {
+            if (_segment < 0 || !_hasData)
+                return;
+            _pendingZeros += Math.Min(size, (_segment + 1) * SegmentSize) - _position;
+            FeedZeros();
+            _digests[_segment] = Convert.ToHexString(_hash.GetHashAndReset()).ToLowerInvariant();
+            _hasData = false;
+        }
+
+        private void FeedZeros()
+        {
+            while (_pendingZeros > 0)
+            {
+                var n = (int)Math.Min(_pendingZeros, Zeros.Length);
+                _hash.AppendData(Zeros, 0, n);
+                _pendingZeros -= n;
+            }
+        }
+
+        public void Dispose() => _hash.Dispose();
     }
 
     /// <summary>Runs one stage on its own thread; its output channel is completed when it ends, with its error if

@@ -183,6 +183,7 @@ public sealed class BackupRun
             disk.SizeBytes = copy.SizeBytes;
             disk.DataBytes = copy.DataBytes;
             disk.ContentDigest = copy.ContentDigest;
+            disk.SegmentDigests = copy.SegmentDigests is null ? null : new SortedDictionary<long, string>(copy.SegmentDigests.ToDictionary());
             disk.CopiedUtc = DateTime.UtcNow;
         });
     }

@@ -45,6 +45,8 @@ public sealed class DiskRecord
     public long? DataBytes { get; set; }
     /// <summary>See <see cref="VmDiskBackup.ContentDigest"/>.</summary>
     public string? ContentDigest { get; set; }
+    /// <summary>For a copy on another host: see <see cref="CopyResult.SegmentDigests"/>.</summary>
+    public SortedDictionary<long, string>? SegmentDigests { get; set; }
     /// <summary>The copy was read back from the destination's storage and matched what was read from the source.</summary>
     public bool Verified { get; set; }
     public string? VerifiedBy { get; set; }
