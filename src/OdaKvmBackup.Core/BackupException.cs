@@ -56,6 +56,8 @@ public static class ErrorIds
     public const string RetainedOverlayExists = "RetainedOverlayExists";
     public const string RepairFailed = "RepairFailed";
     public const string StillOnOverlays = "StillOnOverlays";
+    /// <summary>The domain is back on its own disks but something of the run is left for Repair-KvmBackup.</summary>
+    public const string RepairNeeded = "RepairNeeded";
     public const string InvalidSnapshotName = "InvalidSnapshotName";
     public const string JournalUnreadable = "JournalUnreadable";
     public const string BackupSetUnreadable = "BackupSetUnreadable";

@@ -171,10 +171,12 @@ public abstract class KvmCmdlet : PSCmdlet
         if (pipelineAlive)
         {
             var outcome = Run(_ => run.FailAsync(reason, _sink));
-            if (outcome.BackOnOwnDisks && outcome.Clean)
-                WriteWarning(outcome.Message);
-            else
+            if (!outcome.BackOnOwnDisks)
                 WriteError(ToErrorRecord(ErrorIds.StillOnOverlays, BackupErrorCategory.InvalidResult, outcome.Message, null, run.DomainName));
+            else if (!outcome.Clean)
+                WriteError(ToErrorRecord(ErrorIds.RepairNeeded, BackupErrorCategory.InvalidResult, outcome.Message, null, run.DomainName));
+            else
+                WriteWarning(outcome.Message);
             return outcome;
         }
         var host = new HostSink(Host?.UI);

@@ -239,6 +239,19 @@ function Stop-LabSshd {
     Remove-Item -Force -ErrorAction SilentlyContinue -LiteralPath (Get-SshLabPath 'sshd.pid')
 }
 
+<# .SYNOPSIS Cuts every open connection (kills the listener's per-connection sshd processes); the listener stays up. Returns how many were cut. #>
+function Stop-LabSshSession {
+    [CmdletBinding()]
+    param()
+    $daemon = Get-SshLabDaemonPid
+    if (-not $daemon) { return 0 }
+    $ids = @(Get-SshLabChildProcessId $daemon)
+    foreach ($id in $ids) {
+        try { [System.Diagnostics.Process]::GetProcessById($id).Kill($true) } catch [System.ArgumentException] { }
+    }
+    $ids.Count
+}
+
 <# .SYNOPSIS Writes (or refreshes) the managed block of lab aliases at the top of root's ~/.ssh/config. #>
 function Set-LabSshClientConfig {
     [CmdletBinding()]
@@ -277,4 +290,4 @@ function Get-LabLoopbackReceivedBytes {
     throw 'No lo line in /proc/net/dev.'
 }
 
-Export-ModuleMember -Function Get-LabSshRoot, Start-LabSshd, Stop-LabSshd, Set-LabSshClientConfig, Remove-LabSshClientConfig, Get-LabLoopbackReceivedBytes
+Export-ModuleMember -Function Get-LabSshRoot, Start-LabSshd, Stop-LabSshd, Stop-LabSshSession, Set-LabSshClientConfig, Remove-LabSshClientConfig, Get-LabLoopbackReceivedBytes

@@ -57,14 +57,6 @@ function Add-GuestWritesAfterSnapshot {
     }
 }
 
-function Wait-Until([scriptblock] $Condition, [string] $What, [int] $TimeoutSeconds = 120) {
-    $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
-    while (-not (& $Condition)) {
-        if ((Get-Date) -gt $deadline) { throw "Timed out after $TimeoutSeconds s waiting for: $What" }
-        Start-Sleep -Milliseconds 100
-    }
-}
-
 function Test-BlockJobRunning([string] $DomainName) {
     foreach ($target in 'vda', 'vdb') {
         if ((Invoke-Virsh @('blockjob', $DomainName, $target, '--info', '--raw') -AllowFailure).StdOut -match 'type=') { return $true }

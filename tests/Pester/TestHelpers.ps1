@@ -101,3 +101,11 @@ function Reset-LabVmIfNeeded([string] $DomainName) {
     }
     Wait-LabGuestAgent -DomainName $DomainName | Out-Null
 }
+
+function Wait-Until([scriptblock] $Condition, [string] $What, [int] $TimeoutSeconds = 120) {
+    $deadline = (Get-Date).AddSeconds($TimeoutSeconds)
+    while (-not (& $Condition)) {
+        if ((Get-Date) -gt $deadline) { throw "Timed out after $TimeoutSeconds s waiting for: $What" }
+        Start-Sleep -Milliseconds 100
+    }
+}

@@ -3,10 +3,28 @@ namespace OdaKvmBackup.Core.Remote;
 /// <summary>How often, and after how long, a lost SSH connection is made again before giving up.</summary>
 public sealed record SshReconnectPolicy(IReadOnlyList<TimeSpan> Delays)
 {
+    public const string EnvironmentVariable = "ODAKVMBACKUP_SSH_RECONNECT_SEC";
+
     /// <summary>5 attempts over about a minute: long enough for a switch to reboot or a link to flap, short
-    /// enough that a server that is gone fails the run soon.</summary>
-    public static SshReconnectPolicy Default { get; } = new([
+    /// enough that a server that is gone fails the run soon. $env:ODAKVMBACKUP_SSH_RECONNECT_SEC sets other
+    /// delays, in seconds, comma-separated ("5,10,30,60,120" for a flaky WAN link).</summary>
+    public static SshReconnectPolicy Default =>
+        Environment.GetEnvironmentVariable(EnvironmentVariable) is { Length: > 0 } text && Parse(text) is { } custom ? custom : Standard;
+
+    private static readonly SshReconnectPolicy Standard = new([
         TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(4), TimeSpan.FromSeconds(8), TimeSpan.FromSeconds(16), TimeSpan.FromSeconds(30)]);
+
+    private static SshReconnectPolicy? Parse(string text)
+    {
+        var delays = new List<TimeSpan>();
+        foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (!double.TryParse(part, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var seconds) || seconds < 0)
+                return null;
+            delays.Add(TimeSpan.FromSeconds(seconds));
+        }
+        return delays.Count > 0 ? new SshReconnectPolicy(delays) : null;
+    }
 
     public TimeSpan Total => Delays.Aggregate(TimeSpan.Zero, (sum, delay) => sum + delay);
 }

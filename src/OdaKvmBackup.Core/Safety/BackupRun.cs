@@ -355,14 +355,6 @@ public sealed class BackupRun
         for (var waited = 0; waited < 600 && CopiesRunning; waited++)
             await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
         var problems = new List<string>();
-        try
-        {
-            await MarkSetIncompleteAsync(reason, ct).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is BackupException or IOException or OperationCanceledException)
-        {
-            problems.Add($"the set could not be marked Incomplete ({ex.Message})");
-        }
 
         var stillOnOverlays = new List<string>();
         if (snapshotMayExist)
@@ -392,6 +384,16 @@ public sealed class BackupRun
                 await DiscardOverlaysAsync(sink, problems, ct).ConfigureAwait(false);
         }
 
+        // The VM first, the set then: a destination that does not answer (an SSH server that is down) must not
+        // keep the VM on its overlays while its store retries.
+        try
+        {
+            await MarkSetIncompleteAsync(reason, ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or OperationCanceledException)
+        {
+            problems.Add($"the backup set could not be marked Incomplete ({ex.Message}); Repair-KvmBackup -DomainName {DomainName} marks it once the destination answers");
+        }
         if (Record.SnapshotOutcomeUnknown)
             problems.Add($"snapshot-create-as did not answer in time, so libvirtd may still finish that snapshot later (run Repair-KvmBackup -DomainName {DomainName} once 'virsh list' answers again, to be sure)");
         lock (_gate)

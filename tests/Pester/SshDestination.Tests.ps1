@@ -1,0 +1,147 @@
+# Backups off the host: Copy-VmDisk -Destination <ssh alias>:/path, to a real sshd on loopback that reaches root's
+# own ~/.ssh/config (aliases, keys, known_hosts), on the real lab (issue: off the host, at the speed of the disk).
+BeforeAll {
+    . (Join-Path $PSScriptRoot 'TestHelpers.ps1')
+    Import-Module (Join-Path $RepoRoot 'tests/Lab/OdaKvmSshLab.psm1') -Force
+    Initialize-Lab -VmName linux_vm
+    Reset-LabVmIfNeeded linux_vm
+    $script:Sshd = Start-LabSshd   # throws, failing every test here, when sshd cannot start
+
+    function Get-Manifest([string] $Set) { Get-Content -Raw (Join-Path $Set 'backup.json') | ConvertFrom-Json }
+    function Get-Mode([string] $Path) { (& stat -c '%a' -- $Path).Trim() }
+    # The server is this machine: a path on it is also a local path, which the checks read directly.
+    function New-RemoteFolder([string] $Name) { New-TestFolder $Name }
+    function Get-VmState { [pscustomobject]@{ Inactive = (Invoke-Virsh @('dumpxml', 'linux_vm', '--inactive')).StdOut; Snapshots = @(Get-SnapshotNames linux_vm); Stray = @(Get-StrayDiskFolderFiles linux_vm) } }
+}
+
+Describe 'A hot backup to an SSH server' {
+    BeforeAll {
+        $script:remote = New-RemoteFolder ssh-dest
+        $script:retention = New-TestFolder ssh-ret
+        $received = Get-LabLoopbackReceivedBytes
+        $script:objects = Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination "root@odakvm-backup:$remote" |
+            Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
+        $script:onWire = (Get-LabLoopbackReceivedBytes) - $received
+        $script:set = Join-Path $remote "linux_vm/$($objects[0].RunId)"
+    }
+
+    It 'is Complete, verified on the server, and leaves the VM on its own disks' {
+        @($objects).Count | Should -Be 2
+        $objects.SetStatus | Sort-Object -Unique | Should -Be 'Complete'
+        $objects[0].BackupSet | Should -Be "root@odakvm-backup:$set"
+        $manifest = Get-Manifest $set
+        $manifest.Status | Should -Be 'Complete'
+        foreach ($disk in $manifest.Disks) {
+            $disk.Verified | Should -BeTrue
+            $disk.VerifiedBy | Should -Match 'on the server.*sha256sum'
+            @($disk.SegmentDigests.PSObject.Properties).Count | Should -BeGreaterThan 0
+        }
+        Test-OnOwnDisks linux_vm | Should -BeTrue
+        Get-StrayDiskFolderFiles linux_vm | Should -BeNullOrEmpty
+    }
+
+    It 'stores copies that pass qemu-img check and e2fsck, with the same layout as a local set' {
+        @(Get-ChildItem -File $set).Name | Sort-Object | Should -Be @('backup.json', 'disco_secundario', 'domain.xml', 'linux_boot')
+        foreach ($file in 'linux_boot', 'disco_secundario') {
+            Test-ImageCheck (Join-Path $set $file) | Should -BeTrue
+            (Test-LabImageFileSystem -Path (Join-Path $set $file)).Clean | Should -BeTrue
+        }
+        Get-ImageFormat (Join-Path $set 'linux_boot') | Should -Be 'qcow2'
+        Get-ImageFormat (Join-Path $set 'disco_secundario') | Should -Be 'raw'
+    }
+
+    It 'keeps the fully allocated vdisk sparse on the server and sends little more than its data' {
+        $copy = Join-Path $set 'disco_secundario'
+        (Get-Item $copy).Length | Should -Be (Get-Item (Get-LabDiskPath -Name linux_vm -Disk data)).Length
+        Get-AllocatedBytes $copy | Should -BeLessThan ((Get-Item $copy).Length / 2)
+        $data = ($objects | Measure-Object -Property CopiedBytes -Sum).Sum
+        Add-Content -Path (Join-Path $RepoRoot 'out/ssh-results.txt') -Value ("bytes on the wire {0:N0} for {1:N0} bytes of data: {2:0.000}x" -f $onWire, $data, ($onWire / $data))
+        $onWire | Should -BeLessOrEqual ($data * 1.1) -Because 'holes and runs of zeros are not sent'
+    }
+
+    It 'makes the remote set private: files 0600, folders 0700' {
+        Get-Mode (Join-Path $remote 'linux_vm') | Should -Be '700'
+        Get-Mode $set | Should -Be '700'
+        foreach ($file in Get-ChildItem -File $set) { Get-Mode $file.FullName | Should -Be '600' }
+    }
+}
+
+Describe 'Host keys are always checked' {
+    It 'refuses an <Alias> host key before any snapshot, leaves the VM and known_hosts untouched, and says how to fix it' -ForEach @(
+        @{ Alias = 'odakvm-unknown'; Id = 'SshHostKeyUnknown'; Fix = 'ssh-keyscan|known_hosts'; KnownHosts = 'known_hosts.unknown' }
+        @{ Alias = 'odakvm-changed'; Id = 'SshHostKeyChanged'; Fix = 'ssh-keygen .*-R'; KnownHosts = 'known_hosts.changed' }
+    ) {
+        $knownHosts = Join-Path (Get-LabSshRoot) $KnownHosts
+        $keysBefore = [IO.File]::ReadAllBytes($knownHosts)
+        $before = Get-VmState
+        $errors = @()
+        try {
+            $null = Get-VmDisk linux_vm | New-KvmDiskSnapshot -Verbose 4>$null | Copy-VmDisk -Destination "${Alias}:$(New-RemoteFolder key)" |
+                Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder key-ret)
+        }
+        catch { $errors += $_ }
+        $errors.Count | Should -Be 1
+        $errors[0].FullyQualifiedErrorId | Should -Be "$Id,OdaKvmBackup.Commands.CopyVmDiskCommand"
+        $errors[0].ToString() | Should -Match '127\.0\.0\.1|odakvm'
+        $errors[0].ToString() | Should -Match $Fix
+        $errors[0].ToString() | Should -Match 'never (adds|replaces)'
+        [IO.File]::ReadAllBytes($knownHosts) | Should -Be $keysBefore
+        $after = Get-VmState
+        $after.Inactive | Should -Be $before.Inactive
+        $after.Snapshots | Should -Be $before.Snapshots
+        Test-OnOwnDisks linux_vm | Should -BeTrue
+    }
+}
+
+Describe 'A connection that drops' {
+    AfterEach { $null = Start-LabSshd; Reset-LabVmIfNeeded linux_vm }
+
+    It 'is resumed when the server takes connections again, and the set is Complete' {
+        $remote = New-RemoteFolder ssh-cut
+        $job = Start-Job -ScriptBlock {
+            param($manifest, $remote, $retention, $state)
+            $env:ODAKVMBACKUP_STATE_DIR = $state
+            Import-Module $manifest
+            Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination "odakvm-backup:$remote" -BandwidthLimit 4 |
+                Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
+        } -ArgumentList $ModuleManifest, $remote, (New-TestFolder cut-ret), $env:ODAKVMBACKUP_STATE_DIR
+        Wait-Until { Get-ChildItem -Recurse -Filter '*.partial' -Path $remote -ErrorAction SilentlyContinue } 'a copy in progress on the server' 120
+        Start-Sleep -Milliseconds 800
+        (Stop-LabSshSession) | Should -BeGreaterThan 0 -Because 'the copy has connections open'
+        $objects = $job | Wait-Job -Timeout 300 | Receive-Job -ErrorVariable jobErrors
+        $jobErrors | Should -BeNullOrEmpty
+        @($objects).Count | Should -Be 2
+        (Get-Manifest (Join-Path $remote "linux_vm/$($objects[0].RunId)")).Status | Should -Be 'Complete'
+        foreach ($file in 'linux_boot', 'disco_secundario') {
+            (Test-LabImageFileSystem -Path (Join-Path $remote "linux_vm/$($objects[0].RunId)/$file")).Clean | Should -BeTrue
+        }
+        Test-OnOwnDisks linux_vm | Should -BeTrue
+    }
+
+    It 'puts the VM back when the server stays down, and Repair-KvmBackup marks the set Incomplete once it is back' {
+        $remote = New-RemoteFolder ssh-down
+        $job = Start-Job -ScriptBlock {
+            param($manifest, $remote, $retention, $state)
+            $env:ODAKVMBACKUP_STATE_DIR = $state
+            $env:ODAKVMBACKUP_SSH_RECONNECT_SEC = '1,2'   # a server that stays down fails the run in seconds here
+            Import-Module $manifest
+            Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination "odakvm-backup:$remote" -BandwidthLimit 2 |
+                Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
+        } -ArgumentList $ModuleManifest, $remote, (New-TestFolder down-ret), $env:ODAKVMBACKUP_STATE_DIR
+        Wait-Until { Get-ChildItem -Recurse -Filter '*.partial' -Path $remote -ErrorAction SilentlyContinue } 'a copy in progress on the server' 120
+        Stop-LabSshd
+        $objects = $job | Wait-Job -Timeout 300 | Receive-Job -ErrorVariable jobErrors -ErrorAction SilentlyContinue
+        @($objects) | Where-Object { $_.SetStatus -ne 'Incomplete' } | Should -BeNullOrEmpty
+        ($jobErrors | ForEach-Object { $_.ToString() }) -join "`n" | Should -Match 'odakvm-backup'
+        ($jobErrors | ForEach-Object { $_.FullyQualifiedErrorId }) | Should -Contain 'SshConnectionLost,OdaKvmBackup.Commands.CopyVmDiskCommand'
+        Test-OnOwnDisks linux_vm | Should -BeTrue -Because 'the VM goes back on its own disks whatever the server does'
+        Get-StrayDiskFolderFiles linux_vm | Should -BeNullOrEmpty
+        $null = Start-LabSshd
+        $actions = Repair-KvmBackup -DomainName linux_vm -Confirm:$false -ErrorVariable repairErrors
+        $repairErrors | Should -BeNullOrEmpty
+        ($actions.Result -join "`n") | Should -Match 'marked Incomplete'
+        $manifest = Get-Manifest (Get-ChildItem -Directory (Join-Path $remote 'linux_vm'))[0].FullName
+        $manifest.Status | Should -Be 'Incomplete'
+        Get-ChildItem -Recurse -Filter '*.partial' -Path $remote | Should -BeNullOrEmpty
+    }
+}
