@@ -16,7 +16,7 @@
       Pester     Pester tests of the built module against the lab, in a child pwsh
       Test       Bootstrap, Build, UnitTest, Lab, Pester: every test; fails if any test fails or is skipped
       Demo       Build, Lab, then a real hot backup of linux_vm with the README's one-liner
-      Bench      the one-liner against the same steps by hand (virsh + cp), side by side
+      Bench      the copy engine, SSH copies and the one-liner against cp, scp, tar and the steps by hand, side by side
       LabDown    tear the lab down
       Clean      remove out/
 .EXAMPLE

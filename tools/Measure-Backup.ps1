@@ -1,24 +1,23 @@
 #!/usr/bin/env pwsh
 <#
 .SYNOPSIS
-    Times the module's one-liner against the same six steps by hand (virsh + cp), and its sparse copy against cp.
+    Measures OdaKvmBackup against what an admin would use instead, side by side, and prints one table.
 .DESCRIPTION
-    Prints figures; asserts nothing about time. In one run, round by round (A, B, A, B ...) on linux_vm:
+    Prints figures; asserts nothing about time. Every method runs in rounds that alternate (A, B, C, A, B, C ...), each
+    from a fresh process (start-up and JIT count), the page cache dropped before each run (the output says whether
+    it could be). Medians are reported.
 
-      A  Get-VmDisk | New-KvmDiskSnapshot | Copy-VmDisk | Invoke-BlockCommit | Move-OverlayToRetention
-         into a scratch destination and retention folder.
-      B  the same steps by hand: virsh domblklist; virsh snapshot-create-as --disk-only --atomic --quiesce;
-         cp --sparse=always of each disk file; virsh snapshot-delete --metadata; virsh blockcommit --active
-         --verbose --pivot per disk; mv of the overlays to a retention folder.
-
-    and, on a 1 GiB fully written raw file (zeros, with 200 MiB of random data; not a VM disk), per round:
-
-      C  [OdaKvmBackup.Core.Backup.SparseFile]::CopyAsync (sparse copy + content digest + fsync) against
-         cp --sparse=always, and cp followed by sync FILE.
-
-    The page cache is dropped before every timed run when /proc/sys/vm/drop_caches can be written (the
-    output says whether it was). After each A and B run the VM is checked (own disks, no snapshot) with virsh;
-    a by-hand run that fails is cleaned up with Repair-KvmBackup. Scratch files are removed at the end.
+      Copy, local   on (a) a qcow2 of 4 GiB virtual size holding 1 GiB of random data and (b) a fully allocated
+                    2 GiB raw file, a quarter random data and the rest zeros:
+                    Copy-VmDisk's engine (sparse copy + content digest + fsync; the read-back check is timed apart)
+                    against cp --sparse=always + sync FILE, and qemu-img convert + sync FILE.
+      Copy, SSH     the same files to the lab's sshd on loopback (alias odakvm-backup): Copy-VmDisk's SSH store
+                    (segment digests + fsync; the check on the server timed apart) against scp and
+                    tar -cS | ssh tar -xS, with the bytes each one sent (lo counter).
+      Backup        the one-liner (pwsh started for it) against the same six steps by hand (virsh, cp
+                    --sparse=always, sync, mv) on lab_bench, whose disks are like (a) and (b); with the time each
+                    disk spent on its overlay (snapshot to pivot).
+      Import        Import-Module OdaKvmBackup in a fresh pwsh.
     Called by ./build.ps1 -Task Bench [-BenchRounds N] after Build and Lab.
 .EXAMPLE
     ./tools/Measure-Backup.ps1 -ModulePath ./out/OdaKvmBackup/OdaKvmBackup.psd1 -Rounds 3
@@ -27,23 +26,22 @@
 param(
     [Parameter(Mandatory)][string] $ModulePath,
     [ValidateRange(1, 100)][int] $Rounds = 3,
-    [string] $VmName = 'linux_vm',
-    # The scratch folder is created under it (same file system as the lab disks by default).
-    [string] $ScratchRoot = '/var/tmp'
+    [string] $ScratchRoot = '/var/tmp',
+    [string[]] $Part = @('CopyLocal', 'CopySsh', 'Backup', 'Import')
 )
 
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
-
 $ModulePath = (Resolve-Path -LiteralPath $ModulePath).Path
-Import-Module $ModulePath -Force
-# Import-Module alone does not load OdaKvmBackup.Core.dll (the CLR loads it when a cmdlet first runs): load it
-# now, so [OdaKvmBackup.Core.Backup.SparseFile] resolves even before any cmdlet has run.
-$null = [System.Reflection.Assembly]::LoadFrom((Join-Path (Split-Path $ModulePath) 'OdaKvmBackup.Core.dll'))
-$SnapshotName = 'FILE_STAGE_BACKUP.TEMP'
+$Core = Join-Path (Split-Path $ModulePath) 'OdaKvmBackup.Core.dll'
+$Repo = Split-Path $PSScriptRoot
+Import-Module (Join-Path $Repo 'tests/Lab/OdaKvmLab.psm1') -Force
+Import-Module (Join-Path $Repo 'tests/Lab/OdaKvmSshLab.psm1') -Force
+$Pwsh = @([Environment]::ProcessPath, [Environment]::GetCommandLineArgs()[0])   # this pwsh: dotnet + pwsh.dll
+$Vm = 'lab_bench'
+$Snapshot = 'FILE_STAGE_BACKUP.TEMP'
 $scratch = Join-Path $ScratchRoot ("odakvm-bench-{0}" -f [guid]::NewGuid().ToString('N').Substring(0, 8))
 $samples = [System.Collections.Generic.List[object]]::new()
-$steps = [System.Collections.Generic.List[object]]::new()
 
 function Invoke-Tool([string] $Program, [string[]] $Arguments) {
     $out = & $Program @Arguments 2>&1 | Out-String
@@ -51,217 +49,210 @@ function Invoke-Tool([string] $Program, [string[]] $Arguments) {
     $out
 }
 
-function Get-AllocatedBytes([string] $Path) {
-    $blocks, $unit = (& stat -c '%b %B' -- $Path) -split ' '
-    [long]$blocks * [long]$unit
+function Get-AllocatedBytes([string] $Path) { $b, $u = (& stat -c '%b %B' -- $Path) -split ' '; [long]$b * [long]$u }
+
+$script:DropCaches = $true
+try { & sync; [IO.File]::WriteAllText('/proc/sys/vm/drop_caches', "3`n") }
+catch { $script:DropCaches = $false }
+$CacheNote = if ($DropCaches) { 'page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed run' } else { 'page cache NOT dropped (cannot write /proc/sys/vm/drop_caches): figures are from a warm cache' }
+function Clear-PageCache { if ($DropCaches) { & sync; [IO.File]::WriteAllText('/proc/sys/vm/drop_caches', "3`n") } }
+
+function Add-Sample([string] $Case, [string] $Method, [int] $Round, [double] $Seconds, [hashtable] $Extra = @{}) {
+    $samples.Add([pscustomobject](@{ Case = $Case; Method = $Method; Round = $Round; Seconds = $Seconds } + $Extra))
 }
 
-function Get-LoadAverage { ((Get-Content /proc/loadavg) -split ' ')[0..2] -join ' ' }
-
-# sync, then drop the page cache, so each timed run reads from the disk, not from memory.
-$script:DropCaches = $false
-$script:DropNote = ''
-try {
-    & sync
-    [System.IO.File]::WriteAllText('/proc/sys/vm/drop_caches', "3`n")
-    $script:DropCaches = $true
-    $script:DropNote = 'page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed run'
-}
-catch { $script:DropNote = "page cache NOT dropped: echo 3 > /proc/sys/vm/drop_caches failed ($($_.Exception.GetBaseException().Message))" }
-
-function Clear-PageCache {
-    if (-not $script:DropCaches) { return }
-    & sync
-    [System.IO.File]::WriteAllText('/proc/sys/vm/drop_caches', "3`n")
+# Times a command line as a whole (process start included).
+function Measure-Process([string[]] $CommandLine, [hashtable] $Environment = @{}) {
+    $psi = [Diagnostics.ProcessStartInfo]::new($CommandLine[0])
+    foreach ($a in $CommandLine[1..($CommandLine.Count - 1)]) { $psi.ArgumentList.Add($a) }
+    $psi.RedirectStandardOutput = $true; $psi.RedirectStandardError = $true; $psi.UseShellExecute = $false
+    foreach ($k in $Environment.Keys) { $psi.Environment[$k] = $Environment[$k] }
+    $watch = [Diagnostics.Stopwatch]::StartNew()
+    $p = [Diagnostics.Process]::Start($psi)
+    $out = $p.StandardOutput.ReadToEndAsync(); $err = $p.StandardError.ReadToEndAsync()
+    $p.WaitForExit()
+    $watch.Stop()
+    if ($p.ExitCode -ne 0) { throw "'$($CommandLine -join ' ')' failed ($($p.ExitCode)): $($err.Result)$($out.Result)" }
+    [pscustomobject]@{ Seconds = $watch.Elapsed.TotalSeconds; Output = $out.Result }
 }
 
-function Add-Sample([int] $Round, [string] $Method, [double] $Seconds, [string] $Note = '') {
-    $samples.Add([pscustomobject]@{ Seq = $samples.Count; Part = $Method.Substring(0, 1) -eq 'C'; Round = $Round; Method = $Method; Seconds = $Seconds; Note = $Note })
+# The copy engine, once, in a fresh pwsh: prints what it measured inside (the first copy of the process).
+$EngineScript = Join-Path $scratch 'engine.ps1'
+$EngineCode = @'
+param($Core, $Source, $Store, $Name)
+$null = [Reflection.Assembly]::LoadFrom($Core)
+$none = [Threading.CancellationToken]::None
+$runner = [OdaKvmBackup.Core.Processes.CliWrapProcessRunner]::new([OdaKvmBackup.Core.Processes.NullSink]::Instance)
+$store = [OdaKvmBackup.Core.Storage.BackupStores]::Open($Store, $runner, 'Destination')
+$watch = [Diagnostics.Stopwatch]::StartNew()
+$writer = $store.CreateFileAsync($Name, $none).GetAwaiter().GetResult()
+$copy = [OdaKvmBackup.Core.Backup.SparseCopy]::CopyAsync($Source, $writer, 0, $null, $none, $store.IsRemote).GetAwaiter().GetResult()
+$null = $writer.DisposeAsync().AsTask().GetAwaiter().GetResult()
+$copied = $watch.Elapsed.TotalSeconds
+$watch.Restart()
+if ($store.IsRemote) {
+    $indexes = [long[]]@($copy.SegmentDigests.Keys)
+    $null = $store.SegmentDigestsAsync($Name, [OdaKvmBackup.Core.Backup.SparseCopy]::SegmentSize, $indexes, $none).GetAwaiter().GetResult()
+} else {
+    $null = [OdaKvmBackup.Core.Backup.SparseCopy]::DigestAsync((Join-Path $Store $Name), $null, $none).GetAwaiter().GetResult()
+}
+[pscustomobject]@{ Copy = $copied; Check = $watch.Elapsed.TotalSeconds; Data = $copy.DataBytes } | ConvertTo-Json -Compress
+'@
+
+function New-SourceFiles {
+    $files = Join-Path $scratch 'sources'
+    New-Item -ItemType Directory -Force $files | Out-Null
+    $qcow2 = Join-Path $files 'a.qcow2'; $raw = Join-Path $files 'b.raw'; $tmp = Join-Path $files 'a.tmp'
+    Invoke-Tool truncate @('-s', '4G', $tmp) | Out-Null
+    foreach ($i in 0..15) { Invoke-Tool dd @('if=/dev/urandom', "of=$tmp", 'bs=1M', 'count=64', "seek=$($i * 256)", 'conv=notrunc', 'status=none') | Out-Null }
+    Invoke-Tool qemu-img @('convert', '-q', '-O', 'qcow2', $tmp, $qcow2) | Out-Null
+    Remove-Item $tmp
+    Invoke-Tool fallocate @('-l', '2G', $raw) | Out-Null
+    foreach ($i in 0..31) { Invoke-Tool dd @('if=/dev/urandom', "of=$raw", 'bs=1M', 'count=16', "seek=$($i * 64)", 'conv=notrunc', 'status=none') | Out-Null }
+    [ordered]@{ '(a) qcow2 4 GiB, 1 GiB data' = $qcow2; '(b) raw 2 GiB allocated, 512 MiB data' = $raw }
 }
 
-# True when every disk of the domain writes to its own file (no backing image), live and saved, and no snapshot is left.
-function Test-Clean([string] $Domain) {
-    foreach ($view in @(@(), @('--inactive'))) {
-        $xml = [xml](Invoke-Tool virsh (@('-c', 'qemu:///system', 'dumpxml', $Domain) + $view))
-        foreach ($disk in $xml.domain.devices.disk) {
-            if ($disk.device -eq 'disk' -and $disk.SelectSingleNode('backingStore/source')) { return $false }
-            if ($disk.device -eq 'disk' -and "$($disk.source.file)".EndsWith(".$SnapshotName")) { return $false }
-        }
-    }
-    -not (Invoke-Tool virsh @('-c', 'qemu:///system', 'snapshot-list', $Domain, '--name')).Trim()
+function Invoke-LocalCopyRound([string] $Case, [string] $Source, [int] $Round) {
+    $out = Join-Path $scratch 'local'
+    New-Item -ItemType Directory -Force $out | Out-Null
+    $mib = (Get-Item $Source).Length / 1MB
+    Clear-PageCache
+    $r = Measure-Process ($Pwsh + @('-NoProfile', '-File', $EngineScript, $Core, $Source, $out, 'ours'))
+    $m = $r.Output | ConvertFrom-Json
+    Add-Sample $Case 'Copy-VmDisk engine (sparse + digest + fsync)' $Round $m.Copy @{ Check = $m.Check; Process = $r.Seconds; Allocated = Get-AllocatedBytes (Join-Path $out 'ours') }
+    Remove-Item (Join-Path $out 'ours')
+    Clear-PageCache
+    $r = Measure-Process @('sh', '-c', 'cp --sparse=always "$1" "$2" && sync "$2"', 'sh', $Source, (Join-Path $out 'cp'))
+    Add-Sample $Case 'cp --sparse=always; sync FILE' $Round $r.Seconds @{ Allocated = Get-AllocatedBytes (Join-Path $out 'cp') }
+    Remove-Item (Join-Path $out 'cp')
+    Clear-PageCache
+    $format = if ($Source -like '*.qcow2') { 'qcow2' } else { 'raw' }
+    $r = Measure-Process @('sh', '-c', 'qemu-img convert -f "$3" -O "$3" "$1" "$2" && sync "$2"', 'sh', $Source, (Join-Path $out 'qi'), $format)
+    Add-Sample $Case 'qemu-img convert; sync FILE' $Round $r.Seconds @{ Allocated = Get-AllocatedBytes (Join-Path $out 'qi') }
+    Remove-Item (Join-Path $out 'qi')
 }
 
-# libvirt's default external snapshot file: the extension of the disk file replaced by the snapshot name,
-# or the name appended when the file has no extension (ODA's linux_boot, disco_secundario ...).
-function Get-DefaultOverlayPath([string] $Source) {
+function Invoke-SshCopyRound([string] $Case, [string] $Source, [int] $Round) {
+    $remote = Join-Path $scratch 'remote'   # the server is this machine: a local path is also the remote one
+    New-Item -ItemType Directory -Force $remote | Out-Null
+    $ssh = @('-o', 'BatchMode=yes')
     $leaf = Split-Path -Leaf $Source
-    $dot = $leaf.LastIndexOf('.')
-    if ($dot -gt 0) { return Join-Path (Split-Path $Source) ($leaf.Substring(0, $dot + 1) + $SnapshotName) }
-    "$Source.$SnapshotName"
+    Clear-PageCache
+    $lo = Get-LabLoopbackReceivedBytes
+    $r = Measure-Process ($Pwsh + @('-NoProfile', '-File', $EngineScript, $Core, $Source, "odakvm-backup:$remote", 'ours'))
+    $m = $r.Output | ConvertFrom-Json
+    Add-Sample $Case 'Copy-VmDisk SSH store (sparse + segment digests + fsync)' $Round $m.Copy @{ Check = $m.Check; Process = $r.Seconds; Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote 'ours') }
+    Remove-Item (Join-Path $remote 'ours')
+    Clear-PageCache
+    $lo = Get-LabLoopbackReceivedBytes
+    $r = Measure-Process (@('scp', '-q') + $ssh + @($Source, "odakvm-backup:$remote/scp"))
+    Add-Sample $Case 'scp' $Round $r.Seconds @{ Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote 'scp') }
+    Remove-Item (Join-Path $remote 'scp')
+    Clear-PageCache
+    $lo = Get-LabLoopbackReceivedBytes
+    New-Item -ItemType Directory -Force (Join-Path $remote 'tar') | Out-Null
+    $r = Measure-Process @('sh', '-c', 'tar -C "$1" -cSf - "$2" | ssh -o BatchMode=yes odakvm-backup "tar -C $3 -xSf -"', 'sh', (Split-Path $Source), $leaf, (Join-Path $remote 'tar'))
+    Add-Sample $Case 'tar -cS | ssh tar -xS' $Round $r.Seconds @{ Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote "tar/$leaf") }
+    Remove-Item -Recurse (Join-Path $remote 'tar')
 }
 
-function Invoke-ModuleRun([int] $Round) {
-    $dest = Join-Path $scratch 'A/backup'
-    $retention = Join-Path $scratch 'A/retention'
-    New-Item -ItemType Directory -Force -Path $dest, $retention | Out-Null
-    Clear-PageCache
-    $watch = [System.Diagnostics.Stopwatch]::StartNew()
-    $objects = @(Get-VmDisk $VmName | New-KvmDiskSnapshot | Copy-VmDisk -Destination $dest | Invoke-BlockCommit | Move-OverlayToRetention -Path $retention)
-    $watch.Stop()
-    $bad = @($objects | Where-Object { "$($_.Stage)" -ne 'Retained' })
-    if ($objects.Count -eq 0 -or $bad.Count) { throw "A, round ${Round}: the one-liner did not retain every disk." }
-    if (-not (Test-Clean $VmName)) { throw "A, round ${Round}: $VmName is not back on its own disks." }
-    $data = ($objects | Measure-Object CopiedBytes -Sum).Sum
-    Add-Sample $Round 'A module one-liner' $watch.Elapsed.TotalSeconds ('{0} disks, {1:0.0} MiB data, digest-verified, {2}' -f $objects.Count, ($data / 1MB), $objects[0].Consistency)
+function Test-Clean {
+    foreach ($view in @(@(), @('--inactive'))) {
+        $xml = [xml](Invoke-Tool virsh (@('-c', 'qemu:///system', 'dumpxml', $Vm) + $view))
+        foreach ($disk in $xml.domain.devices.disk) { if ($disk.device -eq 'disk' -and $disk.SelectSingleNode('backingStore/source')) { return $false } }
+    }
+    -not (Invoke-Tool virsh @('-c', 'qemu:///system', 'snapshot-list', $Vm, '--name')).Trim()
 }
 
-function Invoke-ByHandRun([int] $Round) {
-    $dest = Join-Path $scratch "B/backup/$Round"
-    $retention = Join-Path $scratch "B/retention/$Round"
-    New-Item -ItemType Directory -Force -Path $dest, $retention | Out-Null
-    $step = @{}
+function Invoke-BackupRound([int] $Round) {
+    $case = 'whole backup of lab_bench'
+    $dest = Join-Path $scratch "backup/A$Round"; $ret = Join-Path $scratch "retention/A$Round"
+    New-Item -ItemType Directory -Force $dest, $ret | Out-Null
+    $script = "Import-Module '$ModulePath'; Get-VmDisk $Vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '$dest' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$ret' | ForEach-Object { [pscustomobject]@{ Target = `$_.Target; OnOverlay = `$_.TimeOnOverlay.TotalSeconds; Status = `$_.SetStatus } } | ConvertTo-Json -Compress"
     Clear-PageCache
-    $watch = [System.Diagnostics.Stopwatch]::StartNew()
-    $lap = [System.Diagnostics.Stopwatch]::StartNew()
-    try {
-        # 1. the disks
-        $disks = @((Invoke-Tool virsh @('domblklist', $VmName)) -split "`n" | ForEach-Object {
-                $f = $_.Trim() -split '\s+'
-                if ($f.Count -eq 2 -and $f[0] -notin 'Target' -and $f[0] -notmatch '^-+$' -and $f[1] -ne '-') { [pscustomobject]@{ Target = $f[0]; Source = $f[1] } }
-            })
-        $step['1 domblklist'] = $lap.Elapsed.TotalSeconds; $lap.Restart()
-        # 2. one atomic, quiesced, disk-only external snapshot
-        Invoke-Tool virsh @('snapshot-create-as', '--domain', $VmName, '--name', $SnapshotName, '--disk-only', '--atomic', '--quiesce') | Out-Null
-        $step['2 snapshot-create-as'] = $lap.Elapsed.TotalSeconds; $lap.Restart()
-        # 3. copy the frozen files
-        foreach ($d in $disks) { Invoke-Tool cp @('--sparse=always', $d.Source, $dest) | Out-Null }
-        $step['3 cp --sparse=always'] = $lap.Elapsed.TotalSeconds; $lap.Restart()
-        # 4. drop the snapshot metadata (the overlays stay)
-        Invoke-Tool virsh @('snapshot-delete', '--domain', $VmName, $SnapshotName, '--metadata') | Out-Null
-        $step['4 snapshot-delete'] = $lap.Elapsed.TotalSeconds; $lap.Restart()
-        # 5. merge each overlay back and pivot
-        foreach ($d in $disks) { Invoke-Tool virsh @('blockcommit', $VmName, $d.Target, '--active', '--verbose', '--pivot') | Out-Null }
-        $step['5 blockcommit --pivot'] = $lap.Elapsed.TotalSeconds; $lap.Restart()
-        # 6. keep the overlays
-        foreach ($d in $disks) { Invoke-Tool mv @((Get-DefaultOverlayPath $d.Source), $retention) | Out-Null }
-        $step['6 mv overlays'] = $lap.Elapsed.TotalSeconds
-        $watch.Stop()
-    }
-    catch {
-        Write-Warning "B, round ${Round} failed: $($_.Exception.Message). Putting $VmName back on its own disks with Repair-KvmBackup."
-        Repair-KvmBackup -DomainName $VmName -RetentionPath $retention | Out-Host
-        throw
-    }
-    if (-not (Test-Clean $VmName)) { throw "B, round ${Round}: $VmName is not back on its own disks." }
-    $data = ($disks | ForEach-Object { Get-AllocatedBytes (Join-Path $dest (Split-Path -Leaf $_.Source)) } | Measure-Object -Sum).Sum
-    Add-Sample $Round 'B virsh + cp by hand' $watch.Elapsed.TotalSeconds ('{0} disks, {1:0.0} MiB allocated in copies, not verified' -f $disks.Count, ($data / 1MB))
-    foreach ($k in $step.Keys) { $steps.Add([pscustomobject]@{ Step = $k; Seconds = $step[$k] }) }
-}
+    $r = Measure-Process ($Pwsh + @('-NoProfile', '-Command', $script))
+    $objects = @($r.Output | ConvertFrom-Json)
+    if ($objects.Count -ne 2 -or @($objects | Where-Object Status -ne 'Complete').Count) { throw "the one-liner did not complete: $($r.Output)" }
+    if (-not (Test-Clean)) { throw "$Vm is not back on its own disks after the one-liner" }
+    Add-Sample $case 'the one-liner (pwsh started for it; copies verified)' $Round $r.Seconds @{ Exposure = ($objects | ForEach-Object { '{0} {1:0.00} s' -f $_.Target, $_.OnOverlay }) -join ', ' }
 
-function Invoke-CopyRun([int] $Round, [string] $Source) {
-    $size = (Get-Item -LiteralPath $Source).Length
-    $mib = $size / 1MB
-    # ours: sparse copy + content digest + fsync, the core of Copy-VmDisk (Copy-VmDisk also reads the copy back)
-    $ours = Join-Path $scratch "C/ours-$Round.raw"
+    $dest = Join-Path $scratch "backup/B$Round"; $ret = Join-Path $scratch "retention/B$Round"
+    New-Item -ItemType Directory -Force $dest, $ret | Out-Null
+    # The procedure the module replaces, as a script would run it. Times: snapshot, then each pivot.
+    $byHand = @'
+set -e
+vm=$1; dest=$2; ret=$3; snap=FILE_STAGE_BACKUP.TEMP
+disks=$(virsh -q domblklist "$vm" | awk '$2 != "-" {print $1 "=" $2}')
+virsh snapshot-create-as --domain "$vm" --name $snap --disk-only --atomic --quiesce >/dev/null
+t0=$(date +%s.%N)
+for d in $disks; do cp --sparse=always "${d#*=}" "$dest/"; done
+sync -f "$dest"
+virsh snapshot-delete --domain "$vm" $snap --metadata >/dev/null
+for d in $disks; do virsh blockcommit "$vm" "${d%%=*}" --active --verbose --pivot >/dev/null 2>&1; echo "${d%%=*} $(awk "BEGIN { print $(date +%s.%N) - $t0 }")"; done
+for d in $disks; do src=${d#*=}; base=$(basename "$src"); mv "$(dirname "$src")/${base%.*}.$snap" "$ret/"; done
+'@
     Clear-PageCache
-    $watch = [System.Diagnostics.Stopwatch]::StartNew()
-    $result = [OdaKvmBackup.Core.Backup.SparseFile]::CopyAsync($Source, $ours, 0, $null, [Threading.CancellationToken]::None).GetAwaiter().GetResult()
-    $watch.Stop()
-    $oursSeconds = $watch.Elapsed.TotalSeconds
-    $oursAlloc = Get-AllocatedBytes $ours
-    # cp --sparse=always, then sync of the copy (ours ends with an fsync)
-    $cp = Join-Path $scratch "C/cp-$Round.raw"
-    Clear-PageCache
-    $watch.Restart()
-    Invoke-Tool cp @('--sparse=always', $Source, $cp) | Out-Null
-    $watch.Stop()
-    $cpSeconds = $watch.Elapsed.TotalSeconds
-    $watch.Restart()
-    Invoke-Tool sync @($cp) | Out-Null
-    $watch.Stop()
-    $syncSeconds = $watch.Elapsed.TotalSeconds
-    $cpAlloc = Get-AllocatedBytes $cp
-    if ($Round -eq 1) {
-        # both copies hold the source's bytes: cmp against the source, and the content digest of cp's copy
-        Invoke-Tool cmp @($Source, $ours) | Out-Null
-        Invoke-Tool cmp @($Source, $cp) | Out-Null
-        $cpDigest = [OdaKvmBackup.Core.Backup.SparseFile]::DigestAsync($cp, $null, [Threading.CancellationToken]::None).GetAwaiter().GetResult()
-        if ($cpDigest.ContentDigest -ne $result.ContentDigest) { throw 'C: the two copies differ.' }
-    }
-    Add-Sample $Round 'C ours SparseFile.CopyAsync' $oursSeconds ('{0,6:0} MiB/s, copy allocates {1:0.0} MiB, digest + fsync included' -f ($mib / $oursSeconds), ($oursAlloc / 1MB))
-    Add-Sample $Round 'C cp --sparse=always' $cpSeconds ('{0,6:0} MiB/s, copy allocates {1:0.0} MiB, no fsync' -f ($mib / $cpSeconds), ($cpAlloc / 1MB))
-    Add-Sample $Round 'C cp --sparse=always; sync FILE' ($cpSeconds + $syncSeconds) ('{0,6:0} MiB/s, same copy, + fsync' -f ($mib / ($cpSeconds + $syncSeconds)))
-    Remove-Item -LiteralPath $ours, $cp -Force
+    $r = Measure-Process @('bash', '-c', $byHand, 'byhand', $Vm, $dest, $ret)
+    if (-not (Test-Clean)) { throw "$Vm is not back on its own disks after the steps by hand" }
+    $exposure = ($r.Output.Trim() -split "`n" | ForEach-Object { $t, $s = $_ -split ' '; '{0} {1:0.00} s' -f $t, [double]$s }) -join ', '
+    Add-Sample $case 'the 6 steps by hand (virsh, cp --sparse=always, sync, mv; nothing checked)' $Round $r.Seconds @{ Exposure = $exposure }
+    Remove-Item -Recurse -Force (Join-Path $scratch 'backup'), (Join-Path $scratch 'retention')
 }
 
 function Get-Median([double[]] $Values) {
-    $sorted = @($Values | Sort-Object)
-    $n = $sorted.Count
-    if ($n % 2) { return $sorted[($n - 1) / 2] }
-    ($sorted[$n / 2 - 1] + $sorted[$n / 2]) / 2
+    $s = @($Values | Sort-Object); $n = $s.Count
+    if ($n % 2) { $s[($n - 1) / 2] } else { ($s[$n / 2 - 1] + $s[$n / 2]) / 2 }
 }
 
-# ---------------------------------------------------------------- the machine and the starting point
-$loadStart = Get-LoadAverage
-$state = (Invoke-Tool virsh @('-c', 'qemu:///system', 'domstate', $VmName)).Trim()
-if ($state -ne 'running') { throw "$VmName is '$state', not running: run ./build.ps1 -Task Lab first." }
-if (-not (Test-Clean $VmName)) { throw "$VmName is on an overlay or has snapshot metadata: run Repair-KvmBackup -DomainName $VmName first." }
+# ---------------------------------------------------------------- run
+New-Item -ItemType Directory -Force $scratch | Out-Null
+Set-Content -Path $EngineScript -Value $EngineCode
+$load = ((Get-Content /proc/loadavg) -split ' ')[0..2] -join ' '
 $cpu = ((Get-Content /proc/cpuinfo | Where-Object { $_ -like 'model name*' } | Select-Object -First 1) -split ':', 2)[1].Trim()
-$memGiB = [long](((Get-Content /proc/meminfo -TotalCount 1) -split '\s+')[1]) / 1MB
 $fs = (& df -PT $ScratchRoot | Select-Object -Last 1) -split '\s+'
-Write-Host "OdaKvmBackup benchmark, $Rounds round(s), $VmName, $(Get-Date -Format 'yyyy-MM-dd HH:mm:ss')"
-Write-Host ("Machine: nproc {0}, {1}, {2:0.0} GiB RAM, scratch {3} on {4} ({5}); load average at start {6}" -f (& nproc), $cpu, $memGiB, $ScratchRoot, $fs[1], $fs[0], $loadStart)
-Write-Host ("Versions: {0}; {1}; {2}; pwsh {3}" -f (& virsh --version | Select-Object -First 1).Insert(0, 'libvirt '), (& qemu-img --version | Select-Object -First 1), (& cp --version | Select-Object -First 1), $PSVersionTable.PSVersion)
-Write-Host "Cache: $script:DropNote"
-
+Write-Host "OdaKvmBackup benchmark, $Rounds round(s), $(Get-Date -Format 'yyyy-MM-dd HH:mm:ss')"
+Write-Host ("Machine: nproc {0}, {1}, {2:0.0} GiB RAM, scratch on {3} ({4}); load average at start {5}" -f (& nproc), $cpu, ([long](((Get-Content /proc/meminfo -TotalCount 1) -split '\s+')[1]) / 1MB), $fs[1], $fs[0], $load)
+Write-Host ("Versions: {0}; {1}; {2}; {3}; pwsh {4}" -f ((& virsh --version) -join ''), (& qemu-img --version | Select-Object -First 1), (& cp --version | Select-Object -First 1), ((& ssh -V 2>&1) -join ''), $PSVersionTable.PSVersion)
+Write-Host "Cache: $CacheNote"
 try {
-    New-Item -ItemType Directory -Force -Path (Join-Path $scratch 'C') | Out-Null
-    # ---------------------------------------------------------------- A and B, interleaved
-    Write-Host "`nA/B: the whole backup of $VmName ($((Get-VmDisk $VmName | ForEach-Object { "$($_.Target) $($_.Format)" }) -join ', '))"
+    $sources = if ($Part -contains 'CopyLocal' -or $Part -contains 'CopySsh') { New-SourceFiles } else { @{} }
+    if ($Part -contains 'CopySsh') { $null = Start-LabSshd; Write-Host "SSH cipher: $((& ssh -G odakvm-backup | Where-Object { $_ -like 'ciphers *' }) -replace 'ciphers ', '' -split ',' | Select-Object -First 1) (the client's first choice)" }
+    if ($Part -contains 'Backup') { Reset-LabVm -Name $Vm -Layout Bench }
     for ($r = 1; $r -le $Rounds; $r++) {
-        Invoke-ModuleRun $r
-        Invoke-ByHandRun $r
-        Write-Host ("  round {0}: A {1:0.00} s, B {2:0.00} s" -f $r, $samples[-2].Seconds, $samples[-1].Seconds)
-    }
-
-    # ---------------------------------------------------------------- C
-    $source = Join-Path $scratch 'C/source.raw'
-    Write-Host "`nC: making $source (1 GiB of written zeros, fully allocated; 4 x 50 MiB of random data at 0, 256, 512, 768 MiB)"
-    Invoke-Tool dd @('if=/dev/zero', "of=$source", 'bs=1M', 'count=1024', 'conv=fsync', 'status=none') | Out-Null
-    foreach ($at in 0, 256, 512, 768) {
-        Invoke-Tool dd @('if=/dev/urandom', "of=$source", 'bs=1M', 'count=50', "seek=$at", 'conv=notrunc,fsync', 'status=none') | Out-Null
-    }
-    Write-Host ('  source: {0:0} MiB apparent, {1:0} MiB allocated' -f ((Get-Item $source).Length / 1MB), ((Get-AllocatedBytes $source) / 1MB))
-    for ($r = 1; $r -le $Rounds; $r++) {
-        Invoke-CopyRun $r $source
-        Write-Host ("  round {0}: ours {1:0.00} s, cp {2:0.00} s" -f $r, $samples[-3].Seconds, $samples[-2].Seconds)
+        foreach ($case in $sources.Keys) {
+            if ($Part -contains 'CopyLocal') { Invoke-LocalCopyRound "local copy, $case" $sources[$case] $r }
+            if ($Part -contains 'CopySsh') { Invoke-SshCopyRound "SSH copy, $case" $sources[$case] $r }
+        }
+        if ($Part -contains 'Backup') { Invoke-BackupRound $r }
+        if ($Part -contains 'Import') {
+            $m = Measure-Process ($Pwsh + @('-NoProfile', '-Command', "[Math]::Round((Measure-Command { Import-Module '$ModulePath' }).TotalSeconds, 3)"))
+            Add-Sample 'Import-Module OdaKvmBackup (fresh pwsh)' 'Import-Module' $r ([double]$m.Output.Trim())
+        }
+        Write-Host "  round $r done"
     }
 }
 finally {
-    if (-not (Test-Clean $VmName)) {
-        Write-Warning "$VmName was left on an overlay: Repair-KvmBackup -DomainName $VmName"
-        Repair-KvmBackup -DomainName $VmName | Out-Host
-    }
-    if (Test-Path -LiteralPath $scratch) { Remove-Item -LiteralPath $scratch -Recurse -Force }
+    if ($Part -contains 'Backup') { Invoke-LabVirsh @('destroy', $Vm) -AllowFailure | Out-Null }
+    Remove-Item -Recurse -Force $scratch -ErrorAction SilentlyContinue
 }
-$loadEnd = Get-LoadAverage
 
-# ---------------------------------------------------------------- figures
-Write-Host "`nPer round (seconds):"
-$samples | Sort-Object Part, Round, Seq |
-    Format-Table Round, Method, @{ n = 'Seconds'; e = { '{0:0.00}' -f $_.Seconds }; a = 'Right' }, Note -AutoSize |
-    Out-String -Width 250 | Out-Host
-Write-Host 'Per method:'
-$samples | Group-Object Method | ForEach-Object {
-    $t = [double[]]@($_.Group.Seconds)
+# ---------------------------------------------------------------- the table
+$rows = foreach ($group in $samples | Group-Object Case, Method) {
+    $first = $group.Group[0]
+    $median = Get-Median ([double[]]@($group.Group.Seconds))
+    $size = if ($first.Case -like '*(a)*') { 1024 } elseif ($first.Case -like '*(b)*') { 2048 } else { $null }
     [pscustomobject]@{
-        Method   = $_.Name
-        Runs     = $t.Count
-        'Median s' = [math]::Round((Get-Median $t), 2)
-        'Min s'    = [math]::Round(($t | Measure-Object -Minimum).Minimum, 2)
-        'MiB/s at median' = if ($_.Name -like 'C *') { [int](1024 / (Get-Median $t)) } else { $null }
+        Case = $first.Case
+        Method = $first.Method
+        'Median s' = '{0:0.00}' -f $median
+        'Min s' = '{0:0.00}' -f ($group.Group.Seconds | Measure-Object -Minimum).Minimum
+        'MiB/s' = if ($size) { '{0:0}' -f ($size / $median) } else { '' }
+        'Check s' = if ($first.PSObject.Properties['Check']) { '{0:0.00}' -f (Get-Median ([double[]]@($group.Group.Check))) } else { '' }
+        'Process s' = if ($first.PSObject.Properties['Process']) { '{0:0.00}' -f (Get-Median ([double[]]@($group.Group.Process))) } else { '' }
+        'On wire MiB' = if ($first.PSObject.Properties['Wire']) { '{0:0.0}' -f ((Get-Median ([double[]]@($group.Group.Wire))) / 1MB) } else { '' }
+        'Allocated MiB' = if ($first.PSObject.Properties['Allocated']) { '{0:0.0}' -f ($first.Allocated / 1MB) } else { '' }
+        'On overlay (last round)' = if ($first.PSObject.Properties['Exposure']) { $group.Group[-1].Exposure } else { '' }
     }
-} | Format-Table -AutoSize | Out-String -Width 250 | Out-Host
-Write-Host 'B by step (median s over rounds):'
-$steps | Group-Object Step | Sort-Object Name | ForEach-Object { '  {0,-22} {1:0.00}' -f $_.Name, (Get-Median ([double[]]@($_.Group.Seconds))) } | Out-Host
-Write-Host "`nLoad average: start $loadStart, end $loadEnd (nproc $(& nproc)). $script:DropNote."
+}
+$rows | Format-Table -AutoSize -Wrap | Out-String -Width 300 | Out-Host
+Write-Host ("Rounds per method: {0}. Seconds are for the copy alone ('Check s': the read-back check, which runs after the VM is committed; 'Process s': the whole fresh process, pwsh start included). Load average at end: {1}. {2}." -f $Rounds, (((Get-Content /proc/loadavg) -split ' ')[0..2] -join ' '), $CacheNote)

@@ -13,6 +13,7 @@ public static class ErrorIds
 {
     public const string ToolNotFound = "ToolNotFound";
     public const string DomainNotFound = "DomainNotFound";
+    public const string DiskNotFound = "DiskNotFound";
     public const string InvalidDomainName = "InvalidDomainName";
     public const string LibvirtUnreachable = "LibvirtUnreachable";
     public const string LibvirtPermissionDenied = "LibvirtPermissionDenied";

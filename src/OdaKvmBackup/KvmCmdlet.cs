@@ -145,6 +145,45 @@ public abstract class KvmCmdlet : PSCmdlet
     protected static ErrorRecord ToErrorRecord(string id, BackupErrorCategory category, string message, string? fix, object? target) =>
         ToErrorRecord(new BackupException(id, category, message, fix, target?.ToString()), target);
 
+    /// <summary>Domain names as typed, with wildcard patterns (ora*) expanded against the host's domains. A blank
+    /// name, or a pattern that matches nothing, is an error of its own; the other names go on.</summary>
+    protected IEnumerable<string> ExpandDomainNames(IEnumerable<string> names)
+    {
+        IReadOnlyList<string>? all = null;
+        foreach (var name in names)
+        {
+            if (string.IsNullOrWhiteSpace(name))
+            {
+                WriteError(ToErrorRecord(ErrorIds.InvalidDomainName, BackupErrorCategory.InvalidArgument,
+                    "A domain name is empty or blank.", "Name a domain as 'virsh list --all' shows it.", name));
+                continue;
+            }
+            if (!WildcardPattern.ContainsWildcardCharacters(name))
+            {
+                yield return name;
+                continue;
+            }
+            try
+            {
+                all ??= Run(ct => Tools.Virsh.ListAllDomainsAsync(ct));
+            }
+            catch (BackupException ex)
+            {
+                WriteError(ToErrorRecord(ex, name));
+                yield break;
+            }
+            var pattern = new WildcardPattern(name, WildcardOptions.IgnoreCase);
+            var matched = all.Where(pattern.IsMatch).ToList();
+            if (matched.Count == 0)
+            {
+                WriteError(ToErrorRecord(ErrorIds.DomainNotFound, BackupErrorCategory.ObjectNotFound,
+                    $"No domain on this host matches '{name}'.", "Check the names with 'virsh list --all' (names are case-sensitive; the pattern is not).", name));
+            }
+            foreach (var match in matched)
+                yield return match;
+        }
+    }
+
     /// <summary>A path as PowerShell resolves it (relative to $PWD, ~), without requiring it to exist.</summary>
     protected string ResolvePath(string path) => string.IsNullOrWhiteSpace(path) ? path : GetUnresolvedProviderPathFromPSPath(path);
 

@@ -155,6 +155,10 @@ Describe 'Bad paths' {
             ForEach-Object { New-Item -ItemType Directory -Force (Join-Path $destination "$($_.DomainName)/$($_.RunId)") | Out-Null; $_ } |
             Copy-VmDisk -Destination $destination -Force | Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
         (Get-Content -Raw (Join-Path $objects[0].BackupSet 'backup.json') | ConvertFrom-Json).Status | Should -Be 'Complete'
+        # Even -Force deletes nothing: the older set is kept aside.
+        $kept = @(Get-ChildItem -Directory (Join-Path $destination $Vm) | Where-Object Name -like "$($objects[0].RunId).replaced-*")
+        $kept.Count | Should -Be 1
+        Get-ChildItem -LiteralPath $kept[0].FullName | Should -BeNullOrEmpty -Because 'the folder made in the test was empty
     }
 }
 

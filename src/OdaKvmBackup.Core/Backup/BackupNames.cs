@@ -60,6 +60,9 @@ public static class BackupNames
     /// <summary>A run's backup set, relative to the destination: &lt;domain&gt;/&lt;run&gt;.</summary>
     public static string SetFolder(string domain, string runId) => domain + "/" + runId;
 
+    /// <summary>Where Copy-VmDisk -Force keeps a set it would otherwise have written over.</summary>
+    public static string ReplacedSetFolder(string setFolder, DateTime utc) => setFolder + ".replaced-" + RunId(utc);
+
     /// <summary>A run's retention folder, relative to the retention path: &lt;domain&gt;/&lt;run&gt;.</summary>
     public static string RetentionFolder(string domain, string runId) => domain + "/" + runId;
 

@@ -158,7 +158,8 @@ public sealed class BackupRun
         {
             if (!force)
                 throw RunErrors.BackupSetExists(DomainName, store.Describe(set));
-            await store.DeleteAsync(set, recursive: true, ct).ConfigureAwait(false);
+            // Even with -Force nothing is deleted: the older set is kept aside, for its owner to remove.
+            await store.RenameAsync(set, BackupNames.ReplacedSetFolder(set, DateTime.UtcNow), ct).ConfigureAwait(false);
         }
         await store.CreateFolderAsync(set, ct).ConfigureAwait(false);
         await store.WriteSmallFileAsync(set + "/" + BackupNames.DomainXmlFileName, System.Text.Encoding.UTF8.GetBytes(Record.DomainXml), ct).ConfigureAwait(false);

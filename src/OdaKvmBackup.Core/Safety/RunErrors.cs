@@ -23,7 +23,7 @@ public static class RunErrors
 
     public static BackupException BackupSetExists(string domain, string set) =>
         new(ErrorIds.BackupSetExists, BackupErrorCategory.ResourceExists, $"The backup set '{set}' already exists.",
-            "Choose another -Destination, or use Copy-VmDisk -Force to replace that set (its files are deleted first).", domain);
+            "Choose another -Destination, or use Copy-VmDisk -Force to write a new set there (the existing one is kept aside, renamed <set>.replaced-<time>).", domain);
 
     public static BackupException RunAbandoned(BackupRun run, string why) =>
         new(ErrorIds.RunAbandoned, BackupErrorCategory.InvalidOperation,

@@ -73,7 +73,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
         if (!_copy.Started(run))
         {
             var set = _copy.Store.Describe(BackupNames.SetFolder(run.DomainName, run.RunId));
-            var replaces = Force.IsPresent ? $" (an existing set of that name is deleted first: {set})" : "";
+            var replaces = Force.IsPresent ? $" (an existing set of that name is kept aside as {set}.replaced-<time>)" : "";
             if (!ShouldProcess($"{run.DomainName} ({string.Join(", ", run.Disks.Select(d => d.Target))})", $"Copy the frozen disk files into {set}, sparse, and verify them{replaces}"))
             {
                 _declined.Add(run);

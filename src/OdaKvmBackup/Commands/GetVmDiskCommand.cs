@@ -1,4 +1,5 @@
 using System.Management.Automation;
+using OdaKvmBackup.Completion;
 using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Backup;
 
@@ -12,22 +13,31 @@ public sealed class GetVmDiskCommand : KvmCmdlet
     // No "Name" alias: bound by property name, it would take the Name of any object (a file from Get-ChildItem).
     [Parameter(Mandatory = true, Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
     [AllowEmptyString]
+    [SupportsWildcards]
+    [ArgumentCompleter(typeof(DomainNameCompleter))]
     public string[] DomainName { get; set; } = [];
+
+    /// <summary>Only these disks (vda, vd[bc] ...); all of them when left out.</summary>
+    [Parameter]
+    [SupportsWildcards]
+    [ArgumentCompleter(typeof(DiskTargetCompleter))]
+    public string[]? Target { get; set; }
 
     protected override void ProcessRecord()
     {
-        foreach (var name in DomainName)
+        foreach (var name in ExpandDomainNames(DomainName))
         {
-            if (string.IsNullOrWhiteSpace(name))
-            {
-                WriteError(ToErrorRecord(ErrorIds.InvalidDomainName, BackupErrorCategory.InvalidArgument,
-                    "A domain name is empty or blank.", "Name a domain as 'virsh list --all' shows it.", name));
-                continue;
-            }
             try
             {
                 var domain = Run(ct => Tools.Virsh.DescribeAsync(name, ct));
-                foreach (var disk in domain.Disks)
+                var disks = domain.Disks.Where(d => Target is null || Target.Any(t => new WildcardPattern(t, WildcardOptions.IgnoreCase).IsMatch(d.Target))).ToList();
+                if (disks.Count == 0 && Target is not null)
+                {
+                    WriteError(ToErrorRecord(ErrorIds.DiskNotFound, BackupErrorCategory.ObjectNotFound,
+                        $"'{name}' has no disk matching {string.Join(", ", Target)} (its disks: {string.Join(", ", domain.Disks.Select(d => d.Target))}).",
+                        $"Name a target as 'Get-VmDisk {name}' lists it.", name));
+                }
+                foreach (var disk in disks)
                     WriteObject(disk);
             }
             catch (BackupException ex)

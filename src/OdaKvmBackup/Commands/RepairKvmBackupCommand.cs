@@ -21,6 +21,8 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
 
     // No "Name" alias: bound by property name, it would take the Name of any object (a file from Get-ChildItem).
     [Parameter(Position = 0, ValueFromPipeline = true, ValueFromPipelineByPropertyName = true)]
+    [SupportsWildcards]
+    [ArgumentCompleter(typeof(Completion.DomainNameCompleter))]
     public string[]? DomainName { get; set; }
 
     [Parameter]
@@ -43,14 +45,8 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
 
     protected override void ProcessRecord()
     {
-        foreach (var name in DomainName ?? [])
+        foreach (var name in ExpandDomainNames(DomainName ?? []))
         {
-            if (string.IsNullOrWhiteSpace(name))
-            {
-                WriteError(ToErrorRecord(ErrorIds.InvalidDomainName, BackupErrorCategory.InvalidArgument,
-                    "A domain name is empty or blank.", "Name a domain as 'virsh list --all' shows it, or give none to check every domain.", name));
-                continue;
-            }
             if (!_names.Contains(name, StringComparer.Ordinal))
                 _names.Add(name); // piped Get-VmDisk output names each domain once per disk
         }
