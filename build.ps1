@@ -8,6 +8,7 @@
       Build      publish the module to out/OdaKvmBackup (manifest, DLLs, format file), then its help: tools/HelpBuilder
                  turns docs/help into en-US/OdaKvmBackup.dll-Help.xml and en-US/about_*.help.txt, with syntax and
                  parameter attributes read from the built cmdlets (it warns where docs/help disagrees with them)
+      Package    a .nupkg of the built module in out/packages, made by Publish-PSResource (for offline installs)
       UpdateHelp Build, then rewrite docs/help from the built cmdlets (like PlatyPS Update-MarkdownHelp): each page's
                  SYNTAX and parameter yaml blocks; a stub for a new parameter, page or output type; stale parameter
                  sections dropped. Hand-written text is kept. Fill in every {{ TODO ... }}: the help check fails on it
@@ -45,7 +46,7 @@ $HelpBuilderOut = Join-Path $Out 'tools/HelpBuilder'
 # "Build,Test" arrives as one string when called as pwsh -File build.ps1 -Task Build,Test
 $Task = @($Task | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
 $PesterPath = @($PesterPath | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
-$known = 'Bootstrap', 'Build', 'UpdateHelp', 'UnitTest', 'Lab', 'Pester', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
+$known = 'Bootstrap', 'Build', 'UpdateHelp', 'Package', 'UnitTest', 'Lab', 'Pester', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
 foreach ($t in $Task) { if ($t -notin $known) { throw "Unknown task '$t'. Tasks: $($known -join ', ')" } }
 
 function Invoke-Native {
@@ -78,7 +79,7 @@ function Publish-Module {
     foreach ($file in 'OdaKvmBackup.dll', 'OdaKvmBackup.Core.dll', 'CliWrap.dll') {
         Copy-Item (Join-Path $publish $file) $ModuleOut
     }
-    Copy-Item (Join-Path $Root 'module/OdaKvmBackup.format.ps1xml') $ModuleOut
+    Copy-Item (Join-Path $Root 'module/OdaKvmBackup.format.ps1xml'), (Join-Path $Root 'LICENSE') $ModuleOut
     $version = ([xml](Get-Content -Raw (Join-Path $Root 'Directory.Build.props'))).Project.PropertyGroup.Version
     (Get-Content -Raw (Join-Path $Root 'module/OdaKvmBackup.psd1')) -replace "ModuleVersion\s*=\s*'[^']*'", "ModuleVersion        = '$version'" |
         Set-Content -NoNewline (Join-Path $ModuleOut 'OdaKvmBackup.psd1')
@@ -135,6 +136,24 @@ function Invoke-UpdateHelp {
     Publish-Module
     Invoke-HelpBuilder update
     Build-Help
+}
+
+# A .nupkg that a PowerShell repository accepts, made by PSResourceGet itself, in a pwsh whose data folder is a
+# scratch one: the builder's own repository registrations and module folders are never touched.
+function Invoke-Package {
+    $packages = Join-Path $Out 'packages'
+    if (Test-Path $packages) { Remove-Item -Recurse -Force $packages }
+    New-Item -ItemType Directory -Force -Path $packages | Out-Null
+    $scratchHome = Join-Path $Out 'package-home'
+    if (Test-Path $scratchHome) { Remove-Item -Recurse -Force $scratchHome }
+    $script = "Register-PSResourceRepository -Name OdaKvmBackupBuild -Uri '$packages' -Trusted; Publish-PSResource -Path '$ModuleOut' -Repository OdaKvmBackupBuild"
+    $env:XDG_DATA_HOME, $saved = (Join-Path $scratchHome 'data'), $env:XDG_DATA_HOME
+    try { & dotnet pwsh -NoProfile -NonInteractive -Command $script }
+    finally { $env:XDG_DATA_HOME = $saved; Remove-Item -Recurse -Force $scratchHome -ErrorAction SilentlyContinue }
+    if ($LASTEXITCODE -ne 0) { throw "Publish-PSResource failed ($LASTEXITCODE)" }
+    $nupkg = Get-ChildItem -Path $packages -Filter 'OdaKvmBackup.*.nupkg'
+    if (-not $nupkg) { throw "No package was written to $packages" }
+    Write-Host "Package: $($nupkg.FullName)"
 }
 
 function Invoke-UnitTest {
@@ -201,6 +220,7 @@ foreach ($step in $Task) {
         'Bootstrap' { Invoke-Bootstrap }
         'Build' { Invoke-Build }
         'UpdateHelp' { Invoke-UpdateHelp }
+        'Package' { Invoke-Build; Invoke-Package }
         'UnitTest' { Invoke-UnitTest }
         'Lab' { Invoke-Lab }
         'Pester' { Invoke-Pester5 }

@@ -9,6 +9,7 @@
     PowerShellVersion    = '7.4'
     CompatiblePSEditions = @('Core')
     FormatsToProcess     = @('OdaKvmBackup.format.ps1xml')
+    FileList             = @('OdaKvmBackup.dll', 'OdaKvmBackup.Core.dll', 'CliWrap.dll', 'OdaKvmBackup.format.ps1xml', 'LICENSE')
     CmdletsToExport      = @(
         'Get-VmDisk'
         'New-KvmDiskSnapshot'
@@ -22,8 +23,9 @@
     VariablesToExport    = @()
     PrivateData          = @{
         PSData = @{
-            Tags       = @('Linux', 'KVM', 'libvirt', 'Backup', 'ODA', 'OracleDatabaseAppliance', 'virsh', 'qemu')
-            ProjectUri = ''
+            Tags         = @('Linux', 'KVM', 'libvirt', 'Backup', 'ODA', 'OracleDatabaseAppliance', 'virsh', 'qemu')
+            LicenseUri   = 'https://opensource.org/license/mit'
+            ReleaseNotes = 'See README.md.'
         }
     }
 }
