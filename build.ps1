@@ -147,9 +147,10 @@ function Invoke-Package {
     $scratchHome = Join-Path $Out 'package-home'
     if (Test-Path $scratchHome) { Remove-Item -Recurse -Force $scratchHome }
     $script = "Register-PSResourceRepository -Name OdaKvmBackupBuild -Uri '$packages' -Trusted; Publish-PSResource -Path '$ModuleOut' -Repository OdaKvmBackupBuild"
-    $env:XDG_DATA_HOME, $saved = (Join-Path $scratchHome 'data'), $env:XDG_DATA_HOME
+    $saved = $env:HOME, $env:XDG_DATA_HOME
+    $env:HOME = $scratchHome; $env:XDG_DATA_HOME = Join-Path $scratchHome '.local/share'
     try { & dotnet pwsh -NoProfile -NonInteractive -Command $script }
-    finally { $env:XDG_DATA_HOME = $saved; Remove-Item -Recurse -Force $scratchHome -ErrorAction SilentlyContinue }
+    finally { $env:HOME, $env:XDG_DATA_HOME = $saved; Remove-Item -Recurse -Force $scratchHome -ErrorAction SilentlyContinue }
     if ($LASTEXITCODE -ne 0) { throw "Publish-PSResource failed ($LASTEXITCODE)" }
     $nupkg = Get-ChildItem -Path $packages -Filter 'OdaKvmBackup.*.nupkg'
     if (-not $nupkg) { throw "No package was written to $packages" }

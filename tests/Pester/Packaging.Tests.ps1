@@ -7,12 +7,13 @@ BeforeAll {
     $script:Pwsh = @([Environment]::ProcessPath, [Environment]::GetCommandLineArgs()[0])
     $script:BuiltModule = Split-Path $ModuleManifest
 
-    # A pwsh whose data folder (module path, PSResourceGet's repository list) is a scratch one: nothing of this
-    # machine's own settings is used or changed.
+    # A pwsh whose home and data folders (module path, PSResourceGet's repository list) are scratch ones: nothing of
+    # this machine's own settings is used or changed.
     function Invoke-IsolatedPwsh([string] $DataHome, [string] $Command) {
         $psi = [Diagnostics.ProcessStartInfo]::new($Pwsh[0])
         foreach ($a in @($Pwsh[1], '-NoProfile', '-NonInteractive', '-Command', $Command)) { $psi.ArgumentList.Add($a) }
-        $psi.Environment['XDG_DATA_HOME'] = $DataHome
+        $psi.Environment['HOME'] = $DataHome
+        $psi.Environment['XDG_DATA_HOME'] = Join-Path $DataHome '.local/share'
         $null = $psi.Environment.Remove('PSModulePath')
         $psi.RedirectStandardOutput = $true; $psi.RedirectStandardError = $true; $psi.UseShellExecute = $false
         $p = [Diagnostics.Process]::Start($psi)
@@ -52,7 +53,6 @@ Install-PSResource -Name OdaKvmBackup -Repository local -Scope CurrentUser -Trus
         $entries | Should -Contain 'LICENSE'
         $entries | Should -Not -Contain 'System.Management.Automation.dll'
         $nuspec.package.metadata.tags | Should -Match 'KVM'
-        $nuspec.package.metadata.tags | Should -Match 'PSCmdlet_Copy-VmDisk'
         $nuspec.package.metadata.licenseUrl | Should -Match 'mit'
         $manifest = Import-PowerShellDataFile $ModuleManifest
         $manifest.CompatiblePSEditions | Should -Be @('Core')

@@ -10,8 +10,12 @@ BeforeAll {
 
     $script:backup = New-TestFolder remoting-backup
     $script:retention = New-TestFolder remoting-retention
-    # Run as a script would: in a PowerShell instance of its own, so that every stream can be looked at.
+    # Run as a script would, in a PowerShell instance of its own so that every stream can be looked at; its runspace
+    # has this host, as an interactive session has, which is what remote warnings and progress are written through.
+    $runspace = [runspacefactory]::CreateRunspace($Host)
+    $runspace.Open()
     $ps = [powershell]::Create()
+    $ps.Runspace = $runspace
     $null = $ps.AddScript({
             param($manifest, $backup, $retention, $state)
             Invoke-Command -HostName odakvm-backup -ScriptBlock {
@@ -26,6 +30,7 @@ BeforeAll {
     $script:warnings = @($ps.Streams.Warning)
     $script:progress = @($ps.Streams.Progress)
     $ps.Dispose()
+    $runspace.Dispose()
 }
 
 Describe 'The one-liner through Invoke-Command -HostName' {
