@@ -158,8 +158,19 @@ function Invoke-Package {
 }
 
 function Invoke-UnitTest {
+    $results = Join-Path $Out 'unit-results'
+    if (Test-Path $results) { Remove-Item -Recurse -Force $results }
     foreach ($project in 'OdaKvmBackup.Core.Tests', 'OdaKvmBackup.HelpBuilder.Tests') {
-        Invoke-Native dotnet @('test', (Join-Path $Root "tests/Unit/$project/$project.csproj"), '--nologo', '-v', 'quiet', '--logger', 'console;verbosity=normal')
+        Invoke-Native dotnet @('test', (Join-Path $Root "tests/Unit/$project/$project.csproj"), '--nologo', '-v', 'quiet',
+            '--logger', 'console;verbosity=normal', '--logger', "trx;LogFileName=$project.trx", '--results-directory', $results)
+        # dotnet test exits 0 when tests are skipped or none are found: here both are failures, as in Pester.
+        $trx = [xml](Get-Content -Raw (Join-Path $results "$project.trx"))
+        $counters = $trx.TestRun.ResultSummary.Counters
+        $ran = [int]$counters.total
+        $notPassed = $ran - [int]$counters.passed
+        Write-Host "$project`: $($counters.passed) passed, $($counters.failed) failed, $($counters.notExecuted) skipped or not run, of $ran"
+        if ($ran -eq 0) { throw "$project ran no test at all: a run without tests is a failure." }
+        if ($notPassed -ne 0) { throw "$project`: $notPassed test(s) failed, were skipped or did not run." }
     }
 }
 
