@@ -53,6 +53,17 @@ Describe 'The one-liner on a running VM' {
                 $_
             } |
             Copy-VmDisk -Destination $backup |
+            ForEach-Object -Begin { $script:compared = @{} } -Process {
+                # An independent check, while the source is still frozen (before the commit): qemu-img compares what the
+                # guest sees in the copy with its source. The copy may still be checked by the module (.partial).
+                foreach ($copy in "$($_.BackupFile).partial", $_.BackupFile) {
+                    # The module renames the copy once its own check passes: whichever name it has now.
+                    $out = & qemu-img compare -U -f $_.Format -F $_.Format $copy $_.Source 2>&1 | Out-String
+                    if ($out -notmatch 'Could not open') { break }
+                }
+                $script:compared[$_.Target] = [pscustomobject]@{ ExitCode = $LASTEXITCODE; Output = $out.Trim() }
+                $_
+            } |
             Invoke-BlockCommit |
             Move-OverlayToRetention -Path $retention -Verbose 4>&1 -OutVariable all |
             Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }
@@ -91,6 +102,14 @@ Describe 'The one-liner on a running VM' {
         Test-ImageCheck $boot | Should -BeTrue
         Test-ImageCheck $data | Should -BeTrue
         Test-Path (Join-Path $set 'domain.xml') | Should -BeTrue
+    }
+
+    It 'holds exactly what the frozen source held, by qemu-img compare (a tool independent of the module)' {
+        $compared.Keys | Sort-Object | Should -Be @('vda', 'vdb')
+        foreach ($target in 'vda', 'vdb') {
+            $compared[$target].ExitCode | Should -Be 0 -Because $compared[$target].Output
+            $compared[$target].Output | Should -Match 'Images are identical'
+        }
     }
 
     It 'copies file systems that check clean (the freeze worked)' {
