@@ -28,6 +28,14 @@ public sealed class ManifestDisk
     public bool Verified { get; set; }
     /// <summary>How the copy was checked, in words.</summary>
     public string? VerifiedBy { get; set; }
+    /// <summary>Optional: the size of the segments in <see cref="SegmentDigests"/>. A copy engine that writes to a
+    /// remote store records them, so that Test-KvmBackup can check the copy where it lies (on the server) with
+    /// <see cref="Storage.IBackupStore.SegmentDigestsAsync"/> instead of reading it over the network.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public long? SegmentSize { get; set; }
+    /// <summary>Optional: lower-case hex SHA-256 of each segment of the file (holes read as zeros), in order.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public List<string>? SegmentDigests { get; set; }
 }
 
 /// <summary>backup.json: what a backup set holds and whether it can be trusted (Status Complete).</summary>
