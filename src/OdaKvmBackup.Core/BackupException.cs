@@ -88,7 +88,8 @@ public static class ErrorIds
     public const string DomainNotShutOff = "DomainNotShutOff";
     public const string InPlaceNeedsForce = "InPlaceRestoreNeedsForce";
     public const string NoRetentionPolicy = "NoRetentionPolicy";
-    public const string InvalidBackupPath = "InvalidBackupPath";
+    public const string InvalidConsolePattern = "InvalidConsolePattern";
+    public const string NewestCompleteSetKept = "NewestCompleteSetKept";
 }
 
 /// <summary>A failure a user can act on: names the cause and, where one exists, the fix.</summary>

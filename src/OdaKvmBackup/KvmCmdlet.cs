@@ -35,6 +35,14 @@ public abstract class KvmCmdlet : PSCmdlet
         }
     }
 
+    /// <summary>The process runner itself, for core services that run a tool of their own (chown).</summary>
+    protected IProcessRunner Runner => new CliWrapProcessRunner(_sink);
+
+    /// <summary>A destination as the user typed it: an SSH one ("user@host:/path", "host:/path") as it is, a local
+    /// one resolved the PowerShell way (relative to $PWD, ~).</summary>
+    protected string ResolveLocation(string location) =>
+        System.Text.RegularExpressions.Regex.IsMatch(location, "^[^/:]+:") ? location : ResolvePath(location);
+
     protected CommitService NewCommitService(int timeoutSeconds = 0) =>
         new(Tools.Virsh, Tools.QemuImg, _sink)
         {
