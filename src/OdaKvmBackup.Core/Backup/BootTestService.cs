@@ -159,7 +159,7 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             try
             {
                 if ((await tools.Virsh.ListAllDomainsAsync(bound.Token).ConfigureAwait(false)).Contains(record.DomainName, StringComparer.Ordinal))
-                    await tools.Virsh.DestroyAsync(record.DomainName, bound.Token).ConfigureAwait(false);
+                    await DestroyIfThereAsync(record.DomainName, bound.Token).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is BackupException or OperationCanceledException)
             {
@@ -223,13 +223,25 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
                     sink.Warning($"'{record.DomainName}' has disks outside its boot test folder '{record.Folder}': it is not a leftover boot test and was left alone.");
                     continue;
                 }
-                await tools.Virsh.DestroyAsync(record.DomainName, ct).ConfigureAwait(false);
+                await DestroyIfThereAsync(record.DomainName, ct).ConfigureAwait(false);
             }
             DeleteFolder(record.Folder);
             DeleteRecord(record.DomainName);
             cleaned.Add($"the boot test '{record.DomainName}' of {record.SetLocation}, left by process {record.ProcessId} (started {record.StartedUtc:u})");
         }
         return cleaned;
+    }
+
+    /// <summary>Destroys a transient domain; one that went away meanwhile (a start that failed ends that way) is fine.</summary>
+    private async Task DestroyIfThereAsync(string domain, CancellationToken ct)
+    {
+        try
+        {
+            await tools.Virsh.DestroyAsync(domain, ct).ConfigureAwait(false);
+        }
+        catch (VirshException ex) when (ex.Failure is VirshFailure.DomainNotFound or VirshFailure.DomainNotRunning)
+        {
+        }
     }
 
     private static bool StillRunning(BootTestRecord record)

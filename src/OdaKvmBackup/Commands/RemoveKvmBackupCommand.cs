@@ -9,7 +9,7 @@ namespace OdaKvmBackup.Commands;
 /// and the overlays Move-OverlayToRetention kept, by age (-RetentionPath, -OverlayKeepDays). Sets piped in are
 /// removed as named, with the same exceptions.
 /// </summary>
-[Cmdlet(VerbsCommon.Remove, "KvmBackup", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High, DefaultParameterSetName = PolicySet)]
+[Cmdlet(VerbsCommon.Remove, "KvmBackup", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.High, DefaultParameterSetName = OverlaysSet)]
 [OutputType(typeof(RemovedBackup))]
 public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
 {
