@@ -138,7 +138,7 @@ function Invoke-UpdateHelp {
 }
 
 function Invoke-UnitTest {
-    foreach ($project in 'OdaKvmBackup.Core.Tests', 'OdaKvmBackup.HelpBuilder.Tests') {
+    foreach ($project in 'OdaKvmBackup.Core.Tests', 'OdaKvmBackup.WayBack.Tests', 'OdaKvmBackup.HelpBuilder.Tests') {
         Invoke-Native dotnet @('test', (Join-Path $Root "tests/Unit/$project/$project.csproj"), '--nologo', '-v', 'quiet', '--logger', 'console;verbosity=normal')
     }
 }
