@@ -217,13 +217,22 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             domains ??= await tools.Virsh.ListAllDomainsAsync(ct).ConfigureAwait(false);
             if (domains.Contains(record.DomainName, StringComparer.Ordinal))
             {
-                var disks = DomainXml.Parse(await tools.Virsh.DumpXmlAsync(record.DomainName, inactive: false, ct).ConfigureAwait(false)).Disks;
-                if (disks.Any(d => d.Source is null || !FileSystemPaths.IsSameOrInside(d.Source, record.Folder)))
+                IReadOnlyList<VmDisk>? disks;
+                try
+                {
+                    disks = DomainXml.Parse(await tools.Virsh.DumpXmlAsync(record.DomainName, inactive: false, ct).ConfigureAwait(false)).Disks;
+                }
+                catch (VirshException ex) when (ex.Failure == VirshFailure.DomainNotFound)
+                {
+                    disks = null; // gone meanwhile
+                }
+                if (disks is not null && (disks.Count == 0 || disks.Any(d => d.Source is null || !FileSystemPaths.IsSameOrInside(d.Source, record.Folder))))
                 {
                     sink.Warning($"'{record.DomainName}' has disks outside its boot test folder '{record.Folder}': it is not a leftover boot test and was left alone.");
                     continue;
                 }
-                await DestroyIfThereAsync(record.DomainName, ct).ConfigureAwait(false);
+                if (disks is not null)
+                    await DestroyIfThereAsync(record.DomainName, ct).ConfigureAwait(false);
             }
             DeleteFolder(record.Folder);
             DeleteRecord(record.DomainName);

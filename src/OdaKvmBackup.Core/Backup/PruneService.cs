@@ -79,9 +79,11 @@ public sealed class PruneService(VirshClient virsh)
     /// <summary>Deletes a run's retained overlays, once no domain has any of them in a backing chain.</summary>
     public async Task RemoveRetainedAsync(RetainedRun run, CancellationToken ct)
     {
-        var retention = new RetentionService(virsh);
-        foreach (var file in run.Files.Where(File.Exists))
-            await retention.RequireNotInUseAsync(file, ct).ConfigureAwait(false);
+        var inUse = await HostPaths.ChainFilesOfAllDomainsAsync(virsh, ct).ConfigureAwait(false);
+        if (run.Files.FirstOrDefault(f => inUse.Contains(HostPaths.Real(f))) is { } used)
+            throw new BackupException(ErrorIds.OverlayInUse, BackupErrorCategory.ResourceBusy,
+                $"'{used}' is in the backing chain of a domain on this host; '{run.Folder}' was not removed.",
+                "Find the domain with 'virsh domblklist <domain> --details'; commit it (Repair-KvmBackup) before removing the overlays.", run.DomainName);
         try
         {
             Directory.Delete(run.Folder, recursive: true);

@@ -178,25 +178,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
             files.Add(HostPaths.Real(disk.Source));
         foreach (var excluded in set.ExcludedDisks.Where(e => e.Source is not null))
             files.Add(HostPaths.Real(excluded.Source!));
-        var running = (await tools.Virsh.ListRunningDomainsAsync(ct).ConfigureAwait(false)).ToHashSet(StringComparer.Ordinal);
-        foreach (var domain in await tools.Virsh.ListAllDomainsAsync(ct).ConfigureAwait(false))
-        {
-            try
-            {
-                var xmls = new List<string> { await tools.Virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false) };
-                if (running.Contains(domain))
-                    xmls.Add(await tools.Virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false));
-                foreach (var disk in xmls.SelectMany(x => DomainXml.Parse(x).Disks))
-                {
-                    foreach (var file in new[] { disk.Source }.Concat(disk.BackingChain).OfType<string>())
-                        files.Add(HostPaths.Real(file));
-                }
-            }
-            catch (BackupException ex) when (ex.ErrorId == ErrorIds.DomainNotFound)
-            {
-                // undefined meanwhile: it uses nothing any more
-            }
-        }
+        files.UnionWith(await HostPaths.ChainFilesOfAllDomainsAsync(tools.Virsh, ct).ConfigureAwait(false));
         return files;
     }
 
@@ -392,6 +374,33 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
 /// <summary>Paths as the kernel sees them, for comparisons that a symlink must not fool.</summary>
 public static partial class HostPaths
 {
+    /// <summary>Every disk file and backing image of every domain on the host (saved and, when running, live
+    /// definitions), as real paths. A domain undefined while this reads uses nothing any more and is skipped.</summary>
+    public static async Task<IReadOnlySet<string>> ChainFilesOfAllDomainsAsync(VirshClient virsh, CancellationToken ct)
+    {
+        var files = new HashSet<string>(StringComparer.Ordinal);
+        var running = (await virsh.ListRunningDomainsAsync(ct).ConfigureAwait(false)).ToHashSet(StringComparer.Ordinal);
+        foreach (var domain in await virsh.ListAllDomainsAsync(ct).ConfigureAwait(false))
+        {
+            try
+            {
+                var xmls = new List<string> { await virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false) };
+                if (running.Contains(domain))
+                    xmls.Add(await virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false));
+                foreach (var disk in xmls.SelectMany(x => DomainXml.Parse(x).Disks))
+                {
+                    foreach (var file in new[] { disk.Source }.Concat(disk.BackingChain).OfType<string>())
+                        files.Add(Real(file));
+                }
+            }
+            catch (BackupException ex) when (ex.ErrorId == ErrorIds.DomainNotFound)
+            {
+                // undefined meanwhile: it uses nothing any more
+            }
+        }
+        return files;
+    }
+
     /// <summary>The path with every symlink resolved (realpath); for a path that does not exist, its folder's real
     /// path and its name; the path normalized when even that does not exist.</summary>
     public static string Real(string path)

@@ -130,3 +130,34 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Contains(_sink.Warnings, w => w.Contains("not a leftover boot test", StringComparison.Ordinal));
     }
 }
+
+[Collection(StateCollection.Name)]
+public sealed class RetainedOverlayTests : IDisposable
+{
+    private readonly TempFolder _retention = new();
+    private readonly FakeLibvirt _host = new();
+
+    public void Dispose() => _retention.Dispose();
+
+    [Fact]
+    public async Task Retained_overlays_that_a_domain_still_uses_are_not_removed()
+    {
+        var run = Directory.CreateDirectory(_retention.Combine("vm1", "20261101-220000")).FullName;
+        var overlay = Path.Combine(run, "vm1.FILE_STAGE_BACKUP.TEMP");
+        File.WriteAllText(overlay, "overlay");
+        Directory.CreateDirectory(_retention.Combine("vm1", "not-a-run"));
+        _host.Add("vm1", Xmls.Domain("vm1", overlay, "/dev/sdb"));
+
+        var runs = PruneService.ListRetained(_retention.Path, null);
+        var found = Assert.Single(runs);
+        Assert.Equal(new DateTime(2026, 11, 1, 22, 0, 0, DateTimeKind.Utc), found.TimeUtc);
+        var ex = await Assert.ThrowsAsync<BackupException>(() => new PruneService(_host.Tools.Virsh).RemoveRetainedAsync(found, CancellationToken.None));
+        Assert.Equal(ErrorIds.OverlayInUse, ex.ErrorId);
+        Assert.True(File.Exists(overlay));
+
+        _host.Domains.Remove("vm1");
+        await new PruneService(_host.Tools.Virsh).RemoveRetainedAsync(found, CancellationToken.None);
+        Assert.False(Directory.Exists(run));
+        Assert.True(Directory.Exists(_retention.Combine("vm1", "not-a-run")));
+    }
+}
