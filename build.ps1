@@ -160,7 +160,7 @@ function Invoke-Package {
 function Invoke-UnitTest {
     $results = Join-Path $Out 'unit-results'
     if (Test-Path $results) { Remove-Item -Recurse -Force $results }
-    foreach ($project in 'OdaKvmBackup.Core.Tests', 'OdaKvmBackup.HelpBuilder.Tests') {
+    foreach ($project in 'OdaKvmBackup.Core.Tests', 'OdaKvmBackup.WayBack.Tests', 'OdaKvmBackup.HelpBuilder.Tests') {
         Invoke-Native dotnet @('test', (Join-Path $Root "tests/Unit/$project/$project.csproj"), '--nologo', '-v', 'quiet',
             '--logger', 'console;verbosity=normal', '--logger', "trx;LogFileName=$project.trx", '--results-directory', $results)
         # dotnet test exits 0 when tests are skipped or none are found: here both are failures, as in Pester.

@@ -5,7 +5,7 @@
     Author               = 'OdaKvmBackup developers'
     CompanyName          = 'OdaKvmBackup'
     Copyright            = '(c) OdaKvmBackup developers'
-    Description          = 'Hot (online) backups of KVM virtual machines on Oracle Database Appliance and libvirt hosts: atomic quiesced external snapshots, verified sparse copies, block commit with pivot, overlay retention, and recovery of interrupted runs.'
+    Description          = 'Hot (online) backups of KVM virtual machines on Oracle Database Appliance and libvirt hosts: atomic quiesced external snapshots, verified sparse copies, block commit with pivot, overlay retention, and recovery of interrupted runs; listing, verifying, boot-testing, restoring and pruning of backup sets.'
     PowerShellVersion    = '7.4'
     CompatiblePSEditions = @('Core')
     FormatsToProcess     = @('OdaKvmBackup.format.ps1xml')
@@ -17,6 +17,10 @@
         'Invoke-BlockCommit'
         'Move-OverlayToRetention'
         'Repair-KvmBackup'
+        'Get-KvmBackup'
+        'Test-KvmBackup'
+        'Restore-KvmBackup'
+        'Remove-KvmBackup'
     )
     FunctionsToExport    = @()
     AliasesToExport      = @()

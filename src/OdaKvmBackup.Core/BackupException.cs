@@ -83,6 +83,26 @@ public static class ErrorIds
     public const string SshFailed = "SshFailed";
     public const string SshCommandFailed = "SshCommandFailed";
     public const string SftpFailed = "SftpFailed";
+    // A way back: listing, testing, booting, restoring and removing backup sets.
+    public const string BackupSetNotFound = "BackupSetNotFound";
+    public const string BackupSetNotComplete = "BackupSetNotComplete";
+    public const string BackupCopyMissing = "BackupCopyMissing";
+    public const string BackupCopyDamaged = "BackupCopyDamaged";
+    public const string BootTestFailed = "BootTestFailed";
+    public const string BootTestTimedOut = "BootTestTimedOut";
+    public const string BootTestNeedsLocalSet = "BootTestNeedsLocalSet";
+    public const string BootTestLeftover = "BootTestLeftover";
+    public const string DomainXmlNotRestorable = "DomainXmlNotRestorable";
+    public const string RestoreWouldUseProductionFile = "RestoreWouldUseProductionFile";
+    public const string RestoreTargetExists = "RestoreTargetExists";
+    public const string RestoreTargetMismatch = "RestoreTargetMismatch";
+    public const string RestoreVerificationFailed = "RestoreVerificationFailed";
+    public const string DomainExists = "DomainExists";
+    public const string DomainNotShutOff = "DomainNotShutOff";
+    public const string InPlaceNeedsForce = "InPlaceRestoreNeedsForce";
+    public const string NoRetentionPolicy = "NoRetentionPolicy";
+    public const string InvalidConsolePattern = "InvalidConsolePattern";
+    public const string NewestCompleteSetKept = "NewestCompleteSetKept";
 }
 
 /// <summary>A failure a user can act on: names the cause and, where one exists, the fix.</summary>

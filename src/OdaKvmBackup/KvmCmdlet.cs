@@ -43,6 +43,11 @@ public abstract class KvmCmdlet : PSCmdlet
     protected Core.Storage.IBackupStore OpenStore(string destination, string parameterName) =>
         Core.Storage.BackupStores.Open(Core.Storage.BackupStores.IsRemote(destination) ? destination : ResolvePath(destination), Runner, parameterName);
 
+    /// <summary>A destination as the user typed it: an SSH one ("user@host:/path", "host:/path") as it is, a local
+    /// one resolved the PowerShell way (relative to $PWD, ~).</summary>
+    protected string ResolveLocation(string location) =>
+        Core.Storage.BackupStores.IsRemote(location) ? location : ResolvePath(location);
+
     protected CommitService NewCommitService(int timeoutSeconds = 0) =>
         new(Tools.Virsh, Tools.QemuImg, _sink)
         {

@@ -110,4 +110,41 @@ public static class BackupNames
             return true;
         return inSet && names.Any(n => used.Contains(Partial(n)));
     }
+
+    // ---------------------------------------------------------------- the way back (restore, boot test)
+
+    /// <summary>True for a folder name that is a run id (yyyyMMdd-HHmmss); its time, in UTC, in <paramref name="utc"/>.</summary>
+    public static bool TryParseRunId(string name, out DateTime utc) =>
+        DateTime.TryParseExact(name, "yyyyMMdd-HHmmss", CultureInfo.InvariantCulture,
+            DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out utc);
+
+    /// <summary>The run folder Repair-KvmBackup keeps overlays in ("repaired-yyyyMMdd-HHmmss"), with its time.</summary>
+    public static bool TryParseRetentionFolder(string name, out DateTime utc)
+    {
+        const string repaired = "repaired-";
+        return TryParseRunId(name.StartsWith(repaired, StringComparison.Ordinal) ? name[repaired.Length..] : name, out utc);
+    }
+
+    /// <summary>The throw-away domain of a boot test: the set's domain, "-boottest-", 8 random hex digits. Never
+    /// the name of a domain that exists: the suffix is new each time.</summary>
+    public static string BootTestDomainName(string domain) => $"{domain}{BootTestMarker}{Guid.NewGuid():N}"[..(domain.Length + BootTestMarker.Length + 8)];
+
+    public const string BootTestMarker = "-boottest-";
+
+    /// <summary>A boot test's overlay on top of one copy, in the boot test's own folder.</summary>
+    public static string BootTestOverlay(string setFile) => setFile + ".boottest.qcow2";
+
+    /// <summary>A restored disk while it is written and checked (beside its final name).</summary>
+    public static string RestorePartial(string fileName) => fileName + ".restore" + PartialSuffix;
+
+    /// <summary>Where an in-place restore keeps the file it replaced, beside it, until the user removes it.</summary>
+    public static string KeptAside(string fileName, DateTime utc) => fileName + ".before-restore-" + RunId(utc);
+
+    /// <summary>The definition a restore under a new name writes beside the restored disks.</summary>
+    public static string RestoredDefinition(string newName) => newName + ".xml";
+
+    /// <summary>A file the restored (or boot-tested) domain writes instead of one of the source VM's character
+    /// devices (serial log, console log, socket): &lt;name&gt;-&lt;device&gt;&lt;n&gt;.&lt;ext&gt;.</summary>
+    public static string DeviceFile(string domain, string device, int index, string extension) =>
+        $"{domain}-{device}{index}.{extension}";
 }

@@ -26,8 +26,11 @@ public sealed class ManifestDisk
     /// <summary>The disk's content digest, as <see cref="VmDiskBackup.ContentDigest"/> (not a sha256sum).</summary>
     public string? ContentDigest { get; set; }
     /// <summary>For a copy on another host: the SHA-256 of each segment of <see cref="SegmentSize"/> bytes that holds
-    /// data, by segment number (see <see cref="CopyResult.SegmentDigests"/>); what Test-KvmBackup checks there.</summary>
+    /// data, by segment number (see <see cref="CopyResult.SegmentDigests"/>), so that the copy is checked where it lies
+    /// (on the server, <see cref="Storage.IBackupStore.SegmentDigestsAsync"/>), never read back over the network.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public long? SegmentSize { get; set; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public SortedDictionary<long, string>? SegmentDigests { get; set; }
     public bool Verified { get; set; }
     /// <summary>How the copy was checked, in words.</summary>

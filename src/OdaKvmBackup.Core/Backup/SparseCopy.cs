@@ -250,7 +250,7 @@ public static partial class SparseCopy
     /// <summary>Hashes the non-zero 4 KiB blocks of a chunk and collects them as runs to write; returns their bytes.
     /// The hot loop of every copy: optimized at once, not after the tiered JIT has watched it for a while.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static long ScanChunk(ReadOnlySpan<byte> data, long chunkOffset, IncrementalHash hash, List<(int Start, int End)> runs)
+    internal static long ScanChunk(ReadOnlySpan<byte> data, long chunkOffset, IncrementalHash hash, List<(int Start, int End)> runs)
     {
         runs.Clear();
         Span<byte> offsetBytes = stackalloc byte[8];

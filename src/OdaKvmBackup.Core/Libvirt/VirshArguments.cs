@@ -71,6 +71,17 @@ public static class VirshArguments
 
     public static string[] Define(string xmlFile) => ["define", "--file", xmlFile];
 
+    /// <summary>A transient domain: started at once, and gone from libvirt once it is destroyed.</summary>
+    public static string[] CreateTransient(string xmlFile) => ["create", "--file", xmlFile];
+
+    public static string[] Start(string domain) => ["start", "--domain", domain];
+
+    public static string[] Destroy(string domain) => ["destroy", "--domain", domain];
+
+    /// <summary>guest-ping that waits at most <paramref name="seconds"/> for the agent's answer.</summary>
+    public static string[] AgentPing(string domain, int seconds) =>
+        ["qemu-agent-command", "--domain", domain, "--timeout", seconds.ToString(CultureInfo.InvariantCulture), "--cmd", "{\"execute\":\"guest-ping\"}"];
+
     /// <summary>virsh splits --diskspec on commas; a literal comma is written twice.</summary>
     public static string EscapeDiskSpecValue(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
 }

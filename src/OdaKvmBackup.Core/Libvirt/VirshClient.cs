@@ -82,6 +82,30 @@ public sealed partial class VirshClient
     public async Task DefineAsync(string xmlFile, string domain, CancellationToken ct) =>
         await RunOnceAsync(VirshArguments.Define(xmlFile), domain, null, ct).ConfigureAwait(false);
 
+    public async Task CreateTransientAsync(string xmlFile, string domain, CancellationToken ct) =>
+        await RunOnceAsync(VirshArguments.CreateTransient(xmlFile), domain, null, ct).ConfigureAwait(false);
+
+    public async Task StartAsync(string domain, CancellationToken ct) =>
+        await RunOnceAsync(VirshArguments.Start(domain), domain, null, ct).ConfigureAwait(false);
+
+    public async Task DestroyAsync(string domain, CancellationToken ct) =>
+        await RunOnceAsync(VirshArguments.Destroy(domain), domain, null, ct).ConfigureAwait(false);
+
+    /// <summary>True when the guest agent answered guest-ping within <paramref name="seconds"/>; false when it is not
+    /// connected yet or did not answer. Other failures (the domain is gone) throw.</summary>
+    public async Task<bool> TryPingGuestAgentAsync(string domain, int seconds, CancellationToken ct)
+    {
+        try
+        {
+            await RunOnceAsync(VirshArguments.AgentPing(domain, seconds), domain, null, ct).ConfigureAwait(false);
+            return true;
+        }
+        catch (VirshException ex) when (ex.Failure is VirshFailure.AgentNotConnected or VirshFailure.Other && !ex.Message.Contains("not running", StringComparison.OrdinalIgnoreCase))
+        {
+            return false;
+        }
+    }
+
     /// <summary>Parses `blockjob --info --raw`: " type=Active Block Commit\n bandwidth=0\n cur=N\n end=M".</summary>
     public static BlockJobInfo? ParseBlockJob(string output)
     {

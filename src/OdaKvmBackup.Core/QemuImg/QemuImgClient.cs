@@ -25,6 +25,27 @@ public sealed class QemuImgClient
     public async Task CommitAsync(string overlay, CancellationToken ct) =>
         await RunAsync(["commit", overlay], ct, ToolTimeouts.LongWork).ConfigureAwait(false);
 
+    /// <summary>Creates a qcow2 overlay on top of <paramref name="backingFile"/>: the backing file is only read,
+    /// never opened for writing, and everything written to the overlay stays in the overlay.</summary>
+    public async Task CreateOverlayAsync(string overlay, string backingFile, string backingFormat, CancellationToken ct) =>
+        await RunAsync(["create", "-q", "-f", "qcow2", "-b", backingFile, "-F", backingFormat, overlay], ct).ConfigureAwait(false);
+
+    /// <summary>`qemu-img check` (read-only: without -r it never writes): null when the image has no errors, else
+    /// what qemu-img said. Leaked clusters only waste space and are not an error here.</summary>
+    public async Task<string?> CheckAsync(string path, string format, CancellationToken ct)
+    {
+        var result = await _runner.RunAsync(Program, ["check", "-U", "-f", format, path], null, ct, null).ConfigureAwait(false);
+        return result.ExitCode switch
+        {
+            0 or 3 => null,
+            2 => "qemu-img check found corruptions: " + Summary(result),
+            _ => $"qemu-img check could not check it (exit code {result.ExitCode}): " + Summary(result),
+        };
+    }
+
+    private static string Summary(ProcessResult result) =>
+        string.Join(" ", (result.StandardOutput + "\n" + result.StandardError).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Take(6));
+
     public static ImageInfo ParseInfo(string json)
     {
         try

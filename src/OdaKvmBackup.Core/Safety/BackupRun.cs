@@ -488,4 +488,7 @@ public static class ProgressIds
     public const int Commit = 51;
     public const int Repair = 61;
     public const int Rollback = 71;
+    public const int Verify = 81;
+    public const int Restore = 91;
+    public const int BootTest = 101;
 }

@@ -12,6 +12,10 @@ public static class StateDirectory
 
     public static string LockDirectory => Path.Combine(Root, "locks");
 
+    /// <summary>Boot tests in flight: a record per throw-away domain (&lt;name&gt;.json) and a folder with its
+    /// overlays and console log (&lt;name&gt;/), so that a later Test-KvmBackup cleans up after a killed one.</summary>
+    public static string BootTestDirectory => Path.Combine(Root, "boot-tests");
+
     /// <summary>A file name for a domain name: libvirt allows characters that file names should not carry.</summary>
     public static string FileNameFor(string domain) => "d-" + Uri.EscapeDataString(domain);
 

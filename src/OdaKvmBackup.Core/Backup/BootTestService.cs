@@ -1,0 +1,292 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using OdaKvmBackup.Core.Libvirt;
+using OdaKvmBackup.Core.Processes;
+using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
+
+namespace OdaKvmBackup.Core.Backup;
+
+/// <summary>How long a boot test waits, and what it waits for on the console of a guest without an agent.</summary>
+public sealed record BootTestOptions(TimeSpan Timeout, string ConsolePattern);
+
+/// <summary>A boot test in flight, written before anything is created, removed once all is cleaned up: what a
+/// later Test-KvmBackup cleans up when the process that ran it was killed.</summary>
+public sealed class BootTestRecord
+{
+    public required string DomainName { get; init; }
+    public required string Folder { get; init; }
+    public required string SetLocation { get; init; }
+    public int ProcessId { get; init; } = Environment.ProcessId;
+    public DateTime ProcessStartUtc { get; init; } = Process.GetCurrentProcess().StartTime.ToUniversalTime();
+    public DateTime StartedUtc { get; init; } = DateTime.UtcNow;
+}
+
+/// <summary>
+/// Test-KvmBackup -Boot: proves that a set boots without changing it. Each copy gets a temporary qcow2 overlay
+/// (qemu-img create -b copy -F format) in a folder of the boot test's own under the state folder, so the copies
+/// are only ever read; a transient domain (virsh create: gone from libvirt once destroyed) with a new name, no
+/// UUID, no network interface and its serial console in a log file is started on the overlays and watched until
+/// its guest agent answers (or, without an agent, until the console shows a pattern), within a bound. Then it is
+/// destroyed and its folder deleted, whatever happened. A record in the state folder, written before anything is
+/// created, lets <see cref="CleanLeftoversAsync"/> finish that cleanup after a killed process.
+/// </summary>
+public sealed class BootTestService(HostTools tools, IOperationSink sink)
+{
+    private static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };
+
+    /// <summary>How long destroying the domain and deleting its files may take; Ctrl+C does not cut it short.</summary>
+    public static readonly TimeSpan CleanupBound = TimeSpan.FromMinutes(2);
+
+    public async Task RunAsync(BackupSetInfo set, IBackupStore store, BackupSetTestResult result, BootTestOptions options,
+        List<BackupException> errors, CancellationToken ct)
+    {
+        if (store.IsRemote)
+        {
+            var remote = new BackupException(ErrorIds.BootTestNeedsLocalSet, BackupErrorCategory.InvalidOperation,
+                $"The set {VerifyService.Describe(set)} is on an SSH server ({set.Location}); a boot test needs its copies on this host.",
+                $"Restore it to a local folder first (Restore-KvmBackup -Destination <folder>), then boot-test that copy, or run the boot test on the server.", set.Location);
+            errors.Add(remote);
+            result.Problems.Add(remote.Message);
+            return;
+        }
+        var name = BackupNames.BootTestDomainName(set.DomainName);
+        var folder = Path.Combine(StateDirectory.BootTestDirectory, name);
+        var record = new BootTestRecord { DomainName = name, Folder = folder, SetLocation = set.Location };
+        SaveRecord(record);
+        PrivateFiles.CreateFolder(folder);
+        result.BootTested = true;
+        result.BootTestDomain = name;
+        var activity = $"Boot test of {VerifyService.Describe(set)} as {name}";
+        var created = false;
+        try
+        {
+            var disks = new Dictionary<string, (string File, string Format)>(StringComparer.Ordinal);
+            foreach (var disk in set.Manifest.Disks)
+            {
+                var overlay = Path.Combine(folder, BackupNames.BootTestOverlay(disk.File));
+                await tools.QemuImg.CreateOverlayAsync(overlay, store.Describe(set.SetFolder + "/" + disk.File), disk.Format, ct).ConfigureAwait(false);
+                File.SetUnixFileMode(overlay, PrivateFiles.FileMode);
+                disks[disk.Target] = (overlay, "qcow2");
+            }
+            var saved = System.Text.Encoding.UTF8.GetString(await store.ReadSmallFileAsync(set.SetFolder + "/" + BackupNames.DomainXmlFileName, ct).ConfigureAwait(false));
+            var copy = DomainXmlRewriter.Rewrite(saved, new DomainCopyRequest(name, disks, folder, [folder], DropInterfaces: true, SerialToFile: true));
+            foreach (var note in copy.Notes)
+                sink.Verbose($"Boot test {name}: {note}");
+            if (!copy.HasGuestAgentChannel && copy.ConsoleLog is null)
+                throw new BackupException(ErrorIds.BootTestFailed, BackupErrorCategory.InvalidOperation,
+                    $"The set {VerifyService.Describe(set)} defines neither a guest agent channel nor a serial console, so nothing can show that it booted.",
+                    "Add a guest agent channel or a serial console to the VM, back it up again, and boot-test that set.", set.Location);
+            var xmlFile = Path.Combine(folder, name + ".xml");
+            PrivateFiles.WriteAtomically(xmlFile, System.Text.Encoding.UTF8.GetBytes(copy.Xml));
+            sink.Progress(new ProgressUpdate(ProgressIds.BootTest, null, activity, "Starting", 0));
+            var clock = Stopwatch.StartNew();
+            created = true; // from here on, a domain may exist whatever virsh create says
+            await tools.Virsh.CreateTransientAsync(xmlFile, name, ct).ConfigureAwait(false);
+            var how = await WaitForBootAsync(name, copy, options, clock, activity, ct).ConfigureAwait(false);
+            if (how is null)
+            {
+                var timedOut = new BackupException(ErrorIds.BootTestTimedOut, BackupErrorCategory.OperationTimeout,
+                    $"The set {VerifyService.Describe(set)} did not show that it booted within {options.Timeout.TotalSeconds:0} s ({(copy.HasGuestAgentChannel ? "its guest agent never answered" : $"its console never showed '{options.ConsolePattern}'")}). Console: {ConsoleTail(copy.ConsoleLog)}",
+                    "Look at the console output above; a slow host may need a longer -BootTimeoutSec. If the VM does not boot, restore from another set.", set.Location);
+                errors.Add(timedOut);
+                result.Problems.Add(timedOut.Message);
+                result.BootResult = "timed out";
+            }
+            else
+            {
+                result.BootSeconds = Math.Round(clock.Elapsed.TotalSeconds, 1);
+                result.BootResult = how;
+            }
+        }
+        catch (BackupException ex)
+        {
+            var failed = ex.ErrorId is ErrorIds.BootTestFailed or ErrorIds.DomainXmlNotRestorable ? ex
+                : new BackupException(ErrorIds.BootTestFailed, ex.Category, $"The boot test of {VerifyService.Describe(set)} failed: {ex.Message}", ex.RecommendedAction, set.Location, ex);
+            errors.Add(failed);
+            result.Problems.Add(failed.Message);
+            result.BootResult = "failed";
+        }
+        finally
+        {
+            sink.Progress(new ProgressUpdate(ProgressIds.BootTest, null, activity, "Cleaning up", 100, Completed: true));
+            var leftover = await CleanUpAsync(record, created).ConfigureAwait(false);
+            if (leftover is not null)
+            {
+                errors.Add(leftover);
+                result.Problems.Add(leftover.Message);
+            }
+        }
+    }
+
+    /// <summary>The way the boot was proven, or null on timeout. Throws when the domain stops on its own.</summary>
+    private async Task<string?> WaitForBootAsync(string name, DomainCopy copy, BootTestOptions options, Stopwatch clock, string activity, CancellationToken ct)
+    {
+        var pattern = new Regex(options.ConsolePattern, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
+        while (clock.Elapsed < options.Timeout)
+        {
+            sink.Progress(new ProgressUpdate(ProgressIds.BootTest, null, activity, $"Waiting for the guest to answer ({clock.Elapsed.TotalSeconds:0} s)",
+                (int)(clock.Elapsed.TotalSeconds * 100 / Math.Max(1, options.Timeout.TotalSeconds))));
+            if (copy.HasGuestAgentChannel)
+            {
+                var left = (int)Math.Clamp((options.Timeout - clock.Elapsed).TotalSeconds, 1, 5);
+                if (await tools.Virsh.TryPingGuestAgentAsync(name, left, ct).ConfigureAwait(false))
+                    return "guest agent answered guest-ping";
+            }
+            else if (copy.ConsoleLog is { } log && File.Exists(log) && pattern.IsMatch(await File.ReadAllTextAsync(log, ct).ConfigureAwait(false)))
+            {
+                return $"console showed '{options.ConsolePattern}'";
+            }
+            var state = await tools.Virsh.GetStateAsync(name, ct).ConfigureAwait(false);
+            if (state is not ("running" or "paused"))
+                throw new BackupException(ErrorIds.BootTestFailed, BackupErrorCategory.InvalidResult,
+                    $"The throw-away VM '{name}' stopped ({state}) before it answered. Console: {ConsoleTail(copy.ConsoleLog)}",
+                    "Look at the console output; if the VM does not boot, restore from another set.", name);
+            await Task.Delay(TimeSpan.FromMilliseconds(500), ct).ConfigureAwait(false);
+        }
+        return null;
+    }
+
+    /// <summary>Destroys the domain (transient: it is then gone), deletes its folder and record; null when all
+    /// went, else an error that says what is left and that the next Test-KvmBackup retries.</summary>
+    private async Task<BackupException?> CleanUpAsync(BootTestRecord record, bool created)
+    {
+        using var bound = new CancellationTokenSource(CleanupBound);
+        var problems = new List<string>();
+        if (created)
+        {
+            try
+            {
+                if ((await tools.Virsh.ListAllDomainsAsync(bound.Token).ConfigureAwait(false)).Contains(record.DomainName, StringComparer.Ordinal))
+                    await DestroyIfThereAsync(record.DomainName, bound.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is BackupException or OperationCanceledException)
+            {
+                problems.Add($"the domain '{record.DomainName}' could not be destroyed ({ex.Message})");
+            }
+        }
+        if (problems.Count == 0)
+        {
+            try
+            {
+                DeleteFolder(record.Folder);
+                DeleteRecord(record.DomainName);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                problems.Add($"'{record.Folder}' could not be deleted ({ex.Message})");
+            }
+        }
+        return problems.Count == 0 ? null : new BackupException(ErrorIds.BootTestLeftover, BackupErrorCategory.ResourceBusy,
+            $"The boot test left something behind: {string.Join("; ", problems)}.",
+            "The next Test-KvmBackup retries the cleanup; or run: virsh destroy " + record.DomainName + "; rm -r " + record.Folder, record.DomainName);
+    }
+
+    /// <summary>
+    /// Cleans up after boot tests whose process is gone (killed, or the host rebooted): destroys their transient
+    /// domain (only when its disks are all in that boot test's own folder), deletes the folder and the record.
+    /// Returns what it cleaned, in words.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> CleanLeftoversAsync(CancellationToken ct)
+    {
+        var cleaned = new List<string>();
+        if (!Directory.Exists(StateDirectory.BootTestDirectory))
+            return cleaned;
+        IReadOnlyList<string>? domains = null;
+        foreach (var file in Directory.EnumerateFiles(StateDirectory.BootTestDirectory, "*.json").Order(StringComparer.Ordinal))
+        {
+            BootTestRecord? record;
+            try
+            {
+                record = JsonSerializer.Deserialize<BootTestRecord>(await File.ReadAllBytesAsync(file, ct).ConfigureAwait(false), JsonOptions);
+            }
+            catch (JsonException ex)
+            {
+                sink.Warning($"The boot test record '{file}' cannot be read ({ex.Message}); left alone.");
+                continue;
+            }
+            if (record is null || StillRunning(record))
+                continue;
+            if (!record.DomainName.Contains(BackupNames.BootTestMarker, StringComparison.Ordinal)
+                || !FileSystemPaths.IsSameOrInside(record.Folder, StateDirectory.BootTestDirectory))
+            {
+                sink.Warning($"The boot test record '{file}' names '{record.DomainName}' and '{record.Folder}', which are not a boot test's; left alone.");
+                continue;
+            }
+            domains ??= await tools.Virsh.ListAllDomainsAsync(ct).ConfigureAwait(false);
+            if (domains.Contains(record.DomainName, StringComparer.Ordinal))
+            {
+                IReadOnlyList<VmDisk>? disks;
+                try
+                {
+                    disks = DomainXml.Parse(await tools.Virsh.DumpXmlAsync(record.DomainName, inactive: false, ct).ConfigureAwait(false)).Disks;
+                }
+                catch (VirshException ex) when (ex.Failure == VirshFailure.DomainNotFound)
+                {
+                    disks = null; // gone meanwhile
+                }
+                if (disks is not null && (disks.Count == 0 || disks.Any(d => d.Source is null || !FileSystemPaths.IsSameOrInside(d.Source, record.Folder))))
+                {
+                    sink.Warning($"'{record.DomainName}' has disks outside its boot test folder '{record.Folder}': it is not a leftover boot test and was left alone.");
+                    continue;
+                }
+                if (disks is not null)
+                    await DestroyIfThereAsync(record.DomainName, ct).ConfigureAwait(false);
+            }
+            DeleteFolder(record.Folder);
+            DeleteRecord(record.DomainName);
+            cleaned.Add($"the boot test '{record.DomainName}' of {record.SetLocation}, left by process {record.ProcessId} (started {record.StartedUtc:u})");
+        }
+        return cleaned;
+    }
+
+    /// <summary>Destroys a transient domain; one that went away meanwhile (a start that failed ends that way) is fine.</summary>
+    private async Task DestroyIfThereAsync(string domain, CancellationToken ct)
+    {
+        try
+        {
+            await tools.Virsh.DestroyAsync(domain, ct).ConfigureAwait(false);
+        }
+        catch (VirshException ex) when (ex.Failure is VirshFailure.DomainNotFound or VirshFailure.DomainNotRunning)
+        {
+        }
+    }
+
+    private static bool StillRunning(BootTestRecord record)
+    {
+        try
+        {
+            using var process = Process.GetProcessById(record.ProcessId);
+            return Math.Abs((process.StartTime.ToUniversalTime() - record.ProcessStartUtc).TotalSeconds) < 2;
+        }
+        catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            return false;
+        }
+    }
+
+    private static string RecordPath(string domain) => Path.Combine(StateDirectory.BootTestDirectory, StateDirectory.FileNameFor(domain) + ".json");
+
+    private static void SaveRecord(BootTestRecord record)
+    {
+        PrivateFiles.CreateFolder(StateDirectory.BootTestDirectory);
+        PrivateFiles.WriteAtomically(RecordPath(record.DomainName), JsonSerializer.SerializeToUtf8Bytes(record, JsonOptions));
+    }
+
+    private static void DeleteRecord(string domain) => PrivateFiles.Delete(RecordPath(domain));
+
+    private static void DeleteFolder(string folder)
+    {
+        if (Directory.Exists(folder))
+            Directory.Delete(folder, recursive: true);
+    }
+
+    private static string ConsoleTail(string? log)
+    {
+        if (log is null || !File.Exists(log))
+            return "(no console log)";
+        var lines = File.ReadAllLines(log).Where(l => l.Trim().Length > 0).TakeLast(8).ToList();
+        return lines.Count == 0 ? "(nothing on the console)" : string.Join(" | ", lines.Select(l => l.Trim()));
+    }
+}

@@ -1,0 +1,470 @@
+using System.Runtime.InteropServices;
+using OdaKvmBackup.Core.Libvirt;
+using OdaKvmBackup.Core.Processes;
+using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
+
+namespace OdaKvmBackup.Core.Backup;
+
+/// <summary>Files: the disks into a folder. NewDomain: the same, and a domain defined on them. InPlace: the disks
+/// back on the VM's own paths (shut off, -Force), the replaced files kept aside.</summary>
+public enum RestoreMode { Files, NewDomain, InPlace }
+
+/// <summary>What the user asked Restore-KvmBackup for.</summary>
+public sealed record RestoreRequest(string? Destination, string? NewName, bool Start, bool FullyAllocated, bool Force, bool InPlace);
+
+/// <summary>One file a restore writes: where to, and what it replaces.</summary>
+public sealed record RestoreFilePlan(string Target, string SetFile, string Format, string TargetPath, long? SizeBytes, bool Replaces, string? KeptAside);
+
+/// <summary>Everything a restore will do, decided and checked before anything is written (for -WhatIf too).</summary>
+public sealed class RestorePlan
+{
+    public required BackupSetInfo Set { get; init; }
+    public required RestoreMode Mode { get; init; }
+    public required RestoreRequest Request { get; init; }
+    public string? Folder { get; init; }
+    public required IReadOnlyList<RestoreFilePlan> Files { get; init; }
+    public string? DefinitionXml { get; init; }
+    public string? DefinitionFile { get; init; }
+    public List<string> Notes { get; } = new();
+
+    /// <summary>What the restore does, in one sentence for ShouldProcess.</summary>
+    public string Describe()
+    {
+        var files = string.Join("; ", Files.Select(f => $"{f.Target} -> {f.TargetPath}" + (f.KeptAside is not null && f.Replaces ? $" (the file there now is kept as {f.KeptAside})"
+            : f.Replaces ? " (REPLACES the file there)" : "")));
+        var sparse = Request.FullyAllocated ? "raw disks fully allocated" : "sparse";
+        return Mode switch
+        {
+            RestoreMode.InPlace => $"Put the disks of shut-off '{Set.DomainName}' back from set {Set.RunId}, {sparse}, verified: {files}",
+            RestoreMode.NewDomain => $"Restore set {Set.RunId} of '{Set.DomainName}' as a new domain '{Request.NewName}' ({DefinitionFile}, new UUID and MAC addresses{(Request.Start ? ", started" : ", not started")}), {sparse}, verified: {files}",
+            _ => $"Copy the disks of set {Set.RunId} of '{Set.DomainName}' into {Folder}, {sparse}, verified: {files}",
+        };
+    }
+}
+
+/// <summary>One restored disk.</summary>
+public sealed record RestoredDisk(string Target, string Path, string Format, long SizeBytes, long AllocatedBytes, string ContentDigest, bool Verified);
+
+/// <summary>What Restore-KvmBackup did.</summary>
+public sealed class RestoredBackup
+{
+    /// <summary>The domain that now uses the restored disks: the new one, or the VM itself in place; null when only
+    /// files were restored.</summary>
+    public string? DomainName { get; init; }
+    public required string SourceDomain { get; init; }
+    public required string RunId { get; init; }
+    public required RestoreMode Mode { get; init; }
+    public string? Folder { get; init; }
+    public required IReadOnlyList<RestoredDisk> Disks { get; init; }
+    public string? DefinitionFile { get; init; }
+    public bool Started { get; init; }
+    /// <summary>The files an in-place restore replaced, kept beside the disks until you remove them.</summary>
+    public IReadOnlyList<string> KeptAside { get; init; } = [];
+    public IReadOnlyList<string> Notes { get; init; } = [];
+}
+
+/// <summary>
+/// Restore-KvmBackup: copies a set's disks out of its store (sparse, read back and compared with the manifest),
+/// and either leaves them in a folder, defines a new domain on them, or puts them back on a shut-off VM's own paths.
+/// Nothing it defines ever points at a disk another domain uses: every disk source of a new definition is checked
+/// against the disks (and backing chains) of every domain on the host and the manifest's source paths, and
+/// <see cref="DomainXmlRewriter"/> refuses what it cannot move out of the source VM's files.
+/// </summary>
+public sealed partial class RestoreService(HostTools tools, IProcessRunner runner, IOperationSink sink)
+{
+    public async Task<RestorePlan> PlanAsync(BackupSetInfo set, IBackupStore store, RestoreRequest request, CancellationToken ct)
+    {
+        if (set.Status != BackupSetStatus.Complete)
+            throw new BackupException(ErrorIds.BackupSetNotComplete, BackupErrorCategory.InvalidData,
+                $"The set {VerifyService.Describe(set)} is {set.Status}{(set.Reason is null ? "" : $" ({set.Reason})")}: it cannot be restored from.",
+                $"Choose a Complete set: Get-KvmBackup -Path {set.Destination} -DomainName {set.DomainName} -Status Complete.", set.Location);
+        var production = await ProductionFilesAsync(set, ct).ConfigureAwait(false);
+        return request.InPlace
+            ? await PlanInPlaceAsync(set, request, ct).ConfigureAwait(false)
+            : await PlanCopyAsync(set, store, request, production, ct).ConfigureAwait(false);
+    }
+
+    private async Task<RestorePlan> PlanInPlaceAsync(BackupSetInfo set, RestoreRequest request, CancellationToken ct)
+    {
+        var domain = set.DomainName;
+        if (!request.Force)
+            throw new BackupException(ErrorIds.InPlaceNeedsForce, BackupErrorCategory.InvalidOperation,
+                $"An in-place restore replaces the disks of '{domain}'; it is done only with -Force.",
+                $"Shut '{domain}' off, then add -Force (the files it replaces are kept beside them). Or restore into a folder with -Destination.", domain);
+        await RequireShutOffAsync(domain, ct).ConfigureAwait(false);
+        if (RunJournal.TryLoad(domain) is not null)
+            throw RunErrors.BackupInProgress(domain);
+        var current = DomainXml.Parse(await tools.Virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false)).Disks;
+        var now = DateTime.UtcNow;
+        var files = new List<RestoreFilePlan>();
+        foreach (var disk in set.Manifest.Disks)
+        {
+            var now_ = current.FirstOrDefault(d => d.Target == disk.Target);
+            if (now_ is null || now_.Source is null || FileSystemPaths.Normalize(now_.Source) != FileSystemPaths.Normalize(disk.Source)
+                || now_.Format != disk.Format || now_.OnOverlay || now_.Type != "file")
+            {
+                var what = now_ is null ? "has no such disk now" : $"now uses {now_.Source} ({now_.Format}, {now_.Type}{(now_.OnOverlay ? ", on an overlay" : "")})";
+                throw new BackupException(ErrorIds.RestoreTargetMismatch, BackupErrorCategory.InvalidOperation,
+                    $"{disk.Target} of '{domain}' was {disk.Source} ({disk.Format}) in the set {set.RunId}, but '{domain}' {what}: an in-place restore would not put back what the set holds.",
+                    "Restore into a folder (-Destination) and attach the files by hand, or with -NewName.", domain);
+            }
+            var target = disk.Source;
+            files.Add(new RestoreFilePlan(disk.Target, disk.File, disk.Format, target, disk.SizeBytes, File.Exists(target),
+                Path.Combine(Path.GetDirectoryName(target)!, BackupNames.KeptAside(Path.GetFileName(target), now))));
+        }
+        return new RestorePlan { Set = set, Mode = RestoreMode.InPlace, Request = request, Files = files };
+    }
+
+    private async Task<RestorePlan> PlanCopyAsync(BackupSetInfo set, IBackupStore store, RestoreRequest request, IReadOnlySet<string> production, CancellationToken ct)
+    {
+        var folder = FileSystemPaths.RequireWritableFolder(request.Destination ?? "", "Destination");
+        var files = new List<RestoreFilePlan>();
+        foreach (var disk in set.Manifest.Disks)
+        {
+            var target = Path.Combine(folder, disk.File);
+            RequireNotProduction(target, production, set, disk.Target);
+            var exists = File.Exists(target) || Directory.Exists(target);
+            if (exists && (!request.Force || Directory.Exists(target)))
+                throw new BackupException(ErrorIds.RestoreTargetExists, BackupErrorCategory.ResourceExists,
+                    $"'{target}' already exists; the restore of {disk.Target} would replace it.",
+                    "Choose an empty -Destination folder, or add -Force to replace the files there (never a disk a domain uses).", target);
+            files.Add(new RestoreFilePlan(disk.Target, disk.File, disk.Format, target, disk.SizeBytes, exists, null));
+        }
+        if (request.NewName is null)
+            return new RestorePlan { Set = set, Mode = RestoreMode.Files, Request = request, Folder = folder, Files = files };
+
+        var name = request.NewName;
+        if (string.IsNullOrWhiteSpace(name) || name.Contains('/') || name.Trim() != name || name.Length > 200)
+            throw new BackupException(ErrorIds.InvalidDomainName, BackupErrorCategory.InvalidArgument,
+                $"'{name}' cannot be a domain name.", "Give a name without '/', leading or trailing blanks.", name);
+        if ((await tools.Virsh.ListAllDomainsAsync(ct).ConfigureAwait(false)).Contains(name, StringComparer.Ordinal))
+            throw new BackupException(ErrorIds.DomainExists, BackupErrorCategory.ResourceExists,
+                $"A domain named '{name}' already exists on this host.", "Choose another -NewName (virsh list --all shows the names in use).", name);
+        var definitionFile = Path.Combine(folder, BackupNames.RestoredDefinition(name));
+        if (File.Exists(definitionFile) && !request.Force)
+            throw new BackupException(ErrorIds.RestoreTargetExists, BackupErrorCategory.ResourceExists,
+                $"'{definitionFile}' already exists.", "Choose another -Destination or -NewName, or add -Force to replace it.", definitionFile);
+        var saved = System.Text.Encoding.UTF8.GetString(await store.ReadSmallFileAsync(set.SetFolder + "/" + BackupNames.DomainXmlFileName, ct).ConfigureAwait(false));
+        var copy = DomainXmlRewriter.Rewrite(saved, new DomainCopyRequest(name,
+            files.ToDictionary(f => f.Target, f => (f.TargetPath, f.Format), StringComparer.Ordinal), folder, [folder], DropInterfaces: false));
+        foreach (var source in DomainXmlRewriter.DiskSources(copy.Xml))
+            RequireNotProduction(source, production, set, source);
+        var plan = new RestorePlan
+        {
+            Set = set, Mode = RestoreMode.NewDomain, Request = request, Folder = folder, Files = files,
+            DefinitionXml = copy.Xml, DefinitionFile = definitionFile,
+        };
+        plan.Notes.AddRange(copy.Notes);
+        return plan;
+    }
+
+    /// <summary>Refuses a restore target that is (or, through links, resolves to) a disk file or backing image a
+    /// domain on this host uses, or one of the set's source disks.</summary>
+    private static void RequireNotProduction(string path, IReadOnlySet<string> production, BackupSetInfo set, string what)
+    {
+        if (production.Contains(HostPaths.Real(path)))
+            throw new BackupException(ErrorIds.RestoreWouldUseProductionFile, BackupErrorCategory.InvalidArgument,
+                $"The restore of {what} would write to or point at '{path}', which a domain on this host uses (or '{set.DomainName}' used when the set was made). Nothing was changed.",
+                $"Restore into a folder of its own (-Destination). To put '{set.DomainName}' itself back, shut it off and use -InPlace -Force.", path);
+    }
+
+    /// <summary>Every disk file and backing image of every domain on the host (saved and, when running, live
+    /// definitions), and the set's source paths: the files a restore must never write to or point at.</summary>
+    public async Task<IReadOnlySet<string>> ProductionFilesAsync(BackupSetInfo set, CancellationToken ct)
+    {
+        var files = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var disk in set.Manifest.Disks)
+            files.Add(HostPaths.Real(disk.Source));
+        foreach (var excluded in set.ExcludedDisks.Where(e => e.Source is not null))
+            files.Add(HostPaths.Real(excluded.Source!));
+        files.UnionWith(await HostPaths.ChainFilesOfAllDomainsAsync(tools.Virsh, ct).ConfigureAwait(false));
+        return files;
+    }
+
+    private async Task RequireShutOffAsync(string domain, CancellationToken ct)
+    {
+        var state = await tools.Virsh.GetStateAsync(domain, ct).ConfigureAwait(false);
+        if (state != "shut off")
+            throw new BackupException(ErrorIds.DomainNotShutOff, BackupErrorCategory.InvalidOperation,
+                $"'{domain}' is {state}: its disks are put back only while it is shut off.",
+                $"Shut it off first (virsh shutdown {domain}; on ODA: odacli stop-vm -n {domain}), then restore again; or restore into a folder with -Destination.", domain);
+    }
+
+    // ---------------------------------------------------------------- doing it
+
+    public async Task<RestoredBackup> ExecuteAsync(RestorePlan plan, IBackupStore store, CancellationToken ct)
+    {
+        var set = plan.Set;
+        var partials = new List<string>();
+        var restored = new List<(RestoreFilePlan File, string Partial, CopyResult Copy)>();
+        try
+        {
+            for (var i = 0; i < plan.Files.Count; i++)
+            {
+                var file = plan.Files[i];
+                var folder = Path.GetDirectoryName(file.TargetPath)!;
+                var partialName = BackupNames.RestorePartial(Path.GetFileName(file.TargetPath));
+                var partial = Path.Combine(folder, partialName);
+                partials.Add(partial);
+                var copy = await CopyOneAsync(set, store, file, folder, partialName, i, plan.Files.Count, ct).ConfigureAwait(false);
+                if (plan.Request.FullyAllocated && file.Format == "raw")
+                    Allocate(partial, copy.SizeBytes);
+                restored.Add((file, partial, copy));
+            }
+            sink.Progress(new ProgressUpdate(ProgressIds.Restore, null, $"Restoring {VerifyService.Describe(set)}", "Done", 100, Completed: true));
+            return plan.Mode switch
+            {
+                RestoreMode.InPlace => await SwapInPlaceAsync(plan, restored, ct).ConfigureAwait(false),
+                _ => await PlaceAndDefineAsync(plan, restored, ct).ConfigureAwait(false),
+            };
+        }
+        finally
+        {
+            foreach (var partial in partials)
+            {
+                try
+                {
+                    PrivateFiles.Delete(partial);
+                }
+                catch (IOException ex)
+                {
+                    sink.Warning($"'{partial}' could not be removed: {ex.Message}");
+                }
+            }
+        }
+    }
+
+    /// <summary>Copies one disk out of the store into a partial file, then reads that file back from storage:
+    /// both must give the manifest's content digest. A local set is copied sparse by its data extents; a set on
+    /// an SSH server is streamed back and written sparse.</summary>
+    private async Task<CopyResult> CopyOneAsync(BackupSetInfo set, IBackupStore store, RestoreFilePlan file, string folder, string partialName,
+        int index, int count, CancellationToken ct)
+    {
+        var disk = set.Manifest.Disks.First(d => d.Target == file.Target);
+        var relative = set.SetFolder + "/" + disk.File;
+        var activity = $"Restoring {VerifyService.Describe(set)}";
+        var rate = new RateMeter();
+        void Progress(long done, long total) => sink.Progress(new ProgressUpdate(ProgressIds.Restore, null, activity,
+            $"{file.Target}: {rate.Describe(done, total)}", (int)((index * 100 + (total == 0 ? 100 : done * 100 / total)) / count)));
+        var local = new LocalBackupStore(folder) { ParameterName = "Destination" };
+        CopyResult copy;
+        await using (var writer = await local.CreateFileAsync(partialName, ct).ConfigureAwait(false))
+        {
+            if (store.IsRemote)
+            {
+                await using var reader = await store.OpenReadAsync(relative, ct).ConfigureAwait(false);
+                copy = await StreamCopy.CopyAsync(reader, writer, Progress, ct).ConfigureAwait(false);
+            }
+            else
+            {
+                copy = await SparseCopy.CopyAsync(store.Describe(relative), writer, 0, Progress, ct).ConfigureAwait(false);
+            }
+        }
+        var partial = Path.Combine(folder, partialName);
+        if (copy.ContentDigest != disk.ContentDigest)
+            throw VerificationFailed(set, file, store.Describe(relative), $"the copy in the set reads as {copy.ContentDigest}, backup.json says {disk.ContentDigest}");
+        var readBack = await SparseCopy.DigestAsync(partial, null, ct).ConfigureAwait(false);
+        if (readBack.ContentDigest != disk.ContentDigest)
+            throw VerificationFailed(set, file, partial, $"the restored file reads back from storage as {readBack.ContentDigest}, backup.json says {disk.ContentDigest}");
+        sink.Verbose($"Restored {file.Target} of {VerifyService.Describe(set)} into {partial}: {FileSystemPaths.FormatBytes(copy.DataBytes)} of data, read back equal to backup.json ({disk.ContentDigest}).");
+        return copy;
+    }
+
+    private static BackupException VerificationFailed(BackupSetInfo set, RestoreFilePlan file, string where, string what) =>
+        new(ErrorIds.RestoreVerificationFailed, BackupErrorCategory.InvalidData,
+            $"The restore of {file.Target} from the set {VerifyService.Describe(set)} failed its check ({where}): {what}. Nothing was replaced or defined.",
+            $"Run Test-KvmBackup on the set; restore from another Complete set if it is damaged; check the storage of the restore folder.", set.Location);
+
+    private async Task<RestoredBackup> PlaceAndDefineAsync(RestorePlan plan, List<(RestoreFilePlan File, string Partial, CopyResult Copy)> restored, CancellationToken ct)
+    {
+        foreach (var (file, partial, _) in restored)
+        {
+            File.Move(partial, file.TargetPath, overwrite: plan.Request.Force);
+            PrivateFiles.FsyncDirectory(Path.GetDirectoryName(file.TargetPath)!);
+        }
+        var started = false;
+        if (plan.Mode == RestoreMode.NewDomain)
+        {
+            PrivateFiles.WriteAtomically(plan.DefinitionFile!, System.Text.Encoding.UTF8.GetBytes(plan.DefinitionXml!));
+            var name = plan.Request.NewName!;
+            // The host may have changed since the plan: check again, right before the definition is made.
+            var production = await ProductionFilesAsync(plan.Set, ct).ConfigureAwait(false);
+            foreach (var source in DomainXmlRewriter.DiskSources(plan.DefinitionXml!))
+                RequireNotProduction(source, production, plan.Set, source);
+            await tools.Virsh.DefineAsync(plan.DefinitionFile!, name, ct).ConfigureAwait(false);
+            if (plan.Request.Start)
+            {
+                await tools.Virsh.StartAsync(name, ct).ConfigureAwait(false);
+                started = true;
+            }
+        }
+        return Result(plan, restored, plan.Mode == RestoreMode.NewDomain ? plan.Request.NewName : null, started, []);
+    }
+
+    /// <summary>Swaps the verified files in: each file there now is renamed aside, the restored one takes its
+    /// name (with the old file's owner and mode). The domain's lock is held and its state checked again first; if
+    /// a rename fails, what was swapped is swapped back.</summary>
+    private async Task<RestoredBackup> SwapInPlaceAsync(RestorePlan plan, List<(RestoreFilePlan File, string Partial, CopyResult Copy)> restored, CancellationToken ct)
+    {
+        var domain = plan.Set.DomainName;
+        using var domainLock = DomainLock.TryAcquire(domain) ?? throw RunErrors.BackupInProgress(domain);
+        await RequireShutOffAsync(domain, ct).ConfigureAwait(false);
+        var swapped = new List<RestoreFilePlan>();
+        var keptAside = new List<string>();
+        try
+        {
+            foreach (var (file, partial, _) in restored)
+            {
+                if (File.Exists(file.TargetPath))
+                {
+                    File.SetUnixFileMode(partial, File.GetUnixFileMode(file.TargetPath));
+                    var chown = await runner.RunAsync("chown", ["--reference=" + file.TargetPath, "--", partial], null, ct, null).ConfigureAwait(false);
+                    if (chown.ExitCode != 0)
+                        sink.Warning($"The owner of '{file.TargetPath}' could not be given to the restored file: {chown.StandardError.Trim()}");
+                    File.Move(file.TargetPath, file.KeptAside!, overwrite: false);
+                    keptAside.Add(file.KeptAside!);
+                }
+                File.Move(partial, file.TargetPath, overwrite: false);
+                swapped.Add(file);
+                PrivateFiles.FsyncDirectory(Path.GetDirectoryName(file.TargetPath)!);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            foreach (var file in Enumerable.Reverse(swapped))
+            {
+                if (keptAside.Contains(file.KeptAside!))
+                    File.Move(file.KeptAside!, file.TargetPath, overwrite: true);
+            }
+            throw StoreErrors.FromIOException(ex, plan.Files[swapped.Count].TargetPath);
+        }
+        return Result(plan, restored, domain, false, keptAside);
+    }
+
+    private static RestoredBackup Result(RestorePlan plan, List<(RestoreFilePlan File, string Partial, CopyResult Copy)> restored, string? domain, bool started, IReadOnlyList<string> keptAside) => new()
+    {
+        DomainName = domain,
+        SourceDomain = plan.Set.DomainName,
+        RunId = plan.Set.RunId,
+        Mode = plan.Mode,
+        Folder = plan.Folder,
+        DefinitionFile = plan.DefinitionFile,
+        Started = started,
+        KeptAside = keptAside,
+        Notes = plan.Notes,
+        Disks = restored.Select(r => new RestoredDisk(r.File.Target, r.File.TargetPath, r.File.Format, r.Copy.SizeBytes,
+            HostPaths.AllocatedBytes(r.File.TargetPath), r.Copy.ContentDigest, true)).ToList(),
+    };
+
+    /// <summary>Allocates every byte of a file (ODA keeps its vdisks fully allocated); the content stays as it is.</summary>
+    private static void Allocate(string path, long size)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+        var error = PosixFallocate((int)stream.SafeFileHandle.DangerousGetHandle(), 0, size);
+        if (error != 0)
+            throw StoreErrors.FromIOException(new IOException($"posix_fallocate failed (errno {error})", error), path);
+        stream.Flush(flushToDisk: true);
+    }
+
+    [LibraryImport("libc", EntryPoint = "posix_fallocate")]
+    private static partial int PosixFallocate(int fd, long offset, long length);
+}
+
+/// <summary>Paths as the kernel sees them, for comparisons that a symlink must not fool.</summary>
+public static partial class HostPaths
+{
+    /// <summary>Every disk file and backing image of every domain on the host (saved and, when running, live
+    /// definitions), as real paths. A domain undefined while this reads uses nothing any more and is skipped.</summary>
+    public static async Task<IReadOnlySet<string>> ChainFilesOfAllDomainsAsync(VirshClient virsh, CancellationToken ct)
+    {
+        var files = new HashSet<string>(StringComparer.Ordinal);
+        var running = (await virsh.ListRunningDomainsAsync(ct).ConfigureAwait(false)).ToHashSet(StringComparer.Ordinal);
+        foreach (var domain in await virsh.ListAllDomainsAsync(ct).ConfigureAwait(false))
+        {
+            try
+            {
+                var xmls = new List<string> { await virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false) };
+                if (running.Contains(domain))
+                    xmls.Add(await virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false));
+                foreach (var disk in xmls.SelectMany(x => DomainXml.Parse(x).Disks))
+                {
+                    foreach (var file in new[] { disk.Source }.Concat(disk.BackingChain).OfType<string>())
+                        files.Add(Real(file));
+                }
+            }
+            catch (BackupException ex) when (ex.ErrorId == ErrorIds.DomainNotFound)
+            {
+                // undefined meanwhile: it uses nothing any more
+            }
+        }
+        return files;
+    }
+
+    /// <summary>The path with every symlink resolved (realpath); for a path that does not exist, its folder's real
+    /// path and its name; the path normalized when even that does not exist.</summary>
+    public static string Real(string path)
+    {
+        var full = FileSystemPaths.Normalize(path);
+        if (RealPath(full) is { } real)
+            return real;
+        var folder = Path.GetDirectoryName(full);
+        return folder is not null && RealPath(folder) is { } realFolder ? Path.Combine(realFolder, Path.GetFileName(full)) : full;
+    }
+
+    /// <summary>Bytes of the file the file system holds as data (its SEEK_DATA extents): the whole size for a fully
+    /// allocated file, about the data for a sparse one; -1 when the file cannot be read.</summary>
+    public static long AllocatedBytes(string path)
+    {
+        try
+        {
+            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            var fd = (int)handle.DangerousGetHandle();
+            var size = RandomAccess.GetLength(handle);
+            long total = 0;
+            for (long position = 0; position < size;)
+            {
+                var data = LSeek(fd, position, SeekData);
+                if (data < 0)
+                    break;
+                var hole = LSeek(fd, data, SeekHole);
+                if (hole < 0 || hole > size)
+                    hole = size;
+                total += hole - data;
+                position = hole;
+            }
+            return total;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return -1;
+        }
+    }
+
+    private const int SeekData = 3;
+    private const int SeekHole = 4;
+
+    [LibraryImport("libc", EntryPoint = "lseek", SetLastError = true)]
+    private static partial long LSeek(int fd, long offset, int whence);
+
+    private static string? RealPath(string path)
+    {
+        var result = RealPathNative(path, IntPtr.Zero);
+        if (result == IntPtr.Zero)
+            return null;
+        try
+        {
+            return Marshal.PtrToStringUTF8(result);
+        }
+        finally
+        {
+            Free(result);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "realpath", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial IntPtr RealPathNative(string path, IntPtr resolved);
+
+    [LibraryImport("libc", EntryPoint = "free")]
+    private static partial void Free(IntPtr pointer);
+}

@@ -1,0 +1,164 @@
+using OdaKvmBackup.Core.Processes;
+using OdaKvmBackup.Core.QemuImg;
+using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
+
+namespace OdaKvmBackup.Core.Backup;
+
+/// <summary>
+/// A store that can run `qemu-img check` where its files lie (an SSH store, on the server). Optional: a remote
+/// store without it gets its copies' digests checked, and "not run" for qemu-img check.
+/// </summary>
+public interface IImageCheckingStore
+{
+    /// <summary>Null when the image has no errors, else what qemu-img said.</summary>
+    Task<string?> CheckImageAsync(string relativePath, string format, CancellationToken ct);
+}
+
+/// <summary>How one copy of a set fared.</summary>
+public sealed record DiskTestResult(string Target, string File, string Format, bool Passed, string DigestCheck, string ImageCheck,
+    string? Problem, string Location);
+
+/// <summary>What Test-KvmBackup says of one set.</summary>
+public sealed class BackupSetTestResult
+{
+    internal BackupSetTestResult(BackupSetInfo set) => Set = set;
+
+    /// <summary>The set tested (as Get-KvmBackup shows it).</summary>
+    public BackupSetInfo Set { get; }
+    public string DomainName => Set.DomainName;
+    public string RunId => Set.RunId;
+    public DateTime Time => Set.Time;
+    /// <summary>The set's status in its manifest.</summary>
+    public string Status => Set.Status;
+    public string Location => Set.Location;
+    /// <summary>True when every copy read back equal to the manifest and passed qemu-img check (and, with -Boot,
+    /// the set booted).</summary>
+    public bool Passed => Problems.Count == 0;
+    public IReadOnlyList<DiskTestResult> Disks { get; internal set; } = [];
+    /// <summary>Where the copies were read: "on this host", or "on the server" for an SSH store.</summary>
+    public string ReadWhere { get; internal set; } = "";
+    public List<string> Problems { get; } = new();
+    public TimeSpan Duration { get; internal set; }
+    public bool BootTested { get; internal set; }
+    /// <summary>Seconds from the start of the throw-away VM until it answered (agent or console).</summary>
+    public double? BootSeconds { get; internal set; }
+    /// <summary>How the boot was proven ("guest agent answered guest-ping"), or why it was not.</summary>
+    public string? BootResult { get; internal set; }
+    /// <summary>The throw-away domain's name (gone by the time this is read).</summary>
+    public string? BootTestDomain { get; internal set; }
+
+    public override string ToString() => $"{DomainName} {RunId}: {(Passed ? "passed" : "FAILED")}";
+}
+
+/// <summary>
+/// Test-KvmBackup without -Boot: every copy of a set is read again from storage and its content digest compared
+/// with the manifest's, and qemu-img check runs on each qcow2 copy. Copies are only ever read. For a set on a
+/// remote store the reading happens where the copies lie (see <see cref="ReadBackAsync"/>).
+/// </summary>
+public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
+{
+    /// <summary>Tests a set; a damaged copy is returned as an error in <paramref name="errors"/> that names the set
+    /// and the disk, and in the result's problems.</summary>
+    public async Task<BackupSetTestResult> VerifyAsync(BackupSetInfo set, IBackupStore store, List<BackupException> errors, CancellationToken ct)
+    {
+        var started = DateTime.UtcNow;
+        var result = new BackupSetTestResult(set) { ReadWhere = store.IsRemote ? "on the server" : "on this host" };
+        if (set.Status != BackupSetStatus.Complete)
+        {
+            var error = new BackupException(ErrorIds.BackupSetNotComplete, BackupErrorCategory.InvalidData,
+                $"The set {Describe(set)} is {set.Status}{(set.Reason is null ? "" : $" ({set.Reason})")}: it cannot be restored from, so its copies were not tested.",
+                $"Test and restore Complete sets only: Get-KvmBackup -Path {set.Destination} -DomainName {set.DomainName} -Status Complete | Test-KvmBackup.", set.Location);
+            result.Problems.Add(error.Message);
+            errors.Add(error);
+            result.Duration = DateTime.UtcNow - started;
+            return result;
+        }
+        var disks = new List<DiskTestResult>();
+        for (var i = 0; i < set.Manifest.Disks.Count; i++)
+        {
+            var disk = set.Manifest.Disks[i];
+            var relative = set.SetFolder + "/" + disk.File;
+            var location = store.Describe(relative);
+            var activity = $"Testing {Describe(set)}";
+            sink.Progress(new ProgressUpdate(ProgressIds.Verify, null, activity, $"{disk.Target}: reading {location}", i * 100 / set.Manifest.Disks.Count));
+            var (digestCheck, digestProblem, missing) = await ReadBackAsync(store, relative, disk, ct).ConfigureAwait(false);
+            var imageCheck = "not applicable (raw)";
+            string? imageProblem = null;
+            if (!missing && disk.Format == "qcow2")
+            {
+                if (!store.IsRemote)
+                    imageProblem = await qemuImg.CheckAsync(location, disk.Format, ct).ConfigureAwait(false);
+                else if (store is IImageCheckingStore remote)
+                    imageProblem = await remote.CheckImageAsync(relative, disk.Format, ct).ConfigureAwait(false);
+                imageCheck = store.IsRemote && store is not IImageCheckingStore ? "not run (the server's store cannot run qemu-img)"
+                    : imageProblem is null ? "no errors" : imageProblem;
+            }
+            var problem = digestProblem ?? imageProblem;
+            if (problem is not null)
+            {
+                var error = new BackupException(missing ? ErrorIds.BackupCopyMissing : ErrorIds.BackupCopyDamaged, BackupErrorCategory.InvalidData,
+                    $"The copy of {disk.Target} in the set {Describe(set)} ({location}) is damaged: {problem}.",
+                    $"Do not restore from this set. Restore from another Complete set (Get-KvmBackup -Path {set.Destination} -DomainName {set.DomainName} -Status Complete), back up '{set.DomainName}' again, and check the storage of {set.Destination} (dmesg, file system errors).",
+                    location);
+                errors.Add(error);
+                result.Problems.Add(error.Message);
+            }
+            disks.Add(new DiskTestResult(disk.Target, disk.File, disk.Format, problem is null, digestCheck, imageCheck, problem, location));
+        }
+        sink.Progress(new ProgressUpdate(ProgressIds.Verify, null, $"Testing {Describe(set)}", "Done", 100, Completed: true));
+        result.Disks = disks;
+        result.Duration = DateTime.UtcNow - started;
+        return result;
+    }
+
+    /// <summary>
+    /// THE seam for remote stores: reads a copy back where it lies and compares it with the manifest. A local
+    /// store is read here (page cache dropped first) and its content digest compared. A remote store is asked for
+    /// segment digests, computed on the server (<see cref="IBackupStore.SegmentDigestsAsync"/>), compared with the
+    /// manifest's <see cref="ManifestDisk.SegmentDigests"/>; a remote set whose manifest has none is read over the
+    /// network (and said so), since nothing else can prove it. Returns what was checked, the problem (null when
+    /// the copy is good), and whether the file is missing.
+    /// </summary>
+    public async Task<(string Check, string? Problem, bool Missing)> ReadBackAsync(IBackupStore store, string relativePath, ManifestDisk disk, CancellationToken ct)
+    {
+        var entry = await store.GetEntryAsync(relativePath, ct).ConfigureAwait(false);
+        if (entry is null || entry.IsFolder)
+            return ("file missing", "the file is missing", true);
+        if (disk.ContentDigest is null)
+            return ("no digest in the manifest", "backup.json records no content digest for it", false);
+        if (disk.SizeBytes is { } expectedSize && entry.Size != expectedSize)
+            return ("size differs", $"its size is {entry.Size} bytes, backup.json says {expectedSize}", false);
+        if (!store.IsRemote)
+        {
+            var local = await SparseCopy.DigestAsync(store.Describe(relativePath), null, ct).ConfigureAwait(false);
+            return local.ContentDigest == disk.ContentDigest
+                ? ("content digest equal to backup.json's (read from storage on this host)", null, false)
+                : ("content digest differs", $"its content digest is {local.ContentDigest}, backup.json says {disk.ContentDigest}", false);
+        }
+        if (disk.SegmentDigests is { Count: > 0 } expected && disk.SegmentSize is { } segmentSize and > 0)
+        {
+            // Segments that hold only zeros have no digest: what was never written is a hole on the server.
+            var indexes = expected.Keys.Order().ToList();
+            var actual = await store.SegmentDigestsAsync(relativePath, segmentSize, indexes, ct).ConfigureAwait(false);
+            for (var i = 0; i < indexes.Count; i++)
+            {
+                if (i >= actual.Count || !string.Equals(actual[i], expected[indexes[i]], StringComparison.OrdinalIgnoreCase))
+                {
+                    var index = indexes[i];
+                    return ("segment digests differ",
+                        $"segment {index} (bytes {index * segmentSize} to {Math.Min((index + 1) * segmentSize, entry.Size) - 1}) reads differently on the server than backup.json says", false);
+                }
+            }
+            return ($"{indexes.Count} segment digests equal to backup.json's (read on the server)", null, false);
+        }
+        sink.Warning($"backup.json has no segment digests for {store.Describe(relativePath)}, so it cannot be checked on the server: it is read over the network.");
+        await using var reader = await store.OpenReadAsync(relativePath, ct).ConfigureAwait(false);
+        var streamed = await StreamCopy.CopyAsync(reader, null, null, ct).ConfigureAwait(false);
+        return streamed.ContentDigest == disk.ContentDigest
+            ? ("content digest equal to backup.json's (read over the network)", null, false)
+            : ("content digest differs", $"its content digest is {streamed.ContentDigest}, backup.json says {disk.ContentDigest}", false);
+    }
+
+    public static string Describe(BackupSetInfo set) => $"{set.DomainName} {set.RunId}";
+}

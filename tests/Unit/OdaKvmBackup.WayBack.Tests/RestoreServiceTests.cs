@@ -1,0 +1,206 @@
+using System.Xml.Linq;
+using OdaKvmBackup.Core;
+using OdaKvmBackup.Core.Backup;
+using OdaKvmBackup.Core.Libvirt;
+using OdaKvmBackup.Core.Safety;
+using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.WayBack.Tests.Support;
+
+namespace OdaKvmBackup.WayBack.Tests;
+
+[Collection(StateCollection.Name)]
+public sealed class RestoreServiceTests : IDisposable
+{
+    private static readonly DateTime T0 = new(2026, 11, 20, 22, 0, 0, DateTimeKind.Utc);
+    private readonly StateFolder _state = new();
+    private readonly TempFolder _temp = new();
+    private readonly FakeLibvirt _host = new();
+    private readonly string _backup;
+    private readonly string _vms;
+    private readonly string _dest;
+
+    public RestoreServiceTests()
+    {
+        _backup = Directory.CreateDirectory(_temp.Combine("backup")).FullName;
+        _vms = Directory.CreateDirectory(_temp.Combine("vms")).FullName;
+        _dest = Directory.CreateDirectory(_temp.Combine("restore")).FullName;
+    }
+
+    public void Dispose()
+    {
+        _temp.Dispose();
+        _state.Dispose();
+    }
+
+    private RestoreService Service => new(_host.Tools, _host, new RecordingSink());
+
+    private async Task<(BackupSetInfo Set, LocalBackupStore Store)> SetAsync(string status = BackupSetStatus.Complete)
+    {
+        var store = new LocalBackupStore(_backup);
+        var set = await Sets.WriteAsync(store, _backup, "vm1", T0, status, sourceFolder: _vms);
+        // The VM as it is defined now: file disks on the set's source paths, running.
+        foreach (var disk in set.Disks)
+            File.WriteAllText(disk.Source, "production " + disk.Target);
+        _host.Add("vm1", FileDisks(Xmls.Domain("vm1", set.Disks[0].Source, set.Disks[1].Source)));
+        return (set, store);
+    }
+
+    private static string FileDisks(string xml) => xml.Replace("type='block'", "type='file'", StringComparison.Ordinal).Replace("source dev=", "source file=", StringComparison.Ordinal);
+
+    private static RestoreRequest ToFolder(string dest, string? newName = null, bool force = false, bool start = false) => new(dest, newName, start, false, force, false);
+
+    [Fact]
+    public async Task Only_a_Complete_set_is_restored()
+    {
+        var (set, store) = await SetAsync(BackupSetStatus.Incomplete);
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, ToFolder(_dest), CancellationToken.None));
+        Assert.Equal(ErrorIds.BackupSetNotComplete, ex.ErrorId);
+    }
+
+    [Fact]
+    public async Task A_restore_under_a_new_name_defines_a_domain_on_verified_private_copies_and_starts_it_only_when_asked()
+    {
+        var (set, store) = await SetAsync();
+        var plan = await Service.PlanAsync(set, store, ToFolder(_dest, "vm1-copy"), CancellationToken.None);
+        var restored = await Service.ExecuteAsync(plan, store, CancellationToken.None);
+
+        Assert.Equal(RestoreMode.NewDomain, restored.Mode);
+        Assert.False(restored.Started);
+        Assert.Equal("shut off", _host.Domains["vm1-copy"].State);
+        var defined = DomainXml.Parse(_host.Domains["vm1-copy"].Xml);
+        Assert.Equal([Path.Combine(_dest, "boot"), Path.Combine(_dest, "data")], defined.Disks.Select(d => d.Source));
+        Assert.Null(XDocument.Parse(_host.Domains["vm1-copy"].Xml).Root!.Element("uuid"));
+        foreach (var disk in restored.Disks)
+        {
+            Assert.True(disk.Verified);
+            Assert.Equal(File.ReadAllBytes(set.Disks.Single(d => d.Target == disk.Target).Location), File.ReadAllBytes(disk.Path));
+            Assert.Equal(PrivateFiles.FileMode, File.GetUnixFileMode(disk.Path));
+            Assert.True(disk.AllocatedBytes < disk.SizeBytes / 2, "restored sparse");
+        }
+        Assert.Equal(PrivateFiles.FileMode, File.GetUnixFileMode(restored.DefinitionFile!));
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "start");
+        Assert.Empty(Directory.EnumerateFiles(_dest, "*.partial"));
+        foreach (var disk in set.Disks)
+            Assert.Equal("production " + disk.Target, File.ReadAllText(disk.Source)); // the source VM's files are untouched
+
+        var dest2 = Directory.CreateDirectory(_temp.Combine("restore2")).FullName;
+        var started = await Service.ExecuteAsync(await Service.PlanAsync(set, store, ToFolder(dest2, "vm1-copy2", start: true), CancellationToken.None), store, CancellationToken.None);
+        Assert.True(started.Started);
+        Assert.Equal("running", _host.Domains["vm1-copy2"].State);
+    }
+
+    [Fact]
+    public async Task A_name_in_use_is_refused()
+    {
+        var (set, store) = await SetAsync();
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, ToFolder(_dest, "vm1"), CancellationToken.None));
+        Assert.Equal(ErrorIds.DomainExists, ex.ErrorId);
+    }
+
+    [Fact]
+    public async Task A_folder_holding_a_disk_of_any_domain_is_refused_even_with_Force_and_nothing_is_written()
+    {
+        var (set, store) = await SetAsync();
+        var prodFolder = Directory.CreateDirectory(_temp.Combine("other-vm")).FullName;
+        File.WriteAllText(Path.Combine(prodFolder, "data"), "another VM's disk");
+        _host.Add("other", FileDisks(Xmls.Domain("other", Path.Combine(prodFolder, "os"), Path.Combine(prodFolder, "data"))), "shut off");
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, ToFolder(prodFolder, force: true), CancellationToken.None));
+
+        Assert.Equal(ErrorIds.RestoreWouldUseProductionFile, ex.ErrorId);
+        Assert.Equal("another VM's disk", File.ReadAllText(Path.Combine(prodFolder, "data")));
+        Assert.Equal(["data"], Directory.EnumerateFiles(prodFolder).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public async Task A_restore_target_that_is_a_link_to_a_production_disk_is_refused()
+    {
+        var (set, store) = await SetAsync();
+        File.CreateSymbolicLink(Path.Combine(_dest, "boot"), set.Disks[0].Source);
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, ToFolder(_dest, force: true), CancellationToken.None));
+        Assert.Equal(ErrorIds.RestoreWouldUseProductionFile, ex.ErrorId);
+    }
+
+    [Fact]
+    public async Task Files_already_there_are_replaced_only_with_Force()
+    {
+        var (set, store) = await SetAsync();
+        File.WriteAllText(Path.Combine(_dest, "data"), "old");
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, ToFolder(_dest), CancellationToken.None));
+        Assert.Equal(ErrorIds.RestoreTargetExists, ex.ErrorId);
+        var plan = await Service.PlanAsync(set, store, ToFolder(_dest, force: true), CancellationToken.None);
+        Assert.Contains("REPLACES", plan.Describe(), StringComparison.Ordinal);
+        await Service.ExecuteAsync(plan, store, CancellationToken.None);
+        Assert.Equal(File.ReadAllBytes(set.Disks[1].Location), File.ReadAllBytes(Path.Combine(_dest, "data")));
+    }
+
+    [Fact]
+    public async Task A_copy_that_does_not_match_its_manifest_is_never_placed()
+    {
+        var (set, store) = await SetAsync();
+        Sets.FlipByte(set.Disks[1].Location, (1 << 20) + 1);
+        var plan = await Service.PlanAsync(set, store, ToFolder(_dest, "vm1-copy"), CancellationToken.None);
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.ExecuteAsync(plan, store, CancellationToken.None));
+        Assert.Equal(ErrorIds.RestoreVerificationFailed, ex.ErrorId);
+        Assert.Contains("vdb", ex.Message, StringComparison.Ordinal);
+        Assert.False(_host.Domains.ContainsKey("vm1-copy"));
+        Assert.False(File.Exists(Path.Combine(_dest, "data")));
+        Assert.Empty(Directory.EnumerateFiles(_dest, "*.partial"));
+    }
+
+    [Fact]
+    public async Task In_place_needs_Force_and_a_shut_off_VM()
+    {
+        var (set, store) = await SetAsync();
+        var noForce = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, new RestoreRequest(null, null, false, false, false, true), CancellationToken.None));
+        Assert.Equal(ErrorIds.InPlaceNeedsForce, noForce.ErrorId);
+        var running = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, new RestoreRequest(null, null, false, false, true, true), CancellationToken.None));
+        Assert.Equal(ErrorIds.DomainNotShutOff, running.ErrorId);
+        foreach (var disk in set.Disks)
+            Assert.Equal("production " + disk.Target, File.ReadAllText(disk.Source));
+    }
+
+    [Fact]
+    public async Task In_place_on_a_shut_off_VM_puts_the_disks_back_and_keeps_the_replaced_files_aside()
+    {
+        var (set, store) = await SetAsync();
+        _host.Domains["vm1"].State = "shut off";
+        File.SetUnixFileMode(set.Disks[0].Source, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead);
+        var plan = await Service.PlanAsync(set, store, new RestoreRequest(null, null, false, true, true, true), CancellationToken.None);
+        var restored = await Service.ExecuteAsync(plan, store, CancellationToken.None);
+
+        Assert.Equal(RestoreMode.InPlace, restored.Mode);
+        Assert.Equal(2, restored.KeptAside.Count);
+        foreach (var disk in set.Disks)
+        {
+            Assert.Equal(File.ReadAllBytes(disk.Location), File.ReadAllBytes(disk.Source));
+            var kept = restored.KeptAside.Single(k => Path.GetFileName(k).StartsWith(Path.GetFileName(disk.Source) + ".before-restore-", StringComparison.Ordinal));
+            Assert.Equal("production " + disk.Target, File.ReadAllText(kept));
+        }
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead, File.GetUnixFileMode(set.Disks[0].Source));
+        Assert.True(HostPaths.AllocatedBytes(set.Disks[1].Source) >= Sets.DiskSize, "-FullyAllocated allocates the raw disk");
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] is "define" or "start");
+    }
+
+    [Fact]
+    public async Task In_place_refuses_a_VM_whose_disks_are_no_longer_those_of_the_set()
+    {
+        var (set, store) = await SetAsync();
+        _host.Domains["vm1"] = new FakeDomain { Xml = FileDisks(Xmls.Domain("vm1", set.Disks[0].Source, Path.Combine(_vms, "new-data"))), State = "shut off" };
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, new RestoreRequest(null, null, false, false, true, true), CancellationToken.None));
+        Assert.Equal(ErrorIds.RestoreTargetMismatch, ex.ErrorId);
+        Assert.Contains("vdb", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_set_on_a_remote_store_is_streamed_back_and_written_sparse()
+    {
+        var remote = new FakeRemoteStore(_backup);
+        var set = await Sets.WriteAsync(remote, _backup, "vm1", T0, sourceFolder: _vms);
+        var plan = await Service.PlanAsync(set, remote, ToFolder(_dest), CancellationToken.None);
+        var restored = await Service.ExecuteAsync(plan, remote, CancellationToken.None);
+        Assert.Equal(2, remote.OpenReadCalls);
+        Assert.All(restored.Disks, d => Assert.True(d.AllocatedBytes < d.SizeBytes / 2));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_backup, "vm1", set.RunId, "data")), File.ReadAllBytes(Path.Combine(_dest, "data")));
+    }
+}
