@@ -51,11 +51,14 @@ function Invoke-Tool([string] $Program, [string[]] $Arguments) {
 
 function Get-AllocatedBytes([string] $Path) { $b, $u = (& stat -c '%b %B' -- $Path) -split ' '; [long]$b * [long]$u }
 
-$script:DropCaches = $true
-try { & sync; [IO.File]::WriteAllText('/proc/sys/vm/drop_caches', "3`n") }
-catch { $script:DropCaches = $false }
-$CacheNote = if ($DropCaches) { 'page cache dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every timed run' } else { 'page cache NOT dropped (cannot write /proc/sys/vm/drop_caches): figures are from a warm cache' }
-function Clear-PageCache { if ($DropCaches) { & sync; [IO.File]::WriteAllText('/proc/sys/vm/drop_caches', "3`n") } }
+# Before each run everything is synced and the data files' pages are dropped (dd iflag=nocache count=0 is
+# posix_fadvise DONTNEED on the whole file), so every copy reads its source from the disk. The programs' own files
+# stay cached for all the methods alike, as on a host where pwsh, cp and ssh run every day.
+$CacheNote = "sync, then the source files' pages dropped from the page cache (dd iflag=nocache count=0) before every timed run; programs' files left cached"
+function Clear-PageCache([string[]] $Files = @()) {
+    & sync
+    foreach ($f in $Files) { & dd "if=$f" iflag=nocache count=0 status=none }
+}
 
 function Add-Sample([string] $Case, [string] $Method, [int] $Round, [double] $Seconds, [hashtable] $Extra = @{}) {
     $samples.Add([pscustomobject](@{ Case = $Case; Method = $Method; Round = $Round; Seconds = $Seconds } + $Extra))
@@ -79,11 +82,11 @@ function Measure-Process([string[]] $CommandLine, [hashtable] $Environment = @{}
 # The copy engine, once, in a fresh pwsh: prints what it measured inside (the first copy of the process).
 $EngineScript = Join-Path $scratch 'engine.ps1'
 $EngineCode = @'
-param($Core, $Source, $Store, $Name)
+param($Core, $Source, $Location, $Name)
 $null = [Reflection.Assembly]::LoadFrom($Core)
 $none = [Threading.CancellationToken]::None
 $runner = [OdaKvmBackup.Core.Processes.CliWrapProcessRunner]::new([OdaKvmBackup.Core.Processes.NullSink]::Instance)
-$store = [OdaKvmBackup.Core.Storage.BackupStores]::Open($Store, $runner, 'Destination')
+$store = [OdaKvmBackup.Core.Storage.BackupStores]::Open($Location, $runner, 'Destination')
 $watch = [Diagnostics.Stopwatch]::StartNew()
 $writer = $store.CreateFileAsync($Name, $none).GetAwaiter().GetResult()
 $copy = [OdaKvmBackup.Core.Backup.SparseCopy]::CopyAsync($Source, $writer, 0, $null, $none, $store.IsRemote).GetAwaiter().GetResult()
@@ -94,7 +97,7 @@ if ($store.IsRemote) {
     $indexes = [long[]]@($copy.SegmentDigests.Keys)
     $null = $store.SegmentDigestsAsync($Name, [OdaKvmBackup.Core.Backup.SparseCopy]::SegmentSize, $indexes, $none).GetAwaiter().GetResult()
 } else {
-    $null = [OdaKvmBackup.Core.Backup.SparseCopy]::DigestAsync((Join-Path $Store $Name), $null, $none).GetAwaiter().GetResult()
+    $null = [OdaKvmBackup.Core.Backup.SparseCopy]::DigestAsync((Join-Path $Location $Name), $null, $none).GetAwaiter().GetResult()
 }
 [pscustomobject]@{ Copy = $copied; Check = $watch.Elapsed.TotalSeconds; Data = $copy.DataBytes } | ConvertTo-Json -Compress
 '@
@@ -116,16 +119,16 @@ function Invoke-LocalCopyRound([string] $Case, [string] $Source, [int] $Round) {
     $out = Join-Path $scratch 'local'
     New-Item -ItemType Directory -Force $out | Out-Null
     $mib = (Get-Item $Source).Length / 1MB
-    Clear-PageCache
+    Clear-PageCache $Source
     $r = Measure-Process ($Pwsh + @('-NoProfile', '-File', $EngineScript, $Core, $Source, $out, 'ours'))
     $m = $r.Output | ConvertFrom-Json
     Add-Sample $Case 'Copy-VmDisk engine (sparse + digest + fsync)' $Round $m.Copy @{ Check = $m.Check; Process = $r.Seconds; Allocated = Get-AllocatedBytes (Join-Path $out 'ours') }
     Remove-Item (Join-Path $out 'ours')
-    Clear-PageCache
+    Clear-PageCache $Source
     $r = Measure-Process @('sh', '-c', 'cp --sparse=always "$1" "$2" && sync "$2"', 'sh', $Source, (Join-Path $out 'cp'))
     Add-Sample $Case 'cp --sparse=always; sync FILE' $Round $r.Seconds @{ Allocated = Get-AllocatedBytes (Join-Path $out 'cp') }
     Remove-Item (Join-Path $out 'cp')
-    Clear-PageCache
+    Clear-PageCache $Source
     $format = if ($Source -like '*.qcow2') { 'qcow2' } else { 'raw' }
     $r = Measure-Process @('sh', '-c', 'qemu-img convert -f "$3" -O "$3" "$1" "$2" && sync "$2"', 'sh', $Source, (Join-Path $out 'qi'), $format)
     Add-Sample $Case 'qemu-img convert; sync FILE' $Round $r.Seconds @{ Allocated = Get-AllocatedBytes (Join-Path $out 'qi') }
@@ -137,18 +140,18 @@ function Invoke-SshCopyRound([string] $Case, [string] $Source, [int] $Round) {
     New-Item -ItemType Directory -Force $remote | Out-Null
     $ssh = @('-o', 'BatchMode=yes')
     $leaf = Split-Path -Leaf $Source
-    Clear-PageCache
+    Clear-PageCache $Source
     $lo = Get-LabLoopbackReceivedBytes
     $r = Measure-Process ($Pwsh + @('-NoProfile', '-File', $EngineScript, $Core, $Source, "odakvm-backup:$remote", 'ours'))
     $m = $r.Output | ConvertFrom-Json
     Add-Sample $Case 'Copy-VmDisk SSH store (sparse + segment digests + fsync)' $Round $m.Copy @{ Check = $m.Check; Process = $r.Seconds; Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote 'ours') }
     Remove-Item (Join-Path $remote 'ours')
-    Clear-PageCache
+    Clear-PageCache $Source
     $lo = Get-LabLoopbackReceivedBytes
     $r = Measure-Process (@('scp', '-q') + $ssh + @($Source, "odakvm-backup:$remote/scp"))
     Add-Sample $Case 'scp' $Round $r.Seconds @{ Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote 'scp') }
     Remove-Item (Join-Path $remote 'scp')
-    Clear-PageCache
+    Clear-PageCache $Source
     $lo = Get-LabLoopbackReceivedBytes
     New-Item -ItemType Directory -Force (Join-Path $remote 'tar') | Out-Null
     $r = Measure-Process @('sh', '-c', 'tar -C "$1" -cSf - "$2" | ssh -o BatchMode=yes odakvm-backup "tar -C $3 -xSf -"', 'sh', (Split-Path $Source), $leaf, (Join-Path $remote 'tar'))
@@ -169,7 +172,7 @@ function Invoke-BackupRound([int] $Round) {
     $dest = Join-Path $scratch "backup/A$Round"; $ret = Join-Path $scratch "retention/A$Round"
     New-Item -ItemType Directory -Force $dest, $ret | Out-Null
     $script = "Import-Module '$ModulePath'; Get-VmDisk $Vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '$dest' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$ret' | ForEach-Object { [pscustomobject]@{ Target = `$_.Target; OnOverlay = `$_.TimeOnOverlay.TotalSeconds; Status = `$_.SetStatus } } | ConvertTo-Json -Compress"
-    Clear-PageCache
+    Clear-PageCache $VmDisks
     $r = Measure-Process ($Pwsh + @('-NoProfile', '-Command', $script))
     $objects = @($r.Output | ConvertFrom-Json)
     if ($objects.Count -ne 2 -or @($objects | Where-Object Status -ne 'Complete').Count) { throw "the one-liner did not complete: $($r.Output)" }
@@ -191,7 +194,7 @@ virsh snapshot-delete --domain "$vm" $snap --metadata >/dev/null
 for d in $disks; do virsh blockcommit "$vm" "${d%%=*}" --active --verbose --pivot >/dev/null 2>&1; echo "${d%%=*} $(awk "BEGIN { print $(date +%s.%N) - $t0 }")"; done
 for d in $disks; do src=${d#*=}; base=$(basename "$src"); mv "$(dirname "$src")/${base%.*}.$snap" "$ret/"; done
 '@
-    Clear-PageCache
+    Clear-PageCache $VmDisks
     $r = Measure-Process @('bash', '-c', $byHand, 'byhand', $Vm, $dest, $ret)
     if (-not (Test-Clean)) { throw "$Vm is not back on its own disks after the steps by hand" }
     $exposure = ($r.Output.Trim() -split "`n" | ForEach-Object { $t, $s = $_ -split ' '; '{0} {1:0.00} s' -f $t, [double]$s }) -join ', '
@@ -217,7 +220,10 @@ Write-Host "Cache: $CacheNote"
 try {
     $sources = if ($Part -contains 'CopyLocal' -or $Part -contains 'CopySsh') { New-SourceFiles } else { @{} }
     if ($Part -contains 'CopySsh') { $null = Start-LabSshd; Write-Host "SSH cipher: $((& ssh -G odakvm-backup | Where-Object { $_ -like 'ciphers *' }) -replace 'ciphers ', '' -split ',' | Select-Object -First 1) (the client's first choice)" }
-    if ($Part -contains 'Backup') { Reset-LabVm -Name $Vm -Layout Bench }
+    if ($Part -contains 'Backup') {
+        Reset-LabVm -Name $Vm -Layout Bench
+        $script:VmDisks = @((Get-LabDiskPath -Name $Vm -Disk boot), (Get-LabDiskPath -Name $Vm -Disk data))
+    }
     for ($r = 1; $r -le $Rounds; $r++) {
         foreach ($case in $sources.Keys) {
             if ($Part -contains 'CopyLocal') { Invoke-LocalCopyRound "local copy, $case" $sources[$case] $r }
@@ -255,4 +261,5 @@ $rows = foreach ($group in $samples | Group-Object Case, Method) {
     }
 }
 $rows | Format-Table -AutoSize -Wrap | Out-String -Width 300 | Out-Host
+if ($VerbosePreference -eq 'Continue') { $samples | Sort-Object Case, Method, Round | Format-Table Case, Method, Round, Seconds -AutoSize | Out-String -Width 300 | Out-Host }
 Write-Host ("Rounds per method: {0}. Seconds are for the copy alone ('Check s': the read-back check, which runs after the VM is committed; 'Process s': the whole fresh process, pwsh start included). Load average at end: {1}. {2}." -f $Rounds, (((Get-Content /proc/loadavg) -split ' ')[0..2] -join ' '), $CacheNote)

@@ -1,9 +1,10 @@
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using System.Security.Cryptography;
-using System.Threading.Channels;
 using Microsoft.Win32.SafeHandles;
 using OdaKvmBackup.Core.Storage;
 
@@ -24,8 +25,8 @@ public sealed record CopyResult(long SizeBytes, long DataBytes, string ContentDi
 /// </summary>
 public static partial class SparseCopy
 {
-    private const int ChunkSize = 4 << 20;
-    private const int PipelineDepth = 4;
+    private const int ChunkSize = 1 << 20;
+    private const int PipelineDepth = 16;
     private const int BlockSize = 4096;
     private const int SeekEnd = 2;
     private const int SeekData = 3;
@@ -40,17 +41,21 @@ public static partial class SparseCopy
     /// digests when <paramref name="segmentDigests"/>.</summary>
     public static Task<CopyResult> CopyAsync(string source, IStoreFileWriter destination, long bandwidthBytesPerSecond,
         Action<long, long>? progress, CancellationToken ct, bool segmentDigests = false) =>
-        Task.Run(() => WalkAsync(source, destination, bandwidthBytesPerSecond, progress, ct, segmentDigests), ct);
+        RunOnOwnThread(() => Walk(source, destination, bandwidthBytesPerSecond, progress, ct, segmentDigests));
 
     /// <summary>The content digest of a local file as stored: its pages are dropped from the cache first, so a
     /// verification reads what the storage holds, not what was just written to memory.</summary>
     public static Task<CopyResult> DigestAsync(string path, Action<long, long>? progress, CancellationToken ct) =>
-        Task.Run(() =>
+        RunOnOwnThread(() =>
         {
             using (var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
                 DropFromCache(handle);
-            return WalkAsync(path, null, 0, progress, ct, segmentDigests: false);
-        }, ct);
+            return Walk(path, null, 0, progress, ct, segmentDigests: false);
+        });
+
+    /// <summary>A copy blocks on the disks for seconds or hours: it gets a thread of its own, not one of the pool's.</summary>
+    private static Task<CopyResult> RunOnOwnThread(Func<CopyResult> work) =>
+        Task.Factory.StartNew(work, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
     /// <summary>Asks the kernel to forget a file's cached pages (clean ones go; dirty ones must be fsynced first).</summary>
     public static void DropFromCache(SafeFileHandle handle) => _ = PosixFadvise((int)handle.DangerousGetHandle(), 0, 0, FadviseDontNeed);
@@ -70,83 +75,124 @@ public static partial class SparseCopy
         return size;
     }
 
-    private static async Task<CopyResult> WalkAsync(string source, IStoreFileWriter? output, long bandwidth, Action<long, long>? progress,
+    /// <summary>
+    /// Two threads, each on a core of its own: this one reads, finds the non-zero blocks and writes them, as cp
+    /// does; the other hashes what was read, a few chunks behind, so the digest costs no time as long as hashing
+    /// keeps up with the disks. Small chunks stay in the CPU's cache between reading and hashing. Both loops are
+    /// plain synchronous code compiled fully optimized at once, so the first copy of a process (a nightly run)
+    /// goes as fast as any other.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static CopyResult Walk(string source, IStoreFileWriter? output, long bandwidth, Action<long, long>? progress,
         CancellationToken ct, bool segmentDigests)
     {
         using var input = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         // lseek(SEEK_END), not the file length: a block device (type='block' disk) has a length of 0.
         var size = SizeOf(input, source);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        // Three stages on their own threads, a few chunks apart: reading, then finding and hashing the non-zero
-        // blocks, then writing them. Each stage keeps a core busy while the others wait on the kernel, so the copy
-        // runs at the pace of its slowest stage rather than of all three added up.
-        var free = Channel.CreateBounded<byte[]>(PipelineDepth);
+        using var free = new BlockingCollection<byte[]>(PipelineDepth);
         for (var i = 0; i < PipelineDepth; i++)
-            free.Writer.TryWrite(GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true));
-        var read = Channel.CreateBounded<Chunk>(PipelineDepth);
-        var scanned = Channel.CreateBounded<Chunk>(PipelineDepth);
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        using var segments = segmentDigests ? new SegmentHasher(size) : null;
-        long dataBytes = 0;
-
-        var reader = Stage(read.Writer, stop, async () =>
+            free.Add(GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true));
+        using var toHash = new BlockingCollection<Chunk>(PipelineDepth);
+        var hasher = new Hasher(size, segmentDigests);
+        var hashing = new Thread(() => hasher.Run(toHash, free, stop)) { IsBackground = true, Name = "OdaKvmBackup hasher" };
+        hashing.Start();
+        var clock = Stopwatch.StartNew();
+        long nextChunk = 0, readBytes = 0;
+        try
         {
-            long nextChunk = 0;
             foreach (var (start, end) in DataExtents(input, size))
             {
                 for (var chunk = start - start % ChunkSize; chunk < end; chunk += ChunkSize)
                 {
                     if (chunk < nextChunk)
                         continue; // this chunk straddled the previous extent and was done with it
-                    var buffer = await free.Reader.ReadAsync(stop.Token).ConfigureAwait(false);
+                    var buffer = free.Take(stop.Token);
                     var length = (int)Math.Min(ChunkSize, size - chunk);
                     ReadFully(input, buffer.AsSpan(0, length), chunk);
                     nextChunk = chunk + ChunkSize;
-                    await read.Writer.WriteAsync(new Chunk(chunk, length, buffer, new List<(int, int)>()), stop.Token).ConfigureAwait(false);
+                    var runs = FindRuns(buffer.AsSpan(0, length));
+                    if (output is not null)
+                    {
+                        foreach (var (runStart, runEnd) in runs)
+                            Wait(output.WriteAsync(chunk + runStart, buffer.AsMemory(runStart, runEnd - runStart), stop.Token));
+                    }
+                    toHash.Add(new Chunk(chunk, length, buffer, runs), stop.Token);
+                    readBytes += length;
+                    progress?.Invoke(Math.Min(nextChunk, size), size);
+                    Throttle(bandwidth, readBytes, clock, stop.Token);
                 }
             }
-        });
-        var scanner = Stage(scanned.Writer, stop, async () =>
-        {
-            await foreach (var chunk in read.Reader.ReadAllAsync(stop.Token).ConfigureAwait(false))
-            {
-                dataBytes += ScanChunk(chunk.Buffer.AsSpan(0, chunk.Length), chunk.Offset, hash, chunk.Runs);
-                segments?.Add(chunk.Offset, chunk.Buffer.AsSpan(0, chunk.Length), chunk.Runs.Count > 0);
-                await scanned.Writer.WriteAsync(chunk, stop.Token).ConfigureAwait(false);
-            }
-        });
-
-        var clock = Stopwatch.StartNew();
-        long readBytes = 0;
-        try
-        {
-            await foreach (var chunk in scanned.Reader.ReadAllAsync(stop.Token).ConfigureAwait(false))
-            {
-                if (output is not null)
-                {
-                    foreach (var (runStart, runEnd) in chunk.Runs)
-                        await output.WriteAsync(chunk.Offset + runStart, chunk.Buffer.AsMemory(runStart, runEnd - runStart), stop.Token).ConfigureAwait(false);
-                }
-                readBytes += chunk.Length;
-                free.Writer.TryWrite(chunk.Buffer);
-                progress?.Invoke(Math.Min(chunk.Offset + chunk.Length, size), size);
-                Throttle(bandwidth, readBytes, clock, stop.Token);
-            }
-            await Task.WhenAll(reader, scanner).ConfigureAwait(false);
+            toHash.CompleteAdding();
+            hashing.Join();
+            hasher.Failure?.Throw();
         }
         catch
         {
-            await stop.CancelAsync().ConfigureAwait(false);
-            await Task.WhenAll(reader, scanner).ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+            toHash.CompleteAdding();
+            stop.Cancel();
+            hashing.Join();
             throw;
         }
-        if (output is not null)
-            await output.CompleteAsync(size, ct).ConfigureAwait(false);
-        Span<byte> sizeBytes = stackalloc byte[8];
-        BinaryPrimitives.WriteInt64LittleEndian(sizeBytes, size);
-        hash.AppendData(sizeBytes);
+        ct.ThrowIfCancellationRequested();
+        output?.CompleteAsync(size, ct).GetAwaiter().GetResult();
         progress?.Invoke(size, size);
-        return new CopyResult(size, dataBytes, Convert.ToHexString(hash.GetHashAndReset()).ToLowerInvariant(), segments?.Finish());
+        return hasher.Result(size);
+    }
+
+    /// <summary>Waits for a write: a local one is done already; a remote one returns once its data is queued.</summary>
+    private static void Wait(ValueTask write)
+    {
+        if (!write.IsCompletedSuccessfully)
+            write.AsTask().GetAwaiter().GetResult();
+    }
+
+    /// <summary>The hashing thread: the content digest (and the segment digests of a remote copy) of what the
+    /// copying thread has read, in order; each buffer goes back to the copying thread once hashed.</summary>
+    private sealed class Hasher(long size, bool segmentDigests)
+    {
+        private const int Batch = 32;
+        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        private readonly SegmentHasher? _segments = segmentDigests ? new SegmentHasher(size) : null;
+        // (offset, block) pairs gathered and hashed in one call: far fewer calls into the crypto library.
+        private readonly byte[] _pairs = GC.AllocateUninitializedArray<byte>(Batch * (8 + BlockSize));
+        private long _dataBytes;
+
+        public System.Runtime.ExceptionServices.ExceptionDispatchInfo? Failure { get; private set; }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Run(BlockingCollection<Chunk> chunks, BlockingCollection<byte[]> free, CancellationTokenSource stop)
+        {
+            try
+            {
+                foreach (var chunk in chunks.GetConsumingEnumerable(stop.Token))
+                {
+                    _dataBytes += HashRuns(chunk.Buffer.AsSpan(0, chunk.Length), chunk.Offset, _hash, chunk.Runs, _pairs);
+                    _segments?.Add(chunk.Offset, chunk.Buffer.AsSpan(0, chunk.Length), chunk.Runs.Count > 0);
+                    free.Add(chunk.Buffer);
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+            }
+            catch (Exception ex)
+            {
+                Failure = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex);
+                stop.Cancel();
+            }
+        }
+
+        public CopyResult Result(long fileSize)
+        {
+            Span<byte> sizeBytes = stackalloc byte[8];
+            BinaryPrimitives.WriteInt64LittleEndian(sizeBytes, fileSize);
+            _hash.AppendData(sizeBytes);
+            var digest = Convert.ToHexString(_hash.GetHashAndReset()).ToLowerInvariant();
+            var segments = _segments?.Finish();
+            _hash.Dispose();
+            _segments?.Dispose();
+            return new CopyResult(fileSize, _dataBytes, digest, segments);
+        }
     }
 
     /// <summary>The plain SHA-256 of each segment that holds data. Zeros (all-zero chunks, and holes that were never
@@ -213,25 +259,7 @@ public static partial class SparseCopy
         public void Dispose() => _hash.Dispose();
     }
 
-    /// <summary>Runs one stage on its own thread; its output channel is completed when it ends, with its error if
-    /// it failed (which also stops the other stages).</summary>
-    private static Task Stage<T>(ChannelWriter<T> output, CancellationTokenSource stop, Func<Task> body) =>
-        Task.Factory.StartNew(async () =>
-        {
-            try
-            {
-                await body().ConfigureAwait(false);
-                output.TryComplete();
-            }
-            catch (Exception ex)
-            {
-                output.TryComplete(ex);
-                await stop.CancelAsync().ConfigureAwait(false);
-                throw;
-            }
-        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default).Unwrap();
-
-    /// <summary>A chunk of the source on its way through the stages, with its non-zero runs once scanned.</summary>
+    /// <summary>A chunk of the source on its way to the hasher, with its runs of non-zero 4 KiB blocks.</summary>
     private sealed record Chunk(long Offset, int Length, byte[] Buffer, List<(int Start, int End)> Runs);
 
     private static void ReadFully(SafeFileHandle input, Span<byte> data, long offset)
@@ -247,34 +275,77 @@ public static partial class SparseCopy
         data[read..].Clear(); // a file that shrank while read: what is gone reads as zeros, as a hole would
     }
 
-    /// <summary>Hashes the non-zero 4 KiB blocks of a chunk and collects them as runs to write; returns their bytes.
+    /// <summary>The runs of 4 KiB blocks of a chunk that hold a non-zero byte: what is written, and hashed.
     /// The hot loop of every copy: optimized at once, not after the tiered JIT has watched it for a while.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static long ScanChunk(ReadOnlySpan<byte> data, long chunkOffset, IncrementalHash hash, List<(int Start, int End)> runs)
+    internal static List<(int Start, int End)> FindRuns(ReadOnlySpan<byte> data)
     {
-        runs.Clear();
-        Span<byte> offsetBytes = stackalloc byte[8];
-        long dataBytes = 0;
+        var runs = new List<(int Start, int End)>();
         var runStart = -1;
         for (var block = 0; block < data.Length; block += BlockSize)
         {
-            var blockData = data.Slice(block, Math.Min(BlockSize, data.Length - block));
-            if (!blockData.ContainsAnyExcept((byte)0))
+            if (!IsAllZero(data.Slice(block, Math.Min(BlockSize, data.Length - block))))
             {
-                if (runStart >= 0)
-                    runs.Add((runStart, block));
-                runStart = -1;
-                continue;
+                if (runStart < 0)
+                    runStart = block;
             }
-            BinaryPrimitives.WriteInt64LittleEndian(offsetBytes, chunkOffset + block);
-            hash.AppendData(offsetBytes);
-            hash.AppendData(blockData);
-            dataBytes += blockData.Length;
-            if (runStart < 0)
-                runStart = block;
+            else if (runStart >= 0)
+            {
+                runs.Add((runStart, block));
+                runStart = -1;
+            }
         }
         if (runStart >= 0)
             runs.Add((runStart, data.Length));
+        return runs;
+    }
+
+    /// <summary>True when every byte is 0. Written here with vectors, rather than calling the library's search, so
+    /// that the first copy of a process runs it at full speed too: a fully allocated vdisk is mostly zeros, and this
+    /// is where a copy of one spends its time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static bool IsAllZero(ReadOnlySpan<byte> block)
+    {
+        var vectors = MemoryMarshal.Cast<byte, Vector256<byte>>(block);
+        var any = Vector256<byte>.Zero;
+        foreach (var v in vectors)
+            any |= v;
+        if (any != Vector256<byte>.Zero)
+            return false;
+        foreach (var b in block[(vectors.Length * Vector256<byte>.Count)..])
+        {
+            if (b != 0)
+                return false;
+        }
+        return true;
+    }
+
+    /// <summary>Adds each non-zero block of the runs to the content digest (its offset, then its bytes); returns
+    /// their bytes. The pairs are gathered in <paramref name="pairs"/> and hashed a batch at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static long HashRuns(ReadOnlySpan<byte> data, long chunkOffset, IncrementalHash hash, List<(int Start, int End)> runs, byte[]? pairs = null)
+    {
+        pairs ??= new byte[8 + BlockSize];
+        var filled = 0;
+        long dataBytes = 0;
+        foreach (var (start, end) in runs)
+        {
+            for (var block = start; block < end; block += BlockSize)
+            {
+                var blockData = data.Slice(block, Math.Min(BlockSize, end - block));
+                if (filled + 8 + blockData.Length > pairs.Length)
+                {
+                    hash.AppendData(pairs, 0, filled);
+                    filled = 0;
+                }
+                BinaryPrimitives.WriteInt64LittleEndian(pairs.AsSpan(filled, 8), chunkOffset + block);
+                blockData.CopyTo(pairs.AsSpan(filled + 8));
+                filled += 8 + blockData.Length;
+                dataBytes += blockData.Length;
+            }
+        }
+        if (filled > 0)
+            hash.AppendData(pairs, 0, filled);
         return dataBytes;
     }
 

@@ -18,7 +18,7 @@ public static class StreamCopy
     {
         var size = reader.Size;
         var buffer = new byte[ChunkSize];
-        var runs = new List<(int Start, int End)>();
+        List<(int Start, int End)> runs;
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         long dataBytes = 0;
         for (long offset = 0; offset < size; offset += ChunkSize)
@@ -33,7 +33,8 @@ public static class StreamCopy
                     throw new IOException($"The stored file ended at {offset + read} bytes; its size is {size}.");
                 read += n;
             }
-            dataBytes += SparseCopy.ScanChunk(buffer.AsSpan(0, length), offset, hash, runs);
+            runs = SparseCopy.FindRuns(buffer.AsSpan(0, length));
+            dataBytes += SparseCopy.HashRuns(buffer.AsSpan(0, length), offset, hash, runs);
             if (writer is not null)
             {
                 foreach (var (start, end) in runs)
