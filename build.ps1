@@ -180,7 +180,11 @@ function Invoke-Lab {
 }
 
 function Invoke-Pester5 {
-    $paths = if ($PesterPath) { $PesterPath } else { @(Join-Path $Root 'tests/Pester') }
+    # Every file by default, the lab's teardown test last (it takes the lab down and brings it back).
+    $paths = if ($PesterPath) { $PesterPath } else {
+        $files = @(Get-ChildItem -Path (Join-Path $Root 'tests/Pester') -Filter '*.Tests.ps1' | Sort-Object Name)
+        @($files | Where-Object Name -ne 'Teardown.Tests.ps1' | ForEach-Object FullName) + @($files | Where-Object Name -eq 'Teardown.Tests.ps1' | ForEach-Object FullName)
+    }
     $script = @'
 param($modules, $pathList, $resultFile, $scratch)
 $paths = $pathList -split ','
