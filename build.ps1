@@ -80,6 +80,7 @@ function Publish-Module {
         Copy-Item (Join-Path $publish $file) $ModuleOut
     }
     Copy-Item (Join-Path $Root 'module/OdaKvmBackup.format.ps1xml'), (Join-Path $Root 'LICENSE') $ModuleOut
+    Copy-Item (Join-Path $Root 'module/Scripts') $ModuleOut -Recurse
     $version = ([xml](Get-Content -Raw (Join-Path $Root 'Directory.Build.props'))).Project.PropertyGroup.Version
     (Get-Content -Raw (Join-Path $Root 'module/OdaKvmBackup.psd1')) -replace "ModuleVersion\s*=\s*'[^']*'", "ModuleVersion        = '$version'" |
         Set-Content -NoNewline (Join-Path $ModuleOut 'OdaKvmBackup.psd1')
@@ -146,6 +147,8 @@ function Invoke-Package {
     New-Item -ItemType Directory -Force -Path $packages | Out-Null
     $scratchHome = Join-Path $Out 'package-home'
     if (Test-Path $scratchHome) { Remove-Item -Recurse -Force $scratchHome }
+    # It must exist: where it does not, .NET finds no data folder and PSResourceGet writes its list under the cwd.
+    New-Item -ItemType Directory -Force -Path (Join-Path $scratchHome '.local/share') | Out-Null
     $script = "Register-PSResourceRepository -Name OdaKvmBackupBuild -Uri '$packages' -Trusted; Publish-PSResource -Path '$ModuleOut' -Repository OdaKvmBackupBuild"
     $saved = $env:HOME, $env:XDG_DATA_HOME
     $env:HOME = $scratchHome; $env:XDG_DATA_HOME = Join-Path $scratchHome '.local/share'

@@ -9,7 +9,7 @@
     PowerShellVersion    = '7.4'
     CompatiblePSEditions = @('Core')
     FormatsToProcess     = @('OdaKvmBackup.format.ps1xml')
-    FileList             = @('OdaKvmBackup.dll', 'OdaKvmBackup.Core.dll', 'CliWrap.dll', 'OdaKvmBackup.format.ps1xml', 'LICENSE')
+    FileList             = @('OdaKvmBackup.dll', 'OdaKvmBackup.Core.dll', 'CliWrap.dll', 'OdaKvmBackup.format.ps1xml', 'LICENSE', 'Scripts/Invoke-KvmNightlyBackup.ps1')
     CmdletsToExport      = @(
         'Get-VmDisk'
         'New-KvmDiskSnapshot'

@@ -10,6 +10,8 @@ BeforeAll {
     # A pwsh whose home and data folders (module path, PSResourceGet's repository list) are scratch ones: nothing of
     # this machine's own settings is used or changed.
     function Invoke-IsolatedPwsh([string] $DataHome, [string] $Command) {
+        # It must exist: where it does not, .NET finds no data folder and PSResourceGet writes its list under the cwd.
+        $null = New-Item -ItemType Directory -Force -Path (Join-Path $DataHome '.local/share')
         $psi = [Diagnostics.ProcessStartInfo]::new($Pwsh[0])
         foreach ($a in @($Pwsh[1], '-NoProfile', '-NonInteractive', '-Command', $Command)) { $psi.ArgumentList.Add($a) }
         $psi.Environment['HOME'] = $DataHome
@@ -37,6 +39,8 @@ Install-PSResource -Name OdaKvmBackup -Repository local -Scope CurrentUser -Trus
 
     It 'is accepted by the repository, with the version, tags, licence and explicit exports of the manifest' {
         $published.ExitCode | Should -Be 0 -Because $published.Err
+        # The repository was registered in the scratch data folder, not in this machine's own settings.
+        Test-Path (Join-Path $dataHome '.local/share/PSResourceGet/PSResourceRepository.xml') | Should -BeTrue
         $nupkg = @(Get-ChildItem -Path $repository -Filter 'OdaKvmBackup.*.nupkg')
         $nupkg.Count | Should -Be 1
         $version = ([xml](Get-Content -Raw (Join-Path $RepoRoot 'Directory.Build.props'))).Project.PropertyGroup.Version

@@ -158,7 +158,7 @@ Describe 'Bad paths' {
         # Even -Force deletes nothing: the older set is kept aside.
         $kept = @(Get-ChildItem -Directory (Join-Path $destination $Vm) | Where-Object Name -like "$($objects[0].RunId).replaced-*")
         $kept.Count | Should -Be 1
-        Get-ChildItem -LiteralPath $kept[0].FullName | Should -BeNullOrEmpty -Because 'the folder made in the test was empty
+        Get-ChildItem -LiteralPath $kept[0].FullName | Should -BeNullOrEmpty -Because 'the folder made in the test was empty'
     }
 }
 

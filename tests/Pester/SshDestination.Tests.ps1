@@ -18,6 +18,9 @@ Describe 'A hot backup to an SSH server' {
     BeforeAll {
         $script:remote = New-RemoteFolder ssh-dest
         $script:retention = New-TestFolder ssh-ret
+        # Data enough that ssh's own fixed cost (handshakes, a few KiB per connection) does not decide the ratio.
+        $r = Invoke-LabGuestCommand -DomainName linux_vm -Command 'dd if=/dev/urandom of=/mnt/b/wire bs=1M count=16 conv=fsync 2>/dev/null; sync'
+        if ($r.ExitCode -ne 0) { throw "guest write failed: $($r.StdErr)" }
         $received = Get-LabLoopbackReceivedBytes
         $script:objects = Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination "root@odakvm-backup:$remote" |
             Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
@@ -63,6 +66,61 @@ Describe 'A hot backup to an SSH server' {
         Get-Mode (Join-Path $remote 'linux_vm') | Should -Be '700'
         Get-Mode $set | Should -Be '700'
         foreach ($file in Get-ChildItem -File $set) { Get-Mode $file.FullName | Should -Be '600' }
+    }
+}
+
+Describe 'Sets on an SSH server: listed, tested on the server, restored' {
+    BeforeAll {
+        $script:remote = New-RemoteFolder ssh-wayback
+        $script:location = "odakvm-backup:$remote"
+        $script:objects = Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination $location |
+            Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder ssh-wayback-ret)
+        $script:setPath = Join-Path $remote "linux_vm/$($objects[0].RunId)"
+    }
+
+    It 'lists the set with Get-KvmBackup, read through SSH' {
+        $sets = @(Get-KvmBackup -Path $location -DomainName 'linux*')
+        $sets.Count | Should -Be 1
+        $sets[0].RunId | Should -Be $objects[0].RunId
+        $sets[0].Status | Should -Be 'Complete'
+        $sets[0].Disks.Count | Should -Be 2
+    }
+
+    It 'tests it where it lies (on the server), and names the damaged disk once a byte of its copy changes' {
+        $good = Get-KvmBackup -Path $location -DomainName linux_vm | Test-KvmBackup
+        $good.Passed | Should -BeTrue
+        $good.ReadWhere | Should -Match 'server'
+        # One byte of the raw copy changes on the server's disk, inside a segment that holds data.
+        $copy = Join-Path $setPath 'disco_secundario'
+        $manifest = Get-Content -Raw (Join-Path $setPath 'backup.json') | ConvertFrom-Json
+        $segment = [long]@($manifest.Disks | Where-Object Target -eq vdb)[0].SegmentDigests.PSObject.Properties.Name[0]
+        $fs = [IO.File]::Open($copy, 'Open', 'ReadWrite')
+        try {
+            $offset = $segment * 16MB + 1024
+            $fs.Position = $offset; $b = $fs.ReadByte(); $fs.Position = $offset; $fs.WriteByte(($b + 1) % 256)
+        }
+        finally { $fs.Dispose() }
+        $bad = Get-KvmBackup -Path $location -DomainName linux_vm | Test-KvmBackup -ErrorVariable damaged -ErrorAction SilentlyContinue
+        $bad.Passed | Should -BeFalse
+        ($damaged | ForEach-Object { $_.FullyQualifiedErrorId }) | Should -Contain 'BackupCopyDamaged,OdaKvmBackup.Commands.TestKvmBackupCommand'
+        ($damaged | Out-String) | Should -Match 'vdb'
+        # Put the byte back for the restore below.
+        $fs = [IO.File]::Open($copy, 'Open', 'ReadWrite')
+        try { $fs.Position = $offset; $fs.WriteByte($b) } finally { $fs.Dispose() }
+    }
+
+    It 'restores it to a local folder, streamed back sparse and checked' {
+        $target = New-TestFolder ssh-restore
+        $restored = Get-KvmBackup -Path $location -DomainName linux_vm | Restore-KvmBackup -Destination $target -Confirm:$false
+        $restored.Disks.Count | Should -Be 2
+        foreach ($file in 'linux_boot', 'disco_secundario') {
+            $local = @(Get-ChildItem -Recurse -File $target | Where-Object Name -eq $file)
+            $local.Count | Should -Be 1
+            & qemu-img compare -f (Get-ImageFormat $local[0].FullName) -F (Get-ImageFormat $local[0].FullName) $local[0].FullName (Join-Path $setPath $file) | Out-Null
+            $LASTEXITCODE | Should -Be 0 -Because "$file restored must equal the copy on the server"
+        }
+        $raw = @(Get-ChildItem -Recurse -File $target | Where-Object Name -eq 'disco_secundario')[0]
+        Get-AllocatedBytes $raw.FullName | Should -BeLessThan ($raw.Length / 2) -Because 'the restore is sparse'
     }
 }
 
