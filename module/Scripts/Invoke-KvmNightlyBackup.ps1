@@ -11,21 +11,24 @@
     With -TestLatest, each VM's newest set is read back and checked (Test-KvmBackup; add -BootTest to boot it).
 
     The log (a transcript, 0600) goes next to the backups: <Destination>/.odakvmbackup-logs/nightly-<UTC time>.log for
-    a local destination; for an SSH destination, under /var/log/odakvmbackup on this host.
+    a local destination; for an SSH destination (or a local folder that is missing), under /var/log/odakvmbackup on this host.
 
     Exit code: 0 when every VM was backed up (and tested, with -TestLatest); 1 when any VM failed (the log and the
-    summary at its end say which and why); 2 when the run itself could not start (a bad parameter, a missing module).
+    summary at its end say which and why); 2 when the run itself could not start (the module or the log folder
+    missing). A parameter pwsh itself refuses (missing, unknown, out of range) exits 1 before the script runs, with
+    the reason on stderr: cron mails it.
 .EXAMPLE
-    /usr/local/share/powershell/Modules/OdaKvmBackup/Scripts/Invoke-KvmNightlyBackup.ps1 -DomainName 'ora*,app01' -Destination /backup -RetentionPath /kvm/retencao -KeepLast 7
+    (Install-PSResource puts the module in a version folder: Get-Module -ListAvailable OdaKvmBackup shows it.)
+    /usr/local/share/powershell/Modules/OdaKvmBackup/<version>/Scripts/Invoke-KvmNightlyBackup.ps1 -DomainName 'ora*,app01' -Destination /backup -RetentionPath /kvm/retencao -KeepLast 7
 
     The cron entry (as root, every night at 02:00):
-        0 2 * * * /usr/local/bin/pwsh -NoProfile -File /usr/local/share/powershell/Modules/OdaKvmBackup/Scripts/Invoke-KvmNightlyBackup.ps1 -DomainName 'ora*' -Destination /backup -RetentionPath /kvm/retencao -KeepLast 7
+        0 2 * * * /usr/local/bin/pwsh -NoProfile -File /usr/local/share/powershell/Modules/OdaKvmBackup/<version>/Scripts/Invoke-KvmNightlyBackup.ps1 -DomainName 'ora*' -Destination /backup -RetentionPath /kvm/retencao -KeepLast 7
 .EXAMPLE
     A systemd timer instead of cron: /etc/systemd/system/kvm-backup.service
 
         [Service]
         Type=oneshot
-        ExecStart=/usr/local/bin/pwsh -NoProfile -File /usr/local/share/powershell/Modules/OdaKvmBackup/Scripts/Invoke-KvmNightlyBackup.ps1 -DomainName 'ora*' -Destination root@backupsrv:/backup -RetentionPath /kvm/retencao
+        ExecStart=/usr/local/bin/pwsh -NoProfile -File /usr/local/share/powershell/Modules/OdaKvmBackup/<version>/Scripts/Invoke-KvmNightlyBackup.ps1 -DomainName 'ora*' -Destination root@backupsrv:/backup -RetentionPath /kvm/retencao
 
     and /etc/systemd/system/kvm-backup.timer
 
@@ -68,9 +71,11 @@ $DomainName = @($DomainName | ForEach-Object { $_ -split ',' } | ForEach-Object 
 try {
     Import-Module $Module
     $stamp = [DateTime]::UtcNow.ToString('yyyyMMdd-HHmmss')
-    $remote = $Destination -match '^[^/.~][^/]*:'
+    # A folder here gets the log beside its backups; anything else (an SSH destination, a folder that is missing and
+    # that the backup will report) logs on this host.
+    $local = Test-Path -LiteralPath $Destination -PathType Container
     if (-not $LogPath) {
-        $folder = if ($remote) { '/var/log/odakvmbackup' } else { Join-Path $Destination '.odakvmbackup-logs' }
+        $folder = if ($local) { Join-Path $Destination '.odakvmbackup-logs' } else { '/var/log/odakvmbackup' }
         $LogPath = Join-Path $folder "nightly-$stamp.log"
     }
     # The log names every VM and disk: private, like the backups.

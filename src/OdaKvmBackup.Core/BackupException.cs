@@ -50,7 +50,6 @@ public static class ErrorIds
     public const string CopyFailed = "CopyFailed";
     public const string CopyVerificationFailed = "CopyVerificationFailed";
     public const string DomainStartedDuringColdCopy = "DomainStartedDuringColdCopy";
-    public const string NotFromThisSession = "NotFromNewKvmDiskSnapshot";
     public const string CommitFailed = "CommitFailed";
     public const string PivotNotReady = "PivotNotReady";
     public const string OverlayInUse = "OverlayInUse";
@@ -71,7 +70,6 @@ public static class ErrorIds
     public const string RunClosed = "RunClosed";
     public const string SharedDiskNotSupported = "SharedDiskNotSupported";
     public const string CommandTimedOut = "CommandTimedOut";
-    public const string UnrecordedOverlay = "UnrecordedOverlay";
     public const string UnexpectedError = "UnexpectedError";
     public const string PathNotReadable = "PathNotReadable";
     public const string InvalidSshDestination = "InvalidSshDestination";

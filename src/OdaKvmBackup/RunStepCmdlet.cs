@@ -1,3 +1,4 @@
+using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Safety;
 
 namespace OdaKvmBackup.Commands;
@@ -14,6 +15,41 @@ public abstract class RunStepCmdlet : KvmCmdlet, IDisposable
 
     /// <summary>Set at the end of EndProcessing: a pipeline that got there was not stopped.</summary>
     protected bool Completed { get; set; }
+
+    private readonly List<VmDiskBackup> _held = new();
+
+    /// <summary>Move-OverlayToRetention, the backup's last step, and whichever step ends the pipeline hold a disk
+    /// back until its set's status is final and written (verification goes on in the background): what the user
+    /// keeps shows the status the set keeps, never a passing InProgress.</summary>
+    protected virtual bool HoldsUntilSetSettled => MyInvocation.PipelinePosition == MyInvocation.PipelineLength;
+
+    /// <summary>Passes a disk on down the pipeline (held back first where <see cref="HoldsUntilSetSettled"/>).</summary>
+    protected void PassOn(VmDiskBackup disk)
+    {
+        PassOnSettled();
+        if (HoldsUntilSetSettled && !disk.Run.SetSettled)
+            _held.Add(disk);
+        else
+            WriteObject(disk);
+    }
+
+    private void PassOnSettled()
+    {
+        foreach (var disk in _held.Where(d => d.Run.SetSettled).ToList())
+        {
+            _held.Remove(disk);
+            WriteObject(disk);
+        }
+    }
+
+    /// <summary>At the end of the command: every verification of this pipeline has ended by now (Copy-VmDisk waits for
+    /// them in its own end), so whatever is still held goes.</summary>
+    protected void PassOnHeld()
+    {
+        foreach (var disk in _held)
+            WriteObject(disk);
+        _held.Clear();
+    }
 
     protected void Adopt(BackupRun run)
     {

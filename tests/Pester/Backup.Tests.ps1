@@ -66,7 +66,13 @@ Describe 'The one-liner on a running VM' {
             } |
             Invoke-BlockCommit |
             Move-OverlayToRetention -Path $retention -Verbose 4>&1 -OutVariable all |
-            Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }
+            Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] } |
+            ForEach-Object -Begin { $script:seenOnTheWay = @() } -Process {
+                # What a script further down the pipeline sees, as each object passes.
+                $manifest = Get-Content -Raw (Join-Path $_.BackupSet 'backup.json') | ConvertFrom-Json
+                $script:seenOnTheWay += [pscustomobject]@{ SetStatus = $_.SetStatus; Verified = $_.Verified; Manifest = $manifest.Status }
+                $_
+            }
         $script:set = Join-Path $backup "linux_vm/$($result[0].RunId)"
     }
 
@@ -74,6 +80,15 @@ Describe 'The one-liner on a running VM' {
         $result.Count | Should -Be 2
         $result.Stage | Sort-Object -Unique | Should -Be 'Retained'
         $result.Consistency | Sort-Object -Unique | Should -Be 'Quiesced'
+    }
+
+    It 'hands each object on with its set final: Complete and verified, as backup.json already says' {
+        $seenOnTheWay.Count | Should -Be 2
+        foreach ($seen in $seenOnTheWay) {
+            $seen.SetStatus | Should -Be 'Complete'
+            $seen.Verified | Should -BeTrue
+            $seen.Manifest | Should -Be 'Complete'
+        }
     }
 
     It 'leaves every disk writing to its own file again, live and in the saved definition' {
@@ -190,6 +205,34 @@ Describe 'Two VMs in one pipeline' {
                 (Test-LabImageFileSystem -Path (Join-Path $mine[0].BackupSet $file)).Clean | Should -BeTrue
             }
         }
+    }
+}
+
+Describe 'A VM whose disks take different times to copy' {
+    BeforeAll {
+        Reset-LabVmIfNeeded linux_vm
+        $backup = New-TestFolder backup-paced
+        # 16 MiB/s per disk: the 1.3 MiB qcow2 boot disk is copied at once, the 64 MiB raw vdisk takes about 4 s.
+        $script:seen = @(Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination $backup -BandwidthLimit 16 |
+                Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder retention-paced) |
+                ForEach-Object {
+                    $manifest = Get-Content -Raw (Join-Path $_.BackupSet 'backup.json') | ConvertFrom-Json
+                    [pscustomobject]@{ Target = $_.Target; OnOverlay = $_.TimeOnOverlay.TotalSeconds; SetStatus = $_.SetStatus; Manifest = $manifest.Status }
+                })
+    }
+
+    It 'puts each disk back on its own file as soon as its own copy is done, not when the slowest one is' {
+        $vda = $seen | Where-Object Target -eq vda
+        $vdb = $seen | Where-Object Target -eq vdb
+        $vdb.OnOverlay | Should -BeGreaterThan 3 -Because 'the raw vdisk is copied at 16 MiB/s'
+        $vda.OnOverlay | Should -BeLessThan ($vdb.OnOverlay - 2) -Because 'vda was committed while vdb was still copied'
+        Test-OnOwnDisks linux_vm | Should -BeTrue
+    }
+
+    It 'hands on no object before its set is final: each shows Complete, as backup.json already says' {
+        $seen.Count | Should -Be 2
+        $seen.SetStatus | Sort-Object -Unique | Should -Be 'Complete'
+        $seen.Manifest | Sort-Object -Unique | Should -Be 'Complete'
     }
 }
 

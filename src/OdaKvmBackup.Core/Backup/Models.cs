@@ -101,8 +101,7 @@ public sealed class VmDiskBackup
     public bool Verified => Disk.Verified;
     /// <summary>The status of the whole set this disk belongs to: Complete only once every disk of the snapshot is
     /// copied and verified; Incomplete when the run failed, even for a disk that had been copied.</summary>
-    public string SetStatus => Run.Abandoned ? Backup.BackupSetStatus.Incomplete
-        : Run.Record.Disks.All(d => d.Verified) ? Backup.BackupSetStatus.Complete : Backup.BackupSetStatus.InProgress;
+    public string SetStatus => Run.SetStatus;
     public string? RetainedOverlay => Disk.RetainedOverlay;
     /// <summary>How long the disk wrote to its overlay: from the snapshot until it was committed back.</summary>
     public TimeSpan? TimeOnOverlay => Run.Record.SnapshotUtc is { } from && Disk.CommittedUtc is { } to ? to - from : null;

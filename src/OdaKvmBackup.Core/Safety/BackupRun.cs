@@ -66,6 +66,33 @@ public sealed class BackupRun
         get { lock (_gate) return Record.FailureReason is not null; }
     }
 
+    /// <summary>The backup set's status: Incomplete for good once marked so; Complete once every disk was copied
+    /// and verified (a later failure, of a commit, does not spoil it); Incomplete when the run failed before that.</summary>
+    public string SetStatus
+    {
+        get { lock (_gate) return SetStatusLocked(); }
+    }
+
+    private string SetStatusLocked() =>
+        _incompleteReason is not null ? BackupSetStatus.Incomplete
+        : Record.Disks.All(d => d.Verified) ? BackupSetStatus.Complete
+        : Record.FailureReason is not null ? BackupSetStatus.Incomplete
+        : BackupSetStatus.InProgress;
+
+    /// <summary>True once the set's final status is known and written to its manifest (or there is no set): what
+    /// a pipeline hands its user then shows the status the set keeps.</summary>
+    public bool SetSettled
+    {
+        get
+        {
+            lock (_gate)
+                return Record.SetFolder is null || Record.FailureReason is not null
+                    || (_writtenStatus is { } written && written != BackupSetStatus.InProgress);
+        }
+    }
+
+    private string? _writtenStatus;
+
     private bool CopiesRunning
     {
         get { lock (_gate) return _copying.Count > 0; }
@@ -249,13 +276,13 @@ public sealed class BackupRun
             {
                 if (_store is null || Record.SetFolder is null)
                     return;
-                var status = _incompleteReason is not null ? BackupSetStatus.Incomplete
-                    : Record.FailureReason is null && Record.Disks.All(d => d.Verified) ? BackupSetStatus.Complete
-                    : BackupSetStatus.InProgress;
-                manifest = BackupManifest.FromRun(Record, status, _incompleteReason);
+                var status = SetStatusLocked();
+                manifest = BackupManifest.FromRun(Record, status, status == BackupSetStatus.Incomplete ? _incompleteReason ?? Record.FailureReason : null);
                 set = Record.SetFolder;
             }
             await BackupSet.SaveAsync(_store, set, manifest, ct).ConfigureAwait(false);
+            lock (_gate)
+                _writtenStatus = manifest.Status;
         }
         finally
         {

@@ -67,7 +67,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
             return; // its run failed (reported once), or it was copied and passed on with the first disk of its run
         if (_declined.Contains(run))
         {
-            WriteObject(disk);
+            PassOn(disk);
             return;
         }
         if (!_copy.Started(run))
@@ -77,7 +77,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
             if (!ShouldProcess($"{run.DomainName} ({string.Join(", ", run.Disks.Select(d => d.Target))})", $"Copy the frozen disk files into {set}, sparse, and verify them{replaces}"))
             {
                 _declined.Add(run);
-                WriteObject(disk);
+                PassOn(disk);
                 return;
             }
             try
@@ -90,7 +90,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
             {
                 WriteError(ToErrorRecord(ex, run.DomainName));
                 if (ex.ErrorId is ErrorIds.RunHasAnotherDestination)
-                    WriteObject(disk); // copied once already: let the rest of the pipeline commit it
+                    PassOn(disk); // copied once already: let the rest of the pipeline commit it
                 return;
             }
         }
@@ -104,6 +104,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
             PassOnUntil(run, null);
         foreach (var error in Run(_ => _copy!.FinishVerificationsAsync()))
             WriteError(ToErrorRecord(error, error.Target));
+        PassOnHeld();
         Completed = true;
     }
 
@@ -129,11 +130,11 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
             if (outcome is null)
             {
                 if (disk is not null && disk.Stage == BackupStage.Copied)
-                    WriteObject(disk); // copied by an earlier Copy-VmDisk of this pipeline, into this destination
+                    PassOn(disk); // copied by an earlier Copy-VmDisk of this pipeline, into this destination
                 return;
             }
             WriteVerbose($"Copied {outcome.Disk.Target} of {outcome.Disk.DomainName} in {outcome.Duration.TotalSeconds:0.0} s: {FileSystemPaths.FormatBytes(outcome.Disk.CopiedBytes ?? 0)} of data (content digest {outcome.Disk.ContentDigest}); it is read back from storage in the background.");
-            WriteObject(outcome.Disk);
+            PassOn(outcome.Disk);
             if (ReferenceEquals(outcome.Disk, disk))
                 return;
         }

@@ -37,12 +37,12 @@ public sealed class InvokeBlockCommitCommand : RunStepCmdlet
         if (disk.Overlay is null)
         {
             WriteVerbose($"{disk.Target} of {disk.DomainName}: cold backup, nothing to commit.");
-            WriteObject(disk);
+            PassOn(disk);
             return;
         }
         if (!ShouldProcess($"{disk.Target} of {disk.DomainName}", $"Commit overlay '{disk.Overlay}' into '{disk.Source}' and pivot back to it (blockcommit --active --pivot)"))
         {
-            WriteObject(disk);
+            PassOn(disk);
             return;
         }
         var activity = $"Committing {disk.Target} of {disk.DomainName}";
@@ -68,8 +68,12 @@ public sealed class InvokeBlockCommitCommand : RunStepCmdlet
         {
             CompleteProgress(progressId, activity);
         }
-        WriteObject(disk);
+        PassOn(disk);
     }
 
-    protected override void EndProcessing() => Completed = true;
+    protected override void EndProcessing()
+    {
+        PassOnHeld();
+        Completed = true;
+    }
 }

@@ -21,6 +21,9 @@ public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
     [AllowEmptyString]
     public string Path { get; set; } = "";
 
+    // The last step of a backup: what comes out of it is what the user keeps, wherever the pipeline goes on.
+    protected override bool HoldsUntilSetSettled => true;
+
     protected override void BeginProcessing()
     {
         _path = ResolveWritableFolder(Path, nameof(Path));
@@ -36,14 +39,14 @@ public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
         var record = run.Record.Disk(disk.Target);
         if (disk.Overlay is null || record.RetainedName is null)
         {
-            WriteObject(disk);
+            PassOn(disk);
             return;
         }
         var folder = BackupNames.RetentionFolder(disk.DomainName, disk.RunId);
         var target = System.IO.Path.Combine(_path, folder, record.RetainedName);
         if (!ShouldProcess(disk.Overlay, $"Move to '{target}'"))
         {
-            WriteObject(disk);
+            PassOn(disk);
             return;
         }
         try
@@ -60,8 +63,12 @@ public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
             WriteError(ToErrorRecord(ex, disk.DomainName));
             return;
         }
-        WriteObject(disk);
+        PassOn(disk);
     }
 
-    protected override void EndProcessing() => Completed = true;
+    protected override void EndProcessing()
+    {
+        PassOnHeld();
+        Completed = true;
+    }
 }

@@ -259,14 +259,56 @@ public sealed class BackupRunTests : IDisposable
         }
         await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
         var one = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.InProgress, run.SetStatus);
+        Assert.False(run.SetSettled); // a pipeline's last step holds its objects back meanwhile
         await run.RecordVerifiedAsync("vdb", "test", CancellationToken.None);
         var both = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Complete, run.SetStatus);
+        Assert.True(run.SetSettled);
 
         Assert.Equal(BackupSetStatus.InProgress, one.Status);
         Assert.Null(one.CompletedUtc);
         Assert.Equal(BackupSetStatus.Complete, both.Status);
         Assert.NotNull(both.CompletedUtc);
         Assert.All(both.Disks, d => Assert.True(d.Verified));
+    }
+
+    [Fact]
+    public async Task A_set_fully_verified_stays_Complete_when_a_commit_fails_later()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = Store();
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+        foreach (var target in new[] { "vda", "vdb" })
+        {
+            run.BeginCopy(target, store);
+            run.RecordCopied(target, new CopyResult(1, 1, new string('c', 64)));
+            await run.RecordVerifiedAsync(target, "test", CancellationToken.None);
+        }
+
+        await run.MarkSetIncompleteAsync("a commit failed", CancellationToken.None);
+
+        Assert.Equal(BackupSetStatus.Complete, run.SetStatus);
+        Assert.Equal(BackupSetStatus.Complete, (await Bench.ManifestAsync(store, run)).Status);
+    }
+
+    [Fact]
+    public async Task A_set_marked_Incomplete_says_so_in_the_run_and_in_its_manifest_with_the_reason()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = Store();
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.BeginCopy("vda", store);
+        run.RecordCopied("vda", new CopyResult(1, 1, new string('c', 64)));
+
+        await run.MarkSetIncompleteAsync("the copy of vdb failed", CancellationToken.None);
+        await run.RecordVerifiedAsync("vda", "test", CancellationToken.None); // a check that passes later changes nothing
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, run.SetStatus);
+        Assert.True(run.SetSettled);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Equal("the copy of vdb failed", manifest.Reason);
     }
 
     [Fact]
