@@ -115,24 +115,36 @@ function New-SourceFiles {
     [ordered]@{ '(a) qcow2 4 GiB, 1 GiB data' = $qcow2; '(b) raw 2 GiB allocated, 512 MiB data' = $raw }
 }
 
+# Runs the methods of one round, each round starting with the next one (A B C, B C A, C A B ...): no method always
+# runs first, after the previous round's files were deleted, or last, with the others' write-back still going.
+function Invoke-Rotated([int] $Round, [scriptblock[]] $Methods) {
+    for ($i = 0; $i -lt $Methods.Count; $i++) { . $Methods[($Round - 1 + $i) % $Methods.Count] }
+}
+
 function Invoke-LocalCopyRound([string] $Case, [string] $Source, [int] $Round) {
     $out = Join-Path $scratch 'local'
     New-Item -ItemType Directory -Force $out | Out-Null
-    $mib = (Get-Item $Source).Length / 1MB
-    Clear-PageCache $Source
-    $r = Measure-Process ($Pwsh + @('-NoProfile', '-File', $EngineScript, $Core, $Source, $out, 'ours'))
-    $m = $r.Output | ConvertFrom-Json
-    Add-Sample $Case 'Copy-VmDisk engine (sparse + digest + fsync)' $Round $m.Copy @{ Check = $m.Check; Process = $r.Seconds; Allocated = Get-AllocatedBytes (Join-Path $out 'ours') }
-    Remove-Item (Join-Path $out 'ours')
-    Clear-PageCache $Source
-    $r = Measure-Process @('sh', '-c', 'cp --sparse=always "$1" "$2" && sync "$2"', 'sh', $Source, (Join-Path $out 'cp'))
-    Add-Sample $Case 'cp --sparse=always; sync FILE' $Round $r.Seconds @{ Allocated = Get-AllocatedBytes (Join-Path $out 'cp') }
-    Remove-Item (Join-Path $out 'cp')
-    Clear-PageCache $Source
     $format = if ($Source -like '*.qcow2') { 'qcow2' } else { 'raw' }
-    $r = Measure-Process @('sh', '-c', 'qemu-img convert -f "$3" -O "$3" "$1" "$2" && sync "$2"', 'sh', $Source, (Join-Path $out 'qi'), $format)
-    Add-Sample $Case 'qemu-img convert; sync FILE' $Round $r.Seconds @{ Allocated = Get-AllocatedBytes (Join-Path $out 'qi') }
-    Remove-Item (Join-Path $out 'qi')
+    Invoke-Rotated $Round @(
+        {
+            Clear-PageCache $Source
+            $r = Measure-Process ($Pwsh + @('-NoProfile', '-File', $EngineScript, $Core, $Source, $out, 'ours'))
+            $m = $r.Output | ConvertFrom-Json
+            Add-Sample $Case 'Copy-VmDisk engine (sparse + digest + fsync)' $Round $m.Copy @{ Check = $m.Check; Process = $r.Seconds; Allocated = Get-AllocatedBytes (Join-Path $out 'ours') }
+            Remove-Item (Join-Path $out 'ours')
+        },
+        {
+            Clear-PageCache $Source
+            $r = Measure-Process @('sh', '-c', 'cp --sparse=always "$1" "$2" && sync "$2"', 'sh', $Source, (Join-Path $out 'cp'))
+            Add-Sample $Case 'cp --sparse=always; sync FILE' $Round $r.Seconds @{ Allocated = Get-AllocatedBytes (Join-Path $out 'cp') }
+            Remove-Item (Join-Path $out 'cp')
+        },
+        {
+            Clear-PageCache $Source
+            $r = Measure-Process @('sh', '-c', 'qemu-img convert -f "$3" -O "$3" "$1" "$2" && sync "$2"', 'sh', $Source, (Join-Path $out 'qi'), $format)
+            Add-Sample $Case 'qemu-img convert; sync FILE' $Round $r.Seconds @{ Allocated = Get-AllocatedBytes (Join-Path $out 'qi') }
+            Remove-Item (Join-Path $out 'qi')
+        })
 }
 
 function Invoke-SshCopyRound([string] $Case, [string] $Source, [int] $Round) {
@@ -140,23 +152,30 @@ function Invoke-SshCopyRound([string] $Case, [string] $Source, [int] $Round) {
     New-Item -ItemType Directory -Force $remote | Out-Null
     $ssh = @('-o', 'BatchMode=yes')
     $leaf = Split-Path -Leaf $Source
-    Clear-PageCache $Source
-    $lo = Get-LabLoopbackReceivedBytes
-    $r = Measure-Process ($Pwsh + @('-NoProfile', '-File', $EngineScript, $Core, $Source, "odakvm-backup:$remote", 'ours'))
-    $m = $r.Output | ConvertFrom-Json
-    Add-Sample $Case 'Copy-VmDisk SSH store (sparse + segment digests + fsync)' $Round $m.Copy @{ Check = $m.Check; Process = $r.Seconds; Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote 'ours') }
-    Remove-Item (Join-Path $remote 'ours')
-    Clear-PageCache $Source
-    $lo = Get-LabLoopbackReceivedBytes
-    $r = Measure-Process (@('scp', '-q') + $ssh + @($Source, "odakvm-backup:$remote/scp"))
-    Add-Sample $Case 'scp' $Round $r.Seconds @{ Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote 'scp') }
-    Remove-Item (Join-Path $remote 'scp')
-    Clear-PageCache $Source
-    $lo = Get-LabLoopbackReceivedBytes
-    New-Item -ItemType Directory -Force (Join-Path $remote 'tar') | Out-Null
-    $r = Measure-Process @('sh', '-c', 'tar -C "$1" -cSf - "$2" | ssh -o BatchMode=yes odakvm-backup "tar -C $3 -xSf -"', 'sh', (Split-Path $Source), $leaf, (Join-Path $remote 'tar'))
-    Add-Sample $Case 'tar -cS | ssh tar -xS' $Round $r.Seconds @{ Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote "tar/$leaf") }
-    Remove-Item -Recurse (Join-Path $remote 'tar')
+    Invoke-Rotated $Round @(
+        {
+            Clear-PageCache $Source
+            $lo = Get-LabLoopbackReceivedBytes
+            $r = Measure-Process ($Pwsh + @('-NoProfile', '-File', $EngineScript, $Core, $Source, "odakvm-backup:$remote", 'ours'))
+            $m = $r.Output | ConvertFrom-Json
+            Add-Sample $Case 'Copy-VmDisk SSH store (sparse + segment digests + fsync)' $Round $m.Copy @{ Check = $m.Check; Process = $r.Seconds; Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote 'ours') }
+            Remove-Item (Join-Path $remote 'ours')
+        },
+        {
+            Clear-PageCache $Source
+            $lo = Get-LabLoopbackReceivedBytes
+            $r = Measure-Process (@('scp', '-q') + $ssh + @($Source, "odakvm-backup:$remote/scp"))
+            Add-Sample $Case 'scp' $Round $r.Seconds @{ Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote 'scp') }
+            Remove-Item (Join-Path $remote 'scp')
+        },
+        {
+            Clear-PageCache $Source
+            $lo = Get-LabLoopbackReceivedBytes
+            New-Item -ItemType Directory -Force (Join-Path $remote 'tar') | Out-Null
+            $r = Measure-Process @('sh', '-c', 'tar -C "$1" -cSf - "$2" | ssh -o BatchMode=yes odakvm-backup "tar -C $3 -xSf -"', 'sh', (Split-Path $Source), $leaf, (Join-Path $remote 'tar'))
+            Add-Sample $Case 'tar -cS | ssh tar -xS' $Round $r.Seconds @{ Wire = (Get-LabLoopbackReceivedBytes) - $lo; Allocated = Get-AllocatedBytes (Join-Path $remote "tar/$leaf") }
+            Remove-Item -Recurse (Join-Path $remote 'tar')
+        })
 }
 
 function Test-Clean {
@@ -169,20 +188,23 @@ function Test-Clean {
 
 function Invoke-BackupRound([int] $Round) {
     $case = 'whole backup of lab_bench'
-    $dest = Join-Path $scratch "backup/A$Round"; $ret = Join-Path $scratch "retention/A$Round"
-    New-Item -ItemType Directory -Force $dest, $ret | Out-Null
-    $script = "Import-Module '$ModulePath'; Get-VmDisk $Vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '$dest' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$ret' | ForEach-Object { [pscustomobject]@{ Target = `$_.Target; OnOverlay = `$_.TimeOnOverlay.TotalSeconds; Status = `$_.SetStatus } } | ConvertTo-Json -Compress"
-    Clear-PageCache $VmDisks
-    $r = Measure-Process ($Pwsh + @('-NoProfile', '-Command', $script))
-    $objects = @($r.Output | ConvertFrom-Json)
-    if ($objects.Count -ne 2 -or @($objects | Where-Object Status -ne 'Complete').Count) { throw "the one-liner did not complete: $($r.Output)" }
-    if (-not (Test-Clean)) { throw "$Vm is not back on its own disks after the one-liner" }
-    Add-Sample $case 'the one-liner (pwsh started for it; copies verified)' $Round $r.Seconds @{ Exposure = ($objects | ForEach-Object { '{0} {1:0.00} s' -f $_.Target, $_.OnOverlay }) -join ', ' }
-
-    $dest = Join-Path $scratch "backup/B$Round"; $ret = Join-Path $scratch "retention/B$Round"
-    New-Item -ItemType Directory -Force $dest, $ret | Out-Null
-    # The procedure the module replaces, as a script would run it. Times: snapshot, then each pivot.
-    $byHand = @'
+    Invoke-Rotated $Round @(
+        {
+        $dest = Join-Path $scratch "backup/A$Round"; $ret = Join-Path $scratch "retention/A$Round"
+        New-Item -ItemType Directory -Force $dest, $ret | Out-Null
+        $script = "Import-Module '$ModulePath'; Get-VmDisk $Vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '$dest' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$ret' | ForEach-Object { [pscustomobject]@{ Target = `$_.Target; OnOverlay = `$_.TimeOnOverlay.TotalSeconds; Status = `$_.SetStatus } } | ConvertTo-Json -Compress"
+        Clear-PageCache $VmDisks
+        $r = Measure-Process ($Pwsh + @('-NoProfile', '-Command', $script))
+        $objects = @($r.Output | ConvertFrom-Json)
+        if ($objects.Count -ne 2 -or @($objects | Where-Object Status -ne 'Complete').Count) { throw "the one-liner did not complete: $($r.Output)" }
+        if (-not (Test-Clean)) { throw "$Vm is not back on its own disks after the one-liner" }
+        Add-Sample $case 'the one-liner (pwsh started for it; copies verified)' $Round $r.Seconds @{ Exposure = ($objects | ForEach-Object { '{0} {1:0.00} s' -f $_.Target, $_.OnOverlay }) -join ', ' }
+        },
+        {
+        $dest = Join-Path $scratch "backup/B$Round"; $ret = Join-Path $scratch "retention/B$Round"
+        New-Item -ItemType Directory -Force $dest, $ret | Out-Null
+        # The procedure the module replaces, as a script would run it. Times: snapshot, then each pivot.
+        $byHand = @'
 set -e
 vm=$1; dest=$2; ret=$3; snap=FILE_STAGE_BACKUP.TEMP
 disks=$(virsh -q domblklist "$vm" | awk '$2 != "-" {print $1 "=" $2}')
@@ -194,11 +216,12 @@ virsh snapshot-delete --domain "$vm" $snap --metadata >/dev/null
 for d in $disks; do virsh blockcommit "$vm" "${d%%=*}" --active --verbose --pivot >/dev/null 2>&1; echo "${d%%=*} $(awk "BEGIN { print $(date +%s.%N) - $t0 }")"; done
 for d in $disks; do src=${d#*=}; base=$(basename "$src"); mv "$(dirname "$src")/${base%.*}.$snap" "$ret/"; done
 '@
-    Clear-PageCache $VmDisks
-    $r = Measure-Process @('bash', '-c', $byHand, 'byhand', $Vm, $dest, $ret)
-    if (-not (Test-Clean)) { throw "$Vm is not back on its own disks after the steps by hand" }
-    $exposure = ($r.Output.Trim() -split "`n" | ForEach-Object { $t, $s = $_ -split ' '; '{0} {1:0.00} s' -f $t, [double]$s }) -join ', '
-    Add-Sample $case 'the 6 steps by hand (virsh, cp --sparse=always, sync, mv; nothing checked)' $Round $r.Seconds @{ Exposure = $exposure }
+        Clear-PageCache $VmDisks
+        $r = Measure-Process @('bash', '-c', $byHand, 'byhand', $Vm, $dest, $ret)
+        if (-not (Test-Clean)) { throw "$Vm is not back on its own disks after the steps by hand" }
+        $exposure = ($r.Output.Trim() -split "`n" | ForEach-Object { $t, $s = $_ -split ' '; '{0} {1:0.00} s' -f $t, [double]$s }) -join ', '
+        Add-Sample $case 'the 6 steps by hand (virsh, cp --sparse=always, sync, mv; nothing checked)' $Round $r.Seconds @{ Exposure = $exposure }
+        })
     Remove-Item -Recurse -Force (Join-Path $scratch 'backup'), (Join-Path $scratch 'retention')
 }
 

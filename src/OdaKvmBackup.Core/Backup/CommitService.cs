@@ -51,11 +51,15 @@ public sealed class CommitService
         while (true)
         {
             ct.ThrowIfCancellationRequested();
-            var state = await _virsh.GetStateAsync(domain, ct).ConfigureAwait(false);
+            // Asked together: each virsh call costs mostly its own start-up.
+            var stateCall = _virsh.GetStateAsync(domain, ct);
+            var xmlCall = _virsh.DumpXmlAsync(domain, inactive: false, ct);
+            await Task.WhenAll(stateCall, xmlCall).ConfigureAwait(false);
+            var state = stateCall.Result;
             if (state is "shut off" or "crashed")
                 return await CommitOfflineAsync(disk, ct).ConfigureAwait(false);
 
-            var live = DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false), state);
+            var live = DomainXml.Parse(xmlCall.Result, state);
             var current = live.Disks.FirstOrDefault(d => d.Target == disk.Target)
                 ?? throw Failed(disk, $"'{domain}' has no disk {disk.Target} any more.", null);
             var job = await _virsh.GetBlockJobAsync(domain, disk.Target, ct).ConfigureAwait(false);

@@ -8,7 +8,7 @@ namespace OdaKvmBackup.Core.Backup;
 public sealed class PreflightContext
 {
     private readonly QemuImgClient _qemuImg;
-    private readonly Dictionary<string, ImageInfo> _imageInfo = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Task<ImageInfo>> _imageInfo = new(StringComparer.Ordinal);
 
     public PreflightContext(QemuImgClient qemuImg) => _qemuImg = qemuImg;
 
@@ -30,12 +30,15 @@ public sealed class PreflightContext
     public void Problem(string id, BackupErrorCategory category, string message, string fix) =>
         Problems.Add(new BackupException(id, category, message, fix, DomainName));
 
-    /// <summary>qemu-img info of a disk, read once per preflight.</summary>
-    public async Task<ImageInfo> ImageInfoAsync(string path, CancellationToken ct)
+    /// <summary>qemu-img info of a disk, read once per preflight (the checks may ask for it at the same time).</summary>
+    public Task<ImageInfo> ImageInfoAsync(string path, CancellationToken ct)
     {
-        if (!_imageInfo.TryGetValue(path, out var info))
-            _imageInfo[path] = info = await _qemuImg.InfoAsync(path, ct).ConfigureAwait(false);
-        return info;
+        lock (_imageInfo)
+        {
+            if (!_imageInfo.TryGetValue(path, out var info))
+                _imageInfo[path] = info = _qemuImg.InfoAsync(path, ct);
+            return info;
+        }
     }
 }
 

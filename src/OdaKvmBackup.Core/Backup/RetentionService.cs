@@ -29,18 +29,18 @@ public sealed class RetentionService
     /// <summary>Throws OverlayInUse when any disk of any domain on the host still has the file in its chain.</summary>
     public async Task RequireNotInUseAsync(string overlay, CancellationToken ct)
     {
-        var all = await _virsh.ListAllDomainsAsync(ct).ConfigureAwait(false);
-        var running = (await _virsh.ListRunningDomainsAsync(ct).ConfigureAwait(false)).ToHashSet(StringComparer.Ordinal);
-        foreach (var domain in all)
-            await RequireNotInChainsOfAsync(overlay, domain, running.Contains(domain), ct).ConfigureAwait(false);
+        var wanted = FileSystemPaths.Normalize(overlay);
+        foreach (var (domain, disks) in await DisksOfAllDomainsAsync(null, ct).ConfigureAwait(false))
+            RequireNotIn(wanted, overlay, domain, disks);
     }
 
-    /// <summary>The check for one domain: its saved definition, and its live one when it runs.</summary>
-    public async Task RequireNotInChainsOfAsync(string overlay, string domain, bool? running, CancellationToken ct)
+    /// <summary>The check for one domain: its saved definition and its live one.</summary>
+    public async Task RequireNotInChainsOfAsync(string overlay, string domain, CancellationToken ct) =>
+        RequireNotIn(FileSystemPaths.Normalize(overlay), overlay, domain, await DefinedDisksAsync(domain, ct).ConfigureAwait(false));
+
+    private static void RequireNotIn(string wanted, string overlay, string domain, IEnumerable<VmDisk> disks)
     {
-        var wanted = FileSystemPaths.Normalize(overlay);
-        running ??= (await _virsh.GetStateAsync(domain, ct).ConfigureAwait(false)) is not ("shut off" or "crashed");
-        foreach (var disk in await DefinedDisksAsync(domain, running.Value, ct).ConfigureAwait(false))
+        foreach (var disk in disks)
         {
             if (ChainFiles(disk).Contains(wanted))
             {
@@ -55,21 +55,45 @@ public sealed class RetentionService
     public async Task<IReadOnlySet<string>> FilesInChainsOfOtherDomainsAsync(string exceptDomain, CancellationToken ct)
     {
         var files = new HashSet<string>(StringComparer.Ordinal);
-        var running = (await _virsh.ListRunningDomainsAsync(ct).ConfigureAwait(false)).ToHashSet(StringComparer.Ordinal);
-        foreach (var domain in (await _virsh.ListAllDomainsAsync(ct).ConfigureAwait(false)).Where(d => d != exceptDomain))
-        {
-            foreach (var disk in await DefinedDisksAsync(domain, running.Contains(domain), ct).ConfigureAwait(false))
-                files.UnionWith(ChainFiles(disk));
-        }
+        foreach (var (_, disks) in await DisksOfAllDomainsAsync(exceptDomain, ct).ConfigureAwait(false))
+            files.UnionWith(disks.SelectMany(ChainFiles));
         return files;
     }
 
-    private async Task<IEnumerable<VmDisk>> DefinedDisksAsync(string domain, bool running, CancellationToken ct)
+    /// <summary>
+    /// The disks of every domain on the host (but one), saved and live definitions, read all at once: each virsh call
+    /// waits mostly on its own start-up, so reading them together takes about as long as reading one. A domain that
+    /// vanished between the listing and its reading (undefined, renamed) makes the whole listing read again, so a
+    /// renamed domain is read under its new name.
+    /// </summary>
+    private async Task<List<(string Domain, List<VmDisk> Disks)>> DisksOfAllDomainsAsync(string? exceptDomain, CancellationToken ct)
     {
-        var disks = DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false)).Disks;
-        return running
-            ? disks.Concat(DomainXml.Parse(await _virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false)).Disks)
-            : disks;
+        for (var attempt = 1; ; attempt++)
+        {
+            var domains = (await _virsh.ListAllDomainsAsync(ct).ConfigureAwait(false)).Where(d => d != exceptDomain).ToList();
+            try
+            {
+                var found = new (string, List<VmDisk>)[domains.Count];
+                // Bounded: a host with fifty VMs does not start a hundred virsh at once.
+                await Parallel.ForEachAsync(Enumerable.Range(0, domains.Count), new ParallelOptions { MaxDegreeOfParallelism = 6, CancellationToken = ct },
+                    async (i, token) => found[i] = (domains[i], (await DefinedDisksAsync(domains[i], token).ConfigureAwait(false)).ToList()))
+                    .ConfigureAwait(false);
+                return found.ToList();
+            }
+            catch (BackupException ex) when (ex.ErrorId == ErrorIds.DomainNotFound && attempt < 3)
+            {
+            }
+        }
+    }
+
+    /// <summary>A domain's disks in its saved definition and its live one, read together (the live one of a domain
+    /// that is shut off is its saved one: no need to ask for its state first).</summary>
+    private async Task<IEnumerable<VmDisk>> DefinedDisksAsync(string domain, CancellationToken ct)
+    {
+        var saved = _virsh.DumpXmlAsync(domain, inactive: true, ct);
+        var live = _virsh.DumpXmlAsync(domain, inactive: false, ct);
+        await Task.WhenAll(saved, live).ConfigureAwait(false);
+        return DomainXml.Parse(saved.Result).Disks.Concat(DomainXml.Parse(live.Result).Disks);
     }
 
     /// <summary>A disk's file and every image below it, normalized for comparison.</summary>
@@ -96,7 +120,7 @@ public sealed class RetentionService
         }
         else
         {
-            await RequireNotInChainsOfAsync(overlay, domain, null, ct).ConfigureAwait(false);
+            await RequireNotInChainsOfAsync(overlay, domain, ct).ConfigureAwait(false);
             if (otherDomainsChains.Contains(FileSystemPaths.Normalize(overlay)))
             {
                 throw new BackupException(ErrorIds.OverlayInUse, BackupErrorCategory.ResourceBusy,

@@ -38,9 +38,14 @@ public sealed class SnapshotService
     public async Task<SnapshotPlan> PlanAsync(SnapshotRequest request, CancellationToken ct)
     {
         var domain = request.DomainName;
-        var state = await Virsh.GetStateAsync(domain, ct).ConfigureAwait(false);
-        var live = DomainXml.Parse(await Virsh.DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false), state);
-        var inactiveXml = await Virsh.DumpXmlAsync(domain, inactive: true, ct).ConfigureAwait(false);
+        // Asked together: each virsh call costs mostly its own start-up, and the VM waits for none of this.
+        var stateCall = Virsh.GetStateAsync(domain, ct);
+        var liveCall = Virsh.DumpXmlAsync(domain, inactive: false, ct);
+        var inactiveCall = Virsh.DumpXmlAsync(domain, inactive: true, ct);
+        await Task.WhenAll(stateCall, liveCall, inactiveCall).ConfigureAwait(false);
+        var state = stateCall.Result;
+        var live = DomainXml.Parse(liveCall.Result, state);
+        var inactiveXml = inactiveCall.Result;
         var cold = state is "shut off" or "crashed";
         var problems = new List<BackupException>();
 
@@ -99,10 +104,15 @@ public sealed class SnapshotService
         if (!cold)
         {
             CheckOverlays(disks, live, context);
+            // The host's answers are asked for all at once; the problems are then listed in a fixed order.
+            var agent = request.CrashConsistent ? Task.FromResult<BackupException?>(null) : PingGuestAgentAsync(live, context.DomainName, ct);
+            var images = Task.WhenAll(disks.Where(d => Directory.Exists(Path.GetDirectoryName(d.Overlay!)))
+                .Select(d => context.ImageInfoAsync(d.Source, ct)));
             await CheckLeftoversAsync(request.SnapshotName, live, context, ct).ConfigureAwait(false);
+            await images.ConfigureAwait(false);
             await CheckOverlaySpaceAsync(disks, context, ct).ConfigureAwait(false);
-            if (!request.CrashConsistent)
-                await CheckGuestAgentAsync(live, context, ct).ConfigureAwait(false);
+            if (await agent.ConfigureAwait(false) is { } agentProblem)
+                context.Problems.Add(agentProblem);
         }
         foreach (var check in request.DownstreamChecks)
             await check.CheckAsync(context, ct).ConfigureAwait(false);
@@ -294,16 +304,20 @@ public sealed class SnapshotService
     private async Task CheckLeftoversAsync(string snapshotName, DomainDescription live, PreflightContext context, CancellationToken ct)
     {
         var domain = context.DomainName;
-        var snapshots = await Virsh.ListSnapshotNamesAsync(domain, ct).ConfigureAwait(false);
+        var snapshotList = Virsh.ListSnapshotNamesAsync(domain, ct);
+        var disks = live.Disks.Where(d => d.Source is not null && !d.ReadOnly).ToList();
+        var jobs = disks.Select(d => Virsh.GetBlockJobAsync(domain, d.Target, ct)).ToList();
+        var snapshots = await snapshotList.ConfigureAwait(false);
+        await Task.WhenAll(jobs).ConfigureAwait(false);
         if (snapshots.Contains(snapshotName, StringComparer.Ordinal))
         {
             context.Problem(ErrorIds.LeftoverSnapshotMetadata, BackupErrorCategory.ResourceExists,
                 $"'{domain}' still has snapshot metadata named '{snapshotName}' from an earlier run.",
                 $"Run Repair-KvmBackup -DomainName {domain} (it deletes the metadata only, never files).");
         }
-        foreach (var disk in live.Disks.Where(d => d.Source is not null && !d.ReadOnly))
+        foreach (var (disk, jobCall) in disks.Zip(jobs))
         {
-            if (await Virsh.GetBlockJobAsync(domain, disk.Target, ct).ConfigureAwait(false) is { } job)
+            if (jobCall.Result is { } job)
             {
                 context.Problem(ErrorIds.ActiveBlockJob, BackupErrorCategory.ResourceBusy,
                     $"Disk {disk.Target} of '{domain}' has an active block job ({job.Type}, {job.Percent} %).",
@@ -337,15 +351,17 @@ public sealed class SnapshotService
         }
     }
 
-    private async Task CheckGuestAgentAsync(DomainDescription live, PreflightContext context, CancellationToken ct)
+    /// <summary>The guest agent's answer: null when it answers, the problem when it cannot freeze anything.</summary>
+    private async Task<BackupException?> PingGuestAgentAsync(DomainDescription live, string domain, CancellationToken ct)
     {
         try
         {
-            await Virsh.PingGuestAgentAsync(context.DomainName, ct).ConfigureAwait(false);
+            await Virsh.PingGuestAgentAsync(domain, ct).ConfigureAwait(false);
+            return null;
         }
         catch (VirshException ex) when (ex.Failure is VirshFailure.AgentNotConfigured or VirshFailure.AgentNotConnected || !live.HasGuestAgentChannel)
         {
-            context.Problems.Add(ex);
+            return ex;
         }
     }
 

@@ -74,6 +74,24 @@ public sealed class RetentionServiceTests : IDisposable
     }
 
     [Fact]
+    public async Task A_domain_renamed_while_the_chains_are_read_is_read_again_under_its_new_name()
+    {
+        // The first listing still has the old name; by the time its definition is read, it is called clone1.
+        var listings = 0;
+        _host.OnList = call => Interlocked.Increment(ref listings) <= 2
+            ? Results.Ok($"{Domain}\nold_name\n\n")
+            : null;
+        _host.OtherDomains["clone1"] = TestDomain.Xml("clone1", [new TestDisk("vda", "/x/clone1.qcow2") { Backing = _overlay, BackingFormat = "qcow2" }]);
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.MoveAsync(Domain, _overlay, _retention, Run, "x", CancellationToken.None));
+
+        Assert.Equal(ErrorIds.OverlayInUse, ex.ErrorId);
+        Assert.Contains("clone1", ex.Message, StringComparison.Ordinal);
+        Assert.True(listings > 2, "the listing was read again");
+        AssertNotMoved();
+    }
+
+    [Fact]
     public async Task Overlay_another_domain_used_when_the_batch_started_is_not_moved()
     {
         var others = new HashSet<string>(StringComparer.Ordinal) { _overlay };

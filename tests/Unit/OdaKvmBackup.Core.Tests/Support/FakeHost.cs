@@ -48,6 +48,8 @@ internal sealed class FakeHost
     public Func<Invocation, ProcessResult>? OnAbort { get; set; }
     public Func<Invocation, ProcessResult>? OnPivot { get; set; }
     public Func<Invocation, ProcessResult>? OnDefine { get; set; }
+    /// <summary>`virsh list` answered otherwise than from the domains here (null: as usual).</summary>
+    public Func<Invocation, ProcessResult?>? OnList { get; set; }
     public Func<Invocation, ProcessResult>? OnQemuImgCommit { get; set; }
     /// <summary>`snapshot-create-as`; by default <see cref="TakeSnapshot"/> (needs <see cref="UseDisks(TestDisk[])"/>).</summary>
     public Func<Invocation, ProcessResult>? OnSnapshotCreate { get; set; }
@@ -196,7 +198,7 @@ internal sealed class FakeHost
         if (call.Command == "define")
             return OnDefine?.Invoke(call) ?? Results.Ok($"Domain '{Domain}' defined from {call.ValueOf("--file")}\n\n");
         if (call.Command == "list")
-            return ListDomains(call);
+            return OnList?.Invoke(call) ?? ListDomains(call);
         var domain = call.ValueOf("--domain");
         if (domain is not null && OtherDomains.TryGetValue(domain, out var other))
             return OtherDomain(call, other);
