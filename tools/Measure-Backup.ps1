@@ -240,6 +240,11 @@ Write-Host "OdaKvmBackup benchmark, $Rounds round(s), $(Get-Date -Format 'yyyy-M
 Write-Host ("Machine: nproc {0}, {1}, {2:0.0} GiB RAM, scratch on {3} ({4}); load average at start {5}" -f (& nproc), $cpu, ([long](((Get-Content /proc/meminfo -TotalCount 1) -split '\s+')[1]) / 1MB), $fs[1], $fs[0], $load)
 Write-Host ("Versions: {0}; {1}; {2}; {3}; pwsh {4}" -f ((& virsh --version) -join ''), (& qemu-img --version | Select-Object -First 1), (& cp --version | Select-Object -First 1), ((& ssh -V 2>&1) -join ''), $PSVersionTable.PSVersion)
 Write-Host "Cache: $CacheNote"
+# The other lab VMs' guests write to their disks all the time: they are shut off for the bench, so that only the
+# methods measured compete for the disk and the two cores (the Pester tests start them again when they need them).
+$others = @((Invoke-Tool virsh @('-c', 'qemu:///system', 'list', '--name')) -split "`n" | ForEach-Object Trim | Where-Object { $_ -and $_ -ne $Vm })
+foreach ($other in $others) { Invoke-LabVirsh @('destroy', $other) -AllowFailure | Out-Null }
+Write-Host "Other VMs shut off for the bench: $(if ($others) { $others -join ', ' } else { 'none were running' })"
 try {
     $sources = if ($Part -contains 'CopyLocal' -or $Part -contains 'CopySsh') { New-SourceFiles } else { @{} }
     if ($Part -contains 'CopySsh') { $null = Start-LabSshd; Write-Host "SSH cipher: $((& ssh -G odakvm-backup | Where-Object { $_ -like 'ciphers *' }) -replace 'ciphers ', '' -split ',' | Select-Object -First 1) (the client's first choice)" }

