@@ -71,6 +71,7 @@ public static class ErrorIds
     public const string SharedDiskNotSupported = "SharedDiskNotSupported";
     public const string CommandTimedOut = "CommandTimedOut";
     public const string UnexpectedError = "UnexpectedError";
+    public const string NotOnKvmHost = "NotOnKvmHost";
     public const string PathNotReadable = "PathNotReadable";
     public const string InvalidSshDestination = "InvalidSshDestination";
     public const string SshHostKeyUnknown = "SshHostKeyUnknown";

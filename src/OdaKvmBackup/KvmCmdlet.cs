@@ -25,6 +25,24 @@ public abstract class KvmCmdlet : PSCmdlet
 
     protected override void StopProcessing() => _stopping.Cancel();
 
+    /// <summary>Off the KVM host (a Windows jump host) every cmdlet stops here, before it reads its input, with the
+    /// way to run it on the host; then the cmdlet's own <see cref="Begin"/>.</summary>
+    protected sealed override void BeginProcessing()
+    {
+        if (!KvmHostPlatform.IsKvmHost)
+        {
+            ThrowTerminatingError(ToErrorRecord(ErrorIds.NotOnKvmHost, BackupErrorCategory.InvalidOperation,
+                KvmHostPlatform.Refusal(KvmHostPlatform.SystemName), KvmHostPlatform.HowToRunOnTheHost, null));
+            return;
+        }
+        Begin();
+    }
+
+    /// <summary>The cmdlet's own BeginProcessing.</summary>
+    protected virtual void Begin()
+    {
+    }
+
     /// <summary>Runs native commands, their command lines shown with -Verbose.</summary>
     protected CliWrapProcessRunner Runner => new(_sink);
 

@@ -95,10 +95,31 @@ Describe 'Importing the module' {
         $r.Out | Should -Match 'libvirt-client'
     }
 
-    It 'stops at import anywhere but Linux, with the way to use it from there' {
-        Import-Module $ModuleManifest
-        $text = [OdaKvmBackup.Commands.ModuleInitializer]::Refusal('Microsoft Windows 10.0.20348')
-        $text | Should -Match 'runs on the KVM host'
-        $text | Should -Match 'Invoke-Command -HostName'
+    It 'imports off the KVM host for its help, and every cmdlet there stops at once with the way to run it on the host' {
+        # A Windows jump host, played on Linux: the platform check is the one thing changed. PATH has no virsh, so a
+        # cmdlet that went past the check would fail with ToolNotFound instead.
+        $calls = @(
+            'Get-VmDisk linux_vm', "Get-VmDisk linux_vm | New-KvmDiskSnapshot", "@() | Copy-VmDisk -Destination /tmp", "@() | Invoke-BlockCommit",
+            'Repair-KvmBackup -WhatIf', 'Get-KvmBackup /tmp', 'Remove-KvmBackup -Path /tmp -KeepLast 1 -WhatIf')
+        $script = @"
+`$env:PATH = '/nonexistent'
+Import-Module '$ModuleManifest'
+[OdaKvmBackup.Commands.KvmHostPlatform].GetField('IsKvmHost', [Reflection.BindingFlags]'NonPublic,Static').SetValue(`$null, `$false)
+'synopsis: ' + (Get-Help Copy-VmDisk).Synopsis
+foreach (`$call in @('$($calls -join "','")')) {
+    `$e = `$null
+    try { Invoke-Expression `$call -ErrorAction Stop -ErrorVariable e } catch { `$e = `$_ }
+    'result: ' + `$call + ' => ' + @(`$e)[0].FullyQualifiedErrorId
+}
+try { Get-VmDisk linux_vm -ErrorAction Stop } catch { 'message: ' + `$_.ToString() }
+"@
+        $r = Invoke-IsolatedPwsh (New-TestFolder jumphost) $script
+        $r.ExitCode | Should -Be 0 -Because $r.Err
+        $r.Out | Should -Match 'synopsis: \S'
+        $results = @($r.Out -split "`n" | Where-Object { $_ -like 'result: *' })
+        $results.Count | Should -Be $calls.Count
+        foreach ($line in $results) { $line | Should -Match '=> NotOnKvmHost,OdaKvmBackup\.Commands\.' }
+        $r.Out | Should -Match 'message: OdaKvmBackup runs on the KVM host'
+        $r.Out | Should -Match 'Invoke-Command -HostName'
     }
 }

@@ -51,6 +51,23 @@ Describe 'The one-liner through Invoke-Command -HostName' {
         $table | Should -Match 'linux_vm\s+vd[ab]\s+Retained\s+Complete'
     }
 
+    It 'shows them in the same table on a jump host, where the module imports for its views and its cmdlets refuse to run' {
+        # A fresh pwsh that plays a Windows jump host: the module imported, its platform check turned to "not a
+        # KVM host"; the objects come from the host through the same sshd.
+        $script = @"
+Import-Module '$ModuleManifest'
+[OdaKvmBackup.Commands.KvmHostPlatform].GetField('IsKvmHost', [Reflection.BindingFlags]'NonPublic,Static').SetValue(`$null, `$false)
+try { Get-VmDisk linux_vm -ErrorAction Stop } catch { 'local: ' + `$_.FullyQualifiedErrorId }
+Invoke-Command -HostName odakvm-backup -ScriptBlock { Import-Module '$ModuleManifest'; Get-VmDisk linux_vm } | Format-Table | Out-String -Width 200
+"@
+        $pwsh = @([Environment]::ProcessPath, [Environment]::GetCommandLineArgs()[0])
+        $out = & $pwsh[0] $pwsh[1] -NoProfile -NonInteractive -Command $script 2>&1 | Out-String
+        $LASTEXITCODE | Should -Be 0 -Because $out
+        $out | Should -Match 'local: NotOnKvmHost,OdaKvmBackup\.Commands\.GetVmDiskCommand'
+        $out | Should -Match 'DomainName\s+Target\s+Format\s+OnOverlay\s+Source'
+        $out | Should -Match 'linux_vm\s+vda\s+qcow2\s+False'
+    }
+
     It 'brings back the errors, as records a script can match, and the warnings' {
         $errors.Count | Should -Be 1
         $errors[0].FullyQualifiedErrorId | Should -Be 'DomainNotFound,OdaKvmBackup.Commands.GetVmDiskCommand'

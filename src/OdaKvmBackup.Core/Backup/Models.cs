@@ -105,6 +105,10 @@ public sealed class VmDiskBackup
     public string? RetainedOverlay => Disk.RetainedOverlay;
     /// <summary>How long the disk wrote to its overlay: from the snapshot until it was committed back.</summary>
     public TimeSpan? TimeOnOverlay => Run.Record.SnapshotUtc is { } from && Disk.CommittedUtc is { } to ? to - from : null;
+    /// <summary>How long this disk's copy took (its read-back check, which runs later, not counted).</summary>
+    public TimeSpan? CopyTime => Disk.CopyStartedUtc is { } from && Disk.CopiedUtc is { } to ? to - from : null;
+    /// <summary>How long this disk's block commit took, from its start until the disk wrote to its own file again.</summary>
+    public TimeSpan? CommitTime => Disk.CommitStartedUtc is { } from && Disk.CommittedUtc is { } to ? to - from : null;
 
     public override string ToString() => $"{DomainName} {Target} ({Stage})";
 }

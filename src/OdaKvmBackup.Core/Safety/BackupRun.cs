@@ -154,6 +154,7 @@ public sealed class BackupRun
             if (disk.State != frozen)
                 throw RunErrors.DiskNoLongerFrozen(this, disk);
             _copying.Add(target);
+            disk.CopyStartedUtc = DateTime.UtcNow;
         }
     }
 
@@ -303,6 +304,7 @@ public sealed class BackupRun
                 throw RunErrors.RunAbandoned(this, why);
             if (_copying.Contains(target))
                 throw RunErrors.DiskBeingCopied(this, disk);
+            disk.CommitStartedUtc ??= DateTime.UtcNow;
         }
     }
 

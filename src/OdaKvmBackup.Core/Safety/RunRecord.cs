@@ -51,7 +51,9 @@ public sealed class DiskRecord
     public bool Verified { get; set; }
     public string? VerifiedBy { get; set; }
     public string? RetainedOverlay { get; set; }
+    public DateTime? CopyStartedUtc { get; set; }
     public DateTime? CopiedUtc { get; set; }
+    public DateTime? CommitStartedUtc { get; set; }
     public DateTime? CommittedUtc { get; set; }
 }
 

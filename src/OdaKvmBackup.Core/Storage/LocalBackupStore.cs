@@ -165,14 +165,36 @@ public sealed partial class LocalBackupStore : IBackupStore
         }
     }
 
-    /// <summary>Writes at offsets; the copy is fsynced once, at the end, as cp + sync does. (Starting the write-back
-    /// every 32 MiB with sync_file_range was measured slower on the lab: the disk then serves reads and writes
-    /// interleaved instead of reads, then one long write.)</summary>
-    private sealed class Writer(FileStream stream) : IStoreFileWriter
+    /// <summary>
+    /// Writes at offsets, 128 KiB at a time as cp does, and starts the write-back of every 8 MiB written at once
+    /// (sync_file_range, without waiting), so the disk writes while the copy reads and hashes and the final fsync has
+    /// little left. Measured on the lab (tools/Measure-Backup.ps1 and alternating A/B runs, 1 GiB of data): 1 MiB
+    /// writes made the kernel's share of a copy 2-5 times larger (large page-cache folios) and the copy 2-3 times
+    /// slower; one fsync at the end left 0.5 s of write-back after the last read.
+    /// </summary>
+    private sealed partial class Writer(FileStream stream) : IStoreFileWriter
     {
+        private const int WriteSize = 128 << 10;
+        private const long WriteBackEvery = 8L << 20;
+        private const int SyncFileRangeWrite = 2;
+        private long _unflushed;
+        private long _flushedUpTo;
+        private long _highest;
+
         public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct)
         {
-            RandomAccess.Write(stream.SafeFileHandle, data.Span, offset);
+            var span = data.Span;
+            for (var done = 0; done < span.Length; done += WriteSize)
+                RandomAccess.Write(stream.SafeFileHandle, span.Slice(done, Math.Min(WriteSize, span.Length - done)), offset + done);
+            _unflushed += data.Length;
+            _highest = Math.Max(_highest, offset + data.Length);
+            if (_unflushed >= WriteBackEvery)
+            {
+                // Only a head start: where the call is missing or refused, the final fsync does all the work.
+                _ = SyncFileRange((int)stream.SafeFileHandle.DangerousGetHandle(), _flushedUpTo, _highest - _flushedUpTo, SyncFileRangeWrite);
+                _flushedUpTo = _highest;
+                _unflushed = 0;
+            }
             return ValueTask.CompletedTask;
         }
 
@@ -185,6 +207,9 @@ public sealed partial class LocalBackupStore : IBackupStore
         }
 
         public ValueTask DisposeAsync() => stream.DisposeAsync();
+
+        [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "sync_file_range")]
+        private static partial int SyncFileRange(int fd, long offset, long nbytes, int flags);
     }
 
     private sealed class Reader(SafeFileHandle handle) : IStoreFileReader

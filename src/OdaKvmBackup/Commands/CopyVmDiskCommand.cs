@@ -40,7 +40,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         IBackupStore store;
         try

@@ -24,7 +24,7 @@ public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
     // The last step of a backup: what comes out of it is what the user keeps, wherever the pipeline goes on.
     protected override bool HoldsUntilSetSettled => true;
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         _path = ResolveWritableFolder(Path, nameof(Path));
         BackupPipelineContext.Open?.Checks.Add(new RetentionCheck(_path));

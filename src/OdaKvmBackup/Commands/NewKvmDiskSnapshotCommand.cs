@@ -33,7 +33,7 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
     [Parameter]
     public SwitchParameter CrashConsistent { get; set; }
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         if (SnapshotName.Contains('/') || SnapshotName.Contains(',') || SnapshotName.StartsWith('.') || SnapshotName.StartsWith('-') || SnapshotName.Any(char.IsWhiteSpace))
         {

@@ -58,7 +58,7 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
 
     private bool Given(string name) => MyInvocation.BoundParameters.ContainsKey(name);
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         if (ParameterSetName == PolicySet && !Given(nameof(KeepLast)) && !Given(nameof(KeepDays)))
             ThrowTerminatingError(ToErrorRecord(ErrorIds.NoRetentionPolicy, BackupErrorCategory.InvalidArgument,

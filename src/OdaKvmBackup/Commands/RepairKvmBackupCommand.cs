@@ -37,7 +37,7 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
     [Parameter]
     public SwitchParameter IncludeUnrecorded { get; set; }
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         if (RetentionPath is not null)
             RetentionPath = ResolveWritableFolder(RetentionPath, nameof(RetentionPath));

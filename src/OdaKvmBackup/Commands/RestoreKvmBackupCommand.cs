@@ -56,7 +56,7 @@ public sealed class RestoreKvmBackupCommand : KvmCmdlet, IDisposable
     [Parameter]
     public SwitchParameter Force { get; set; }
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         if (Start && NewName is null)
             ThrowTerminatingError(ToErrorRecord(ErrorIds.InvalidDomainName, BackupErrorCategory.InvalidArgument,

@@ -38,7 +38,7 @@ public sealed class TestKvmBackupCommand : KvmCmdlet, IDisposable
     [ValidateNotNullOrEmpty]
     public string ConsolePattern { get; set; } = "login:";
 
-    protected override void BeginProcessing()
+    protected override void Begin()
     {
         try
         {
