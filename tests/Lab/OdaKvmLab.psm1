@@ -15,7 +15,7 @@ Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 
 $script:Uri = 'qemu:///system'
-$script:Packages = @('libvirt-daemon', 'libvirt-daemon-driver-qemu', 'libvirt-clients', 'qemu-system-x86', 'qemu-utils', 'cpio', 'e2fsprogs')
+$script:Packages = @('libvirt-daemon', 'libvirt-daemon-driver-qemu', 'libvirt-clients', 'qemu-system-x86', 'qemu-utils', 'cpio', 'e2fsprogs', 'strace')
 $script:GuestModules = @('virtio_ring', 'virtio', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci', 'virtio_blk', 'virtio_console')
 $script:GuestBuildFormat = 'odakvmlab-guest-v1'
 $script:QemuConfPath = '/etc/libvirt/qemu.conf'

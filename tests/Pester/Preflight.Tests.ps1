@@ -124,11 +124,18 @@ Describe 'Bad paths' {
         $base = New-TestFolder odd
         $destination = New-Item -ItemType Directory -Path (Join-Path $base "-dest it's; `$(touch pwned) `"q`"")
         $retention = New-Item -ItemType Directory -Path (Join-Path $base "-ret ; `$(id)")
+        # The process's own working folder too, not only PowerShell's: a command line run by a shell (ours or one
+        # a native tool starts) would run "touch pwned" there.
         Push-Location $base
+        $processFolder = [Environment]::CurrentDirectory
+        [Environment]::CurrentDirectory = $base
         try {
             $objects = Get-VmDisk $Vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination "./$($destination.Name)" | Invoke-BlockCommit | Move-OverlayToRetention -Path $retention.FullName
         }
-        finally { Pop-Location }
+        finally {
+            [Environment]::CurrentDirectory = $processFolder
+            Pop-Location
+        }
         @($objects).Count | Should -Be 2
         (Get-Content -Raw (Join-Path $objects[0].BackupSet 'backup.json') | ConvertFrom-Json).Status | Should -Be 'Complete'
         $objects[0].BackupSet | Should -BeLike "$($destination.FullName)/*"

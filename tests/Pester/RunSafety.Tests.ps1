@@ -74,6 +74,69 @@ Describe 'Backups are readable by their owner only' {
     }
 }
 
+Describe 'Journal, manifest and copies survive a power cut at any point' {
+    It 'fsyncs each one before renaming it into place, and its folder after the rename' {
+        # strace sees what reaches the kernel: a write is durable only once fsynced, and a rename only once the folder
+        # that holds it is. After a power cut the old file or the new one is there, never none and never a torn one.
+        $base = New-TestFolder durable
+        $backup = (New-Item -ItemType Directory (Join-Path $base 'backup')).FullName
+        $retention = (New-Item -ItemType Directory (Join-Path $base 'retention')).FullName
+        $state = Join-Path $base 'state'
+        $trace = Join-Path $base 'trace'
+        $script = Join-Path $base 'backup.ps1'
+        Set-Content $script "Import-Module '$ModuleManifest'; Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '$backup' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$retention' | Out-Null"
+        $env:ODAKVMBACKUP_STATE_DIR, $saved = $state, $env:ODAKVMBACKUP_STATE_DIR
+        try { & strace -f -qq -o $trace -e 'trace=openat,fsync,fdatasync,close,rename,renameat,renameat2' ([Environment]::ProcessPath) ([Environment]::GetCommandLineArgs()[0]) -NoProfile -NonInteractive -File $script }
+        finally { $env:ODAKVMBACKUP_STATE_DIR = $saved }
+        $LASTEXITCODE | Should -Be 0
+
+        # One event per finished call, in the order the calls returned (an unfinished call is joined with its end).
+        # Descriptors are the module's: the tools it starts (virsh) use their own few low numbers.
+        $pending = @{}
+        $events = foreach ($line in Get-Content $trace) {
+            if ($line -match '^(\d+) (.*) <unfinished \.\.\.>$') { $pending[$Matches[1]] = $Matches[2]; continue }
+            if ($line -match '^(\d+) <\.\.\. \w+ resumed>(.*)$') { $line = "$($Matches[1]) $($pending[$Matches[1]])$($Matches[2])" }
+            if ($line -match '^\d+ openat\(AT_FDCWD, "([^"]+)", ([^,)]+).*\) += (\d+)$') { [pscustomobject]@{ Call = 'open'; Path = $Matches[1]; Flags = $Matches[2]; Fd = $Matches[3]; To = $null } }
+            elseif ($line -match '^\d+ (fsync|fdatasync)\((\d+)\) += 0$') { [pscustomobject]@{ Call = 'fsync'; Path = $null; Flags = ''; Fd = $Matches[2]; To = $null } }
+            elseif ($line -match '^\d+ close\((\d+)\)') { [pscustomobject]@{ Call = 'close'; Path = $null; Flags = ''; Fd = $Matches[1]; To = $null } }
+            elseif ($line -match '^\d+ rename(?:at2?)?\((?:AT_FDCWD, )?"([^"]+)", (?:AT_FDCWD, )?"([^"]+)".*\) += 0$') { [pscustomobject]@{ Call = 'rename'; Path = $Matches[1]; Flags = ''; Fd = $null; To = $Matches[2] } }
+        }
+        $events = @($events)
+        function Test-SyncedBefore([int] $At, [string] $Path) {
+            # The last open of the file for writing before the rename (a copy is opened again later, to be read back),
+            # then an fsync of that descriptor before it was closed.
+            $open = ($At - 1)..0 | Where-Object { $events[$_].Call -eq 'open' -and $events[$_].Path -eq $Path -and $events[$_].Flags -match 'O_WRONLY|O_RDWR' } | Select-Object -First 1
+            if ($null -eq $open) { return $false }
+            foreach ($e in $events[($open + 1)..($At - 1)]) {
+                if ($e.Fd -ne $events[$open].Fd) { continue }
+                if ($e.Call -eq 'fsync') { return $true }
+                if ($e.Call -eq 'close') { return $false }
+            }
+            $false
+        }
+        function Test-FolderSyncedAfter([int] $At, [string] $Folder) {
+            foreach ($i in ($At + 1)..($events.Count - 1)) {
+                if ($events[$i].Call -ne 'open' -or $events[$i].Path -ne $Folder -or $events[$i].Flags -notmatch 'O_DIRECTORY') { continue }
+                if (@($events[($i + 1)..($events.Count - 1)] | Where-Object { $_.Call -eq 'fsync' -and $_.Fd -eq $events[$i].Fd }).Count) { return $true }
+            }
+            $false
+        }
+        $set = @(Get-ChildItem -Directory (Join-Path $backup 'linux_vm'))[0].FullName
+        $kinds = @{ journal = 0; manifest = 0; copy = 0 }
+        for ($i = 0; $i -lt $events.Count; $i++) {
+            $e = $events[$i]
+            if ($e.Call -ne 'rename') { continue }
+            $kind = if ($e.To -like "$state/journal/*.json") { 'journal' } elseif ($e.To -eq "$set/backup.json") { 'manifest' } elseif ($e.To -in "$set/linux_boot", "$set/disco_secundario") { 'copy' } else { continue }
+            $kinds[$kind]++
+            Test-SyncedBefore $i $e.Path | Should -BeTrue -Because "the $kind $($e.To) must be on disk before it is renamed into place"
+            Test-FolderSyncedAfter $i (Split-Path $e.To) | Should -BeTrue -Because "the rename to $($e.To) must be made durable by an fsync of its folder"
+        }
+        $kinds.journal | Should -BeGreaterThan 2 -Because 'the journal is written before each step'
+        $kinds.manifest | Should -BeGreaterThan 1 -Because 'the manifest says InProgress, then Complete'
+        $kinds.copy | Should -Be 2 -Because 'each verified copy gets its final name'
+    }
+}
+
 Describe 'A destination smaller than the disks allocation' {
     BeforeAll {
         $script:tight = New-TestFolder tight
