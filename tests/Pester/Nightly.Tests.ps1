@@ -45,6 +45,33 @@ Describe 'Invoke-KvmNightlyBackup.ps1' {
         (& stat -c '%a' -- (Join-Path $Destination '.odakvmbackup-logs')).Trim() | Should -Be '700'
     }
 
+    It 'exits 1 naming the VM whose copy failed half way, with that VM back on its own disks and the others backed up' {
+        Initialize-Lab -VmName linux_vm2
+        Reset-LabVmIfNeeded linux_vm2
+        # linux_vm2's sets land on a file system too small for them (4 MiB, and its data disk holds 8 MiB more than
+        # that): its copy fails mid-run, not before the snapshot.
+        $r = Invoke-LabGuestCommand -DomainName linux_vm2 -Command 'dd if=/dev/urandom of=/mnt/b/fill bs=1M count=8 conv=fsync 2>/dev/null'
+        $r.ExitCode | Should -Be 0
+        $small = New-Item -ItemType Directory -Force (Join-Path $Destination 'linux_vm2')
+        & mount -t tmpfs -o size=4m tmpfs $small.FullName
+        if ($LASTEXITCODE) { throw "cannot mount a tmpfs at $small" }
+        try {
+            $before = @(Get-Sets).Count
+            $r = Invoke-Nightly @('-DomainName', 'linux_vm2,linux_vm', '-KeepLast', '5', '-KeepDays', '1')   # -KeepDays keeps the Incomplete set
+            $r.ExitCode | Should -Be 1 -Because $r.Output
+            $r.Output | Should -Match 'Failed:\s+linux_vm2'
+            $r.Output | Should -Match 'linux_vm2 \(backup, DestinationFull\)'
+            $r.Output | Should -Match 'Backed up: linux_vm\b'
+            @(Get-Sets).Count | Should -Be ($before + 1) -Because 'linux_vm, after the one that failed, was backed up all the same'
+            (Get-Content -Raw (Join-Path (Get-ChildItem -Directory $small.FullName)[0].FullName 'backup.json') | ConvertFrom-Json).Status | Should -Be 'Incomplete'
+            foreach ($vm in 'linux_vm', 'linux_vm2') {
+                Test-OnOwnDisks $vm | Should -BeTrue
+                Get-StrayDiskFolderFiles $vm | Should -BeNullOrEmpty
+            }
+        }
+        finally { & umount $small.FullName }
+    }
+
     It 'exits 2 when it cannot start, and says why' {
         $r = Invoke-Nightly @('-DomainName', 'linux_vm') -Module '/nonexistent/OdaKvmBackup.psd1'
         $r.ExitCode | Should -Be 2
