@@ -195,8 +195,9 @@ public abstract class KvmCmdlet : PSCmdlet
                 WriteError(ToErrorRecord(ex, name));
                 yield break;
             }
+            // A domain may be named like a pattern ("vm[1]", as completion offers it): that name itself, then.
             var pattern = new WildcardPattern(name, WildcardOptions.IgnoreCase);
-            var matched = all.Where(pattern.IsMatch).ToList();
+            var matched = all.Contains(name, StringComparer.Ordinal) ? [name] : all.Where(pattern.IsMatch).ToList();
             if (matched.Count == 0)
             {
                 WriteError(ToErrorRecord(ErrorIds.DomainNotFound, BackupErrorCategory.ObjectNotFound,

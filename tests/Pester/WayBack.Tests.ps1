@@ -177,7 +177,11 @@ Describe 'Restore-KvmBackup under a new name' {
         $first.DomainName | Should -BeNullOrEmpty
         Restore-KvmBackup -Path $SetFolder -Destination $files -ErrorVariable errs -ErrorAction SilentlyContinue | Should -BeNullOrEmpty
         $errs[0].FullyQualifiedErrorId | Should -Be 'RestoreTargetExists,OdaKvmBackup.Commands.RestoreKvmBackupCommand'
-        (Restore-KvmBackup -Path $SetFolder -Destination $files -Force -FullyAllocated).Disks.Count | Should -Be 2
+        $replaced = Restore-KvmBackup -Path $SetFolder -Destination $files -Force -FullyAllocated
+        $replaced.Disks.Count | Should -Be 2
+        # Nothing deleted even with -Force: the files that were there are kept aside.
+        @($replaced.KeptAside).Count | Should -Be 2
+        foreach ($kept in $replaced.KeptAside) { Test-Path -LiteralPath $kept | Should -BeTrue; $kept | Should -Match '\.before-restore-\d{8}-\d{6}$' }
         $raw = Join-Path $files 'disco_secundario'
         Get-AllocatedBytes $raw | Should -BeGreaterOrEqual (Get-Item $raw).Length   # -FullyAllocated: as ODA keeps its vdisks
         @(Get-ChildItem -LiteralPath $files -Force | Where-Object Name -like '*.partial').Count | Should -Be 0

@@ -31,8 +31,7 @@ public sealed class RestorePlan
     /// <summary>What the restore does, in one sentence for ShouldProcess.</summary>
     public string Describe()
     {
-        var files = string.Join("; ", Files.Select(f => $"{f.Target} -> {f.TargetPath}" + (f.KeptAside is not null && f.Replaces ? $" (the file there now is kept as {f.KeptAside})"
-            : f.Replaces ? " (REPLACES the file there)" : "")));
+        var files = string.Join("; ", Files.Select(f => $"{f.Target} -> {f.TargetPath}" + (f.KeptAside is not null && f.Replaces ? $" (the file there now is kept as {f.KeptAside})" : "")));
         var sparse = Request.FullyAllocated ? "raw disks fully allocated" : "sparse";
         return Mode switch
         {
@@ -119,6 +118,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
     private async Task<RestorePlan> PlanCopyAsync(BackupSetInfo set, IBackupStore store, RestoreRequest request, IReadOnlySet<string> production, CancellationToken ct)
     {
         var folder = FileSystemPaths.RequireWritableFolder(request.Destination ?? "", "Destination");
+        var now = DateTime.UtcNow;
         var files = new List<RestoreFilePlan>();
         foreach (var disk in set.Manifest.Disks)
         {
@@ -128,8 +128,10 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
             if (exists && (!request.Force || Directory.Exists(target)))
                 throw new BackupException(ErrorIds.RestoreTargetExists, BackupErrorCategory.ResourceExists,
                     $"'{target}' already exists; the restore of {disk.Target} would replace it.",
-                    "Choose an empty -Destination folder, or add -Force to replace the files there (never a disk a domain uses).", target);
-            files.Add(new RestoreFilePlan(disk.Target, disk.File, disk.Format, target, disk.SizeBytes, exists, null));
+                    "Choose an empty -Destination folder, or add -Force to replace the files there (they are kept aside; never a disk a domain uses).", target);
+            // Even with -Force nothing is deleted: a file there is kept beside it, for its owner to remove.
+            files.Add(new RestoreFilePlan(disk.Target, disk.File, disk.Format, target, disk.SizeBytes, exists,
+                exists ? Path.Combine(folder, BackupNames.KeptAside(disk.File, now)) : null));
         }
         if (request.NewName is null)
             return new RestorePlan { Set = set, Mode = RestoreMode.Files, Request = request, Folder = folder, Files = files };
@@ -278,9 +280,15 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
 
     private async Task<RestoredBackup> PlaceAndDefineAsync(RestorePlan plan, List<(RestoreFilePlan File, string Partial, CopyResult Copy)> restored, CancellationToken ct)
     {
+        var keptAside = new List<string>();
         foreach (var (file, partial, _) in restored)
         {
-            File.Move(partial, file.TargetPath, overwrite: plan.Request.Force);
+            if (file.KeptAside is not null && File.Exists(file.TargetPath))
+            {
+                File.Move(file.TargetPath, file.KeptAside, overwrite: false);
+                keptAside.Add(file.KeptAside);
+            }
+            File.Move(partial, file.TargetPath, overwrite: false);
             PrivateFiles.FsyncDirectory(Path.GetDirectoryName(file.TargetPath)!);
         }
         var started = false;
@@ -299,7 +307,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
                 started = true;
             }
         }
-        return Result(plan, restored, plan.Mode == RestoreMode.NewDomain ? plan.Request.NewName : null, started, []);
+        return Result(plan, restored, plan.Mode == RestoreMode.NewDomain ? plan.Request.NewName : null, started, keptAside);
     }
 
     /// <summary>Swaps the verified files in: each file there now is renamed aside, the restored one takes its

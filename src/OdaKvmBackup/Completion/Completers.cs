@@ -63,7 +63,8 @@ internal static class Completions
 
     public static IEnumerable<CompletionResult> Matching(IEnumerable<string> values, string word, Func<string, string> tooltip)
     {
-        var typed = word.Trim('\'', '"');
+        // What was typed is a prefix, not a pattern: "vm[" must not throw, and "vm[1]" must complete itself.
+        var typed = WildcardPattern.Escape(word.Trim('\'', '"'));
         var pattern = new WildcardPattern(typed + "*", WildcardOptions.IgnoreCase);
         foreach (var value in values.Where(pattern.IsMatch))
             yield return new CompletionResult(Quote(value), value, CompletionResultType.ParameterValue, tooltip(value));

@@ -122,16 +122,18 @@ public sealed class RestoreServiceTests : IDisposable
     }
 
     [Fact]
-    public async Task Files_already_there_are_replaced_only_with_Force()
+    public async Task Files_already_there_are_replaced_only_with_Force_and_kept_aside()
     {
         var (set, store) = await SetAsync();
         File.WriteAllText(Path.Combine(_dest, "data"), "old");
         var ex = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, ToFolder(_dest), CancellationToken.None));
         Assert.Equal(ErrorIds.RestoreTargetExists, ex.ErrorId);
         var plan = await Service.PlanAsync(set, store, ToFolder(_dest, force: true), CancellationToken.None);
-        Assert.Contains("REPLACES", plan.Describe(), StringComparison.Ordinal);
-        await Service.ExecuteAsync(plan, store, CancellationToken.None);
+        Assert.Matches(@"vdb -> .*/data \(the file there now is kept as .*/data\.before-restore-\d{8}-\d{6}\)", plan.Describe());
+        var result = await Service.ExecuteAsync(plan, store, CancellationToken.None);
         Assert.Equal(File.ReadAllBytes(set.Disks[1].Location), File.ReadAllBytes(Path.Combine(_dest, "data")));
+        var kept = Assert.Single(result.KeptAside);
+        Assert.Equal("old", File.ReadAllText(kept));
     }
 
     [Fact]
