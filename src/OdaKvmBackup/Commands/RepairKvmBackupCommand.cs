@@ -73,7 +73,17 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
 
     private void RepairDomain(RepairService service, string domain)
     {
-        using var domainLock = DomainLock.TryAcquire(domain);
+        DomainLock? domainLock;
+        try
+        {
+            domainLock = DomainLock.TryAcquire(domain);
+        }
+        catch (BackupException ex)
+        {
+            WriteError(ToErrorRecord(ex, domain));
+            return;
+        }
+        using var held = domainLock;
         if (domainLock is null)
         {
             WriteError(ToErrorRecord(RunErrors.BackupInProgress(domain), domain));
