@@ -105,12 +105,12 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
             return;
         }
         var commitFailed = false;
-        foreach (var finding in findings)
+        foreach (var (finding, leftAlone) in RepairService.Decide(findings, IncludeUnrecorded))
         {
-            var what = finding.Target is null ? domain : $"{finding.Target} of {domain}";
-            if (!finding.Recorded && !IncludeUnrecorded)
+            var what = finding.Subject;
+            if (leftAlone is not null)
             {
-                WriteWarning($"{what}: {finding.Problem}. Left alone: OdaKvmBackup acts only on what its journal records. If no backup by hand is running, run Repair-KvmBackup -DomainName {domain} -IncludeUnrecorded to {finding.Action}.");
+                WriteWarning(leftAlone);
                 continue;
             }
             if (finding.Kind == RepairKind.CloseJournal && commitFailed)
