@@ -60,6 +60,8 @@ public static class ErrorIds
     public const string RepairNeeded = "RepairNeeded";
     public const string InvalidSnapshotName = "InvalidSnapshotName";
     public const string JournalUnreadable = "JournalUnreadable";
+    /// <summary>The journal (or a domain's lock) cannot be written under the state folder: full, read-only, or not a folder.</summary>
+    public const string JournalWriteFailed = "JournalWriteFailed";
     public const string BackupSetUnreadable = "BackupSetUnreadable";
     public const string StorageFailed = "StorageFailed";
     public const string RunAbandoned = "RunAbandoned";

@@ -239,7 +239,16 @@ public sealed class SnapshotService
     /// for the journal of a run that is over (every disk back on its own file, its overlays gone).</summary>
     private static bool CheckJournalAndLock(string domain, PreflightContext context)
     {
-        var probe = DomainLock.TryAcquire(domain);
+        DomainLock? probe;
+        try
+        {
+            probe = DomainLock.TryAcquire(domain);
+        }
+        catch (BackupException ex)
+        {
+            context.Problems.Add(ex); // a state folder that cannot be written: no journal, so no snapshot
+            return false;
+        }
         if (probe is null)
         {
             context.Problems.Add(RunErrors.BackupInProgress(domain));

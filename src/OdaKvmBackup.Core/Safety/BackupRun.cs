@@ -121,8 +121,25 @@ public sealed class BackupRun
 
     // ---------------------------------------------------------------- snapshot
 
-    /// <summary>Written before snapshot-create-as runs: from here on, overlays may exist whatever the call says.</summary>
-    public void RecordSnapshotStarting() => Change(() => Record.Phase = RunPhase.Snapshotting);
+    /// <summary>Written before snapshot-create-as runs: from here on, overlays may exist whatever the call says.
+    /// A journal that cannot say so stops the snapshot, and the run stays Planned: no overlay was made.</summary>
+    public void RecordSnapshotStarting()
+    {
+        lock (_gate)
+        {
+            var before = Record.Phase;
+            Record.Phase = RunPhase.Snapshotting;
+            try
+            {
+                RunJournal.Save(Record);
+            }
+            catch (BackupException)
+            {
+                Record.Phase = before;
+                throw;
+            }
+        }
+    }
 
     /// <summary>snapshot-create-as did not answer in time: whatever is undone now, libvirtd may still finish it.</summary>
     public void RecordSnapshotOutcomeUnknown() => Change(() => Record.SnapshotOutcomeUnknown = true);
@@ -346,13 +363,20 @@ public sealed class BackupRun
             var over = Record.Phase == RunPhase.Finished
                 || Record.FailureReason is null && (Consistency == BackupConsistency.Cold
                     || Record.Disks.All(d => d.State == DiskState.Retained || d.State == DiskState.Committed && (d.Overlay is null || !File.Exists(d.Overlay))));
-            if (over && Record.Phase != RunPhase.Finished)
+            try
             {
-                Record.Phase = RunPhase.Finished;
-                RunJournal.Delete(DomainName);
+                if (over && Record.Phase != RunPhase.Finished)
+                {
+                    Record.Phase = RunPhase.Finished;
+                    RunJournal.Delete(DomainName);
+                }
             }
-            _lock?.Dispose();
-            _lock = null;
+            finally
+            {
+                // A journal that cannot be removed stays for Repair-KvmBackup, which needs the lock free.
+                _lock?.Dispose();
+                _lock = null;
+            }
         }
     }
 
@@ -373,13 +397,19 @@ public sealed class BackupRun
         {
             if (Record.Phase == RunPhase.Finished && Record.FailureReason is not null)
                 return new RollbackOutcome(DomainName, true, true, $"'{DomainName}' was already put back ({Record.FailureReason}).");
-            if (_lock is null)
-                _lock = DomainLock.TryAcquire(DomainName); // best effort: the journal stays the record if another holds it
+            try
+            {
+                _lock ??= DomainLock.TryAcquire(DomainName); // best effort: the journal stays the record if another holds it
+            }
+            catch (BackupException)
+            {
+                // a state folder that cannot be written: the VM goes back all the same
+            }
             Record.FailureReason ??= reason;
             snapshotMayExist = Record.Phase is RunPhase.Snapshotting or RunPhase.OnOverlays or RunPhase.Committed or RunPhase.RollingBack or RunPhase.NeedsRepair;
             if (snapshotMayExist)
                 Record.Phase = RunPhase.RollingBack;
-            RunJournal.Save(Record);
+            SaveDuringRollback(sink);
         }
         // A copy still reading the frozen file must stop before the commit writes into that file.
         for (var waited = 0; waited < 600 && CopiesRunning; waited++)
@@ -400,12 +430,18 @@ public sealed class BackupRun
                 {
                     await commit.CommitAsync(new CommitTarget(DomainName, disk.Target, disk.Source, disk.Format, disk.Overlay), 0,
                         p => sink.Progress(new ProgressUpdate(ProgressIds.Rollback, null, activity, $"{disk.Target}: {p} %", (i * 100 + p) / pending.Count)), ct).ConfigureAwait(false);
-                    Change(() => Record.Disk(disk.Target).State = DiskState.RolledBack);
                 }
                 catch (Exception ex) when (ex is BackupException or OperationCanceledException)
                 {
                     stillOnOverlays.Add(disk.Target);
                     problems.Add($"{disk.Target}: {ex.Message}");
+                    continue;
+                }
+                // Outside the catch: a journal that cannot say so does not make a disk that went back count as on its overlay.
+                lock (_gate)
+                {
+                    Record.Disk(disk.Target).State = DiskState.RolledBack;
+                    SaveDuringRollback(sink);
                 }
             }
             sink.Progress(new ProgressUpdate(ProgressIds.Rollback, null, $"Putting {DomainName} back on its own disks", "Done", 100, Completed: true));
@@ -429,16 +465,30 @@ public sealed class BackupRun
         lock (_gate)
         {
             Record.Phase = problems.Count == 0 ? RunPhase.Finished : RunPhase.NeedsRepair;
-            if (problems.Count == 0)
-                RunJournal.Delete(DomainName);
-            else
-                RunJournal.Save(Record);
-            _lock?.Dispose();
-            _lock = null;
+            try
+            {
+                // Only this last write counts: one that works sets the journal right whatever failed before it.
+                if (problems.Count == 0)
+                    RunJournal.Delete(DomainName);
+                else
+                    RunJournal.Save(Record);
+            }
+            catch (BackupException ex) when (ex.ErrorId == ErrorIds.JournalWriteFailed)
+            {
+                Record.Phase = RunPhase.NeedsRepair;
+                problems.Add($"its journal could not be updated ({ex.Message}); free space in the state folder '{StateDirectory.Root}' or fix it first");
+            }
+            finally
+            {
+                _lock?.Dispose();
+                _lock = null;
+            }
         }
         var set = Record.SetFolder is null || _store is null ? "" : $" The backup set '{_store.Describe(Record.SetFolder)}' is marked Incomplete unless every disk was already copied and verified.";
         var message = !snapshotMayExist
-            ? $"Because {reason}, the backup of '{DomainName}' was stopped; its disks were never on overlays.{set}"
+            ? problems.Count > 0
+                ? $"Because {reason}, the backup of '{DomainName}' was stopped; its disks were never on overlays, but: {string.Join("; ", problems)}. Run Repair-KvmBackup -DomainName {DomainName} to clear what is left.{set}"
+                : $"Because {reason}, the backup of '{DomainName}' was stopped; its disks were never on overlays.{set}"
             : stillOnOverlays.Count > 0
                 ? $"Because {reason}, OdaKvmBackup tried to put '{DomainName}' back on its own disks but could not: {string.Join("; ", problems)}. {string.Join(", ", stillOnOverlays)} STILL write(s) to overlays. Run Repair-KvmBackup -DomainName {DomainName}.{set}"
                 : problems.Count > 0
@@ -481,6 +531,24 @@ public sealed class BackupRun
 
     // ---------------------------------------------------------------- journal and lock
 
+    /// <summary>During the way back a journal that cannot be written does not stop it: the VM on its own disks
+    /// matters more than the record of it, and the journal left says no less than the truth (a disk may be on an
+    /// overlay), which Repair-KvmBackup checks against the domain. The last write of the rollback reports.</summary>
+    private void SaveDuringRollback(IOperationSink sink)
+    {
+        try
+        {
+            RunJournal.Save(Record);
+        }
+        catch (BackupException ex) when (ex.ErrorId == ErrorIds.JournalWriteFailed)
+        {
+            sink.Verbose($"{ex.Message} Putting '{DomainName}' back on its own disks all the same.");
+        }
+    }
+
+    /// <summary>Makes a change and writes it to the journal. A journal that cannot be written throws
+    /// <see cref="ErrorIds.JournalWriteFailed"/> with the change kept here: the run goes on saying what happened
+    /// on the host (its way back needs that); only the record on disk is behind.</summary>
     private void Change(Action change)
     {
         lock (_gate)

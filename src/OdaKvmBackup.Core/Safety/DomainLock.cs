@@ -18,9 +18,18 @@ public sealed class DomainLock : IDisposable
 
     public string DomainName { get; }
 
+    /// <summary>The lock, or null while another holds it. A lock folder that cannot be made is
+    /// <see cref="ErrorIds.JournalWriteFailed"/>: the journal lives in the same state folder.</summary>
     public static DomainLock? TryAcquire(string domain)
     {
-        PrivateFiles.CreateFolder(StateDirectory.LockDirectory);
+        try
+        {
+            PrivateFiles.CreateFolder(StateDirectory.LockDirectory);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw RunErrors.JournalWriteFailed(domain, $"The lock folder '{StateDirectory.LockDirectory}' cannot be created", ex);
+        }
         try
         {
             var stream = new FileStream(StateDirectory.LockPath(domain), new FileStreamOptions

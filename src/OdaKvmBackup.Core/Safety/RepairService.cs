@@ -11,7 +11,18 @@ public enum RepairKind { CommitOverlay, DeleteSnapshotMetadata, RemoveLeftoverOv
 /// whether OdaKvmBackup's journal proves it made it: only then is it acted on unless the user asks explicitly
 /// (the manual procedure this module replaces uses the same snapshot and overlay names).</summary>
 public sealed record RepairFinding(RepairKind Kind, string DomainName, string? Target, string Problem, string Action, bool Recorded,
-    CommitTarget? Commit = null, string? LeftoverOverlay = null, string? RetentionFolder = null, string? RetentionName = null);
+    CommitTarget? Commit = null, string? LeftoverOverlay = null, string? RetentionFolder = null, string? RetentionName = null)
+{
+    /// <summary>What the finding is about, as the user reads it: "vda of linux_vm", or the domain.</summary>
+    public string Subject => Target is null ? DomainName : $"{Target} of {DomainName}";
+}
+
+/// <summary>Whether Repair-KvmBackup acts on a finding: <see cref="LeftAloneWarning"/> is null when it does, and
+/// otherwise says why it is left alone and how to include it.</summary>
+public sealed record RepairDecision(RepairFinding Finding, string? LeftAloneWarning)
+{
+    public bool Act => LeftAloneWarning is null;
+}
 
 /// <summary>
 /// Finds what interrupted backups left and puts it right: disks back on their own files first, then metadata,
@@ -122,6 +133,13 @@ public sealed class RepairService
         }
         return findings;
     }
+
+    /// <summary>The gate: what the journal records is acted on; what it does not (it may be a backup by hand, which
+    /// uses the same names) only with <paramref name="includeUnrecorded"/>. One decision per finding, in their order.</summary>
+    public static IReadOnlyList<RepairDecision> Decide(IReadOnlyList<RepairFinding> findings, bool includeUnrecorded) =>
+        findings.Select(f => new RepairDecision(f, f.Recorded || includeUnrecorded ? null
+            : $"{f.Subject}: {f.Problem}. Left alone: OdaKvmBackup acts only on what its journal records. If no backup by hand is running, run Repair-KvmBackup -DomainName {f.DomainName} -IncludeUnrecorded to {f.Action}."))
+            .ToList();
 
     public async Task<string> FixAsync(RepairFinding finding, string snapshotName, string? retentionPath, Action<int>? percent, CancellationToken ct)
     {

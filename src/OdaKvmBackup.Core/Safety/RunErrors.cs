@@ -21,6 +21,14 @@ public static class RunErrors
             "Wait for it to finish; other VMs can be backed up meanwhile.", domain);
     }
 
+    /// <summary>The state folder cannot be written (full, read-only, wrong owner, or a file where a folder should
+    /// be): <paramref name="what"/> says which file or folder could not be written, made or removed.</summary>
+    public static BackupException JournalWriteFailed(string domain, string what, Exception ex) =>
+        new(ErrorIds.JournalWriteFailed, BackupErrorCategory.WriteError,
+            $"{what}: {ex.Message}",
+            $"Free space in the state folder '{StateDirectory.Root}', or fix it (a folder owned by root, mode 0700), or point $env:{StateDirectory.EnvironmentVariable} at a folder that can be written; then, if a backup of '{domain}' was running, run Repair-KvmBackup -DomainName {domain}.",
+            domain, ex);
+
     public static BackupException BackupSetExists(string domain, string set) =>
         new(ErrorIds.BackupSetExists, BackupErrorCategory.ResourceExists, $"The backup set '{set}' already exists.",
             "Choose another -Destination, or use Copy-VmDisk -Force to write a new set there (the existing one is kept aside, renamed <set>.replaced-<time>).", domain);

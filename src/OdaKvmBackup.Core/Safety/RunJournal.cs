@@ -16,10 +16,19 @@ public static class RunJournal
         Converters = { new JsonStringEnumConverter() },
     };
 
+    /// <summary>Writes the journal; one that cannot be written is <see cref="ErrorIds.JournalWriteFailed"/>, naming it.</summary>
     public static void Save(RunRecord record)
     {
-        PrivateFiles.CreateFolder(StateDirectory.JournalDirectory);
-        PrivateFiles.WriteAtomically(StateDirectory.JournalPath(record.DomainName), JsonSerializer.SerializeToUtf8Bytes(record, Options));
+        var path = StateDirectory.JournalPath(record.DomainName);
+        try
+        {
+            PrivateFiles.CreateFolder(StateDirectory.JournalDirectory);
+            PrivateFiles.WriteAtomically(path, JsonSerializer.SerializeToUtf8Bytes(record, Options));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw RunErrors.JournalWriteFailed(record.DomainName, $"The journal '{path}' of '{record.DomainName}' cannot be written", ex);
+        }
     }
 
     /// <summary>The domain's journal, or null when it has none. An unreadable journal is an error: it may be the
@@ -52,5 +61,16 @@ public static class RunJournal
             .Select(StateDirectory.DomainOfJournal).OfType<string>().Order(StringComparer.Ordinal).ToList();
     }
 
-    public static void Delete(string domain) => PrivateFiles.Delete(StateDirectory.JournalPath(domain));
+    public static void Delete(string domain)
+    {
+        var path = StateDirectory.JournalPath(domain);
+        try
+        {
+            PrivateFiles.Delete(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw RunErrors.JournalWriteFailed(domain, $"The journal '{path}' of '{domain}' cannot be removed", ex);
+        }
+    }
 }

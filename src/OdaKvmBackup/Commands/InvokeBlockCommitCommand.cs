@@ -47,6 +47,7 @@ public sealed class InvokeBlockCommitCommand : RunStepCmdlet
         }
         var activity = $"Committing {disk.Target} of {disk.DomainName}";
         var progressId = ProgressIds.Commit * 1000 + Math.Abs(disk.Target.GetHashCode(StringComparison.Ordinal) % 997);
+        var committed = false;
         try
         {
             Adopt(run);
@@ -54,8 +55,17 @@ public sealed class InvokeBlockCommitCommand : RunStepCmdlet
             var commit = NewCommitService(TimeoutSec);
             var outcome = Run(ct => commit.CommitAsync(new CommitTarget(disk.DomainName, disk.Target, disk.Source, disk.Format, disk.Overlay), BandwidthLimit,
                 percent => Sink.Progress(new ProgressUpdate(progressId, null, activity, $"{percent} %", percent)), ct));
+            committed = true;
             run.RecordCommitted(disk.Target);
             WriteVerbose($"{disk.Target} of {disk.DomainName} writes to {disk.Source} again ({outcome}, {disk.TimeOnOverlay?.TotalSeconds:0.0} s on its overlay).");
+        }
+        catch (BackupException ex) when (committed)
+        {
+            // The commit worked; only the journal could not record it (JournalWriteFailed).
+            WriteError(ToErrorRecord(new BackupException(ex.ErrorId, ex.Category,
+                ex.Message + $" The commit itself worked: {disk.Target} of '{disk.DomainName}' writes to '{disk.Source}' again.",
+                ex.RecommendedAction, ex.Target, ex), disk.DomainName));
+            return;
         }
         catch (BackupException ex)
         {

@@ -49,14 +49,22 @@ public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
             PassOn(disk);
             return;
         }
+        string? moved = null;
         try
         {
             Adopt(run);
             var service = new RetentionService(Tools.Virsh);
             if (!_otherChains.TryGetValue(disk.DomainName, out var others))
                 _otherChains[disk.DomainName] = others = Run(ct => service.FilesInChainsOfOtherDomainsAsync(disk.DomainName, ct));
-            var moved = Run(ct => service.MoveAsync(disk.DomainName, disk.Overlay, _path, folder, record.RetainedName, ct, others));
+            moved = Run(ct => service.MoveAsync(disk.DomainName, disk.Overlay, _path, folder, record.RetainedName, ct, others));
             run.RecordRetained(disk.Target, moved);
+        }
+        catch (BackupException ex) when (moved is not null)
+        {
+            // The overlay was moved; only the journal could not record it (JournalWriteFailed).
+            WriteError(ToErrorRecord(new BackupException(ex.ErrorId, ex.Category,
+                ex.Message + $" The overlay of {disk.Target} was moved to '{moved}'.", ex.RecommendedAction, ex.Target, ex), disk.DomainName));
+            return;
         }
         catch (BackupException ex)
         {

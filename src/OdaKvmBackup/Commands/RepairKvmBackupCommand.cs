@@ -73,7 +73,17 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
 
     private void RepairDomain(RepairService service, string domain)
     {
-        using var domainLock = DomainLock.TryAcquire(domain);
+        DomainLock? domainLock;
+        try
+        {
+            domainLock = DomainLock.TryAcquire(domain);
+        }
+        catch (BackupException ex)
+        {
+            WriteError(ToErrorRecord(ex, domain));
+            return;
+        }
+        using var held = domainLock;
         if (domainLock is null)
         {
             WriteError(ToErrorRecord(RunErrors.BackupInProgress(domain), domain));
@@ -95,12 +105,12 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
             return;
         }
         var commitFailed = false;
-        foreach (var finding in findings)
+        foreach (var (finding, leftAlone) in RepairService.Decide(findings, IncludeUnrecorded))
         {
-            var what = finding.Target is null ? domain : $"{finding.Target} of {domain}";
-            if (!finding.Recorded && !IncludeUnrecorded)
+            var what = finding.Subject;
+            if (leftAlone is not null)
             {
-                WriteWarning($"{what}: {finding.Problem}. Left alone: OdaKvmBackup acts only on what its journal records. If no backup by hand is running, run Repair-KvmBackup -DomainName {domain} -IncludeUnrecorded to {finding.Action}.");
+                WriteWarning(leftAlone);
                 continue;
             }
             if (finding.Kind == RepairKind.CloseJournal && commitFailed)

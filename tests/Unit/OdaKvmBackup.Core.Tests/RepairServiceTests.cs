@@ -97,6 +97,68 @@ public sealed class RepairServiceTests : IDisposable
         AssertQueriesOnly();
     }
 
+    /// <summary>A backup by hand on vda (no journal): its overlay, and snapshot metadata of the same name.</summary>
+    private void BackupByHandOnVda()
+    {
+        File.WriteAllText(Bench.OverlayOf(_b.Boot), "overlay");
+        _b.Host.UseDisks(new TestDisk("vda", Bench.OverlayOf(_b.Boot)) { Backing = _b.Boot, BackingFormat = "raw" }, new TestDisk("vdb", _b.Data, "raw"));
+        _b.Host.Snapshots.Add(Snap);
+    }
+
+    [Fact]
+    public async Task Unrecorded_finding_is_left_alone_with_a_warning_without_IncludeUnrecorded_and_acted_on_with_it()
+    {
+        BackupByHandOnVda();
+        var findings = await InspectAsync();
+
+        var without = RepairService.Decide(findings, includeUnrecorded: false);
+        var with = RepairService.Decide(findings, includeUnrecorded: true);
+
+        Assert.Equal(findings, without.Select(d => d.Finding));
+        Assert.All(without, d => Assert.False(d.Act, $"{d.Finding.Kind} would be acted on"));
+        var commit = without.Single(d => d.Finding.Kind == RepairKind.CommitOverlay);
+        Assert.Equal(
+            $"vda of {Domain}: vda still writes to the overlay {Bench.OverlayOf(_b.Boot)} (OdaKvmBackup has no record of it: a backup by hand?). Left alone: OdaKvmBackup acts only on what its journal records. If no backup by hand is running, run Repair-KvmBackup -DomainName {Domain} -IncludeUnrecorded to commit and pivot back to {_b.Boot}.",
+            commit.LeftAloneWarning);
+        var metadata = without.Single(d => d.Finding.Kind == RepairKind.DeleteSnapshotMetadata);
+        Assert.StartsWith($"{Domain}: snapshot metadata '{Snap}' is left", metadata.LeftAloneWarning, StringComparison.Ordinal);
+        Assert.Equal(findings, with.Select(d => d.Finding));
+        Assert.All(with, d => Assert.True(d.Act, d.LeftAloneWarning));
+    }
+
+    [Fact]
+    public async Task Recorded_finding_is_acted_on_with_or_without_IncludeUnrecorded()
+    {
+        await KilledOnOverlaysAsync();
+        var findings = await InspectAsync();
+        Assert.All(findings, f => Assert.True(f.Recorded, f.Problem));
+
+        foreach (var include in new[] { false, true })
+        {
+            var decisions = RepairService.Decide(findings, include);
+
+            Assert.Equal(findings, decisions.Select(d => d.Finding));
+            Assert.All(decisions, d => Assert.True(d.Act, d.LeftAloneWarning));
+        }
+    }
+
+    [Fact]
+    public void Decisions_keep_the_order_of_the_findings_so_that_warnings_and_actions_come_out_as_before()
+    {
+        RepairFinding[] findings =
+        [
+            new(RepairKind.DeleteSnapshotMetadata, Domain, null, "snapshot metadata 'x' is left (OdaKvmBackup has no record of it)", "delete the metadata only", false),
+            new(RepairKind.RemoveLeftoverOverlay, Domain, null, "overlay /x would block the next snapshot", "move it", true),
+            new(RepairKind.CommitOverlay, Domain, "vdb", "vdb still writes to the overlay /y", "commit and pivot back to /z", false),
+        ];
+
+        var decisions = RepairService.Decide(findings, includeUnrecorded: false);
+
+        Assert.Equal(findings, decisions.Select(d => d.Finding));
+        Assert.Equal([false, true, false], decisions.Select(d => d.Act));
+        Assert.StartsWith($"vdb of {Domain}: vdb still writes", decisions[2].LeftAloneWarning, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Overlay_whose_backing_format_is_not_recorded_gets_its_base_format_from_qemu_img_never_raw()
     {

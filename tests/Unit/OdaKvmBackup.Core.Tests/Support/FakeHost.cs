@@ -53,6 +53,8 @@ internal sealed class FakeHost
     public Func<Invocation, ProcessResult>? OnQemuImgCommit { get; set; }
     /// <summary>`snapshot-create-as`; by default <see cref="TakeSnapshot"/> (needs <see cref="UseDisks(TestDisk[])"/>).</summary>
     public Func<Invocation, ProcessResult>? OnSnapshotCreate { get; set; }
+    /// <summary>`snapshot-delete --metadata` answered otherwise than from <see cref="Snapshots"/> (null: as usual).</summary>
+    public Func<Invocation, ProcessResult?>? OnSnapshotDelete { get; set; }
 
     /// <summary>Other domains of the host (name -> XML, live and saved alike; they run): their chains count for
     /// the checks that look at every domain.</summary>
@@ -211,7 +213,7 @@ internal sealed class FakeHost
             "snapshot-list" => Results.Ok(string.Concat(Snapshots.Select(s => s + "\n")) + "\n"),
             "qemu-agent-command" => AgentPing,
             "snapshot-create-as" => OnSnapshotCreate?.Invoke(call) ?? TakeSnapshot(call),
-            "snapshot-delete" => DeleteSnapshot(call),
+            "snapshot-delete" => OnSnapshotDelete?.Invoke(call) ?? DeleteSnapshot(call),
             "blockjob" when call.Has("--info") => Results.Ok(BlockJobs.GetValueOrDefault(call.ValueOf("--path")!, "\n")),
             "blockjob" when call.Has("--pivot") => OnPivot?.Invoke(call)
                 ?? Results.VirshError(string.Format(null, NoJob, call.ValueOf("--path"))),
