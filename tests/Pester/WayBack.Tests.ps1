@@ -327,15 +327,19 @@ Describe 'Remove-KvmBackup' {
     }
 
     It '-KeepLast 2 keeps exactly the two newest Complete sets' {
-        $removed = Remove-KvmBackup -Path $Pool -KeepLast 2 -Confirm:$false
+        $removed = Remove-KvmBackup -Path $Pool -KeepLast 2 -Confirm:$false -PassThru
         ($removed.RunId | Sort-Object) -join ',' | Should -Be (($Runs[0..2].RunId | Sort-Object) -join ',')
         (Get-PoolRuns) -join ',' | Should -Be (($Runs[3..4].RunId | Sort-Object) -join ',')
     }
 
-    It 'keeps the newest Complete set when a policy would remove every Complete set' {
+    It 'keeps the newest Complete set when a policy would remove every Complete set; outputs only with -PassThru, says it with -Verbose' {
         $newest = [datetime]::UtcNow.AddMinutes(-5)
         Copy-Set -From $SetFolder -ToDestination $Pool -RunId $newest.ToString('yyyyMMdd-HHmmss') -StartedUtc $newest -Status Incomplete | Out-Null
-        $removed = Remove-KvmBackup -Path $Pool -KeepLast 0 -KeepDays 0 -Confirm:$false
+        $quiet = Remove-KvmBackup -Path $Pool -DomainName $Vm -KeepLast 2 -Confirm:$false -Verbose 4>&1   # the Incomplete set only
+        @($quiet | Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }) | Should -BeNullOrEmpty -Because 'a Remove- cmdlet outputs nothing without -PassThru'
+        @($quiet | Where-Object { $_.Message -like "Removed $Pool/$Vm/*Incomplete*" }).Count | Should -Be 1
+        Copy-Set -From $SetFolder -ToDestination $Pool -RunId $newest.ToString('yyyyMMdd-HHmmss') -StartedUtc $newest -Status Incomplete | Out-Null
+        $removed = Remove-KvmBackup -Path $Pool -KeepLast 0 -KeepDays 0 -Confirm:$false -PassThru
         @($removed).Count | Should -Be 2
         (Get-PoolRuns) -join ',' | Should -Be $Runs[4].RunId
     }
@@ -351,7 +355,7 @@ Describe 'Remove-KvmBackup' {
         New-Item -ItemType Directory -Force -Path $old | Out-Null
         Set-Content -LiteralPath (Join-Path $old 'linux_boot.FILE_STAGE_BACKUP.TEMP') -Value 'old overlay'
         $young = Join-Path $Retention "$Vm/$($BackedUp[0].RunId)"
-        $removed = Remove-KvmBackup -DomainName $Vm -RetentionPath $Retention -OverlayKeepDays 7 -Confirm:$false
+        $removed = Remove-KvmBackup -DomainName $Vm -RetentionPath $Retention -OverlayKeepDays 7 -Confirm:$false -PassThru
         @($removed).Count | Should -Be 1
         $removed.Kind | Should -Be 'RetainedOverlays'
         $removed.Reason | Should -Match 'older than -OverlayKeepDays 7'

@@ -56,6 +56,10 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
     [ValidateRange(0, 100000)]
     public int OverlayKeepDays { get; set; }
 
+    /// <summary>Outputs what was removed (a RemovedBackup per set or run of overlays); -Verbose says it either way.</summary>
+    [Parameter]
+    public SwitchParameter PassThru { get; set; }
+
     private bool Given(string name) => MyInvocation.BoundParameters.ContainsKey(name);
 
     protected override void Begin()
@@ -145,12 +149,19 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
         try
         {
             Run(ct => PruneService.RemoveSetAsync(store, set, ct));
-            WriteObject(new RemovedBackup(RemovedBackup.BackupSetKind, set.DomainName, set.RunId, set.Status, set.Location, reason));
+            Removed(new RemovedBackup(RemovedBackup.BackupSetKind, set.DomainName, set.RunId, set.Status, set.Location, reason));
         }
         catch (BackupException ex)
         {
             WriteError(ToErrorRecord(ex, set.Location));
         }
+    }
+
+    private void Removed(RemovedBackup removed)
+    {
+        WriteVerbose($"Removed {removed.Location}: {removed.Reason}.");
+        if (PassThru)
+            WriteObject(removed);
     }
 
     private void PruneOverlays()
@@ -179,7 +190,7 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
             try
             {
                 Run(ct => service.RemoveRetainedAsync(run, ct));
-                WriteObject(new RemovedBackup(RemovedBackup.RetainedOverlaysKind, run.DomainName, run.Name, "Retained", run.Folder, decision.Reason));
+                Removed(new RemovedBackup(RemovedBackup.RetainedOverlaysKind, run.DomainName, run.Name, "Retained", run.Folder, decision.Reason));
             }
             catch (BackupException ex)
             {
