@@ -357,6 +357,9 @@ function Get-LabDomainXml([string]$Name, [string]$Cmdline, [switch]$Shareable) {
     <channel type='unix'>
       <target type='virtio' name='$script:AgentChannel'/>
     </channel>
+    <interface type='user'>
+      <model type='virtio'/>
+    </interface>
     <controller type='usb' model='none'/>
     <memballoon model='none'/>
   </devices>

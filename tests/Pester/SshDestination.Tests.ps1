@@ -87,9 +87,17 @@ Describe 'Sets on an SSH server: listed, tested on the server, restored' {
     }
 
     It 'tests it where it lies (on the server), and names the damaged disk once a byte of its copy changes' {
-        $good = Get-KvmBackup -Path $location -DomainName linux_vm | Test-KvmBackup
+        # The copies are read on the server: only digests cross the connection, far less than the copies' data.
+        $set = Get-KvmBackup -Path $location -DomainName linux_vm
+        $lo = Get-LabLoopbackReceivedBytes
+        $good = $set | Test-KvmBackup
+        $wire = (Get-LabLoopbackReceivedBytes) - $lo
         $good.Passed | Should -BeTrue
         $good.ReadWhere | Should -Match 'server'
+        $data = $set.DataBytes
+        Write-Host "Test-KvmBackup of a set on the server: $wire bytes on the wire for $data bytes of data"
+        $data | Should -BeGreaterThan 1MB
+        $wire | Should -BeLessThan ($data / 4) -Because "the copies hold $data bytes of data and must not travel to be checked"
         # One byte of the raw copy changes on the server's disk, inside a segment that holds data.
         $copy = Join-Path $setPath 'disco_secundario'
         $manifest = Get-Content -Raw (Join-Path $setPath 'backup.json') | ConvertFrom-Json
@@ -104,6 +112,8 @@ Describe 'Sets on an SSH server: listed, tested on the server, restored' {
         $bad.Passed | Should -BeFalse
         ($damaged | ForEach-Object { $_.FullyQualifiedErrorId }) | Should -Contain 'BackupCopyDamaged,OdaKvmBackup.Commands.TestKvmBackupCommand'
         ($damaged | Out-String) | Should -Match 'vdb'
+        ($bad.Disks | Where-Object Target -eq vdb).Passed | Should -BeFalse
+        ($bad.Disks | Where-Object Target -eq vda).Passed | Should -BeTrue
         # Put the byte back for the restore below.
         $fs = [IO.File]::Open($copy, 'Open', 'ReadWrite')
         try { $fs.Position = $offset; $fs.WriteByte($b) } finally { $fs.Dispose() }

@@ -121,6 +121,13 @@ Describe 'Restore-KvmBackup under a new name' {
         ($chain | Where-Object Target -eq vda).Format | Should -Be 'qcow2'
         ($chain | Where-Object Target -eq vdb).Format | Should -Be 'raw'
         (Invoke-Virsh @('domuuid', $Copy)).StdOut.Trim() | Should -Not -Be (Invoke-Virsh @('domuuid', $Vm)).StdOut.Trim()
+        # Its network card keeps its kind, with a MAC address of its own: the two VMs can share a network.
+        $mac = { param($name) @(([xml](Invoke-Virsh @('dumpxml', $name, '--inactive')).StdOut).domain.devices.interface | ForEach-Object { $_.mac.address }) }
+        $sourceMacs = @(& $mac $Vm)
+        $copyMacs = @(& $mac $Copy)
+        $sourceMacs.Count | Should -Be 1 -Because 'the lab VM has a network card'
+        $copyMacs.Count | Should -Be 1
+        $copyMacs[0] | Should -Not -Be $sourceMacs[0]
     }
 
     It 'names no file of the source VM anywhere in the copy''s definition' {

@@ -47,8 +47,15 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Equal("guest agent answered guest-ping", result.BootResult);
         Assert.NotNull(result.BootSeconds);
         Assert.StartsWith("vm1-boottest-", result.BootTestDomain, StringComparison.Ordinal);
-        var create = _host.Calls.Single(c => c[0] == "virsh" && c[1] == "create");
+        Assert.Single(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
         Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "define"); // transient: gone once destroyed
+        // The throw-away VM: its own name, no UUID of the source (libvirt makes one), and no network at all.
+        var (_, given) = Assert.Single(_host.Given);
+        Assert.Contains($"<name>{result.BootTestDomain}</name>", given, StringComparison.Ordinal);
+        Assert.DoesNotContain("<uuid>", given, StringComparison.Ordinal);
+        Assert.DoesNotContain("<interface", given, StringComparison.Ordinal);
+        Assert.Contains("<interface", Xmls.Domain("vm1", "/a", "/b"), StringComparison.Ordinal); // the saved definition had one
+        Assert.Contains("<uuid>", Xmls.Domain("vm1", "/a", "/b"), StringComparison.Ordinal);
         var overlays = _host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "create").ToList();
         Assert.Equal(2, overlays.Count);
         Assert.All(overlays, c => Assert.Equal("qcow2", c[Array.IndexOf(c, "-f") + 1]));

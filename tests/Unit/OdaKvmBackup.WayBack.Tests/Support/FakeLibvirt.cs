@@ -62,6 +62,9 @@ internal sealed class FakeLibvirt : IProcessRunner
         return null;
     }
 
+    /// <summary>Every definition given to virsh define or create, as it was given.</summary>
+    public List<(string Verb, string Xml)> Given { get; } = new();
+
     private ProcessResult Handle(string program, IReadOnlyList<string> args)
     {
         if (program == "chown")
@@ -103,6 +106,7 @@ internal sealed class FakeLibvirt : IProcessRunner
             case "create":
                 var xml = File.ReadAllText(ValueOf(args, "--file")!);
                 var name = DomainXml.Parse(xml).Name;
+                Given.Add((args[0], xml));
                 Domains[name] = new FakeDomain { Xml = xml, State = args[0] == "create" ? "running" : "shut off", Transient = args[0] == "create" };
                 return Ok($"Domain '{name}' {(args[0] == "create" ? "created" : "defined")} from file\n\n");
             case "qemu-agent-command":
