@@ -249,6 +249,20 @@ public abstract class KvmCmdlet : PSCmdlet
         return result;
     }
 
+    /// <summary>Lets go of a run at the end of a pipeline. A journal that cannot be removed then is said on the host
+    /// (the pipeline may be over), and the other runs are still let go.</summary>
+    protected void Release(BackupRun run)
+    {
+        try
+        {
+            run.Release();
+        }
+        catch (BackupException ex)
+        {
+            new HostSink(Host?.UI).Line(ex.FullMessage, error: true);
+        }
+    }
+
     /// <summary>Keeps verbose lines and warnings in order, and only the latest progress of each activity.</summary>
     private sealed class QueueSink : IOperationSink
     {

@@ -67,7 +67,7 @@ public abstract class RunStepCmdlet : KvmCmdlet, IDisposable
             if (!Completed && !run.Abandoned && run.Phase is not (RunPhase.Finished or RunPhase.Committed))
                 GiveUp(run, "the pipeline stopped before the backup finished", pipelineAlive: false);
             run.Guardian = null;
-            run.Release();
+            Release(run);
         }
         GC.SuppressFinalize(this);
     }

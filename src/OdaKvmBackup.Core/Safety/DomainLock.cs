@@ -43,7 +43,11 @@ public sealed class DomainLock : IDisposable
         }
         catch (IOException)
         {
-            return null;
+            return null; // held by another process (flock)
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            throw RunErrors.JournalWriteFailed(domain, $"The lock file '{StateDirectory.LockPath(domain)}' cannot be opened", ex);
         }
     }
 

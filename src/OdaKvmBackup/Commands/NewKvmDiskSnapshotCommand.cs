@@ -138,7 +138,7 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
             if (!_completed && run.Phase is not (RunPhase.Finished or RunPhase.Committed) && !run.Abandoned)
                 GiveUp(run, "the pipeline stopped before the backup finished", pipelineAlive: false);
             run.Guardian = null;
-            run.Release();
+            Release(run);
         }
     }
 }
