@@ -8,6 +8,19 @@ BeforeAll {
 
     function Get-Manifest([string] $Set) { Get-Content -Raw (Join-Path $Set 'backup.json') | ConvertFrom-Json }
     function Get-Mode([string] $Path) { (& stat -c '%a' -- $Path).Trim() }
+    # A one-line backup of linux_vm as a script for a pwsh of its own, with its own folders and state folder.
+    function New-ScriptedBackup([string] $Name) {
+        $base = New-TestFolder $Name
+        $run = [pscustomobject]@{
+            Base = $base
+            Backup = (New-Item -ItemType Directory (Join-Path $base 'backup')).FullName
+            Retention = (New-Item -ItemType Directory (Join-Path $base 'retention')).FullName
+            State = Join-Path $base 'state'
+            Script = Join-Path $base 'backup.ps1'
+        }
+        Set-Content $run.Script "Import-Module '$ModuleManifest'; Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '$($run.Backup)' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$($run.Retention)' | Out-Null"
+        $run
+    }
     function Get-VerboseLines($Records, [string] $Like) { @($Records | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] -and $_.Message -like $Like }) }
 }
 
@@ -53,12 +66,8 @@ Describe 'Two disks with the same file name in different folders' {
 
 Describe 'Backups are readable by their owner only' {
     It 'makes set, retention and state files 0600 and their folders 0700, even under umask 000' {
-        $base = New-TestFolder private
-        $backup = (New-Item -ItemType Directory (Join-Path $base 'backup')).FullName
-        $retention = (New-Item -ItemType Directory (Join-Path $base 'retention')).FullName
-        $state = Join-Path $base 'state'
-        $script = Join-Path $base 'backup.ps1'
-        Set-Content $script "Import-Module '$ModuleManifest'; Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '$backup' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$retention' | Out-Null"
+        $run = New-ScriptedBackup private
+        $backup, $retention, $state, $script = $run.Backup, $run.Retention, $run.State, $run.Script
         $pwsh = "'$([Environment]::ProcessPath)' '$([Environment]::GetCommandLineArgs()[0])'"
         & /bin/sh -c "umask 000; ODAKVMBACKUP_STATE_DIR='$state' exec $pwsh -NoProfile -NonInteractive -File '$script'"
         $LASTEXITCODE | Should -Be 0
@@ -78,13 +87,9 @@ Describe 'Journal, manifest and copies survive a power cut at any point' {
     It 'fsyncs each one before renaming it into place, and its folder after the rename' {
         # strace sees what reaches the kernel: a write is durable only once fsynced, and a rename only once the folder
         # that holds it is. After a power cut the old file or the new one is there, never none and never a torn one.
-        $base = New-TestFolder durable
-        $backup = (New-Item -ItemType Directory (Join-Path $base 'backup')).FullName
-        $retention = (New-Item -ItemType Directory (Join-Path $base 'retention')).FullName
-        $state = Join-Path $base 'state'
-        $trace = Join-Path $base 'trace'
-        $script = Join-Path $base 'backup.ps1'
-        Set-Content $script "Import-Module '$ModuleManifest'; Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '$backup' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$retention' | Out-Null"
+        $run = New-ScriptedBackup durable
+        $backup, $state, $script = $run.Backup, $run.State, $run.Script
+        $trace = Join-Path $run.Base 'trace'
         $env:ODAKVMBACKUP_STATE_DIR, $saved = $state, $env:ODAKVMBACKUP_STATE_DIR
         try { & strace -f -qq -o $trace -e 'trace=openat,fsync,fdatasync,close,rename,renameat,renameat2' ([Environment]::ProcessPath) ([Environment]::GetCommandLineArgs()[0]) -NoProfile -NonInteractive -File $script }
         finally { $env:ODAKVMBACKUP_STATE_DIR = $saved }
