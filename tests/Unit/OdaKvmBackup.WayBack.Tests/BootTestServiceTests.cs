@@ -1,3 +1,4 @@
+using System.Xml.Linq;
 using System.Text.Json;
 using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Backup;
@@ -25,9 +26,17 @@ public sealed class BootTestServiceTests : IDisposable
 
     private BootTestService Service => new(_host.Tools, _sink);
 
-    private async Task<(BackupSetInfo, BackupSetTestResult, List<BackupException>)> BootAsync(IBackupStore store, TimeSpan timeout)
+    private async Task<(BackupSetInfo, BackupSetTestResult, List<BackupException>)> BootAsync(IBackupStore store, TimeSpan timeout, bool withoutAgent = false)
     {
         var set = await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
+        if (withoutAgent)
+        {
+            // A guest without qemu-guest-agent: its saved definition has no agent channel, only the serial console.
+            var saved = Path.Combine(_backup.Path, set.SetFolder, BackupNames.DomainXmlFileName);
+            var xml = XDocument.Parse(File.ReadAllText(saved));
+            xml.Descendants("channel").Remove();
+            File.WriteAllText(saved, xml.ToString());
+        }
         var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, [], CancellationToken.None);
         var errors = new List<BackupException>();
         await Service.RunAsync(set, store, result, new BootTestOptions(timeout, "login:"), errors, CancellationToken.None);
@@ -62,6 +71,35 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Equal(set.Disks.Select(d => d.Location), overlays.Select(c => c[Array.IndexOf(c, "-b") + 1]));
         Assert.Equal(["qcow2", "raw"], overlays.Select(c => c[Array.IndexOf(c, "-F") + 1]));
         Assert.Contains(_host.Calls, c => c[0] == "virsh" && c[1] == "destroy" && c.Contains(result.BootTestDomain));
+        Assert.DoesNotContain(_host.Domains.Keys, k => k.Contains("boottest", StringComparison.Ordinal));
+        Assert.Empty(Leftovers());
+    }
+
+    [Fact]
+    public async Task A_guest_without_agent_has_booted_once_its_console_shows_the_pattern()
+    {
+        _host.AgentAnswers = false;
+        _host.ConsoleOutput = "Booting...\nvm1 login: ";
+        var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30), withoutAgent: true);
+        Assert.Empty(errors);
+        Assert.True(result.Passed);
+        Assert.Equal("console showed 'login:'", result.BootResult);
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "qemu-agent-command");
+        Assert.DoesNotContain(_host.Domains.Keys, k => k.Contains("boottest", StringComparison.Ordinal));
+        Assert.Empty(Leftovers());
+    }
+
+    [Fact]
+    public async Task A_guest_without_agent_whose_console_never_shows_the_pattern_times_out_says_what_it_showed_and_leaves_nothing()
+    {
+        _host.AgentAnswers = false;
+        _host.ConsoleOutput = "Kernel panic - not syncing: VFS: Unable to mount root fs";
+        var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(1), withoutAgent: true);
+        var error = Assert.Single(errors);
+        Assert.Equal(ErrorIds.BootTestTimedOut, error.ErrorId);
+        Assert.Contains("its console never showed 'login:'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Kernel panic", error.Message, StringComparison.Ordinal);
+        Assert.False(result.Passed);
         Assert.DoesNotContain(_host.Domains.Keys, k => k.Contains("boottest", StringComparison.Ordinal));
         Assert.Empty(Leftovers());
     }

@@ -1,3 +1,4 @@
+using System.Xml.Linq;
 using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Processes;
 using OdaKvmBackup.Core.QemuImg;
@@ -62,6 +63,9 @@ internal sealed class FakeLibvirt : IProcessRunner
         return null;
     }
 
+    /// <summary>What a created domain prints on its serial console (nothing when null).</summary>
+    public string? ConsoleOutput { get; set; }
+
     /// <summary>Every definition given to virsh define or create, as it was given.</summary>
     public List<(string Verb, string Xml)> Given { get; } = new();
 
@@ -107,6 +111,10 @@ internal sealed class FakeLibvirt : IProcessRunner
                 var xml = File.ReadAllText(ValueOf(args, "--file")!);
                 var name = DomainXml.Parse(xml).Name;
                 Given.Add((args[0], xml));
+                // The guest "boots": what it prints lands in the serial console's log file, as QEMU writes it.
+                if (args[0] == "create" && ConsoleOutput is not null
+                    && XDocument.Parse(xml).Descendants("serial").Elements("source").Attributes("path").FirstOrDefault() is { } log)
+                    File.WriteAllText(log.Value, ConsoleOutput);
                 Domains[name] = new FakeDomain { Xml = xml, State = args[0] == "create" ? "running" : "shut off", Transient = args[0] == "create" };
                 return Ok($"Domain '{name}' {(args[0] == "create" ? "created" : "defined")} from file\n\n");
             case "qemu-agent-command":
