@@ -48,8 +48,10 @@ Describe 'Tab completion' {
         (Get-Completions 'Get-VmDisk -DomainName linux_vm -Target vdb').CompletionText | Should -Be @('vdb')
     }
 
-    It 'completes domain names for Repair-KvmBackup too' {
-        (Get-Completions 'Repair-KvmBackup -DomainName linux_v').CompletionText | Should -Contain 'linux_vm'
+    It 'completes domain names for Repair-KvmBackup, Get-KvmBackup and Remove-KvmBackup too' {
+        foreach ($line in 'Repair-KvmBackup -DomainName linux_v', 'Get-KvmBackup /backup -DomainName linux_v', 'Remove-KvmBackup -Path /backup -DomainName linux_v') {
+            (Get-Completions $line).CompletionText | Should -Contain 'linux_vm' -Because $line
+        }
     }
 }
 

@@ -22,6 +22,7 @@ public sealed class GetKvmBackupCommand : KvmCmdlet, IDisposable
     [Parameter(Position = 1)]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(Completion.DomainNameCompleter))]
     public string[]? DomainName { get; set; }
 
     /// <summary>Only the newest set of each domain (among those -Status keeps).</summary>

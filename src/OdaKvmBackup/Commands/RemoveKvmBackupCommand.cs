@@ -32,6 +32,7 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
     [Parameter(ParameterSetName = OverlaysSet)]
     [SupportsWildcards]
     [ValidateNotNullOrEmpty]
+    [ArgumentCompleter(typeof(Completion.DomainNameCompleter))]
     public string[]? DomainName { get; set; }
 
     /// <summary>Keeps the n newest Complete sets of each domain.</summary>
