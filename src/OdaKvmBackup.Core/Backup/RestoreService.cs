@@ -280,17 +280,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
 
     private async Task<RestoredBackup> PlaceAndDefineAsync(RestorePlan plan, List<(RestoreFilePlan File, string Partial, CopyResult Copy)> restored, CancellationToken ct)
     {
-        var keptAside = new List<string>();
-        foreach (var (file, partial, _) in restored)
-        {
-            if (file.KeptAside is not null && File.Exists(file.TargetPath))
-            {
-                File.Move(file.TargetPath, file.KeptAside, overwrite: false);
-                keptAside.Add(file.KeptAside);
-            }
-            File.Move(partial, file.TargetPath, overwrite: false);
-            PrivateFiles.FsyncDirectory(Path.GetDirectoryName(file.TargetPath)!);
-        }
+        var keptAside = await SwapInAsync(restored, keepOwner: false, ct).ConfigureAwait(false);
         var started = false;
         if (plan.Mode == RestoreMode.NewDomain)
         {
@@ -318,36 +308,45 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
         var domain = plan.Set.DomainName;
         using var domainLock = DomainLock.TryAcquire(domain) ?? throw RunErrors.BackupInProgress(domain);
         await RequireShutOffAsync(domain, ct).ConfigureAwait(false);
-        var swapped = new List<RestoreFilePlan>();
-        var keptAside = new List<string>();
+        var keptAside = await SwapInAsync(restored, keepOwner: true, ct).ConfigureAwait(false);
+        return Result(plan, restored, domain, false, keptAside);
+    }
+
+    /// <summary>Puts each verified file in place: a file there now is renamed aside first (never deleted), and with
+    /// <paramref name="keepOwner"/> the restored one takes its owner and mode. If a rename fails, the files kept
+    /// aside go back to their names.</summary>
+    private async Task<List<string>> SwapInAsync(List<(RestoreFilePlan File, string Partial, CopyResult Copy)> restored, bool keepOwner, CancellationToken ct)
+    {
+        var movedAside = new List<RestoreFilePlan>();
+        var current = 0;
         try
         {
-            foreach (var (file, partial, _) in restored)
+            for (; current < restored.Count; current++)
             {
-                if (File.Exists(file.TargetPath))
+                var (file, partial, _) = restored[current];
+                if (file.KeptAside is not null && File.Exists(file.TargetPath))
                 {
-                    File.SetUnixFileMode(partial, File.GetUnixFileMode(file.TargetPath));
-                    var chown = await runner.RunAsync("chown", ["--reference=" + file.TargetPath, "--", partial], null, ct, null).ConfigureAwait(false);
-                    if (chown.ExitCode != 0)
-                        sink.Warning($"The owner of '{file.TargetPath}' could not be given to the restored file: {chown.StandardError.Trim()}");
-                    File.Move(file.TargetPath, file.KeptAside!, overwrite: false);
-                    keptAside.Add(file.KeptAside!);
+                    if (keepOwner)
+                    {
+                        File.SetUnixFileMode(partial, File.GetUnixFileMode(file.TargetPath));
+                        var chown = await runner.RunAsync("chown", ["--reference=" + file.TargetPath, "--", partial], null, ct, null).ConfigureAwait(false);
+                        if (chown.ExitCode != 0)
+                            sink.Warning($"The owner of '{file.TargetPath}' could not be given to the restored file: {chown.StandardError.Trim()}");
+                    }
+                    File.Move(file.TargetPath, file.KeptAside, overwrite: false);
+                    movedAside.Add(file);
                 }
                 File.Move(partial, file.TargetPath, overwrite: false);
-                swapped.Add(file);
                 PrivateFiles.FsyncDirectory(Path.GetDirectoryName(file.TargetPath)!);
             }
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
-            foreach (var file in Enumerable.Reverse(swapped))
-            {
-                if (keptAside.Contains(file.KeptAside!))
-                    File.Move(file.KeptAside!, file.TargetPath, overwrite: true);
-            }
-            throw StoreErrors.FromIOException(ex, plan.Files[swapped.Count].TargetPath);
+            foreach (var file in Enumerable.Reverse(movedAside))
+                File.Move(file.KeptAside!, file.TargetPath, overwrite: true);
+            throw StoreErrors.FromIOException(ex, restored[current].File.TargetPath);
         }
-        return Result(plan, restored, domain, false, keptAside);
+        return movedAside.Select(f => f.KeptAside!).ToList();
     }
 
     private static RestoredBackup Result(RestorePlan plan, List<(RestoreFilePlan File, string Partial, CopyResult Copy)> restored, string? domain, bool started, IReadOnlyList<string> keptAside) => new()
