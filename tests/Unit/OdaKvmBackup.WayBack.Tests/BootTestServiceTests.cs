@@ -43,6 +43,13 @@ public sealed class BootTestServiceTests : IDisposable
         return (set, result, errors);
     }
 
+    /// <summary>No throw-away domain, and nothing under the boot tests' state folder.</summary>
+    private void AssertNothingLeft()
+    {
+        Assert.DoesNotContain(_host.Domains.Keys, k => k.Contains("boottest", StringComparison.Ordinal));
+        Assert.Empty(Leftovers());
+    }
+
     private IEnumerable<string> Leftovers() => Directory.Exists(StateDirectory.BootTestDirectory)
         ? Directory.EnumerateFileSystemEntries(StateDirectory.BootTestDirectory) : [];
 
@@ -71,8 +78,7 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Equal(set.Disks.Select(d => d.Location), overlays.Select(c => c[Array.IndexOf(c, "-b") + 1]));
         Assert.Equal(["qcow2", "raw"], overlays.Select(c => c[Array.IndexOf(c, "-F") + 1]));
         Assert.Contains(_host.Calls, c => c[0] == "virsh" && c[1] == "destroy" && c.Contains(result.BootTestDomain));
-        Assert.DoesNotContain(_host.Domains.Keys, k => k.Contains("boottest", StringComparison.Ordinal));
-        Assert.Empty(Leftovers());
+        AssertNothingLeft();
     }
 
     [Fact]
@@ -85,8 +91,7 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.True(result.Passed);
         Assert.Equal("console showed 'login:'", result.BootResult);
         Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "qemu-agent-command");
-        Assert.DoesNotContain(_host.Domains.Keys, k => k.Contains("boottest", StringComparison.Ordinal));
-        Assert.Empty(Leftovers());
+        AssertNothingLeft();
     }
 
     [Fact]
@@ -100,8 +105,7 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Contains("its console never showed 'login:'", error.Message, StringComparison.Ordinal);
         Assert.Contains("Kernel panic", error.Message, StringComparison.Ordinal);
         Assert.False(result.Passed);
-        Assert.DoesNotContain(_host.Domains.Keys, k => k.Contains("boottest", StringComparison.Ordinal));
-        Assert.Empty(Leftovers());
+        AssertNothingLeft();
     }
 
     [Fact]
@@ -112,8 +116,7 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Equal(ErrorIds.BootTestTimedOut, Assert.Single(errors).ErrorId);
         Assert.False(result.Passed);
         Assert.Equal("timed out", result.BootResult);
-        Assert.DoesNotContain(_host.Domains.Keys, k => k.Contains("boottest", StringComparison.Ordinal));
-        Assert.Empty(Leftovers());
+        AssertNothingLeft();
     }
 
     [Fact]
