@@ -125,6 +125,11 @@ public class BackupException : Exception
     /// <summary>The domain (or path) the error is about.</summary>
     public string? Target { get; }
 
+    /// <summary>The same error with a sentence added to its message (what became of the VM, say), its fix kept
+    /// unless another is given; this one is the inner exception.</summary>
+    public BackupException WithSentence(string sentence, string? recommendedAction = null, string? target = null) =>
+        new(ErrorId, Category, Message + " " + sentence, recommendedAction ?? RecommendedAction, target ?? Target, this);
+
     /// <summary>Message and fix in one text, for places that show a single string.</summary>
     public string FullMessage => RecommendedAction is null ? Message : Message + " " + RecommendedAction;
 }

@@ -122,8 +122,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
             {
                 _failed.Add(run);
                 Run(_ => _copy!.AbandonAsync(run));
-                WriteError(ToErrorRecord(new BackupException(ex.ErrorId, ex.Category,
-                    $"{ex.Message} The backup of '{run.DomainName}' is given up; other VMs go on.", ex.RecommendedAction, run.DomainName, ex), run.DomainName));
+                WriteError(ToErrorRecord(ex.WithSentence($"The backup of '{run.DomainName}' is given up; other VMs go on.", target: run.DomainName), run.DomainName));
                 GiveUp(run, $"copying a disk of '{run.DomainName}' failed", pipelineAlive: true);
                 return;
             }

@@ -62,16 +62,13 @@ public sealed class InvokeBlockCommitCommand : RunStepCmdlet
         catch (BackupException ex) when (committed)
         {
             // The commit worked; only the journal could not record it (JournalWriteFailed).
-            WriteError(ToErrorRecord(new BackupException(ex.ErrorId, ex.Category,
-                ex.Message + $" The commit itself worked: {disk.Target} of '{disk.DomainName}' writes to '{disk.Source}' again.",
-                ex.RecommendedAction, ex.Target, ex), disk.DomainName));
+            WriteError(ToErrorRecord(ex.WithSentence($"The commit itself worked: {disk.Target} of '{disk.DomainName}' writes to '{disk.Source}' again."), disk.DomainName));
             return;
         }
         catch (BackupException ex)
         {
-            WriteError(ToErrorRecord(new BackupException(ex.ErrorId, ex.Category,
-                ex.Message + $" '{disk.DomainName}' still writes to the overlay '{disk.Overlay}' for {disk.Target}.",
-                ex.RecommendedAction ?? $"Run Repair-KvmBackup -DomainName {disk.DomainName}.", ex.Target, ex), disk.DomainName));
+            WriteError(ToErrorRecord(ex.WithSentence($"'{disk.DomainName}' still writes to the overlay '{disk.Overlay}' for {disk.Target}.",
+                ex.RecommendedAction ?? $"Run Repair-KvmBackup -DomainName {disk.DomainName}."), disk.DomainName));
             return;
         }
         finally

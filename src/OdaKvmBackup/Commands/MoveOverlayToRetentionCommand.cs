@@ -62,8 +62,7 @@ public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
         catch (BackupException ex) when (moved is not null)
         {
             // The overlay was moved; only the journal could not record it (JournalWriteFailed).
-            WriteError(ToErrorRecord(new BackupException(ex.ErrorId, ex.Category,
-                ex.Message + $" The overlay of {disk.Target} was moved to '{moved}'.", ex.RecommendedAction, ex.Target, ex), disk.DomainName));
+            WriteError(ToErrorRecord(ex.WithSentence($"The overlay of {disk.Target} was moved to '{moved}'."), disk.DomainName));
             return;
         }
         catch (BackupException ex)
