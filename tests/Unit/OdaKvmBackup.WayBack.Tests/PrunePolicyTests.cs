@@ -75,6 +75,33 @@ public class PrunePolicyTests
     }
 
     [Fact]
+    public void A_set_dated_in_the_future_stops_pruning_of_its_domain_naming_it_and_the_other_domains_are_still_pruned()
+    {
+        var sets = Sets("vm:3C vm:2C vm:1C b:2C b:1C");
+        var future = new DateTime(2099, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+        sets.Add(new PruneCandidate("vm", BackupNames.RunId(future), future, BackupSetStatus.Complete));
+
+        var decisions = PrunePolicy.Decide(sets, 1, null, Now);
+
+        Assert.Equal(sets.Count, decisions.Count);
+        Assert.DoesNotContain(decisions, d => d.Remove && d.Set.DomainName == "vm");
+        Assert.All(decisions.Where(d => d.Set.DomainName == "vm"), d => Assert.Contains("20990101-000000", d.Reason, StringComparison.Ordinal));
+        Assert.Equal(["b " + BackupNames.RunId(Now.AddDays(-2))], decisions.Where(d => d.Remove).Select(d => d.Set.DomainName + " " + d.Set.RunId));
+    }
+
+    [Fact]
+    public void A_set_a_few_minutes_ahead_of_the_clock_is_not_in_the_future()
+    {
+        var sets = Sets("vm:3C vm:2C");
+        var soon = Now.AddMinutes(5);
+        sets.Add(new PruneCandidate("vm", BackupNames.RunId(soon), soon, BackupSetStatus.Complete));
+
+        var removed = PrunePolicy.Decide(sets, 1, null, Now).Where(d => d.Remove).Select(d => d.Set.RunId).Order(StringComparer.Ordinal);
+
+        Assert.Equal([BackupNames.RunId(Now.AddDays(-3)), BackupNames.RunId(Now.AddDays(-2))], removed);
+    }
+
+    [Fact]
     public void Without_a_policy_nothing_is_decided()
     {
         var ex = Assert.Throws<BackupException>(() => PrunePolicy.Decide(Sets("vm:1C"), null, null, Now));
