@@ -1,3 +1,4 @@
+using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 
@@ -53,6 +54,40 @@ public sealed class StoreContainmentTests : IDisposable
         Assert.Equal("host file", File.ReadAllText(outside));
         Assert.True(Directory.Exists(Path.Combine(root, "vm", "run")));
         Assert.Equal([outside, root], Directory.GetFileSystemEntries(_temp.FullPath).Order(StringComparer.Ordinal));
+    }
+
+    /// <summary>The one check every join of a folder and a name from a store goes through.</summary>
+    [Theory]
+    [InlineData("/restore", "disk", "/restore/disk")]
+    [InlineData("/restore/", "disco secundario, 2", "/restore/disco secundario, 2")]
+    [InlineData("/restore", "..disk", "/restore/..disk")]
+    [InlineData("/restore", "disk..", "/restore/disk..")]
+    [InlineData("vm/20261120-220000", "boot", "vm/20261120-220000/boot")]
+    [InlineData("", "vm/20261120-220000/backup.json", "vm/20261120-220000/backup.json")]
+    public void A_name_that_stays_inside_is_joined(string folder, string name, string joined) =>
+        Assert.Equal(joined, FileSystemPaths.JoinInside(folder, name, "The set X"));
+
+    [Theory]
+    [InlineData("/restore", "../x", "'..' part")]
+    [InlineData("/restore", "..", "'..' part")]
+    [InlineData("/restore", ".", "'..' part")]
+    [InlineData("/restore", "a/../../x", "'..' part")]
+    [InlineData("/restore", "a/./b", "'..' part")]
+    [InlineData("/restore", "/etc/cron.d/x", "absolute path")]
+    [InlineData("/restore", "", "empty")]
+    [InlineData("/restore", "da\0ta", "NUL")]
+    [InlineData("vm/20261120-220000", "../../outside", "'..' part")]
+    [InlineData("", "/etc/hostname", "absolute path")]
+    public void A_name_that_would_lead_outside_is_refused_naming_who_gave_it_and_the_name(string folder, string name, string why)
+    {
+        var ex = Assert.Throws<BackupException>(() => FileSystemPaths.JoinInside(folder, name, "The set /backup/vm/20261120-220000"));
+
+        Assert.Equal(ErrorIds.BackupSetUnreadable, ex.ErrorId);
+        Assert.StartsWith("The set /backup/vm/20261120-220000 names ", ex.Message, StringComparison.Ordinal);
+        Assert.Contains(FileSystemPaths.Quote(name), ex.Message, StringComparison.Ordinal);
+        Assert.Contains(why, ex.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\0', ex.Message);
+        Assert.NotNull(ex.RecommendedAction);
     }
 
     [Theory]

@@ -45,8 +45,8 @@ public class PrunePolicyTests
         var sets = Sets(spec);
         var decisions = PrunePolicy.Decide(sets, keepLast, keepDays, Now);
         Assert.Equal(sets.Count, decisions.Count);
-        var removed = decisions.Where(d => d.Remove).Select(d => d.Set).OrderBy(s => s.DomainName).ThenBy(s => s.StartedUtc).ToList();
-        var expected = Sets(expectedRemoved).OrderBy(s => s.DomainName).ThenBy(s => s.StartedUtc).ToList();
+        var removed = decisions.Where(d => d.Remove).Select(d => d.Set).OrderBy(s => s.DomainName).ThenBy(s => s.TimeUtc).ToList();
+        var expected = Sets(expectedRemoved).OrderBy(s => s.DomainName).ThenBy(s => s.TimeUtc).ToList();
         Assert.Equal(expected.Select(s => s.DomainName + s.RunId), removed.Select(s => s.DomainName + s.RunId));
         Assert.All(decisions, d => Assert.False(string.IsNullOrWhiteSpace(d.Reason)));
     }
@@ -58,7 +58,7 @@ public class PrunePolicyTests
     public void The_newest_Complete_set_of_a_domain_is_never_removed(int? keepLast, int? keepDays)
     {
         var decisions = PrunePolicy.Decide(Sets("vm:30C vm:20C vm:10C vm:1I"), keepLast, keepDays, Now);
-        var newest = decisions.Single(d => d.Set.StartedUtc == Now.AddDays(-10));
+        var newest = decisions.Single(d => d.Set.TimeUtc == Now.AddDays(-10));
         Assert.False(newest.Remove);
         Assert.Contains("newest Complete", newest.Reason, StringComparison.Ordinal);
     }
@@ -66,7 +66,7 @@ public class PrunePolicyTests
     [Fact]
     public void Reasons_say_which_rule_decided()
     {
-        var decisions = PrunePolicy.Decide(Sets("vm:5C vm:4C vm:3I vm:2C vm:1C"), 2, null, Now).ToDictionary(d => d.Set.StartedUtc);
+        var decisions = PrunePolicy.Decide(Sets("vm:5C vm:4C vm:3I vm:2C vm:1C"), 2, null, Now).ToDictionary(d => d.Set.TimeUtc);
         Assert.Contains("beyond -KeepLast 2", decisions[Now.AddDays(-5)].Reason, StringComparison.Ordinal);
         Assert.Contains("4th newest Complete", decisions[Now.AddDays(-5)].Reason, StringComparison.Ordinal);
         Assert.Contains("Incomplete (cannot be restored from)", decisions[Now.AddDays(-3)].Reason, StringComparison.Ordinal);
