@@ -104,6 +104,8 @@ public static class ErrorIds
     public const string NoRetentionPolicy = "NoRetentionPolicy";
     public const string InvalidConsolePattern = "InvalidConsolePattern";
     public const string NewestCompleteSetKept = "NewestCompleteSetKept";
+    /// <summary>A set is dated in the future, or its manifest's time disagrees with its run id: pruning of its VM stops.</summary>
+    public const string BackupSetOutOfOrder = "BackupSetOutOfOrder";
 }
 
 /// <summary>A failure a user can act on: names the cause and, where one exists, the fix.</summary>

@@ -13,21 +13,27 @@ public sealed record BackupSetDisk(string Target, string File, string Format, lo
 /// </summary>
 public sealed class BackupSetInfo
 {
-    internal BackupSetInfo(string destination, string setFolder, string location, BackupManifest manifest, Func<string, string> describe)
+    /// <summary>Made only from a checked manifest: a set that is held was checked (see <see cref="CheckedManifest"/>).</summary>
+    internal BackupSetInfo(IBackupStore store, CheckedManifest manifest)
     {
-        Destination = destination;
-        SetFolder = setFolder;
-        Location = location;
-        Manifest = manifest;
-        Disks = manifest.Disks.Select(d => new BackupSetDisk(d.Target, d.File, d.Format, d.SizeBytes, d.DataBytes,
-            d.ContentDigest, d.Verified, d.Source, describe(setFolder + "/" + d.File))).ToList();
+        Destination = store.Location;
+        Manifest = manifest.Manifest;
+        RunTimeUtc = manifest.RunTimeUtc;
+        // Checked equal to the folders the set sits in: its identity is the store's layout.
+        SetFolder = BackupNames.SetFolder(Manifest.DomainName, Manifest.RunId);
+        Location = store.Describe(SetFolder);
+        Disks = Manifest.Disks.Select(d => new BackupSetDisk(d.Target, d.File, d.Format, d.SizeBytes, d.DataBytes,
+            d.ContentDigest, d.Verified, d.Source, store.Describe(FileInSet(d.File)))).ToList();
     }
 
+    /// <summary>The VM's folder under the destination (its manifest's DomainName is checked to be the same).</summary>
     public string DomainName => Manifest.DomainName;
+    /// <summary>The set's folder name, the time of its snapshot in UTC (its manifest's RunId is checked to be the same).</summary>
     public string RunId => Manifest.RunId;
     /// <summary>The snapshot time (the moment the set shows), in local time.</summary>
-    public DateTime Time => DateTime.SpecifyKind(Manifest.StartedUtc, DateTimeKind.Utc).ToLocalTime();
-    public DateTime StartedUtc => DateTime.SpecifyKind(Manifest.StartedUtc, DateTimeKind.Utc);
+    public DateTime Time => StartedUtc.ToLocalTime();
+    /// <summary>The snapshot time as the manifest says it. Sets are ordered and pruned by <see cref="RunId"/>.</summary>
+    public DateTime StartedUtc => CheckedManifest.AsUtc(Manifest.StartedUtc);
     public DateTime? CompletedUtc => Manifest.CompletedUtc;
     /// <summary>Complete, Incomplete or InProgress (see backup.json).</summary>
     public string Status => Manifest.Status;
@@ -49,6 +55,11 @@ public sealed class BackupSetInfo
     /// <summary>The set's folder relative to <see cref="Destination"/> (domain/run).</summary>
     internal string SetFolder { get; }
     internal BackupManifest Manifest { get; }
+    /// <summary>The time <see cref="RunId"/> names, in UTC: what sets are ordered, aged and pruned by.</summary>
+    internal DateTime RunTimeUtc { get; }
+
+    /// <summary>A file of the set, relative to the store's root, proven to lie in the set's folder.</summary>
+    internal string FileInSet(string name) => FileSystemPaths.JoinInside(SetFolder, name, $"The set {Location}");
 
     public override string ToString() => $"{DomainName} {RunId} ({Status})";
 }
@@ -65,16 +76,19 @@ public sealed record CatalogListing(IReadOnlyList<BackupSetInfo> Sets, IReadOnly
 /// </summary>
 public static class BackupCatalog
 {
-    /// <summary>Every set under the store's root, sorted by domain, then time (oldest first).</summary>
+    /// <summary>Every set under the store's root, sorted by domain, then run id (oldest first); the folders whose
+    /// manifest cannot be read or trusted, each with its error.</summary>
     public static async Task<CatalogListing> ListAsync(IBackupStore store, Func<string, bool>? domainFilter, CancellationToken ct)
     {
         var sets = new List<BackupSetInfo>();
         var unreadable = new List<UnreadableSet>();
-        foreach (var domain in await store.ListAsync("", ct).ConfigureAwait(false))
+        // A server's listing may name an entry twice: each folder is read once.
+        foreach (var domain in (await store.ListAsync("", ct).ConfigureAwait(false)).DistinctBy(e => e.Name, StringComparer.Ordinal))
         {
-            if (!domain.IsFolder || domain.Name.StartsWith('.') || domain.Name.Contains('/') || domainFilter?.Invoke(domain.Name) == false)
+            // Folder names come from the store too: only plain names are looked into.
+            if (!domain.IsFolder || domain.Name.StartsWith('.') || !FileSystemPaths.IsPlainName(domain.Name) || domainFilter?.Invoke(domain.Name) == false)
                 continue;
-            foreach (var run in await store.ListAsync(domain.Name, ct).ConfigureAwait(false))
+            foreach (var run in (await store.ListAsync(domain.Name, ct).ConfigureAwait(false)).DistinctBy(e => e.Name, StringComparer.Ordinal))
             {
                 if (!run.IsFolder || !BackupNames.TryParseRunId(run.Name, out _))
                     continue;
@@ -84,8 +98,9 @@ public static class BackupCatalog
                     if (await LoadAsync(store, folder, ct).ConfigureAwait(false) is { } set)
                         sets.Add(set);
                 }
-                catch (BackupException ex) when (ex.ErrorId is ErrorIds.BackupSetUnreadable)
+                catch (BackupException ex) when (!Remote.SftpConnection.IsConnectionProblem(ex))
                 {
+                    // One set that cannot be read or trusted never stops the listing of the others.
                     unreadable.Add(new UnreadableSet(store.Describe(folder), ex));
                 }
             }
@@ -99,13 +114,13 @@ public static class BackupCatalog
         var manifestPath = BackupSet.ManifestPath(setFolder);
         if (await store.GetEntryAsync(manifestPath, ct).ConfigureAwait(false) is not { IsFolder: false })
             return null;
-        var manifest = await BackupSet.LoadAsync(store, setFolder, ct).ConfigureAwait(false);
-        return new BackupSetInfo(store.Location, setFolder, store.Describe(setFolder), manifest, store.Describe);
+        return new BackupSetInfo(store, await BackupSet.LoadAsync(store, setFolder, ct).ConfigureAwait(false));
     }
 
-    /// <summary>Sorted as an admin scans them: by domain, then oldest to newest.</summary>
+    /// <summary>Sorted as an admin scans them: by domain, then oldest to newest by run id (the folder's name, never
+    /// the time a manifest claims).</summary>
     public static IReadOnlyList<BackupSetInfo> Sort(IEnumerable<BackupSetInfo> sets) =>
-        sets.OrderBy(s => s.DomainName, StringComparer.Ordinal).ThenBy(s => s.StartedUtc).ThenBy(s => s.RunId, StringComparer.Ordinal).ToList();
+        sets.OrderBy(s => s.DomainName, StringComparer.Ordinal).ThenBy(s => s.RunId, StringComparer.Ordinal).ToList();
 
     /// <summary>Keeps the sets with one of <paramref name="statuses"/> (all when empty), then, with
     /// <paramref name="latest"/>, only the newest of each domain.</summary>
@@ -113,7 +128,7 @@ public static class BackupCatalog
     {
         var kept = sets.Where(s => statuses.Count == 0 || statuses.Contains(s.Status, StringComparer.OrdinalIgnoreCase));
         if (latest)
-            kept = kept.GroupBy(s => s.DomainName, StringComparer.Ordinal).Select(g => g.OrderBy(s => s.StartedUtc).ThenBy(s => s.RunId, StringComparer.Ordinal).Last());
+            kept = kept.GroupBy(s => s.DomainName, StringComparer.Ordinal).Select(g => g.MaxBy(s => s.RunId, StringComparer.Ordinal)!);
         return Sort(kept);
     }
 

@@ -52,7 +52,7 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             return;
         }
         var name = BackupNames.BootTestDomainName(set.DomainName);
-        var folder = Path.Combine(StateDirectory.BootTestDirectory, name);
+        var folder = FileSystemPaths.JoinInside(StateDirectory.BootTestDirectory, name, $"The set {set.Location}");
         var record = new BootTestRecord { DomainName = name, Folder = folder, SetLocation = set.Location };
         SaveRecord(record);
         PrivateFiles.CreateFolder(folder);
@@ -65,12 +65,12 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             var disks = new Dictionary<string, (string File, string Format)>(StringComparer.Ordinal);
             foreach (var disk in set.Manifest.Disks)
             {
-                var overlay = Path.Combine(folder, BackupNames.BootTestOverlay(disk.File));
-                await tools.QemuImg.CreateOverlayAsync(overlay, store.Describe(set.SetFolder + "/" + disk.File), disk.Format, ct).ConfigureAwait(false);
+                var overlay = FileSystemPaths.JoinInside(folder, BackupNames.BootTestOverlay(disk.File), $"The set {set.Location}");
+                await tools.QemuImg.CreateOverlayAsync(overlay, store.Describe(set.FileInSet(disk.File)), disk.Format, ct).ConfigureAwait(false);
                 File.SetUnixFileMode(overlay, PrivateFiles.FileMode);
                 disks[disk.Target] = (overlay, "qcow2");
             }
-            var saved = System.Text.Encoding.UTF8.GetString(await store.ReadSmallFileAsync(set.SetFolder + "/" + BackupNames.DomainXmlFileName, ct).ConfigureAwait(false));
+            var saved = System.Text.Encoding.UTF8.GetString(await store.ReadSmallFileAsync(set.FileInSet(BackupNames.DomainXmlFileName), ct).ConfigureAwait(false));
             var copy = DomainXmlRewriter.Rewrite(saved, new DomainCopyRequest(name, disks, folder, [folder], DropInterfaces: true, SerialToFile: true));
             foreach (var note in copy.Notes)
                 sink.Verbose($"Boot test {name}: {note}");
@@ -78,7 +78,7 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
                 throw new BackupException(ErrorIds.BootTestFailed, BackupErrorCategory.InvalidOperation,
                     $"The set {VerifyService.Describe(set)} defines neither a guest agent channel nor a serial console, so nothing can show that it booted.",
                     "Add a guest agent channel or a serial console to the VM, back it up again, and boot-test that set.", set.Location);
-            var xmlFile = Path.Combine(folder, name + ".xml");
+            var xmlFile = FileSystemPaths.JoinInside(folder, name + ".xml", $"The set {set.Location}");
             PrivateFiles.WriteAtomically(xmlFile, System.Text.Encoding.UTF8.GetBytes(copy.Xml));
             sink.Progress(new ProgressUpdate(ProgressIds.BootTest, null, activity, "Starting", 0));
             var clock = Stopwatch.StartNew();

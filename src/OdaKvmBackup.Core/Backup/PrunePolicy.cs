@@ -2,8 +2,10 @@ using System.Globalization;
 
 namespace OdaKvmBackup.Core.Backup;
 
-/// <summary>What a retention policy looks at in a set.</summary>
-public sealed record PruneCandidate(string DomainName, string RunId, DateTime StartedUtc, string Status);
+/// <summary>What a retention policy looks at in a set: its folders (domain, run id), the time its run id names
+/// (<paramref name="TimeUtc"/>: sets are ordered and aged by it), its status, and the time its manifest claims
+/// (<paramref name="ClaimedUtc"/>, only checked against the run id).</summary>
+public sealed record PruneCandidate(string DomainName, string RunId, DateTime TimeUtc, string Status, DateTime? ClaimedUtc = null);
 
 /// <summary>Whether a set goes, and why, in words a -WhatIf line can show.</summary>
 public sealed record PruneDecision(PruneCandidate Set, bool Remove, string Reason);
@@ -17,11 +19,32 @@ public sealed record PruneDecision(PruneCandidate Set, bool Remove, string Reaso
 /// <item>the newest Complete set of a domain is never removed, whatever the policy says;</item>
 /// <item>an InProgress set is never removed (a backup may be writing it; Repair-KvmBackup marks an interrupted one
 /// Incomplete);</item>
-/// <item>an Incomplete set never counts towards -KeepLast: it cannot be restored from.</item>
+/// <item>an Incomplete set never counts towards -KeepLast: it cannot be restored from;</item>
+/// <item>sets are ordered and aged by their run id, the name of their folder; when a set of a domain is dated in the
+/// future, or its manifest's time disagrees with its run id, by more than <see cref="ClockTolerance"/>, nothing of
+/// that domain is removed (see <see cref="OutOfOrder"/>): the order itself cannot be trusted.</item>
 /// </list>
 /// </summary>
 public static class PrunePolicy
 {
+    /// <summary>How far a run id may be ahead of this host's clock, or a manifest's time from its run id.</summary>
+    public static readonly TimeSpan ClockTolerance = TimeSpan.FromMinutes(10);
+
+    /// <summary>The sets whose time cannot be trusted, each with why: dated in the future, or made (their manifest
+    /// says) at another time than their run id names. Pruning of their domain stops.</summary>
+    public static IReadOnlyList<(PruneCandidate Set, string Why)> OutOfOrder(IEnumerable<PruneCandidate> sets, DateTime nowUtc)
+    {
+        var found = new List<(PruneCandidate, string)>();
+        foreach (var set in sets.OrderBy(s => s.DomainName, StringComparer.Ordinal).ThenBy(s => s.RunId, StringComparer.Ordinal))
+        {
+            if (set.TimeUtc > nowUtc + ClockTolerance)
+                found.Add((set, $"its run id {set.RunId} is in the future (this host's clock says {CheckedManifest.Describe(nowUtc)})"));
+            else if (set.ClaimedUtc is { } claimed && (claimed - set.TimeUtc).Duration() > ClockTolerance)
+                found.Add((set, $"its backup.json says it was made at {CheckedManifest.Describe(claimed)}, its run id {set.RunId} says {CheckedManifest.Describe(set.TimeUtc)}"));
+        }
+        return found;
+    }
+
     public static IReadOnlyList<PruneDecision> Decide(IEnumerable<PruneCandidate> sets, int? keepLast, int? keepDays, DateTime nowUtc)
     {
         if (keepLast is null && keepDays is null)
@@ -33,12 +56,18 @@ public static class PrunePolicy
         var decisions = new List<PruneDecision>();
         foreach (var domain in sets.GroupBy(s => s.DomainName, StringComparer.Ordinal).OrderBy(g => g.Key, StringComparer.Ordinal))
         {
-            var newestFirst = domain.OrderByDescending(s => s.StartedUtc).ThenByDescending(s => s.RunId, StringComparer.Ordinal).ToList();
+            var newestFirst = domain.OrderByDescending(s => s.RunId, StringComparer.Ordinal).ToList();
+            if (OutOfOrder(newestFirst, nowUtc) is [var first, ..])
+            {
+                var stopped = $"pruning of '{domain.Key}' stopped: the set {first.Set.RunId} cannot be put in order ({first.Why}); nothing of '{domain.Key}' is removed";
+                decisions.AddRange(newestFirst.Select(set => new PruneDecision(set, false, stopped)));
+                continue;
+            }
             var completeRank = 0;
             var newestComplete = newestFirst.FirstOrDefault(s => s.Status == BackupSetStatus.Complete);
             foreach (var set in newestFirst)
             {
-                var age = nowUtc - set.StartedUtc;
+                var age = nowUtc - set.TimeUtc;
                 var ageText = Age(age);
                 var isComplete = set.Status == BackupSetStatus.Complete;
                 if (isComplete)
@@ -88,9 +117,9 @@ public static class PrunePolicy
         if (keepDays < 0)
             throw new BackupException(ErrorIds.NoRetentionPolicy, BackupErrorCategory.InvalidArgument,
                 "-OverlayKeepDays cannot be negative.", "Give 0 or more days.");
-        return runs.OrderBy(r => r.DomainName, StringComparer.Ordinal).ThenBy(r => r.StartedUtc).Select(r =>
+        return runs.OrderBy(r => r.DomainName, StringComparer.Ordinal).ThenBy(r => r.TimeUtc).Select(r =>
         {
-            var age = nowUtc - r.StartedUtc;
+            var age = nowUtc - r.TimeUtc;
             return age >= TimeSpan.FromDays(keepDays)
                 ? new PruneDecision(r, true, $"overlays retained {Age(age)} ago, older than -OverlayKeepDays {keepDays}")
                 : new PruneDecision(r, false, $"overlays retained {Age(age)} ago: within -OverlayKeepDays {keepDays}");

@@ -11,6 +11,10 @@ public sealed record RemovedBackup(string Kind, string DomainName, string RunId,
     public const string RetainedOverlaysKind = "RetainedOverlays";
 }
 
+/// <summary>What Remove-KvmBackup does with the sets of a store: each set's decision, and one error per domain whose
+/// pruning stopped (a set dated in the future or out of order).</summary>
+public sealed record SetPrunePlan(IReadOnlyList<(BackupSetInfo Set, PruneDecision Decision)> Decisions, IReadOnlyList<BackupException> Stopped);
+
 /// <summary>A run's folder of retained overlays: &lt;retention&gt;/&lt;domain&gt;/&lt;run id&gt; (or repaired-&lt;run id&gt;).</summary>
 public sealed record RetainedRun(string DomainName, string Name, string Folder, DateTime TimeUtc, IReadOnlyList<string> Files);
 
@@ -20,24 +24,52 @@ public sealed record RetainedRun(string DomainName, string Name, string Folder, 
 /// </summary>
 public sealed class PruneService(VirshClient virsh)
 {
-    /// <summary>The policy's decisions for these sets (only sets with a readable manifest take part).</summary>
-    public static IReadOnlyList<(BackupSetInfo Set, PruneDecision Decision)> PlanSets(IReadOnlyList<BackupSetInfo> sets, int? keepLast, int? keepDays, DateTime nowUtc)
+    /// <summary>The policy's decisions for these sets (only sets with a readable manifest take part), by the store's
+    /// layout: grouped by the folder a set sits in and ordered by its run id. A domain with a set dated in the future
+    /// or out of order keeps every set, and is named in <see cref="SetPrunePlan.Stopped"/>.</summary>
+    public static SetPrunePlan PlanSets(IReadOnlyList<BackupSetInfo> sets, int? keepLast, int? keepDays, DateTime nowUtc)
     {
-        var byCandidate = sets.ToDictionary(s => new PruneCandidate(s.DomainName, s.RunId, s.StartedUtc, s.Status));
-        return PrunePolicy.Decide(byCandidate.Keys, keepLast, keepDays, nowUtc).Select(d => (byCandidate[d.Set], d)).ToList();
+        var candidates = sets.Select(s => (Set: s, Candidate: Candidate(s))).ToList();
+        var bySet = candidates.ToDictionary(c => c.Candidate, c => c.Set, ByReference);
+        var decisions = PrunePolicy.Decide(candidates.Select(c => c.Candidate), keepLast, keepDays, nowUtc)
+            .Select(d => (bySet[d.Set], d)).ToList();
+        return new SetPrunePlan(decisions, Stopped(candidates, nowUtc));
     }
 
     /// <summary>Why a set the user named may not go: it is the newest Complete set of its domain in
-    /// <paramref name="all"/> (every set of that store), or InProgress. Null when it may go.</summary>
-    public static string? WhyKeptAnyway(BackupSetInfo set, IEnumerable<BackupSetInfo> all)
+    /// <paramref name="all"/> (every set of that store, ordered by run id), or InProgress, or its domain has a set
+    /// dated in the future or out of order. Null when it may go.</summary>
+    public static BackupException? WhyKeptAnyway(BackupSetInfo set, IReadOnlyList<BackupSetInfo> all, DateTime nowUtc)
     {
+        var domain = all.Where(s => s.DomainName == set.DomainName).Select(s => (Set: s, Candidate: Candidate(s))).ToList();
+        if (Stopped(domain, nowUtc) is [var stopped, ..])
+            return stopped;
+        string? why = null;
         if (set.Status == BackupSetStatus.InProgress)
-            return "InProgress: a backup may be writing it";
-        var newest = all.Where(s => s.DomainName == set.DomainName && s.Status == BackupSetStatus.Complete)
-            .OrderByDescending(s => s.StartedUtc).ThenByDescending(s => s.RunId, StringComparer.Ordinal).FirstOrDefault();
-        return newest is not null && newest.RunId == set.RunId
-            ? $"the newest Complete set of '{set.DomainName}': never removed"
-            : null;
+            why = "InProgress: a backup may be writing it";
+        else if (domain.Select(d => d.Set).Where(s => s.Status == BackupSetStatus.Complete).MaxBy(s => s.RunId, StringComparer.Ordinal) is { } newest
+            && newest.RunId == set.RunId)
+            why = $"the newest Complete set of '{set.DomainName}': never removed";
+        return why is null ? null : new BackupException(ErrorIds.NewestCompleteSetKept, BackupErrorCategory.InvalidOperation,
+            $"The set {set.Location} was not removed: {why}.", "Back the VM up again first; once a newer set is Complete, this one can go.", set.Location);
+    }
+
+    // Each set is its own candidate, whatever another one holds.
+    private static readonly IEqualityComparer<PruneCandidate> ByReference = ReferenceEqualityComparer.Instance;
+
+    private static PruneCandidate Candidate(BackupSetInfo set) =>
+        new(set.DomainName, set.RunId, set.RunTimeUtc, set.Status, set.StartedUtc);
+
+    /// <summary>One error per domain whose sets cannot be put in order, naming each such set where it lies.</summary>
+    private static IReadOnlyList<BackupException> Stopped(IReadOnlyList<(BackupSetInfo Set, PruneCandidate Candidate)> sets, DateTime nowUtc)
+    {
+        var bySet = sets.ToDictionary(s => s.Candidate, s => s.Set, ByReference);
+        return PrunePolicy.OutOfOrder(sets.Select(s => s.Candidate), nowUtc).GroupBy(o => o.Set.DomainName, StringComparer.Ordinal)
+            .Select(domain => new BackupException(ErrorIds.BackupSetOutOfOrder, BackupErrorCategory.InvalidData,
+                $"Pruning of '{domain.Key}' stopped: {string.Join("; ", domain.Select(o => $"the set {bySet[o.Set].Location} cannot be put in order: {o.Why}"))}. Nothing of '{domain.Key}' was removed.",
+                "Sets are dated by their folder (the run id, UTC). Find out who wrote that set (the backup store can be written by others) or whether this host's clock was wrong when it was made; move the set out of the destination, then prune again. The other VMs were pruned.",
+                domain.Key))
+            .ToList();
     }
 
     /// <summary>Deletes a set's folder, after reading its manifest again: a set that a run is writing now (its

@@ -78,10 +78,50 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
             throw new BackupException(ErrorIds.BackupSetNotComplete, BackupErrorCategory.InvalidData,
                 $"The set {VerifyService.Describe(set)} is {set.Status}{(set.Reason is null ? "" : $" ({set.Reason})")}: it cannot be restored from.",
                 $"Choose a Complete set: Get-KvmBackup -Path {set.Destination} -DomainName {set.DomainName} -Status Complete.", set.Location);
+        await CheckCopiesAsync(set, store, ct).ConfigureAwait(false);
         var production = await ProductionFilesAsync(set, ct).ConfigureAwait(false);
-        return request.InPlace
+        var plan = request.InPlace
             ? await PlanInPlaceAsync(set, request, ct).ConfigureAwait(false)
             : await PlanCopyAsync(set, store, request, production, ct).ConfigureAwait(false);
+        CheckFreeSpace(plan);
+        return plan;
+    }
+
+    /// <summary>Each copy must be in the store with the size its manifest says: a copy that is larger (or smaller)
+    /// is not the one the set was made with, and is refused before anything is written.</summary>
+    private static async Task CheckCopiesAsync(BackupSetInfo set, IBackupStore store, CancellationToken ct)
+    {
+        foreach (var disk in set.Manifest.Disks)
+        {
+            var relative = set.FileInSet(disk.File);
+            var entry = await store.GetEntryAsync(relative, ct).ConfigureAwait(false);
+            if (entry is null || entry.IsFolder)
+                throw new BackupException(ErrorIds.BackupCopyMissing, BackupErrorCategory.ObjectNotFound,
+                    $"The copy of {disk.Target} in the set {VerifyService.Describe(set)} ({store.Describe(relative)}) is missing. Nothing was written.",
+                    $"Restore from another Complete set (Get-KvmBackup -Path {set.Destination} -DomainName {set.DomainName} -Status Complete).", set.Location);
+            if (entry.Size != disk.SizeBytes)
+                throw new BackupException(ErrorIds.BackupCopyDamaged, BackupErrorCategory.InvalidData,
+                    $"The copy of {disk.Target} in the set {VerifyService.Describe(set)} ({store.Describe(relative)}) is {entry.Size} bytes, backup.json says {disk.SizeBytes}: it is not the copy the set was made with. Nothing was written.",
+                    $"Do not restore from this set: restore from another Complete set (Get-KvmBackup -Path {set.Destination} -DomainName {set.DomainName} -Status Complete), and find out who changed the backup store.", set.Location);
+        }
+    }
+
+    /// <summary>The bytes the restore writes into each folder (the data of each copy, or its whole size for a raw
+    /// disk written fully allocated) must be free there: the files it replaces are kept, so none is freed.</summary>
+    private static void CheckFreeSpace(RestorePlan plan)
+    {
+        foreach (var folder in plan.Files.GroupBy(f => Path.GetDirectoryName(f.TargetPath)!, StringComparer.Ordinal))
+        {
+            var disks = folder.Select(f => plan.Set.Manifest.Disks.First(d => d.Target == f.Target)).ToList();
+            var needed = disks.Sum(d => plan.Request.FullyAllocated && d.Format == "raw" ? d.SizeBytes ?? 0 : Math.Min(d.DataBytes ?? d.SizeBytes ?? 0, d.SizeBytes ?? 0));
+            var free = FileSystemPaths.FreeBytes(folder.Key);
+            if (needed > free)
+                throw new BackupException(ErrorIds.NotEnoughSpaceAtDestination, BackupErrorCategory.ResourceUnavailable,
+                    $"Restoring {string.Join(", ", disks.Select(d => d.Target))} of the set {VerifyService.Describe(plan.Set)} into '{folder.Key}' needs {needed} bytes ({FileSystemPaths.FormatBytes(needed)}), but {free} bytes ({FileSystemPaths.FormatBytes(free)}) are free there. Nothing was written.",
+                    plan.Mode == RestoreMode.InPlace
+                        ? "Free space beside the VM's disks (the replaced files are kept aside until you remove them), or restore into another folder with -Destination."
+                        : "Free space there, or choose another -Destination.", folder.Key);
+        }
     }
 
     private async Task<RestorePlan> PlanInPlaceAsync(BackupSetInfo set, RestoreRequest request, CancellationToken ct)
@@ -110,7 +150,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
             }
             var target = disk.Source;
             files.Add(new RestoreFilePlan(disk.Target, disk.File, disk.Format, target, disk.SizeBytes, File.Exists(target),
-                Path.Combine(Path.GetDirectoryName(target)!, BackupNames.KeptAside(Path.GetFileName(target), now))));
+                FileSystemPaths.JoinInside(Path.GetDirectoryName(target)!, BackupNames.KeptAside(Path.GetFileName(target), now), $"The set {set.Location}")));
         }
         return new RestorePlan { Set = set, Mode = RestoreMode.InPlace, Request = request, Files = files };
     }
@@ -122,7 +162,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
         var files = new List<RestoreFilePlan>();
         foreach (var disk in set.Manifest.Disks)
         {
-            var target = Path.Combine(folder, disk.File);
+            var target = FileSystemPaths.JoinInside(folder, disk.File, $"The set {set.Location}");
             RequireNotProduction(target, production, set, disk.Target);
             var exists = File.Exists(target) || Directory.Exists(target);
             if (exists && (!request.Force || Directory.Exists(target)))
@@ -131,7 +171,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
                     "Choose an empty -Destination folder, or add -Force to replace the files there (they are kept aside; never a disk a domain uses).", target);
             // Even with -Force nothing is deleted: a file there is kept beside it, for its owner to remove.
             files.Add(new RestoreFilePlan(disk.Target, disk.File, disk.Format, target, disk.SizeBytes, exists,
-                exists ? Path.Combine(folder, BackupNames.KeptAside(disk.File, now)) : null));
+                exists ? FileSystemPaths.JoinInside(folder, BackupNames.KeptAside(disk.File, now), $"The set {set.Location}") : null));
         }
         if (request.NewName is null)
             return new RestorePlan { Set = set, Mode = RestoreMode.Files, Request = request, Folder = folder, Files = files };
@@ -147,7 +187,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
         if (File.Exists(definitionFile) && !request.Force)
             throw new BackupException(ErrorIds.RestoreTargetExists, BackupErrorCategory.ResourceExists,
                 $"'{definitionFile}' already exists.", "Choose another -Destination or -NewName, or add -Force to replace it.", definitionFile);
-        var saved = System.Text.Encoding.UTF8.GetString(await store.ReadSmallFileAsync(set.SetFolder + "/" + BackupNames.DomainXmlFileName, ct).ConfigureAwait(false));
+        var saved = System.Text.Encoding.UTF8.GetString(await store.ReadSmallFileAsync(set.FileInSet(BackupNames.DomainXmlFileName), ct).ConfigureAwait(false));
         var copy = DomainXmlRewriter.Rewrite(saved, new DomainCopyRequest(name,
             files.ToDictionary(f => f.Target, f => (f.TargetPath, f.Format), StringComparer.Ordinal), folder, [folder], DropInterfaces: false));
         foreach (var source in DomainXmlRewriter.DiskSources(copy.Xml))
@@ -207,7 +247,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
                 var file = plan.Files[i];
                 var folder = Path.GetDirectoryName(file.TargetPath)!;
                 var partialName = BackupNames.RestorePartial(Path.GetFileName(file.TargetPath));
-                var partial = Path.Combine(folder, partialName);
+                var partial = FileSystemPaths.JoinInside(folder, partialName, $"The set {set.Location}");
                 partials.Add(partial);
                 var copy = await CopyOneAsync(set, store, file, folder, partialName, i, plan.Files.Count, ct).ConfigureAwait(false);
                 if (plan.Request.FullyAllocated && file.Format == "raw")
@@ -244,7 +284,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
         int index, int count, CancellationToken ct)
     {
         var disk = set.Manifest.Disks.First(d => d.Target == file.Target);
-        var relative = set.SetFolder + "/" + disk.File;
+        var relative = set.FileInSet(disk.File);
         var activity = $"Restoring {VerifyService.Describe(set)}";
         var rate = new RateMeter();
         void Progress(long done, long total) => sink.Progress(new ProgressUpdate(ProgressIds.Restore, null, activity,
@@ -263,7 +303,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
                 copy = await SparseCopy.CopyAsync(store.Describe(relative), writer, 0, Progress, ct).ConfigureAwait(false);
             }
         }
-        var partial = Path.Combine(folder, partialName);
+        var partial = FileSystemPaths.JoinInside(folder, partialName, $"The set {set.Location}");
         if (copy.ContentDigest != disk.ContentDigest)
             throw VerificationFailed(set, file, store.Describe(relative), $"the copy in the set reads as {copy.ContentDigest}, backup.json says {disk.ContentDigest}");
         var readBack = await SparseCopy.DigestAsync(partial, null, ct).ConfigureAwait(false);

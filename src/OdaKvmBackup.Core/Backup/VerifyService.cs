@@ -78,7 +78,7 @@ public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
         for (var i = 0; i < set.Manifest.Disks.Count; i++)
         {
             var disk = set.Manifest.Disks[i];
-            var relative = set.SetFolder + "/" + disk.File;
+            var relative = set.FileInSet(disk.File);
             var location = store.Describe(relative);
             var activity = $"Testing {Describe(set)}";
             sink.Progress(new ProgressUpdate(ProgressIds.Verify, null, activity, $"{disk.Target}: reading {location}", i * 100 / set.Manifest.Disks.Count));

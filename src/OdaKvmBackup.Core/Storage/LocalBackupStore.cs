@@ -140,8 +140,9 @@ public sealed partial class LocalBackupStore : IBackupStore
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 
+    /// <summary>The host path of a store path, proven to lie under the root (a name from a set may try to leave it).</summary>
     private string Full(string relativePath) =>
-        relativePath.Length == 0 ? Location : Path.Combine(Location, relativePath.Replace('/', Path.DirectorySeparatorChar));
+        relativePath.Length == 0 ? Location : Backup.FileSystemPaths.JoinInside(Location, relativePath, $"A path in the store '{Location}'");
 
     private static string Normalize(string path)
     {

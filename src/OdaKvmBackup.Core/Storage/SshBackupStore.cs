@@ -382,8 +382,9 @@ public sealed class SshBackupStore : IBackupStore
         }
         if (recursive)
         {
+            // The names come from the server: each is proven to lie in the folder being deleted.
             foreach (var entry in await session.ListDirectoryAsync(path, ct).ConfigureAwait(false))
-                await DeleteTreeAsync(session, Join(path, entry.Name), recursive: true, ct).ConfigureAwait(false);
+                await DeleteTreeAsync(session, Backup.FileSystemPaths.JoinInside(path, entry.Name, "The server's listing"), recursive: true, ct).ConfigureAwait(false);
         }
         await session.RemoveDirectoryAsync(path, ct).ConfigureAwait(false);
     }
@@ -402,7 +403,7 @@ public sealed class SshBackupStore : IBackupStore
     private static StoreEntry ToEntry(string name, SftpAttributes attributes) =>
         new(name, attributes.IsDirectory, attributes.Size ?? 0, attributes.ModifiedTimeUtc ?? DateTime.UnixEpoch, attributes.Mode);
 
-    /// <summary>The path on the server: the root joined with a store path ("vm/run/disk"), which must stay under it.</summary>
+    /// <summary>The path on the server: the root joined with a store path ("vm/run/disk"), proven to stay under it.</summary>
     private string RemotePath(string relativePath)
     {
         var path = _root;
@@ -411,12 +412,11 @@ public sealed class SshBackupStore : IBackupStore
         return path.Length == 0 ? "." : path;
     }
 
-    private static IEnumerable<string> Parts(string relativePath)
+    private IEnumerable<string> Parts(string relativePath)
     {
-        var parts = relativePath.Split('/', StringSplitOptions.RemoveEmptyEntries);
-        if (relativePath.StartsWith('/') || parts.Any(part => part is "." or ".."))
-            throw new ArgumentException($"'{relativePath}' is not a path inside the store.", nameof(relativePath));
-        return parts;
+        if (relativePath.Length > 0)
+            Backup.FileSystemPaths.JoinInside(_root.Length == 0 ? "." : _root, relativePath, $"A path in the store '{Location}'");
+        return relativePath.Split('/', StringSplitOptions.RemoveEmptyEntries);
     }
 
     private static string Join(string folder, string name) =>

@@ -96,7 +96,7 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
     private void ApplyPolicy()
     {
         var location = ResolveLocation(Path);
-        IReadOnlyList<(BackupSetInfo Set, PruneDecision Decision)> decisions;
+        SetPrunePlan plan;
         Core.Storage.IBackupStore store;
         try
         {
@@ -104,14 +104,16 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
             var listing = Run(ct => BackupCatalog.ListAsync(store, DomainFilter(), ct));
             foreach (var unreadable in listing.Unreadable)
                 WriteWarning($"{unreadable.Location} is left alone: {unreadable.Error.Message}");
-            decisions = PruneService.PlanSets(listing.Sets, Given(nameof(KeepLast)) ? KeepLast : null, Given(nameof(KeepDays)) ? KeepDays : null, DateTime.UtcNow);
+            plan = PruneService.PlanSets(listing.Sets, Given(nameof(KeepLast)) ? KeepLast : null, Given(nameof(KeepDays)) ? KeepDays : null, DateTime.UtcNow);
         }
         catch (BackupException ex)
         {
             WriteError(ToErrorRecord(ex, location));
             return;
         }
-        foreach (var (set, decision) in decisions)
+        foreach (var stopped in plan.Stopped)
+            WriteError(ToErrorRecord(stopped));
+        foreach (var (set, decision) in plan.Decisions)
         {
             if (!decision.Remove)
             {
@@ -129,10 +131,9 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
             var store = _stores.Open(set.Destination, nameof(Path));
             if (!_catalogs.TryGetValue(set.Destination, out var all))
                 _catalogs[set.Destination] = all = Run(ct => BackupCatalog.ListAsync(store, null, ct)).Sets;
-            if (PruneService.WhyKeptAnyway(set, all) is { } why)
+            if (PruneService.WhyKeptAnyway(set, all, DateTime.UtcNow) is { } kept)
             {
-                WriteError(ToErrorRecord(ErrorIds.NewestCompleteSetKept, BackupErrorCategory.InvalidOperation,
-                    $"The set {set.Location} was not removed: {why}.", "Back the VM up again first; once a newer set is Complete, this one can go.", set));
+                WriteError(ToErrorRecord(kept, set));
                 return;
             }
             Remove(store, set, $"{set.Status}, named on the pipeline");

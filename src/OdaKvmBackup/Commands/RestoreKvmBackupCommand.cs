@@ -69,7 +69,7 @@ public sealed class RestoreKvmBackupCommand : KvmCmdlet, IDisposable
         try
         {
             set = ParameterSetName is ToFolderFromPath or InPlaceFromPath
-                ? Run(ct => SetResolver.ResolveAsync(_stores, ResolveLocation(Path), allowDestination: false, ct))[0]
+                ? Run(ct => SetResolver.ResolveAsync(_stores, ResolveLocation(Path), allowDestination: false, ct)).Sets[0]
                 : InputObject;
         }
         catch (BackupException ex)

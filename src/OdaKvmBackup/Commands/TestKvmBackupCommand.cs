@@ -66,9 +66,12 @@ public sealed class TestKvmBackupCommand : KvmCmdlet, IDisposable
         IReadOnlyList<BackupSetInfo> sets;
         try
         {
-            sets = ParameterSetName == PathSet
+            var listing = ParameterSetName == PathSet
                 ? Run(ct => SetResolver.ResolveAsync(_stores, ResolveLocation(Path), allowDestination: true, ct))
-                : [InputObject];
+                : new CatalogListing([InputObject], []);
+            foreach (var unreadable in listing.Unreadable)
+                WriteError(ToErrorRecord(unreadable.Error, unreadable.Location));
+            sets = listing.Sets;
         }
         catch (BackupException ex)
         {

@@ -44,7 +44,7 @@ public sealed class BackupSetTests : IDisposable
         saved.CompletedUtc = new DateTime(2025, 1, 1, 2, 9, 0, DateTimeKind.Utc);
 
         await BackupSet.SaveAsync(_store, Set, saved, CancellationToken.None);
-        var loaded = await BackupSet.LoadAsync(_store, Set, CancellationToken.None);
+        var loaded = (await BackupSet.LoadAsync(_store, Set, CancellationToken.None)).Manifest;
 
         Assert.Equal("OdaKvmBackup/2", loaded.Format);
         Assert.Equal("linux_vm", loaded.DomainName);

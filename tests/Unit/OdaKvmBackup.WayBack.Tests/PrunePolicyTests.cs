@@ -45,8 +45,8 @@ public class PrunePolicyTests
         var sets = Sets(spec);
         var decisions = PrunePolicy.Decide(sets, keepLast, keepDays, Now);
         Assert.Equal(sets.Count, decisions.Count);
-        var removed = decisions.Where(d => d.Remove).Select(d => d.Set).OrderBy(s => s.DomainName).ThenBy(s => s.StartedUtc).ToList();
-        var expected = Sets(expectedRemoved).OrderBy(s => s.DomainName).ThenBy(s => s.StartedUtc).ToList();
+        var removed = decisions.Where(d => d.Remove).Select(d => d.Set).OrderBy(s => s.DomainName).ThenBy(s => s.TimeUtc).ToList();
+        var expected = Sets(expectedRemoved).OrderBy(s => s.DomainName).ThenBy(s => s.TimeUtc).ToList();
         Assert.Equal(expected.Select(s => s.DomainName + s.RunId), removed.Select(s => s.DomainName + s.RunId));
         Assert.All(decisions, d => Assert.False(string.IsNullOrWhiteSpace(d.Reason)));
     }
@@ -58,7 +58,7 @@ public class PrunePolicyTests
     public void The_newest_Complete_set_of_a_domain_is_never_removed(int? keepLast, int? keepDays)
     {
         var decisions = PrunePolicy.Decide(Sets("vm:30C vm:20C vm:10C vm:1I"), keepLast, keepDays, Now);
-        var newest = decisions.Single(d => d.Set.StartedUtc == Now.AddDays(-10));
+        var newest = decisions.Single(d => d.Set.TimeUtc == Now.AddDays(-10));
         Assert.False(newest.Remove);
         Assert.Contains("newest Complete", newest.Reason, StringComparison.Ordinal);
     }
@@ -66,12 +66,39 @@ public class PrunePolicyTests
     [Fact]
     public void Reasons_say_which_rule_decided()
     {
-        var decisions = PrunePolicy.Decide(Sets("vm:5C vm:4C vm:3I vm:2C vm:1C"), 2, null, Now).ToDictionary(d => d.Set.StartedUtc);
+        var decisions = PrunePolicy.Decide(Sets("vm:5C vm:4C vm:3I vm:2C vm:1C"), 2, null, Now).ToDictionary(d => d.Set.TimeUtc);
         Assert.Contains("beyond -KeepLast 2", decisions[Now.AddDays(-5)].Reason, StringComparison.Ordinal);
         Assert.Contains("4th newest Complete", decisions[Now.AddDays(-5)].Reason, StringComparison.Ordinal);
         Assert.Contains("Incomplete (cannot be restored from)", decisions[Now.AddDays(-3)].Reason, StringComparison.Ordinal);
         Assert.Contains("within -KeepLast 2", decisions[Now.AddDays(-2)].Reason, StringComparison.Ordinal);
         Assert.Contains("newest Complete", decisions[Now.AddDays(-1)].Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_set_dated_in_the_future_stops_pruning_of_its_domain_naming_it_and_the_other_domains_are_still_pruned()
+    {
+        var sets = Sets("vm:3C vm:2C vm:1C b:2C b:1C");
+        var future = new DateTime(2099, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+        sets.Add(new PruneCandidate("vm", BackupNames.RunId(future), future, BackupSetStatus.Complete));
+
+        var decisions = PrunePolicy.Decide(sets, 1, null, Now);
+
+        Assert.Equal(sets.Count, decisions.Count);
+        Assert.DoesNotContain(decisions, d => d.Remove && d.Set.DomainName == "vm");
+        Assert.All(decisions.Where(d => d.Set.DomainName == "vm"), d => Assert.Contains("20990101-000000", d.Reason, StringComparison.Ordinal));
+        Assert.Equal(["b " + BackupNames.RunId(Now.AddDays(-2))], decisions.Where(d => d.Remove).Select(d => d.Set.DomainName + " " + d.Set.RunId));
+    }
+
+    [Fact]
+    public void A_set_a_few_minutes_ahead_of_the_clock_is_not_in_the_future()
+    {
+        var sets = Sets("vm:3C vm:2C");
+        var soon = Now.AddMinutes(5);
+        sets.Add(new PruneCandidate("vm", BackupNames.RunId(soon), soon, BackupSetStatus.Complete));
+
+        var removed = PrunePolicy.Decide(sets, 1, null, Now).Where(d => d.Remove).Select(d => d.Set.RunId).Order(StringComparer.Ordinal);
+
+        Assert.Equal([BackupNames.RunId(Now.AddDays(-3)), BackupNames.RunId(Now.AddDays(-2))], removed);
     }
 
     [Fact]

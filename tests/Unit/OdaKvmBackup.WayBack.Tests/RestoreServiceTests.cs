@@ -151,6 +151,35 @@ public sealed class RestoreServiceTests : IDisposable
     }
 
     [Fact]
+    public async Task A_copy_larger_than_its_manifest_says_is_refused_before_anything_is_written()
+    {
+        var (set, store) = await SetAsync();
+        await using (var grown = File.OpenWrite(set.Disks[1].Location))
+            grown.SetLength(Sets.DiskSize + (1 << 20));
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, ToFolder(_dest, force: true), CancellationToken.None));
+
+        Assert.Equal(ErrorIds.BackupCopyDamaged, ex.ErrorId);
+        Assert.Contains("vdb", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"{Sets.DiskSize + (1 << 20)} bytes", ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"backup.json says {Sets.DiskSize}", ex.Message, StringComparison.Ordinal);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dest));
+    }
+
+    [Fact]
+    public async Task A_missing_copy_is_refused_before_anything_is_written()
+    {
+        var (set, store) = await SetAsync();
+        File.Delete(set.Disks[0].Location);
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.PlanAsync(set, store, ToFolder(_dest), CancellationToken.None));
+
+        Assert.Equal(ErrorIds.BackupCopyMissing, ex.ErrorId);
+        Assert.Contains("vda", ex.Message, StringComparison.Ordinal);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dest));
+    }
+
+    [Fact]
     public async Task In_place_needs_Force_and_a_shut_off_VM()
     {
         var (set, store) = await SetAsync();

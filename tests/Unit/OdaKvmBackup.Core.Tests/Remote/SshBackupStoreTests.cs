@@ -17,6 +17,26 @@ public sealed class SshBackupStoreTests
 
     public SshBackupStoreTests(SshServerFixture fixture) => _server = fixture.Server;
 
+    [Theory]
+    [InlineData("../outside")]
+    [InlineData("vm/../../outside")]
+    [InlineData("/etc/hostname")]
+    public async Task A_path_that_leads_outside_the_root_is_refused_as_untrusted_before_the_server_is_asked(string path)
+    {
+        var root = _server.DataFolder(nameof(A_path_that_leads_outside_the_root_is_refused_as_untrusted_before_the_server_is_asked));
+        await using var store = _server.Store("good", root);
+
+        var described = Assert.Throws<BackupException>(() => store.Describe(path));
+        var read = await Assert.ThrowsAsync<BackupException>(() => store.ReadSmallFileAsync(path, CancellationToken.None));
+        var deleted = await Assert.ThrowsAsync<BackupException>(() => store.DeleteAsync(path, recursive: true, CancellationToken.None));
+
+        Assert.All([described, read, deleted], ex =>
+        {
+            Assert.Equal(ErrorIds.BackupSetUnreadable, ex.ErrorId);
+            Assert.Contains($"'{path}'", ex.Message, StringComparison.Ordinal);
+        });
+    }
+
     [Fact]
     public async Task A_sparse_file_is_written_with_its_holes_and_read_back_byte_for_byte()
     {

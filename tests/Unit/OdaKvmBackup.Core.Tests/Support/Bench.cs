@@ -78,8 +78,8 @@ internal sealed class Bench : IDisposable
         return await copy.FinishVerificationsAsync();
     }
 
-    public static Task<BackupManifest> ManifestAsync(IBackupStore store, BackupRun run) =>
-        BackupSet.LoadAsync(store, BackupNames.SetFolder(run.DomainName, run.RunId), CancellationToken.None);
+    public static async Task<BackupManifest> ManifestAsync(IBackupStore store, BackupRun run) =>
+        (await BackupSet.LoadAsync(store, BackupNames.SetFolder(run.DomainName, run.RunId), CancellationToken.None)).Manifest;
 
     public void Dispose()
     {

@@ -1,0 +1,160 @@
+using System.Text.Json.Nodes;
+using OdaKvmBackup.Core;
+using OdaKvmBackup.Core.Backup;
+using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.WayBack.Tests.Support;
+
+namespace OdaKvmBackup.WayBack.Tests;
+
+/// <summary>
+/// Manifests forged on the store (issue 13): whoever can write to a backup server can write any backup.json. Each
+/// forgery is refused when the set is loaded, as BackupSetUnreadable with its reason, and the good set beside it is
+/// still listed.
+/// </summary>
+public sealed class ForgedManifestTests : IDisposable
+{
+    private static readonly DateTime T0 = new(2026, 11, 20, 22, 0, 0, DateTimeKind.Utc);
+    private readonly TempFolder _root = new();
+
+    public void Dispose() => _root.Dispose();
+
+    private static JsonObject Vdb(JsonObject manifest) => manifest["Disks"]![1]!.AsObject();
+
+    /// <summary>Each forgery: what the attacker changes in backup.json, and what the error must quote.</summary>
+    private static readonly Dictionary<string, (Action<JsonObject> Tamper, string Says)> Forgeries = new()
+    {
+        ["Disks null"] = (m => m["Disks"] = null, "Disks"),
+        ["Disks missing"] = (m => m.Remove("Disks"), "Disks"),
+        ["a disk that is null"] = (m => m["Disks"]![1] = null, "Disks"),
+        ["ExcludedDisks null"] = (m => m["ExcludedDisks"] = null, "ExcludedDisks"),
+        ["DomainName missing"] = (m => m.Remove("DomainName"), "DomainName"),
+        ["File climbing out"] = (m => Vdb(m)["File"] = "../x", "'../x'"),
+        ["File climbing out of a subfolder"] = (m => Vdb(m)["File"] = "sub/../../x", "'sub/../../x'"),
+        ["File an absolute host path"] = (m => Vdb(m)["File"] = "/etc/cron.d/x", "'/etc/cron.d/x'"),
+        ["File in a subfolder"] = (m => Vdb(m)["File"] = "sub/data", "'sub/data'"),
+        ["File dot dot"] = (m => Vdb(m)["File"] = "..", "'..'"),
+        ["File dot"] = (m => Vdb(m)["File"] = ".", "'.'"),
+        ["File empty"] = (m => Vdb(m)["File"] = "", "File of vdb"),
+        ["File null"] = (m => Vdb(m)["File"] = null, "File of vdb"),
+        ["File with a NUL"] = (m => Vdb(m)["File"] = "da\0ta", "File of vdb"),
+        ["File with a line break"] = (m => Vdb(m)["File"] = "da\nta", "File of vdb"),
+        ["File the manifest"] = (m => Vdb(m)["File"] = "backup.json", "'backup.json'"),
+        ["File the domain XML"] = (m => Vdb(m)["File"] = "domain.xml", "'domain.xml'"),
+        ["File of another disk"] = (m => Vdb(m)["File"] = "boot", "'boot'"),
+        ["File named as another copy while it is written"] = (m => Vdb(m)["File"] = "boot.partial", "'boot.partial'"),
+        ["Target climbing out"] = (m => Vdb(m)["Target"] = "../vdb", "'../vdb'"),
+        ["Target with a blank"] = (m => Vdb(m)["Target"] = "vd b", "'vd b'"),
+        ["Target empty"] = (m => Vdb(m)["Target"] = "", "Target"),
+        ["Target of another disk"] = (m => Vdb(m)["Target"] = "vda", "'vda'"),
+        ["Format vmdk"] = (m => Vdb(m)["Format"] = "vmdk", "'vmdk'"),
+        ["Format in capitals"] = (m => Vdb(m)["Format"] = "QCOW2", "'QCOW2'"),
+        ["DomainName not its folder"] = (m => m["DomainName"] = "vm2", "DomainName 'vm2'"),
+        ["DomainName climbing out"] = (m => m["DomainName"] = "../../etc", "DomainName '../../etc'"),
+        ["RunId not its folder"] = (m => m["RunId"] = "20261120-220001", "RunId '20261120-220001'"),
+        ["SizeBytes negative"] = (m => Vdb(m)["SizeBytes"] = -1, "SizeBytes"),
+        ["DataBytes negative"] = (m => Vdb(m)["DataBytes"] = -4096, "DataBytes"),
+        ["DataBytes larger than SizeBytes"] = (m => Vdb(m)["DataBytes"] = Sets.DiskSize + 4096, "DataBytes"),
+        ["Status unknown"] = (m => m["Status"] = "Done", "'Done'"),
+        ["a Format of backup.json this version does not know"] = (m => m["Format"] = "OdaKvmBackup/3", "'OdaKvmBackup/3'"),
+        ["a Complete set without a ContentDigest"] = (m => Vdb(m)["ContentDigest"] = null, "ContentDigest"),
+        ["a ContentDigest that is not a SHA-256"] = (m => Vdb(m)["ContentDigest"] = "not-a-digest", "ContentDigest"),
+        ["a Source that is not an absolute path"] = (m => Vdb(m)["Source"] = "data", "Source"),
+        ["a SegmentSize that is not a multiple of 4 KiB"] = (m =>
+        {
+            Vdb(m)["SegmentSize"] = 1000;
+            Vdb(m)["SegmentDigests"] = new JsonObject { ["0"] = new string('a', 64) };
+        }, "SegmentSize"),
+        ["a segment beyond the end of the copy"] = (m =>
+        {
+            Vdb(m)["SegmentSize"] = 1 << 20;
+            Vdb(m)["SegmentDigests"] = new JsonObject { ["999999"] = new string('a', 64) };
+        }, "segment"),
+        ["Consistency unknown"] = (m => m["Consistency"] = "Magic", "Consistency"),
+    };
+
+    public static TheoryData<string> ForgeryNames => new(Forgeries.Keys);
+
+    [Theory]
+    [MemberData(nameof(ForgeryNames))]
+    public async Task A_forged_manifest_is_listed_as_unreadable_with_its_reason_and_the_good_set_beside_it_is_still_listed(string forgery)
+    {
+        var store = new LocalBackupStore(_root.Path);
+        var good = await Sets.WriteAsync(store, _root.Path, "vm1", T0.AddDays(1));
+        var forged = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
+        var manifestPath = _root.Combine("vm1", forged.RunId, BackupNames.ManifestFileName);
+        var json = JsonNode.Parse(File.ReadAllText(manifestPath))!.AsObject();
+        Forgeries[forgery].Tamper(json);
+        File.WriteAllText(manifestPath, json.ToJsonString());
+
+        var listing = await BackupCatalog.ListAsync(store, null, CancellationToken.None);
+
+        Assert.Equal([good.RunId], listing.Sets.Select(s => s.RunId));
+        var bad = Assert.Single(listing.Unreadable);
+        Assert.Equal(store.Describe("vm1/" + forged.RunId), bad.Location);
+        Assert.Equal(ErrorIds.BackupSetUnreadable, bad.Error.ErrorId);
+        Assert.Contains(manifestPath, bad.Error.Message, StringComparison.Ordinal);
+        Assert.Contains(Forgeries[forgery].Says, bad.Error.Message, StringComparison.Ordinal);
+        Assert.False(string.IsNullOrWhiteSpace(bad.Error.RecommendedAction));
+        var direct = await Assert.ThrowsAsync<BackupException>(() => BackupCatalog.LoadAsync(store, "vm1/" + forged.RunId, CancellationToken.None));
+        Assert.Equal(ErrorIds.BackupSetUnreadable, direct.ErrorId);
+    }
+
+    /// <summary>Names a real run gives its sets (see BackupNames.SetFileNames) load as they are.</summary>
+    [Theory]
+    [InlineData("vdb", "disco secundario, 2", "raw")]
+    [InlineData("sdb", "vdb-disk", "qcow2")]
+    [InlineData("hdc", "data.img", "raw")]
+    [InlineData("vdaa", "disk.partial", "raw")]
+    [InlineData("nvme0n1", "disk-ünicode", "qcow2")]
+    public async Task A_sound_manifest_with_unusual_names_loads(string target, string file, string format)
+    {
+        var store = new LocalBackupStore(_root.Path);
+        var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
+        var folder = _root.Combine("vm1", set.RunId);
+        File.Move(Path.Combine(folder, "data"), Path.Combine(folder, file));
+        var manifestPath = Path.Combine(folder, BackupNames.ManifestFileName);
+        var json = JsonNode.Parse(File.ReadAllText(manifestPath))!.AsObject();
+        (Vdb(json)["Target"], Vdb(json)["File"], Vdb(json)["Format"]) = (target, file, format);
+        File.WriteAllText(manifestPath, json.ToJsonString());
+
+        var loaded = await BackupCatalog.LoadAsync(store, "vm1/" + set.RunId, CancellationToken.None);
+
+        Assert.Equal((target, file, format), (loaded!.Disks[1].Target, loaded.Disks[1].File, loaded.Disks[1].Format));
+        Assert.Equal(Path.Combine(folder, file), loaded.Disks[1].Location);
+    }
+
+    [Fact]
+    public async Task Two_folders_holding_the_same_manifest_are_each_unreadable_and_the_set_itself_is_listed()
+    {
+        var store = new LocalBackupStore(_root.Path);
+        var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
+        foreach (var copy in new[] { "20261119-220000", "20261118-220000" })
+        {
+            Directory.CreateDirectory(_root.Combine("vm1", copy));
+            File.Copy(_root.Combine("vm1", set.RunId, BackupNames.ManifestFileName), _root.Combine("vm1", copy, BackupNames.ManifestFileName));
+        }
+
+        var listing = await BackupCatalog.ListAsync(store, null, CancellationToken.None);
+
+        Assert.Equal([set.RunId], listing.Sets.Select(s => s.RunId));
+        Assert.Equal([store.Describe("vm1/20261118-220000"), store.Describe("vm1/20261119-220000")], listing.Unreadable.Select(u => u.Location).Order(StringComparer.Ordinal));
+        Assert.All(listing.Unreadable, u => Assert.Contains($"RunId '{set.RunId}'", u.Error.Message, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task The_newest_set_is_the_one_whose_folder_says_so_not_the_one_whose_manifest_claims_a_later_time()
+    {
+        var store = new LocalBackupStore(_root.Path);
+        var older = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
+        var newer = await Sets.WriteAsync(store, _root.Path, "vm1", T0.AddDays(1));
+        var manifestPath = _root.Combine("vm1", older.RunId, BackupNames.ManifestFileName);
+        var json = JsonNode.Parse(File.ReadAllText(manifestPath))!.AsObject();
+        json["StartedUtc"] = T0.AddDays(30);
+        File.WriteAllText(manifestPath, json.ToJsonString());
+
+        var listing = await BackupCatalog.ListAsync(store, null, CancellationToken.None);
+
+        Assert.Equal([older.RunId, newer.RunId], listing.Sets.Select(s => s.RunId));
+        Assert.Equal([newer.RunId], BackupCatalog.Filter(listing.Sets, [], latest: true).Select(s => s.RunId));
+    }
+}
