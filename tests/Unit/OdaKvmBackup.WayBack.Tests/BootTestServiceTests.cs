@@ -26,9 +26,10 @@ public sealed class BootTestServiceTests : IDisposable
 
     private BootTestService Service => new(_host.Tools, _sink);
 
-    private async Task<(BackupSetInfo, BackupSetTestResult, List<BackupException>)> BootAsync(IBackupStore store, TimeSpan timeout, bool withoutAgent = false)
+    private async Task<(BackupSetInfo, BackupSetTestResult, List<BackupException>)> BootAsync(IBackupStore store, TimeSpan timeout, bool withoutAgent = false, bool overwrite = false)
     {
-        var set = await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
+        var set = overwrite ? (await BackupCatalog.LoadAsync(store, BackupNames.SetFolder("vm1", BackupNames.RunId(T0)), CancellationToken.None))!
+            : await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
         if (withoutAgent)
         {
             // A guest without qemu-guest-agent: its saved definition has no agent channel, only the serial console.
@@ -125,6 +126,92 @@ public sealed class BootTestServiceTests : IDisposable
         var (_, _, errors) = await BootAsync(new FakeRemoteStore(_backup.Path), TimeSpan.FromSeconds(5));
         Assert.Equal(ErrorIds.BootTestNeedsLocalSet, Assert.Single(errors).ErrorId);
         Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh");
+    }
+
+    /// <summary>qemu-img info's answer for a copy that names other files of the host.</summary>
+    private static string Info(string format, long virtualSize, string? backing = null, string? dataFile = null) =>
+        "{ \"format\": \"" + format + "\", \"virtual-size\": " + virtualSize + ", \"actual-size\": 200704"
+        + (backing is null ? "" : ", \"backing-filename\": \"" + backing + "\", \"full-backing-filename\": \"" + backing + "\", \"backing-filename-format\": \"raw\"")
+        + ", \"format-specific\": { \"type\": \"" + format + "\", \"data\": { \"compat\": \"1.1\"" + (dataFile is null ? "" : ", \"data-file\": \"" + dataFile + "\", \"data-file-raw\": false") + " } } }";
+
+    public static TheoryData<string, string?, string?, (string Format, string Error)?, string> UnsafeCopies => new()
+    {
+        { "boot", Info("qcow2", Sets.DiskSize, backing: "/etc/shadow"), null, null, "backing file /etc/shadow" },
+        { "boot", Info("qcow2", Sets.DiskSize, dataFile: "/dev/sda"), null, null, "external data file /dev/sda" },
+        { "boot", null, null, ("qcow2", "Image is not in qcow2 format"), "not a qcow2 image" },
+        { "data", Info("raw", Sets.DiskSize * 2), null, null, "virtual size" },
+        { "data", null, "QFI\u00fb", null, "qcow2" },
+    };
+
+    [Theory]
+    [MemberData(nameof(UnsafeCopies))]
+    public async Task A_copy_that_is_not_a_plain_image_in_its_manifests_format_is_refused_before_any_overlay_or_VM_is_made(
+        string file, string? info, string? header, (string Format, string Error)? infoError, string named)
+    {
+        if (info is not null)
+            _host.ImageInfos[file] = info;
+        if (infoError is { } failure)
+            _host.ImageInfoErrors[file] = failure;
+        if (header is not null)
+        {
+            // A qcow2 header at the start of a copy that backup.json calls raw.
+            var set = await Sets.WriteAsync(new LocalBackupStore(_backup.Path), _backup.Path, "vm1", T0);
+            using (var stream = File.OpenWrite(Path.Combine(_backup.Path, set.SetFolder, file)))
+                stream.Write(System.Text.Encoding.Latin1.GetBytes(header));
+        }
+        var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30), overwrite: header is not null);
+
+        var error = Assert.Single(errors);
+        Assert.Equal("BackupCopyUnsafe", error.ErrorId);
+        Assert.Contains($"/{file}", error.Message, StringComparison.Ordinal);
+        Assert.Contains(named, error.Message, StringComparison.Ordinal);
+        Assert.NotNull(error.RecommendedAction);
+        Assert.False(result.Passed);
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "create");
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
+        Assert.All(_host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "info"), c => Assert.Contains("-f", c)); // the format is given, never probed
+        AssertNothingLeft();
+    }
+
+    [Fact]
+    public async Task The_overlays_and_console_log_go_in_the_scratch_folder_ODAKVMBACKUP_BOOT_TEST_DIR_names()
+    {
+        using var scratch = new TempFolder();
+        var previous = Environment.GetEnvironmentVariable("ODAKVMBACKUP_BOOT_TEST_DIR");
+        Environment.SetEnvironmentVariable("ODAKVMBACKUP_BOOT_TEST_DIR", scratch.Path);
+        try
+        {
+            var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30));
+            Assert.Empty(errors);
+            Assert.True(result.Passed);
+            var overlays = _host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "create").Select(c => c[^1]).ToList();
+            Assert.Equal(2, overlays.Count);
+            Assert.All(overlays, o => Assert.StartsWith(scratch.Path + "/", o, StringComparison.Ordinal));
+            var (_, given) = Assert.Single(_host.Given);
+            Assert.Contains($"<source path=\"{scratch.Path}/", given, StringComparison.Ordinal); // the console log
+            Assert.Empty(Directory.EnumerateFileSystemEntries(scratch.Path));
+            AssertNothingLeft();
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("ODAKVMBACKUP_BOOT_TEST_DIR", previous);
+        }
+    }
+
+    [Fact]
+    public async Task A_scratch_folder_without_room_for_the_overlays_is_refused_before_anything_is_created()
+    {
+        // A copy of 1 PiB: its overlay is asked a tenth of it, more than any test machine has free.
+        _host.ImageInfos["boot"] = Info("qcow2", 1L << 50);
+        var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30));
+        var error = Assert.Single(errors);
+        Assert.Equal("NotEnoughSpaceForBootTest", error.ErrorId);
+        Assert.Contains(StateDirectory.BootTestDirectory, error.Message, StringComparison.Ordinal);
+        Assert.Contains("ODAKVMBACKUP_BOOT_TEST_DIR", error.RecommendedAction, StringComparison.Ordinal);
+        Assert.False(result.Passed);
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "create");
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
+        AssertNothingLeft();
     }
 
     private static void WriteRecord(string domain, string folder, int pid, DateTime processStart)

@@ -131,6 +131,116 @@ public class DomainXmlRewriterTests
         Assert.Contains("vdc", ex.Message, StringComparison.Ordinal);
     }
 
+    private const string QemuNs = "http://libvirt.org/schemas/domain/qemu/1.0";
+
+    /// <summary>The saved definition of vm1 with a forger's additions: attributes and elements on &lt;domain&gt;, in
+    /// &lt;os&gt; and in &lt;devices&gt;.</summary>
+    private static string Forged(string? root = null, string? os = null, string? devices = null, string rootAttributes = "") =>
+        Xmls.Domain("vm1", Boot, Data, devices)
+            .Replace("<domain type='qemu' id='7'>", $"<domain type='qemu' id='7'{rootAttributes}>", StringComparison.Ordinal)
+            .Replace("</os>", (os ?? "") + "</os>", StringComparison.Ordinal)
+            .Replace("</domain>", (root ?? "") + "</domain>", StringComparison.Ordinal);
+
+    /// <summary>Each way a set's domain.xml could name a host file or widen what QEMU may touch (issue 13): what it
+    /// plants, and the text that must not reach the copy's definition.</summary>
+    public static TheoryData<string, string, string[]> Dangerous => new()
+    {
+        { "qemu:commandline with -drive file=<host file>", Forged(rootAttributes: $" xmlns:qemu='{QemuNs}'",
+            root: "<qemu:commandline><qemu:arg value='-drive'/><qemu:arg value='file=/etc/shadow,format=raw,if=none,id=x'/></qemu:commandline>"),
+            ["commandline", "/etc/shadow", QemuNs] },
+        { "qemu:env", Forged(rootAttributes: $" xmlns:qemu='{QemuNs}'", root: "<qemu:commandline><qemu:env name='LD_PRELOAD' value='/tmp/evil.so'/></qemu:commandline>"),
+            ["LD_PRELOAD", "/tmp/evil.so", QemuNs] },
+        { "qemu namespace on an element of its own", Forged(devices: $"<qemu:device xmlns:qemu='{QemuNs}'><qemu:arg value='-device'/></qemu:device>"),
+            [QemuNs, "-device"] },
+        { "a static dac seclabel +0:+0", Forged(root: "<seclabel type='static' model='dac' relabel='yes'><label>+0:+0</label></seclabel>"),
+            ["seclabel", "+0:+0"] },
+        { "a seclabel on a disk's source", Forged(devices: "<disk type='file' device='disk'><source file='/x/vm1'><seclabel model='dac' relabel='no'/></source><target dev='vdc'/></disk>"),
+            ["seclabel"] },
+        { "emulator=/tmp/evil", Xmls.Domain("vm1", Boot, Data).Replace("/usr/bin/qemu-system-x86_64", "/tmp/evil", StringComparison.Ordinal),
+            ["/tmp/evil"] },
+        { "a loader at a host path", Xmls.Domain("vm1", Boot, Data).Replace("/usr/share/OVMF/OVMF_CODE.fd", "/etc/shadow", StringComparison.Ordinal),
+            ["/etc/shadow"] },
+        { "a kernel, initrd and dtb of the host", Forged(os: "<kernel>/boot/vmlinuz-host</kernel><initrd>/etc/shadow</initrd><dtb>/etc/passwd</dtb><cmdline>console=ttyS0</cmdline>"),
+            ["/boot/vmlinuz-host", "/etc/shadow", "/etc/passwd"] },
+        { "an ACPI table from a host file", Forged(os: "<acpi><table type='slic'>/etc/shadow</table></acpi>"), ["/etc/shadow"] },
+        { "a tcp serial port", Forged(devices: "<serial type='tcp'><source mode='connect' host='203.0.113.5' service='4444'/><protocol type='raw'/><target port='1'/></serial>"),
+            ["tcp", "203.0.113.5"] },
+        { "a udp channel", Forged(devices: "<channel type='udp'><source mode='bind' host='0.0.0.0' service='5555'/><source mode='connect' host='203.0.113.5' service='5556'/><target type='virtio' name='x.0'/></channel>"),
+            ["udp", "203.0.113.5"] },
+        { "a pipe console", Forged(devices: "<console type='pipe'><source path='/tmp/evil-pipe'/><target type='virtio' port='1'/></console>"), ["/tmp/evil-pipe", "pipe"] },
+        { "an rng whose backend is a tcp egd", Forged(devices: "<rng model='virtio'><backend model='egd' type='tcp'><source mode='connect' host='203.0.113.5' service='708'/></backend></rng>"),
+            ["egd", "203.0.113.5"] },
+        { "an rng reading a host file", Forged(devices: "<rng model='virtio'><backend model='random'>/etc/shadow</backend></rng>"), ["/etc/shadow"] },
+        { "a backing store of a set disk at a host file", Xmls.Domain("vm1", Boot, Data).Replace("<backingStore/>",
+            "<backingStore type='file'><format type='raw'/><source file='/etc/shadow'/><backingStore/></backingStore>", StringComparison.Ordinal),
+            ["/etc/shadow"] },
+        { "a disk not in the set at a host file", Forged(devices: "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/etc/shadow'/><target dev='vdz' bus='virtio'/></disk>"),
+            ["/etc/shadow", "vdz"] },
+        { "a source file inside an interface", Forged(devices: "<interface type='network'><source network='default' file='/etc/shadow'/><source file='/etc/passwd'/><model type='virtio'/></interface>"),
+            ["/etc/shadow", "/etc/passwd"] },
+        { "an ethernet interface with a script", Forged(devices: "<interface type='ethernet'><script path='/tmp/evil.sh'/><downscript path='/tmp/evil2.sh'/><target dev='tap9' managed='no'/></interface>"),
+            ["/tmp/evil.sh", "/tmp/evil2.sh", "tap9"] },
+        { "an interface with its tap and vhost devices", Forged(devices: "<interface type='network'><source network='default'/><backend tap='/dev/evil-tap' vhost='/dev/evil-vhost'/></interface>"),
+            ["/dev/evil-tap", "/dev/evil-vhost"] },
+        { "graphics on a socket and every address", Forged(devices: "<graphics type='vnc' socket='/tmp/evil.sock'/><graphics type='spice' autoport='yes' listen='0.0.0.0'><listen type='address' address='0.0.0.0'/></graphics>"),
+            ["/tmp/evil.sock", "0.0.0.0"] },
+        { "shared memory from a host file", Forged(devices: "<shmem name='evil'><model type='ivshmem-plain'/><size unit='M'>4</size></shmem>"), ["shmem", "evil"] },
+        { "USB redirection and a smartcard", Forged(devices: "<redirdev bus='usb' type='tcp'><source mode='connect' host='203.0.113.5' service='4000'/></redirdev><smartcard mode='passthrough' type='tcp'><source mode='connect' host='203.0.113.5' service='2001'/></smartcard>"),
+            ["redirdev", "smartcard", "203.0.113.5"] },
+        { "an input device of the host", Forged(devices: "<input type='evdev'><source dev='/dev/input/event0'/></input>"), ["/dev/input/event0"] },
+        { "memory backed by a host file", Forged(root: "<memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>"), ["memoryBacking"] },
+        { "firmware config entries from host files", Forged(root: "<sysinfo type='fwcfg'><entry name='opt/com.example/x' file='/etc/shadow'/></sysinfo>"), ["/etc/shadow"] },
+        { "metadata that hides a host path and a commandline", Forged(rootAttributes: $" xmlns:qemu='{QemuNs}'",
+            root: "<metadata><qemu:commandline><qemu:arg value='-drive'/><qemu:arg value='file=/etc/shadow'/></qemu:commandline><x:disk xmlns:x='http://example/x'>/etc/shadow</x:disk></metadata>"),
+            ["/etc/shadow", "commandline"] },
+    };
+
+    [Theory]
+    [MemberData(nameof(Dangerous))]
+    public void A_dangerous_construct_of_the_set_never_reaches_the_copys_definition(string what, string xml, string[] forbidden)
+    {
+        foreach (var boot in new[] { false, true })
+        {
+            try
+            {
+                var copy = DomainXmlRewriter.Rewrite(xml, Request(boot));
+                foreach (var text in forbidden)
+                    Assert.False(copy.Xml.Contains(text, StringComparison.Ordinal), $"{what}: '{text}' is in the {(boot ? "boot test's" : "restored")} definition:\n{copy.Xml}");
+            }
+            catch (BackupException ex)
+            {
+                Assert.Equal(ErrorIds.DomainXmlNotRestorable, ex.ErrorId);
+            }
+        }
+    }
+
+    [Fact]
+    public void A_document_type_with_entities_is_refused_not_expanded()
+    {
+        var xml = "<!DOCTYPE domain [<!ENTITY secret SYSTEM 'file:///etc/shadow'>]>" + Xmls.Domain("vm1", Boot, Data).Replace("<memory unit='MiB'>256</memory>", "<memory unit='MiB'>256</memory><description>&secret;</description>", StringComparison.Ordinal);
+        var ex = Assert.Throws<BackupException>(() => DomainXmlRewriter.Rewrite(xml, Request()));
+        Assert.Equal(ErrorIds.DomainXmlNotRestorable, ex.ErrorId);
+    }
+
+    [Fact]
+    public void A_domain_element_in_another_namespace_is_refused()
+    {
+        var xml = Xmls.Domain("vm1", Boot, Data).Replace("<domain type='qemu' id='7'>", $"<domain type='qemu' id='7' xmlns='{QemuNs}'>", StringComparison.Ordinal);
+        var ex = Assert.Throws<BackupException>(() => DomainXmlRewriter.Rewrite(xml, Request()));
+        Assert.Equal(ErrorIds.DomainXmlNotRestorable, ex.ErrorId);
+    }
+
+    [Fact]
+    public void Graphics_listen_on_the_loopback_only_with_a_port_libvirt_chooses()
+    {
+        var copy = DomainXmlRewriter.Rewrite(Forged(devices: "<graphics type='spice' port='5930' autoport='no' listen='0.0.0.0' passwd='secret'><listen type='address' address='0.0.0.0'/></graphics>").Replace("<graphics type='vnc' port='5901' autoport='no' listen='127.0.0.1'/>", "", StringComparison.Ordinal), Request());
+        var graphics = Assert.Single(Root(copy).Element("devices")!.Elements("graphics"));
+        Assert.Equal("yes", (string?)graphics.Attribute("autoport"));
+        Assert.Null(graphics.Attribute("port"));
+        Assert.Null(graphics.Attribute("passwd"));
+        Assert.All(graphics.DescendantsAndSelf().Attributes().Where(a => a.Name.LocalName is "listen" or "address"), a => Assert.Equal("127.0.0.1", a.Value));
+    }
+
     [Fact]
     public void Unreadable_xml_is_an_error_not_a_crash()
     {

@@ -150,6 +150,39 @@ public sealed class RestoreServiceTests : IDisposable
         Assert.Empty(Directory.EnumerateFiles(_dest, "*.partial"));
     }
 
+    private const string BackedByShadow = "{ \"format\": \"qcow2\", \"virtual-size\": 3145728, \"actual-size\": 200704, \"backing-filename\": \"/etc/shadow\", \"full-backing-filename\": \"/etc/shadow\" }";
+
+    [Fact]
+    public async Task A_restored_copy_whose_qcow2_names_a_backing_file_is_inspected_before_it_takes_its_name_and_nothing_is_defined()
+    {
+        var (set, store) = await SetAsync();
+        _host.ImageInfos["boot"] = BackedByShadow;
+        var plan = await Service.PlanAsync(set, store, ToFolder(_dest, "vm1-copy"), CancellationToken.None);
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.ExecuteAsync(plan, store, CancellationToken.None));
+        Assert.Equal("BackupCopyUnsafe", ex.ErrorId);
+        Assert.Contains("/etc/shadow", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("vda", ex.Message, StringComparison.Ordinal);
+        Assert.False(_host.Domains.ContainsKey("vm1-copy"));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dest));
+        var info = Assert.Single(_host.Calls, c => c[0] == "qemu-img" && c[1] == "info" && c[^1].Contains("/boot", StringComparison.Ordinal));
+        Assert.Equal(["qemu-img", "info", "--output=json", "-f", "qcow2"], info[..5]);
+        Assert.DoesNotContain("-U", info);
+    }
+
+    [Fact]
+    public async Task An_in_place_restore_inspects_the_copies_before_they_replace_the_VMs_disks()
+    {
+        var (set, store) = await SetAsync();
+        _host.Domains["vm1"].State = "shut off";
+        _host.ImageInfos["boot"] = BackedByShadow;
+        var plan = await Service.PlanAsync(set, store, new RestoreRequest(null, null, false, false, true, true), CancellationToken.None);
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.ExecuteAsync(plan, store, CancellationToken.None));
+        Assert.Equal("BackupCopyUnsafe", ex.ErrorId);
+        foreach (var disk in set.Disks)
+            Assert.Equal("production " + disk.Target, File.ReadAllText(disk.Source));
+        Assert.Equal(["boot", "data"], Directory.EnumerateFiles(_vms).Select(Path.GetFileName).Order());
+    }
+
     [Fact]
     public async Task In_place_needs_Force_and_a_shut_off_VM()
     {
