@@ -70,6 +70,9 @@ public sealed class RestoreServiceTests : IDisposable
         var defined = DomainXml.Parse(_host.Domains["vm1-copy"].Xml);
         Assert.Equal([Path.Combine(_dest, "boot"), Path.Combine(_dest, "data")], defined.Disks.Select(d => d.Source));
         Assert.Null(XDocument.Parse(_host.Domains["vm1-copy"].Xml).Root!.Element("uuid"));
+        // A definition rebuilt by the module: this host's emulator (domcapabilities), nothing of the set's metadata.
+        Assert.Equal(FakeLibvirt.HostEmulator, (string?)XDocument.Parse(_host.Domains["vm1-copy"].Xml).Root!.Element("devices")!.Element("emulator"));
+        Assert.Contains(plan.LeftOut, l => l.StartsWith("<metadata>", StringComparison.Ordinal));
         foreach (var disk in restored.Disks)
         {
             Assert.True(disk.Verified);

@@ -97,11 +97,21 @@ internal sealed class FakeLibvirt : IProcessRunner
     {
         if (program == "chown")
             return Ok("");
+        if (program == "stat")
+        {
+            // stat --format=%f -- path: the raw mode in hex, of the link itself
+            var path = args[^1];
+            var info = new FileInfo(path);
+            return info.LinkTarget is not null ? Ok("a1ff\n") : Directory.Exists(path) ? Ok("41ed\n") : info.Exists ? Ok("81a4\n")
+                : new ProcessResult(1, "", $"stat: cannot statx '{path}': No such file or directory\n", TimeSpan.Zero);
+        }
         if (program == "qemu-img")
         {
             if (args[0] == "create")
             {
-                File.WriteAllText(args[^1], "overlay of " + ValueOf(args, "-b"));
+                // qemu-img create [options] file [size]
+                var file = args[^1].All(char.IsAsciiDigit) ? args[^2] : args[^1];
+                File.WriteAllText(file, "overlay of " + ValueOf(args, "-b"));
                 return Ok("");
             }
             if (args[0] == "check")
