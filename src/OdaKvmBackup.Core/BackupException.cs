@@ -89,10 +89,14 @@ public static class ErrorIds
     public const string BackupSetNotComplete = "BackupSetNotComplete";
     public const string BackupCopyMissing = "BackupCopyMissing";
     public const string BackupCopyDamaged = "BackupCopyDamaged";
+    /// <summary>A copy of a set is not a plain image in the format its manifest says (a backing or data file, another
+    /// format or size, not a regular file): it is never given to QEMU or qemu-img.</summary>
+    public const string BackupCopyUnsafe = "BackupCopyUnsafe";
     public const string BootTestFailed = "BootTestFailed";
     public const string BootTestTimedOut = "BootTestTimedOut";
     public const string BootTestNeedsLocalSet = "BootTestNeedsLocalSet";
     public const string BootTestLeftover = "BootTestLeftover";
+    public const string NotEnoughSpaceForBootTest = "NotEnoughSpaceForBootTest";
     public const string DomainXmlNotRestorable = "DomainXmlNotRestorable";
     public const string RestoreWouldUseProductionFile = "RestoreWouldUseProductionFile";
     public const string RestoreTargetExists = "RestoreTargetExists";

@@ -22,6 +22,10 @@ public sealed class ManifestDisk
     public required string Format { get; init; }
     public required string File { get; init; }
     public long? SizeBytes { get; set; }
+    /// <summary>The disk's virtual size (what the guest sees), as qemu-img info read it from the disk when the run
+    /// was planned: for a qcow2 copy it is not the file's size. Sets of earlier builds have none.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public long? VirtualSizeBytes { get; set; }
     public long? DataBytes { get; set; }
     /// <summary>The disk's content digest, as <see cref="VmDiskBackup.ContentDigest"/> (not a sha256sum).</summary>
     public string? ContentDigest { get; set; }
@@ -73,6 +77,7 @@ public sealed class BackupManifest
             Format = d.Format,
             File = d.SetFile,
             SizeBytes = d.SizeBytes,
+            VirtualSizeBytes = d.VirtualSizeBytes,
             DataBytes = d.DataBytes,
             ContentDigest = d.ContentDigest,
             SegmentSize = d.SegmentDigests is null ? null : SparseCopy.SegmentSize,

@@ -24,13 +24,16 @@ public sealed class BootTestRecord
 }
 
 /// <summary>
-/// Test-KvmBackup -Boot: proves that a set boots without changing it. Each copy gets a temporary qcow2 overlay
-/// (qemu-img create -b copy -F format) in a folder of the boot test's own under the state folder, so the copies
-/// are only ever read; a transient domain (virsh create: gone from libvirt once destroyed) with a new name, no
-/// UUID, no network interface and its serial console in a log file is started on the overlays and watched until
-/// its guest agent answers (or, without an agent, until the console shows a pattern), within a bound. Then it is
-/// destroyed and its folder deleted, whatever happened. A record in the state folder, written before anything is
-/// created, lets <see cref="CleanLeftoversAsync"/> finish that cleanup after a killed process.
+/// Test-KvmBackup -Boot: proves that a set boots without changing it. Each copy is inspected first
+/// (<see cref="CopyInspection"/>), then gets a temporary qcow2 overlay (qemu-img create -b copy -F format -u) in a
+/// folder of the boot test's own in the scratch folder (<see cref="StateDirectory.BootTestScratchDirectory"/>, its
+/// free space checked first), so the copies are only ever read; a transient domain (virsh create: gone from
+/// libvirt once destroyed), its definition rebuilt by <see cref="DomainXmlRewriter"/> (a new name, no UUID, no
+/// network interface, the host's emulator and firmware, its serial console in a log file), is started on the
+/// overlays and watched until its guest agent answers (or, without an agent, until the console, read as it grows,
+/// shows a pattern), within a bound. Then it is destroyed and its folder deleted, whatever happened. A record in
+/// the state folder, written before anything is created, lets <see cref="CleanLeftoversAsync"/> finish that
+/// cleanup after a killed process.
 /// </summary>
 public sealed class BootTestService(HostTools tools, IOperationSink sink)
 {
@@ -52,27 +55,35 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             return;
         }
         var name = BackupNames.BootTestDomainName(set.DomainName);
-        var folder = FileSystemPaths.JoinInside(StateDirectory.BootTestDirectory, name, $"The set {set.Location}");
+        var scratch = StateDirectory.BootTestScratchDirectory;
+        var folder = FileSystemPaths.JoinInside(scratch, name, $"The set {set.Location}");
         var record = new BootTestRecord { DomainName = name, Folder = folder, SetLocation = set.Location };
         SaveRecord(record);
-        PrivateFiles.CreateFolder(folder);
         result.BootTested = true;
         result.BootTestDomain = name;
         var activity = $"Boot test of {VerifyService.Describe(set)} as {name}";
         var created = false;
         try
         {
-            var disks = new Dictionary<string, (string File, string Format)>(StringComparer.Ordinal);
+            // Each copy is inspected before qemu-img or QEMU sees it; its overlay is made without opening it again.
+            var copies = new List<(ManifestDisk Disk, InspectedCopy Copy)>();
             foreach (var disk in set.Manifest.Disks)
+                copies.Add((disk, await CopyInspection.RequireSafeAsync(tools.QemuImg, set, disk, store.Describe(set.FileInSet(disk.File)), ct).ConfigureAwait(false)));
+            PrivateFiles.CreateFolder(scratch);
+            RequireScratchSpace(scratch, copies.Select(c => c.Copy.VirtualSize), set);
+            PrivateFiles.CreateFolder(folder);
+            var disks = new Dictionary<string, DomainCopyDisk>(StringComparer.Ordinal);
+            foreach (var (disk, inspected) in copies)
             {
                 var overlay = FileSystemPaths.JoinInside(folder, BackupNames.BootTestOverlay(disk.File), $"The set {set.Location}");
-                await tools.QemuImg.CreateOverlayAsync(overlay, store.Describe(set.FileInSet(disk.File)), disk.Format, ct).ConfigureAwait(false);
+                await tools.QemuImg.CreateOverlayAsync(overlay, inspected.Path, inspected.Format, inspected.VirtualSize, ct).ConfigureAwait(false);
                 File.SetUnixFileMode(overlay, PrivateFiles.FileMode);
-                disks[disk.Target] = (overlay, "qcow2");
+                disks[disk.Target] = new DomainCopyDisk(overlay, "qcow2", inspected.Path, inspected.Format);
             }
             var saved = System.Text.Encoding.UTF8.GetString(await store.ReadSmallFileAsync(set.FileInSet(BackupNames.DomainXmlFileName), ct).ConfigureAwait(false));
-            var copy = DomainXmlRewriter.Rewrite(saved, new DomainCopyRequest(name, disks, folder, [folder], DropInterfaces: true, SerialToFile: true));
-            foreach (var note in copy.Notes)
+            var host = await DomainXmlRewriter.ReadHostFactsAsync(tools.Virsh, saved, set.DomainName, name, ct).ConfigureAwait(false);
+            var copy = DomainXmlRewriter.Rewrite(saved, new DomainCopyRequest(name, disks, folder, [folder], DropInterfaces: true, SerialToFile: true), host);
+            foreach (var note in copy.Notes.Concat(copy.LeftOut))
                 sink.Verbose($"Boot test {name}: {note}");
             if (!copy.HasGuestAgentChannel && copy.ConsoleLog is null)
                 throw new BackupException(ErrorIds.BootTestFailed, BackupErrorCategory.InvalidOperation,
@@ -81,14 +92,15 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             var xmlFile = FileSystemPaths.JoinInside(folder, name + ".xml", $"The set {set.Location}");
             PrivateFiles.WriteAtomically(xmlFile, System.Text.Encoding.UTF8.GetBytes(copy.Xml));
             sink.Progress(new ProgressUpdate(ProgressIds.BootTest, null, activity, "Starting", 0));
+            var console = copy.ConsoleLog is null ? null : new ConsoleLogReader(copy.ConsoleLog);
             var clock = Stopwatch.StartNew();
             created = true; // from here on, a domain may exist whatever virsh create says
             await tools.Virsh.CreateTransientAsync(xmlFile, name, ct).ConfigureAwait(false);
-            var how = await WaitForBootAsync(name, copy, options, clock, activity, ct).ConfigureAwait(false);
+            var how = await WaitForBootAsync(name, copy, console, folder, options, clock, activity, ct).ConfigureAwait(false);
             if (how is null)
             {
                 var timedOut = new BackupException(ErrorIds.BootTestTimedOut, BackupErrorCategory.OperationTimeout,
-                    $"The set {VerifyService.Describe(set)} did not show that it booted within {options.Timeout.TotalSeconds:0} s ({(copy.HasGuestAgentChannel ? "its guest agent never answered" : $"its console never showed '{options.ConsolePattern}'")}). Console: {ConsoleTail(copy.ConsoleLog)}",
+                    $"The set {VerifyService.Describe(set)} did not show that it booted within {options.Timeout.TotalSeconds:0} s ({(copy.HasGuestAgentChannel ? "its guest agent never answered" : $"its console never showed '{options.ConsolePattern}'")}). Console: {ConsoleTail(console)}",
                     "Look at the console output above; a slow host may need a longer -BootTimeoutSec. If the VM does not boot, restore from another set.", set.Location);
                 errors.Add(timedOut);
                 result.Problems.Add(timedOut.Message);
@@ -102,7 +114,8 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
         }
         catch (BackupException ex)
         {
-            var failed = ex.ErrorId is ErrorIds.BootTestFailed or ErrorIds.DomainXmlNotRestorable ? ex
+            var failed = ex.ErrorId is ErrorIds.BootTestFailed or ErrorIds.DomainXmlNotRestorable or ErrorIds.BackupCopyUnsafe or ErrorIds.BackupCopyMissing
+                or ErrorIds.NotEnoughSpaceForBootTest ? ex
                 : new BackupException(ErrorIds.BootTestFailed, ex.Category, $"The boot test of {VerifyService.Describe(set)} failed: {ex.Message}", ex.RecommendedAction, set.Location, ex);
             errors.Add(failed);
             result.Problems.Add(failed.Message);
@@ -120,32 +133,58 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
         }
     }
 
-    /// <summary>The way the boot was proven, or null on timeout. Throws when the domain stops on its own.</summary>
-    private async Task<string?> WaitForBootAsync(string name, DomainCopy copy, BootTestOptions options, Stopwatch clock, string activity, CancellationToken ct)
+    /// <summary>The way the boot was proven, or null on timeout. Throws when the domain stops on its own, or when its
+    /// scratch folder runs out of room (the overlays grow with what the guest writes).</summary>
+    private async Task<string?> WaitForBootAsync(string name, DomainCopy copy, ConsoleLogReader? console, string folder, BootTestOptions options,
+        Stopwatch clock, string activity, CancellationToken ct)
     {
         var pattern = new Regex(options.ConsolePattern, RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
         while (clock.Elapsed < options.Timeout)
         {
             sink.Progress(new ProgressUpdate(ProgressIds.BootTest, null, activity, $"Waiting for the guest to answer ({clock.Elapsed.TotalSeconds:0} s)",
                 (int)(clock.Elapsed.TotalSeconds * 100 / Math.Max(1, options.Timeout.TotalSeconds))));
+            // Only what the guest appended since the last round is read, and no more than the reader's cap in all.
+            var appended = console?.ReadNew() ?? false;
             if (copy.HasGuestAgentChannel)
             {
                 var left = (int)Math.Clamp((options.Timeout - clock.Elapsed).TotalSeconds, 1, 5);
                 if (await tools.Virsh.TryPingGuestAgentAsync(name, left, ct).ConfigureAwait(false))
                     return "guest agent answered guest-ping";
             }
-            else if (copy.ConsoleLog is { } log && File.Exists(log) && pattern.IsMatch(await File.ReadAllTextAsync(log, ct).ConfigureAwait(false)))
+            else if (appended && pattern.IsMatch(console!.Window))
             {
                 return $"console showed '{options.ConsolePattern}'";
             }
             var state = await tools.Virsh.GetStateAsync(name, ct).ConfigureAwait(false);
             if (state is not ("running" or "paused"))
                 throw new BackupException(ErrorIds.BootTestFailed, BackupErrorCategory.InvalidResult,
-                    $"The throw-away VM '{name}' stopped ({state}) before it answered. Console: {ConsoleTail(copy.ConsoleLog)}",
+                    $"The throw-away VM '{name}' stopped ({state}) before it answered. Console: {ConsoleTail(console)}",
                     "Look at the console output; if the VM does not boot, restore from another set.", name);
+            if (FileSystemPaths.FreeBytes(folder) is var free && free < MinimumFreeWhileBooting)
+                throw new BackupException(ErrorIds.NotEnoughSpaceForBootTest, BackupErrorCategory.ResourceUnavailable,
+                    $"The boot test of '{name}' was stopped: only {FileSystemPaths.FormatBytes(free)} is left free in '{folder}', where its overlays and console log grow. Console: {ConsoleTail(console)}",
+                    ScratchFix, name);
             await Task.Delay(TimeSpan.FromMilliseconds(500), ct).ConfigureAwait(false);
         }
         return null;
+    }
+
+    /// <summary>Below this much free space in its scratch folder, a running boot test is stopped before it fills it.</summary>
+    public const long MinimumFreeWhileBooting = 64L << 20;
+
+    private static readonly string ScratchFix =
+        $"Free space there, or point the boot tests at a file system with room: $env:{StateDirectory.BootTestScratchVariable} = '<folder>' (for the nightly job, set it in its environment).";
+
+    /// <summary>Each overlay grows with what the guest writes while it boots: as for a backup's overlays, a tenth of
+    /// each disk is asked for, at least 1 GiB (never more than the disk itself), free in the scratch folder.</summary>
+    private static void RequireScratchSpace(string scratch, IEnumerable<long> virtualSizes, BackupSetInfo set)
+    {
+        var needed = virtualSizes.Sum(size => Math.Min(size, Math.Max(1L << 30, size / 10)));
+        var free = FileSystemPaths.FreeBytes(scratch);
+        if (free < needed + MinimumFreeWhileBooting)
+            throw new BackupException(ErrorIds.NotEnoughSpaceForBootTest, BackupErrorCategory.ResourceUnavailable,
+                $"Only {FileSystemPaths.FormatBytes(free)} is free in '{scratch}', where the boot test of {VerifyService.Describe(set)} would put its overlays; {FileSystemPaths.FormatBytes(needed + MinimumFreeWhileBooting)} is asked for. Nothing was created.",
+                ScratchFix, set.Location);
     }
 
     /// <summary>Destroys the domain (transient: it is then gone), deletes its folder and record; null when all
@@ -208,8 +247,10 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             }
             if (record is null || StillRunning(record))
                 continue;
+            // Its folder may be in a scratch folder of its own (ODAKVMBACKUP_BOOT_TEST_DIR): it is a boot test's when
+            // it is named after the boot test's domain.
             if (!record.DomainName.Contains(BackupNames.BootTestMarker, StringComparison.Ordinal)
-                || !FileSystemPaths.IsSameOrInside(record.Folder, StateDirectory.BootTestDirectory))
+                || Path.GetFileName(record.Folder) != record.DomainName || !Path.IsPathFullyQualified(record.Folder))
             {
                 sink.Warning($"The boot test record '{file}' names '{record.DomainName}' and '{record.Folder}', which are not a boot test's; left alone.");
                 continue;
@@ -282,11 +323,11 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             Directory.Delete(folder, recursive: true);
     }
 
-    private static string ConsoleTail(string? log)
+    private static string ConsoleTail(ConsoleLogReader? console)
     {
-        if (log is null || !File.Exists(log))
+        if (console is null)
             return "(no console log)";
-        var lines = File.ReadAllLines(log).Where(l => l.Trim().Length > 0).TakeLast(8).ToList();
-        return lines.Count == 0 ? "(nothing on the console)" : string.Join(" | ", lines.Select(l => l.Trim()));
+        console.ReadNew();
+        return console.Tail();
     }
 }

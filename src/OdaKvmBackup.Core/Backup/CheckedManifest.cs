@@ -108,6 +108,8 @@ public sealed partial class CheckedManifest
                 problems.Add($"the Source of {label}, {FileSystemPaths.Quote(disk.Source)}, is not an absolute path");
             if (disk.SizeBytes is < 0)
                 problems.Add($"the SizeBytes of {label} is negative ({disk.SizeBytes})");
+            if (disk.VirtualSizeBytes is < 0)
+                problems.Add($"the VirtualSizeBytes of {label} is negative ({disk.VirtualSizeBytes})");
             if (disk.DataBytes is < 0)
                 problems.Add($"the DataBytes of {label} is negative ({disk.DataBytes})");
             else if (disk.DataBytes > disk.SizeBytes)

@@ -40,6 +40,13 @@ public sealed class PreflightContext
             return info;
         }
     }
+
+    /// <summary>qemu-img info of a disk if a check asked for it and got it; null otherwise (never runs qemu-img).</summary>
+    public ImageInfo? KnownImageInfo(string path)
+    {
+        lock (_imageInfo)
+            return _imageInfo.TryGetValue(path, out var info) && info.IsCompletedSuccessfully ? info.Result : null;
+    }
 }
 
 /// <summary>A step's own checks, run by New-KvmDiskSnapshot before any snapshot: Copy-VmDisk and

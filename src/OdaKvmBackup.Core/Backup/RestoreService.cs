@@ -27,6 +27,8 @@ public sealed class RestorePlan
     public string? DefinitionXml { get; init; }
     public string? DefinitionFile { get; init; }
     public List<string> Notes { get; } = new();
+    /// <summary>What of the saved definition the new one was not built from, and why (for -Verbose).</summary>
+    public List<string> LeftOut { get; } = new();
 
     /// <summary>What the restore does, in one sentence for ShouldProcess.</summary>
     public string Describe()
@@ -67,8 +69,9 @@ public sealed class RestoredBackup
 /// Restore-KvmBackup: copies a set's disks out of its store (sparse, read back and compared with the manifest),
 /// and either leaves them in a folder, defines a new domain on them, or puts them back on a shut-off VM's own paths.
 /// Nothing it defines ever points at a disk another domain uses: every disk source of a new definition is checked
-/// against the disks (and backing chains) of every domain on the host and the manifest's source paths, and
-/// <see cref="DomainXmlRewriter"/> refuses what it cannot move out of the source VM's files.
+/// against the disks (and backing chains) of every domain on the host and the manifest's source paths, a new
+/// definition is rebuilt by <see cref="DomainXmlRewriter"/> (never the set's own), and each restored file is
+/// inspected (<see cref="CopyInspection"/>) before it takes its name.
 /// </summary>
 public sealed partial class RestoreService(HostTools tools, IProcessRunner runner, IOperationSink sink)
 {
@@ -188,8 +191,9 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
             throw new BackupException(ErrorIds.RestoreTargetExists, BackupErrorCategory.ResourceExists,
                 $"'{definitionFile}' already exists.", "Choose another -Destination or -NewName, or add -Force to replace it.", definitionFile);
         var saved = System.Text.Encoding.UTF8.GetString(await store.ReadSmallFileAsync(set.FileInSet(BackupNames.DomainXmlFileName), ct).ConfigureAwait(false));
+        var host = await DomainXmlRewriter.ReadHostFactsAsync(tools.Virsh, saved, set.DomainName, name, ct).ConfigureAwait(false);
         var copy = DomainXmlRewriter.Rewrite(saved, new DomainCopyRequest(name,
-            files.ToDictionary(f => f.Target, f => (f.TargetPath, f.Format), StringComparer.Ordinal), folder, [folder], DropInterfaces: false));
+            files.ToDictionary(f => f.Target, f => new DomainCopyDisk(f.TargetPath, f.Format), StringComparer.Ordinal), folder, [folder], DropInterfaces: false), host);
         foreach (var source in DomainXmlRewriter.DiskSources(copy.Xml))
             RequireNotProduction(source, production, set, source);
         var plan = new RestorePlan
@@ -198,6 +202,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
             DefinitionXml = copy.Xml, DefinitionFile = definitionFile,
         };
         plan.Notes.AddRange(copy.Notes);
+        plan.LeftOut.AddRange(copy.LeftOut);
         return plan;
     }
 
@@ -250,6 +255,9 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
                 var partial = FileSystemPaths.JoinInside(folder, partialName, $"The set {set.Location}");
                 partials.Add(partial);
                 var copy = await CopyOneAsync(set, store, file, folder, partialName, i, plan.Files.Count, ct).ConfigureAwait(false);
+                // The restored file is what QEMU will open (a domain defined on it, the VM's own disk): inspected
+                // before it takes its name.
+                await CopyInspection.RequireSafeAsync(tools.QemuImg, set, set.Manifest.Disks.First(d => d.Target == file.Target), partial, ct).ConfigureAwait(false);
                 if (plan.Request.FullyAllocated && file.Format == "raw")
                     Allocate(partial, copy.SizeBytes);
                 restored.Add((file, partial, copy));

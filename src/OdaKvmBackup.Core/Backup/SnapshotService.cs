@@ -116,6 +116,8 @@ public sealed class SnapshotService
         }
         foreach (var check in request.DownstreamChecks)
             await check.CheckAsync(context, ct).ConfigureAwait(false);
+        foreach (var disk in disks)
+            disk.VirtualSizeBytes = context.KnownImageInfo(disk.Source)?.VirtualSize;
 
         return new SnapshotPlan
         {

@@ -85,6 +85,21 @@ public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
             var (digestCheck, digestProblem, missing) = await ReadBackAsync(store, relative, disk, ct).ConfigureAwait(false);
             var imageCheck = "not applicable (raw)";
             string? imageProblem = null;
+            if (!missing && digestProblem is null && !store.IsRemote)
+            {
+                // qemu-img check opens a qcow2's backing and data files: the copy is inspected first.
+                try
+                {
+                    await CopyInspection.RequireSafeAsync(qemuImg, set, disk, location, ct).ConfigureAwait(false);
+                }
+                catch (BackupException ex) when (ex.ErrorId == ErrorIds.BackupCopyUnsafe)
+                {
+                    errors.Add(ex);
+                    result.Problems.Add(ex.Message);
+                    disks.Add(new DiskTestResult(disk.Target, disk.File, disk.Format, false, digestCheck, "not run: the copy is unsafe", ex.Message, location));
+                    continue;
+                }
+            }
             if (!missing && disk.Format == "qcow2")
             {
                 if (!store.IsRemote)

@@ -82,6 +82,18 @@ public static class VirshArguments
     public static string[] AgentPing(string domain, int seconds) =>
         ["qemu-agent-command", "--domain", domain, "--timeout", seconds.ToString(CultureInfo.InvariantCulture), "--cmd", "{\"execute\":\"guest-ping\"}"];
 
+    /// <summary>What the host runs a domain of this virt type, arch and machine with (its emulator, its firmware);
+    /// an arch or machine left out is the host's default.</summary>
+    public static string[] DomainCapabilities(string virtType, string? arch, string? machine)
+    {
+        var args = new List<string> { "domcapabilities", "--virttype", virtType };
+        if (arch is not null)
+            args.AddRange(["--arch", arch]);
+        if (machine is not null)
+            args.AddRange(["--machine", machine]);
+        return args.ToArray();
+    }
+
     /// <summary>virsh splits --diskspec on commas; a literal comma is written twice.</summary>
     public static string EscapeDiskSpecValue(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
 }

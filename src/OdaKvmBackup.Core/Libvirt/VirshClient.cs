@@ -12,6 +12,10 @@ public sealed record BlockJobInfo(string Type, long Current, long End, long Band
     public int Percent => End > 0 ? (int)(Current * 100 / End) : 0;
 }
 
+/// <summary>What `virsh domcapabilities` says the host runs a kind of domain with: the emulator's path and the
+/// firmware files it offers (its loader values).</summary>
+public sealed record HostDomainCapabilities(string Emulator, IReadOnlyList<string> Loaders);
+
 /// <summary>The virsh commands the backup uses, with their outputs parsed and their failures explained.</summary>
 public sealed partial class VirshClient
 {
@@ -28,6 +32,28 @@ public sealed partial class VirshClient
     {
         var state = await GetStateAsync(domain, ct).ConfigureAwait(false);
         return DomainXml.Parse(await DumpXmlAsync(domain, inactive: false, ct).ConfigureAwait(false), state);
+    }
+
+    /// <summary>`virsh domcapabilities` for a virt type (kvm, qemu), arch and machine: the host's own emulator and
+    /// firmware, which a definition rebuilt from a backup set uses instead of the set's.</summary>
+    public async Task<HostDomainCapabilities> DomainCapabilitiesAsync(string virtType, string? arch, string? machine, CancellationToken ct) =>
+        ParseDomainCapabilities((await QueryAsync(VirshArguments.DomainCapabilities(virtType, arch, machine), null, ct).ConfigureAwait(false)).StandardOutput);
+
+    public static HostDomainCapabilities ParseDomainCapabilities(string xml)
+    {
+        try
+        {
+            var root = System.Xml.Linq.XDocument.Parse(xml).Root;
+            var emulator = root?.Element("path")?.Value.Trim();
+            if (root?.Name.LocalName != "domainCapabilities" || string.IsNullOrEmpty(emulator) || !emulator.StartsWith('/'))
+                throw new BackupException(ErrorIds.UnparsableOutput, BackupErrorCategory.ParserError, "virsh domcapabilities returned no emulator path.");
+            var loaders = root.Element("os")?.Element("loader")?.Elements("value").Select(v => v.Value.Trim()).Where(v => v.StartsWith('/')).ToList() ?? [];
+            return new HostDomainCapabilities(emulator, loaders);
+        }
+        catch (System.Xml.XmlException ex)
+        {
+            throw new BackupException(ErrorIds.UnparsableOutput, BackupErrorCategory.ParserError, $"virsh domcapabilities returned XML that cannot be read: {ex.Message}", null, null, ex);
+        }
     }
 
     /// <summary>running, paused, shut off, ...</summary>

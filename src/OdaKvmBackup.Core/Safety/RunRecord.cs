@@ -41,6 +41,9 @@ public sealed class DiskRecord
     public string? RetainedName { get; init; }
 
     public DiskState State { get; set; } = DiskState.Planned;
+    /// <summary>What qemu-img info said of the disk's virtual size when the run was planned (null when it was not
+    /// asked): the set's manifest keeps it, to check a copy against before QEMU reads it.</summary>
+    public long? VirtualSizeBytes { get; set; }
     public long? SizeBytes { get; set; }
     public long? DataBytes { get; set; }
     /// <summary>See <see cref="VmDiskBackup.ContentDigest"/>.</summary>

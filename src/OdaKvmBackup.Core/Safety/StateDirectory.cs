@@ -16,6 +16,16 @@ public static class StateDirectory
     /// overlays and console log (&lt;name&gt;/), so that a later Test-KvmBackup cleans up after a killed one.</summary>
     public static string BootTestDirectory => Path.Combine(Root, "boot-tests");
 
+    /// <summary>Names the folder where boot tests put their overlays and console logs instead of
+    /// <see cref="BootTestDirectory"/> (the records stay there): a file system with room for what a guest writes
+    /// while it boots.</summary>
+    public const string BootTestScratchVariable = "ODAKVMBACKUP_BOOT_TEST_DIR";
+
+    /// <summary>Where a boot test's folder (its overlays and console log) goes: $ODAKVMBACKUP_BOOT_TEST_DIR, or
+    /// <see cref="BootTestDirectory"/>.</summary>
+    public static string BootTestScratchDirectory =>
+        Environment.GetEnvironmentVariable(BootTestScratchVariable) is { Length: > 0 } dir ? Path.GetFullPath(dir) : BootTestDirectory;
+
     /// <summary>A file name for a domain name: libvirt allows characters that file names should not carry.</summary>
     public static string FileNameFor(string domain) => "d-" + Uri.EscapeDataString(domain);
 

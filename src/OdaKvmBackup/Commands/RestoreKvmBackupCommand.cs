@@ -85,6 +85,8 @@ public sealed class RestoreKvmBackupCommand : KvmCmdlet, IDisposable
             var plan = Run(ct => service.PlanAsync(set, store, request, ct));
             foreach (var note in plan.Notes)
                 WriteWarning($"{plan.Request.NewName}: {note}");
+            foreach (var left in plan.LeftOut)
+                WriteVerbose($"{plan.Request.NewName}: {left}");
             var target = plan.Mode == RestoreMode.InPlace ? set.DomainName : plan.Request.NewName ?? plan.Folder!;
             if (!ShouldProcess(target, plan.Describe()))
                 return;

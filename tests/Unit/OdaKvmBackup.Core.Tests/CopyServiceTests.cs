@@ -48,6 +48,8 @@ public sealed class CopyServiceTests : IDisposable
         Assert.Equal(BackupSetStatus.Complete, manifest.Status);
         Assert.NotNull(manifest.CompletedUtc);
         Assert.All(manifest.Disks, d => Assert.True(d.Verified && d.VerifiedBy is { Length: > 0 } && d.ContentDigest is { Length: 64 }));
+        // The virtual size qemu-img info gave at planning time: what a copy is checked against before QEMU reads it.
+        Assert.Equal([4L * Files.MiB, 6L * Files.MiB], manifest.Disks.OrderBy(d => d.Target, StringComparer.Ordinal).Select(d => d.VirtualSizeBytes));
         Assert.Equal(["backup.json", "data1", "domain.xml", "oda_vm1_boot"], Directory.GetFiles(SetPath(store, run)).Select(Path.GetFileName).Order(StringComparer.Ordinal));
     }
 

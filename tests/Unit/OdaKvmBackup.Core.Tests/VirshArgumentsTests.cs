@@ -7,6 +7,13 @@ public class VirshArgumentsTests
     private const string Snap = "FILE_STAGE_BACKUP.TEMP";
 
     [Fact]
+    public void Domcapabilities_name_the_virt_type_and_only_the_arch_and_machine_given()
+    {
+        Assert.Equal(["domcapabilities", "--virttype", "qemu", "--arch", "x86_64", "--machine", "pc"], VirshArguments.DomainCapabilities("qemu", "x86_64", "pc"));
+        Assert.Equal(["domcapabilities", "--virttype", "kvm"], VirshArguments.DomainCapabilities("kvm", null, null));
+    }
+
+    [Fact]
     public void Quiesced_snapshot_has_one_diskspec_per_disk()
     {
         var args = VirshArguments.SnapshotCreate("linux_vm", Snap, quiesce: true,

@@ -6,6 +6,34 @@ namespace OdaKvmBackup.Core.Tests;
 public class VirshClientTests
 {
     [Fact]
+    public void Domcapabilities_give_the_hosts_emulator_and_its_firmware_files()
+    {
+        // The lab's libvirt 9.0 / QEMU 7.2 (no OVMF installed: no loader files).
+        var lab = VirshClient.ParseDomainCapabilities(Fixture.Read("qemu-x86_64-pc.domcapabilities.xml"));
+        Assert.Equal("/usr/bin/qemu-system-x86_64", lab.Emulator);
+        Assert.Empty(lab.Loaders);
+
+        // Oracle Linux 8 with edk2-ovmf, in the shape libvirt prints it.
+        var ol8 = VirshClient.ParseDomainCapabilities("""
+            <domainCapabilities><path>/usr/libexec/qemu-kvm</path><domain>kvm</domain><machine>pc-q35-rhel8.6.0</machine><arch>x86_64</arch>
+              <os supported='yes'><enum name='firmware'><value>efi</value></enum>
+                <loader supported='yes'><value>/usr/share/OVMF/OVMF_CODE.secboot.fd</value><value>/usr/share/OVMF/OVMF_CODE.fd</value>
+                  <enum name='type'><value>rom</value><value>pflash</value></enum></loader></os></domainCapabilities>
+            """);
+        Assert.Equal("/usr/libexec/qemu-kvm", ol8.Emulator);
+        Assert.Equal(["/usr/share/OVMF/OVMF_CODE.secboot.fd", "/usr/share/OVMF/OVMF_CODE.fd"], ol8.Loaders);
+    }
+
+    [Theory]
+    [InlineData("<domainCapabilities><domain>kvm</domain></domainCapabilities>")]
+    [InlineData("<domainCapabilities><path>qemu-kvm</path></domainCapabilities>")]
+    [InlineData("error: not xml")]
+    public void Domcapabilities_without_an_emulator_path_are_a_parser_error(string output)
+    {
+        Assert.Equal(ErrorIds.UnparsableOutput, Assert.Throws<BackupException>(() => VirshClient.ParseDomainCapabilities(output)).ErrorId);
+    }
+
+    [Fact]
     public void Blockjob_raw_output_of_a_running_commit_is_read()
     {
         // lab.md section 5: blockjob labg1 vdb --info --raw during a commit at --bandwidth 2

@@ -26,9 +26,10 @@ public sealed class BootTestServiceTests : IDisposable
 
     private BootTestService Service => new(_host.Tools, _sink);
 
-    private async Task<(BackupSetInfo, BackupSetTestResult, List<BackupException>)> BootAsync(IBackupStore store, TimeSpan timeout, bool withoutAgent = false)
+    private async Task<(BackupSetInfo, BackupSetTestResult, List<BackupException>)> BootAsync(IBackupStore store, TimeSpan timeout, bool withoutAgent = false, bool overwrite = false)
     {
-        var set = await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
+        var set = overwrite ? (await BackupCatalog.LoadAsync(store, BackupNames.SetFolder("vm1", BackupNames.RunId(T0)), CancellationToken.None))!
+            : await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
         if (withoutAgent)
         {
             // A guest without qemu-guest-agent: its saved definition has no agent channel, only the serial console.
@@ -77,6 +78,10 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.All(overlays, c => Assert.Equal("qcow2", c[Array.IndexOf(c, "-f") + 1]));
         Assert.Equal(set.Disks.Select(d => d.Location), overlays.Select(c => c[Array.IndexOf(c, "-b") + 1]));
         Assert.Equal(["qcow2", "raw"], overlays.Select(c => c[Array.IndexOf(c, "-F") + 1]));
+        // Made without opening the copy again (-u, with the size the inspection read): only QEMU opens it.
+        Assert.All(overlays, c => Assert.Equal(Sets.DiskSize.ToString(System.Globalization.CultureInfo.InvariantCulture), c[Array.IndexOf(c, "-u") + 2]));
+        Assert.Contains($"<emulator>{FakeLibvirt.HostEmulator}</emulator>", given, StringComparison.Ordinal);
+        Assert.Equal(["virsh", "domcapabilities", "--virttype", "qemu", "--arch", "x86_64", "--machine", "pc"], Assert.Single(_host.Calls, c => c[1] == "domcapabilities"));
         Assert.Contains(_host.Calls, c => c[0] == "virsh" && c[1] == "destroy" && c.Contains(result.BootTestDomain));
         AssertNothingLeft();
     }
@@ -125,6 +130,160 @@ public sealed class BootTestServiceTests : IDisposable
         var (_, _, errors) = await BootAsync(new FakeRemoteStore(_backup.Path), TimeSpan.FromSeconds(5));
         Assert.Equal(ErrorIds.BootTestNeedsLocalSet, Assert.Single(errors).ErrorId);
         Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh");
+    }
+
+    /// <summary>qemu-img info's answer for a copy that names other files of the host.</summary>
+    private static string Info(string format, long virtualSize, string? backing = null, string? dataFile = null) =>
+        "{ \"format\": \"" + format + "\", \"virtual-size\": " + virtualSize + ", \"actual-size\": 200704"
+        + (backing is null ? "" : ", \"backing-filename\": \"" + backing + "\", \"full-backing-filename\": \"" + backing + "\", \"backing-filename-format\": \"raw\"")
+        + ", \"format-specific\": { \"type\": \"" + format + "\", \"data\": { \"compat\": \"1.1\"" + (dataFile is null ? "" : ", \"data-file\": \"" + dataFile + "\", \"data-file-raw\": false") + " } } }";
+
+    public static TheoryData<string, string?, string?, (string Format, string Error)?, string> UnsafeCopies => new()
+    {
+        { "boot", Info("qcow2", Sets.DiskSize, backing: "/etc/shadow"), null, null, "backing file /etc/shadow" },
+        { "boot", Info("qcow2", Sets.DiskSize, dataFile: "/dev/sda"), null, null, "external data file /dev/sda" },
+        { "boot", null, null, ("qcow2", "Image is not in qcow2 format"), "not a qcow2 image" },
+        { "data", Info("raw", Sets.DiskSize * 2), null, null, "virtual size" },
+        { "data", null, "QFI\u00fb", null, "qcow2" },
+    };
+
+    [Theory]
+    [MemberData(nameof(UnsafeCopies))]
+    public async Task A_copy_that_is_not_a_plain_image_in_its_manifests_format_is_refused_before_any_overlay_or_VM_is_made(
+        string file, string? info, string? header, (string Format, string Error)? infoError, string named)
+    {
+        if (info is not null)
+            _host.ImageInfos[file] = info;
+        if (infoError is { } failure)
+            _host.ImageInfoErrors[file] = failure;
+        if (header is not null)
+        {
+            // A qcow2 header at the start of a copy that backup.json calls raw.
+            var set = await Sets.WriteAsync(new LocalBackupStore(_backup.Path), _backup.Path, "vm1", T0);
+            using (var stream = File.OpenWrite(Path.Combine(_backup.Path, set.SetFolder, file)))
+                stream.Write(System.Text.Encoding.Latin1.GetBytes(header));
+        }
+        var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30), overwrite: header is not null);
+
+        var error = Assert.Single(errors);
+        Assert.Equal("BackupCopyUnsafe", error.ErrorId);
+        Assert.Contains($"/{file}", error.Message, StringComparison.Ordinal);
+        Assert.Contains(named, error.Message, StringComparison.Ordinal);
+        Assert.NotNull(error.RecommendedAction);
+        Assert.False(result.Passed);
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "create");
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
+        Assert.All(_host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "info"), c => Assert.Contains("-f", c)); // the format is given, never probed
+        AssertNothingLeft();
+    }
+
+    [Fact]
+    public async Task The_overlays_and_console_log_go_in_the_scratch_folder_ODAKVMBACKUP_BOOT_TEST_DIR_names()
+    {
+        using var scratch = new TempFolder();
+        var previous = Environment.GetEnvironmentVariable("ODAKVMBACKUP_BOOT_TEST_DIR");
+        Environment.SetEnvironmentVariable("ODAKVMBACKUP_BOOT_TEST_DIR", scratch.Path);
+        try
+        {
+            var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30));
+            Assert.Empty(errors);
+            Assert.True(result.Passed);
+            var overlays = _host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "create").Select(c => c.Last(a => a.StartsWith('/'))).ToList(); // qemu-img create [options] file [size]
+            Assert.Equal(2, overlays.Count);
+            Assert.All(overlays, o => Assert.StartsWith(scratch.Path + "/", o, StringComparison.Ordinal));
+            var (_, given) = Assert.Single(_host.Given);
+            Assert.Contains($"<source path=\"{scratch.Path}/", given, StringComparison.Ordinal); // the console log
+            Assert.Empty(Directory.EnumerateFileSystemEntries(scratch.Path));
+            AssertNothingLeft();
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("ODAKVMBACKUP_BOOT_TEST_DIR", previous);
+        }
+    }
+
+    [Fact]
+    public async Task A_scratch_folder_without_room_for_the_overlays_is_refused_before_anything_is_created()
+    {
+        // A copy of 1 PiB: its overlay is asked a tenth of it, more than any test machine has free.
+        _host.ImageInfos["boot"] = Info("qcow2", 1L << 50);
+        var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30));
+        var error = Assert.Single(errors);
+        Assert.Equal("NotEnoughSpaceForBootTest", error.ErrorId);
+        Assert.Contains(StateDirectory.BootTestDirectory, error.Message, StringComparison.Ordinal);
+        Assert.Contains("ODAKVMBACKUP_BOOT_TEST_DIR", error.RecommendedAction, StringComparison.Ordinal);
+        Assert.False(result.Passed);
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "create");
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
+        AssertNothingLeft();
+    }
+
+    [Fact]
+    public async Task A_guest_whose_console_writes_without_end_is_read_no_further_than_the_cap_and_times_out_saying_so()
+    {
+        _host.AgentAnswers = false;
+        _host.ConsoleOutput = string.Concat(Enumerable.Repeat(new string('#', 1023) + "\n", (int)(ConsoleLogReader.CapBytes >> 10) + 2048)) + "vm1 login: ";
+        var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(2), withoutAgent: true);
+        var error = Assert.Single(errors);
+        Assert.Equal(ErrorIds.BootTestTimedOut, error.ErrorId); // the pattern came after the cap: never read
+        Assert.Contains("more than 16 MiB", error.Message, StringComparison.Ordinal);
+        Assert.False(result.Passed);
+        AssertNothingLeft();
+    }
+
+    [Fact]
+    public async Task A_qcow2_copy_of_another_virtual_size_than_backup_json_records_is_refused()
+    {
+        var store = new LocalBackupStore(_backup.Path);
+        var set = await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
+        set.Manifest.Disks[0].VirtualSizeBytes = 64L << 30;
+        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, [], CancellationToken.None);
+        var errors = new List<BackupException>();
+        await Service.RunAsync(set, store, result, new BootTestOptions(TimeSpan.FromSeconds(5), "login:"), errors, CancellationToken.None);
+        var error = Assert.Single(errors);
+        Assert.Equal(ErrorIds.BackupCopyUnsafe, error.ErrorId);
+        Assert.Contains($"its virtual size is {Sets.DiskSize} bytes, backup.json says {64L << 30}", error.Message, StringComparison.Ordinal);
+        AssertNothingLeft();
+    }
+
+    [Theory]
+    [InlineData("<type arch='x86_64' machine='--emulatorbin=/tmp/evil'>hvm</type>", "machine")]
+    [InlineData("<type arch='x86_64 --emulatorbin /tmp/evil' machine='pc'>hvm</type>", "arch")]
+    public async Task An_arch_or_machine_that_is_not_a_plain_name_is_refused_before_virsh_sees_it(string type, string named)
+    {
+        var store = new LocalBackupStore(_backup.Path);
+        var set = await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
+        var saved = Path.Combine(_backup.Path, set.SetFolder, BackupNames.DomainXmlFileName);
+        File.WriteAllText(saved, File.ReadAllText(saved).Replace("<type arch='x86_64' machine='pc'>hvm</type>", type, StringComparison.Ordinal));
+        var errors = new List<BackupException>();
+        await Service.RunAsync(set, store, await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, [], CancellationToken.None),
+            new BootTestOptions(TimeSpan.FromSeconds(5), "login:"), errors, CancellationToken.None);
+        var error = Assert.Single(errors);
+        Assert.Equal(ErrorIds.DomainXmlNotRestorable, error.ErrorId);
+        Assert.Contains($"the saved {named} ", error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] is "domcapabilities" or "create");
+        AssertNothingLeft();
+    }
+
+    [Fact]
+    public async Task Leftovers_in_a_scratch_folder_of_their_own_are_cleaned_up_and_a_record_naming_another_folder_is_left_alone()
+    {
+        using var scratch = new TempFolder();
+        var name = "vm1-boottest-5c5c5c5c";
+        var folder = Path.Combine(scratch.Path, name);
+        PrivateFiles.CreateFolder(StateDirectory.BootTestDirectory); // the records stay in the state folder
+        WriteRecord(name, folder, int.MaxValue - 7, DateTime.UtcNow.AddHours(-1));
+        _host.Domains[name] = new FakeDomain { Xml = OnOverlay(name, folder), Transient = true };
+        var stranger = "vm1-boottest-0d0d0d0d";
+        var notOurs = Directory.CreateDirectory(Path.Combine(scratch.Path, "etc")).FullName;
+        WriteRecord(stranger, notOurs, int.MaxValue - 7, DateTime.UtcNow.AddHours(-1));
+
+        var cleaned = await Service.CleanLeftoversAsync(CancellationToken.None);
+
+        Assert.Contains(name, Assert.Single(cleaned), StringComparison.Ordinal);
+        Assert.False(Directory.Exists(folder));
+        Assert.True(Directory.Exists(notOurs));
+        Assert.Contains(_sink.Warnings, w => w.Contains(stranger, StringComparison.Ordinal) && w.Contains("left alone", StringComparison.Ordinal));
     }
 
     private static void WriteRecord(string domain, string folder, int pid, DateTime processStart)

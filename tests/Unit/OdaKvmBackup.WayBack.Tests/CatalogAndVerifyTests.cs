@@ -123,6 +123,23 @@ public class CatalogAndVerifyTests : IDisposable
     }
 
     [Fact]
+    public async Task A_copy_whose_qcow2_names_a_backing_file_fails_and_qemu_img_check_never_opens_it()
+    {
+        var store = new LocalBackupStore(_root.Path);
+        var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
+        _host.ImageInfos["boot"] = "{ \"format\": \"qcow2\", \"virtual-size\": 3145728, \"backing-filename\": \"/etc/shadow\", \"full-backing-filename\": \"/etc/shadow\" }";
+        var errors = new List<BackupException>();
+        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        Assert.False(result.Passed);
+        var error = Assert.Single(errors);
+        Assert.Equal("BackupCopyUnsafe", error.ErrorId);
+        Assert.Contains("/etc/shadow", error.Message, StringComparison.Ordinal);
+        Assert.False(result.Disks.Single(d => d.Target == "vda").Passed);
+        Assert.True(result.Disks.Single(d => d.Target == "vdb").Passed);
+        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "check"); // qemu-img check would open /etc/shadow
+    }
+
+    [Fact]
     public async Task A_set_that_is_not_Complete_fails_without_being_read()
     {
         var store = new LocalBackupStore(_root.Path);

@@ -52,6 +52,7 @@ public sealed class ForgedManifestTests : IDisposable
         ["DomainName climbing out"] = (m => m["DomainName"] = "../../etc", "DomainName '../../etc'"),
         ["RunId not its folder"] = (m => m["RunId"] = "20261120-220001", "RunId '20261120-220001'"),
         ["SizeBytes negative"] = (m => Vdb(m)["SizeBytes"] = -1, "SizeBytes"),
+        ["VirtualSizeBytes negative"] = (m => Vdb(m)["VirtualSizeBytes"] = -1, "VirtualSizeBytes"),
         ["DataBytes negative"] = (m => Vdb(m)["DataBytes"] = -4096, "DataBytes"),
         ["DataBytes larger than SizeBytes"] = (m => Vdb(m)["DataBytes"] = Sets.DiskSize + 4096, "DataBytes"),
         ["Status unknown"] = (m => m["Status"] = "Done", "'Done'"),

@@ -70,6 +70,9 @@ public sealed class RestoreServiceTests : IDisposable
         var defined = DomainXml.Parse(_host.Domains["vm1-copy"].Xml);
         Assert.Equal([Path.Combine(_dest, "boot"), Path.Combine(_dest, "data")], defined.Disks.Select(d => d.Source));
         Assert.Null(XDocument.Parse(_host.Domains["vm1-copy"].Xml).Root!.Element("uuid"));
+        // A definition rebuilt by the module: this host's emulator (domcapabilities), nothing of the set's metadata.
+        Assert.Equal(FakeLibvirt.HostEmulator, (string?)XDocument.Parse(_host.Domains["vm1-copy"].Xml).Root!.Element("devices")!.Element("emulator"));
+        Assert.Contains(plan.LeftOut, l => l.StartsWith("<metadata>", StringComparison.Ordinal));
         foreach (var disk in restored.Disks)
         {
             Assert.True(disk.Verified);
@@ -148,6 +151,39 @@ public sealed class RestoreServiceTests : IDisposable
         Assert.False(_host.Domains.ContainsKey("vm1-copy"));
         Assert.False(File.Exists(Path.Combine(_dest, "data")));
         Assert.Empty(Directory.EnumerateFiles(_dest, "*.partial"));
+    }
+
+    private const string BackedByShadow = "{ \"format\": \"qcow2\", \"virtual-size\": 3145728, \"actual-size\": 200704, \"backing-filename\": \"/etc/shadow\", \"full-backing-filename\": \"/etc/shadow\" }";
+
+    [Fact]
+    public async Task A_restored_copy_whose_qcow2_names_a_backing_file_is_inspected_before_it_takes_its_name_and_nothing_is_defined()
+    {
+        var (set, store) = await SetAsync();
+        _host.ImageInfos["boot"] = BackedByShadow;
+        var plan = await Service.PlanAsync(set, store, ToFolder(_dest, "vm1-copy"), CancellationToken.None);
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.ExecuteAsync(plan, store, CancellationToken.None));
+        Assert.Equal("BackupCopyUnsafe", ex.ErrorId);
+        Assert.Contains("/etc/shadow", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("vda", ex.Message, StringComparison.Ordinal);
+        Assert.False(_host.Domains.ContainsKey("vm1-copy"));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(_dest));
+        var info = Assert.Single(_host.Calls, c => c[0] == "qemu-img" && c[1] == "info" && c[^1].Contains("/boot", StringComparison.Ordinal));
+        Assert.Equal(["qemu-img", "info", "--output=json", "-f", "qcow2"], info[..5]);
+        Assert.DoesNotContain("-U", info);
+    }
+
+    [Fact]
+    public async Task An_in_place_restore_inspects_the_copies_before_they_replace_the_VMs_disks()
+    {
+        var (set, store) = await SetAsync();
+        _host.Domains["vm1"].State = "shut off";
+        _host.ImageInfos["boot"] = BackedByShadow;
+        var plan = await Service.PlanAsync(set, store, new RestoreRequest(null, null, false, false, true, true), CancellationToken.None);
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.ExecuteAsync(plan, store, CancellationToken.None));
+        Assert.Equal("BackupCopyUnsafe", ex.ErrorId);
+        foreach (var disk in set.Disks)
+            Assert.Equal("production " + disk.Target, File.ReadAllText(disk.Source));
+        Assert.Equal(["boot", "data"], Directory.EnumerateFiles(_vms).Select(Path.GetFileName).Order());
     }
 
     [Fact]

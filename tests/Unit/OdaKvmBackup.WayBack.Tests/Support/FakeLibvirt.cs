@@ -27,6 +27,30 @@ internal sealed class FakeLibvirt : IProcessRunner
     public bool AgentAnswers { get; set; } = true;
     /// <summary>qemu-img check's exit code and output, per file.</summary>
     public Dictionary<string, (int Exit, string Output)> ImageChecks { get; } = new(StringComparer.Ordinal);
+    /// <summary>What `qemu-img info --output=json` prints, by a file's name in the set: it also answers for that
+    /// name with a suffix (a boot test's overlay, a restore's partial file). Any other file gets the format asked
+    /// for with -f and its length as virtual size, as qemu-img says of a plain image.</summary>
+    public Dictionary<string, string> ImageInfos { get; } = new(StringComparer.Ordinal);
+    /// <summary>What `qemu-img info -f &lt;format&gt;` prints on stderr (exit code 1) for a file whose name starts
+    /// with the key, when its format is the value's: "boot" -> ("qcow2", "Image is not in qcow2 format").</summary>
+    public Dictionary<string, (string Format, string Error)> ImageInfoErrors { get; } = new(StringComparer.Ordinal);
+    /// <summary>What `virsh domcapabilities` prints: the host's emulator and firmware.</summary>
+    public string DomainCapabilities { get; set; } = $"""
+        <domainCapabilities>
+          <path>{HostEmulator}</path>
+          <domain>qemu</domain>
+          <machine>pc-i440fx-7.2</machine>
+          <arch>x86_64</arch>
+          <os supported='yes'>
+            <loader supported='yes'>
+              <value>/usr/share/OVMF/OVMF_CODE.fd</value>
+              <enum name='type'><value>rom</value><value>pflash</value></enum>
+            </loader>
+          </os>
+        </domainCapabilities>
+        """;
+
+    public const string HostEmulator = "/usr/libexec/qemu-kvm";
 
     public IReadOnlyList<string[]> Calls
     {
@@ -73,15 +97,38 @@ internal sealed class FakeLibvirt : IProcessRunner
     {
         if (program == "chown")
             return Ok("");
+        if (program == "stat")
+        {
+            // stat --format=%f -- path: the raw mode in hex, of the link itself
+            var path = args[^1];
+            var info = new FileInfo(path);
+            return info.LinkTarget is not null ? Ok("a1ff\n") : Directory.Exists(path) ? Ok("41ed\n") : info.Exists ? Ok("81a4\n")
+                : new ProcessResult(1, "", $"stat: cannot statx '{path}': No such file or directory\n", TimeSpan.Zero);
+        }
         if (program == "qemu-img")
         {
             if (args[0] == "create")
             {
-                File.WriteAllText(args[^1], "overlay of " + ValueOf(args, "-b"));
+                // qemu-img create [options] file [size]
+                var file = args[^1].All(char.IsAsciiDigit) ? args[^2] : args[^1];
+                File.WriteAllText(file, "overlay of " + ValueOf(args, "-b"));
                 return Ok("");
             }
             if (args[0] == "check")
                 return ImageChecks.TryGetValue(args[^1], out var check) ? new ProcessResult(check.Exit, check.Output, "", TimeSpan.Zero) : Ok("No errors were found on the image.\n");
+            if (args[0] == "info")
+            {
+                var name = Path.GetFileName(args[^1]);
+                if (ImageInfoErrors.FirstOrDefault(p => name == p.Key || name.StartsWith(p.Key + ".", StringComparison.Ordinal)) is { Value: var failure }
+                    && failure.Format == ValueOf(args, "-f"))
+                    return new ProcessResult(1, "", $"qemu-img: Could not open '{args[^1]}': {failure.Error}\n", TimeSpan.Zero);
+                if (ImageInfos.FirstOrDefault(p => name == p.Key || name.StartsWith(p.Key + ".", StringComparison.Ordinal)) is { Value: { } json })
+                    return Ok(json);
+                if (!File.Exists(args[^1]))
+                    return new ProcessResult(1, "", $"qemu-img: Could not open '{args[^1]}': No such file or directory\n", TimeSpan.Zero);
+                var length = new FileInfo(args[^1]).Length;
+                return Ok($"{{ \"format\": \"{ValueOf(args, "-f") ?? "raw"}\", \"virtual-size\": {length}, \"actual-size\": {length}, \"filename\": \"{args[^1]}\" }}\n");
+            }
             throw new InvalidOperationException("fake qemu-img does not know " + string.Join(' ', args));
         }
         var domain = ValueOf(args, "--domain");
@@ -117,6 +164,8 @@ internal sealed class FakeLibvirt : IProcessRunner
                     File.WriteAllText(log.Value, ConsoleOutput);
                 Domains[name] = new FakeDomain { Xml = xml, State = args[0] == "create" ? "running" : "shut off", Transient = args[0] == "create" };
                 return Ok($"Domain '{name}' {(args[0] == "create" ? "created" : "defined")} from file\n\n");
+            case "domcapabilities":
+                return Ok(DomainCapabilities);
             case "qemu-agent-command":
                 return AgentAnswers ? Ok("{\"return\":{}}\n\n") : Error("error: Guest agent is not responding: QEMU guest agent is not connected\n");
             default:
