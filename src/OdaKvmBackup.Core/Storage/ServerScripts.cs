@@ -95,24 +95,24 @@ public static class ServerScripts
                     zeros[count] = h.hexdigest()
                 return zeros[count]
         def work():
-            fd = os.open(path, os.O_RDONLY)
+            index = None
             try:
-                end_of_file = os.fstat(fd).st_size
-                while True:
-                    with lock:
-                        if not pending or failures:
-                            return
-                        index = pending.pop()
-                    try:
-                        line = "%d %s\n" % (index, digest(fd, end_of_file, index))
-                    except (IOError, OSError) as e:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    end_of_file = os.fstat(fd).st_size
+                    while True:
                         with lock:
-                            failures.append("cannot read segment %d of %s: %s" % (index, path, e))
-                        return
-                    with lock:
-                        sys.stdout.write(line)
-            finally:
-                os.close(fd)
+                            if not pending or failures:
+                                return
+                            index = pending.pop()
+                        line = "%d %s\n" % (index, digest(fd, end_of_file, index))
+                        with lock:
+                            sys.stdout.write(line)
+                finally:
+                    os.close(fd)
+            except Exception as e:
+                with lock:
+                    failures.append("cannot read segment %s of %s: %s" % (index, path, e))
         threads = [threading.Thread(target=work) for _ in range(max(1, min(len(pending), os.sysconf("SC_NPROCESSORS_ONLN"), 8)))]
         for t in threads:
             t.start()
