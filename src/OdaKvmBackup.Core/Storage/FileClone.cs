@@ -4,7 +4,7 @@ using Microsoft.Win32.SafeHandles;
 namespace OdaKvmBackup.Core.Storage;
 
 /// <summary>How a clone was stored (<see cref="FileClone.Reflink"/> or <see cref="FileClone.LocalCopy"/>), the file's
-/// size, and the bytes a local copy read and wrote (none for a reflink).</summary>
+/// size, and the bytes of the base's data extents a local copy went through (its holes skipped; none for a reflink).</summary>
 public sealed record CloneResult(string StoredAs, long SizeBytes, long CopiedBytes);
 
 /// <summary>
@@ -31,7 +31,7 @@ public static partial class FileClone
         ENoSpc = 28, ESPipe = 29, ENoSys = 38, ELoop = 40, ENxio = 6, EOpNotSupp = 95, EDQuot = 122;
     private const long CopyStep = 256L << 20; // between two looks at the cancellation token
 
-    /// <summary><see cref="Clone"/> on a thread of its own: a local copy of a large file takes as long as its data.</summary>
+    /// <summary><see cref="Clone(string, string, CancellationToken)"/> on a thread of its own: a local copy of a large file takes as long as its data.</summary>
     public static Task<CloneResult> CloneAsync(string basePath, string newPath, CancellationToken ct) =>
         Task.Factory.StartNew(() => Clone(basePath, newPath, ct), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
@@ -39,7 +39,11 @@ public static partial class FileClone
     /// Makes <paramref name="newPath"/> a clone of <paramref name="basePath"/>, or a sparse copy where the file system
     /// cannot clone. Failures are <see cref="BackupException"/>s, and leave no new file behind.
     /// </summary>
-    public static CloneResult Clone(string basePath, string newPath, CancellationToken ct)
+    public static CloneResult Clone(string basePath, string newPath, CancellationToken ct) => Clone(basePath, newPath, kernelCopy: true, ct);
+
+    /// <summary>As <see cref="Clone(string, string, CancellationToken)"/>; without <paramref name="kernelCopy"/>, a
+    /// local copy reads and writes as where copy_file_range is missing (Oracle Linux 7's glibc).</summary>
+    internal static CloneResult Clone(string basePath, string newPath, bool kernelCopy, CancellationToken ct)
     {
         ct.ThrowIfCancellationRequested();
         using var source = OpenBase(basePath);
@@ -59,7 +63,7 @@ public static partial class FileClone
                 // The file system (or the pair of them) cannot clone: ext4, tmpfs, XFS without reflink, NFS before 4.2.
                 if (errno is not (EOpNotSupp or EXDev or EInval or ENotTy))
                     throw Failed($"Cloning '{basePath}' into '{newPath}' failed", errno, newPath);
-                result = new CloneResult(LocalCopy, size, CopyData(source, target, size, basePath, newPath, ct));
+                result = new CloneResult(LocalCopy, size, CopyData(source, target, size, kernelCopy, basePath, newPath, ct));
             }
             File.SetUnixFileMode(target, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             done = true;
@@ -110,10 +114,9 @@ public static partial class FileClone
     /// <summary>Copies the data extents of the base (holes are skipped, so they stay holes) and sets the size;
     /// returns the bytes copied. copy_file_range lets the kernel (or the NFS server) move the bytes; where it cannot
     /// (an old glibc or kernel, another file system) each extent is read and written, all-zero blocks left as holes.</summary>
-    private static long CopyData(SafeFileHandle source, SafeFileHandle target, long size, string basePath, string newPath, CancellationToken ct)
+    private static long CopyData(SafeFileHandle source, SafeFileHandle target, long size, bool kernelCopy, string basePath, string newPath, CancellationToken ct)
     {
         long copied = 0, offset = 0;
-        var kernelCopy = true;
         byte[]? buffer = null;
         while (offset < size)
         {

@@ -81,6 +81,26 @@ public sealed class FileCloneTests : IClassFixture<XfsFixture>, IDisposable
         Assert.Equal(baseTimes, Times(baseFile));
     }
 
+    /// <summary>Oracle Linux 7's glibc has no copy_file_range: the copy reads and writes, leaving the base's holes
+    /// and its runs of zeros as holes.</summary>
+    [Fact]
+    public void Without_copy_file_range_the_local_copy_reads_and_writes_and_keeps_it_sparse()
+    {
+        var folder = _ext4.Folder("without-copy-file-range");
+        var baseFile = Path.Combine(folder, "disco_secundario");
+        Files.Image(baseFile, 64L * MiB, [(0, 3 * MiB), (40L * MiB + 5, 4096), (64L * MiB - 10, 10)], allocate: true);
+        Assert.True(Files.AllocatedBytes(baseFile) >= 64L * MiB, "precondition: the base is fully allocated");
+        var baseHash = Sha256(baseFile);
+        var clone = Path.Combine(folder, "disco_secundario.partial");
+
+        var result = FileClone.Clone(baseFile, clone, kernelCopy: false, CancellationToken.None);
+
+        Assert.Equal(new CloneResult(FileClone.LocalCopy, 64L * MiB, 64L * MiB), result);
+        Assert.Equal(baseHash, Sha256(clone));
+        Assert.True(Files.AllocatedBytes(clone) <= 4 * MiB, $"the copy allocates {Files.AllocatedBytes(clone)} bytes for 3 MiB of data");
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(clone));
+    }
+
     [Theory]
     [InlineData("a file")]
     [InlineData("a link to a file")]
