@@ -6,9 +6,9 @@ using OdaKvmBackup.Core.Storage;
 [assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
 
 // Prints seconds per GiB (median of the rounds; wall clock and CPU time of this process) of:
-//   builder: building a block digest list from 1 MiB pieces in memory, as the copy engine feeds it, on one thread
-//            and on two, for random data, zeros read from an allocated file, and holes; plus each of the two
-//            SHA-256 passes alone.
+//   builder: building a block digest list from 1 MiB pieces in memory (PIECE=<bytes> for another size, a power of
+//            two), as the copy engine feeds it, on one thread and on two, for random data, zeros read from an
+//            allocated file, and holes; plus each of the two SHA-256 passes alone.
 //   server:  the server's segment digest script (ServerScripts.SegmentDigests) run here with sh, as sshd runs it,
 //            each tool forced in turn, over a file of random data and over a file of holes, in a folder of your
 //            choice; the file's cached pages dropped before each run (sync, then dd iflag=nocache count=0, checked
@@ -64,7 +64,7 @@ static int Server(int mebibytes, int rounds, string folder)
             {
                 var script = ServerScripts.SegmentDigestsWith(tool);
                 var seconds = Median(Enumerable.Range(0, rounds).Select(_ => Timed(file, () => Shell(script, [file, "1048576", "16", .. segments]))).ToList());
-                Console.WriteLine($"    {Path.GetFileName(tool),-44} {seconds / gib,6:0.000}");
+                Console.WriteLine($"    {Label(tool),-44} {seconds / gib,6:0.000}");
             }
         }
         return 0;
@@ -110,6 +110,19 @@ static int Clone(string folder, int mebibytes, int rounds)
     }
 }
 
+/// <summary>A Python says whether its hashlib is OpenSSL's (the script's own test), since a build without it is slow.</summary>
+static string Label(string tool)
+{
+    if (!Path.GetFileName(tool).StartsWith("python", StringComparison.Ordinal))
+        return tool;
+    var version = Shell("\"$1\" -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'", tool).Trim();
+    var openSsl = new ProcessStartInfo(tool, ["-c", "import _hashlib"]) { RedirectStandardError = true, UseShellExecute = false };
+    using var process = Process.Start(openSsl)!;
+    process.StandardError.ReadToEnd();
+    process.WaitForExit();
+    return $"python {version}, hashlib {(process.ExitCode == 0 ? "of OpenSSL" : "of its own (no OpenSSL)")}";
+}
+
 static void WriteRandom(string path, int mebibytes)
 {
     using var file = File.Create(path);
@@ -148,13 +161,13 @@ static string Shell(string script, params string[] arguments)
 
 static int Builder(int mebibytes, int rounds)
 {
-    const int Piece = 1 << 20;
+    var Piece = int.Parse(Environment.GetEnvironmentVariable("PIECE") ?? "1048576");
     var size = (long)mebibytes << 20;
     // 64 MiB of random data, fed over and over: more than the CPU's caches hold.
     var random = GC.AllocateUninitializedArray<byte>(64 << 20, pinned: true);
     RandomNumberGenerator.Fill(random);
     var zeros = new byte[Piece];
-    Console.WriteLine($"{mebibytes} MiB fed in 1 MiB pieces, {rounds} rounds, medians in seconds per GiB (wall / CPU):");
+    Console.WriteLine($"{mebibytes} MiB fed in pieces of {Piece} bytes, {rounds} rounds, medians in seconds per GiB (wall / CPU):");
 
     Measure("SHA-256 of each 64 KiB block only", size, rounds, () =>
     {
@@ -189,8 +202,12 @@ static int Builder(int mebibytes, int rounds)
 static void Build(long size, bool twoThreads, Func<long, ArraySegment<byte>> piece)
 {
     using var builder = new BlockDigestListBuilder(size, twoThreads);
-    for (long offset = 0; offset < size; offset += 1 << 20)
-        builder.Append(offset, piece(offset));
+    for (long offset = 0; offset < size;)
+    {
+        var bytes = piece(offset);
+        builder.Append(offset, bytes);
+        offset += bytes.Count;
+    }
     builder.Complete();
 }
 
