@@ -8,6 +8,7 @@
 #
 #   Import-Module ./tests/Lab/OdaKvmLab.psm1; Initialize-Lab            # linux_vm up, agent ready
 #   Reset-LabVm -Name lab_noagent -NoAgent; Remove-Lab
+#   Get-LabXfsFolder local                                             # a folder on an XFS with reflink (loop device)
 #
 # Guest: see tests/Lab/guest/init. Lab domains are named linux_vm* or lab_* (Remove-Lab relies on it).
 
@@ -15,7 +16,7 @@ Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 
 $script:Uri = 'qemu:///system'
-$script:Packages = @('libvirt-daemon', 'libvirt-daemon-driver-qemu', 'libvirt-clients', 'qemu-system-x86', 'qemu-utils', 'cpio', 'e2fsprogs', 'strace')
+$script:Packages = @('libvirt-daemon', 'libvirt-daemon-driver-qemu', 'libvirt-clients', 'qemu-system-x86', 'qemu-utils', 'cpio', 'e2fsprogs', 'strace', 'xfsprogs')
 $script:GuestModules = @('virtio_ring', 'virtio', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci', 'virtio_blk', 'virtio_console')
 $script:GuestBuildFormat = 'odakvmlab-guest-v1'
 $script:QemuConfPath = '/etc/libvirt/qemu.conf'
@@ -28,6 +29,9 @@ $script:DiskSizeBytes = 64MB
 $script:Mkfs = 'nodiscard,lazy_itable_init=0,lazy_journal_init=0'
 $script:AptUpdated = $false
 $script:GuestSourceDir = Join-Path $PSScriptRoot 'guest'
+# The XFS with reflink (see Mount-LabXfs): a sparse image, so only what is written takes space on the host; mounted
+# with discard, so what is deleted in it is given back.
+$script:XfsImageBytes = 40GB
 
 # ------------------------------------------------------------------ private helpers
 
@@ -423,6 +427,24 @@ function Reset-LabVmCore([string]$Name, [switch]$NoAgent, [switch]$NoStart, [str
 
 # ------------------------------------------------------------------ public functions
 
+# The lab's XFS: the image, its mount point, and what is mounted there now (findmnt: source and type, or $null).
+function Get-LabXfsImage { Join-Path (Get-LabRoot) 'xfs.img' }
+function Get-LabXfsMountPoint { Join-Path (Get-LabRoot) 'xfs' }
+function Get-LabXfsMounted {
+    $r = Invoke-LabNative -FilePath 'findmnt' -ArgumentList @('--noheadings', '--output', 'SOURCE,FSTYPE', '--mountpoint', (Get-LabXfsMountPoint)) -AllowFailure
+    if ($r.ExitCode -ne 0 -or -not $r.StdOut.Trim()) { return $null }
+    $source, $type = $r.StdOut.Trim() -split '\s+'
+    [pscustomobject]@{ Source = $source; Type = $type }
+}
+
+# The loop devices the image is attached to (losetup -j prints "/dev/loopN: [dev]:inode (path)" per device).
+function Get-LabXfsLoopDevice {
+    $image = Get-LabXfsImage
+    if (-not (Test-Path -LiteralPath $image)) { return }
+    $r = Invoke-LabNative -FilePath 'losetup' -ArgumentList @('--associated', $image)
+    foreach ($line in ($r.StdOut -split "`n" | Where-Object { $_ })) { ($line -split ':')[0] }
+}
+
 <#
 .SYNOPSIS
 Returns the lab root directory ($env:ODAKVM_LAB, default /var/tmp/odakvmlab).
@@ -779,6 +801,100 @@ function Reset-LabVm {
 
 <#
 .SYNOPSIS
+Mounts the lab's XFS with reflink (idempotent) and returns its mount point.
+.DESCRIPTION
+A sparse image <lab root>/xfs.img made with 'mkfs.xfs -m reflink=1' (xfsprogs from apt), attached to a loop device
+and mounted (with discard) on <lab root>/xfs: a destination whose file system clones files, as XFS backup servers and
+NFS 4.2 shares on XFS do. Mounted already: nothing is done. Attached but not mounted (a mount that failed): that
+device is mounted. Nothing attached (after a reboot): the image is attached again, never made again. Throws, saying
+why and what to do, when there is no free loop device, the mount fails, or the file system has no reflink.
+Remove-Lab (Dismount-LabXfs) tears it down.
+#>
+function Mount-LabXfs {
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+    $mountPoint = Get-LabXfsMountPoint
+    $mounted = Get-LabXfsMounted
+    if ($mounted) {
+        if ($mounted.Type -ne 'xfs') { throw "$mountPoint has a $($mounted.Type) file system mounted ($($mounted.Source)), not the lab's XFS: unmount it first." }
+        return $mountPoint
+    }
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    Install-LabPrerequisite
+    $image = Get-LabXfsImage
+    if (-not (Test-Path -LiteralPath $image)) {
+        $null = New-Item -ItemType Directory -Force -Path (Get-LabRoot)
+        $temp = "$image.tmp"
+        $null = Invoke-LabNative -FilePath 'truncate' -ArgumentList @('--size', "$script:XfsImageBytes", $temp)
+        $null = Invoke-LabNative -FilePath 'mkfs.xfs' -ArgumentList @('-q', '-f', '-m', 'reflink=1', '-L', 'odakvmlab', $temp)
+        Move-Item -LiteralPath $temp -Destination $image
+    }
+    $device = @(Get-LabXfsLoopDevice) | Select-Object -First 1
+    if (-not $device) {
+        $free = Invoke-LabNative -FilePath 'losetup' -ArgumentList @('--find') -AllowFailure
+        if ($free.ExitCode -ne 0) {
+            throw ("The lab's XFS needs a loop device and none is free: 'losetup --find' says '$($free.StdErr.Trim())'. " +
+                "See 'losetup --list'; detach one nothing uses (losetup --detach /dev/loopN), or allow more (modprobe loop max_loop=16; " +
+                'in a container, give it /dev/loop-control and loop devices).')
+        }
+        $device = (Invoke-LabNative -FilePath 'losetup' -ArgumentList @('--find', '--show', $image)).StdOut.Trim()
+    }
+    if (-not (Test-Path -LiteralPath $mountPoint)) { $null = New-Item -ItemType Directory -Path $mountPoint }
+    $r = Invoke-LabNative -FilePath 'mount' -ArgumentList @('-t', 'xfs', '-o', 'discard', $device, $mountPoint) -AllowFailure
+    if ($r.ExitCode -ne 0) {
+        $null = Invoke-LabNative -FilePath 'losetup' -ArgumentList @('--detach', $device) -AllowFailure
+        throw "Mounting the lab's XFS ($image on $device) at $mountPoint failed: $($r.StdErr.Trim()). Run Dismount-LabXfs to start it afresh."
+    }
+    [System.IO.File]::SetUnixFileMode($mountPoint, [System.IO.UnixFileMode]'UserRead, UserWrite, UserExecute')
+    $info = (Invoke-LabNative -FilePath 'xfs_info' -ArgumentList @($mountPoint)).StdOut
+    if ($info -notmatch 'reflink=1') { throw "The lab's XFS at $mountPoint has no reflink (xfs_info: $($info.Trim())): run Dismount-LabXfs, which removes its image, and mount it again." }
+    Write-LabTiming 'Mount-LabXfs' $sw "($image on $device, xfs with reflink)"
+    $mountPoint
+}
+
+<#
+.SYNOPSIS
+Returns a folder (0700) on the lab's XFS with reflink, mounting it if needed: 'local' for a local destination,
+'ssh' for the SSH server (Get-LabSshXfsFolder), or any other name.
+#>
+function Get-LabXfsFolder {
+    [CmdletBinding()]
+    [OutputType([string])]
+    param([ValidatePattern('^[A-Za-z0-9_.-]+$')][string]$Name = 'local')
+    $folder = Join-Path (Mount-LabXfs) $Name
+    if (-not (Test-Path -LiteralPath $folder)) {
+        $null = New-Item -ItemType Directory -Path $folder
+        [System.IO.File]::SetUnixFileMode($folder, [System.IO.UnixFileMode]'UserRead, UserWrite, UserExecute')
+    }
+    $folder
+}
+
+<#
+.SYNOPSIS
+Unmounts the lab's XFS, detaches its loop device and removes its image (nothing mounted: only what is left is removed).
+Throws, leaving everything in place, when the file system is busy.
+#>
+function Dismount-LabXfs {
+    [CmdletBinding()]
+    param()
+    $mountPoint = Get-LabXfsMountPoint
+    $mounted = Get-LabXfsMounted
+    if ($mounted) {
+        if ($mounted.Type -ne 'xfs') { throw "$mountPoint has a $($mounted.Type) file system mounted ($($mounted.Source)), not the lab's XFS: left alone." }
+        $r = Invoke-LabNative -FilePath 'umount' -ArgumentList @($mountPoint) -AllowFailure
+        if ($r.ExitCode -ne 0) {
+            throw "Unmounting the lab's XFS at $mountPoint failed: $($r.StdErr.Trim()). Something still uses it (fuser -vm $mountPoint); stop it and run Remove-Lab again."
+        }
+    }
+    foreach ($device in @(Get-LabXfsLoopDevice)) { $null = Invoke-LabNative -FilePath 'losetup' -ArgumentList @('--detach', $device) }
+    foreach ($path in (Get-LabXfsImage), "$(Get-LabXfsImage).tmp") { Remove-Item -LiteralPath $path -Force -ErrorAction SilentlyContinue }
+    # Not recursive: what is under the mount point now is not on the XFS (it is unmounted); Remove-Lab removes it.
+    if ((Test-Path -LiteralPath $mountPoint) -and -not (Get-ChildItem -LiteralPath $mountPoint -Force)) { [System.IO.Directory]::Delete($mountPoint) }
+}
+
+<#
+.SYNOPSIS
 Brings the whole lab up from nothing (packages, libvirtd, guest image, VMs with agent ready); idempotent.
 #>
 function Initialize-Lab {
@@ -803,7 +919,7 @@ function Initialize-Lab {
 
 <#
 .SYNOPSIS
-Tears the lab down: lab domains, libvirtd, leftover qemu, libvirt state and lab dirs (keeps packages and the .deb cache).
+Tears the lab down: lab domains, libvirtd, leftover qemu, libvirt state, the XFS (Dismount-LabXfs) and lab dirs (keeps packages and the .deb cache).
 #>
 function Remove-Lab {
     [CmdletBinding()]
@@ -829,6 +945,8 @@ function Remove-Lab {
             }
         }
     }
+    # Before anything under the root is deleted: a recursive delete would go into the mounted XFS.
+    Dismount-LabXfs
     foreach ($d in '/run/libvirt', '/var/lib/libvirt', '/var/cache/libvirt', '/var/log/libvirt', '/etc/libvirt/qemu') {
         if (Test-Path -LiteralPath $d) { Remove-Item -LiteralPath $d -Recurse -Force }
     }
@@ -929,5 +1047,5 @@ Export-ModuleMember -Function @(
     'Initialize-Lab', 'Install-LabPrerequisite', 'Start-LabDaemon', 'Stop-LabDaemon', 'Restart-LabDaemon',
     'Build-LabGuest', 'Reset-LabVm', 'Wait-LabGuestAgent', 'Invoke-LabGuestCommand', 'Stop-LabGuestAgent',
     'Get-LabImageFile', 'Get-LabImageTickCount', 'Test-LabImageFileSystem', 'Get-LabDiskPath', 'Get-LabRoot',
-    'Remove-Lab', 'Invoke-LabVirsh', 'Get-LabVmLayout', 'Get-LabImageFileHash'
+    'Remove-Lab', 'Invoke-LabVirsh', 'Get-LabVmLayout', 'Get-LabImageFileHash', 'Mount-LabXfs', 'Get-LabXfsFolder', 'Dismount-LabXfs'
 )

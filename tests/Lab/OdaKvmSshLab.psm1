@@ -12,6 +12,7 @@
 #   Import-Module ./tests/Lab/OdaKvmSshLab.psm1; Start-LabSshd
 #   ssh odakvm-backup true; Copy-VmDisk ... -Destination 'odakvm-backup:/var/tmp/odakvmlab-ssh/backup'
 #   Stop-LabSshd; Remove-LabSshClientConfig
+#   Get-LabSshXfsFolder   # the server's folder on an XFS with reflink (the libvirt lab's XFS; Remove-Lab tears it down)
 
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
@@ -279,6 +280,22 @@ function Remove-LabSshClientConfig {
     if ($rest.Length -eq 0) { Remove-Item -LiteralPath $path } else { Write-SshLabFileAtomically $path $rest }
 }
 
+<#
+.SYNOPSIS
+    A folder for the server on an XFS with reflink (where cp --reflink=always and FICLONE share blocks), beside the
+    ext4 folders the other tests use (which stay: a server without reflink).
+.DESCRIPTION
+    The XFS is the libvirt lab's (Get-LabXfsFolder in OdaKvmLab.psm1: one loop device for both), so Remove-Lab tears it
+    down; the server is this machine, so its folder is also a local path. Throws, saying why, when it cannot be mounted.
+#>
+function Get-LabSshXfsFolder {
+    [CmdletBinding()]
+    [OutputType([string])]
+    param()
+    Import-Module (Join-Path $PSScriptRoot 'OdaKvmLab.psm1')
+    Get-LabXfsFolder -Name 'ssh'
+}
+
 <# .SYNOPSIS Bytes received on the loopback interface so far (/proc/net/dev): the difference around a copy is what crossed the wire. #>
 function Get-LabLoopbackReceivedBytes {
     foreach ($line in [System.IO.File]::ReadAllLines('/proc/net/dev')) {
@@ -290,4 +307,4 @@ function Get-LabLoopbackReceivedBytes {
     throw 'No lo line in /proc/net/dev.'
 }
 
-Export-ModuleMember -Function Get-LabSshRoot, Start-LabSshd, Stop-LabSshd, Stop-LabSshSession, Set-LabSshClientConfig, Remove-LabSshClientConfig, Get-LabLoopbackReceivedBytes
+Export-ModuleMember -Function Get-LabSshRoot, Start-LabSshd, Stop-LabSshd, Stop-LabSshSession, Set-LabSshClientConfig, Remove-LabSshClientConfig, Get-LabLoopbackReceivedBytes, Get-LabSshXfsFolder
