@@ -553,8 +553,10 @@ log_outputs = "3:file:$log/libvirtd.log"
     $sw = [System.Diagnostics.Stopwatch]::StartNew()
     $pidFile = Get-LabDaemonPidFile
     $daemonLog = Join-Path $log 'libvirtd.stdio.log'
-    # through sh so the daemon's stdio is a file, never this process's pipes
-    $null = Invoke-LabNative -FilePath '/bin/sh' -ArgumentList @('-c', 'exec libvirtd -d -f "$1" -p "$2" </dev/null >>"$3" 2>&1', 'sh', $conf, $pidFile, $daemonLog) -TimeoutSeconds 60
+    # through bash so the daemon's stdio is a file, never this process's pipes, and it inherits no other descriptor:
+    # run under 'flock <lab lock> ...', this process has the lock's descriptor open, and a daemon that kept it would
+    # hold the lab lock for as long as it runs
+    $null = Invoke-LabNative -FilePath '/bin/bash' -ArgumentList @('-c', 'for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n<&-"; fi; done 2>/dev/null; exec libvirtd -d -f "$1" -p "$2" </dev/null >>"$3" 2>&1', 'lab-sh', $conf, $pidFile, $daemonLog) -TimeoutSeconds 60
     while ($sw.Elapsed.TotalSeconds -lt 15) {
         if ((Get-LabDaemonPid) -and (Test-Path -LiteralPath '/run/libvirt/libvirt-sock')) { break }
         Start-Sleep -Milliseconds 50
