@@ -197,6 +197,7 @@ function Get-LabDomainState([string]$Name) {
     ($r.StdOut -split "`n")[0].Trim()
 }
 
+# the guest's serial console, written by QEMU: the guest writer's reports (tests/Pester/ProofHelpers.ps1) are read from it
 function Get-LabConsoleLogPath([string]$Name) { Join-Path (Get-LabRoot) "log/$Name-console.log" }
 
 function Get-LabAgentChannelState([string]$DomainName) {
@@ -931,5 +932,5 @@ Export-ModuleMember -Function @(
     'Initialize-Lab', 'Install-LabPrerequisite', 'Start-LabDaemon', 'Stop-LabDaemon', 'Restart-LabDaemon',
     'Build-LabGuest', 'Reset-LabVm', 'Wait-LabGuestAgent', 'Invoke-LabGuestCommand', 'Stop-LabGuestAgent',
     'Get-LabImageFile', 'Get-LabImageTickCount', 'Test-LabImageFileSystem', 'Get-LabDiskPath', 'Get-LabRoot',
-    'Remove-Lab', 'Invoke-LabVirsh', 'Get-LabVmLayout', 'Get-LabImageFileHash'
+    'Remove-Lab', 'Invoke-LabVirsh', 'Get-LabVmLayout', 'Get-LabImageFileHash', 'Get-LabConsoleLogPath'
 )
