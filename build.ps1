@@ -15,7 +15,10 @@
       UnitTest   xunit tests of the core and of tools/HelpBuilder (no libvirt needed)
       Lab        bring up the real libvirt + QEMU lab (installs packages; root)
       Pester     Pester tests of the built module against the lab, in a child pwsh
-      Test       Bootstrap, Build, UnitTest, Lab, Pester: every test; fails if any test fails or is skipped
+      FaultTable docs/fault-table.md from what the fault tests measured in their last run (out/fault-table/*.json,
+                 written by every Pester file that calls Save-FaultRows); refuses when one of them did not run or
+                 a fault test failed. Commit the file it writes
+      Test       Bootstrap, Build, UnitTest, Lab, Pester, FaultTable: every test; fails if any test fails or is skipped
       Demo       Build, Lab, then a real hot backup of linux_vm with the README's one-liner
       Bench      the copy engine, SSH copies and the one-liner against cp, scp, tar and the steps by hand, side by side
       LabDown    tear the lab down
@@ -46,7 +49,7 @@ $HelpBuilderOut = Join-Path $Out 'tools/HelpBuilder'
 # "Build,Test" arrives as one string when called as pwsh -File build.ps1 -Task Build,Test
 $Task = @($Task | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
 $PesterPath = @($PesterPath | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
-$known = 'Bootstrap', 'Build', 'UpdateHelp', 'Package', 'UnitTest', 'Lab', 'Pester', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
+$known = 'Bootstrap', 'Build', 'UpdateHelp', 'Package', 'UnitTest', 'Lab', 'Pester', 'FaultTable', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
 foreach ($t in $Task) { if ($t -notin $known) { throw "Unknown task '$t'. Tasks: $($known -join ', ')" } }
 
 function Invoke-Native {
@@ -227,6 +230,51 @@ exit ([Math]::Min($bad, 255))
     if ($LASTEXITCODE -ne 0) { throw "Pester: $LASTEXITCODE test(s) failed, were skipped or did not run." }
 }
 
+# The fault table is made from figures the tests measured, never typed: each fault test adds a row once its
+# assertions passed (tests/Pester/ProofHelpers.ps1), each file saves its rows to out/fault-table/<file>.json.
+function Invoke-FaultTable {
+    $folder = Join-Path $Out 'fault-table'
+    $files = @(Get-ChildItem -Path (Join-Path $Root 'tests/Pester') -Filter '*.Tests.ps1' | Where-Object { (Get-Content -Raw $_.FullName) -match "Save-FaultRows '(\w+)'" } |
+            ForEach-Object { [regex]::Match((Get-Content -Raw $_.FullName), "Save-FaultRows '(\w+)'").Groups[1].Value })
+    $runs = foreach ($file in $files) {
+        $json = Join-Path $folder "$file.json"
+        if (-not (Test-Path $json)) { throw "No measured rows of tests/Pester/$file.Tests.ps1 ($json): run it with ./build.ps1 -Task Pester first." }
+        $run = Get-Content -Raw $json | ConvertFrom-Json
+        $failed = @($run.Rows | Where-Object { -not $_.Passed })
+        if ($failed) { throw "tests/Pester/$file.Tests.ps1 failed in its last run ($($failed.Fault -join '; ')): run it again until it passes." }
+        if (-not $run.Rows) { throw "tests/Pester/$file.Tests.ps1 measured no fault in its last run ($json)." }
+        $run
+    }
+    $cell = { param($v) if ($null -eq $v -or "$v" -eq '') { '' } else { "$v" -replace '\|', '\|' } }
+    $lines = @(
+        '# Faults injected on the lab, as measured'
+        ''
+        'Made by `./build.ps1 -Task FaultTable` from the figures the fault tests measured in their last run; do not edit it by hand.'
+        "Runs: $(($runs | ForEach-Object { "``tests/Pester/$($_.File).Tests.ps1`` $($_.FinishedUtc), commit $($_.Commit)$(if ($_.Dirty) { ' with uncommitted changes' })" }) -join '; ')."
+        ''
+        ('During each fault a writer in the guest appends numbered records, each with its SHA-256, to a file on each of the two disks ' +
+            '(the qcow2 boot disk and the raw data disk), fsyncs both and reports each record done on the serial console, which the test reads on the host. ' +
+            'The fault window opens right before the fault is injected and closes when the rollback or the repair it called for has ended ' +
+            '(for a stopped guest agent: when the agent is back); "writes in the window" are the records begun and fsynced inside it.')
+        ''
+        ('Afterwards every record the guest reported done is read back from the VM''s own disks in four places: through the guest from each disk, ' +
+            'and from each disk image on the host (frozen while read); a record missing or damaged in any of them fails the test. ' +
+            'Each test also checks the guest''s `ticks.log` (a tick every 0.5 s) for holes and gaps.')
+        ''
+        '| Fault | Window (s) | Writes in the window | Writes reported done | Read back in each place | Error | Seconds to the error | Limit set |'
+        '|---|---|---|---|---|---|---|---|'
+    )
+    foreach ($run in $runs) {
+        foreach ($row in $run.Rows) {
+            $lines += '| {0} | {1} | {2} | {3} | {4} | {5} | {6} | {7} |' -f (& $cell $row.Fault), (& $cell $row.WindowSeconds), (& $cell $row.WritesInWindow),
+                (& $cell $row.WritesAcked), (& $cell $row.WritesReadBack), $(if ($row.ErrorId) { "``$($row.ErrorId)``" }), (& $cell $row.SecondsToError), (& $cell $row.Limit)
+        }
+    }
+    $target = Join-Path $Root 'docs/fault-table.md'
+    Set-Content -Path $target -Value ($lines -join "`n") -NoNewline:$false
+    Write-Host "Fault table: $target ($(@($runs.Rows).Count) faults from $($files -join ', '))"
+}
+
 function Invoke-Demo {
     & (Join-Path $Root 'tools/Invoke-Demo.ps1') -ModulePath (Join-Path $ModuleOut 'OdaKvmBackup.psd1')
     if (-not $?) { throw 'The demo failed.' }
@@ -243,7 +291,8 @@ foreach ($step in $Task) {
         'UnitTest' { Invoke-UnitTest }
         'Lab' { Invoke-Lab }
         'Pester' { Invoke-Pester5 }
-        'Test' { Invoke-Bootstrap; Invoke-Build; Invoke-UnitTest; Invoke-Lab; Invoke-Pester5 }
+        'FaultTable' { Invoke-FaultTable }
+        'Test' { Invoke-Bootstrap; Invoke-Build; Invoke-UnitTest; Invoke-Lab; Invoke-Pester5; Invoke-FaultTable }
         'Demo' { Invoke-Build; Invoke-Lab; Invoke-Demo }
         'Bench' { Invoke-Build; Invoke-Lab; & dotnet pwsh -NoProfile -File (Join-Path $Root 'tools/Measure-Backup.ps1') -ModulePath (Join-Path $ModuleOut 'OdaKvmBackup.psd1') -Rounds $BenchRounds; if ($LASTEXITCODE) { throw 'Bench failed' } }
         'LabDown' { Import-Module (Join-Path $Root 'tests/Lab/OdaKvmLab.psm1') -Force; Remove-Lab }

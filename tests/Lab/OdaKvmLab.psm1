@@ -201,6 +201,7 @@ function Get-LabDomainState([string]$Name) {
     ($r.StdOut -split "`n")[0].Trim()
 }
 
+# the guest's serial console, written by QEMU: the guest writer's reports (tests/Pester/ProofHelpers.ps1) are read from it
 function Get-LabConsoleLogPath([string]$Name) { Join-Path (Get-LabRoot) "log/$Name-console.log" }
 
 function Get-LabAgentChannelState([string]$DomainName) {
@@ -575,8 +576,10 @@ log_outputs = "3:file:$log/libvirtd.log"
     $sw = [System.Diagnostics.Stopwatch]::StartNew()
     $pidFile = Get-LabDaemonPidFile
     $daemonLog = Join-Path $log 'libvirtd.stdio.log'
-    # through sh so the daemon's stdio is a file, never this process's pipes
-    $null = Invoke-LabNative -FilePath '/bin/sh' -ArgumentList @('-c', 'exec libvirtd -d -f "$1" -p "$2" </dev/null >>"$3" 2>&1', 'sh', $conf, $pidFile, $daemonLog) -TimeoutSeconds 60
+    # through bash so the daemon's stdio is a file, never this process's pipes, and it inherits no other descriptor:
+    # run under 'flock <lab lock> ...', this process has the lock's descriptor open, and a daemon that kept it would
+    # hold the lab lock for as long as it runs
+    $null = Invoke-LabNative -FilePath '/bin/bash' -ArgumentList @('-c', 'for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n<&-"; fi; done 2>/dev/null; exec libvirtd -d -f "$1" -p "$2" </dev/null >>"$3" 2>&1', 'lab-sh', $conf, $pidFile, $daemonLog) -TimeoutSeconds 60
     while ($sw.Elapsed.TotalSeconds -lt 15) {
         if ((Get-LabDaemonPid) -and (Test-Path -LiteralPath '/run/libvirt/libvirt-sock')) { break }
         Start-Sleep -Milliseconds 50
@@ -1047,5 +1050,5 @@ Export-ModuleMember -Function @(
     'Initialize-Lab', 'Install-LabPrerequisite', 'Start-LabDaemon', 'Stop-LabDaemon', 'Restart-LabDaemon',
     'Build-LabGuest', 'Reset-LabVm', 'Wait-LabGuestAgent', 'Invoke-LabGuestCommand', 'Stop-LabGuestAgent',
     'Get-LabImageFile', 'Get-LabImageTickCount', 'Test-LabImageFileSystem', 'Get-LabDiskPath', 'Get-LabRoot',
-    'Remove-Lab', 'Invoke-LabVirsh', 'Get-LabVmLayout', 'Get-LabImageFileHash', 'Mount-LabXfs', 'Get-LabXfsFolder', 'Dismount-LabXfs'
+    'Remove-Lab', 'Invoke-LabVirsh', 'Get-LabVmLayout', 'Get-LabImageFileHash', 'Get-LabConsoleLogPath', 'Mount-LabXfs', 'Get-LabXfsFolder', 'Dismount-LabXfs'
 )

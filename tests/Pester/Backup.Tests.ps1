@@ -35,6 +35,7 @@ Describe 'Get-VmDisk' {
 }
 
 Describe 'The one-liner on a running VM' {
+    AfterAll { Assert-GuestTicks linux_vm }
     BeforeAll {
         $backup = New-TestFolder backup
         $retention = New-TestFolder retention
@@ -167,6 +168,7 @@ Describe 'The one-liner on a running VM' {
 }
 
 Describe 'The README one-liner, exactly as written' {
+    AfterAll { Assert-GuestTicks linux_vm }
     It 'backs up linux_vm into /backup and keeps the overlays in /kvm/retencao' {
         New-Item -ItemType Directory -Force -Path /backup, /kvm/retencao | Out-Null
         $verbose = & { Get-VmDisk linux_vm | New-KvmDiskSnapshot -Verbose | Copy-VmDisk -Destination /backup | Invoke-BlockCommit | Move-OverlayToRetention -Path /kvm/retencao } 4>&1
@@ -182,6 +184,7 @@ Describe 'The README one-liner, exactly as written' {
 }
 
 Describe 'Two VMs in one pipeline' {
+    AfterAll { Assert-GuestTicks linux_vm, linux_vm2 }
     It 'gives each VM its own atomic snapshot and its own complete backup set' {
         $backup = New-TestFolder backup2
         $retention = New-TestFolder retention2
@@ -209,6 +212,7 @@ Describe 'Two VMs in one pipeline' {
 }
 
 Describe 'A VM whose disks take different times to copy' {
+    AfterAll { Assert-GuestTicks linux_vm }
     BeforeAll {
         Reset-LabVmIfNeeded linux_vm
         $backup = New-TestFolder backup-paced

@@ -3,7 +3,6 @@
 $script:FaultVm = 'linux_vm3'
 $script:LabModule = Join-Path $RepoRoot 'tests/Lab/OdaKvmLab.psm1'
 $script:JournalFile = (Join-Path $env:ODAKVMBACKUP_STATE_DIR "journal/d-$FaultVm.json")
-$script:FaultLog = Join-Path $RepoRoot 'out/fault-results.txt'
 
 # What the guest writes right after the snapshot: a marker on both disks, and 8 MiB (so that the commit has work)
 # with its SHA-256 beside it, so that the recovered disks can be checked byte for byte.
@@ -77,10 +76,22 @@ function Wait-FaultPoint([string] $Point, [string] $Signal, [string] $Destinatio
 }
 
 # Right before a fault is injected, the guest writes the fault window's own marker on both disks: what a guest
-# writes while the fault hits must survive it too.
+# writes while the fault hits must survive it too. The fault window opens here (the guest writer goes on writing).
 function Write-WindowMarker($Run) {
     $r = Invoke-LabGuestCommand -DomainName $FaultVm -Command "echo $($Run.WindowMarker) > /mnt/a/window.txt; echo $($Run.WindowMarker) > /mnt/b/window.txt; sync"
     if ($r.ExitCode -ne 0) { throw "guest write failed: $($r.StdErr)" }
+    Open-FaultWindow $Run.Writer
+}
+
+# Seconds from the fault until $Pattern first appears in a file the backup process writes (its stderr), or $null
+# when the process ended without it.
+function Measure-UntilText([string] $Path, [string] $Pattern, [Diagnostics.Stopwatch] $Watch, $Process, [int] $TimeoutSeconds = 180) {
+    while ($Watch.Elapsed.TotalSeconds -lt $TimeoutSeconds) {
+        if ((Test-Path $Path) -and ((Get-Content -Raw $Path) -match $Pattern)) { return $Watch.Elapsed.TotalSeconds }
+        if ($Process.HasExited) { return $null }
+        Start-Sleep -Milliseconds 100
+    }
+    $null
 }
 
 # SIGKILL of a process and the processes it started (virsh): as a host that loses the whole session, so that no
@@ -126,7 +137,9 @@ while (-not (Test-Path '$StopFile') -and -not `$handle.IsCompleted) { Start-Slee
         -RedirectStandardOutput (Join-Path $Folder 'stdout.txt') -RedirectStandardError (Join-Path $Folder 'stderr.txt')
 }
 
-function New-FaultRun([string] $Name) {
+# A fault run's folders and markers; unless -NoWriter, the guest writer starts (Start-GuestWriter) and the run's
+# row of the fault table is opened.
+function New-FaultRun([string] $Name, [switch] $NoWriter) {
     $folder = New-TestFolder "fault-$Name"
     $run = [pscustomobject]@{
         Folder = $folder
@@ -136,13 +149,21 @@ function New-FaultRun([string] $Name) {
         Marker = "marker-$Name-$([guid]::NewGuid().ToString('N').Substring(0, 8))"
         WindowMarker = "window-$Name-$([guid]::NewGuid().ToString('N').Substring(0, 8))"
         Transcript = Join-Path $folder 'transcript.txt'
+        Writer = $null
+        Row = $null
+    }
+    if (-not $NoWriter) {
+        $run.Row = New-FaultRow $Name $FaultVm
+        $run.Writer = $run.Row.Writer
     }
     $run
 }
 
 # What every fault must end in: own disks, nothing left over, what the guest wrote during the backup (markers
-# after the snapshot and at the fault, and 8 MiB checked byte for byte) in its disks, clean file systems, and a
-# next backup that works. Records the measured figures in out/fault-results.txt.
+# after the snapshot and at the fault, and 8 MiB checked byte for byte) in its disks, clean file systems, every
+# record the guest writer reported done read back from both disks (Assert-GuestWrites: some written while the fault
+# was in effect, the window the test closed when the rollback or repair ended), a next backup that works, and the
+# guest's ticks without a gap. Then the run's row of the fault table is complete.
 function Assert-Recovered([string] $Name, $Run, [switch] $SkipNextBackup, [switch] $NoWindowMarker) {
     $onOverlays = if (Test-OnOwnDisks $FaultVm) { 0 } else { 1 }
     $boot = Get-LabDiskPath -Name $FaultVm -Disk boot
@@ -160,19 +181,21 @@ function Assert-Recovered([string] $Name, $Run, [switch] $SkipNextBackup, [switc
         if ((Get-LabImageFileHash -Path $data -GuestPath /during) -ne $expected) { $lost.Add('8 MiB written after the snapshot (SHA-256 differs)') }
     }
     finally { Invoke-Virsh @('domfsthaw', $FaultVm) | Out-Null }
-    Add-Content -Path $FaultLog -Value ("{0,-52} | on overlays: {1} | writes lost: {2}{3}" -f $Name, $onOverlays, $lost.Count, $(if ($lost.Count) { " ($($lost -join '; '))" }))
     $onOverlays | Should -Be 0 -Because 'every disk must write to its own file again'
     $lost | Should -BeNullOrEmpty -Because 'the guest wrote on both disks during the backup and at the fault'
     Get-SnapshotNames $FaultVm | Should -BeNullOrEmpty
     Get-StrayDiskFolderFiles $FaultVm | Should -BeNullOrEmpty
     Test-Path $JournalFile | Should -BeFalse
+    $null = Assert-GuestWrites $Run.Writer
     if (-not $SkipNextBackup) {
-        $next = New-FaultRun "$Name-next"
+        $next = New-FaultRun "$Name-next" -NoWriter
         $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Copy-VmDisk -Destination $next.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $next.Retention
         @($objects).Count | Should -Be 2
         (Get-Content -Raw (Join-Path $objects[0].BackupSet 'backup.json') | ConvertFrom-Json).Status | Should -Be 'Complete'
         Test-OnOwnDisks $FaultVm | Should -BeTrue
     }
+    Assert-GuestTicks $FaultVm
+    Complete-FaultRow $Run.Row $Name
 }
 
 function Get-SetStatus([string] $Destination) {

@@ -6,9 +6,8 @@ BeforeAll {
     . (Join-Path $PSScriptRoot 'FaultHelpers.ps1')
     Initialize-Lab -VmName $FaultVm, linux_vm2
     Reset-LabVmIfNeeded $FaultVm
-    New-Item -ItemType Directory -Force -Path (Split-Path $FaultLog) | Out-Null
-    Set-Content -Path $FaultLog -Value ("{0,-52} | {1}" -f 'fault injected (measured by tests/Pester/Faults.Tests.ps1)', 'what was found after recovery')
 }
+AfterAll { Save-FaultRows 'Faults' }
 
 Describe 'Faults injected on the real lab' {
     # Each fault starts from a VM in good order, so that one failing test cannot spoil the ones after it.
@@ -25,6 +24,7 @@ Describe 'Faults injected on the real lab' {
             Write-WindowMarker $run
             New-Item -ItemType File -Path $stopFile | Out-Null
             $process.WaitForExit(300000) | Should -BeTrue
+            Close-FaultWindow $run.Writer
             # What virsh showed right after Stop() returned: the VM was already back on its own files.
             $stdout = Get-Content -Raw (Join-Path $run.Folder 'stdout.txt')
             $afterStop = ($stdout -split 'AFTER-STOP')[1]
@@ -51,6 +51,7 @@ Describe 'Faults injected on the real lab' {
             # The journal said what was going on before the call returned.
             (Get-Content -Raw $JournalFile | ConvertFrom-Json).Phase | Should -Be 'Snapshotting'
             $folders = (Get-LabDiskMap $FaultVm).Values | ForEach-Object { Split-Path $_ } | Sort-Object -Unique
+            Open-FaultWindow $run.Writer
             New-Item -ItemType File -Path $stopFile | Out-Null
             # libvirtd finishes the snapshot after the stop: its overlays appear beside the disks, and the rollback
             # must take them away again (seen here, or this test would prove nothing about a snapshot undone).
@@ -61,6 +62,7 @@ Describe 'Faults injected on the real lab' {
                 Start-Sleep -Milliseconds 50
             }
             $process.WaitForExit(300000) | Should -BeTrue
+            Close-FaultWindow $run.Writer
             ($overlaysSeen | Sort-Object -Unique) | Should -Be @("disco_secundario.$SnapshotName", "linux_boot.$SnapshotName") -Because 'libvirt took the snapshot after the stop'
             $afterStop = ((Get-Content -Raw (Join-Path $run.Folder 'stdout.txt')) -split 'AFTER-STOP')[1]
             $afterStop | Should -Match ([regex]::Escape((Get-LabDiskPath -Name $FaultVm -Disk boot)) + '\s')
@@ -81,14 +83,16 @@ Describe 'Faults injected on the real lab' {
                 Write-WindowMarker $run
                 & kill -STOP $daemon
                 $watch = [Diagnostics.Stopwatch]::StartNew()
+                $toError = Measure-UntilText (Join-Path $run.Folder 'stderr.txt') 'FullyQualifiedErrorId' $watch $process
                 $process.WaitForExit(180000) | Should -BeTrue -Because 'every virsh call is bounded'
             }
             finally { & kill -CONT $daemon }
-            Add-Content -Path $FaultLog -Value ("{0,-52} | ended {1:0} s after libvirtd stopped answering" -f 'libvirtd hung (SIGSTOP) during the copy', $watch.Elapsed.TotalSeconds)
             $stderr = (Get-Content -Raw (Join-Path $run.Folder 'stderr.txt')) -replace '\s+', ' '
+            if ($null -ne $toError -and $stderr -match 'FullyQualifiedErrorId : (\w+)') { Set-FaultRowError $run.Row $Matches[1] $toError $(if ($stderr -match 'did not finish within (\d+ s)') { "$($Matches[1]) a call (ODAKVMBACKUP_TOOL_TIMEOUT_SEC)" }) }
             $stderr | Should -Match 'did not finish within 6 s and was stopped: libvirtd, QEMU or the guest agent may be hung'
             $stderr | Should -Match 'ODAKVMBACKUP_TOOL_TIMEOUT_SEC'
             $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
+            Close-FaultWindow $run.Writer
             $repairErrors | Should -BeNullOrEmpty
             ($actions.Result -join "`n") | Should -Match 'journal closed'
             Assert-Recovered 'libvirtd hung (SIGSTOP), then Repair' $run
@@ -113,6 +117,7 @@ Describe 'Faults injected on the real lab' {
             $refused.Count | Should -BeGreaterThan 0
             ($refused | Out-String) | Should -Match 'Repair-KvmBackup'
             $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
+            Close-FaultWindow $run.Writer
             $repairErrors | Should -BeNullOrEmpty
             ($actions.Result -join "`n") | Should -Match 'journal closed'
             if ($Point -eq 'DuringCopy') { Get-SetStatus $run.Destination | Should -Be 'Incomplete' }
@@ -126,10 +131,14 @@ Describe 'Faults injected on the real lab' {
             Write-WindowMarker $run
             Stop-ProcessTree $process.Id
             $process.WaitForExit()
+            # The guest goes on writing to its overlays until the host goes down.
+            $acked = @((Get-GuestWriterLog $run.Writer).Acked).Count
+            Wait-Until { @((Get-GuestWriterLog $run.Writer).Acked).Count -ge $acked + 3 } 'the guest to write to its overlays after the kill' 60
             Invoke-Virsh @('destroy', $FaultVm) | Out-Null   # the host goes down: the domain stops, still on its overlays
             (Get-DiskChain $FaultVm -Inactive).Source | Should -BeLike "*.$SnapshotName"
             $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
             $repairErrors | Should -BeNullOrEmpty
+            Close-FaultWindow $run.Writer
             ($actions | Where-Object Target).Result | Should -BeLike 'committed offline*'
             Test-OnOwnDisks $FaultVm | Should -BeTrue
             (Get-DiskChain $FaultVm -Inactive | Where-Object Target -eq vdb).Format | Should -Be 'raw'
@@ -157,6 +166,7 @@ Describe 'Faults injected on the real lab' {
                 Write-WindowMarker $run
                 & fallocate -l ([IO.DriveInfo]::new($small).AvailableFreeSpace - 64KB) (Join-Path $small 'filler')
                 $objects = $job.PowerShell.EndInvoke($job.Handle)
+                Close-FaultWindow $run.Writer
                 $errors = @($job.PowerShell.Streams.Error)
             }
             finally { $job.PowerShell.Dispose(); $job.Runspace.Dispose() }
@@ -167,6 +177,7 @@ Describe 'Faults injected on the real lab' {
             Get-SetStatus $small | Should -Be 'Incomplete'
             Get-ChildItem -Recurse -Filter '*.partial' -Path $small | Should -BeNullOrEmpty
             Remove-Item (Join-Path $small 'filler')
+            Set-FaultRowError $run.Row ($errors[0].FullyQualifiedErrorId -split ',')[0]
             Assert-Recovered 'destination full mid-copy' $run
         }
     }
@@ -175,9 +186,12 @@ Describe 'Faults injected on the real lab' {
         It 'refuses before any snapshot with an error that names the cause and the fix, and changes nothing' {
             $run = New-FaultRun 'agent'
             $xml = (Invoke-Virsh @('dumpxml', $FaultVm, '--inactive')).StdOut
+            Open-FaultWindow $run.Writer
             Stop-LabGuestAgent -DomainName $FaultVm -Seconds 15
+            $watch = [Diagnostics.Stopwatch]::StartNew()
             $out = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -ErrorVariable errs -ErrorAction SilentlyContinue |
                 Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
+            $toError = $watch.Elapsed.TotalSeconds
             $out | Should -BeNullOrEmpty
             $errs.FullyQualifiedErrorId | Should -Contain 'GuestAgentNotConnected,OdaKvmBackup.Commands.NewKvmDiskSnapshotCommand'
             ($errs | Out-String) | Should -Match 'qemu-guest-agent'
@@ -187,14 +201,19 @@ Describe 'Faults injected on the real lab' {
             Get-StrayDiskFolderFiles $FaultVm | Should -BeNullOrEmpty
             Test-Path $JournalFile | Should -BeFalse
             $onOverlays = if (Test-OnOwnDisks $FaultVm) { 0 } else { 1 }
-            Add-Content -Path $FaultLog -Value ("{0,-52} | on overlays: {1} | snapshots left: {2} | writes lost: none at risk (refused before any snapshot: {3})" -f 'guest agent stopped', $onOverlays, @(Get-SnapshotNames $FaultVm).Count, $errs[0].FullyQualifiedErrorId)
             $onOverlays | Should -Be 0
             Wait-LabGuestAgent -DomainName $FaultVm -TimeoutSeconds 60 | Out-Null
+            Close-FaultWindow $run.Writer   # the fault lasted until the agent came back
+            $null = Assert-GuestWrites $run.Writer
+            Assert-GuestTicks $FaultVm
+            Set-FaultRowError $run.Row ($errs[0].FullyQualifiedErrorId -split ',')[0] $toError
+            Complete-FaultRow $run.Row 'guest agent stopped: the backup refused before any snapshot'
         }
 
         It 'takes a crash-consistent backup only when asked, warns, and records it' {
-            Stop-LabGuestAgent -DomainName $FaultVm -Seconds 10
             $run = New-FaultRun 'crash-consistent'
+            Open-FaultWindow $run.Writer
+            Stop-LabGuestAgent -DomainName $FaultVm -Seconds 10
             $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -CrashConsistent -WarningVariable warn 3>$null |
                 Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
             ($warn -join ' ') | Should -Match 'crash-consistent'
@@ -202,6 +221,10 @@ Describe 'Faults injected on the real lab' {
             (Get-Content -Raw (Join-Path $objects[0].BackupSet 'backup.json') | ConvertFrom-Json).Consistency | Should -Be 'CrashConsistent'
             Test-OnOwnDisks $FaultVm | Should -BeTrue
             Wait-LabGuestAgent -DomainName $FaultVm -TimeoutSeconds 60 | Out-Null
+            Close-FaultWindow $run.Writer   # the fault lasted until the agent came back
+            $null = Assert-GuestWrites $run.Writer
+            Assert-GuestTicks $FaultVm
+            Complete-FaultRow $run.Row 'guest agent stopped: a crash-consistent backup, as asked (-CrashConsistent)'
         }
     }
 
@@ -210,6 +233,7 @@ Describe 'Faults injected on the real lab' {
             $run = New-FaultRun 'libvirtd-after-snapshot'
             $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -Then { Write-WindowMarker $run; Restart-LabDaemon } |
                 Copy-VmDisk -Destination $run.Destination | Invoke-BlockCommit | Move-OverlayToRetention -Path $run.Retention
+            Close-FaultWindow $run.Writer
             @($objects).Count | Should -Be 2
             Get-SetStatus $run.Destination | Should -Be 'Complete'
             Assert-Recovered 'libvirtd restarted after the snapshot' $run
@@ -224,6 +248,7 @@ Describe 'Faults injected on the real lab' {
                 Test-BlockJobRunning $FaultVm | Should -BeTrue -Because 'the restart must hit a running commit'
                 Restart-LabDaemon
                 $objects = $job.PowerShell.EndInvoke($job.Handle)
+                Close-FaultWindow $run.Writer
                 $job.PowerShell.Streams.Error | Should -BeNullOrEmpty
                 @($objects).Count | Should -Be 2
             }
@@ -239,7 +264,7 @@ Describe 'Faults injected on the real lab' {
             try {
                 Wait-FaultPoint DuringCopy $run.Signal $run.Destination $job
                 Write-WindowMarker $run
-                $other = New-FaultRun 'concurrent-second'
+                $other = New-FaultRun 'concurrent-second' -NoWriter
                 $null = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -ErrorVariable sameProcess -ErrorAction SilentlyContinue |
                     Copy-VmDisk -Destination $other.Destination
                 $sameProcess.FullyQualifiedErrorId | Should -Contain 'BackupInProgress,OdaKvmBackup.Commands.NewKvmDiskSnapshotCommand'
@@ -255,6 +280,7 @@ Describe 'Faults injected on the real lab' {
                 Test-OnOwnDisks linux_vm2 | Should -BeTrue
 
                 $objects = $job.PowerShell.EndInvoke($job.Handle)
+                Close-FaultWindow $run.Writer
                 @($objects).Count | Should -Be 2
             }
             finally { $job.PowerShell.Dispose(); $job.Runspace.Dispose() }
@@ -271,10 +297,11 @@ Describe 'Faults injected on the real lab' {
         AfterEach { $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy' }
 
         It 'lifts the bandwidth limit of a commit that gains nothing on the guest, and finishes' {
-            $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -AlsoInGuest $busy |
+            $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot | Add-GuestWritesAfterSnapshot -Marker $run.Marker -AlsoInGuest $busy -Then { Open-FaultWindow $run.Writer } |
                 Copy-VmDisk -Destination $run.Destination |
                 Invoke-BlockCommit -BandwidthLimit 1 -WarningVariable lifted |
                 Move-OverlayToRetention -Path $run.Retention
+            Close-FaultWindow $run.Writer
             ($lifted -join ' ') | Should -Match 'does not catch up with the guest.s writes; lifting the limit'
             @($objects).Count | Should -Be 2
             $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy'
@@ -282,7 +309,7 @@ Describe 'Faults injected on the real lab' {
         }
 
         It 'stops a commit that has not caught up within -TimeoutSec, leaves the overlay in place, and Repair-KvmBackup finishes later' {
-            $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -WarningVariable stillOn | Add-GuestWritesAfterSnapshot -Marker $run.Marker -AlsoInGuest $busy |
+            $objects = Get-VmDisk $FaultVm | New-KvmDiskSnapshot -WarningVariable stillOn | Add-GuestWritesAfterSnapshot -Marker $run.Marker -AlsoInGuest $busy -Then { Open-FaultWindow $run.Writer } |
                 Copy-VmDisk -Destination $run.Destination |
                 Invoke-BlockCommit -BandwidthLimit 1 -TimeoutSec 4 -ErrorVariable commitErrors -ErrorAction SilentlyContinue |
                 Move-OverlayToRetention -Path $run.Retention
@@ -297,8 +324,9 @@ Describe 'Faults injected on the real lab' {
             Get-SetStatus $run.Destination | Should -Be 'Complete'   # the copies were done and verified before the commit
             $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'touch /run/stop-busy'
             $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
+            Close-FaultWindow $run.Writer
             $repairErrors | Should -BeNullOrEmpty
-            Add-Content -Path $FaultLog -Value ("{0,-46} | on overlays after the timeout: {1} (as designed, reported), after Repair: see next line" -f 'busy guest: commit past -TimeoutSec', $onOverlay.Count)
+            Set-FaultRowError $run.Row ($commitErrors[0].FullyQualifiedErrorId -split ',')[0] -Limit '-TimeoutSec 4'
             Assert-Recovered 'busy guest: commit stopped, then Repair' $run
         }
     }

@@ -16,6 +16,7 @@ BeforeAll {
 }
 
 Describe 'Invoke-KvmNightlyBackup.ps1' {
+    AfterEach { Assert-GuestTicks linux_vm }
     It 'backs up, keeps -KeepLast sets, and exits 0 when every VM was backed up' {
         foreach ($round in 1..3) {
             $r = Invoke-Nightly @('-DomainName', 'linux_vm', '-KeepLast', '2', '-TestLatest')
@@ -70,6 +71,7 @@ Describe 'Invoke-KvmNightlyBackup.ps1' {
             }
         }
         finally { & umount $small.FullName }
+        Assert-GuestTicks linux_vm2
     }
 
     It 'exits 2 when it cannot start, and says why' {

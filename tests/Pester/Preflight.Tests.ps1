@@ -83,6 +83,7 @@ Describe 'Bad domain names' {
 }
 
 Describe 'Bad paths' {
+    AfterEach { Assert-GuestTicks $Vm }
     BeforeAll {
         $script:ro = New-TestFolder read-only
         & mount -t tmpfs -o ro,size=1m tmpfs $ro
@@ -170,7 +171,7 @@ Describe 'Bad paths' {
 }
 
 Describe 'Leftovers of an earlier run' {
-    AfterEach { Reset-LabVmIfNeeded $Vm }
+    AfterEach { try { Assert-GuestTicks $Vm } finally { Reset-LabVmIfNeeded $Vm } }
 
     It 'refuses a leftover overlay file beside a disk, and Repair-KvmBackup clears it' {
         $overlay = (Get-LabDiskPath -Name $Vm -Disk boot) + ".$SnapshotName"

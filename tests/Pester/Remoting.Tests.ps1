@@ -32,6 +32,7 @@ BeforeAll {
     $ps.Dispose()
     $runspace.Dispose()
 }
+AfterAll { Assert-GuestTicks linux_vm }
 
 Describe 'The one-liner through Invoke-Command -HostName' {
     It 'backs up the lab VM on the host and returns its objects, with their properties' {

@@ -23,10 +23,11 @@ BeforeAll {
     }
     function Get-VerboseLines($Records, [string] $Like) { @($Records | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] -and $_.Message -like $Like }) }
 }
+AfterAll { Save-FaultRows 'RunSafety' }
 
 Describe 'Two disks with the same file name in different folders' {
     BeforeAll { Reset-LabVm -Name lab_same -Layout SameFileName }
-    AfterAll { Invoke-Virsh @('destroy', 'lab_same') -AllowFailure | Out-Null }
+    AfterAll { try { Assert-GuestTicks lab_same } finally { Invoke-Virsh @('destroy', 'lab_same') -AllowFailure | Out-Null } }
 
     It 'backs up twice in a row and keeps all four overlays, each under its own name' {
         $backup = New-TestFolder same-backup
@@ -65,6 +66,7 @@ Describe 'Two disks with the same file name in different folders' {
 }
 
 Describe 'Backups are readable by their owner only' {
+    AfterEach { Assert-GuestTicks linux_vm }
     It 'makes set, retention and state files 0600 and their folders 0700, even under umask 000' {
         $run = New-ScriptedBackup private
         $backup, $retention, $state, $script = $run.Backup, $run.Retention, $run.State, $run.Script
@@ -84,6 +86,7 @@ Describe 'Backups are readable by their owner only' {
 }
 
 Describe 'Journal, manifest and copies survive a power cut at any point' {
+    AfterEach { Assert-GuestTicks linux_vm }
     It 'fsyncs each one before renaming it into place, and its folder after the rename' {
         # strace sees what reaches the kernel: a write is durable only once fsynced, and a rename only once the folder
         # that holds it is. After a power cut the old file or the new one is there, never none and never a torn one.
@@ -143,6 +146,7 @@ Describe 'Journal, manifest and copies survive a power cut at any point' {
 }
 
 Describe 'A destination smaller than the disks allocation' {
+    AfterEach { Assert-GuestTicks linux_vm }
     BeforeAll {
         $script:tight = New-TestFolder tight
         & mount -t tmpfs -o size=40m tmpfs $tight
@@ -162,6 +166,7 @@ Describe 'A destination smaller than the disks allocation' {
 }
 
 Describe 'A disk object used after its commit' {
+    AfterEach { Assert-GuestTicks linux_vm }
     It 'is refused by Copy-VmDisk with DiskNoLongerFrozen, and nothing is copied' {
         $backup = New-TestFolder late-copy
         $retention = New-TestFolder late-ret
@@ -179,6 +184,7 @@ Describe 'A disk object used after its commit' {
 }
 
 Describe 'A second Copy-VmDisk with another destination' {
+    AfterEach { Assert-GuestTicks linux_vm }
     It 'is an error; the run keeps its one set, which stays Complete, and the VM is committed back' {
         $first = New-TestFolder first
         $second = New-TestFolder second
@@ -195,6 +201,7 @@ Describe 'A second Copy-VmDisk with another destination' {
 }
 
 Describe 'Disks that come out of order' {
+    AfterEach { Assert-GuestTicks linux_vm, linux_vm2 }
     It 'still gets one atomic snapshot per VM, with all of its disks' {
         $backup = New-TestFolder sorted
         $all = & { Get-VmDisk linux_vm, linux_vm2 | Sort-Object Target | New-KvmDiskSnapshot -Verbose |
@@ -214,6 +221,7 @@ Describe 'Disks that come out of order' {
 }
 
 Describe 'What a set holds' {
+    AfterEach { Assert-GuestTicks linux_vm }
     It 'lists the disks it left out, with the reason, and is Complete for the disks it holds' {
         $objects = Get-VmDisk linux_vm | Where-Object Target -eq vda | New-KvmDiskSnapshot |
             Copy-VmDisk -Destination (New-TestFolder partial-set) | Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder partial-ret)
@@ -228,7 +236,7 @@ Describe 'What a set holds' {
 
 Describe 'A shareable disk (clustered guests)' {
     BeforeAll { Reset-LabVm -Name lab_shared -Layout Shareable }
-    AfterAll { Invoke-Virsh @('destroy', 'lab_shared') -AllowFailure | Out-Null }
+    AfterAll { try { Assert-GuestTicks lab_shared } finally { Invoke-Virsh @('destroy', 'lab_shared') -AllowFailure | Out-Null } }
 
     It 'is refused before any snapshot, with an error that says why and how to back up the other disks' {
         $xml = (Invoke-Virsh @('dumpxml', 'lab_shared', '--inactive')).StdOut
@@ -255,6 +263,8 @@ Describe 'A backup run by hand with the same names' {
     AfterEach { Reset-LabVmIfNeeded linux_vm2 }
 
     It 'is left alone by Repair-KvmBackup, which says how to include it' {
+        $row = New-FaultRow 'a backup taken by hand under the same names, finished by Repair-KvmBackup -IncludeUnrecorded' linux_vm2
+        $writer = $row.Writer
         Invoke-Virsh @('snapshot-create-as', '--domain', 'linux_vm2', '--name', $SnapshotName, '--disk-only', '--atomic', '--quiesce') | Out-Null
         $actions = Repair-KvmBackup -Confirm:$false -WarningVariable told 3>$null
         @($actions | Where-Object DomainName -eq linux_vm2) | Should -BeNullOrEmpty
@@ -262,16 +272,22 @@ Describe 'A backup run by hand with the same names' {
         Test-OnOwnDisks linux_vm2 | Should -BeFalse -Because 'the admin''s backup is still running: nothing may touch it'
         Get-SnapshotNames linux_vm2 | Should -Be $SnapshotName
         # When the admin says so, it is finished like any leftover.
+        Open-FaultWindow $writer
         $actions = Repair-KvmBackup -DomainName linux_vm2 -IncludeUnrecorded -Confirm:$false -ErrorVariable repairErrors
+        Close-FaultWindow $writer
         $repairErrors | Should -BeNullOrEmpty
         @($actions | Where-Object Target).Count | Should -Be 2
         Test-OnOwnDisks linux_vm2 | Should -BeTrue
         Get-SnapshotNames linux_vm2 | Should -BeNullOrEmpty
+        $null = Assert-GuestWrites $writer
+        Assert-GuestTicks linux_vm2
+        Complete-FaultRow $row
     }
 }
 
 Describe 'One VM failing in a nightly run of three' {
     BeforeAll { Initialize-Lab -VmName linux_vm3; Reset-LabVmIfNeeded linux_vm3 }
+    AfterEach { Assert-GuestTicks linux_vm, linux_vm2, linux_vm3 }
 
     It 'puts that VM back, marks its set Incomplete, names it in the error, and backs up the others' {
         $backup = New-TestFolder nightly
@@ -280,9 +296,13 @@ Describe 'One VM failing in a nightly run of three' {
         & mount -t tmpfs -o size=4m tmpfs $small.FullName
         if ($LASTEXITCODE) { throw "cannot mount a tmpfs at $small" }
         try {
+            $row = New-FaultRow 'copy fails half way (destination full) for one VM of three; window: that VM''s whole run' linux_vm2
+            $writer = $row.Writer
+            Open-FaultWindow $writer
             $objects = 'linux_vm', 'linux_vm2', 'linux_vm3' | Get-VmDisk | New-KvmDiskSnapshot |
                 Copy-VmDisk -Destination $backup -ErrorVariable failed -ErrorAction SilentlyContinue -WarningVariable told 3>$null |
                 Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder nightly-ret)
+            Close-FaultWindow $writer
             $mine = @($failed | Where-Object { $_.TargetObject -eq 'linux_vm2' })
             $mine.FullyQualifiedErrorId | Should -Contain 'DestinationFull,OdaKvmBackup.Commands.CopyVmDiskCommand'
             @($failed | Where-Object { $_.TargetObject -ne 'linux_vm2' }) | Should -BeNullOrEmpty
@@ -299,6 +319,9 @@ Describe 'One VM failing in a nightly run of three' {
                 Test-OnOwnDisks $vm | Should -BeTrue
                 Get-StrayDiskFolderFiles $vm | Should -BeNullOrEmpty
             }
+            $null = Assert-GuestWrites $writer
+            Set-FaultRowError $row ($mine[0].FullyQualifiedErrorId -split ',')[0]
+            Complete-FaultRow $row
         }
         finally { & umount $small.FullName }
     }

@@ -13,8 +13,10 @@ BeforeAll {
     function New-RemoteFolder([string] $Name) { New-TestFolder $Name }
     function Get-VmState { [pscustomobject]@{ Inactive = (Invoke-Virsh @('dumpxml', 'linux_vm', '--inactive')).StdOut; Snapshots = @(Get-SnapshotNames linux_vm); Stray = @(Get-StrayDiskFolderFiles linux_vm) } }
 }
+AfterAll { Save-FaultRows 'SshDestination' }
 
 Describe 'A hot backup to an SSH server' {
+    AfterAll { Assert-GuestTicks linux_vm }
     BeforeAll {
         $script:remote = New-RemoteFolder ssh-dest
         $script:retention = New-TestFolder ssh-ret
@@ -70,6 +72,7 @@ Describe 'A hot backup to an SSH server' {
 }
 
 Describe 'Sets on an SSH server: listed, tested on the server, restored' {
+    AfterAll { Assert-GuestTicks linux_vm }
     BeforeAll {
         $script:remote = New-RemoteFolder ssh-wayback
         $script:location = "odakvm-backup:$remote"
@@ -162,10 +165,12 @@ Describe 'Host keys are always checked' {
 }
 
 Describe 'A connection that drops' {
-    AfterEach { $null = Start-LabSshd; Reset-LabVmIfNeeded linux_vm }
+    AfterEach { $null = Start-LabSshd; try { Assert-GuestTicks linux_vm } finally { Reset-LabVmIfNeeded linux_vm } }
 
     It 'is resumed when the server takes connections again, and the set is Complete' {
         $remote = New-RemoteFolder ssh-cut
+        $row = New-FaultRow 'SSH connection dropped mid-copy, the copy resumed' linux_vm
+        $writer = $row.Writer
         $job = Start-Job -ScriptBlock {
             param($manifest, $remote, $retention, $state)
             $env:ODAKVMBACKUP_STATE_DIR = $state
@@ -175,8 +180,10 @@ Describe 'A connection that drops' {
         } -ArgumentList $ModuleManifest, $remote, (New-TestFolder cut-ret), $env:ODAKVMBACKUP_STATE_DIR
         Wait-Until { Get-ChildItem -Recurse -Filter '*.partial' -Path $remote -ErrorAction SilentlyContinue } 'a copy in progress on the server' 120
         Start-Sleep -Milliseconds 800
+        Open-FaultWindow $writer
         (Stop-LabSshSession) | Should -BeGreaterThan 0 -Because 'the copy has connections open'
         $objects = $job | Wait-Job -Timeout 300 | Receive-Job -ErrorVariable jobErrors
+        Close-FaultWindow $writer
         $jobErrors | Should -BeNullOrEmpty
         @($objects).Count | Should -Be 2
         (Get-Manifest (Join-Path $remote "linux_vm/$($objects[0].RunId)")).Status | Should -Be 'Complete'
@@ -184,10 +191,14 @@ Describe 'A connection that drops' {
             (Test-LabImageFileSystem -Path (Join-Path $remote "linux_vm/$($objects[0].RunId)/$file")).Clean | Should -BeTrue
         }
         Test-OnOwnDisks linux_vm | Should -BeTrue
+        $null = Assert-GuestWrites $writer
+        Complete-FaultRow $row
     }
 
     It 'puts the VM back when the server stays down, and Repair-KvmBackup marks the set Incomplete once it is back' {
         $remote = New-RemoteFolder ssh-down
+        $row = New-FaultRow 'SSH server down mid-copy: VM put back, then Repair-KvmBackup once the server is back' linux_vm
+        $writer = $row.Writer
         $job = Start-Job -ScriptBlock {
             param($manifest, $remote, $retention, $state)
             $env:ODAKVMBACKUP_STATE_DIR = $state
@@ -197,7 +208,10 @@ Describe 'A connection that drops' {
                 Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
         } -ArgumentList $ModuleManifest, $remote, (New-TestFolder down-ret), $env:ODAKVMBACKUP_STATE_DIR
         Wait-Until { Get-ChildItem -Recurse -Filter '*.partial' -Path $remote -ErrorAction SilentlyContinue } 'a copy in progress on the server' 120
+        Open-FaultWindow $writer
         Stop-LabSshd
+        Wait-Until { $job.ChildJobs[0].Error.Count -gt 0 -or $job.State -ne 'Running' } 'the backup to report the server down' 300
+        $toError = $writer.WindowWatch.Elapsed.TotalSeconds
         $objects = $job | Wait-Job -Timeout 300 | Receive-Job -ErrorVariable jobErrors -ErrorAction SilentlyContinue
         @($objects) | Where-Object { $_.SetStatus -ne 'Incomplete' } | Should -BeNullOrEmpty
         ($jobErrors | ForEach-Object { $_.ToString() }) -join "`n" | Should -Match 'odakvm-backup'
@@ -206,10 +220,14 @@ Describe 'A connection that drops' {
         Get-StrayDiskFolderFiles linux_vm | Should -BeNullOrEmpty
         $null = Start-LabSshd
         $actions = Repair-KvmBackup -DomainName linux_vm -Confirm:$false -ErrorVariable repairErrors
+        Close-FaultWindow $writer
         $repairErrors | Should -BeNullOrEmpty
         ($actions.Result -join "`n") | Should -Match 'marked Incomplete'
         $manifest = Get-Manifest (Get-ChildItem -Directory (Join-Path $remote 'linux_vm'))[0].FullName
         $manifest.Status | Should -Be 'Incomplete'
         Get-ChildItem -Recurse -Filter '*.partial' -Path $remote | Should -BeNullOrEmpty
+        $null = Assert-GuestWrites $writer
+        Set-FaultRowError $row ($jobErrors[0].FullyQualifiedErrorId -split ',')[0] $toError 'reconnects after 1 and 2 s (ODAKVMBACKUP_SSH_RECONNECT_SEC=1,2)'
+        Complete-FaultRow $row
     }
 }

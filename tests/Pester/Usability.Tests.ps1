@@ -73,6 +73,7 @@ Describe 'Wildcards' {
 }
 
 Describe 'Objects that are safe to pass around' {
+    AfterAll { Assert-GuestTicks linux_vm }
     BeforeAll {
         $script:objects = @(Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination (New-TestFolder use-backup) |
                 Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder use-ret))

@@ -167,6 +167,7 @@ Describe 'Restore-KvmBackup under a new name' {
         Test-OnOwnDisks $Vm | Should -BeTrue
         (Invoke-LabGuestCommand -DomainName $Vm -Command "cat /mnt/a/after.txt").StdOut.Trim() | Should -Be $AfterMarker
         Get-GuestTicks $Vm | Should -BeGreaterThan ($TicksAtBackup + 5)
+        Assert-GuestTicks $Vm   # since it booted: through the backup, the restore and the copy's boot, no hole or gap
     }
 
     It 'refuses a name that exists, and a folder that holds a production disk, changing nothing' {
