@@ -73,24 +73,46 @@ Describe 'Faults injected on the real lab' {
     }
 
     Describe 'libvirtd hung (SIGSTOP) after the snapshot' {
-        It 'turns the hang into a clear error within the time limit, and Repair-KvmBackup finishes once libvirtd answers' {
+        It 'turns the hang into CommandTimedOut within the time limit, says the VM still writes to its overlays, and Repair-KvmBackup puts it back once libvirtd answers' {
             $run = New-FaultRun 'libvirtd-hung'
+            $limit = 6
             $daemon = [int](Get-Content (Join-Path (Get-LabRoot) 'run/libvirtd.pid')).Trim()
-            $script = "`$env:ODAKVMBACKUP_TOOL_TIMEOUT_SEC = '6'`n" + (New-BackupScript -Point DuringCopy -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker)
+            $ids = Join-Path $run.Folder 'error-ids.txt'
+            $stderrFile = Join-Path $run.Folder 'stderr.txt'
+            # The backup, every tool call limited to $limit s; at its end the child lists the id of each error it met.
+            $backup = New-BackupScript -Point DuringCopy -Destination $run.Destination -Retention $run.Retention -Signal $run.Signal -Marker $run.Marker
+            $script = "`$env:ODAKVMBACKUP_TOOL_TIMEOUT_SEC = '$limit'`ntry {`n$backup`n}`nfinally { @(`$Error) | ForEach-Object { `$_.FullyQualifiedErrorId } | Set-Content -Path '$ids' }"
             $process = Start-BackupProcess $script $run.Folder
             try {
                 Wait-FaultPoint DuringCopy $run.Signal $run.Destination
                 Write-WindowMarker $run
                 & kill -STOP $daemon
-                $watch = [Diagnostics.Stopwatch]::StartNew()
-                $toError = Measure-UntilText (Join-Path $run.Folder 'stderr.txt') 'FullyQualifiedErrorId' $watch $process
-                $process.WaitForExit(180000) | Should -BeTrue -Because 'every virsh call is bounded'
+                # From now on every call to libvirtd hangs. The limit runs from the module's first call to it (the
+                # first virsh it starts) to the error on its stderr.
+                $clock = [Diagnostics.Stopwatch]::StartNew()
+                $callAt = $null
+                $errorAt = $null
+                while (-not $process.HasExited -and $clock.Elapsed.TotalSeconds -lt 180) {
+                    if ($null -eq $callAt -and @(& pgrep -P $process.Id -x virsh).Count) { $callAt = $clock.Elapsed.TotalSeconds }
+                    if ($null -eq $errorAt -and (Get-Content -Raw -LiteralPath $stderrFile) -match 'FullyQualifiedErrorId\s*:\s*CommandTimedOut,') { $errorAt = $clock.Elapsed.TotalSeconds }
+                    Start-Sleep -Milliseconds 100
+                }
+                $process.WaitForExit(1000) | Should -BeTrue -Because 'every virsh call is bounded'
             }
             finally { & kill -CONT $daemon }
-            $stderr = (Get-Content -Raw (Join-Path $run.Folder 'stderr.txt')) -replace '\s+', ' '
-            if ($null -ne $toError -and $stderr -match 'FullyQualifiedErrorId : (\w+)') { Set-FaultRowError $run.Row $Matches[1] $toError $(if ($stderr -match 'did not finish within (\d+ s)') { "$($Matches[1]) a call (ODAKVMBACKUP_TOOL_TIMEOUT_SEC)" }) }
-            $stderr | Should -Match 'did not finish within 6 s and was stopped: libvirtd, QEMU or the guest agent may be hung'
-            $stderr | Should -Match 'ODAKVMBACKUP_TOOL_TIMEOUT_SEC'
+            $callAt | Should -Not -BeNullOrEmpty -Because 'the module called libvirtd while it hung'
+            $errorAt | Should -Not -BeNullOrEmpty -Because 'the hang must end in CommandTimedOut'
+            Set-FaultRowError $run.Row 'CommandTimedOut' ($errorAt - $callAt) "$limit s a call (ODAKVMBACKUP_TOOL_TIMEOUT_SEC); measured from the module's first call to the hung libvirtd"
+            # The limit, plus 2 s: the 100 ms polls above, killing virsh, and pwsh writing the error.
+            ($errorAt - $callAt) | Should -BeGreaterOrEqual ($limit - 0.5) -Because 'the call is stopped at its limit, not before'
+            ($errorAt - $callAt) | Should -BeLessOrEqual ($limit + 2)
+            $errorIds = @(Get-Content -LiteralPath $ids)
+            $errorIds | Should -Contain 'CommandTimedOut,OdaKvmBackup.Commands.InvokeBlockCommitCommand'
+            # What became of the VM, as the error says: its disks still write to their overlays, for Repair-KvmBackup.
+            $stderr = (Get-Content -Raw -LiteralPath $stderrFile) -replace '\s+', ' '
+            $stderr | Should -Match "did not finish within $limit s and was stopped: libvirtd, QEMU or the guest agent may be hung"
+            $stderr | Should -Match "'$FaultVm' still writes to the overlay .*Repair-KvmBackup"
+            Test-OnOwnDisks $FaultVm | Should -BeFalse -Because 'the commit could not run while libvirtd hung'
             $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
             Close-FaultWindow $run.Writer
             $repairErrors | Should -BeNullOrEmpty

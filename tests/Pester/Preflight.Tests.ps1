@@ -9,11 +9,11 @@ BeforeAll {
     New-Item -ItemType Directory -Force -Path (Split-Path $InputLog) | Out-Null
     $script:Journal = (Join-Path $env:ODAKVMBACKUP_STATE_DIR "journal/d-$Vm.json")
 
-    function Get-VmSnapshotState {
+    function Get-VmSnapshotState([string] $Domain = $Vm) {
         [pscustomobject]@{
-            Inactive = (Invoke-Virsh @('dumpxml', $Vm, '--inactive')).StdOut
-            Files = @((Get-LabDiskMap $Vm).Values | ForEach-Object { Get-ChildItem -LiteralPath (Split-Path $_) -Force } | ForEach-Object FullName | Sort-Object)
-            Snapshots = @(Get-SnapshotNames $Vm)
+            Inactive = (Invoke-Virsh @('dumpxml', $Domain, '--inactive')).StdOut
+            Files = @((Get-LabDiskMap $Domain).Values | ForEach-Object { Get-ChildItem -LiteralPath (Split-Path $_) -Force } | ForEach-Object FullName | Sort-Object)
+            Snapshots = @(Get-SnapshotNames $Domain)
         }
     }
 
@@ -36,7 +36,7 @@ BeforeAll {
     }
 
     # The case's error must be there, name the cause and the fix, and nothing about the VM may have changed.
-    function Assert-Refused([string] $Case, $Errors, [string] $ErrorId, [string] $FixPattern, $Before) {
+    function Assert-Refused([string] $Case, $Errors, [string] $ErrorId, [string] $FixPattern, $Before, [string] $Domain = $Vm) {
         Add-Content -Path $InputLog -Value ("{0} | {1} | {2}" -f $Case, ($Errors.FullyQualifiedErrorId -join ', '), (($Errors | ForEach-Object { $_.ToString() }) -join ' / '))
         ($Errors.FullyQualifiedErrorId | ForEach-Object { ($_ -split ',')[0] }) | Should -Contain $ErrorId
         $mine = $Errors | Where-Object { ($_.FullyQualifiedErrorId -split ',')[0] -eq $ErrorId } | Select-Object -First 1
@@ -44,12 +44,12 @@ BeforeAll {
         if ($Before) {
             # Refused before any snapshot, not snapshotted and then put back.
             @($script:Ran | Where-Object { $_ -like 'Running: virsh snapshot-create-as*' }) | Should -BeNullOrEmpty
-            $after = Get-VmSnapshotState
+            $after = Get-VmSnapshotState $Domain
             $after.Inactive | Should -Be $Before.Inactive
             $after.Files | Should -Be $Before.Files
             $after.Snapshots | Should -Be $Before.Snapshots
-            Test-OnOwnDisks $Vm | Should -BeTrue
-            Test-Path $Journal | Should -BeFalse
+            Test-OnOwnDisks $Domain | Should -BeTrue
+            Test-Path (Join-Path $env:ODAKVMBACKUP_STATE_DIR "journal/d-$Domain.json") | Should -BeFalse
         }
     }
 }
@@ -220,12 +220,29 @@ Describe 'A guest agent that is configured but not running' {
     BeforeAll { Reset-LabVm -Name lab_noagent -NoAgent }
     AfterAll { Invoke-Virsh @('destroy', 'lab_noagent') -AllowFailure | Out-Null }
 
-    It 'refuses with the agent error, names the fix and -CrashConsistent, and changes nothing' {
-        $xml = (Invoke-Virsh @('dumpxml', 'lab_noagent', '--inactive')).StdOut
-        $errs = Invoke-BackupPipeline -Names lab_noagent -Copy @{ Destination = (New-TestFolder dest) } -Retain @{ Path = (New-TestFolder ret) }
-        Assert-Refused 'a VM whose guest agent does not run' $errs 'GuestAgentNotConnected' 'qemu-guest-agent.*-CrashConsistent' $null
-        (Invoke-Virsh @('dumpxml', 'lab_noagent', '--inactive')).StdOut | Should -Be $xml
-        Get-SnapshotNames lab_noagent | Should -BeNullOrEmpty
+    It 'refuses with the agent error, names the fix and -CrashConsistent, before any snapshot, and changes nothing' {
+        $before = Get-VmSnapshotState lab_noagent
+        $before.Files.Count | Should -Be 2 -Because 'the state compared afterwards must hold the two disks'
+        $probe = Start-LibvirtSnapshotLog
+        try { $errs = Invoke-BackupPipeline -Names lab_noagent -Copy @{ Destination = (New-TestFolder dest) } -Retain @{ Path = (New-TestFolder ret) } }
+        finally { $asked = Stop-LibvirtSnapshotLog $probe lab_noagent }
+        Assert-Refused 'a VM whose guest agent does not run' $errs 'GuestAgentNotConnected' 'qemu-guest-agent.*-CrashConsistent' $before -Domain lab_noagent
+        # The module's own account: it asked the agent, and never ran snapshot-create-as ...
+        @($script:Ran | Where-Object { $_ -like 'Running: virsh qemu-agent-command --domain lab_noagent *' }).Count | Should -BeGreaterThan 0
+        # ... and libvirtd's: it received no snapshot request for the VM, not even one it refused or undid.
+        $asked | Should -BeNullOrEmpty
         Get-StrayDiskFolderFiles lab_noagent | Should -BeNullOrEmpty
+    }
+
+    It 'is backed up crash-consistent when asked, and libvirtd''s log shows that snapshot (the probe above sees one)' {
+        $probe = Start-LibvirtSnapshotLog
+        try {
+            $objects = Get-VmDisk lab_noagent | New-KvmDiskSnapshot -CrashConsistent 3>$null | Copy-VmDisk -Destination (New-TestFolder dest) |
+                Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder ret)
+        }
+        finally { $asked = Stop-LibvirtSnapshotLog $probe lab_noagent }
+        @($objects).Count | Should -Be 2
+        @($asked).Count | Should -Be 1 -Because 'one snapshot of the VM was taken'
+        Test-OnOwnDisks lab_noagent | Should -BeTrue
     }
 }

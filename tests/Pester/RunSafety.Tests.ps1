@@ -94,38 +94,61 @@ Describe 'Journal, manifest and copies survive a power cut at any point' {
         $backup, $state, $script = $run.Backup, $run.State, $run.Script
         $trace = Join-Path $run.Base 'trace'
         $env:ODAKVMBACKUP_STATE_DIR, $saved = $state, $env:ODAKVMBACKUP_STATE_DIR
-        try { & strace -f -qq -o $trace -e 'trace=openat,fsync,fdatasync,close,rename,renameat,renameat2' ([Environment]::ProcessPath) ([Environment]::GetCommandLineArgs()[0]) -NoProfile -NonInteractive -File $script }
+        try { & strace -f -qq -o $trace -e 'trace=openat,fsync,fdatasync,close,rename,renameat,renameat2,clone,clone3,fork,vfork' ([Environment]::ProcessPath) ([Environment]::GetCommandLineArgs()[0]) -NoProfile -NonInteractive -File $script }
         finally { $env:ODAKVMBACKUP_STATE_DIR = $saved }
         $LASTEXITCODE | Should -Be 0
 
-        # One event per finished call, in the order the calls returned (an unfinished call is joined with its end).
-        # Descriptors are the module's: the tools it starts (virsh) use their own few low numbers.
+        # One line per finished call, in the order the calls returned (an unfinished call is joined with its end);
+        # strace pads the thread id, so one space or more follows it. strace -f names each thread: a descriptor
+        # belongs to its process (all its threads: .NET writes on one thread-pool thread and fsyncs on another),
+        # never to another process (virsh, qemu-img) that happens to use the same number. Threads are told from
+        # processes by the clone calls (CLONE_THREAD).
         $pending = @{}
-        $events = foreach ($line in Get-Content $trace) {
-            if ($line -match '^(\d+) (.*) <unfinished \.\.\.>$') { $pending[$Matches[1]] = $Matches[2]; continue }
-            if ($line -match '^(\d+) <\.\.\. \w+ resumed>(.*)$') { $line = "$($Matches[1]) $($pending[$Matches[1]])$($Matches[2])" }
-            if ($line -match '^\d+ openat\(AT_FDCWD, "([^"]+)", ([^,)]+).*\) += (\d+)$') { [pscustomobject]@{ Call = 'open'; Path = $Matches[1]; Flags = $Matches[2]; Fd = $Matches[3]; To = $null } }
-            elseif ($line -match '^\d+ (fsync|fdatasync)\((\d+)\) += 0$') { [pscustomobject]@{ Call = 'fsync'; Path = $null; Flags = ''; Fd = $Matches[2]; To = $null } }
-            elseif ($line -match '^\d+ close\((\d+)\)') { [pscustomobject]@{ Call = 'close'; Path = $null; Flags = ''; Fd = $Matches[1]; To = $null } }
-            elseif ($line -match '^\d+ rename(?:at2?)?\((?:AT_FDCWD, )?"([^"]+)", (?:AT_FDCWD, )?"([^"]+)".*\) += 0$') { [pscustomobject]@{ Call = 'rename'; Path = $Matches[1]; Flags = ''; Fd = $null; To = $Matches[2] } }
+        $lines = foreach ($line in Get-Content $trace) {
+            if ($line -match '^(\d+) +(.*) <unfinished \.\.\.>$') { $pending[$Matches[1]] = $Matches[2]; continue }
+            if ($line -match '^(\d+) +<\.\.\. \w+ resumed>(.*)$') { $line = "$($Matches[1]) $($pending[$Matches[1]])$($Matches[2])" }
+            $line
+        }
+        $threadOf = @{}   # a thread's id -> the thread that started it, for threads of the same process
+        foreach ($line in $lines) {
+            if ($line -notmatch '^(\d+) +clone3?\((.*)\) += (\d+)$') { continue }
+            $parent, $flags, $child = $Matches[1], $Matches[2], $Matches[3]
+            if ($flags -match 'CLONE_THREAD') { $threadOf[$child] = $parent }
+        }
+        function Get-ProcessOf([string] $Id) { while ($threadOf.ContainsKey($Id)) { $Id = $threadOf[$Id] }; $Id }
+        $events = foreach ($line in $lines) {
+            if ($line -notmatch '^(\d+) +') { continue }
+            $process = Get-ProcessOf $Matches[1]
+            if ($line -match '^\d+ +openat\(AT_FDCWD, "([^"]+)", ([^,)]+).*\) += (\d+)$') { [pscustomobject]@{ Call = 'open'; Process = $process; Path = $Matches[1]; Flags = $Matches[2]; Fd = $Matches[3]; To = $null } }
+            elseif ($line -match '^\d+ +(fsync|fdatasync)\((\d+)\) += 0$') { [pscustomobject]@{ Call = 'fsync'; Process = $process; Path = $null; Flags = ''; Fd = $Matches[2]; To = $null } }
+            elseif ($line -match '^\d+ +close\((\d+)\)') { [pscustomobject]@{ Call = 'close'; Process = $process; Path = $null; Flags = ''; Fd = $Matches[1]; To = $null } }
+            elseif ($line -match '^\d+ +rename(?:at2?)?\((?:AT_FDCWD, )?"([^"]+)", (?:AT_FDCWD, )?"([^"]+)".*\) += 0$') { [pscustomobject]@{ Call = 'rename'; Process = $process; Path = $Matches[1]; Flags = ''; Fd = $null; To = $Matches[2] } }
         }
         $events = @($events)
-        function Test-SyncedBefore([int] $At, [string] $Path) {
-            # The last open of the file for writing before the rename (a copy is opened again later, to be read back),
-            # then an fsync of that descriptor before it was closed.
-            $open = ($At - 1)..0 | Where-Object { $events[$_].Call -eq 'open' -and $events[$_].Path -eq $Path -and $events[$_].Flags -match 'O_WRONLY|O_RDWR' } | Select-Object -First 1
-            if ($null -eq $open) { return $false }
-            foreach ($e in $events[($open + 1)..($At - 1)]) {
-                if ($e.Fd -ne $events[$open].Fd) { continue }
+        @($events | Where-Object Call -eq 'open' | Select-Object -ExpandProperty Process -Unique).Count | Should -BeGreaterThan 1 -Because 'the trace must tell the module''s process from those it starts'
+        # True when the descriptor opened at $Open was fsynced by its own process before that process closed it
+        # (and before the event at $Before).
+        function Test-FsyncedBeforeClose([int] $Open, [int] $Before) {
+            if ($Open + 1 -ge $Before) { return $false }
+            foreach ($e in $events[($Open + 1)..($Before - 1)]) {
+                if ($e.Process -ne $events[$Open].Process -or $e.Fd -ne $events[$Open].Fd) { continue }
                 if ($e.Call -eq 'fsync') { return $true }
-                if ($e.Call -eq 'close') { return $false }
+                if ($e.Call -in 'close', 'open') { return $false }
             }
             $false
         }
+        function Test-SyncedBefore([int] $At, [string] $Path) {
+            # The last open of the file for writing before the rename (a copy is opened again later, to be read
+            # back), then an fsync of that descriptor, by its process, between that open and its close.
+            $open = ($At - 1)..0 | Where-Object { $events[$_].Call -eq 'open' -and $events[$_].Path -eq $Path -and $events[$_].Flags -match 'O_WRONLY|O_RDWR' } | Select-Object -First 1
+            if ($null -eq $open) { return $false }
+            Test-FsyncedBeforeClose $open $At
+        }
         function Test-FolderSyncedAfter([int] $At, [string] $Folder) {
+            if ($At + 1 -ge $events.Count) { return $false }
             foreach ($i in ($At + 1)..($events.Count - 1)) {
                 if ($events[$i].Call -ne 'open' -or $events[$i].Path -ne $Folder -or $events[$i].Flags -notmatch 'O_DIRECTORY') { continue }
-                if (@($events[($i + 1)..($events.Count - 1)] | Where-Object { $_.Call -eq 'fsync' -and $_.Fd -eq $events[$i].Fd }).Count) { return $true }
+                if (Test-FsyncedBeforeClose $i $events.Count) { return $true }
             }
             $false
         }

@@ -145,12 +145,25 @@ Describe 'Host keys are always checked' {
         $knownHosts = Join-Path (Get-LabSshRoot) $KnownHosts
         $keysBefore = [IO.File]::ReadAllBytes($knownHosts)
         $before = Get-VmState
+        $before.Inactive | Should -Match '<domain' -Because 'the state compared afterwards must be a real one'
         $errors = @()
+        $records = [System.Collections.Generic.List[object]]::new()
+        $probe = Start-LibvirtSnapshotLog
         try {
-            $null = Get-VmDisk linux_vm | New-KvmDiskSnapshot -Verbose 4>$null | Copy-VmDisk -Destination "${Alias}:$(New-RemoteFolder key)" |
-                Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder key-ret)
+            & {
+                Get-VmDisk linux_vm | New-KvmDiskSnapshot -Verbose | Copy-VmDisk -Destination "${Alias}:$(New-RemoteFolder key)" -Verbose |
+                    Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder key-ret)
+            } 4>&1 | ForEach-Object { $records.Add($_) }
         }
         catch { $errors += $_ }
+        finally { $asked = Stop-LibvirtSnapshotLog $probe linux_vm }
+        # What the module ran: ssh to the server, and no snapshot-create-as. What libvirtd received: no snapshot
+        # request for the VM, not even one refused or undone.
+        $ran = @($records | Where-Object { $_ -is [System.Management.Automation.VerboseRecord] } | ForEach-Object Message)
+        @($ran | Where-Object { $_ -like "Starting: ssh *$Alias sftp" }).Count | Should -BeGreaterThan 0 -Because 'the host key is checked by connecting'
+        @($ran | Where-Object { $_ -like '*snapshot-create-as*' }) | Should -BeNullOrEmpty
+        $asked | Should -BeNullOrEmpty
+        @($records | Where-Object { $_ -isnot [System.Management.Automation.VerboseRecord] }) | Should -BeNullOrEmpty
         $errors.Count | Should -Be 1
         $errors[0].FullyQualifiedErrorId | Should -Be "$Id,OdaKvmBackup.Commands.CopyVmDiskCommand"
         $errors[0].ToString() | Should -Match '127\.0\.0\.1|odakvm'
@@ -167,10 +180,13 @@ Describe 'Host keys are always checked' {
 Describe 'A connection that drops' {
     AfterEach { $null = Start-LabSshd; try { Assert-GuestTicks linux_vm } finally { Reset-LabVmIfNeeded linux_vm } }
 
-    It 'is resumed when the server takes connections again, and the set is Complete' {
+    It 'is resumed when the server takes connections again: what reached the server before the cut is not sent again, and the set is Complete' {
         $remote = New-RemoteFolder ssh-cut
         $row = New-FaultRow 'SSH connection dropped mid-copy, the copy resumed' linux_vm
         $writer = $row.Writer
+        # 24 MiB of new data on the raw disk: at 4 MiB/s the copy lasts long enough to be cut well inside it.
+        $r = Invoke-LabGuestCommand -DomainName linux_vm -Command 'dd if=/dev/urandom of=/mnt/b/wire bs=1M count=24 conv=fsync 2>/dev/null; sync'
+        $r.ExitCode | Should -Be 0
         $job = Start-Job -ScriptBlock {
             param($manifest, $remote, $retention, $state)
             $env:ODAKVMBACKUP_STATE_DIR = $state
@@ -178,14 +194,41 @@ Describe 'A connection that drops' {
             Get-VmDisk linux_vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination "odakvm-backup:$remote" -BandwidthLimit 4 |
                 Invoke-BlockCommit | Move-OverlayToRetention -Path $retention
         } -ArgumentList $ModuleManifest, $remote, (New-TestFolder cut-ret), $env:ODAKVMBACKUP_STATE_DIR
-        Wait-Until { Get-ChildItem -Recurse -Filter '*.partial' -Path $remote -ErrorAction SilentlyContinue } 'a copy in progress on the server' 120
-        Start-Sleep -Milliseconds 800
+        # The data the server holds in the partial copies (they are sparse: allocated bytes are data written).
+        $onServer = { (@(Get-ChildItem -Recurse -Filter '*.partial' -Path $remote -ErrorAction SilentlyContinue) | ForEach-Object { Get-AllocatedBytes $_.FullName } | Measure-Object -Sum).Sum }
+        Wait-Until { (& $onServer) -ge 8MB } 'the server holding 8 MiB of the copy' 120
+        # What the connections made after the cut carry: the kernel's own count of the bytes each connection to the
+        # lab sshd received, printed by ss -E when the connection ends (loopback as a whole also carries other
+        # people's traffic on this machine). The connections open at the cut are left out.
+        $events = Join-Path (New-TestFolder ssh-cut-ss) 'closed.txt'
+        $ss = Start-Process -FilePath stdbuf -ArgumentList '-oL', 'ss', '-E', '-H', '-tin', 'sport', '=', ':2222' -RedirectStandardOutput $events -PassThru
+        Start-Sleep -Milliseconds 300   # ss listening
+        $heldAtCut = & $onServer
+        $openAtCut = @(& ss -Htn state established sport = :2222 | ForEach-Object { ($_.Trim() -split '\s+')[-1] })
         Open-FaultWindow $writer
         (Stop-LabSshSession) | Should -BeGreaterThan 0 -Because 'the copy has connections open'
         $objects = $job | Wait-Job -Timeout 300 | Receive-Job -ErrorVariable jobErrors
         Close-FaultWindow $writer
+        Start-Sleep -Milliseconds 500
+        & kill -INT $ss.Id
+        $ss.WaitForExit(10000) | Out-Null
+        $closed = @(Get-Content -LiteralPath $events)
+        $afterCut = 0L
+        $connections = 0
+        for ($i = 0; $i -lt $closed.Count - 1; $i++) {
+            if ($closed[$i] -notmatch '127\.0\.0\.1:2222\s+(\S+:\d+)\s*$' -or $Matches[1] -in $openAtCut) { continue }
+            if ($closed[$i + 1] -match 'bytes_received:(\d+)') { $afterCut += [long]$Matches[1]; $connections++ }
+        }
+        $connections | Should -BeGreaterThan 0 -Because 'the copy went on over new connections'
         $jobErrors | Should -BeNullOrEmpty
         @($objects).Count | Should -Be 2
+        # A copy started again from zero sends all its data after the cut; a resumed one only what the server did
+        # not hold yet (plus the chunks in flight at the cut and ssh's own bytes, which must stay under half of
+        # what it held).
+        $data = ($objects | Measure-Object -Property CopiedBytes -Sum).Sum
+        Add-Content -Path (Join-Path $RepoRoot 'out/ssh-results.txt') -Value ("resume: {0:N0} bytes of data, {1:N0} on the server at the cut, {2:N0} bytes received by the server after it, on {3} new connections" -f $data, $heldAtCut, $afterCut, $connections)
+        $heldAtCut | Should -BeLessThan ($data - 4MB) -Because 'the cut must come well before the end of the copy'
+        $afterCut | Should -BeLessThan ($data - $heldAtCut / 2) -Because "the server held $heldAtCut of $data bytes at the cut"
         (Get-Manifest (Join-Path $remote "linux_vm/$($objects[0].RunId)")).Status | Should -Be 'Complete'
         foreach ($file in 'linux_boot', 'disco_secundario') {
             (Test-LabImageFileSystem -Path (Join-Path $remote "linux_vm/$($objects[0].RunId)/$file")).Clean | Should -BeTrue

@@ -157,3 +157,30 @@ function Assert-GuestTicks([string[]] $DomainName, [double] $MaxGapSeconds = $Ti
 }
 
 . (Join-Path $PSScriptRoot 'ProofHelpers.ps1')
+
+# libvirtd's own record of the snapshots it was asked for: from Start- to Stop-LibvirtSnapshotLog its snapshot code
+# (the API entry virDomainSnapshotCreateXML, which every 'virsh snapshot-create-as' goes through, and the QEMU
+# driver's snapshot steps) logs at debug level into a file of the test's own, beside its usual log. Stop- puts the
+# daemon's outputs and filters back as they were (the daemon is shared: only under the lab lock, and always in a
+# finally) and returns the snapshot requests libvirtd received for $DomainName.
+function Start-LibvirtSnapshotLog {
+    $read = { param($what) ((& virt-admin "daemon-log-$what" | Out-String) -replace '(?s)^\s*Logging \w+:\s*', '').Trim() }
+    $probe = [pscustomobject]@{
+        File = Join-Path $env:ODAKVM_TEST_SCRATCH "libvirtd-snapshots-$([guid]::NewGuid().ToString('N').Substring(0, 8)).log"
+        Outputs = & $read outputs
+        Filters = & $read filters
+    }
+    if (-not $probe.Outputs) { throw 'virt-admin daemon-log-outputs names no output: is libvirtd running?' }
+    New-Item -ItemType Directory -Force -Path $env:ODAKVM_TEST_SCRATCH | Out-Null
+    & virt-admin daemon-log-filters (("$($probe.Filters) 1:snapshot").Trim()) | Out-Null
+    & virt-admin daemon-log-outputs "$($probe.Outputs) 1:file:$($probe.File)" | Out-Null
+    if ($LASTEXITCODE) { & virt-admin daemon-log-filters $probe.Filters | Out-Null; throw 'virt-admin could not add a log output to libvirtd.' }
+    $probe
+}
+
+function Stop-LibvirtSnapshotLog($Probe, [string] $DomainName) {
+    & virt-admin daemon-log-outputs $Probe.Outputs | Out-Null
+    & virt-admin daemon-log-filters $Probe.Filters | Out-Null
+    if (-not (Test-Path -LiteralPath $Probe.File)) { throw "libvirtd did not open its log $($Probe.File): the probe saw nothing and proves nothing." }
+    @(Get-Content -LiteralPath $Probe.File | Where-Object { $_ -match "virDomainSnapshotCreateXML:\d+ : dom=\S+ \(VM: name=$([regex]::Escape($DomainName)), " })
+}

@@ -27,8 +27,16 @@ Describe 'Tab completion' {
         $all.ListItemText | Should -Contain 'linux_vm'
         $all.ListItemText | Should -Contain 'lab odd name'
         $running = @(& virsh -c qemu:///system list --name | Where-Object { $_ })
-        $firstShutOff = [array]::FindIndex([object[]]$all, [Predicate[object]] { param($c) $c.ListItemText -notin $running })
-        @($all[0..($firstShutOff - 1)].ListItemText | Where-Object { $_ -notin $running }) | Should -BeNullOrEmpty
+        # 'lab odd name' is shut off and sorts before 'linux_vm' by name: only running-first puts linux_vm ahead of it.
+        [string]::CompareOrdinal('lab odd name', 'linux_vm') | Should -BeLessThan 0
+        $names = @($all.ListItemText)
+        $names.IndexOf('linux_vm') | Should -BeLessThan $names.IndexOf('lab odd name')
+        # Every running domain before every shut-off one.
+        $runningAt = @(for ($i = 0; $i -lt $names.Count; $i++) { if ($names[$i] -in $running) { $i } })
+        $shutOffAt = @(for ($i = 0; $i -lt $names.Count; $i++) { if ($names[$i] -notin $running) { $i } })
+        $runningAt.Count | Should -BeGreaterThan 0
+        $shutOffAt.Count | Should -BeGreaterThan 0
+        ($runningAt | Measure-Object -Maximum).Maximum | Should -BeLessThan ($shutOffAt | Measure-Object -Minimum).Minimum
         ($all | Where-Object ListItemText -eq 'linux_vm').ToolTip | Should -Be 'linux_vm (running)'
         $odd = Get-Completions "Get-VmDisk 'lab o"
         $odd.CompletionText | Should -Be @("'lab odd name'")

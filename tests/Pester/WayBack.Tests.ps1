@@ -255,11 +255,22 @@ Describe 'Test-KvmBackup' {
     }
 
     It '-Boot cleans up also when the boot times out, and says so with an error' {
+        $started = [datetime]::UtcNow.AddSeconds(-1)
         $result = Test-KvmBackup -Path $SetFolder -Boot -BootTimeoutSec 1 -ErrorVariable errs -ErrorAction SilentlyContinue
         $result.Passed | Should -BeFalse
         $result.BootResult | Should -Be 'timed out'
         $errs[0].FullyQualifiedErrorId | Should -Be 'BootTestTimedOut,OdaKvmBackup.Commands.TestKvmBackupCommand'
+        # libvirt's own record that the throw-away domain existed: QEMU's log, which libvirt writes for each domain it
+        # starts (its command line) and ends (how it went down). It ran, and was destroyed, not left to run.
+        $result.BootTestDomain | Should -BeLike "$Vm-boottest-*"
+        $qemuLog = "/var/log/libvirt/qemu/$($result.BootTestDomain).log"
+        Test-Path -LiteralPath $qemuLog | Should -BeTrue -Because 'libvirt started QEMU for the boot test'
+        (Get-Item -LiteralPath $qemuLog).LastWriteTimeUtc | Should -BeGreaterThan $started
+        $log = Get-Content -Raw -LiteralPath $qemuLog
+        $log | Should -Match "-name guest=$([regex]::Escape($result.BootTestDomain)),"
+        $log | Should -Match 'shutting down, reason=destroyed'
         Get-BootTestLeftovers | Should -BeNullOrEmpty
+        Get-DomainNames | Should -Not -Contain $result.BootTestDomain
     }
 
     It 'cleans up after a boot test whose process was killed, on the next Test-KvmBackup' {

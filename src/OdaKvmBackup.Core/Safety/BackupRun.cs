@@ -522,7 +522,9 @@ public sealed class BackupRun
                 await retention.DiscardAsync(disk.Overlay!, ct).ConfigureAwait(false);
                 sink.Verbose($"Deleted the overlay {disk.Overlay}: its data is in {disk.Source}.");
             }
-            catch (Exception ex) when (ex is BackupException or IOException or OperationCanceledException)
+            // A file the system will not let go of (EPERM: immutable, or its folder is) is a problem left for
+            // Repair-KvmBackup, like any other: the rest of the way back (the set, the journal, the lock) goes on.
+            catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException or OperationCanceledException)
             {
                 problems.Add($"{disk.Overlay} was left in place ({ex.Message})");
             }
