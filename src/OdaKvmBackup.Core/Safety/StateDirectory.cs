@@ -16,6 +16,10 @@ public static class StateDirectory
     /// overlays and console log (&lt;name&gt;/), so that a later Test-KvmBackup cleans up after a killed one.</summary>
     public static string BootTestDirectory => Path.Combine(Root, "boot-tests");
 
+    /// <summary>Definitions handed to <c>virsh define</c> (a domain's full XML names every disk): 0600 files in this
+    /// 0700 folder, each removed once defined.</summary>
+    public static string DefinitionDirectory => Path.Combine(Root, "definitions");
+
     /// <summary>A file name for a domain name: libvirt allows characters that file names should not carry.</summary>
     public static string FileNameFor(string domain) => "d-" + Uri.EscapeDataString(domain);
 

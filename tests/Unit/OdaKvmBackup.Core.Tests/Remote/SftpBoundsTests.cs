@@ -113,7 +113,7 @@ public sealed class SftpBoundsTests
         using var limits = new EnvironmentScope((TimeoutVariable, "1"));
         // Ten requests in flight; each answer takes 0.4 s, so the last comes 4 s after it was sent: the server is
         // slow but never silent for the limit.
-        var server = new FakeSftpServer { ReplyDelay = TimeSpan.FromSeconds(0.4) };
+        var server = new FakeSftpServer { ReplyDelay = _ => TimeSpan.FromSeconds(0.4) };
         await using var sftp = await ConnectAsync(server);
 
         var answers = await Task.WhenAll(Enumerable.Range(0, 10).Select(_ => sftp.StatAsync("/backup", CancellationToken.None))).WaitAsync(Outer);
@@ -126,7 +126,7 @@ public sealed class SftpBoundsTests
     public async Task A_flush_to_the_server_s_disk_may_take_ten_times_the_limit()
     {
         using var limits = new EnvironmentScope((TimeoutVariable, "1"));
-        var server = new FakeSftpServer { ReplyDelay = TimeSpan.FromSeconds(2.5) };
+        var server = new FakeSftpServer { ReplyDelay = r => r.Extension == "fsync@openssh.com" ? TimeSpan.FromSeconds(2.5) : TimeSpan.Zero };
         await using var sftp = await ConnectAsync(server);
         var handle = await sftp.OpenAsync("/backup/disk", SftpOpenFlags.Write, null, CancellationToken.None).WaitAsync(Outer);
 

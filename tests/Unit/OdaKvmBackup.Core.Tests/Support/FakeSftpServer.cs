@@ -38,8 +38,8 @@ internal sealed class FakeSftpServer : IDuplexProcessRunner
     /// <summary>When true, a session's service is stopped from the start: not even INIT gets an answer.</summary>
     public Func<int, bool> StoppedFromTheStart { get; init; } = _ => false;
 
-    /// <summary>How long each reply takes (a slow but working server).</summary>
-    public TimeSpan ReplyDelay { get; init; }
+    /// <summary>How long the reply to a request takes (a slow but working server).</summary>
+    public Func<FakeSftpRequest, TimeSpan> ReplyDelay { get; init; } = _ => TimeSpan.Zero;
 
     public int SessionCount
     {
@@ -154,8 +154,8 @@ internal sealed class FakeSftpServer : IDuplexProcessRunner
                     }
                     if (_server.Ignores(request))
                         continue;
-                    if (_server.ReplyDelay > TimeSpan.Zero)
-                        Thread.Sleep(_server.ReplyDelay);
+                    if (_server.ReplyDelay(request) is var delay && delay > TimeSpan.Zero)
+                        Thread.Sleep(delay);
                     Reply(Answer(type, id, extension, packet));
                 }
             }

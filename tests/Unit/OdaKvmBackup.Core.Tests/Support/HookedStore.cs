@@ -22,5 +22,12 @@ internal sealed class HookedStore(IBackupStore inner, Func<string, IStoreFileWri
     public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct) => inner.DeleteAsync(relativePath, recursive, ct);
     public Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes, CancellationToken ct) =>
         inner.SegmentDigestsAsync(relativePath, segmentSize, segmentIndexes, ct);
+    public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
+        inner.FindNonZeroAsync(relativePath, ranges, ct);
+
+    public Task<StoreOwnership?> GetOwnershipAsync(string relativePath, CancellationToken ct) => inner.GetOwnershipAsync(relativePath, ct);
+
+    public Task<uint> GetWriterIdAsync(CancellationToken ct) => inner.GetWriterIdAsync(ct);
+
     public ValueTask DisposeAsync() => inner.DisposeAsync();
 }
