@@ -106,3 +106,20 @@ public sealed class RemoteVerifyTests
         Assert.DoesNotContain(sink.Warnings, w => w.Contains("over the network", StringComparison.Ordinal));
     }
 }
+
+/// <summary>Which bytes of a copy must read as zeros: every segment without a digest, runs of them joined.</summary>
+public sealed class ZeroRangeTests
+{
+    [Theory]
+    [InlineData(100, 10, new long[] { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 }, "")]
+    [InlineData(100, 10, new long[] { }, "0+100")]
+    [InlineData(95, 10, new long[] { 0, 3, 4 }, "10+20 50+45")]         // the last segment is short
+    [InlineData(100, 10, new long[] { 9, 2, 2, 0 }, "10+10 30+60")]      // in any order, once each
+    [InlineData(100, 10, new long[] { -1, 5, 10, long.MaxValue / 4 }, "0+50 60+40")] // a manifest's impossible indexes name no range
+    public void Segments_without_a_digest_become_ranges_to_check(long size, long segmentSize, long[] dataSegments, string expected)
+    {
+        var ranges = OdaKvmBackup.Core.Backup.RemoteCopyCheck.ZeroRanges(dataSegments, size, segmentSize);
+
+        Assert.Equal(expected, string.Join(' ', ranges.Select(r => $"{r.Offset}+{r.Length}")));
+    }
+}
