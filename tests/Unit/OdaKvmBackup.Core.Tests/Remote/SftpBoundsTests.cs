@@ -136,6 +136,21 @@ public sealed class SftpBoundsTests
     }
 
     [Fact]
+    public async Task A_request_sent_after_a_flush_may_wait_for_it_since_the_server_answers_in_order()
+    {
+        using var limits = new EnvironmentScope((TimeoutVariable, "1"));
+        var server = new FakeSftpServer { ReplyDelay = r => r.Extension == "fsync@openssh.com" ? TimeSpan.FromSeconds(2.5) : TimeSpan.Zero };
+        await using var sftp = await ConnectAsync(server);
+        var handle = await sftp.OpenAsync("/backup/backup.json", SftpOpenFlags.Write, null, CancellationToken.None).WaitAsync(Outer);
+
+        var flush = sftp.FsyncAsync(handle, CancellationToken.None);
+        var stat = sftp.StatAsync("/backup", CancellationToken.None); // answered only after the flush: 2.5 s
+
+        await Task.WhenAll(flush, stat).WaitAsync(Outer);
+        Assert.Null(sftp.Failure);
+    }
+
+    [Fact]
     public async Task A_copy_whose_writes_stop_being_acknowledged_is_a_lost_connection_made_again_then_given_up_within_the_stall_limit()
     {
         // The request limit is long: what ends this copy is its own stall watchdog.
