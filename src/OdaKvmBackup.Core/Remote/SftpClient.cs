@@ -466,6 +466,8 @@ public sealed class SftpClient : IAsyncDisposable
     /// that has waited the limit while the server answered nothing at all, or a packet that the server has not
     /// taken for the limit (ssh's pipe stays full), ends the session as a lost connection. Counting from the
     /// server's last answer, a slow link whose answers keep coming never trips it, however many requests wait.
+    /// While a flush (fsync) is in flight every request may wait as long as it may: OpenSSH's server answers in
+    /// order, so those sent after it wait for it.
     /// </summary>
     private void Watch()
     {
@@ -485,15 +487,15 @@ public sealed class SftpClient : IAsyncDisposable
             Abort(SshErrors.Stalled(Target, "its SFTP service did not answer the start of the session", _requestTimeout, SftpLimits.RequestTimeoutVariable));
             return;
         }
-        foreach (var reply in _pending.Values)
+        var sentRequests = _pending.Values.Where(reply => reply.SentAt != 0).ToList();
+        if (sentRequests.Count == 0)
+            return;
+        var factor = sentRequests.Max(reply => reply.TimeoutFactor);
+        var oldest = sentRequests.MinBy(reply => reply.SentAt)!;
+        if (now - Math.Max(oldest.SentAt, quietSince) > limit * factor)
         {
-            var sent = reply.SentAt;
-            if (sent != 0 && now - Math.Max(sent, quietSince) > limit * reply.TimeoutFactor)
-            {
-                Abort(SshErrors.Stalled(Target, $"the server answered none of its SFTP requests (one waiting: {reply.Type.ToString().ToUpperInvariant()})",
-                    _requestTimeout * reply.TimeoutFactor, SftpLimits.RequestTimeoutVariable));
-                return;
-            }
+            Abort(SshErrors.Stalled(Target, $"the server answered none of its SFTP requests (one waiting: {oldest.Type.ToString().ToUpperInvariant()})",
+                _requestTimeout * factor, SftpLimits.RequestTimeoutVariable));
         }
     }
 
