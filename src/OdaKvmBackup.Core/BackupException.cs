@@ -44,6 +44,9 @@ public static class ErrorIds
     public const string PathNotFound = "PathNotFound";
     public const string PathNotWritable = "PathNotWritable";
     public const string DestinationInsideDiskFolder = "DestinationInsideDiskFolder";
+    /// <summary>A folder under a destination (or retention path) that the run would write into is not the writer's
+    /// own, is writable by group or others, or is a symbolic link: refused before the snapshot.</summary>
+    public const string UnsafeDestinationFolder = "UnsafeDestinationFolder";
     public const string RetentionIsDiskFolder = "RetentionIsDiskFolder";
     public const string BackupSetExists = "BackupSetExists";
     public const string DestinationFull = "DestinationFull";

@@ -1,6 +1,7 @@
 using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Processes;
 using OdaKvmBackup.Core.QemuImg;
+using OdaKvmBackup.Core.Safety;
 
 namespace OdaKvmBackup.Core.Backup;
 
@@ -233,15 +234,38 @@ public sealed class CommitService
         _sink.Verbose($"{domain} is shut off: committing {disk.Overlay} into {disk.Source} with qemu-img");
         await _qemuImg.CommitAsync(disk.Overlay, ct).ConfigureAwait(false);
         var fixedXml = DomainXml.ReplaceDiskSource(xml, disk.Target, disk.Source, disk.Format);
-        var file = Path.Combine(Path.GetTempPath(), $"odakvmbackup-{Environment.ProcessId}-{Guid.NewGuid():N}.xml");
+        // The full definition names every disk of the VM: written private (0600 in the 0700 state folder, whatever
+        // the umask), never in /tmp, and removed once defined.
+        var folder = StateDirectory.DefinitionDirectory;
+        var file = Path.Combine(folder, $"{StateDirectory.FileNameFor(domain)}-{Guid.NewGuid():N}.xml");
         try
         {
-            await File.WriteAllTextAsync(file, fixedXml, ct).ConfigureAwait(false);
+            PrivateFiles.CreateFolder(folder);
+            using (var stream = PrivateFiles.CreateNew(file))
+            {
+                stream.Write(System.Text.Encoding.UTF8.GetBytes(fixedXml));
+                stream.Flush(flushToDisk: true);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw RunErrors.JournalWriteFailed(domain,
+                $"'{disk.Overlay}' was committed into '{disk.Source}', but the definition that points {disk.Target} back at it cannot be written to '{file}'", ex);
+        }
+        try
+        {
             await _virsh.DefineAsync(file, domain, ct).ConfigureAwait(false);
         }
         finally
         {
-            File.Delete(file);
+            try
+            {
+                PrivateFiles.Delete(file);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                _sink.Warning($"The definition '{file}' handed to virsh define could not be removed ({ex.Message}); remove it by hand.");
+            }
         }
         return CommitOutcome.CommittedOffline;
     }

@@ -19,6 +19,7 @@ public sealed class CopyDestinationCheck(IBackupStore store, bool force) : IPref
         var set = BackupNames.SetFolder(domain, context.RunId);
         if (!force && await store.GetEntryAsync(set, ct).ConfigureAwait(false) is not null)
             context.Problems.Add(RunErrors.BackupSetExists(domain, store.Describe(set)));
+        await OwnFolders.CheckAsync(store, [domain, set], context, ct).ConfigureAwait(false);
 
         // The copies are sparse, so what they take is at most what the files hold: a fully allocated vdisk holding
         // little data fits where its allocation would not. Only a destination with no room at all is refused; a
@@ -271,21 +272,24 @@ public sealed class CopyService
         return "read back from the destination's storage (page cache dropped); content digest equal to the source's";
     }
 
-    /// <summary>Has the server read the copy back (never over the network) and compares each data segment's digest.</summary>
+    /// <summary>Has the server read the copy back (never over the network): each data segment's digest compared,
+    /// each segment of zeros read as zeros (see <see cref="RemoteCopyCheck"/>).</summary>
     private async Task<string> VerifyOnServerAsync(VmDiskBackup disk, string partial, CopyResult copy)
     {
         var entry = await _store.GetEntryAsync(partial, CancellationToken.None).ConfigureAwait(false);
         if (entry is null || entry.Size != copy.SizeBytes)
             throw Mismatch(disk, $"{entry?.Size ?? 0} bytes stored instead of {copy.SizeBytes}");
-        var expected = copy.SegmentDigests ?? new Dictionary<long, string>();
-        var indexes = expected.Keys.Order().ToList();
-        var stored = await _store.SegmentDigestsAsync(partial, SparseCopy.SegmentSize, indexes, CancellationToken.None).ConfigureAwait(false);
-        for (var i = 0; i < indexes.Count; i++)
+        var check = await RemoteCopyCheck.RunAsync(_store, partial, copy.SizeBytes, SparseCopy.SegmentSize,
+            copy.SegmentDigests ?? new Dictionary<long, string>(), CancellationToken.None).ConfigureAwait(false);
+        if (check.Failed is { } failed)
         {
-            if (!string.Equals(stored[i], expected[indexes[i]], StringComparison.Ordinal))
-                throw Mismatch(disk, $"the 16 MiB segment at offset {indexes[i] * SparseCopy.SegmentSize} reads {stored[i]} on the server instead of {expected[indexes[i]]}");
+            var offset = failed.Segment * SparseCopy.SegmentSize;
+            throw Mismatch(disk, failed.ZerosExpected
+                ? $"the 16 MiB segment at offset {offset} holds data on the server (from byte {failed.FirstData}) where the source has only zeros"
+                : $"the 16 MiB segment at offset {offset} reads {failed.Digest} on the server instead of {failed.Expected}");
         }
-        return $"read back on the server: the SHA-256 of each of the {indexes.Count} 16 MiB segments that hold data, computed there with sha256sum, equal to the source's";
+        return $"read back on the server: the SHA-256 of each of the {check.DataSegments} 16 MiB segments that hold data, computed there with sha256sum, " +
+            $"equal to the source's, and each of the {check.ZeroSegments} segments of zeros read as zeros there";
     }
 
     private static BackupException Mismatch(VmDiskBackup disk, string what) =>

@@ -131,7 +131,8 @@ public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
     /// THE seam for remote stores: reads a copy back where it lies and compares it with the manifest. A local
     /// store is read here (page cache dropped first) and its content digest compared. A remote store is asked for
     /// segment digests, computed on the server (<see cref="IBackupStore.SegmentDigestsAsync"/>), compared with the
-    /// manifest's <see cref="ManifestDisk.SegmentDigests"/>; a remote set whose manifest has none is read over the
+    /// manifest's <see cref="ManifestDisk.SegmentDigests"/>, and the segments without one must read as zeros there
+    /// (<see cref="RemoteCopyCheck"/>); a remote set whose manifest has no segment digests at all is read over the
     /// network (and said so), since nothing else can prove it. Returns what was checked, the problem (null when
     /// the copy is good), and whether the file is missing.
     /// </summary>
@@ -151,21 +152,18 @@ public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
                 ? ("content digest equal to backup.json's (read from storage on this host)", null, false)
                 : ("content digest differs", $"its content digest is {local.ContentDigest}, backup.json says {disk.ContentDigest}", false);
         }
-        if (disk.SegmentDigests is { Count: > 0 } expected && disk.SegmentSize is { } segmentSize and > 0)
+        if (disk.SegmentDigests is { } expected && disk.SegmentSize is { } segmentSize and > 0)
         {
-            // Segments that hold only zeros have no digest: what was never written is a hole on the server.
-            var indexes = expected.Keys.Order().ToList();
-            var actual = await store.SegmentDigestsAsync(relativePath, segmentSize, indexes, ct).ConfigureAwait(false);
-            for (var i = 0; i < indexes.Count; i++)
+            // Segments that held only zeros have no digest: they must still read as zeros on the server.
+            var check = await RemoteCopyCheck.RunAsync(store, relativePath, entry.Size, segmentSize, expected, ct).ConfigureAwait(false);
+            if (check.Failed is { } failed)
             {
-                if (i >= actual.Count || !string.Equals(actual[i], expected[indexes[i]], StringComparison.OrdinalIgnoreCase))
-                {
-                    var index = indexes[i];
-                    return ("segment digests differ",
-                        $"segment {index} (bytes {index * segmentSize} to {Math.Min((index + 1) * segmentSize, entry.Size) - 1}) reads differently on the server than backup.json says", false);
-                }
+                var bytes = $"bytes {failed.Segment * segmentSize} to {Math.Min((failed.Segment + 1) * segmentSize, entry.Size) - 1}";
+                return failed.ZerosExpected
+                    ? ("a segment of zeros holds data", $"segment {failed.Segment} ({bytes}) holds data on the server (from byte {failed.FirstData}) where backup.json says it holds only zeros", false)
+                    : ("segment digests differ", $"segment {failed.Segment} ({bytes}) reads differently on the server than backup.json says", false);
             }
-            return ($"{indexes.Count} segment digests equal to backup.json's (read on the server)", null, false);
+            return ($"{check.DataSegments} segment digests equal to backup.json's and {check.ZeroSegments} segments of zeros read as zeros (read on the server)", null, false);
         }
         sink.Warning($"backup.json has no segment digests for {store.Describe(relativePath)}, so it cannot be checked on the server: it is read over the network.");
         await using var reader = await store.OpenReadAsync(relativePath, ct).ConfigureAwait(false);

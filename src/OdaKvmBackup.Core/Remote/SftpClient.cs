@@ -13,7 +13,9 @@ public sealed record SftpHandle(byte[] Value, string Path);
 /// Requests are pipelined: any number may be in flight, each completes when its reply arrives, so a caller keeps many
 /// WRITEs or READs outstanding to run at the speed of the link rather than of its round trips. Safe for concurrent use.
 /// Failures are <see cref="BackupException"/>s: SFTP status codes become PathNotFound, PathNotWritable,
-/// PathNotReadable, DestinationFull or SftpFailed; a broken session becomes the classified SSH error.
+/// PathNotReadable, DestinationFull or SftpFailed; a broken session becomes the classified SSH error. Nothing is
+/// waited on for ever: requests that the server leaves unanswered for <see cref="SftpLimits.RequestTimeout"/> end
+/// the session as a lost connection (SshConnectionLost), and the sizes it announces are clamped.
 /// </summary>
 public sealed class SftpClient : IAsyncDisposable
 {
@@ -33,7 +35,12 @@ public sealed class SftpClient : IAsyncDisposable
     private readonly TaskCompletionSource _senderDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _receiverDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly byte[] _lengthBytes = new byte[4];
+    private readonly TimeSpan _requestTimeout = SftpLimits.RequestTimeout;
     private volatile BackupException? _failure;
+    private Timer? _watchdog;
+    // Environment.TickCount64 of the server's last packet, and of the start of the packet the sender is writing (0: none).
+    private long _lastAnswer = Environment.TickCount64;
+    private long _sendingSince;
     private uint _lastRequestId;
     private bool _disposed;
 
@@ -51,10 +58,11 @@ public sealed class SftpClient : IAsyncDisposable
     /// <summary>The extensions the server announced, by name, with their data (usually a version "1").</summary>
     public IReadOnlyDictionary<string, string> Extensions { get; private set; } = new Dictionary<string, string>();
 
-    /// <summary>Bytes per WRITE: limits@openssh.com's max-write-length, else <see cref="DefaultChunkLength"/>.</summary>
+    /// <summary>Bytes per WRITE: limits@openssh.com's max-write-length clamped to 32-256 KiB
+    /// (<see cref="SftpLimits.ClampChunkLength"/>), else <see cref="DefaultChunkLength"/>.</summary>
     public int MaxWriteLength { get; private set; } = DefaultChunkLength;
 
-    /// <summary>Bytes per READ: limits@openssh.com's max-read-length, else <see cref="DefaultChunkLength"/>.</summary>
+    /// <summary>Bytes per READ: limits@openssh.com's max-read-length clamped to 32-256 KiB, else <see cref="DefaultChunkLength"/>.</summary>
     public int MaxReadLength { get; private set; } = DefaultChunkLength;
 
     /// <summary>Null while the session works; the error that ended it otherwise.</summary>
@@ -90,6 +98,8 @@ public sealed class SftpClient : IAsyncDisposable
         _outgoing.Add(new OutgoingPacket(init.Finish(), default), CancellationToken.None);
         new Thread(SendLoop) { IsBackground = true, Name = "sftp send " + Target }.Start();
         new Thread(ReceiveLoop) { IsBackground = true, Name = "sftp receive " + Target }.Start();
+        var period = TimeSpan.FromMilliseconds(Math.Clamp(_requestTimeout.TotalMilliseconds / 4, 50, 1000));
+        _watchdog = new Timer(_ => Watch(), null, period, period);
         await _versionReceived.Task.WaitAsync(ct).ConfigureAwait(false);
         if (Extensions.ContainsKey("limits@openssh.com"))
         {
@@ -99,8 +109,9 @@ public sealed class SftpClient : IAsyncDisposable
                 body.ReadUInt64(); // max-packet-length
                 return (body.ReadUInt64(), body.ReadUInt64());
             }, ct).ConfigureAwait(false);
-            MaxReadLength = maxRead is > 0 and < int.MaxValue ? (int)maxRead : DefaultChunkLength;
-            MaxWriteLength = maxWrite is > 0 and < int.MaxValue ? (int)maxWrite : DefaultChunkLength;
+            // Taken as a server says them, 2 GiB per request would be 128 GiB of buffers for a writer's window.
+            MaxReadLength = SftpLimits.ClampChunkLength(maxRead);
+            MaxWriteLength = SftpLimits.ClampChunkLength(maxWrite);
         }
     }
 
@@ -177,7 +188,7 @@ public sealed class SftpClient : IAsyncDisposable
     {
         var packet = Extended("fsync@openssh.com");
         packet.WriteBytes(handle.Value);
-        return SendAsync(packet, reply => ExpectOk(reply, "flush (fsync)", handle.Path, modifies: true), ct);
+        return SendAsync(packet, reply => ExpectOk(reply, "flush (fsync)", handle.Path, modifies: true), ct, timeoutFactor: SftpLimits.FlushTimeoutFactor);
     }
 
     public Task<SftpAttributes> StatAsync(SftpHandle handle, CancellationToken ct) =>
@@ -283,6 +294,7 @@ public sealed class SftpClient : IAsyncDisposable
         if (_disposed)
             return;
         _disposed = true;
+        _watchdog?.Dispose();
         // The sender sends what is queued, then closes ssh's stdin; the server ends the subsystem and ssh exits.
         _outgoing.CompleteAdding();
         var ended = Task.WhenAll(_senderDone.Task, _receiverDone.Task);
@@ -322,24 +334,27 @@ public sealed class SftpClient : IAsyncDisposable
         return packet;
     }
 
-    private Task SendAsync(SftpPacketWriter packet, Action<SftpResponse> check, CancellationToken ct, ReadOnlyMemory<byte> data = default) =>
+    private Task SendAsync(SftpPacketWriter packet, Action<SftpResponse> check, CancellationToken ct, ReadOnlyMemory<byte> data = default,
+        int timeoutFactor = 1) =>
         SendAsync(packet, reply =>
         {
             check(reply);
             return true;
-        }, ct, data);
+        }, ct, data, timeoutFactor);
 
     /// <summary>
     /// Queues a request (its header, then <paramref name="data"/> if any) for the sender thread. The reply is read
     /// by <paramref name="read"/> on the receiver thread as soon as it arrives, so a reply whose result nobody awaits
-    /// yet (a WRITE among many in flight) costs no hop to another thread.
+    /// yet (a WRITE among many in flight) costs no hop to another thread. The request may wait for its reply
+    /// <paramref name="timeoutFactor"/> times the request limit (see <see cref="Watch"/>).
     /// </summary>
-    private Task<T> SendAsync<T>(SftpPacketWriter packet, Func<SftpResponse, T> read, CancellationToken ct, ReadOnlyMemory<byte> data = default)
+    private Task<T> SendAsync<T>(SftpPacketWriter packet, Func<SftpResponse, T> read, CancellationToken ct, ReadOnlyMemory<byte> data = default,
+        int timeoutFactor = 1)
     {
         if (_disposed)
             return Task.FromException<T>(new ObjectDisposedException(nameof(SftpClient)));
         var id = packet.RequestId;
-        var reply = new PendingReply<T>(response =>
+        var reply = new PendingReply<T>(packet.Type, timeoutFactor, response =>
         {
             try
             {
@@ -359,7 +374,7 @@ public sealed class SftpClient : IAsyncDisposable
         }
         try
         {
-            _outgoing.Add(new OutgoingPacket(packet.FinishHeader(data.Length), data), CancellationToken.None);
+            _outgoing.Add(new OutgoingPacket(packet.FinishHeader(data.Length), data, reply), CancellationToken.None);
         }
         catch (Exception ex) when (ex is InvalidOperationException or ObjectDisposedException)
         {
@@ -377,9 +392,12 @@ public sealed class SftpClient : IAsyncDisposable
             // A packet is written whole or the session is over: a half packet would garble the stream.
             foreach (var packet in _outgoing.GetConsumingEnumerable())
             {
+                Volatile.Write(ref _sendingSince, Environment.TickCount64);
                 _input.Write(packet.Header.Span);
                 if (!packet.Data.IsEmpty)
                     _input.Write(packet.Data.Span);
+                Volatile.Write(ref _sendingSince, 0);
+                packet.Reply?.Sent(Environment.TickCount64);
             }
             _input.Dispose();
         }
@@ -401,7 +419,7 @@ public sealed class SftpClient : IAsyncDisposable
             using (var version = ReadPacket())
             {
                 if (version is null)
-                    throw Ended(established: false);
+                    throw _failure ?? Ended(established: false);
                 ReadVersion(version);
             }
             _versionReceived.TrySetResult();
@@ -414,7 +432,8 @@ public sealed class SftpClient : IAsyncDisposable
                         reply.Complete(response);
                 }
             }
-            failure = Ended(established: true);
+            // Ended by the watchdog (ssh stopped): its reason is the one to give, not what ssh said as it died.
+            failure = _failure ?? Ended(established: true);
         }
         catch (BackupException ex)
         {
@@ -428,7 +447,8 @@ public sealed class SftpClient : IAsyncDisposable
         {
             failure = SshErrors.ConnectionLost(Target, ex.Message, ex);
         }
-        _failure = failure;
+        failure = Interlocked.CompareExchange(ref _failure, failure, null) ?? failure;
+        _watchdog?.Dispose();
         _versionReceived.TrySetException(failure);
         foreach (var id in _pending.Keys)
         {
@@ -441,11 +461,78 @@ public sealed class SftpClient : IAsyncDisposable
         _receiverDone.TrySetResult();
     }
 
+    /// <summary>
+    /// The request deadline, checked a few times per limit: a request sent (or, at the start, the session itself)
+    /// that has waited the limit while the server answered nothing at all, or a packet that the server has not
+    /// taken for the limit (ssh's pipe stays full), ends the session as a lost connection. Counting from the
+    /// server's last answer, a slow link whose answers keep coming never trips it, however many requests wait.
+    /// While a flush (fsync) is in flight every request may wait as long as it may: OpenSSH's server answers in
+    /// order, so those sent after it wait for it.
+    /// </summary>
+    private void Watch()
+    {
+        if (_failure is not null)
+            return;
+        var now = Environment.TickCount64;
+        var quietSince = Volatile.Read(ref _lastAnswer);
+        var limit = (long)_requestTimeout.TotalMilliseconds;
+        var sending = Volatile.Read(ref _sendingSince);
+        if (sending != 0 && now - Math.Max(sending, quietSince) > limit)
+        {
+            Abort(SshErrors.Stalled(Target, "the server took no request and answered none", _requestTimeout, SftpLimits.RequestTimeoutVariable));
+            return;
+        }
+        if (!_versionReceived.Task.IsCompleted && now - quietSince > limit)
+        {
+            Abort(SshErrors.Stalled(Target, "its SFTP service did not answer the start of the session", _requestTimeout, SftpLimits.RequestTimeoutVariable));
+            return;
+        }
+        var sentRequests = _pending.Values.Where(reply => reply.SentAt != 0).ToList();
+        if (sentRequests.Count == 0)
+            return;
+        var factor = sentRequests.Max(reply => reply.TimeoutFactor);
+        var oldest = sentRequests.MinBy(reply => reply.SentAt)!;
+        if (now - Math.Max(oldest.SentAt, quietSince) > limit * factor)
+        {
+            Abort(SshErrors.Stalled(Target, $"the server answered none of its SFTP requests (one waiting: {oldest.Type.ToString().ToUpperInvariant()})",
+                _requestTimeout * factor, SftpLimits.RequestTimeoutVariable));
+        }
+    }
+
+    /// <summary>
+    /// Ends the session with <paramref name="failure"/> (a lost connection, for the caller's reconnection path):
+    /// every request in flight and every later one fails with it, and ssh is stopped, which frees the threads
+    /// blocked on its pipes. Returns the failure that ended the session (an earlier one, if any, wins).
+    /// </summary>
+    internal BackupException Abort(BackupException failure)
+    {
+        var first = Interlocked.CompareExchange(ref _failure, failure, null);
+        if (first is not null)
+            return first;
+        _watchdog?.Dispose();
+        _versionReceived.TrySetException(failure);
+        foreach (var id in _pending.Keys)
+        {
+            if (_pending.TryRemove(id, out var reply))
+                reply.Fail(failure);
+        }
+        try
+        {
+            _outgoing.CompleteAdding();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        _ = Task.Run(async () => await _process.DisposeAsync().ConfigureAwait(false));
+        return failure;
+    }
+
     /// <summary>The next packet, or null at the end of the stream.</summary>
     private SftpResponse? ReadPacket()
     {
         if (_output.ReadAtLeast(_lengthBytes, 4, throwOnEndOfStream: false) < 4)
             return null;
+        Volatile.Write(ref _lastAnswer, Environment.TickCount64);
         var length = BinaryPrimitives.ReadUInt32BigEndian(_lengthBytes);
         if (length is < 1 or > MaxReplyLength)
             throw new InvalidDataException($"a packet length of {length} bytes (is something printing on the server's login, e.g. from .bashrc?)");
@@ -538,6 +625,8 @@ public sealed class SftpClient : IAsyncDisposable
             throw Unexpected(reply, "list", path, modifies: false);
         var body = reply.Body();
         var count = body.ReadUInt32();
+        if (entries.Count + count > SftpLimits.MaxDirectoryEntries)
+            throw Protocol($"'{path}' lists more than {SftpLimits.MaxDirectoryEntries} entries");
         for (var i = 0; i < count; i++)
         {
             var name = body.ReadString();
@@ -607,23 +696,43 @@ public sealed class SftpStatusException : BackupException
     public SftpStatusCode Status { get; }
 }
 
-/// <summary>A packet waiting for the sender thread: its header and, for a WRITE, the caller's data.</summary>
-internal readonly record struct OutgoingPacket(ReadOnlyMemory<byte> Header, ReadOnlyMemory<byte> Data);
+/// <summary>A packet waiting for the sender thread: its header, for a WRITE the caller's data, and the request
+/// that waits for its reply (null for INIT).</summary>
+internal readonly record struct OutgoingPacket(ReadOnlyMemory<byte> Header, ReadOnlyMemory<byte> Data, IPendingReply? Reply = null);
 
 /// <summary>A request waiting for its reply.</summary>
 internal interface IPendingReply
 {
+    SftpPacketType Type { get; }
+
+    /// <summary>How many request limits it may wait (fsync: <see cref="SftpLimits.FlushTimeoutFactor"/>).</summary>
+    int TimeoutFactor { get; }
+
+    /// <summary>Environment.TickCount64 when the sender had written it whole; 0 before.</summary>
+    long SentAt { get; }
+
+    void Sent(long ticks);
+
     /// <summary>Reads the reply (on the receiver thread) and completes the request with the result or the error.</summary>
     void Complete(SftpResponse reply);
 
     void Fail(Exception failure);
 }
 
-internal sealed class PendingReply<T>(Func<SftpResponse, T> read) : IPendingReply
+internal sealed class PendingReply<T>(SftpPacketType type, int timeoutFactor, Func<SftpResponse, T> read) : IPendingReply
 {
     private readonly TaskCompletionSource<T> _result = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _sentAt;
 
     public Task<T> Task => _result.Task;
+
+    public SftpPacketType Type => type;
+
+    public int TimeoutFactor => timeoutFactor;
+
+    public long SentAt => Volatile.Read(ref _sentAt);
+
+    public void Sent(long ticks) => Volatile.Write(ref _sentAt, ticks);
 
     public void Complete(SftpResponse reply)
     {

@@ -102,8 +102,19 @@ internal sealed class SftpConnection : IAsyncDisposable
                 _lock.Release();
             }
         }
-        throw SshErrors.ConnectionLost(Ssh.Target,
-            $"{attempts.Used} attempts to connect again over {Policy.Total.TotalSeconds:0.#} s failed (last: {lastError.Message.TrimEnd('.')})", lastError);
+        // Why it was lost first, then why it could not be made again: the first is what the user must look at.
+        var again = $"{attempts.Used} attempts to connect again over {Policy.Total.TotalSeconds:0.#} s failed";
+        throw SshErrors.ConnectionLost(Ssh.Target, lastError == lost
+            ? $"{Cause(lost)}; {again}"
+            : $"{Cause(lost)}; {again} (last: {Cause(lastError)})", lastError);
+    }
+
+    /// <summary>What an error says after "The SSH connection to '...' was lost: ".</summary>
+    private string Cause(BackupException error)
+    {
+        var prefix = $"The SSH connection to '{Ssh.Target}' was lost: ";
+        var message = error.Message.StartsWith(prefix, StringComparison.Ordinal) ? error.Message[prefix.Length..] : error.Message;
+        return message.TrimEnd('.');
     }
 
     /// <summary>True for the failures a new connection may cure: lost, or (while reconnecting) unreachable.</summary>

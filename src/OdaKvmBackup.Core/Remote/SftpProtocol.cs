@@ -119,8 +119,11 @@ internal sealed class SftpPacketWriter
     {
         _buffer = new byte[64];
         _length = 4;
+        Type = type;
         WriteByte((byte)type);
     }
+
+    public SftpPacketType Type { get; }
 
     /// <summary>A request: the type, then its id.</summary>
     public SftpPacketWriter(SftpPacketType type, uint requestId)

@@ -9,14 +9,54 @@ public sealed record SshDestination
 {
     public SshDestination(string? user, string host, string path)
     {
-        if (user is not null && (user.Length == 0 || user.Any(char.IsWhiteSpace)))
-            throw Invalid($"{user}@{host}:{path}", $"the user name '{user}' is not valid");
-        if (host.Length == 0 || host.StartsWith('-') || host.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
-            throw Invalid($"{host}:{path}", $"'{host}' is not a host name");
+        if (user is not null && UserProblem(user) is { } userProblem)
+            throw Invalid($"{user}@{host}:{path}", userProblem);
+        if (HostProblem(host) is { } hostProblem)
+            throw Invalid($"{(user is null ? "" : user + "@")}{host}:{path}", hostProblem);
         User = user;
         Host = host;
         Path = path;
     }
+
+    // Host and user names are kept to characters no shell acts on: OpenSSH before 9.6 (Oracle Linux 7 and 8) hands
+    // %h and %r of a ProxyCommand or Match exec in ~/.ssh/config to a shell unquoted (CVE-2023-51385), so a name
+    // such as 'a$(touch x)b' would run a command on this host.
+
+    /// <summary>Why <paramref name="host"/> cannot be one, or null: a name or alias of letters, digits, '.', '-'
+    /// and '_' not starting with '-', or an IPv6 address (hex digits, ':' and '.'; no zone id, whose '%' ssh expands).</summary>
+    private static string? HostProblem(string host)
+    {
+        if (host.Length == 0)
+            return "the host name is empty";
+        if (host.Contains(':'))
+        {
+            var bad = host.FirstOrDefault(c => !(char.IsAsciiHexDigit(c) || c is ':' or '.'));
+            if (bad != default)
+                return $"the IPv6 address '[{host}]' holds {Show(bad)}: an address is hex digits, ':' and '.' (no zone id)";
+            return System.Net.IPAddress.TryParse(host, out var address) && address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetworkV6
+                ? null : $"'[{host}]' is not an IPv6 address";
+        }
+        if (host[0] == '-')
+            return $"the host name '{host}' starts with '-', which ssh would read as an option";
+        var wrong = host.FirstOrDefault(c => !(char.IsAsciiLetterOrDigit(c) || c is '.' or '-' or '_'));
+        return wrong == default ? null
+            : $"the host name '{host}' holds {Show(wrong)}: a host name or ~/.ssh/config alias is letters, digits, '.', '-' and '_' (an IPv6 address is written in brackets)";
+    }
+
+    /// <summary>Why <paramref name="user"/> cannot be one, or null: letters, digits, '.', '_' and '-' not starting
+    /// with '-', and '@' for a directory user (me@corp.example).</summary>
+    private static string? UserProblem(string user)
+    {
+        if (user.Length == 0)
+            return "the user name is empty";
+        if (user[0] == '-')
+            return $"the user name '{user}' starts with '-', which ssh would read as an option";
+        var wrong = user.FirstOrDefault(c => !(char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-' or '@'));
+        return wrong == default ? null
+            : $"the user name '{user}' holds {Show(wrong)}: a user name is letters, digits, '.', '_' and '-' ('@' for a directory user such as me@corp.example)";
+    }
+
+    private static string Show(char c) => char.IsControl(c) || char.IsWhiteSpace(c) && c != ' ' ? $"the character U+{(int)c:X4}" : $"'{c}'";
 
     /// <summary>The login name, or null to let ssh choose (~/.ssh/config's User, else the local user).</summary>
     public string? User { get; }
@@ -50,7 +90,11 @@ public sealed record SshDestination
         var user = at >= 0 ? login[..at] : null;
         var host = at >= 0 ? login[(at + 1)..] : login;
         if (host.StartsWith('[') && host.EndsWith(']'))
+        {
             host = host[1..^1];
+            if (!host.Contains(':'))
+                throw Invalid(text, $"'[{host}]' is not an IPv6 address (only an IPv6 address is written in brackets)");
+        }
         else if (host.Contains('[') || host.Contains(']'))
             throw Invalid(text, $"'{host}' is not a host name (an IPv6 address is written in brackets: [fd00::5])");
         return new SshDestination(user, host, path);
@@ -94,5 +138,5 @@ public sealed record SshDestination
 
     private static BackupException Invalid(string text, string why) =>
         new(ErrorIds.InvalidSshDestination, BackupErrorCategory.InvalidArgument, $"'{text}' is not a valid SSH destination: {why}.",
-            "Write a remote destination as [user@]host:/path (host: a name, an alias from ~/.ssh/config, an IPv4 address or [IPv6]).", text);
+            "Write a remote destination as [user@]host:/path (host: a name or an alias from ~/.ssh/config of letters, digits, '.', '-' and '_', an IPv4 address, or [IPv6]).", text);
 }

@@ -59,6 +59,16 @@ public static partial class SshErrors
             $"The SSH connection to '{target}' was lost: {why.TrimEnd('.')}.",
             "Check the network and the server (is sshd running, is its disk healthy?), then run the backup again.", target, inner);
 
+    /// <summary>The connection still stands (ssh's keep-alives are answered) but nothing moves through it: the
+    /// server's SFTP service, or the storage behind it, is stuck. Treated as a lost connection: made again, then
+    /// given up. <paramref name="what"/> says what stood still for <paramref name="limit"/> ("the server answered none
+    /// of its SFTP requests"), <paramref name="variable"/> which environment variable sets that limit.</summary>
+    public static BackupException Stalled(string target, string what, TimeSpan limit, string variable) =>
+        new(ErrorIds.SshConnectionLost, BackupErrorCategory.ConnectionError,
+            $"The SSH connection to '{target}' was lost: {what} for {SftpLimits.Describe(limit)}; its SFTP service, or the storage behind it (an NFS mount?), is stuck.",
+            $"Check the server: does its storage answer ('ls' of the destination folder there)? Then back up again. For a server that is only slow, raise the limit: $env:{variable} = 300.",
+            target);
+
     private static BackupException HostKeyUnknown(string stderr, string target)
     {
         // "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking."

@@ -26,6 +26,10 @@ public static class StateDirectory
     public static string BootTestScratchDirectory =>
         Environment.GetEnvironmentVariable(BootTestScratchVariable) is { Length: > 0 } dir ? Path.GetFullPath(dir) : BootTestDirectory;
 
+    /// <summary>Definitions handed to <c>virsh define</c> (a domain's full XML names every disk): 0600 files in this
+    /// 0700 folder, each removed once defined.</summary>
+    public static string DefinitionDirectory => Path.Combine(Root, "definitions");
+
     /// <summary>A file name for a domain name: libvirt allows characters that file names should not carry.</summary>
     public static string FileNameFor(string domain) => "d-" + Uri.EscapeDataString(domain);
 

@@ -61,10 +61,30 @@ public interface IBackupStore : IAsyncDisposable
     /// </summary>
     Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes,
         CancellationToken ct);
+
+    /// <summary>
+    /// Reads byte ranges of a stored file back where it is stored (for an SSH store: on the server, with cmp against
+    /// /dev/zero, never over the network) and returns, for each range that holds a non-zero byte, the offset of its
+    /// first one; empty when every range reads as zeros (holes do). How the segments of a copy that held only zeros,
+    /// which have no digest, are checked.
+    /// </summary>
+    Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct);
+
+    /// <summary>Who owns an entry and its mode, the entry itself (a symbolic link is not followed); null when
+    /// nothing is there.</summary>
+    Task<StoreOwnership?> GetOwnershipAsync(string relativePath, CancellationToken ct);
+
+    /// <summary>The user id the store's files are written as: this process's on a local store (root), the SSH
+    /// login's on a server.</summary>
+    Task<uint> GetWriterIdAsync(CancellationToken ct);
 }
 
 /// <summary>One entry of a store folder.</summary>
 public sealed record StoreEntry(string Name, bool IsFolder, long Size, DateTime ModifiedUtc, UnixFileMode Mode);
+
+/// <summary>Who owns an entry of a store and how it may be written. <paramref name="Path"/> is the path on the
+/// machine that holds it (this host, or the SSH server), for the commands that fix it.</summary>
+public sealed record StoreOwnership(string Path, uint OwnerId, UnixFileMode Mode, bool IsFolder, bool IsSymbolicLink);
 
 /// <summary>A file being written at offsets.</summary>
 public interface IStoreFileWriter : IAsyncDisposable

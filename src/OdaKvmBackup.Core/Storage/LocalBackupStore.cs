@@ -54,13 +54,10 @@ public sealed partial class LocalBackupStore : IBackupStore
         return Task.CompletedTask;
     }
 
-    public async Task<byte[]> ReadSmallFileAsync(string relativePath, CancellationToken ct)
-    {
-        var path = Full(relativePath);
-        if (!File.Exists(path))
-            throw new BackupException(ErrorIds.PathNotFound, BackupErrorCategory.ObjectNotFound, $"'{path}' does not exist.", null, path);
-        return await File.ReadAllBytesAsync(path, ct).ConfigureAwait(false);
-    }
+    /// <summary>Only a regular file within its cap is read: a FIFO, device, socket, folder or link is refused
+    /// without being opened or followed (see <see cref="SmallFiles"/>).</summary>
+    public Task<byte[]> ReadSmallFileAsync(string relativePath, CancellationToken ct) =>
+        Task.FromResult(SmallFiles.ReadLocal(Full(relativePath), SmallFiles.LimitFor(relativePath)));
 
     public Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct)
     {
@@ -137,6 +134,50 @@ public sealed partial class LocalBackupStore : IBackupStore
             }
             return digests;
         }, ct);
+
+    public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
+        Task.Run<IReadOnlyList<long>>(() =>
+        {
+            using var handle = File.OpenHandle(Full(relativePath), FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            Backup.SparseCopy.DropFromCache(handle);
+            var buffer = new byte[4 << 20];
+            var found = new List<long>();
+            foreach (var (offset, length) in ranges)
+            {
+                for (var position = offset; position < offset + length;)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    var n = RandomAccess.Read(handle, buffer.AsSpan(0, (int)Math.Min(buffer.Length, offset + length - position)), position);
+                    if (n == 0)
+                        break;
+                    var first = buffer.AsSpan(0, n).IndexOfAnyExcept((byte)0);
+                    if (first >= 0)
+                    {
+                        found.Add(position + first);
+                        break;
+                    }
+                    position += n;
+                }
+            }
+            return found;
+        }, ct);
+
+    public Task<StoreOwnership?> GetOwnershipAsync(string relativePath, CancellationToken ct)
+    {
+        var path = Full(relativePath);
+        try
+        {
+            return Task.FromResult(NativeFiles.LStat(path) is { } status
+                ? new StoreOwnership(path, status.Uid, status.Permissions, status.IsDirectory, status.IsSymbolicLink)
+                : null);
+        }
+        catch (IOException ex)
+        {
+            throw StoreErrors.FromIOException(ex, path);
+        }
+    }
+
+    public Task<uint> GetWriterIdAsync(CancellationToken ct) => Task.FromResult(NativeFiles.EffectiveUserId());
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 

@@ -18,11 +18,13 @@ public sealed class SshBackupStore : IBackupStore
 
     // ssh sends the remote command as one string, which Linux limits to 128 KiB: digests are asked in batches.
     private const int SegmentsPerCommand = 2000;
+    private const int RangesPerCommand = 1500;
 
     private readonly SshClient _ssh;
     private readonly SshReconnectPolicy _reconnect;
     private readonly SftpConnection _control;
     private readonly string _root;
+    private uint? _writerId;
 
     public SshBackupStore(SshClient ssh, SshReconnectPolicy? reconnect = null)
     {
@@ -55,6 +57,8 @@ public sealed class SshBackupStore : IBackupStore
         try
         {
             var handle = await session.OpenAsync(probe, SftpOpenFlags.Write | SftpOpenFlags.Create | SftpOpenFlags.Exclusive, FileMode, ct).ConfigureAwait(false);
+            // Whoever the login is, what it creates is its own: the owner every folder the backup writes into must have.
+            _writerId = (await session.StatAsync(handle, ct).ConfigureAwait(false)).Uid;
             await session.CloseAsync(handle, ct).ConfigureAwait(false);
         }
         catch (SftpStatusException ex)
@@ -130,23 +134,43 @@ public sealed class SshBackupStore : IBackupStore
         }, ct).ConfigureAwait(false);
     }
 
+    /// <summary>Only a regular file within its cap is read (see <see cref="SmallFiles"/>): what the name is (lstat)
+    /// is looked at before it is opened, so a FIFO, device, socket, folder or link is never opened on the server;
+    /// the open file is looked at again, and never read past the cap.</summary>
     public Task<byte[]> ReadSmallFileAsync(string relativePath, CancellationToken ct) => RunAsync(async (session, _) =>
     {
         var path = RemotePath(relativePath);
-        var handle = await session.OpenAsync(path, SftpOpenFlags.Read, null, ct).ConfigureAwait(false);
+        var where = Describe(relativePath);
+        var limit = SmallFiles.LimitFor(relativePath);
         try
         {
-            using var content = new MemoryStream();
-            var buffer = new byte[session.MaxReadLength];
-            int read;
-            while ((read = await session.ReadAsync(handle, content.Length, buffer, ct).ConfigureAwait(false)) > 0)
-                content.Write(buffer, 0, read);
-            return content.ToArray();
+            var named = await session.LStatAsync(path, ct).ConfigureAwait(false) ?? throw SmallFiles.NotFound(where);
+            SmallFiles.Require(where, named.Permissions, named.Size ?? 0, limit);
+            var handle = await session.OpenAsync(path, SftpOpenFlags.Read, null, ct).ConfigureAwait(false);
+            try
+            {
+                var opened = await session.StatAsync(handle, ct).ConfigureAwait(false);
+                SmallFiles.Require(where, opened.Permissions, opened.Size ?? 0, limit);
+                using var content = new MemoryStream();
+                var buffer = new byte[session.MaxReadLength];
+                int read;
+                while (content.Length <= limit
+                    && (read = await session.ReadAsync(handle, content.Length, buffer.AsMemory(0, (int)Math.Min(buffer.Length, limit + 1 - content.Length)), ct).ConfigureAwait(false)) > 0)
+                    content.Write(buffer, 0, read);
+                if (content.Length > limit)
+                    throw SmallFiles.TooLarge(where, content.Length, limit); // it grew since it was looked at
+                return content.ToArray();
+            }
+            finally
+            {
+                if (session.Failure is null)
+                    await session.CloseAsync(handle, ct).ConfigureAwait(false);
+            }
         }
-        finally
+        catch (SftpStatusException ex) when (ex.Status != SftpStatusCode.NoSuchFile)
         {
-            if (session.Failure is null)
-                await session.CloseAsync(handle, ct).ConfigureAwait(false);
+            // Permission denied and the like: this set cannot be read, the others may be.
+            throw SmallFiles.Unreadable(where, ex.Message.TrimEnd('.'), ex);
         }
     }, ct);
 
@@ -214,6 +238,45 @@ public sealed class SshBackupStore : IBackupStore
         return digests;
     }
 
+    public async Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct)
+    {
+        var path = ScriptPath(RemotePath(relativePath));
+        var found = new List<long>();
+        foreach (var batch in ranges.Chunk(RangesPerCommand))
+        {
+            string[] arguments = [path, .. batch.SelectMany(r => new[] { r.Offset.ToString(CultureInfo.InvariantCulture), r.Length.ToString(CultureInfo.InvariantCulture) })];
+            // Holes read at memory speed; data the server put there at its disk's speed: the long-work limit.
+            var result = await RunScriptAsync(ZeroCheckScript, arguments, ct, Processes.ToolTimeouts.LongWork).ConfigureAwait(false);
+            if (result.ExitCode == SegmentScriptFileMissing)
+            {
+                throw new BackupException(ErrorIds.PathNotFound, BackupErrorCategory.ObjectNotFound,
+                    $"Cannot read '{Describe(relativePath)}' on the server to verify it: {result.StandardError.Trim()}.",
+                    "Check that the file is there and readable by the SSH user.", Describe(relativePath));
+            }
+            if (result.ExitCode != 0)
+                throw CommandFailed("read back", relativePath, result);
+            found.AddRange(ParseNonZero(result.StandardOutput, batch, Describe(relativePath)));
+        }
+        return found;
+    }
+
+    public Task<StoreOwnership?> GetOwnershipAsync(string relativePath, CancellationToken ct) => RunAsync(async (session, _) =>
+    {
+        var path = RemotePath(relativePath);
+        var attributes = await session.LStatAsync(path, ct).ConfigureAwait(false);
+        // A server that does not say who owns it: taken for someone else's.
+        return attributes is null ? null
+            : new StoreOwnership(path, attributes.Uid ?? uint.MaxValue, attributes.Mode, attributes.IsDirectory, attributes.IsSymbolicLink);
+    }, ct);
+
+    /// <summary>The SSH login's uid on the server, as the owner of a file it creates (read by the write check).</summary>
+    public async Task<uint> GetWriterIdAsync(CancellationToken ct)
+    {
+        if (_writerId is null)
+            await CheckWritableAsync(ct).ConfigureAwait(false);
+        return _writerId ?? uint.MaxValue;
+    }
+
     public async ValueTask DisposeAsync() => await _control.DisposeAsync().ConfigureAwait(false);
 
     // ------------------------------------------------------------------ remote scripts
@@ -238,6 +301,74 @@ public sealed class SshBackupStore : IBackupStore
           printf "%s %s\n" "$4" "$sum"
         ' sh "$file" "$bs" "$count"
         """;
+
+    /// <summary>
+    /// Prints "&lt;offset&gt; &lt;first&gt;" for each asked byte range of a file that holds a non-zero byte (first: the
+    /// offset of the first), then "done". Arguments: the file, then offset and length of each range. GNU cmp
+    /// compares each range with /dev/zero (holes cost no disk reads, and nothing is hashed: about 5 times cheaper
+    /// than sha256sum of the same zeros, measured); without GNU cmp, dd and tr read it, and a range with data is
+    /// reported at its start. The file's pages are dropped from the cache before and after: the zeros read from its
+    /// holes do not stay in the server's cache.
+    /// </summary>
+    internal const string ZeroCheckScript = """
+        file=$1
+        shift
+        if [ ! -f "$file" ] || [ ! -r "$file" ]; then echo "no readable file $file" >&2; exit 2; fi
+        dd if="$file" iflag=nocache count=0 2>/dev/null
+        gnu=; cmp -s -i 0:0 -n 0 /dev/null /dev/zero 2>/dev/null && gnu=1
+        while [ $# -ge 2 ]; do
+          off=$1 len=$2
+          shift 2
+          if [ -n "$gnu" ]; then
+            said=$(cmp -i "$off:0" -n "$len" -- "$file" /dev/zero 2>&1)
+            case $? in
+              0) ;;
+              1) byte=$(printf '%s\n' "$said" | sed -n 's/.*differ: [a-z]* \([0-9][0-9]*\).*/\1/p' | tail -n 1)
+                 echo "$off $((off + ${byte:-1} - 1))" ;;
+              *) echo "cannot read bytes $off to $((off + len)) of $file: $said" >&2; exit 3 ;;
+            esac
+          else
+            n=$(dd if="$file" bs=4096 skip=$((off / 4096)) count=$(((len + 4095) / 4096)) 2>/dev/null | tr -d '\000' | head -c 1 | wc -c)
+            [ "$n" -eq 0 ] || echo "$off $off"
+          fi
+        done
+        dd if="$file" iflag=nocache count=0 2>/dev/null
+        echo done
+        """;
+
+    /// <summary>The first non-zero offsets of the ranges the script reports, in the order asked. The script must
+    /// have reached its end ("done"), and name only ranges that were asked.</summary>
+    internal static IReadOnlyList<long> ParseNonZero(string output, IReadOnlyList<(long Offset, long Length)> ranges, string where)
+    {
+        var byOffset = new Dictionary<long, long>();
+        var complete = false;
+        foreach (var line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var fields = line.Split(' ');
+            if (line == "done")
+            {
+                complete = true;
+            }
+            else if (fields.Length == 2 && long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var offset)
+                && long.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out var first)
+                && ranges.Any(r => r.Offset == offset && first >= offset && first < r.Offset + r.Length))
+            {
+                byOffset[offset] = first;
+            }
+            else
+            {
+                throw Garbled(output, where);
+            }
+        }
+        if (!complete)
+            throw Garbled(output, where);
+        return ranges.Where(r => byOffset.ContainsKey(r.Offset)).Select(r => byOffset[r.Offset]).ToList();
+    }
+
+    private static BackupException Garbled(string output, string where) =>
+        new(ErrorIds.UnparsableOutput, BackupErrorCategory.ParserError,
+            $"The server's read-back of '{where}' did not end as it should (output: '{output.Trim()}').",
+            "Check that dd, cmp (or tr), sed and sh work on the server.", where);
 
     /// <summary>Flushes a folder (its entries: a renamed folder) to disk. SFTP cannot fsync a folder, so sync(1)
     /// does it on the server; a sync too old to take a name flushes everything.</summary>

@@ -5,7 +5,8 @@ namespace OdaKvmBackup.Core.Storage;
 /// <summary>
 /// Reads a file on an SSH server. Reads that follow one another are served from READs sent ahead (several in
 /// flight), so a sequential read runs at the speed of the link; a read elsewhere starts a new run. A lost connection
-/// is made again and the file reopened, as the writer does.
+/// is made again and the file reopened, as the writer does; so is a read that gets no answer for
+/// <see cref="SftpLimits.StallLimit"/> (the stall watchdog).
 /// </summary>
 internal sealed class SshStoreFileReader : IStoreFileReader
 {
@@ -15,6 +16,7 @@ internal sealed class SshStoreFileReader : IStoreFileReader
     private readonly string _path;
     private readonly Queue<Prefetch> _ahead = new();
     private readonly Stack<byte[]> _freeBuffers = new();
+    private readonly TimeSpan _stallLimit = SftpLimits.StallLimit;
     private SftpClient _session = null!;
     private SftpHandle _handle = null!;
     private long _nextOffset;
@@ -88,7 +90,12 @@ internal sealed class SshStoreFileReader : IStoreFileReader
             _nextOffset += prefetch.Buffer.Length;
         }
         var next = _ahead.Peek();
-        var received = await next.Read!.WaitAsync(ct).ConfigureAwait(false);
+        // Reads are answered in order: no answer to the oldest for the stall limit means the data stopped moving.
+        await ((Task)next.Read!).WaitAsync(_stallLimit, ct).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        ct.ThrowIfCancellationRequested();
+        if (!next.Read.IsCompleted)
+            _session.Abort(SshErrors.Stalled(_session.Target, "none of the reads sent to it was answered", _stallLimit, SftpLimits.StallVariable));
+        var received = await next.Read.WaitAsync(ct).ConfigureAwait(false);
         if (received == 0)
         {
             _ahead.Clear();

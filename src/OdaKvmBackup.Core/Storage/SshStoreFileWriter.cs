@@ -6,14 +6,16 @@ namespace OdaKvmBackup.Core.Storage;
 /// Writes a file on an SSH server at offsets with many WRITEs in flight. Contiguous data is gathered into chunks of
 /// the server's write size; what is never written stays a hole. Every chunk is kept until the server acknowledges
 /// it, so when the connection breaks the writer connects again, reopens the file (without truncating it) and sends
-/// the unacknowledged chunks again. Not for concurrent calls: one copy loop drives it.
+/// the unacknowledged chunks again. A copy whose writes stop being acknowledged for <see cref="SftpLimits.StallLimit"/>
+/// is a lost connection too (its stall watchdog). Not for concurrent calls: one copy loop drives it.
 /// </summary>
 internal sealed class SshStoreFileWriter : IStoreFileWriter
 {
     private const UnixFileMode FileMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
 
     // 64 chunks in flight, as OpenSSH's own sftp and scp do: with 255 KiB chunks that is 16 MiB, more than the
-    // SSH channel window, so the link never waits for an acknowledgement.
+    // SSH channel window, so the link never waits for an acknowledgement. Chunks are at most 256 KiB whatever the
+    // server announces (SftpLimits), so a copy never holds more than 16 MiB.
     private const int Window = 64;
 
     // When the window is full, buffers are taken back this many at a time: one wake-up per batch of
@@ -24,6 +26,7 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
     private readonly string _path;
     private readonly Queue<Chunk> _inFlight = new();
     private readonly Stack<byte[]> _freeBuffers = new();
+    private readonly TimeSpan _stallLimit = SftpLimits.StallLimit;
     private ReconnectAttempts _attempts = new();
     private SftpClient _session = null!;
     private SftpHandle? _handle;
@@ -119,7 +122,7 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
             }
             var batch = Math.Min(AcknowledgementBatch, _inFlight.Count);
             // Acknowledgements come in order: once the batch's last is in, the oldest ones are taken without waiting.
-            await _inFlight.ElementAt(batch - 1).Acknowledged!.WaitAsync(ct).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            await WaitWhileMovingAsync(_inFlight.ElementAt(batch - 1).Acknowledged!, ct).ConfigureAwait(false);
             ct.ThrowIfCancellationRequested();
             for (var i = 0; i < batch && _inFlight.Count > 0; i++)
                 await AcknowledgeOldestAsync(ct).ConfigureAwait(false);
@@ -132,6 +135,7 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
         var chunk = _inFlight.Peek();
         try
         {
+            await WaitWhileMovingAsync(chunk.Acknowledged!, ct).ConfigureAwait(false);
             await chunk.Acknowledged!.WaitAsync(ct).ConfigureAwait(false);
         }
         catch (BackupException ex) when (SftpConnection.IsConnectionProblem(ex))
@@ -147,6 +151,32 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
         _freeBuffers.Push(chunk.Buffer);
         _attempts = new ReconnectAttempts(); // progress again: a later drop gets the whole policy
     }
+
+    /// <summary>
+    /// The stall watchdog: waits for <paramref name="acknowledged"/> (without throwing its failure) as long as the
+    /// server goes on acknowledging chunks. When none is acknowledged for the stall limit, the session is ended as
+    /// a lost connection: every chunk in flight then fails with it, and the caller connects again and sends them again.
+    /// </summary>
+    private async Task WaitWhileMovingAsync(Task acknowledged, CancellationToken ct)
+    {
+        var done = CountAcknowledged();
+        while (!acknowledged.IsCompleted)
+        {
+            await acknowledged.WaitAsync(_stallLimit, ct).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            ct.ThrowIfCancellationRequested();
+            if (acknowledged.IsCompleted)
+                return;
+            var now = CountAcknowledged();
+            if (now == done)
+            {
+                _session.Abort(SshErrors.Stalled(_session.Target, "no data written to it was acknowledged", _stallLimit, SftpLimits.StallVariable));
+                return;
+            }
+            done = now;
+        }
+    }
+
+    private int CountAcknowledged() => _inFlight.Count(chunk => chunk.Acknowledged is { IsCompleted: true });
 
     private async Task ReconnectAndResendAsync(BackupException lost, CancellationToken ct)
     {

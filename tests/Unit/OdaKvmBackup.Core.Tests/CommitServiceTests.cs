@@ -6,7 +6,9 @@ using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;
 
-/// <summary>The commit loop against a fake virsh/qemu-img that changes state as the real ones would.</summary>
+/// <summary>The commit loop against a fake virsh/qemu-img that changes state as the real ones would. In the state
+/// folder's collection: an offline commit writes the definition it hands to virsh define there.</summary>
+[Collection(StateDirectoryCollection.Name)]
 public sealed class CommitServiceTests : IDisposable
 {
     private const string Domain = "oda_vm1";
@@ -16,8 +18,9 @@ public sealed class CommitServiceTests : IDisposable
     private readonly string _data;
     private readonly FakeHost _host = new(Domain);
 
-    public CommitServiceTests()
+    public CommitServiceTests(StateDirectoryFixture state)
     {
+        state.Reset();
         var folder = _temp.Folder("vm_oda_vm1");
         _base = Path.Combine(folder, "oda_vm1_boot");
         _overlay = Path.Combine(folder, "oda_vm1_boot.FILE_STAGE_BACKUP.TEMP");
@@ -303,6 +306,32 @@ public sealed class CommitServiceTests : IDisposable
         Assert.Equal(_data, Assert.Single(domain.Disks, d => d.Target == "vdb").Source);
         Assert.False(File.Exists(definedFile), "the temporary XML is removed");
         Assert.True(File.Exists(_overlay), "the overlay is not deleted");
+    }
+
+    [Fact]
+    public async Task The_definition_handed_to_virsh_define_is_0600_in_a_0700_folder_of_the_state_folder_and_removed_after()
+    {
+        // The full definition names every disk of the VM: never a file others can read, never in /tmp.
+        _host.State = "shut off";
+        _host.ImageInfo[_overlay] = TestDomain.ImageInfoJson(_overlay, "qcow2", 64L << 20, 200704, _base, "raw");
+        string? definedFile = null;
+        UnixFileMode? fileMode = null, folderMode = null;
+        _host.OnDefine = call =>
+        {
+            definedFile = call.ValueOf("--file")!;
+            fileMode = File.GetUnixFileMode(definedFile);
+            folderMode = File.GetUnixFileMode(Path.GetDirectoryName(definedFile)!);
+            return Results.Ok($"Domain '{Domain}' defined from {definedFile}\n\n");
+        };
+
+        using (Umask.Set(0))
+            Assert.Equal(CommitOutcome.CommittedOffline, await Service().CommitAsync(Vda, 0, null, CancellationToken.None));
+
+        Assert.NotNull(definedFile);
+        Assert.StartsWith(Safety.StateDirectory.Root + "/", definedFile, StringComparison.Ordinal);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, fileMode);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, folderMode);
+        Assert.False(File.Exists(definedFile), "the definition is removed once defined");
     }
 
     [Fact]

@@ -329,6 +329,31 @@ public sealed class CopyServiceTests : IDisposable
         Assert.DoesNotContain(_b.Host.Calls, c => c.Command == "snapshot-create-as");
     }
 
+    [Fact]
+    public async Task A_copy_on_an_SSH_server_that_holds_data_where_the_source_has_only_zeros_fails_its_check_on_the_server()
+    {
+        // 40 MiB: the 16 MiB segment from 16 to 32 MiB holds only zeros, so the copy has no digest for it.
+        using var bench = new Bench(dataSize: 40L * Files.MiB);
+        using var server = new TestSshServer();
+        var root = server.DataFolder("zeros");
+        var run = await bench.SnapshottedAsync();
+        await using var store = new HookedStore(server.Store("good", root), (path, writer) => path.EndsWith("/data1.partial", StringComparison.Ordinal)
+            // The server writes a byte into the hole once the copy is written, synced and closed.
+            ? new AfterCloseWriter(writer, () => FlipByte(Path.Combine(root, path), 20L * Files.MiB + 3))
+            : writer);
+
+        var failed = await bench.CopyAllAsync(run, store);
+
+        var error = Assert.Single(failed);
+        Assert.Equal(ErrorIds.CopyVerificationFailed, error.ErrorId);
+        Assert.Contains("vdb", error.Message, StringComparison.Ordinal);
+        Assert.Contains($"offset {16L * Files.MiB}", error.Message, StringComparison.Ordinal);
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.True(manifest.Disks.Single(d => d.Target == "vda").Verified);
+        Assert.Contains("zeros", manifest.Disks.Single(d => d.Target == "vda").VerifiedBy, StringComparison.Ordinal);
+    }
+
     private static void FlipByte(string path, long offset)
     {
         using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);

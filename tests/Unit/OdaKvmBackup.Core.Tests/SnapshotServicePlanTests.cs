@@ -491,6 +491,89 @@ public sealed class SnapshotServicePlanTests : IDisposable
         Assert.False(Directory.Exists(Path.Combine(destination, Domain, plan.RunId)));
     }
 
+    // Whoever else can write to a folder the backup writes into could swap a copy, a manifest or the folder itself:
+    // an existing <domain> folder (or set folder, or retention <domain> folder) must be the writer's own, closed to
+    // group and others, and a real folder. The run stops before its snapshot, naming the folder, owner, mode and fix.
+    private const string UnsafeFolder = "UnsafeDestinationFolder";
+
+    [Theory]
+    [InlineData(0, "0777", "0777")]
+    [InlineData(0, "0770", "0770")]
+    [InlineData(0, "0755", null)]      // others may read (the user's choice), not write
+    [InlineData(0, "0700", null)]
+    [InlineData(65534, "0700", "0700")] // closed, but another user's
+    public async Task An_existing_domain_folder_under_the_destination_must_be_the_writer_s_own_and_closed_to_others(int owner, string mode, string? refusedMode)
+    {
+        var destination = _temp.Folder("backups");
+        var folder = Directory.CreateDirectory(Path.Combine(destination, Domain)).FullName;
+        File.SetUnixFileMode(folder, (UnixFileMode)Convert.ToInt32(mode, 8));
+        Assert.Equal(0, TestSshServer.Run("chown", [owner.ToString(System.Globalization.CultureInfo.InvariantCulture), folder]).Code);
+
+        var plan = await Plan(Request(CopyTo(destination)));
+
+        if (refusedMode is null)
+        {
+            Assert.Empty(Ids(plan));
+            return;
+        }
+        var problem = Assert.Single(plan.Problems);
+        Assert.Equal(UnsafeFolder, problem.ErrorId);
+        Assert.Contains($"'{folder}'", problem.Message, StringComparison.Ordinal);
+        Assert.Contains($"uid {owner}", problem.Message, StringComparison.Ordinal);
+        Assert.Contains($"mode {refusedMode}", problem.Message, StringComparison.Ordinal);
+        Assert.Contains($"chown 0 '{folder}'", problem.RecommendedAction, StringComparison.Ordinal);
+        Assert.Contains($"chmod 700 '{folder}'", problem.RecommendedAction, StringComparison.Ordinal);
+        Assert.Equal(mode, Convert.ToString((int)File.GetUnixFileMode(folder), 8).PadLeft(4, '0')); // nothing was changed
+    }
+
+    [Fact]
+    public async Task A_domain_folder_that_is_a_symbolic_link_is_refused_not_followed()
+    {
+        var destination = _temp.Folder("backups");
+        var elsewhere = _temp.Folder("elsewhere");
+        File.SetUnixFileMode(elsewhere, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        Directory.CreateSymbolicLink(Path.Combine(destination, Domain), elsewhere);
+
+        var plan = await Plan(Request(CopyTo(destination)));
+
+        var problem = Assert.Single(plan.Problems);
+        Assert.Equal(UnsafeFolder, problem.ErrorId);
+        Assert.Contains("symbolic link", problem.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_existing_retention_domain_folder_writable_by_others_is_refused()
+    {
+        var retention = _temp.Folder("retention");
+        var folder = Directory.CreateDirectory(Path.Combine(retention, Domain)).FullName;
+        File.SetUnixFileMode(folder, (UnixFileMode)Convert.ToInt32("0775", 8));
+
+        var plan = await Plan(Request([new RetentionCheck(retention)]));
+
+        var problem = Assert.Single(plan.Problems);
+        Assert.Equal(UnsafeFolder, problem.ErrorId);
+        Assert.Contains($"'{folder}'", problem.Message, StringComparison.Ordinal);
+        Assert.Contains("mode 0775", problem.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_existing_domain_folder_on_an_SSH_server_writable_by_others_is_refused_naming_the_server_path()
+    {
+        using var server = new TestSshServer();
+        var root = server.DataFolder("ownership");
+        var folder = Directory.CreateDirectory(Path.Combine(root, Domain)).FullName;
+        File.SetUnixFileMode(folder, (UnixFileMode)Convert.ToInt32("0777", 8));
+        await using var store = server.Store("good", root);
+
+        var plan = await Plan(Request(CopyTo(store)));
+
+        var problem = Assert.Single(plan.Problems);
+        Assert.Equal(UnsafeFolder, problem.ErrorId);
+        Assert.Contains($"good:{folder}", problem.Message, StringComparison.Ordinal);
+        Assert.Contains("mode 0777", problem.Message, StringComparison.Ordinal);
+        Assert.Contains("on the server", problem.RecommendedAction, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Retention_in_a_disk_folder_is_refused()
     {

@@ -60,6 +60,61 @@ public sealed class SegmentDigestScriptTests : IDisposable
         Assert.Equal(blockSize, SshBackupStore.DdBlockSize(segmentSize));
     }
 
+    [Fact]
+    public async Task The_check_of_zeros_names_the_first_non_zero_byte_of_each_range_that_holds_one()
+    {
+        var file = _temp.Combine("copy with 'quotes' and $(x)");
+        await using (var stream = File.Create(file))
+        {
+            stream.SetLength(10 * 65536);
+            stream.Position = 3 * 65536 + 777;
+            stream.WriteByte(0x42);
+            stream.Position = 9 * 65536 + 1;
+            stream.WriteByte(0x01);
+        }
+
+        var output = await RunAsync(SshBackupStore.ZeroCheckScript, [file, "0", "131072", "131072", "327680", "589824", "65536"]);
+
+        Assert.Equal(0, output.ExitCode);
+        Assert.Equal([3L * 65536 + 777, 9L * 65536 + 1],
+            SshBackupStore.ParseNonZero(output.StandardOutput, [(0, 131072), (131072, 327680), (589824, 65536)], file));
+    }
+
+    [Fact]
+    public async Task Without_GNU_cmp_the_check_of_zeros_still_finds_the_range_that_holds_data()
+    {
+        var file = _temp.Combine("copy");
+        await using (var stream = File.Create(file))
+        {
+            stream.SetLength(4 * 65536);
+            stream.Position = 2 * 65536 + 5;
+            stream.WriteByte(0x42);
+        }
+        // A cmp that knows no options, as busybox's: the script reads with dd and tr instead.
+        var bin = _temp.Folder("bin");
+        File.WriteAllText(Path.Combine(bin, "cmp"), "#!/bin/sh\nexit 2\n");
+        File.SetUnixFileMode(Path.Combine(bin, "cmp"), UnixFileMode.UserRead | UnixFileMode.UserExecute);
+        var script = $"PATH='{bin}':$PATH\n" + SshBackupStore.ZeroCheckScript;
+
+        var output = await RunAsync(script, [file, "0", "131072", "131072", "131072"]);
+
+        Assert.Equal(0, output.ExitCode);
+        Assert.Equal([131072L], SshBackupStore.ParseNonZero(output.StandardOutput, [(0, 131072), (131072, 131072)], file));
+    }
+
+    [Fact]
+    public void A_check_of_zeros_that_did_not_finish_or_names_a_range_not_asked_is_an_error()
+    {
+        Assert.Empty(SshBackupStore.ParseNonZero("done\n", [(0, 10)], "f"));
+        Assert.Equal(ErrorIds.UnparsableOutput, Assert.Throws<BackupException>(() => SshBackupStore.ParseNonZero("", [(0, 10)], "f")).ErrorId);
+        Assert.Equal(ErrorIds.UnparsableOutput, Assert.Throws<BackupException>(() => SshBackupStore.ParseNonZero("5 5\ndone\n", [(0, 10)], "f")).ErrorId);
+        Assert.Equal(ErrorIds.UnparsableOutput, Assert.Throws<BackupException>(() => SshBackupStore.ParseNonZero("0 12\ndone\n", [(0, 10)], "f")).ErrorId);
+        Assert.Equal(ErrorIds.UnparsableOutput, Assert.Throws<BackupException>(() => SshBackupStore.ParseNonZero("Welcome!\n0 3\ndone\n", [(0, 10)], "f")).ErrorId);
+    }
+
+    private static Task<ProcessResult> RunAsync(string script, string[] arguments) =>
+        new CliWrapProcessRunner(NullSink.Instance).RunAsync("sh", ["-c", script, "sh", .. arguments]);
+
     private static Task<ProcessResult> RunAsync(string[] arguments) =>
         new CliWrapProcessRunner(NullSink.Instance).RunAsync("sh", ["-c", SshBackupStore.SegmentDigestScript, "sh", .. arguments]);
 }

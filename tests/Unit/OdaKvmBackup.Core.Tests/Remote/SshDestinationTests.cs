@@ -56,6 +56,79 @@ public class SshDestinationTests
         Assert.Equal(BackupErrorCategory.InvalidArgument, error.Category);
     }
 
+    // CVE-2023-51385: OpenSSH before 9.6 (Oracle Linux 7 and 8) hands %h and %r of a ProxyCommand or Match exec to
+    // a shell without quoting them, so a host or user name is kept to characters no shell treats specially.
+    [Theory]
+    [InlineData("a$(touch${IFS}pwned)b:/backup", '$')]
+    [InlineData("a;id;b:/backup", ';')]
+    [InlineData("a|id:/backup", '|')]
+    [InlineData("a&b:/backup", '&')]
+    [InlineData("a`id`b:/backup", '`')]
+    [InlineData("a'b:/backup", '\'')]
+    [InlineData("a\"b:/backup", '"')]
+    [InlineData("a>b:/backup", '>')]
+    [InlineData("a<b:/backup", '<')]
+    [InlineData("a*b:/backup", '*')]
+    [InlineData("a?b:/backup", '?')]
+    [InlineData("a%hb:/backup", '%')]
+    [InlineData("a\\b:/backup", '\\')]
+    [InlineData("a!b:/backup", '!')]
+    [InlineData("a#b:/backup", '#')]
+    [InlineData("a~b:/backup", '~')]
+    [InlineData("a{b}:/backup", '{')]
+    [InlineData("a=b:/backup", '=')]
+    [InlineData("serv\u00e9r:/backup", '\u00e9')]
+    [InlineData("r$(id)t@host:/backup", '$')]
+    [InlineData("ro;ot@host:/backup", ';')]
+    [InlineData("me`id`@host:/backup", '`')]
+    [InlineData("a%r@host:/backup", '%')]
+    public void A_host_or_user_name_with_a_character_a_shell_could_act_on_is_refused_naming_it(string text, char bad)
+    {
+        var error = Assert.Throws<BackupException>(() => SshDestination.TryParse(text));
+
+        Assert.Equal(ErrorIds.InvalidSshDestination, error.ErrorId);
+        Assert.Equal(BackupErrorCategory.InvalidArgument, error.Category);
+        Assert.Contains($"'{bad}'", error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("-oProxyCommand=x:/b")]     // a host that ssh would read as an option
+    [InlineData("-x@host:/b")]              // a user likewise
+    [InlineData("[fe80::1%eth0]:/b")]       // a zone id: '%' is what ssh expands
+    [InlineData("[fd00::5;id]:/b")]
+    [InlineData("[not-an-address]:/b")]
+    public void A_leading_dash_or_a_bracketed_host_that_is_no_IPv6_address_is_refused(string text)
+    {
+        Assert.Equal(ErrorIds.InvalidSshDestination, Assert.Throws<BackupException>(() => SshDestination.TryParse(text)).ErrorId);
+    }
+
+    [Theory]
+    [InlineData("backup-srv.example.com", "backup_user")]
+    [InlineData("10.0.0.5", "oracle.backup")]
+    [InlineData("odakvm-backup", "u-1")]
+    [InlineData("HOST_1", "me@corp.example")]   // a directory user (user@domain@host), as scp reads it
+    [InlineData("fd00::5", "root")]
+    [InlineData("::ffff:10.0.0.5", null)]
+    public void Names_of_letters_digits_dots_dashes_and_underscores_and_IPv6_addresses_are_taken(string host, string? user)
+    {
+        var destination = new SshDestination(user, host, "/backup");
+
+        Assert.Equal(host, destination.Host);
+        Assert.Equal(user, destination.User);
+    }
+
+    [Theory]
+    [InlineData("a;b", null, ';')]
+    [InlineData("host", "us$er", '$')]
+    [InlineData("-host", null, '-')]
+    public void The_same_rules_hold_when_a_destination_is_built_rather_than_parsed(string host, string? user, char bad)
+    {
+        var error = Assert.Throws<BackupException>(() => new SshDestination(user, host, "/backup"));
+
+        Assert.Equal(ErrorIds.InvalidSshDestination, error.ErrorId);
+        Assert.Contains($"'{bad}'", error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void The_ssh_target_is_user_at_host_without_brackets()
     {

@@ -17,14 +17,15 @@ internal sealed class Bench : IDisposable
     public const string Snap = BackupNames.DefaultSnapshotName;
     private readonly List<BackupRun> _runs = new();
 
-    public Bench()
+    /// <param name="dataSize">The data disk's size (6 MiB: within one 16 MiB segment of a remote copy's digests).</param>
+    public Bench(long dataSize = 6L * Files.MiB)
     {
         Boot = Path.Combine(Temp.Folder("vm_oda_vm1"), "oda_vm1_boot");
         Data = Path.Combine(Temp.Folder("vdisk_data1"), "data1");
         Files.Image(Boot, 4L * Files.MiB, [(0, 4096), (Files.MiB + 100, 8192)]);
-        Files.Image(Data, 6L * Files.MiB, [(2L * Files.MiB, 4096), (6L * Files.MiB - 10, 10)], allocate: true, seed: 7);
+        Files.Image(Data, dataSize, [(2L * Files.MiB, 4096), (dataSize - 10, 10)], allocate: true, seed: 7);
         Host.ImageInfo[Boot] = TestDomain.ImageInfoJson(Boot, "raw", 4L * Files.MiB, Files.AllocatedBytes(Boot));
-        Host.ImageInfo[Data] = TestDomain.ImageInfoJson(Data, "raw", 6L * Files.MiB, Files.AllocatedBytes(Data));
+        Host.ImageInfo[Data] = TestDomain.ImageInfoJson(Data, "raw", dataSize, Files.AllocatedBytes(Data));
         Host.UseDisks(new TestDisk("vda", Boot, "raw"), new TestDisk("vdb", Data, "raw"));
     }
 

@@ -81,6 +81,13 @@ internal sealed class InterceptingStore(string root) : IBackupStore
     public Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes, CancellationToken ct) =>
         Inner.SegmentDigestsAsync(relativePath, segmentSize, segmentIndexes, ct);
 
+    public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
+        Inner.FindNonZeroAsync(relativePath, ranges, ct);
+
+    public Task<StoreOwnership?> GetOwnershipAsync(string relativePath, CancellationToken ct) => Inner.GetOwnershipAsync(relativePath, ct);
+
+    public Task<uint> GetWriterIdAsync(CancellationToken ct) => Inner.GetWriterIdAsync(ct);
+
     public ValueTask DisposeAsync() => Inner.DisposeAsync();
 }
 

@@ -91,6 +91,10 @@ internal class FakeRemoteStore(string root) : IBackupStore
     public Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct) => _local.CreateFileAsync(relativePath, ct);
     public Task RenameAsync(string from, string to, CancellationToken ct) => _local.RenameAsync(from, to, ct);
     public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct) => _local.DeleteAsync(relativePath, recursive, ct);
+    public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
+        _local.FindNonZeroAsync(relativePath, ranges, ct);
+    public Task<StoreOwnership?> GetOwnershipAsync(string relativePath, CancellationToken ct) => _local.GetOwnershipAsync(relativePath, ct);
+    public Task<uint> GetWriterIdAsync(CancellationToken ct) => _local.GetWriterIdAsync(ct);
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 
     public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct)

@@ -1,0 +1,33 @@
+using OdaKvmBackup.Core.Storage;
+
+namespace OdaKvmBackup.Core.Tests.Support;
+
+/// <summary>Any store (an SSH one too), its writers wrapped: what the storage does to a file between its write
+/// and its read-back check, a test arranges here.</summary>
+internal sealed class HookedStore(IBackupStore inner, Func<string, IStoreFileWriter, IStoreFileWriter> wrapWriter) : IBackupStore
+{
+    public string Location => inner.Location;
+    public bool IsRemote => inner.IsRemote;
+    public string Describe(string relativePath) => inner.Describe(relativePath);
+    public Task CheckWritableAsync(CancellationToken ct) => inner.CheckWritableAsync(ct);
+    public Task<long> GetFreeBytesAsync(CancellationToken ct) => inner.GetFreeBytesAsync(ct);
+    public Task<StoreEntry?> GetEntryAsync(string relativePath, CancellationToken ct) => inner.GetEntryAsync(relativePath, ct);
+    public Task<IReadOnlyList<StoreEntry>> ListAsync(string relativeFolder, CancellationToken ct) => inner.ListAsync(relativeFolder, ct);
+    public Task CreateFolderAsync(string relativePath, CancellationToken ct) => inner.CreateFolderAsync(relativePath, ct);
+    public Task WriteSmallFileAsync(string relativePath, byte[] content, CancellationToken ct) => inner.WriteSmallFileAsync(relativePath, content, ct);
+    public Task<byte[]> ReadSmallFileAsync(string relativePath, CancellationToken ct) => inner.ReadSmallFileAsync(relativePath, ct);
+    public async Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct) => wrapWriter(relativePath, await inner.CreateFileAsync(relativePath, ct));
+    public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct) => inner.OpenReadAsync(relativePath, ct);
+    public Task RenameAsync(string from, string to, CancellationToken ct) => inner.RenameAsync(from, to, ct);
+    public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct) => inner.DeleteAsync(relativePath, recursive, ct);
+    public Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes, CancellationToken ct) =>
+        inner.SegmentDigestsAsync(relativePath, segmentSize, segmentIndexes, ct);
+    public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
+        inner.FindNonZeroAsync(relativePath, ranges, ct);
+
+    public Task<StoreOwnership?> GetOwnershipAsync(string relativePath, CancellationToken ct) => inner.GetOwnershipAsync(relativePath, ct);
+
+    public Task<uint> GetWriterIdAsync(CancellationToken ct) => inner.GetWriterIdAsync(ct);
+
+    public ValueTask DisposeAsync() => inner.DisposeAsync();
+}
