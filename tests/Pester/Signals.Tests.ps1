@@ -22,12 +22,13 @@ BeforeAll {
     # Sends the stop (the block), then watches until the process has ended, at most $ExitBound s: returns the
     # seconds from the stop to the VM back on its own disks (null if it never was while the process ran) and to
     # the process's end.
-    function Measure-Stop([scriptblock] $Send, [scriptblock] $HasEnded) {
+    function Measure-Stop([scriptblock] $Send, [scriptblock] $HasEnded, [scriptblock] $EachPoll = {}) {
         $watch = [Diagnostics.Stopwatch]::StartNew()
         & $Send
         $ownDisks = $null
         while (-not (& $HasEnded)) {
             if ($watch.Elapsed.TotalSeconds -gt $ExitBound) { throw "The process was still running $ExitBound s after the stop." }
+            & $EachPoll
             if ($null -eq $ownDisks -and (Test-OnOwnDisks $FaultVm)) { $ownDisks = $watch.Elapsed.TotalSeconds }
             Start-Sleep -Milliseconds 50
         }
@@ -184,6 +185,41 @@ Start-Sleep -Seconds 600
         $stderr | Should -Match "SIGTERM.*'$FaultVm' was put back on its own disks"
         Assert-SetClosedBySignal $run.Destination TERM DuringCommit
         Assert-Recovered 'SIGTERM twice and SIGHUP during the rollback' $run
+    }
+}
+
+Describe 'The nightly script stopped by systemctl stop (SIGTERM)' {
+    BeforeEach { Reset-LabVmIfNeeded $FaultVm }
+    AfterEach {
+        $null = Invoke-LabGuestCommand -DomainName $FaultVm -Command 'rm -f /run/slow-freeze'
+        if ($script:process -and -not $script:process.HasExited) { Stop-ProcessTree $script:process.Id; $null = $script:process.WaitForExit(10000) }
+        $script:process = $null
+    }
+
+    It 'lets the snapshot call finish, puts the VM back, says so and exits 143, when stopped while snapshot-create-as waits for the guest' {
+        $run = New-FaultRun 'nightly-sigTERM'
+        # The writes are made before the run: during the freeze the guest cannot write. The freeze then takes 6 s.
+        $r = Invoke-LabGuestCommand -DomainName $FaultVm -Command "$($DuringWrites -creplace '@MARKER@', $run.Marker); echo 6 > /run/slow-freeze"
+        $r.ExitCode | Should -Be 0
+        $nightly = Join-Path (Split-Path $ModuleManifest) 'Scripts/Invoke-KvmNightlyBackup.ps1'
+        $script:process = Start-Process -FilePath ([Environment]::ProcessPath) -PassThru -ArgumentList @(
+            [Environment]::GetCommandLineArgs()[0], '-NoProfile', '-NonInteractive', '-File', $nightly, '-Module', $ModuleManifest,
+            '-DomainName', $FaultVm, '-Destination', $run.Destination, '-RetentionPath', $run.Retention) `
+            -RedirectStandardOutput (Join-Path $run.Folder 'stdout.txt') -RedirectStandardError (Join-Path $run.Folder 'stderr.txt')
+        Wait-Until { $process.HasExited -or (& pgrep -f "snapshot-create-as --domain $FaultVm") } 'virsh snapshot-create-as waiting for the slow freeze' 60
+        $process.HasExited | Should -BeFalse -Because "the nightly run must still be running: $(Get-Content -Raw (Join-Path $run.Folder 'stderr.txt'))"
+        $folders = (Get-LabDiskMap $FaultVm).Values | ForEach-Object { Split-Path $_ } | Sort-Object -Unique
+        $script:overlaysSeen = @()
+        $times = Measure-Stop -Send { & kill -TERM $process.Id } -HasEnded { $process.HasExited } -EachPoll {
+            $script:overlaysSeen += @(Get-ChildItem -LiteralPath $folders -File -Filter "*.$SnapshotName" -ErrorAction SilentlyContinue | ForEach-Object Name)
+        }
+        $process.WaitForExit()
+        Write-SignalTimes 'nightly script, SIGTERM during snapshot-create-as' $times $process.ExitCode
+        # libvirtd took the snapshot after the signal: the rollback had overlays to take away (else this proves nothing).
+        ($overlaysSeen | Sort-Object -Unique) | Should -Be @("disco_secundario.$SnapshotName", "linux_boot.$SnapshotName")
+        $process.ExitCode | Should -Be 143
+        (Get-Content -Raw (Join-Path $run.Folder 'stderr.txt')) -replace '\s+', ' ' | Should -Match "SIGTERM.*'$FaultVm' was put back on its own disks"
+        Assert-Recovered 'nightly script, SIGTERM during snapshot-create-as' $run -NoWindowMarker
     }
 }
 
