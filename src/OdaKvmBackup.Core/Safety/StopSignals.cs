@@ -287,7 +287,12 @@ public sealed class StopSignals
     private static string OnOwnDisks(IEnumerable<BackupRun> runs)
     {
         var names = runs.Where(r => r.Phase is not (RunPhase.Finished or RunPhase.Committed)).Select(r => $"'{r.DomainName}'").Distinct().ToList();
-        return $"{string.Join(", ", names)} back on {(names.Count > 1 ? "their" : "its")} own disks";
+        return names.Count switch
+        {
+            0 => "the VMs back on their own disks", // the last one is back: only the exit is left
+            1 => $"{names[0]} back on its own disks",
+            _ => $"{string.Join(", ", names)} back on their own disks",
+        };
     }
 
     /// <summary>Tells the user; a write that fails (a terminal gone after SIGHUP: EIO, EPIPE) or hangs never holds
