@@ -258,6 +258,8 @@ public abstract class KvmCmdlet : PSCmdlet
     /// (the pipeline may be over), and the other runs are still let go.</summary>
     protected void Release(BackupRun run)
     {
+        if (StopSignals.Process.Stopping)
+            StopSignals.Process.WaitForStop(run); // the process ends there: no later statement runs meanwhile
         try
         {
             run.Release();

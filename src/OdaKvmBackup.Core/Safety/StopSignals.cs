@@ -28,6 +28,7 @@ public sealed class StopSignals
     private readonly object _gate = new();
     private readonly Func<PosixSignal, Action<PosixSignalContext>, IDisposable> _register;
     private readonly Action<int> _exit;
+    private readonly Action _hungUp;
     private readonly List<BackupRun> _runs = new();
     private readonly HashSet<Task> _work = new();
     private readonly List<WeakReference<CancellationTokenSource>> _stops = new();
@@ -39,10 +40,12 @@ public sealed class StopSignals
 
     /// <param name="register">Registers a handler for a signal (PosixSignalRegistration.Create in the process).</param>
     /// <param name="exit">Ends the process with a code (Environment.Exit in the process).</param>
-    public StopSignals(Func<PosixSignal, Action<PosixSignalContext>, IDisposable> register, Action<int> exit)
+    /// <param name="hungUp">Runs on every SIGHUP, first (in the process: <see cref="HungUpTerminal.Detach"/>).</param>
+    public StopSignals(Func<PosixSignal, Action<PosixSignalContext>, IDisposable> register, Action<int> exit, Action hungUp)
     {
         _register = register;
         _exit = exit;
+        _hungUp = hungUp;
     }
 
     /// <summary>The one instance of this process.</summary>
@@ -50,9 +53,14 @@ public sealed class StopSignals
 
     private static StopSignals CreateForProcess()
     {
-        var signals = new StopSignals((signal, handler) => PosixSignalRegistration.Create(signal, handler), Environment.Exit);
-        // A process that ends on its own (its script finished) while a signal's rollback runs waits for it.
-        AppDomain.CurrentDomain.ProcessExit += (_, _) => signals.WaitForRollback(BackupRun.RollbackBound);
+        var signals = new StopSignals((signal, handler) => PosixSignalRegistration.Create(signal, handler), Environment.Exit, HungUpTerminal.Detach);
+        // A process that ends on its own (its script went on and finished) while a signal's rollback runs waits for
+        // it, and still exits with the signal's code.
+        AppDomain.CurrentDomain.ProcessExit += (_, _) =>
+        {
+            if (signals.ExitCodeOnceRolledBack(BackupRun.RollbackBound) is { } code)
+                Environment.ExitCode = code;
+        };
         return signals;
     }
 
@@ -151,16 +159,19 @@ public sealed class StopSignals
         return run.FailAsync("the process was stopped by a signal", NullSink.Instance).GetAwaiter().GetResult();
     }
 
-    /// <summary>Waits, at most <paramref name="bound"/>, for a signal's rollback that has begun; returns at once when
-    /// no signal came.</summary>
-    public bool WaitForRollback(TimeSpan bound)
+    /// <summary>For a process that ends on its own: null when no signal came; else waits, at most
+    /// <paramref name="bound"/>, for the signal's rollback, and gives the exit code the signal calls for.</summary>
+    public int? ExitCodeOnceRolledBack(TimeSpan bound)
     {
+        PosixSignal signal;
         lock (_gate)
         {
-            if (_stop is null)
-                return true;
+            if (_signal is not { } received)
+                return null;
+            signal = received;
         }
-        return _putBack.Task.Wait(bound);
+        _putBack.Task.Wait(bound);
+        return ExitCode(signal);
     }
 
     /// <summary>The signal handler: never lets the runtime end the process (ctx.Cancel); the first signal starts
@@ -168,6 +179,17 @@ public sealed class StopSignals
     private void OnSignal(PosixSignalContext context)
     {
         context.Cancel = true;
+        if (context.Signal == PosixSignal.SIGHUP)
+        {
+            try
+            {
+                _hungUp();
+            }
+            catch (Exception)
+            {
+                // the terminal stays as it is: writes to it fail, and are guarded here
+            }
+        }
         List<CancellationTokenSource> stops;
         string? again = null;
         lock (_gate)
@@ -336,4 +358,34 @@ public sealed class StopSignals
                 Guarded(() => write(report));
         }
     }
+}
+
+/// <summary>
+/// After SIGHUP the terminal is usually gone: every write to it fails (EIO), and pwsh ends itself at once
+/// (Environment.FailFast: no cleanup, so a rollback under way would be cut short) when it cannot write an error
+/// there. The standard streams that were that terminal are pointed at /dev/null instead, as nohup does, so that
+/// the rest of the process writes into nothing and carries on. Streams that are files, pipes or a terminal still
+/// there (a SIGHUP sent with kill) are left alone.
+/// </summary>
+internal static partial class HungUpTerminal
+{
+    private const int EIO = 5;
+
+    public static unsafe void Detach()
+    {
+        using var devNull = File.OpenHandle("/dev/null", FileMode.Open, FileAccess.ReadWrite);
+        var target = (int)devNull.DangerousGetHandle();
+        var termios = stackalloc byte[256]; // struct termios is 60 bytes on Linux
+        for (var fd = 0; fd <= 2; fd++)
+        {
+            if (TcGetAttr(fd, termios) != 0 && Marshal.GetLastPInvokeError() == EIO)
+                Dup2(target, fd);
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "tcgetattr", SetLastError = true)]
+    private static unsafe partial int TcGetAttr(int fd, byte* termios);
+
+    [LibraryImport("libc", EntryPoint = "dup2", SetLastError = true)]
+    private static partial int Dup2(int oldFd, int newFd);
 }

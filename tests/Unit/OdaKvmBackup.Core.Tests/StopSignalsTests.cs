@@ -17,6 +17,7 @@ public sealed class StopSignalsTests : IDisposable
     private readonly List<int> _exits = new();
     private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly RecordingReport _report = new();
+    private int _hangUps;
     private readonly StopSignals _stop;
 
     public StopSignalsTests(StateDirectoryFixture state)
@@ -28,7 +29,7 @@ public sealed class StopSignalsTests : IDisposable
             lock (_exits)
                 _exits.Add(code);
             _exited.TrySetResult(code);
-        });
+        }, () => Interlocked.Increment(ref _hangUps));
     }
 
     public void Dispose() => _b.Dispose();
@@ -89,6 +90,7 @@ public sealed class StopSignalsTests : IDisposable
         Assert.Equal("Exiting with code 143 (SIGTERM).", lines[^1]);
         Assert.Contains("SIGTERM", run.Record.FailureReason, StringComparison.Ordinal);
         Assert.Contains(_report.Progress, p => p.Id == ProgressIds.Rollback && p.Completed);
+        Assert.Equal(0, _hangUps); // the terminal is still there
     }
 
     [Fact]
@@ -103,6 +105,7 @@ public sealed class StopSignalsTests : IDisposable
         AssertBackOnOwnDisks();
         Assert.Equal("the process received SIGHUP (its terminal or SSH session closed)", run.Record.FailureReason);
         Assert.Equal("Exiting with code 129 (SIGHUP).", _report.Lines[^1]);
+        Assert.Equal(1, _hangUps); // the terminal that hung up is let go of, so that pwsh never dies writing to it
     }
 
     [Fact]
@@ -129,6 +132,7 @@ public sealed class StopSignalsTests : IDisposable
 
         Assert.True(again.Cancel);
         Assert.True(hangUp.Cancel);
+        Assert.Equal(1, _hangUps);
         Assert.Contains(_report.Lines, l => l.StartsWith("SIGTERM received again: putting 'oda_vm1' back on its own disks is finishing and will not be interrupted", StringComparison.Ordinal));
         Assert.Contains(_report.Lines, l => l.StartsWith("SIGHUP received: putting 'oda_vm1' back on its own disks is finishing and will not be interrupted", StringComparison.Ordinal));
         Assert.Empty(_exits);
@@ -263,18 +267,21 @@ public sealed class StopSignalsTests : IDisposable
     }
 
     [Fact]
-    public async Task A_process_that_ends_on_its_own_waits_for_a_signals_rollback()
+    public async Task A_process_that_ends_on_its_own_waits_for_a_signals_rollback_and_exits_with_its_code()
     {
-        Assert.True(_stop.WaitForRollback(TimeSpan.Zero), "no signal: nothing to wait for");
+        // The script went on past the stopped pipeline and ended: the process still waits, and says 129.
+        Assert.Null(_stop.ExitCodeOnceRolledBack(TimeSpan.Zero));
         await ActiveRunAsync();
         var snapshot = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         _stop.Track(snapshot.Task);
-        _signals.Raise(PosixSignal.SIGTERM);
+        _signals.Raise(PosixSignal.SIGHUP);
+        var ending = Task.Run(() => _stop.ExitCodeOnceRolledBack(Bound));
 
-        Assert.False(_stop.WaitForRollback(TimeSpan.FromMilliseconds(200)));
+        await Task.Delay(200);
+        Assert.False(ending.IsCompleted, "the process ended before the VM was back");
 
         snapshot.SetResult();
-        Assert.True(_stop.WaitForRollback(Bound));
+        Assert.Equal(129, await ending.WaitAsync(Bound));
         AssertBackOnOwnDisks();
     }
 
