@@ -29,6 +29,7 @@ public sealed class StopSignals
     private readonly Func<PosixSignal, Action<PosixSignalContext>, IDisposable> _register;
     private readonly Action<int> _exit;
     private readonly Action _hungUp;
+    private readonly Action<bool> _armed;
     private readonly List<BackupRun> _runs = new();
     private readonly HashSet<Task> _work = new();
     private readonly List<WeakReference<CancellationTokenSource>> _stops = new();
@@ -41,11 +42,13 @@ public sealed class StopSignals
     /// <param name="register">Registers a handler for a signal (PosixSignalRegistration.Create in the process).</param>
     /// <param name="exit">Ends the process with a code (Environment.Exit in the process).</param>
     /// <param name="hungUp">Runs on every SIGHUP, first (in the process: <see cref="HungUpTerminal.Detach"/>).</param>
-    public StopSignals(Func<PosixSignal, Action<PosixSignalContext>, IDisposable> register, Action<int> exit, Action hungUp)
+    /// <param name="armed">Told when the handlers come (true) and go (in the process: <see cref="HungUpTerminal.GuardConsole"/>).</param>
+    public StopSignals(Func<PosixSignal, Action<PosixSignalContext>, IDisposable> register, Action<int> exit, Action hungUp, Action<bool> armed)
     {
         _register = register;
         _exit = exit;
         _hungUp = hungUp;
+        _armed = armed;
     }
 
     /// <summary>The one instance of this process.</summary>
@@ -53,7 +56,8 @@ public sealed class StopSignals
 
     private static StopSignals CreateForProcess()
     {
-        var signals = new StopSignals((signal, handler) => PosixSignalRegistration.Create(signal, handler), Environment.Exit, HungUpTerminal.Detach);
+        var signals = new StopSignals((signal, handler) => PosixSignalRegistration.Create(signal, handler), Environment.Exit,
+            HungUpTerminal.Detach, HungUpTerminal.GuardConsole);
         // A process that ends on its own (its script went on and finished) while a signal's rollback runs waits for
         // it, and still exits with the signal's code.
         AppDomain.CurrentDomain.ProcessExit += (_, _) =>
@@ -97,6 +101,7 @@ public sealed class StopSignals
                 foreach (var signal in Handled)
                     registrations.Add(_register(signal, OnSignal));
                 _registrations = registrations;
+                _armed(true);
             }
         }
     }
@@ -115,6 +120,7 @@ public sealed class StopSignals
                 foreach (var registration in _registrations)
                     registration.Dispose();
                 _registrations = null;
+                _armed(false);
             }
         }
     }
@@ -363,23 +369,53 @@ public sealed class StopSignals
 /// <summary>
 /// After SIGHUP the terminal is usually gone: every write to it fails (EIO), and pwsh ends itself at once
 /// (Environment.FailFast: no cleanup, so a rollback under way would be cut short) when it cannot write an error
-/// there. The standard streams that were that terminal are pointed at /dev/null instead, as nohup does, so that
-/// the rest of the process writes into nothing and carries on. Streams that are files, pipes or a terminal still
-/// there (a SIGHUP sent with kill) are left alone.
+/// there. So while a run is active, a write to Console.Out or Console.Error that fails because the terminal hung
+/// up is dropped instead of thrown, and the standard streams that were that terminal are pointed at /dev/null, as
+/// nohup does: the rest of the process writes into nothing and carries on. Streams that are files, pipes or a
+/// terminal still there are left alone, and their failures are thrown as before.
 /// </summary>
 internal static partial class HungUpTerminal
 {
     private const int EIO = 5;
+    private static readonly object Gate = new();
+    private static (TextWriter Out, TextWriter Error)? s_original;
 
-    public static unsafe void Detach()
+    /// <summary>True when <paramref name="fd"/> is a terminal that has hung up.</summary>
+    public static unsafe bool IsHungUp(int fd)
+    {
+        var termios = stackalloc byte[256]; // struct termios is 60 bytes on Linux
+        return TcGetAttr(fd, termios) != 0 && Marshal.GetLastPInvokeError() == EIO;
+    }
+
+    /// <summary>Points stdin, stdout and stderr that were a terminal now hung up at /dev/null.</summary>
+    public static void Detach()
     {
         using var devNull = File.OpenHandle("/dev/null", FileMode.Open, FileAccess.ReadWrite);
         var target = (int)devNull.DangerousGetHandle();
-        var termios = stackalloc byte[256]; // struct termios is 60 bytes on Linux
         for (var fd = 0; fd <= 2; fd++)
         {
-            if (TcGetAttr(fd, termios) != 0 && Marshal.GetLastPInvokeError() == EIO)
+            if (IsHungUp(fd))
                 Dup2(target, fd);
+        }
+    }
+
+    /// <summary>Guards Console.Out and Console.Error (true), or puts the ones it guarded back (false).</summary>
+    public static void GuardConsole(bool on)
+    {
+        lock (Gate)
+        {
+            if (on && s_original is null)
+            {
+                s_original = (Console.Out, Console.Error);
+                Console.SetOut(new HangUpProofWriter(Console.Out, () => IsHungUp(1), Detach));
+                Console.SetError(new HangUpProofWriter(Console.Error, () => IsHungUp(2), Detach));
+            }
+            else if (!on && s_original is { } original)
+            {
+                Console.SetOut(original.Out);
+                Console.SetError(original.Error);
+                s_original = null;
+            }
         }
     }
 
@@ -388,4 +424,54 @@ internal static partial class HungUpTerminal
 
     [LibraryImport("libc", EntryPoint = "dup2", SetLastError = true)]
     private static partial int Dup2(int oldFd, int newFd);
+}
+
+/// <summary>A console writer whose writes are dropped, not thrown, once its terminal has hung up (then
+/// <paramref name="hungUp"/> is true and <paramref name="detach"/> lets go of the terminal).</summary>
+internal sealed class HangUpProofWriter(TextWriter inner, Func<bool> hungUp, Action detach) : TextWriter(inner.FormatProvider)
+{
+    public override System.Text.Encoding Encoding => inner.Encoding;
+
+    [System.Diagnostics.CodeAnalysis.AllowNull]
+    public override string NewLine
+    {
+        get => inner.NewLine;
+        set => inner.NewLine = value;
+    }
+
+    public override void Write(char value) => Guard(() => inner.Write(value));
+
+    public override void Write(string? value) => Guard(() => inner.Write(value));
+
+    public override void Write(char[] buffer, int index, int count) => Guard(() => inner.Write(buffer, index, count));
+
+    public override void Write(ReadOnlySpan<char> buffer)
+    {
+        var text = buffer.ToString();
+        Guard(() => inner.Write(text));
+    }
+
+    public override void WriteLine() => Guard(inner.WriteLine);
+
+    public override void WriteLine(string? value) => Guard(() => inner.WriteLine(value));
+
+    public override void WriteLine(ReadOnlySpan<char> buffer)
+    {
+        var text = buffer.ToString();
+        Guard(() => inner.WriteLine(text));
+    }
+
+    public override void Flush() => Guard(inner.Flush);
+
+    private void Guard(Action write)
+    {
+        try
+        {
+            write();
+        }
+        catch (IOException) when (hungUp())
+        {
+            detach(); // the terminal is gone for good: write into nothing from now on
+        }
+    }
 }

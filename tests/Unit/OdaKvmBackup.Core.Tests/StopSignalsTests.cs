@@ -18,6 +18,7 @@ public sealed class StopSignalsTests : IDisposable
     private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly RecordingReport _report = new();
     private int _hangUps;
+    private readonly List<bool> _armed = new();
     private readonly StopSignals _stop;
 
     public StopSignalsTests(StateDirectoryFixture state)
@@ -29,7 +30,11 @@ public sealed class StopSignalsTests : IDisposable
             lock (_exits)
                 _exits.Add(code);
             _exited.TrySetResult(code);
-        }, () => Interlocked.Increment(ref _hangUps));
+        }, () => Interlocked.Increment(ref _hangUps), armed =>
+        {
+            lock (_armed)
+                _armed.Add(armed);
+        });
     }
 
     public void Dispose() => _b.Dispose();
@@ -66,6 +71,7 @@ public sealed class StopSignalsTests : IDisposable
         _stop.Forget(run);
         Assert.False(_stop.Armed);
         Assert.Empty(_signals.Active);
+        Assert.Equal([true, false], _armed); // the console is guarded for as long, no longer
     }
 
     [Fact]
@@ -357,6 +363,56 @@ public sealed class StopSignalsTests : IDisposable
                 throw new IOException("Input/output error");
             lock (gate)
                 add();
+        }
+    }
+
+    [Fact]
+    public void A_console_write_to_a_terminal_that_hung_up_is_dropped_and_the_terminal_let_go_other_failures_are_thrown()
+    {
+        var hungUp = false;
+        var detached = 0;
+        var inner = new FailingWriter();
+        var writer = new HangUpProofWriter(inner, () => hungUp, () => detached++);
+
+        writer.Write("fine");
+        Assert.Equal("fine", inner.Text);
+
+        inner.Fails = true;
+        Assert.Throws<IOException>(() => writer.WriteLine("a full disk, say")); // not a hang-up: as before
+        Assert.Equal(0, detached);
+
+        hungUp = true;
+        writer.Write("to nobody");
+        writer.WriteLine("to nobody".AsSpan());
+        writer.Flush();
+        Assert.Equal(3, detached);
+    }
+
+    private sealed class FailingWriter : StringWriter
+    {
+        public bool Fails { get; set; }
+
+        public string Text => ToString();
+
+        public override void Write(string? value)
+        {
+            if (Fails)
+                throw new IOException("Input/output error");
+            base.Write(value);
+        }
+
+        public override void WriteLine(string? value)
+        {
+            if (Fails)
+                throw new IOException("Input/output error");
+            base.WriteLine(value);
+        }
+
+        public override void Flush()
+        {
+            if (Fails)
+                throw new IOException("Input/output error");
+            base.Flush();
         }
     }
 }
