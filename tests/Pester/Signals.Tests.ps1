@@ -252,4 +252,32 @@ Describe 'The one-liner run in an SSH session that drops' {
         Assert-SetClosedBySignal $run.Destination HUP $Point
         Assert-Recovered "SSH session dropped $Point" $run
     }
+
+    It 'puts the VM back when the connection drops while a script holds the run and keeps writing to the terminal' {
+        # The run is held in a variable; the script writes to its terminal all the time. Once the terminal is gone
+        # those writes fail, and pwsh ends itself at once (FailFast) when it cannot show the error: the rollback
+        # must not be cut short by that.
+        $run = New-FaultRun 'ssh-drop-held'
+        $writes = $DuringWrites -creplace '@MARKER@', $run.Marker
+        $script = @"
+`$ErrorView = 'NormalView'; `$PSStyle.OutputRendering = 'PlainText'
+Import-Module '$ModuleManifest'
+Import-Module '$LabModule'
+`$disks = Get-VmDisk $FaultVm | New-KvmDiskSnapshot 3>`$null
+`$r = Invoke-LabGuestCommand -DomainName $FaultVm -Command '$writes'
+if (`$r.ExitCode -ne 0) { throw "guest write failed: `$(`$r.StdErr)" }
+Set-Content -Path '$($run.Signal)' -Value snapshot
+while (`$true) { Write-Progress -Activity 'Waiting for the copy' -Status (Get-Date -Format o); Write-Host "waiting `$(Get-Date -Format o)"; Start-Sleep -Milliseconds 50 }
+"@
+        $script:session = Start-BackupOverSsh $script $run
+        Wait-Until { Test-Path $session.PidFile } 'the far pwsh to start' 60
+        Start-Sleep -Milliseconds 200
+        $script:remotePid = [int](Get-Content $session.PidFile)
+        Wait-FaultPoint AfterSnapshot $run.Signal $run.Destination
+        Write-WindowMarker $run
+        Test-OnOwnDisks $FaultVm | Should -BeFalse -Because 'the drop must find the VM on its overlays'
+        $times = Measure-Stop -Send { $session.Client.Kill() } -HasEnded { Test-ProcessEnded $remotePid }
+        Write-SignalTimes 'SSH session dropped, run held, script writing' $times 'not seen (no parent left to see it)'
+        Assert-Recovered 'SSH session dropped, run held, script writing' $run
+    }
 }
