@@ -369,16 +369,21 @@ public sealed class StopSignals
 /// <summary>
 /// After SIGHUP the terminal is usually gone: every write to it fails (EIO), and pwsh ends itself at once
 /// (Environment.FailFast: no cleanup, so a rollback under way would be cut short) when it cannot write an error
-/// there. So while a run is active, a write to Console.Out or Console.Error that fails because the terminal hung
-/// up is dropped instead of thrown, and the standard streams that were that terminal are pointed at /dev/null, as
-/// nohup does: the rest of the process writes into nothing and carries on. Streams that are files, pipes or a
-/// terminal still there are left alone, and their failures are thrown as before.
+/// there. So every descriptor of the process that is that hung-up terminal (stdin, stdout, stderr, and the copies
+/// .NET's console made of them) is pointed at /dev/null, as nohup does, and while a run is active a write to
+/// Console.Out or Console.Error that fails because the terminal hung up is dropped instead of thrown (it can come
+/// before the SIGHUP handler runs). Files, pipes and a terminal still there are left alone, and their failures are
+/// thrown as before.
 /// </summary>
 internal static partial class HungUpTerminal
 {
     private const int EIO = 5;
     private static readonly object Gate = new();
     private static (TextWriter Out, TextWriter Error)? s_original;
+    private static volatile bool s_gone;
+
+    /// <summary>True once a hung-up terminal was let go of.</summary>
+    public static bool Gone => s_gone;
 
     /// <summary>True when <paramref name="fd"/> is a terminal that has hung up.</summary>
     public static unsafe bool IsHungUp(int fd)
@@ -387,15 +392,19 @@ internal static partial class HungUpTerminal
         return TcGetAttr(fd, termios) != 0 && Marshal.GetLastPInvokeError() == EIO;
     }
 
-    /// <summary>Points stdin, stdout and stderr that were a terminal now hung up at /dev/null.</summary>
+    /// <summary>Points every descriptor that is a terminal now hung up at /dev/null.</summary>
     public static void Detach()
     {
         using var devNull = File.OpenHandle("/dev/null", FileMode.Open, FileAccess.ReadWrite);
         var target = (int)devNull.DangerousGetHandle();
-        for (var fd = 0; fd <= 2; fd++)
+        foreach (var entry in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
         {
-            if (IsHungUp(fd))
+            // Only a descriptor that answers EIO as a terminal is replaced: a hung-up terminal, nothing else.
+            if (int.TryParse(Path.GetFileName(entry), out var fd) && fd != target && IsHungUp(fd))
+            {
                 Dup2(target, fd);
+                s_gone = true;
+            }
         }
     }
 
@@ -407,8 +416,8 @@ internal static partial class HungUpTerminal
             if (on && s_original is null)
             {
                 s_original = (Console.Out, Console.Error);
-                Console.SetOut(new HangUpProofWriter(Console.Out, () => IsHungUp(1), Detach));
-                Console.SetError(new HangUpProofWriter(Console.Error, () => IsHungUp(2), Detach));
+                Console.SetOut(new HangUpProofWriter(Console.Out, () => Gone || IsHungUp(1), Detach));
+                Console.SetError(new HangUpProofWriter(Console.Error, () => Gone || IsHungUp(2), Detach));
             }
             else if (!on && s_original is { } original)
             {
