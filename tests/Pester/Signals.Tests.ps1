@@ -20,8 +20,8 @@ BeforeAll {
     $script:ExitBound = 60
 
     # Sends the stop (the block), then watches until the process has ended, at most $ExitBound s: returns the
-    # seconds from the stop to the VM back on its own disks (null if it never was while the process ran) and to
-    # the process's end.
+    # seconds from the stop to the VM back on its own disks for good (null if it never was while the process ran;
+    # a snapshot that libvirtd finishes after the stop takes it off them again) and to the process's end.
     function Measure-Stop([scriptblock] $Send, [scriptblock] $HasEnded, [scriptblock] $EachPoll = {}) {
         $watch = [Diagnostics.Stopwatch]::StartNew()
         & $Send
@@ -29,7 +29,8 @@ BeforeAll {
         while (-not (& $HasEnded)) {
             if ($watch.Elapsed.TotalSeconds -gt $ExitBound) { throw "The process was still running $ExitBound s after the stop." }
             & $EachPoll
-            if ($null -eq $ownDisks -and (Test-OnOwnDisks $FaultVm)) { $ownDisks = $watch.Elapsed.TotalSeconds }
+            if (-not (Test-OnOwnDisks $FaultVm)) { $ownDisks = $null }
+            elseif ($null -eq $ownDisks) { $ownDisks = $watch.Elapsed.TotalSeconds }
             Start-Sleep -Milliseconds 50
         }
         $ended = $watch.Elapsed.TotalSeconds
