@@ -16,7 +16,9 @@
     Exit code: 0 when every VM was backed up (and tested, with -TestLatest); 1 when any VM failed (the log and the
     summary at its end say which and why); 2 when the run itself could not start (the module or the log folder
     missing). A parameter pwsh itself refuses (missing, unknown, out of range) exits 1 before the script runs, with
-    the reason on stderr: cron mails it.
+    the reason on stderr: cron mails it. 143 or 129 when SIGTERM (systemctl stop, kill, timeout) or SIGHUP stopped the
+    run: the VM being backed up was put back on its own disks first, as after Ctrl+C, and the 'OdaKvmBackup: ...' lines
+    on stderr say so; the log then ends without its summary.
 .EXAMPLE
     (Install-PSResource puts the module in a version folder: Get-Module -ListAvailable OdaKvmBackup shows it.)
     /usr/local/share/powershell/Modules/OdaKvmBackup/<version>/Scripts/Invoke-KvmNightlyBackup.ps1 -DomainName 'ora*,app01' -Destination /backup -RetentionPath /kvm/retencao -KeepLast 7
@@ -29,6 +31,9 @@
         [Service]
         Type=oneshot
         ExecStart=/usr/local/bin/pwsh -NoProfile -File /usr/local/share/powershell/Modules/OdaKvmBackup/<version>/Scripts/Invoke-KvmNightlyBackup.ps1 -DomainName 'ora*' -Destination root@backupsrv:/backup -RetentionPath /kvm/retencao
+        # systemctl stop: SIGTERM to pwsh alone, and time for a VM's rollback before SIGKILL
+        KillMode=mixed
+        TimeoutStopSec=30min
 
     and /etc/systemd/system/kvm-backup.timer
 

@@ -35,6 +35,8 @@ public abstract class KvmCmdlet : PSCmdlet
                 KvmHostPlatform.Refusal(KvmHostPlatform.SystemName), KvmHostPlatform.HowToRunOnTheHost, null));
             return;
         }
+        // SIGTERM and SIGHUP cancel this command's work as Ctrl+C does, and report through its host.
+        StopSignals.Process.Enlist(_stopping, new HostSink(Host?.UI));
         Begin();
     }
 
@@ -77,6 +79,7 @@ public abstract class KvmCmdlet : PSCmdlet
     protected T Run<T>(Func<CancellationToken, Task<T>> work)
     {
         var task = Task.Run(() => work(_stopping.Token));
+        StopSignals.Process.Track(task);
         // Once the pipeline is stopping, writing to it throws: the work is still waited for, so that nothing (a
         // rollback) starts while it runs (a snapshot libvirtd is still taking).
         PipelineStoppedException? stopped = null;
@@ -231,6 +234,8 @@ public abstract class KvmCmdlet : PSCmdlet
     /// </summary>
     protected RollbackOutcome GiveUp(BackupRun run, string reason, bool pipelineAlive)
     {
+        if (StopSignals.Process.Stopping)
+            return StopSignals.Process.WaitForStop(run); // a signal's stop puts the run back and tells the user
         if (pipelineAlive)
         {
             var outcome = Run(_ => run.FailAsync(reason, _sink));
@@ -253,6 +258,8 @@ public abstract class KvmCmdlet : PSCmdlet
     /// (the pipeline may be over), and the other runs are still let go.</summary>
     protected void Release(BackupRun run)
     {
+        if (StopSignals.Process.Stopping)
+            StopSignals.Process.WaitForStop(run); // the process ends there: no later statement runs meanwhile
         try
         {
             run.Release();
@@ -261,6 +268,7 @@ public abstract class KvmCmdlet : PSCmdlet
         {
             new HostSink(Host?.UI).Line(ex.FullMessage, error: true);
         }
+        StopSignals.Process.Forget(run);
     }
 
     /// <summary>Keeps verbose lines and warnings in order, and only the latest progress of each activity.</summary>
@@ -289,7 +297,7 @@ public abstract class KvmCmdlet : PSCmdlet
 
     /// <summary>The way to the user once the pipeline is gone (after Ctrl+C): the host's own console. Progress and
     /// warnings still show; a host without a UI (a bare runspace) leaves only the journal and Repair-KvmBackup.</summary>
-    private sealed class HostSink(PSHostUserInterface? ui) : IOperationSink
+    private sealed class HostSink(PSHostUserInterface? ui) : IStopReport
     {
         private readonly object _gate = new();
 
@@ -298,6 +306,8 @@ public abstract class KvmCmdlet : PSCmdlet
         public void Warning(string message) => Line(message, error: false);
 
         public void Progress(ProgressUpdate update) => Safely(() => ui?.WriteProgress(update.Id, ToRecord(update)));
+
+        void IStopReport.Line(string message) => Line(message, error: true);
 
         public void Line(string message, bool error) => Safely(() =>
         {
@@ -315,9 +325,9 @@ public abstract class KvmCmdlet : PSCmdlet
                 {
                     write();
                 }
-                catch (Exception ex) when (ex is NotImplementedException or NullReferenceException or InvalidOperationException or PSNotImplementedException)
+                catch (Exception ex) when (ex is NotImplementedException or NullReferenceException or InvalidOperationException or PSNotImplementedException or IOException)
                 {
-                    // a host without a UI: the journal and Repair-KvmBackup remain
+                    // a host without a UI, or a terminal gone (EIO after SIGHUP): the journal and Repair-KvmBackup remain
                 }
             }
         }

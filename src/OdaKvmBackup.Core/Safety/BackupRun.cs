@@ -387,8 +387,18 @@ public sealed class BackupRun
     /// overlay is committed back to its own file, leftover snapshot metadata is deleted, and the run's overlays
     /// are removed once no disk uses them. What it does is reported to <paramref name="sink"/> as it goes (progress,
     /// then the outcome); it runs to its end within <see cref="RollbackBound"/>, whatever happens to the caller.
+    /// It runs once: a second caller (a pipeline's guard and a signal's stop at the same time) gets the same
+    /// rollback and its outcome.
     /// </summary>
-    public async Task<RollbackOutcome> FailAsync(string reason, IOperationSink sink)
+    public Task<RollbackOutcome> FailAsync(string reason, IOperationSink sink)
+    {
+        lock (_gate)
+            return _rollback ??= Task.Run(() => FailOnceAsync(reason, sink));
+    }
+
+    private Task<RollbackOutcome>? _rollback;
+
+    private async Task<RollbackOutcome> FailOnceAsync(string reason, IOperationSink sink)
     {
         using var bound = new CancellationTokenSource(RollbackBound);
         var ct = bound.Token;

@@ -114,6 +114,7 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
         }
         run.Guardian = this;
         _runs.Add(run);
+        StopSignals.Process.Add(run); // from now until it is over, SIGTERM and SIGHUP put it back as Ctrl+C does
         try
         {
             Run(ct => service.SnapshotAsync(run, plan, ct));
