@@ -68,7 +68,11 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             // Each copy is inspected before qemu-img or QEMU sees it; its overlay is made without opening it again.
             var copies = new List<(ManifestDisk Disk, InspectedCopy Copy)>();
             foreach (var disk in set.Manifest.Disks)
+            {
+                // Opened through the store first: a regular file reached through no link, or BackupCopyUnsafe.
+                await (await store.OpenReadAsync(set.FileInSet(disk.File), ct).ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false);
                 copies.Add((disk, await CopyInspection.RequireSafeAsync(tools.QemuImg, set, disk, store.Describe(set.FileInSet(disk.File)), ct).ConfigureAwait(false)));
+            }
             PrivateFiles.CreateFolder(scratch);
             RequireScratchSpace(scratch, copies.Select(c => c.Copy.VirtualSize), set);
             PrivateFiles.CreateFolder(folder);

@@ -82,7 +82,20 @@ public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
             var location = store.Describe(relative);
             var activity = $"Testing {Describe(set)}";
             sink.Progress(new ProgressUpdate(ProgressIds.Verify, null, activity, $"{disk.Target}: reading {location}", i * 100 / set.Manifest.Disks.Count));
-            var (digestCheck, digestProblem, missing) = await ReadBackAsync(store, relative, disk, ct).ConfigureAwait(false);
+            string digestCheck;
+            string? digestProblem;
+            bool missing;
+            try
+            {
+                (digestCheck, digestProblem, missing) = await ReadBackAsync(store, relative, disk, ct).ConfigureAwait(false);
+            }
+            catch (BackupException ex) when (ex.ErrorId == ErrorIds.BackupCopyUnsafe)
+            {
+                errors.Add(ex);
+                result.Problems.Add(ex.Message);
+                disks.Add(new DiskTestResult(disk.Target, disk.File, disk.Format, false, "not read: the copy is unsafe", "not run: the copy is unsafe", ex.Message, location));
+                continue;
+            }
             var imageCheck = "not applicable (raw)";
             string? imageProblem = null;
             if (!missing && digestProblem is null && !store.IsRemote)
@@ -141,6 +154,12 @@ public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
         var entry = await store.GetEntryAsync(relativePath, ct).ConfigureAwait(false);
         if (entry is null || entry.IsFolder)
             return ("file missing", "the file is missing", true);
+        if (!store.IsRemote)
+        {
+            // Opened through the store first: only a regular file reached through no link is read here (a FIFO
+            // would hang the read, a link would read a host disk); BackupCopyUnsafe otherwise.
+            await (await store.OpenReadAsync(relativePath, ct).ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false);
+        }
         if (disk.ContentDigest is null)
             return ("no digest in the manifest", "backup.json records no content digest for it", false);
         if (disk.SizeBytes is { } expectedSize && entry.Size != expectedSize)

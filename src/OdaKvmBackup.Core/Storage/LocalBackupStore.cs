@@ -71,14 +71,8 @@ public sealed partial class LocalBackupStore : IBackupStore
         return Task.FromResult(writer);
     }
 
-    public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct)
-    {
-        var path = Full(relativePath);
-        if (!File.Exists(path))
-            throw new BackupException(ErrorIds.PathNotFound, BackupErrorCategory.ObjectNotFound, $"'{path}' does not exist.", null, path);
-        IStoreFileReader reader = new Reader(File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite));
-        return Task.FromResult(reader);
-    }
+    public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct) =>
+        Task.FromResult<IStoreFileReader>(new Reader(OpenStoredFile(relativePath)));
 
     public Task RenameAsync(string from, string to, CancellationToken ct)
     {
@@ -113,7 +107,7 @@ public sealed partial class LocalBackupStore : IBackupStore
     public Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes, CancellationToken ct) =>
         Task.Run<IReadOnlyList<string>>(() =>
         {
-            using var handle = File.OpenHandle(Full(relativePath), FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            using var handle = OpenStoredFile(relativePath);
             Backup.SparseCopy.DropFromCache(handle);
             var size = RandomAccess.GetLength(handle);
             var buffer = new byte[Math.Min(segmentSize, 4L << 20)];
@@ -138,7 +132,7 @@ public sealed partial class LocalBackupStore : IBackupStore
     public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
         Task.Run<IReadOnlyList<long>>(() =>
         {
-            using var handle = File.OpenHandle(Full(relativePath), FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            using var handle = OpenStoredFile(relativePath);
             Backup.SparseCopy.DropFromCache(handle);
             var buffer = new byte[4 << 20];
             var found = new List<long>();
@@ -184,6 +178,41 @@ public sealed partial class LocalBackupStore : IBackupStore
     /// <summary>The host path of a store path, proven to lie under the root (a name from a set may try to leave it).</summary>
     private string Full(string relativePath) =>
         relativePath.Length == 0 ? Location : Backup.FileSystemPaths.JoinInside(Location, relativePath, $"A path in the store '{Location}'");
+
+    /// <summary>
+    /// Opens a stored file for reading only when it is a regular file reached through no symbolic link below the
+    /// root: a set's folder linked to /var/lib/libvirt/images, or a copy linked to a host disk or made a FIFO, would
+    /// hand the host's data (or a read that never ends) to whoever reads the set. Looked at without following
+    /// links, opened with O_NOFOLLOW | O_NONBLOCK, and the open file looked at again.
+    /// </summary>
+    private SafeFileHandle OpenStoredFile(string relativePath)
+    {
+        var path = Full(relativePath);
+        try
+        {
+            var onTheWay = Location;
+            foreach (var folder in relativePath.Split('/', StringSplitOptions.RemoveEmptyEntries).SkipLast(1))
+            {
+                onTheWay = Path.Combine(onTheWay, folder);
+                if (NativeFiles.LStat(onTheWay) is { IsSymbolicLink: true })
+                    throw SmallFiles.NotAStoredCopy(path, $"is reached through '{onTheWay}', a symbolic link");
+            }
+            var named = NativeFiles.LStat(path) ?? throw SmallFiles.NotFound(path);
+            if (SmallFiles.NonRegularKind(named.Mode) is { } kind)
+                throw SmallFiles.NotAStoredCopy(path, $"is {kind}, not a regular file");
+            var handle = NativeFiles.OpenNoFollow(path);
+            if (SmallFiles.NonRegularKind(NativeFiles.FStat(handle).Mode) is { } swapped)
+            {
+                handle.Dispose();
+                throw SmallFiles.NotAStoredCopy(path, $"is {swapped}, not a regular file");
+            }
+            return handle;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw StoreErrors.FromIOException(ex, path);
+        }
+    }
 
     private static string Normalize(string path)
     {

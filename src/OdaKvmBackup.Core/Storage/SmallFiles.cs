@@ -65,6 +65,12 @@ public static class SmallFiles
             $"'{where}' {what}: the module writes only regular files of bounded size there, so this set cannot be trusted and nothing of it was read.",
             "Look at the set's folder on its storage (who made that file, and why?); back up again, and remove the folder by hand once inspected.", where);
 
+    /// <summary>A copy (or other file) of a set that is not what the module writes there: it was not read.</summary>
+    internal static BackupException NotAStoredCopy(string where, string what) =>
+        new(ErrorIds.BackupCopyUnsafe, BackupErrorCategory.SecurityError,
+            $"'{where}' {what}: OdaKvmBackup writes every copy as a regular file in its set's own folder, so it was not read.",
+            "Look at the set's folder on its storage (who put that there, and why?); use another set, and remove this one by hand once inspected.", where);
+
     internal static BackupException Unreadable(string where, string why, Exception? inner = null) =>
         new(ErrorIds.BackupSetUnreadable, BackupErrorCategory.InvalidData, $"'{where}' cannot be read: {why}.",
             "Check the storage and the file's permissions; the set cannot be used until it can be read.", where, inner);

@@ -65,10 +65,18 @@ internal sealed class SshStoreFileReader : IStoreFileReader
 
     public ValueTask DisposeAsync() => _connection.DisposeAsync();
 
+    /// <summary>Only a regular file is opened (lstat first): a FIFO on the server would block its SFTP service on
+    /// the open, a device would read without end. The open file is looked at again.</summary>
     private async Task OpenHandleAsync(CancellationToken ct)
     {
+        var named = await _session.LStatAsync(_path, ct).ConfigureAwait(false) ?? throw SmallFiles.NotFound(_path);
+        if (SmallFiles.NonRegularKind(named.Permissions) is { } kind)
+            throw SmallFiles.NotAStoredCopy(_path, $"is {kind}, not a regular file");
         _handle = await _session.OpenAsync(_path, SftpOpenFlags.Read, null, ct).ConfigureAwait(false);
-        Size = (await _session.StatAsync(_handle, ct).ConfigureAwait(false)).Size ?? 0;
+        var opened = await _session.StatAsync(_handle, ct).ConfigureAwait(false);
+        if (SmallFiles.NonRegularKind(opened.Permissions) is { } swapped)
+            throw SmallFiles.NotAStoredCopy(_path, $"is {swapped}, not a regular file");
+        Size = opened.Size ?? 0;
     }
 
     private async Task<int> ReadAheadAsync(long offset, Memory<byte> destination, CancellationToken ct)
