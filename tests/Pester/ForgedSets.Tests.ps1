@@ -241,6 +241,14 @@ Describe 'Pruning goes by the folders and their run ids; a set dated in the futu
         "$($errs[0])" | Should -Match ([regex]::Escape($Future))
     }
 
+    It 'Get-KvmBackup -Latest (what the nightly -TestLatest tests) skips the set dated in the future, with a warning that names it' {
+        $latest = @(Get-KvmBackup -Path $Pool -DomainName $Vm -Latest -WarningVariable warns -WarningAction SilentlyContinue)
+        $latest.RunId | Should -Be $RealRunId
+        @($warns).Count | Should -Be 1
+        "$($warns[0])" | Should -Match ([regex]::Escape("$Pool/$Vm/$Future"))
+        "$($warns[0])" | Should -Match 'future'
+    }
+
     It 'Get-KvmBackup -Latest and the listing order go by the run id, not by the time a manifest claims' {
         $store = New-TestFolder forged-order
         $older = Get-EarlierRunId 2

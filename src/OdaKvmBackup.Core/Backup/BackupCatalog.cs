@@ -123,14 +123,20 @@ public static class BackupCatalog
         sets.OrderBy(s => s.DomainName, StringComparer.Ordinal).ThenBy(s => s.RunId, StringComparer.Ordinal).ToList();
 
     /// <summary>Keeps the sets with one of <paramref name="statuses"/> (all when empty), then, with
-    /// <paramref name="latest"/>, only the newest of each domain.</summary>
-    public static IReadOnlyList<BackupSetInfo> Filter(IEnumerable<BackupSetInfo> sets, IReadOnlyCollection<string> statuses, bool latest)
+    /// <paramref name="latest"/>, only the newest of each domain among those not dated in the future: a forged set
+    /// dated 2099 (or one written by a host whose clock ran ahead) is never "the latest" a nightly test reads.</summary>
+    public static IReadOnlyList<BackupSetInfo> Filter(IEnumerable<BackupSetInfo> sets, IReadOnlyCollection<string> statuses, bool latest, DateTime nowUtc)
     {
         var kept = sets.Where(s => statuses.Count == 0 || statuses.Contains(s.Status, StringComparer.OrdinalIgnoreCase));
         if (latest)
-            kept = kept.GroupBy(s => s.DomainName, StringComparer.Ordinal).Select(g => g.MaxBy(s => s.RunId, StringComparer.Ordinal)!);
+            kept = kept.Where(s => !IsInTheFuture(s, nowUtc))
+                .GroupBy(s => s.DomainName, StringComparer.Ordinal).Select(g => g.MaxBy(s => s.RunId, StringComparer.Ordinal)!);
         return Sort(kept);
     }
+
+    /// <summary>True when the set's run id names a time ahead of this host's clock (beyond
+    /// <see cref="PrunePolicy.ClockTolerance"/>).</summary>
+    public static bool IsInTheFuture(BackupSetInfo set, DateTime nowUtc) => set.RunTimeUtc > nowUtc + PrunePolicy.ClockTolerance;
 
     /// <summary>
     /// Splits what a user typed as a set's folder ("/backup/vm/20261128-101500" or "root@srv:/backup/vm/run")

@@ -46,7 +46,11 @@ public sealed class GetKvmBackupCommand : KvmCmdlet, IDisposable
             var listing = Run(ct => BackupCatalog.ListAsync(store, name => patterns.Count == 0 || patterns.Any(p => p.IsMatch(name)), ct));
             foreach (var unreadable in listing.Unreadable)
                 WriteError(ToErrorRecord(unreadable.Error, unreadable.Location));
-            foreach (var set in BackupCatalog.Filter(listing.Sets, Status ?? [], Latest))
+            var now = DateTime.UtcNow;
+            if (Latest)
+                foreach (var future in listing.Sets.Where(s => BackupCatalog.IsInTheFuture(s, now)))
+                    WriteWarning($"The set {future.Location} is dated in the future (its run id {future.RunId} is UTC; this host's clock says {now:yyyyMMdd-HHmmss}), so -Latest skipped it: it was not written tonight by this module on a host with a right clock. Find out who wrote it (a forged set, or a host whose clock ran ahead), then remove it by hand.");
+            foreach (var set in BackupCatalog.Filter(listing.Sets, Status ?? [], Latest, now))
                 WriteObject(set);
         }
         catch (BackupException ex)

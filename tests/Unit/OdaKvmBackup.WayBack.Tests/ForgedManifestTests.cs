@@ -156,6 +156,22 @@ public sealed class ForgedManifestTests : IDisposable
         var listing = await BackupCatalog.ListAsync(store, null, CancellationToken.None);
 
         Assert.Equal([older.RunId, newer.RunId], listing.Sets.Select(s => s.RunId));
-        Assert.Equal([newer.RunId], BackupCatalog.Filter(listing.Sets, [], latest: true).Select(s => s.RunId));
+        Assert.Equal([newer.RunId], BackupCatalog.Filter(listing.Sets, [], latest: true, DateTime.UtcNow).Select(s => s.RunId));
+    }
+
+    [Fact]
+    public async Task A_set_dated_in_the_future_is_never_the_latest_the_newest_set_made_before_now_is()
+    {
+        var store = new LocalBackupStore(_root.Path);
+        var real = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
+        await Sets.WriteAsync(store, _root.Path, "vm1", new DateTime(2099, 1, 1, 22, 0, 0, DateTimeKind.Utc));
+        var listing = await BackupCatalog.ListAsync(store, null, CancellationToken.None);
+        var now = T0.AddHours(1);
+
+        Assert.Equal([real.RunId], BackupCatalog.Filter(listing.Sets, [], latest: true, now).Select(s => s.RunId));
+        Assert.Equal(["20990101-220000"], listing.Sets.Where(s => BackupCatalog.IsInTheFuture(s, now)).Select(s => s.RunId));
+        // Within the tolerance for clocks a little apart, a set is not "in the future".
+        Assert.False(BackupCatalog.IsInTheFuture(listing.Sets[0], T0 - PrunePolicy.ClockTolerance + TimeSpan.FromSeconds(1)));
+        Assert.True(BackupCatalog.IsInTheFuture(listing.Sets[0], T0 - PrunePolicy.ClockTolerance - TimeSpan.FromSeconds(1)));
     }
 }
