@@ -87,6 +87,7 @@ BeforeAll {
         }
     }
 }
+AfterAll { Save-FaultRows 'Signals' }
 
 Describe 'A backup stopped by a signal' {
     BeforeEach { Reset-LabVmIfNeeded $FaultVm }
@@ -108,6 +109,8 @@ Describe 'A backup stopped by a signal' {
         $times = Measure-Stop -Send { & kill "-$Signal" $process.Id } -HasEnded { $process.HasExited }
         $process.WaitForExit()
         Write-SignalTimes "SIG$Signal $Point" $times $process.ExitCode
+        Close-FaultWindow $run.Writer
+        Set-FaultRowError $run.Row "exit code $($process.ExitCode)" $times.Ended "exit within $ExitBound s"
         $process.ExitCode | Should -Be $ExitCodes[$Signal]
         $stderr = (Get-Content -Raw (Join-Path $run.Folder 'stderr.txt')) -replace '\s+', ' '
         $stderr | Should -Match "OdaKvmBackup: .*SIG$Signal"
@@ -126,6 +129,8 @@ Describe 'A backup stopped by a signal' {
         $times = Measure-Stop -Send { & kill -TERM $process.Id } -HasEnded { $process.HasExited }
         $process.WaitForExit()
         Write-SignalTimes 'SIGTERM after the snapshot (pipeline in Start-Sleep)' $times $process.ExitCode
+        Close-FaultWindow $run.Writer
+        Set-FaultRowError $run.Row "exit code $($process.ExitCode)" $times.Ended "exit within $ExitBound s"
         $process.ExitCode | Should -Be 143
         (Get-Content -Raw (Join-Path $run.Folder 'stderr.txt')) -replace '\s+', ' ' | Should -Match "SIGTERM.*'$FaultVm' was put back on its own disks"
         Get-ChildItem -Recurse -File -Path $run.Destination | Should -BeNullOrEmpty -Because 'no copy had begun'
@@ -154,6 +159,8 @@ Start-Sleep -Seconds 600
         $times = Measure-Stop -Send { & kill -TERM $process.Id } -HasEnded { $process.HasExited }
         $process.WaitForExit()
         Write-SignalTimes 'SIGTERM between statements (run held in a variable)' $times $process.ExitCode
+        Close-FaultWindow $run.Writer
+        Set-FaultRowError $run.Row "exit code $($process.ExitCode)" $times.Ended "exit within $ExitBound s"
         $process.ExitCode | Should -Be 143
         (Get-Content -Raw (Join-Path $run.Folder 'stderr.txt')) -replace '\s+', ' ' | Should -Match "SIGTERM.*'$FaultVm' was put back on its own disks"
         Assert-Recovered 'SIGTERM between statements' $run
@@ -178,6 +185,8 @@ Start-Sleep -Seconds 600
         } -HasEnded { $process.HasExited }
         $process.WaitForExit()
         Write-SignalTimes 'SIGTERM, then SIGTERM and SIGHUP during the rollback' $times $process.ExitCode
+        Close-FaultWindow $run.Writer
+        Set-FaultRowError $run.Row "exit code $($process.ExitCode)" $times.Ended "exit within $ExitBound s"
         $onOverlaysAtSecond | Should -BeTrue -Because 'the second signal must come while the VM is still on its overlays'
         $process.ExitCode | Should -Be 143 -Because 'the first signal decides the exit code'
         $stderr = (Get-Content -Raw $stderrFile) -replace '\s+', ' '
@@ -211,11 +220,14 @@ Describe 'The nightly script stopped by systemctl stop (SIGTERM)' {
         $process.HasExited | Should -BeFalse -Because "the nightly run must still be running: $(Get-Content -Raw (Join-Path $run.Folder 'stderr.txt'))"
         $folders = (Get-LabDiskMap $FaultVm).Values | ForEach-Object { Split-Path $_ } | Sort-Object -Unique
         $script:overlaysSeen = @()
+        Open-FaultWindow $run.Writer
         $times = Measure-Stop -Send { & kill -TERM $process.Id } -HasEnded { $process.HasExited } -EachPoll {
             $script:overlaysSeen += @(Get-ChildItem -LiteralPath $folders -File -Filter "*.$SnapshotName" -ErrorAction SilentlyContinue | ForEach-Object Name)
         }
         $process.WaitForExit()
         Write-SignalTimes 'nightly script, SIGTERM during snapshot-create-as' $times $process.ExitCode
+        Close-FaultWindow $run.Writer
+        Set-FaultRowError $run.Row "exit code $($process.ExitCode)" $times.Ended "exit within $ExitBound s"
         # libvirtd took the snapshot after the signal: the rollback had overlays to take away (else this proves nothing).
         ($overlaysSeen | Sort-Object -Unique) | Should -Be @("disco_secundario.$SnapshotName", "linux_boot.$SnapshotName")
         $process.ExitCode | Should -Be 143
@@ -249,6 +261,8 @@ Describe 'The one-liner run in an SSH session that drops' {
         if ($Point -eq 'DuringCommit') { Test-BlockJobRunning $FaultVm | Should -BeTrue -Because 'the drop must hit a running commit' }
         $times = Measure-Stop -Send { $session.Client.Kill() } -HasEnded { Test-ProcessEnded $remotePid }
         Write-SignalTimes "SSH session dropped $Point (far pwsh)" $times 'not seen (no parent left to see it)'
+        Close-FaultWindow $run.Writer
+        Set-FaultRowError $run.Row 'SIGHUP (session dropped), far pwsh ended' $times.Ended "exit within $ExitBound s"
         # Its terminal is gone, so what it said went nowhere: the set's manifest records why the run stopped.
         Assert-SetClosedBySignal $run.Destination HUP $Point
         Assert-Recovered "SSH session dropped $Point" $run
@@ -279,6 +293,8 @@ while (`$true) { Write-Progress -Activity 'Waiting for the copy' -Status (Get-Da
         Test-OnOwnDisks $FaultVm | Should -BeFalse -Because 'the drop must find the VM on its overlays'
         $times = Measure-Stop -Send { $session.Client.Kill() } -HasEnded { Test-ProcessEnded $remotePid }
         Write-SignalTimes 'SSH session dropped, run held, script writing' $times 'not seen (no parent left to see it)'
+        Close-FaultWindow $run.Writer
+        Set-FaultRowError $run.Row 'SIGHUP (session dropped), far pwsh ended' $times.Ended "exit within $ExitBound s"
         Assert-Recovered 'SSH session dropped, run held, script writing' $run
     }
 }

@@ -169,7 +169,7 @@ Subsystem sftp internal-sftp
         Reset-LabVmIfNeeded $Vm
     }
 
-    It 'ends the backup within the limits set, with the VM on its own disks, and Repair-KvmBackup marks the set Incomplete once the server answers' {
+    It 'ends the backup within the limits set, with the VM on its own disks and the set marked Incomplete, by the run or (RepairNeeded) by Repair-KvmBackup once the server answers' {
         $r = Invoke-LabGuestCommand -DomainName $Vm -Command 'dd if=/dev/urandom of=/mnt/b/bulk bs=1M count=16 conv=fsync 2>/dev/null; sync'
         $r.ExitCode | Should -Be 0
         $remote = New-TestFolder bounds-remote
@@ -179,7 +179,7 @@ Subsystem sftp internal-sftp
         $limits = @{ ODAKVMBACKUP_SFTP_TIMEOUT_SEC = '15'; ODAKVMBACKUP_SFTP_STALL_SEC = '3'; ODAKVMBACKUP_SSH_RECONNECT_SEC = '1,1' }
         # The documented bound (about_OdaKvmBackup, "Every call is bounded"): once the data stops, the copy fails
         # within the stall limit plus, for each reconnection, its wait and the request limit (plus the moments ssh
-        # takes to connect: 5 s are allowed for them here).
+        # takes to connect: 8 s are allowed for the two, on this shared 2-core host).
         $bound = 3 + (1 + 15) + (1 + 15)
         $started = [DateTimeOffset]::UtcNow.ToUnixTimeMilliseconds()
         # Each output object and each error with the time it came: when the copy failed, not only when all ended.
@@ -205,7 +205,7 @@ Subsystem sftp internal-sftp
         Add-Content -Path $ResultLog -Value ("stalled SFTP server: the copy failed {0:N1} s after the server stopped answering, the backup ended (VM put back) {1:N1} s after it ({2:N1} s in all); limits: request 15 s, stall 3 s, reconnect 1,1 s; documented bound for the copy {3} s" -f $copyEnded, $allEnded, (($ended - $started) / 1000), $bound)
         $result.Finished | Should -BeTrue -Because 'a server that stops answering must not hold the backup (and the VM on its overlays) for good'
         $lost | Should -Not -BeNullOrEmpty -Because "the copy fails as a lost connection (errors: $(($result.Output | Where-Object ErrorId | ForEach-Object ErrorId) -join ', ') $($result.Errors -join ' / '))"
-        $copyEnded | Should -BeLessOrEqual ($bound + 5)
+        $copyEnded | Should -BeLessOrEqual ($bound + 8)
         # The rollback (commits, the set marked Incomplete) has its own limits; here it takes seconds.
         $allEnded | Should -BeLessOrEqual ($bound + 60)
         $lost.Message | Should -Match 'odakvm-bounds'
@@ -214,23 +214,26 @@ Subsystem sftp internal-sftp
         Test-OnOwnDisks $Vm | Should -BeTrue -Because 'the VM goes back on its own disks whatever the server does'
         Get-StrayDiskFolderFiles $Vm | Should -BeNullOrEmpty
         Get-SnapshotNames $Vm | Should -BeNullOrEmpty
-        # The server stays stuck for every new session too, so the set cannot be marked Incomplete now: the run
-        # must say so (RepairNeeded, naming the way out) and keep its journal for Repair-KvmBackup.
+        # New sessions stall too, but the store's first session, opened before the stall, may still answer: the set is
+        # then marked Incomplete at once. If that session was lost as well, the set cannot be marked now: the run must
+        # say so (RepairNeeded, naming the way out) and keep its journal, and Repair-KvmBackup marks the set once the
+        # server answers again.
         $repairNeeded = @($result.Output | Where-Object { $_.ErrorId -like 'RepairNeeded,*' }) | Select-Object -First 1
-        $repairNeeded | Should -Not -BeNullOrEmpty -Because "a set that could not be marked must be reported (errors: $(($result.Output | Where-Object ErrorId | ForEach-Object ErrorId) -join ', '))"
-        $repairNeeded.Message | Should -Match "Repair-KvmBackup -DomainName $Vm"
-        Test-Path $Journal | Should -BeTrue -Because 'the set still to be marked is Repair-KvmBackup''s to finish'
-
-        # The server comes back (its stuck sessions end, new ones are served): the repair marks the set.
-        Remove-Item -Force $StallFlag
-        Stop-StalledSessions
-        $repair = Invoke-Bounded -Environment $limits -TimeoutSeconds 120 -ArgumentList $Vm -Script {
-            param($vm)
-            Repair-KvmBackup -DomainName $vm -Confirm:$false 2>&1 | ForEach-Object { if ($_ -is [System.Management.Automation.ErrorRecord]) { "ERROR $($_.FullyQualifiedErrorId): $_" } }
+        if ($repairNeeded) {
+            $repairNeeded.Message | Should -Match "Repair-KvmBackup -DomainName $Vm"
+            Test-Path $Journal | Should -BeTrue -Because 'the set still to be marked is Repair-KvmBackup''s to finish'
+            Remove-Item -Force $StallFlag
+            Stop-StalledSessions
+            $repair = Invoke-Bounded -Environment $limits -TimeoutSeconds 120 -ArgumentList $Vm -Script {
+                param($vm)
+                Repair-KvmBackup -DomainName $vm -Confirm:$false 2>&1 | ForEach-Object { if ($_ -is [System.Management.Automation.ErrorRecord]) { "ERROR $($_.FullyQualifiedErrorId): $_" } }
+            }
+            $repair.Finished | Should -BeTrue
+            @($repair.Output) -join ' / ' | Should -BeNullOrEmpty
         }
-        $repair.Finished | Should -BeTrue
-        @($repair.Output) -join ' / ' | Should -BeNullOrEmpty
-        Test-Path $Journal | Should -BeFalse -Because 'once the set is marked, nothing is left for Repair-KvmBackup'
+        Add-Content -Path $ResultLog -Value ("stalled SFTP server: the set was marked {0}" -f $(if ($repairNeeded) { 'by Repair-KvmBackup once the server answered (the run said RepairNeeded)' } else { 'by the run itself, over its first session' }))
+        $left = if (Test-Path $Journal) { Get-Content -Raw $Journal } else { '' }
+        $left | Should -BeNullOrEmpty -Because "once the set is marked, nothing is left for Repair-KvmBackup (errors: $(($result.Output | Where-Object ErrorId | ForEach-Object Message) -join ' / '))"
         $sets = @(Get-ChildItem -Directory (Join-Path $remote $Vm))
         $sets.Count | Should -Be 1
         foreach ($set in $sets) {
