@@ -372,6 +372,21 @@ public sealed class SnapshotServicePlanTests : IDisposable
         Assert.Contains("8.0 MiB", warning, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("vmdk")]
+    [InlineData("vdi")]
+    [InlineData("qed")]
+    public async Task Disk_of_a_format_other_than_raw_or_qcow2_is_refused_before_any_snapshot_since_no_set_of_it_could_be_restored(string format)
+    {
+        UseDisks(new TestDisk("vda", _boot, "raw"), new TestDisk("vdb", _data, format));
+
+        var plan = await Plan(Request());
+
+        var problem = Assert.Single(plan.Problems, p => p.ErrorId == ErrorIds.UnsupportedDisk);
+        Assert.Contains($"'{format}'", problem.FullMessage, StringComparison.Ordinal);
+        Assert.Contains("qemu-img convert", problem.FullMessage, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Block_disk_needs_an_overlay_directory()
     {
