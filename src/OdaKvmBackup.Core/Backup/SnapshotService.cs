@@ -212,6 +212,14 @@ public sealed class SnapshotService
                 $"Disk {disk.Target} of '{domain}' is a '{disk.Type}' disk; only file and block disks can be backed up.",
                 $"Leave it out: Get-VmDisk {domain} | Where-Object Target -ne {disk.Target} | New-KvmDiskSnapshot ...");
         }
+        else if (disk.Format is not ("raw" or "qcow2"))
+        {
+            // The way back reads raw and qcow2 copies only (a set is untrusted input): a copy in any other format
+            // could never be restored or tested, so it is not made.
+            context.Problem(ErrorIds.UnsupportedDisk, BackupErrorCategory.InvalidArgument,
+                $"Disk {disk.Target} of '{domain}' is a '{disk.Format}' image; only raw and qcow2 disks can be backed up (and restored).",
+                $"Convert it while the VM is shut off (qemu-img convert -O qcow2 {disk.Source} <new file>, then point the disk at the new file), or leave it out: Get-VmDisk {domain} | Where-Object Target -ne {disk.Target} | New-KvmDiskSnapshot ...");
+        }
         else if (disk.Type == "block" && request.OverlayDirectory is null && !cold)
         {
             context.Problem(ErrorIds.UnsupportedDisk, BackupErrorCategory.InvalidArgument,
