@@ -107,7 +107,7 @@ public abstract class KvmCmdlet : PSCmdlet
 
     private static BackupException Unexpected(Exception ex) => ex switch
     {
-        IOException or UnauthorizedAccessException => Core.Storage.StoreErrors.FromIOException(ex, ex.Message),
+        IOException or UnauthorizedAccessException => Core.Storage.StoreErrors.FromIOException(ex, path: null),
         _ => new BackupException(ErrorIds.UnexpectedError, BackupErrorCategory.NotSpecified,
             $"OdaKvmBackup failed unexpectedly: {ex.GetType().Name}: {ex.Message}",
             "Run the command again with -Verbose; if it happens again, report it with that output. Run Repair-KvmBackup if a backup was running.", null, ex),
