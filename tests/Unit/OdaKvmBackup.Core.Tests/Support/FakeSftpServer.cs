@@ -190,11 +190,18 @@ internal sealed class FakeSftpServer : IDuplexProcessRunner
             SftpPacketType.Open => new Writer(SftpPacketType.Handle, id).String("h").Finish(),
             SftpPacketType.Close or SftpPacketType.Write or SftpPacketType.FSetStat or SftpPacketType.SetStat => Status(id, 0),
             SftpPacketType.FStat => new Writer(SftpPacketType.Attrs, id).UInt32(0x1 | 0x4).UInt64((ulong)_server.FileSize).UInt32(0x8180).Finish(),
+            // A path whose last name is "disk" is the one file this server holds; any other path is a folder.
+            SftpPacketType.Stat or SftpPacketType.LStat when PathOf(packet).EndsWith("/disk", StringComparison.Ordinal) =>
+                new Writer(SftpPacketType.Attrs, id).UInt32(0x1 | 0x4).UInt64((ulong)_server.FileSize).UInt32(0x8180).Finish(),
             SftpPacketType.Stat or SftpPacketType.LStat => new Writer(SftpPacketType.Attrs, id).UInt32(0x1 | 0x4).UInt64(4096).UInt32(0x41C0).Finish(),
             _ => Status(id, 8),
         };
 
         /// <summary>READ: type, id, handle, uint64 offset, uint32 length; zeros up to the file's size, then EOF.</summary>
+        /// <summary>STAT, LSTAT: type, id, string path.</summary>
+        private static string PathOf(byte[] packet) =>
+            System.Text.Encoding.UTF8.GetString(packet, 9, (int)BinaryPrimitives.ReadUInt32BigEndian(packet.AsSpan(5)));
+
         private byte[] ReadReply(uint id, byte[] packet)
         {
             var handleLength = (int)BinaryPrimitives.ReadUInt32BigEndian(packet.AsSpan(5));
