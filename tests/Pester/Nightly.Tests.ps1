@@ -54,7 +54,8 @@ Describe 'Invoke-KvmNightlyBackup.ps1' {
         $r = Invoke-LabGuestCommand -DomainName linux_vm2 -Command 'dd if=/dev/urandom of=/mnt/b/fill bs=1M count=8 conv=fsync 2>/dev/null'
         $r.ExitCode | Should -Be 0
         $small = New-Item -ItemType Directory -Force (Join-Path $Destination 'linux_vm2')
-        & mount -t tmpfs -o size=4m tmpfs $small.FullName
+        # mode=0700: a tmpfs root is 1777 by default, which the module refuses as a folder others could write.
+        & mount -t tmpfs -o size=4m,mode=0700 tmpfs $small.FullName
         if ($LASTEXITCODE) { throw "cannot mount a tmpfs at $small" }
         try {
             $before = @(Get-Sets).Count
