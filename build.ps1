@@ -14,9 +14,10 @@
                  sections dropped. Hand-written text is kept. Fill in every {{ TODO ... }}: the help check fails on it
       UnitTest   xunit tests of the core and of tools/HelpBuilder (no libvirt needed)
       Mutate     mutation testing (Stryker.NET, tools/stryker/stryker-config.json) of the safety logic: the run and
-                 its rollback, Repair-KvmBackup, the journal, the lock and state folder, BackupNames; each mutant
-                 against the unit tests, one at a time under nice -n 19. Prints the score, writes the HTML and JSON
-                 reports under out/stryker. Not part of Test (it takes tens of minutes; no lab needed)
+                 its rollback (BackupRun), Repair-KvmBackup (RepairService), the journal (RunJournal, RunRecord);
+                 each mutant against their unit tests, one at a time under nice -n 19. Prints the score and every
+                 surviving mutant, writes the HTML and JSON reports under out/stryker. Not part of Test (it takes
+                 tens of minutes; no lab needed)
       Lab        bring up the real libvirt + QEMU lab (installs packages; root)
       Pester     Pester tests of the built module against the lab, in a child pwsh
       FaultTable docs/fault-table.md from what the fault tests measured in their last run (out/fault-table/*.json,
@@ -202,15 +203,19 @@ function Invoke-Mutate {
     finally { Pop-Location }
     $json = Get-ChildItem -Recurse -File -Path $report -Filter 'mutation-report.json' | Select-Object -First 1
     if (-not $json) { throw "Stryker wrote no mutation-report.json under $report." }
-    # The score as Stryker defines it: killed and timed out over every mutant that compiled and was not ignored.
-    $mutants = @((Get-Content -Raw $json.FullName | ConvertFrom-Json).files.PSObject.Properties | ForEach-Object { $_.Value.mutants })
+    # Stryker compiles every file of the project with its mutants and reports the others as ignored (or as compile
+    # errors): the files mutated are those with a mutant that was tested or found without a test.
+    $tested = 'Killed', 'Timeout', 'Survived', 'NoCoverage'
+    $files = @((Get-Content -Raw $json.FullName | ConvertFrom-Json).files.PSObject.Properties | Where-Object { $_.Value.mutants | Where-Object status -In $tested })
+    $mutants = @($files | ForEach-Object { $_.Value.mutants })
     $count = { param($status) @($mutants | Where-Object status -EQ $status).Count }
     $killed, $timeout, $survived, $noCoverage = (& $count 'Killed'), (& $count 'Timeout'), (& $count 'Survived'), (& $count 'NoCoverage')
+    # The score as Stryker defines it: killed and timed out over every mutant that compiled and was not ignored.
     $valid = $killed + $timeout + $survived + $noCoverage
     $score = if ($valid) { 100.0 * ($killed + $timeout) / $valid } else { 0 }
-    Write-Host ("Mutation score of the safety logic: {0:0.00} % ({1} killed, {2} timeout, {3} survived, {4} no coverage; {5} ignored, {6} compile errors) in {7:0.0} min" -f
-        $score, $killed, $timeout, $survived, $noCoverage, (& $count 'Ignored'), (& $count 'CompileError'), ((Get-Date) - $started).TotalMinutes)
-    foreach ($file in (Get-Content -Raw $json.FullName | ConvertFrom-Json).files.PSObject.Properties) {
+    Write-Host ("Mutation score of the safety logic ({0} files): {1:0.00} % ({2} killed, {3} timeout, {4} survived, {5} no coverage; {6} ignored, {7} compile errors) in {8:0.0} min" -f
+        $files.Count, $score, $killed, $timeout, $survived, $noCoverage, (& $count 'Ignored'), (& $count 'CompileError'), ((Get-Date) - $started).TotalMinutes)
+    foreach ($file in $files) {
         foreach ($m in @($file.Value.mutants | Where-Object status -In 'Survived', 'NoCoverage')) {
             Write-Host ("  {0} {1}:{2} {3}: {4}" -f $m.status, ($file.Name -replace '^.*?(src/)', '$1'), $m.location.start.line, $m.mutatorName, $m.replacement)
         }
