@@ -272,6 +272,25 @@ public sealed class BackupRunRollbackTests : IDisposable
         Assert.Null(RunJournal.TryLoad(Domain));
     }
 
+    // Mutation testing (./build.ps1 -Task Mutate): the rollback waits for a copy still reading a frozen file before
+    // it commits into that file (BackupRun.cs:425-426, no test had a copy running when the rollback began).
+    [Fact]
+    public async Task Rollback_waits_for_a_copy_still_running_before_it_commits_anything()
+    {
+        var run = await _b.SnapshottedAsync();
+        run.BeginCopy("vdb", new LocalBackupStore(_b.Temp.Folder("backups")));
+
+        var rollback = run.FailAsync(Reason, _sink);
+        await Task.Delay(600);
+
+        Assert.False(rollback.IsCompleted);
+        Assert.Equal(0, Commits("vda") + Commits("vdb"));
+        run.CopyAbandoned("vdb");
+        var outcome = await rollback;
+        Assert.True(outcome.Clean, outcome.Message);
+        AssertBackOnOwnDisks();
+    }
+
     private static string[] VirshSnapshot(SnapshotPlan plan) => Libvirt.VirshArguments.SnapshotCreate(plan.DomainName, Bench.Snap, true,
         plan.Disks.Select(d => new Libvirt.DiskSpec(d.Target, d.Overlay!)).ToList(), []);
 }
