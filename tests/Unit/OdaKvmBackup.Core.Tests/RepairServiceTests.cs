@@ -268,6 +268,27 @@ public sealed class RepairServiceTests : IDisposable
         Assert.Null(RunJournal.TryLoad(Domain));
     }
 
+    // Mutation testing (./build.ps1 -Task Mutate): one disk verified is not the whole set; closing the journal of a
+    // run killed after one copy was verified marks the set Incomplete (RepairService.cs:185 All to Any survived).
+    [Fact]
+    public async Task Closing_the_journal_of_a_run_with_only_one_disk_verified_marks_its_set_Incomplete()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.BeginCopy("vda", store);
+        run.RecordCopied("vda", new CopyResult(1, 1, new string('c', 64)));
+        await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
+        run.Release(); // killed while vdb was being copied
+
+        var close = Assert.Single(await InspectAsync(), f => f.Kind == RepairKind.CloseJournal);
+        var result = await Service().FixAsync(close, Snap, null, null, CancellationToken.None);
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Contains("marked Incomplete", result, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Commit_that_fails_during_repair_keeps_the_journal_for_the_next_repair()
     {
