@@ -417,4 +417,24 @@ public sealed class BackupRunTests : IDisposable
 
         Assert.Contains("has no disk vdz", ex.Message, StringComparison.Ordinal);
     }
+
+    // Mutation testing: a rollback after one disk of two was verified marks the set Incomplete (BackupRun.cs:265
+    // All to Any survived: the set would have kept saying InProgress).
+    [Fact]
+    public async Task A_run_given_up_after_only_one_disk_was_verified_marks_its_set_Incomplete()
+    {
+        var run = await _b.SnapshottedAsync();
+        _b.Host.OnBlockCommit = _b.Host.CommitAndPivot;
+        var store = Store();
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.BeginCopy("vda", store);
+        run.RecordCopied("vda", new CopyResult(1, 1, new string('c', 64)));
+        await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
+
+        await run.FailAsync("the copy of vdb failed", new RecordingSink());
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Equal("the copy of vdb failed", manifest.Reason);
+    }
 }
