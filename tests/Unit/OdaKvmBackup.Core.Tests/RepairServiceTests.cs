@@ -289,6 +289,24 @@ public sealed class RepairServiceTests : IDisposable
         Assert.Contains("marked Incomplete", result, StringComparison.Ordinal);
     }
 
+    // Mutation testing (./build.ps1 -Task Mutate): leftover snapshot metadata of a journaled run is found and deleted
+    // under the journal's snapshot name, whatever -SnapshotName says (RepairService.cs:59 and :157 '?? snapshotName'
+    // without the journal's name survived; :158, the delete itself, was covered by no test).
+    [Fact]
+    public async Task Snapshot_metadata_a_killed_run_left_is_deleted_under_the_journals_snapshot_name_whatever_SnapshotName_says()
+    {
+        await KilledOnOverlaysAsync();
+        _b.Host.Snapshots.Add(Snap); // killed between snapshot-create-as and the metadata's delete
+
+        var findings = await Service().InspectAsync(Domain, "OTHER.TEMP", CancellationToken.None);
+        var metadata = Assert.Single(findings, f => f.Kind == RepairKind.DeleteSnapshotMetadata);
+        Assert.True(metadata.Recorded);
+        Assert.Contains(Snap, metadata.Problem, StringComparison.Ordinal);
+        await Service().FixAsync(metadata, "OTHER.TEMP", null, null, CancellationToken.None);
+
+        Assert.Empty(_b.Host.Snapshots);
+    }
+
     [Fact]
     public async Task Commit_that_fails_during_repair_keeps_the_journal_for_the_next_repair()
     {
