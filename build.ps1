@@ -13,6 +13,11 @@
                  SYNTAX and parameter yaml blocks; a stub for a new parameter, page or output type; stale parameter
                  sections dropped. Hand-written text is kept. Fill in every {{ TODO ... }}: the help check fails on it
       UnitTest   xunit tests of the core and of tools/HelpBuilder (no libvirt needed)
+      Mutate     mutation testing (Stryker.NET, tools/stryker/stryker-config.json) of the safety logic: the run and
+                 its rollback (BackupRun), Repair-KvmBackup (RepairService), the journal (RunJournal, RunRecord);
+                 each mutant against their unit tests, one at a time under nice -n 19. Prints the score and every
+                 surviving mutant, writes the HTML and JSON reports under out/stryker. Not part of Test (it takes
+                 tens of minutes; no lab needed)
       Lab        bring up the real libvirt + QEMU lab (installs packages; root)
       Pester     Pester tests of the built module against the lab, in a child pwsh
       FaultTable docs/fault-table.md from what the fault tests measured in their last run (out/fault-table/*.json,
@@ -49,7 +54,7 @@ $HelpBuilderOut = Join-Path $Out 'tools/HelpBuilder'
 # "Build,Test" arrives as one string when called as pwsh -File build.ps1 -Task Build,Test
 $Task = @($Task | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
 $PesterPath = @($PesterPath | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
-$known = 'Bootstrap', 'Build', 'UpdateHelp', 'Package', 'UnitTest', 'Lab', 'Pester', 'FaultTable', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
+$known = 'Bootstrap', 'Build', 'UpdateHelp', 'Package', 'UnitTest', 'Mutate', 'Lab', 'Pester', 'FaultTable', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
 foreach ($t in $Task) { if ($t -notin $known) { throw "Unknown task '$t'. Tasks: $($known -join ', ')" } }
 
 function Invoke-Native {
@@ -180,6 +185,44 @@ function Invoke-UnitTest {
     }
 }
 
+# Mutation testing of the safety logic: which files, which tests and which mutants are in
+# tools/stryker/stryker-config.json. Stryker runs from that folder (in the repo root it would take the solution and
+# refuse a list of test projects), one mutant at a time and at the lowest priority: the host's cores are shared.
+function Invoke-Mutate {
+    Invoke-Native dotnet @('tool', 'restore')
+    $report = Join-Path $Out 'stryker'
+    if (Test-Path $report) { Remove-Item -Recurse -Force $report }
+    $started = Get-Date
+    Push-Location (Join-Path $Root 'tools/stryker')
+    try {
+        $arguments = @('-n', '19', 'dotnet', 'dotnet-stryker', '--config-file', 'stryker-config.json', '--output', $report, '--skip-version-check')
+        Write-Host "> nice $($arguments -join ' ')" -ForegroundColor DarkGray
+        & nice @arguments
+        if ($LASTEXITCODE -ne 0) { throw "Stryker exited with code $LASTEXITCODE" }
+    }
+    finally { Pop-Location }
+    $json = Get-ChildItem -Recurse -File -Path $report -Filter 'mutation-report.json' | Select-Object -First 1
+    if (-not $json) { throw "Stryker wrote no mutation-report.json under $report." }
+    # Stryker compiles every file of the project with its mutants and reports the others as ignored (or as compile
+    # errors): the files mutated are those with a mutant that was tested or found without a test.
+    $tested = 'Killed', 'Timeout', 'Survived', 'NoCoverage'
+    $files = @((Get-Content -Raw $json.FullName | ConvertFrom-Json).files.PSObject.Properties | Where-Object { $_.Value.mutants | Where-Object status -In $tested })
+    $mutants = @($files | ForEach-Object { $_.Value.mutants })
+    $count = { param($status) @($mutants | Where-Object status -EQ $status).Count }
+    $killed, $timeout, $survived, $noCoverage = (& $count 'Killed'), (& $count 'Timeout'), (& $count 'Survived'), (& $count 'NoCoverage')
+    # The score as Stryker defines it: killed and timed out over every mutant that compiled and was not ignored.
+    $valid = $killed + $timeout + $survived + $noCoverage
+    $score = if ($valid) { 100.0 * ($killed + $timeout) / $valid } else { 0 }
+    Write-Host ("Mutation score of the safety logic ({0} files): {1:0.00} % ({2} killed, {3} timeout, {4} survived, {5} no coverage; {6} ignored, {7} compile errors) in {8:0.0} min" -f
+        $files.Count, $score, $killed, $timeout, $survived, $noCoverage, (& $count 'Ignored'), (& $count 'CompileError'), ((Get-Date) - $started).TotalMinutes)
+    foreach ($file in $files) {
+        foreach ($m in @($file.Value.mutants | Where-Object status -In 'Survived', 'NoCoverage')) {
+            Write-Host ("  {0} {1}:{2} {3}: {4}" -f $m.status, ($file.Name -replace '^.*?(src/)', '$1'), $m.location.start.line, $m.mutatorName, $m.replacement)
+        }
+    }
+    Write-Host "Reports: $((Get-ChildItem -Recurse -File -Path $report -Include 'mutation-report.html', 'mutation-report.json').FullName -join ', ')"
+}
+
 function Invoke-Lab {
     Import-Module (Join-Path $Root 'tests/Lab/OdaKvmLab.psm1') -Force
     Initialize-Lab -VmName linux_vm
@@ -289,6 +332,7 @@ foreach ($step in $Task) {
         'UpdateHelp' { Invoke-UpdateHelp }
         'Package' { Invoke-Build; Invoke-Package }
         'UnitTest' { Invoke-UnitTest }
+        'Mutate' { Invoke-Mutate }
         'Lab' { Invoke-Lab }
         'Pester' { Invoke-Pester5 }
         'FaultTable' { Invoke-FaultTable }

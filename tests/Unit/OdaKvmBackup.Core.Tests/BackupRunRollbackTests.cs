@@ -272,6 +272,50 @@ public sealed class BackupRunRollbackTests : IDisposable
         Assert.Null(RunJournal.TryLoad(Domain));
     }
 
+    // Mutation testing (./build.ps1 -Task Mutate): the rollback waits for a copy still reading a frozen file before
+    // it commits into that file (BackupRun.cs:425-426, no test had a copy running when the rollback began).
+    [Fact]
+    public async Task Rollback_waits_for_a_copy_still_running_before_it_commits_anything()
+    {
+        var run = await _b.SnapshottedAsync();
+        run.BeginCopy("vdb", new LocalBackupStore(_b.Temp.Folder("backups")));
+
+        var rollback = run.FailAsync(Reason, _sink);
+        await Task.Delay(600);
+
+        Assert.False(rollback.IsCompleted);
+        Assert.Equal(0, Commits("vda") + Commits("vdb"));
+        run.CopyAbandoned("vdb");
+        var outcome = await rollback;
+        Assert.True(outcome.Clean, outcome.Message);
+        AssertBackOnOwnDisks();
+    }
+
+    // Mutation testing (./build.ps1 -Task Mutate): the journal says RollingBack, with the reason, before the first
+    // commit of the rollback, and records each disk that went back before the next one is committed: after kill -9
+    // in the middle of a rollback it is what Repair-KvmBackup reads (BackupRun.cs:420-422, :454 and :553 removed
+    // survived); a clean rollback leaves the run Finished (BackupRun.cs:477).
+    [Fact]
+    public async Task Journal_says_RollingBack_before_the_first_commit_and_records_each_disk_put_back_before_the_next()
+    {
+        var run = await _b.SnapshottedAsync();
+        var seen = new Dictionary<string, RunRecord?>();
+        _b.Host.OnBlockCommit = call =>
+        {
+            seen[call.ValueOf("--path")!] = RunJournal.TryLoad(Domain);
+            return _b.Host.CommitAndPivot(call);
+        };
+
+        var outcome = await run.FailAsync(Reason, _sink);
+
+        Assert.True(outcome.Clean, outcome.Message);
+        Assert.Equal(RunPhase.RollingBack, seen["vda"]!.Phase);
+        Assert.Equal(Reason, seen["vda"]!.FailureReason);
+        Assert.Equal([DiskState.OnOverlay, DiskState.OnOverlay], seen["vda"]!.Disks.Select(d => d.State));
+        Assert.Equal([DiskState.RolledBack, DiskState.OnOverlay], seen["vdb"]!.Disks.Select(d => d.State));
+        Assert.Equal(RunPhase.Finished, run.Phase);
+    }
+
     private static string[] VirshSnapshot(SnapshotPlan plan) => Libvirt.VirshArguments.SnapshotCreate(plan.DomainName, Bench.Snap, true,
         plan.Disks.Select(d => new Libvirt.DiskSpec(d.Target, d.Overlay!)).ToList(), []);
 }

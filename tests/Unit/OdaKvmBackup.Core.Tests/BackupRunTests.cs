@@ -365,4 +365,76 @@ public sealed class BackupRunTests : IDisposable
         Assert.True(run.Abandoned);
         Assert.Equal(ErrorIds.RunClosed, copy.ErrorId);
     }
+
+    // Mutation testing (./build.ps1 -Task Mutate): the first reason a set was marked Incomplete for is the one its
+    // manifest keeps; a rollback after it must not replace it with its own (BackupRun.cs:270 '??=' to '=', :298
+    // 'FailureReason ?? _incompleteReason').
+    [Fact]
+    public async Task A_set_marked_Incomplete_keeps_its_first_reason_when_the_run_is_given_up_later()
+    {
+        var run = await _b.SnapshottedAsync();
+        _b.Host.OnBlockCommit = _b.Host.CommitAndPivot;
+        var store = Store();
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+
+        await run.MarkSetIncompleteAsync("the copy of vdb did not match its source", CancellationToken.None);
+        await run.FailAsync("the pipeline stopped", new RecordingSink());
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Equal("the copy of vdb did not match its source", manifest.Reason);
+    }
+
+    // Mutation testing: a run whose disks are all committed is over once no overlay is left beside a disk, and
+    // not before (BackupRun.cs:365, the Release rule for committed disks).
+    [Fact]
+    public async Task Run_committed_keeps_its_journal_while_an_overlay_is_beside_a_disk_and_is_over_once_none_is()
+    {
+        var run = await _b.SnapshottedAsync();
+        foreach (var target in new[] { "vda", "vdb" })
+        {
+            run.BeginCommit(target);
+            run.RecordCommitted(target);
+        }
+        File.Delete(Bench.OverlayOf(_b.Boot));
+
+        run.Release();
+        Assert.Equal(RunPhase.Committed, Journal().Phase); // vdb's overlay is still there: only the journal knows it
+
+        File.Delete(Bench.OverlayOf(_b.Data));
+        run.Release();
+        Assert.Null(RunJournal.TryLoad(Domain));
+        Assert.Equal(RunPhase.Finished, run.Phase);
+    }
+
+    // Mutation testing: a step for a disk the run does not have names it (RunRecord.cs:94 FirstOrDefault to First).
+    [Fact]
+    public async Task Step_for_a_disk_the_run_does_not_have_is_refused_naming_the_disk()
+    {
+        var run = await _b.SnapshottedAsync();
+
+        var ex = Assert.Throws<ArgumentException>(() => run.BeginCommit("vdz"));
+
+        Assert.Contains("has no disk vdz", ex.Message, StringComparison.Ordinal);
+    }
+
+    // Mutation testing: a rollback after one disk of two was verified marks the set Incomplete (BackupRun.cs:265
+    // All to Any survived: the set would have kept saying InProgress).
+    [Fact]
+    public async Task A_run_given_up_after_only_one_disk_was_verified_marks_its_set_Incomplete()
+    {
+        var run = await _b.SnapshottedAsync();
+        _b.Host.OnBlockCommit = _b.Host.CommitAndPivot;
+        var store = Store();
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.BeginCopy("vda", store);
+        run.RecordCopied("vda", new CopyResult(1, 1, new string('c', 64)));
+        await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
+
+        await run.FailAsync("the copy of vdb failed", new RecordingSink());
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Equal("the copy of vdb failed", manifest.Reason);
+    }
 }

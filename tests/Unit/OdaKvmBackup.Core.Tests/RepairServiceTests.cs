@@ -268,6 +268,45 @@ public sealed class RepairServiceTests : IDisposable
         Assert.Null(RunJournal.TryLoad(Domain));
     }
 
+    // Mutation testing (./build.ps1 -Task Mutate): one disk verified is not the whole set; closing the journal of a
+    // run killed after one copy was verified marks the set Incomplete (RepairService.cs:185 All to Any survived).
+    [Fact]
+    public async Task Closing_the_journal_of_a_run_with_only_one_disk_verified_marks_its_set_Incomplete()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.BeginCopy("vda", store);
+        run.RecordCopied("vda", new CopyResult(1, 1, new string('c', 64)));
+        await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
+        run.Release(); // killed while vdb was being copied
+
+        var close = Assert.Single(await InspectAsync(), f => f.Kind == RepairKind.CloseJournal);
+        var result = await Service().FixAsync(close, Snap, null, null, CancellationToken.None);
+
+        var manifest = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Contains("marked Incomplete", result, StringComparison.Ordinal);
+    }
+
+    // Mutation testing (./build.ps1 -Task Mutate): leftover snapshot metadata of a journaled run is found and deleted
+    // under the journal's snapshot name, whatever -SnapshotName says (RepairService.cs:59 and :157 '?? snapshotName'
+    // without the journal's name survived; :158, the delete itself, was covered by no test).
+    [Fact]
+    public async Task Snapshot_metadata_a_killed_run_left_is_deleted_under_the_journals_snapshot_name_whatever_SnapshotName_says()
+    {
+        await KilledOnOverlaysAsync();
+        _b.Host.Snapshots.Add(Snap); // killed between snapshot-create-as and the metadata's delete
+
+        var findings = await Service().InspectAsync(Domain, "OTHER.TEMP", CancellationToken.None);
+        var metadata = Assert.Single(findings, f => f.Kind == RepairKind.DeleteSnapshotMetadata);
+        Assert.True(metadata.Recorded);
+        Assert.Contains(Snap, metadata.Problem, StringComparison.Ordinal);
+        await Service().FixAsync(metadata, "OTHER.TEMP", null, null, CancellationToken.None);
+
+        Assert.Empty(_b.Host.Snapshots);
+    }
+
     [Fact]
     public async Task Commit_that_fails_during_repair_keeps_the_journal_for_the_next_repair()
     {
