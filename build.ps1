@@ -189,12 +189,13 @@ function Invoke-UnitTest {
 # tools/stryker/stryker-config.json. Stryker runs from that folder (in the repo root it would take the solution and
 # refuse a list of test projects), one mutant at a time and at the lowest priority: the host's cores are shared.
 function Invoke-Mutate {
-    Invoke-Native dotnet @('tool', 'restore')
     $report = Join-Path $Out 'stryker'
     if (Test-Path $report) { Remove-Item -Recurse -Force $report }
     $started = Get-Date
     Push-Location (Join-Path $Root 'tools/stryker')
     try {
+        # Stryker has a tool manifest of its own (tools/stryker/.config): CI's tool restore at the root never needs it.
+        Invoke-Native dotnet @('tool', 'restore')
         $arguments = @('-n', '19', 'dotnet', 'dotnet-stryker', '--config-file', 'stryker-config.json', '--output', $report, '--skip-version-check')
         Write-Host "> nice $($arguments -join ' ')" -ForegroundColor DarkGray
         & nice @arguments
