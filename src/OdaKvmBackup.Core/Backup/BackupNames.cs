@@ -14,6 +14,22 @@ public static class BackupNames
     public const string DomainXmlFileName = "domain.xml";
     public const string PartialSuffix = ".partial";
 
+    /// <summary>
+    /// The rule for a snapshot name, for every cmdlet that takes one (New-KvmDiskSnapshot, Repair-KvmBackup): it
+    /// becomes part of every overlay's file name, which Repair-KvmBackup moves and deletes, so it must stay one plain
+    /// name (no '/'), must not read as an option or a hidden file, and must fit in a --diskspec (no ',' nor blanks).
+    /// </summary>
+    /// <exception cref="BackupException">InvalidSnapshotName, naming the name and what to use instead.</exception>
+    public static void RequireValidSnapshotName(string name)
+    {
+        if (string.IsNullOrEmpty(name) || name.Contains('/') || name.Contains(',') || name.StartsWith('.') || name.StartsWith('-') || name.Any(char.IsWhiteSpace))
+        {
+            throw new BackupException(ErrorIds.InvalidSnapshotName, BackupErrorCategory.InvalidArgument,
+                $"The snapshot name '{name}' cannot be used: it becomes part of the overlay file names.",
+                "Use letters, digits, '.', '_' and '-', not starting with '.' or '-'.", name);
+        }
+    }
+
     /// <summary>A run's id: the snapshot time in UTC, to the second; it names the run's set and retention folders.</summary>
     public static string RunId(DateTime utc) => utc.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture);
 

@@ -54,6 +54,7 @@ public sealed class RepairService
 
     public async Task<IReadOnlyList<RepairFinding>> InspectAsync(string domain, string snapshotName, CancellationToken ct)
     {
+        BackupNames.RequireValidSnapshotName(snapshotName); // it names the overlays this repair moves and deletes
         var findings = new List<RepairFinding>();
         var journal = RunJournal.TryLoad(domain);
         var journalSnapshot = journal?.SnapshotName ?? snapshotName;

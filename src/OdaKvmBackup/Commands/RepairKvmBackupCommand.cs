@@ -39,6 +39,15 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
 
     protected override void Begin()
     {
+        try
+        {
+            BackupNames.RequireValidSnapshotName(SnapshotName); // the rule New-KvmDiskSnapshot applies
+        }
+        catch (BackupException ex)
+        {
+            ThrowTerminatingError(ToErrorRecord(ex));
+            return;
+        }
         if (RetentionPath is not null)
             RetentionPath = ResolveWritableFolder(RetentionPath, nameof(RetentionPath));
     }
