@@ -196,7 +196,7 @@ public sealed class RepairService
                     foreach (var entry in await store.ListAsync(set, ct).ConfigureAwait(false))
                     {
                         if (partials.Contains(entry.Name))
-                            await store.DeleteAsync(set + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false);
+                            await store.DeleteAsync(BackupNames.FileInSet(set, entry.Name), recursive: false, ct).ConfigureAwait(false);
                     }
                 }
                 await BackupSet.SaveAsync(store, set, manifest, ct).ConfigureAwait(false);
