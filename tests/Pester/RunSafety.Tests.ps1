@@ -306,6 +306,16 @@ Describe 'A backup run by hand with the same names' {
         Assert-GuestTicks linux_vm2
         Complete-FaultRow $row
     }
+
+    It 'is not touched by a Repair-KvmBackup -SnapshotName that New-KvmDiskSnapshot would refuse: InvalidSnapshotName before any domain is looked at' {
+        Invoke-Virsh @('snapshot-create-as', '--domain', 'linux_vm2', '--name', $SnapshotName, '--disk-only', '--atomic', '--quiesce') | Out-Null
+        $before = (Invoke-Virsh @('domblklist', 'linux_vm2')).StdOut
+        { Repair-KvmBackup -DomainName linux_vm2 -SnapshotName '../x' -IncludeUnrecorded -Confirm:$false } |
+            Should -Throw -ErrorId 'InvalidSnapshotName,OdaKvmBackup.Commands.RepairKvmBackupCommand' -ExpectedMessage "The snapshot name '../x' cannot be used: it becomes part of the overlay file names.*"
+        (Invoke-Virsh @('domblklist', 'linux_vm2')).StdOut | Should -Be $before -Because 'nothing was committed'
+        Test-OnOwnDisks linux_vm2 | Should -BeFalse
+        Get-SnapshotNames linux_vm2 | Should -Be $SnapshotName
+    }
 }
 
 Describe 'One VM failing in a nightly run of three' {

@@ -59,7 +59,7 @@ public sealed class BackupSetInfo
     internal DateTime RunTimeUtc { get; }
 
     /// <summary>A file of the set, relative to the store's root, proven to lie in the set's folder.</summary>
-    internal string FileInSet(string name) => FileSystemPaths.JoinInside(SetFolder, name, $"The set {Location}");
+    internal string FileInSet(string name) => BackupNames.FileInSet(SetFolder, name, Location);
 
     public override string ToString() => $"{DomainName} {RunId} ({Status})";
 }
@@ -111,7 +111,7 @@ public static class BackupCatalog
     /// <summary>The set in a folder of the store, or null when the folder has no backup.json.</summary>
     public static async Task<BackupSetInfo?> LoadAsync(IBackupStore store, string setFolder, CancellationToken ct)
     {
-        var manifestPath = BackupSet.ManifestPath(setFolder);
+        var manifestPath = BackupNames.ManifestPath(setFolder);
         if (await store.GetEntryAsync(manifestPath, ct).ConfigureAwait(false) is not { IsFolder: false })
             return null;
         return new BackupSetInfo(store, await BackupSet.LoadAsync(store, setFolder, ct).ConfigureAwait(false));

@@ -99,8 +99,6 @@ public static class BackupSet
         Converters = { new JsonStringEnumConverter() },
     };
 
-    public static string ManifestPath(string setFolder) => setFolder + "/" + BackupNames.ManifestFileName;
-
     public static byte[] Serialize(BackupManifest manifest) => JsonSerializer.SerializeToUtf8Bytes(manifest, Options);
 
     /// <summary>The manifest of the set in <paramref name="setFolder"/> (&lt;domain&gt;/&lt;run id&gt;), checked. Throws
@@ -108,13 +106,13 @@ public static class BackupSet
     /// breaks a rule.</summary>
     public static async Task<CheckedManifest> LoadAsync(IBackupStore store, string setFolder, CancellationToken ct)
     {
-        var where = store.Describe(ManifestPath(setFolder));
-        var json = await store.ReadSmallFileAsync(ManifestPath(setFolder), ct).ConfigureAwait(false);
+        var where = store.Describe(BackupNames.ManifestPath(setFolder));
+        var json = await store.ReadSmallFileAsync(BackupNames.ManifestPath(setFolder), ct).ConfigureAwait(false);
         return CheckedManifest.Check(Parse(json, where), setFolder, where);
     }
 
     public static Task SaveAsync(IBackupStore store, string setFolder, BackupManifest manifest, CancellationToken ct) =>
-        store.WriteSmallFileAsync(ManifestPath(setFolder), Serialize(manifest), ct);
+        store.WriteSmallFileAsync(BackupNames.ManifestPath(setFolder), Serialize(manifest), ct);
 
     private static BackupManifest Parse(byte[] json, string where)
     {

@@ -56,7 +56,7 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
         }
         var name = BackupNames.BootTestDomainName(set.DomainName);
         var scratch = StateDirectory.BootTestScratchDirectory;
-        var folder = FileSystemPaths.JoinInside(scratch, name, $"The set {set.Location}");
+        var folder = StateDirectory.BootTestFolder(name, $"The set {set.Location}");
         var record = new BootTestRecord { DomainName = name, Folder = folder, SetLocation = set.Location };
         SaveRecord(record);
         result.BootTested = true;
@@ -79,7 +79,7 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             var disks = new Dictionary<string, DomainCopyDisk>(StringComparer.Ordinal);
             foreach (var (disk, inspected) in copies)
             {
-                var overlay = FileSystemPaths.JoinInside(folder, BackupNames.BootTestOverlay(disk.File), $"The set {set.Location}");
+                var overlay = BackupNames.BootTestOverlayPath(folder, disk.File, $"The set {set.Location}");
                 await tools.QemuImg.CreateOverlayAsync(overlay, inspected.Path, inspected.Format, inspected.VirtualSize, ct).ConfigureAwait(false);
                 File.SetUnixFileMode(overlay, PrivateFiles.FileMode);
                 disks[disk.Target] = new DomainCopyDisk(overlay, "qcow2", inspected.Path, inspected.Format);
@@ -93,7 +93,7 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
                 throw new BackupException(ErrorIds.BootTestFailed, BackupErrorCategory.InvalidOperation,
                     $"The set {VerifyService.Describe(set)} defines neither a guest agent channel nor a serial console, so nothing can show that it booted.",
                     "Add a guest agent channel or a serial console to the VM, back it up again, and boot-test that set.", set.Location);
-            var xmlFile = FileSystemPaths.JoinInside(folder, name + ".xml", $"The set {set.Location}");
+            var xmlFile = BackupNames.BootTestDefinitionPath(folder, name, $"The set {set.Location}");
             PrivateFiles.WriteAtomically(xmlFile, System.Text.Encoding.UTF8.GetBytes(copy.Xml));
             sink.Progress(new ProgressUpdate(ProgressIds.BootTest, null, activity, "Starting", 0));
             var console = copy.ConsoleLog is null ? null : new ConsoleLogReader(copy.ConsoleLog);
@@ -311,15 +311,13 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
         }
     }
 
-    private static string RecordPath(string domain) => Path.Combine(StateDirectory.BootTestDirectory, StateDirectory.FileNameFor(domain) + ".json");
-
     private static void SaveRecord(BootTestRecord record)
     {
         PrivateFiles.CreateFolder(StateDirectory.BootTestDirectory);
-        PrivateFiles.WriteAtomically(RecordPath(record.DomainName), JsonSerializer.SerializeToUtf8Bytes(record, JsonOptions));
+        PrivateFiles.WriteAtomically(StateDirectory.BootTestRecordPath(record.DomainName), JsonSerializer.SerializeToUtf8Bytes(record, JsonOptions));
     }
 
-    private static void DeleteRecord(string domain) => PrivateFiles.Delete(RecordPath(domain));
+    private static void DeleteRecord(string domain) => PrivateFiles.Delete(StateDirectory.BootTestRecordPath(domain));
 
     private static void DeleteFolder(string folder)
     {

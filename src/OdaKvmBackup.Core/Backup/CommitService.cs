@@ -237,7 +237,7 @@ public sealed class CommitService
         // The full definition names every disk of the VM: written private (0600 in the 0700 state folder, whatever
         // the umask), never in /tmp, and removed once defined.
         var folder = StateDirectory.DefinitionDirectory;
-        var file = Path.Combine(folder, $"{StateDirectory.FileNameFor(domain)}-{Guid.NewGuid():N}.xml");
+        var file = StateDirectory.NewDefinitionPath(domain);
         try
         {
             PrivateFiles.CreateFolder(folder);

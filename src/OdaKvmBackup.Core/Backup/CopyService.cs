@@ -193,7 +193,7 @@ public sealed class CopyService
             slot = true;
             started = DateTime.UtcNow;
             var set = await run.EnsureSetAsync(_store, _force, ct).ConfigureAwait(false);
-            partial = set + "/" + BackupNames.Partial(record.SetFile);
+            partial = BackupNames.PartialInSet(set, record.SetFile);
             var activity = $"Copying {disk.Target} of {disk.DomainName}";
             var progressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
             CopyResult copy;
@@ -214,7 +214,7 @@ public sealed class CopyService
                 await RequireStillShutOffAsync(disk, ct).ConfigureAwait(false);
             run.RecordCopied(disk.Target, copy);
             lock (_verifications)
-                _verifications.Add(VerifyAsync(run, disk, partial, set + "/" + record.SetFile, copy));
+                _verifications.Add(VerifyAsync(run, disk, partial, BackupNames.FileInSet(set, record.SetFile), copy));
             return new CopyOutcome(disk, DateTime.UtcNow - started);
         }
         catch (Exception ex)

@@ -43,6 +43,13 @@ public static class FileSystemPaths
         return folder.Length == 0 ? name : folder.EndsWith('/') ? folder + name : folder + "/" + name;
     }
 
+    /// <summary>Joins a folder and a name already known to stay inside it: a part of a path
+    /// <see cref="JoinInside"/> checked, or a name the file system itself gave. For host paths and store paths alike
+    /// ("" or "." is a store's root). Every other join of a folder and a name goes through BackupNames,
+    /// StateDirectory or <see cref="JoinInside"/>.</summary>
+    public static string JoinChecked(string folder, string name) =>
+        folder.Length == 0 || folder == "." ? name : folder.EndsWith('/') ? folder + name : folder + "/" + name;
+
     /// <summary>Why a name joined to a folder would not name something inside it; null when it would.</summary>
     internal static string? WhyNotInside(string? name)
     {

@@ -83,7 +83,7 @@ public sealed class VmDiskBackup
     public string? BackupSet => Run.Record.SetFolder is { } set && Run.Store is { } store ? store.Describe(set) : null;
     /// <summary>The copy of this disk, once it is copied.</summary>
     public string? BackupFile => Disk.ContentDigest is not null && Run.Record.SetFolder is { } set && Run.Store is { } store
-        ? store.Describe(set + "/" + Disk.SetFile) : null;
+        ? store.Describe(BackupNames.FileInSet(set, Disk.SetFile)) : null;
     /// <summary>
     /// The module's content digest of the disk, not the <c>sha256sum</c> of its file: SHA-256 over, for every 4 KiB
     /// block (in file order) that holds a non-zero byte, the block's offset (64-bit little-endian) followed by the

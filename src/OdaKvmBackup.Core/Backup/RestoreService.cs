@@ -153,7 +153,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
             }
             var target = disk.Source;
             files.Add(new RestoreFilePlan(disk.Target, disk.File, disk.Format, target, disk.SizeBytes, File.Exists(target),
-                FileSystemPaths.JoinInside(Path.GetDirectoryName(target)!, BackupNames.KeptAside(Path.GetFileName(target), now), $"The set {set.Location}")));
+                BackupNames.KeptAsidePath(Path.GetDirectoryName(target)!, Path.GetFileName(target), now, $"The set {set.Location}")));
         }
         return new RestorePlan { Set = set, Mode = RestoreMode.InPlace, Request = request, Files = files };
     }
@@ -165,7 +165,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
         var files = new List<RestoreFilePlan>();
         foreach (var disk in set.Manifest.Disks)
         {
-            var target = FileSystemPaths.JoinInside(folder, disk.File, $"The set {set.Location}");
+            var target = BackupNames.RestoredFilePath(folder, disk.File, $"The set {set.Location}");
             RequireNotProduction(target, production, set, disk.Target);
             var exists = File.Exists(target) || Directory.Exists(target);
             if (exists && (!request.Force || Directory.Exists(target)))
@@ -174,7 +174,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
                     "Choose an empty -Destination folder, or add -Force to replace the files there (they are kept aside; never a disk a domain uses).", target);
             // Even with -Force nothing is deleted: a file there is kept beside it, for its owner to remove.
             files.Add(new RestoreFilePlan(disk.Target, disk.File, disk.Format, target, disk.SizeBytes, exists,
-                exists ? FileSystemPaths.JoinInside(folder, BackupNames.KeptAside(disk.File, now), $"The set {set.Location}") : null));
+                exists ? BackupNames.KeptAsidePath(folder, disk.File, now, $"The set {set.Location}") : null));
         }
         if (request.NewName is null)
             return new RestorePlan { Set = set, Mode = RestoreMode.Files, Request = request, Folder = folder, Files = files };
@@ -186,7 +186,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
         if ((await tools.Virsh.ListAllDomainsAsync(ct).ConfigureAwait(false)).Contains(name, StringComparer.Ordinal))
             throw new BackupException(ErrorIds.DomainExists, BackupErrorCategory.ResourceExists,
                 $"A domain named '{name}' already exists on this host.", "Choose another -NewName (virsh list --all shows the names in use).", name);
-        var definitionFile = Path.Combine(folder, BackupNames.RestoredDefinition(name));
+        var definitionFile = BackupNames.RestoredDefinitionPath(folder, name);
         if (File.Exists(definitionFile) && !request.Force)
             throw new BackupException(ErrorIds.RestoreTargetExists, BackupErrorCategory.ResourceExists,
                 $"'{definitionFile}' already exists.", "Choose another -Destination or -NewName, or add -Force to replace it.", definitionFile);
@@ -252,7 +252,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
                 var file = plan.Files[i];
                 var folder = Path.GetDirectoryName(file.TargetPath)!;
                 var partialName = BackupNames.RestorePartial(Path.GetFileName(file.TargetPath));
-                var partial = FileSystemPaths.JoinInside(folder, partialName, $"The set {set.Location}");
+                var partial = BackupNames.RestorePartialPath(folder, Path.GetFileName(file.TargetPath), $"The set {set.Location}");
                 partials.Add(partial);
                 var copy = await CopyOneAsync(set, store, file, folder, partialName, i, plan.Files.Count, ct).ConfigureAwait(false);
                 // The restored file is what QEMU will open (a domain defined on it, the VM's own disk): inspected
@@ -311,7 +311,7 @@ public sealed partial class RestoreService(HostTools tools, IProcessRunner runne
                 copy = await SparseCopy.CopyAsync(store.Describe(relative), writer, 0, Progress, ct).ConfigureAwait(false);
             }
         }
-        var partial = FileSystemPaths.JoinInside(folder, partialName, $"The set {set.Location}");
+        var partial = BackupNames.RestorePartialPath(folder, Path.GetFileName(file.TargetPath), $"The set {set.Location}");
         if (copy.ContentDigest != disk.ContentDigest)
             throw VerificationFailed(set, file, store.Describe(relative), $"the copy in the set reads as {copy.ContentDigest}, backup.json says {disk.ContentDigest}");
         var readBack = await SparseCopy.DigestAsync(partial, null, ct).ConfigureAwait(false);
@@ -464,7 +464,7 @@ public static partial class HostPaths
         if (RealPath(full) is { } real)
             return real;
         var folder = Path.GetDirectoryName(full);
-        return folder is not null && RealPath(folder) is { } realFolder ? Path.Combine(realFolder, Path.GetFileName(full)) : full;
+        return folder is not null && RealPath(folder) is { } realFolder ? FileSystemPaths.JoinChecked(realFolder, Path.GetFileName(full)) : full;
     }
 
     /// <summary>Bytes of the file the file system holds as data (its SEEK_DATA extents): the whole size for a fully

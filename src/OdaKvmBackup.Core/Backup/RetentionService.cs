@@ -130,8 +130,8 @@ public sealed class RetentionService
                     "Find it with 'virsh domblklist <domain> --details' on each domain before moving it by hand.", domain);
             }
         }
-        var targetFolder = Path.Combine(retentionPath, folder.Replace('/', Path.DirectorySeparatorChar));
-        var target = Path.Combine(targetFolder, name);
+        var targetFolder = BackupNames.RetentionFolderPath(retentionPath, folder);
+        var target = BackupNames.RetainedPath(retentionPath, folder, name);
         if (File.Exists(target))
         {
             throw new BackupException(ErrorIds.RetainedOverlayExists, BackupErrorCategory.ResourceExists,

@@ -651,7 +651,7 @@ public static partial class DomainXmlRewriter
             var builtTarget = Copy(target, new XElement("target"), "type", "port");
             if (target?.Element("model") is { } model)
                 builtTarget.Add(Copy(model, new XElement("model"), "name"));
-            string Own(string extension) => Path.Combine(request.DeviceFolder, BackupNames.DeviceFile(request.NewName, kind, index, extension));
+            string Own(string extension) => BackupNames.DeviceFilePath(request.DeviceFolder, request.NewName, kind, index, extension);
             XElement Built(string builtType, string? path, string? mode = null) => WithAddress(device, new XElement(kind, new XAttribute("type", builtType),
                 path is null ? null : new XElement("source", mode is null ? null : new XAttribute("mode", mode), new XAttribute("path", path)), builtTarget));
             if (request.SerialToFile)

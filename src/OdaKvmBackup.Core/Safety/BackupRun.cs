@@ -207,7 +207,7 @@ public sealed class BackupRun
             await store.RenameAsync(set, BackupNames.ReplacedSetFolder(set, DateTime.UtcNow), ct).ConfigureAwait(false);
         }
         await store.CreateFolderAsync(set, ct).ConfigureAwait(false);
-        await store.WriteSmallFileAsync(set + "/" + BackupNames.DomainXmlFileName, System.Text.Encoding.UTF8.GetBytes(Record.DomainXml), ct).ConfigureAwait(false);
+        await store.WriteSmallFileAsync(BackupNames.DomainXmlPath(set), System.Text.Encoding.UTF8.GetBytes(Record.DomainXml), ct).ConfigureAwait(false);
         Change(() =>
         {
             Record.Destination = store.Location;
@@ -276,7 +276,7 @@ public sealed class BackupRun
         foreach (var entry in await _store.ListAsync(setFolder, ct).ConfigureAwait(false))
         {
             if (partials.Contains(entry.Name) && !beingChecked.Contains(entry.Name))
-                await _store.DeleteAsync(setFolder + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false);
+                await _store.DeleteAsync(BackupNames.FileInSet(setFolder, entry.Name), recursive: false, ct).ConfigureAwait(false);
         }
         await WriteManifestAsync(ct).ConfigureAwait(false);
     }

@@ -53,7 +53,7 @@ public static partial class PrivateFiles
     public static void WriteAtomically(string path, ReadOnlySpan<byte> content)
     {
         var folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        var temp = Path.Combine(folder, "." + Path.GetFileName(path) + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp");
+        var temp = Backup.BackupNames.AtomicWriteTemp(path);
         try
         {
             using (var stream = CreateNew(temp))

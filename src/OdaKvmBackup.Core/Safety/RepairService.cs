@@ -54,6 +54,7 @@ public sealed class RepairService
 
     public async Task<IReadOnlyList<RepairFinding>> InspectAsync(string domain, string snapshotName, CancellationToken ct)
     {
+        BackupNames.RequireValidSnapshotName(snapshotName); // it names the overlays this repair moves and deletes
         var findings = new List<RepairFinding>();
         var journal = RunJournal.TryLoad(domain);
         var journalSnapshot = journal?.SnapshotName ?? snapshotName;
@@ -195,7 +196,7 @@ public sealed class RepairService
                     foreach (var entry in await store.ListAsync(set, ct).ConfigureAwait(false))
                     {
                         if (partials.Contains(entry.Name))
-                            await store.DeleteAsync(set + "/" + entry.Name, recursive: false, ct).ConfigureAwait(false);
+                            await store.DeleteAsync(BackupNames.FileInSet(set, entry.Name), recursive: false, ct).ConfigureAwait(false);
                     }
                 }
                 await BackupSet.SaveAsync(store, set, manifest, ct).ConfigureAwait(false);

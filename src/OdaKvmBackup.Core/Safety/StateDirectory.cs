@@ -1,7 +1,9 @@
 namespace OdaKvmBackup.Core.Safety;
 
 /// <summary>Where the journal and the per-domain locks live: /var/lib/odakvmbackup, or $ODAKVMBACKUP_STATE_DIR.
-/// Its folders are 0700: a journal names every disk and backup of a VM.</summary>
+/// Its folders are 0700: a journal names every disk and backup of a VM. The one place that decides paths in the state
+/// folder (journal, locks, boot-test records and folders, definitions); every other name is decided by
+/// <see cref="Backup.BackupNames"/>.</summary>
 public static class StateDirectory
 {
     public const string EnvironmentVariable = "ODAKVMBACKUP_STATE_DIR";
@@ -36,6 +38,18 @@ public static class StateDirectory
     public static string JournalPath(string domain) => Path.Combine(JournalDirectory, FileNameFor(domain) + ".json");
 
     public static string LockPath(string domain) => Path.Combine(LockDirectory, FileNameFor(domain) + ".lock");
+
+    /// <summary>The record of a boot test in flight: &lt;boot-tests&gt;/d-&lt;throw-away domain&gt;.json.</summary>
+    public static string BootTestRecordPath(string bootTestDomain) => Path.Combine(BootTestDirectory, FileNameFor(bootTestDomain) + ".json");
+
+    /// <summary>A boot test's own folder (its overlays, definition and console log) in
+    /// <see cref="BootTestScratchDirectory"/>: the throw-away domain's name, which holds the set's domain name (from a
+    /// manifest): proven to stay inside, <paramref name="whose"/> starts the error.</summary>
+    public static string BootTestFolder(string bootTestDomain, string whose) =>
+        Backup.FileSystemPaths.JoinInside(BootTestScratchDirectory, bootTestDomain, whose);
+
+    /// <summary>A new file for a definition handed to <c>virsh define</c>: &lt;definitions&gt;/d-&lt;domain&gt;-&lt;32 hex&gt;.xml.</summary>
+    public static string NewDefinitionPath(string domain) => Path.Combine(DefinitionDirectory, $"{FileNameFor(domain)}-{Guid.NewGuid():N}.xml");
 
     /// <summary>The domain a journal file is for, or null for a file that is not a journal.</summary>
     public static string? DomainOfJournal(string path)

@@ -193,7 +193,7 @@ public sealed partial class LocalBackupStore : IBackupStore
             var onTheWay = Location;
             foreach (var folder in relativePath.Split('/', StringSplitOptions.RemoveEmptyEntries).SkipLast(1))
             {
-                onTheWay = Path.Combine(onTheWay, folder);
+                onTheWay = Backup.FileSystemPaths.JoinChecked(onTheWay, folder); // parts of the path Full() checked
                 if (NativeFiles.LStat(onTheWay) is { IsSymbolicLink: true })
                     throw SmallFiles.NotAStoredCopy(path, $"is reached through '{onTheWay}', a symbolic link");
             }

@@ -53,7 +53,7 @@ public sealed class SshBackupStore : IBackupStore
                 "Create the folder on the server (mkdir -m 700), or correct the destination; a relative path starts at the SSH user's home folder.", Location);
         }
         // A new random name with create-new: never follows or overwrites what is there.
-        var probe = Join(root, $".odakvm-write-check-{RandomNumberGenerator.GetHexString(16, lowercase: true)}");
+        var probe = Join(root, Backup.BackupNames.StoreProbeFileName());
         try
         {
             var handle = await session.OpenAsync(probe, SftpOpenFlags.Write | SftpOpenFlags.Create | SftpOpenFlags.Exclusive, FileMode, ct).ConfigureAwait(false);
@@ -112,7 +112,7 @@ public sealed class SshBackupStore : IBackupStore
         {
             if (retried && temporary is not null)
                 await RemoveIfThereAsync(session, temporary, ct).ConfigureAwait(false);
-            temporary = Join(Parent(target), $".{Name(relativePath)}.tmp-{RandomNumberGenerator.GetHexString(8, lowercase: true)}");
+            temporary = Join(Parent(target), Backup.BackupNames.StoreTempName(Name(relativePath)));
             var handle = await session.OpenAsync(temporary, SftpOpenFlags.Write | SftpOpenFlags.Create | SftpOpenFlags.Exclusive, FileMode, ct).ConfigureAwait(false);
             try
             {
@@ -550,8 +550,7 @@ public sealed class SshBackupStore : IBackupStore
         return relativePath.Split('/', StringSplitOptions.RemoveEmptyEntries);
     }
 
-    private static string Join(string folder, string name) =>
-        folder.Length == 0 || folder == "." ? name : folder.EndsWith('/') ? folder + name : folder + "/" + name;
+    private static string Join(string folder, string name) => Backup.FileSystemPaths.JoinChecked(folder, name);
 
     private static string Parent(string path)
     {

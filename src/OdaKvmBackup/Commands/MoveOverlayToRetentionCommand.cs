@@ -43,7 +43,7 @@ public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
             return;
         }
         var folder = BackupNames.RetentionFolder(disk.DomainName, disk.RunId);
-        var target = System.IO.Path.Combine(_path, folder, record.RetainedName);
+        var target = BackupNames.RetainedPath(_path, folder, record.RetainedName);
         if (!ShouldProcess(disk.Overlay, $"Move to '{target}'"))
         {
             PassOn(disk);

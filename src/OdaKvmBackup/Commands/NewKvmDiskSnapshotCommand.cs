@@ -35,11 +35,13 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
 
     protected override void Begin()
     {
-        if (SnapshotName.Contains('/') || SnapshotName.Contains(',') || SnapshotName.StartsWith('.') || SnapshotName.StartsWith('-') || SnapshotName.Any(char.IsWhiteSpace))
+        try
         {
-            ThrowTerminatingError(ToErrorRecord(ErrorIds.InvalidSnapshotName, BackupErrorCategory.InvalidArgument,
-                $"The snapshot name '{SnapshotName}' cannot be used: it becomes part of the overlay file names.",
-                "Use letters, digits, '.', '_' and '-', not starting with '.' or '-'.", SnapshotName));
+            BackupNames.RequireValidSnapshotName(SnapshotName);
+        }
+        catch (BackupException ex)
+        {
+            ThrowTerminatingError(ToErrorRecord(ex));
             return;
         }
         if (OverlayDirectory is not null)

@@ -39,6 +39,15 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
 
     protected override void Begin()
     {
+        try
+        {
+            BackupNames.RequireValidSnapshotName(SnapshotName); // the rule New-KvmDiskSnapshot applies
+        }
+        catch (BackupException ex)
+        {
+            ThrowTerminatingError(ToErrorRecord(ex));
+            return;
+        }
         if (RetentionPath is not null)
             RetentionPath = ResolveWritableFolder(RetentionPath, nameof(RetentionPath));
     }
@@ -116,7 +125,7 @@ public sealed class RepairKvmBackupCommand : KvmCmdlet
             if (finding.Kind == RepairKind.CloseJournal && commitFailed)
                 continue; // the journal is the record of what is still on overlays: keep it
             var action = finding.Kind == RepairKind.RemoveLeftoverOverlay
-                ? RetentionPath is null ? $"{finding.Problem}: delete it (its data is in the disk)" : $"{finding.Problem}: move it to {System.IO.Path.Combine(RetentionPath, finding.RetentionFolder!, finding.RetentionName!)}"
+                ? RetentionPath is null ? $"{finding.Problem}: delete it (its data is in the disk)" : $"{finding.Problem}: move it to {BackupNames.RetainedPath(RetentionPath, finding.RetentionFolder!, finding.RetentionName!)}"
                 : $"{finding.Problem}: {finding.Action}";
             if (!ShouldProcess(what, action))
                 continue;

@@ -158,4 +158,29 @@ public class BackupNamesTests
         var twice = list.GroupBy(n => n, StringComparer.Ordinal).Where(g => g.Count() > 1).Select(g => g.Key).ToList();
         Assert.True(twice.Count == 0, $"used more than once: {string.Join(", ", twice)} (all: {string.Join(", ", list)})");
     }
+
+    [Theory]
+    [InlineData(BackupNames.DefaultSnapshotName)]
+    [InlineData("nightly")]
+    [InlineData("bk-2026_12.x")]
+    public void A_snapshot_name_of_letters_digits_dots_underscores_and_dashes_is_valid(string name)
+    {
+        BackupNames.RequireValidSnapshotName(name);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("a/b")]
+    [InlineData("../x")]
+    [InlineData(".x")]
+    [InlineData("-x")]
+    [InlineData("a b")]
+    [InlineData("a\tb")]
+    [InlineData("a,b")]
+    public void A_snapshot_name_that_could_reach_another_folder_read_as_an_option_or_break_a_diskspec_is_InvalidSnapshotName(string name)
+    {
+        var ex = Assert.Throws<BackupException>(() => BackupNames.RequireValidSnapshotName(name));
+        Assert.Equal(ErrorIds.InvalidSnapshotName, ex.ErrorId);
+        Assert.Equal(BackupErrorCategory.InvalidArgument, ex.Category);
+    }
 }

@@ -77,6 +77,31 @@ public sealed class RepairServiceTests : IDisposable
         Assert.Null(RunJournal.TryLoad(Domain));
     }
 
+    /// <summary>-SnapshotName becomes part of the overlay names Repair looks for, moves and deletes: a name
+    /// New-KvmDiskSnapshot refuses ('/' would reach into another folder) is refused by Repair too, with the same error,
+    /// before anything is asked of the host.</summary>
+    [Theory]
+    [InlineData("../../etc/x")]
+    [InlineData("a/b")]
+    [InlineData(".hidden")]
+    [InlineData("-x")]
+    [InlineData("a b")]
+    [InlineData("a,b")]
+    public async Task Snapshot_name_New_KvmDiskSnapshot_refuses_is_refused_by_repair_with_the_same_error_before_it_looks(string name)
+    {
+        BackupByHandOnVda();
+        var before = _b.Host.Calls.Count;
+
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service().InspectAsync(Domain, name, CancellationToken.None));
+
+        Assert.Equal(ErrorIds.InvalidSnapshotName, ex.ErrorId);
+        Assert.Equal(BackupErrorCategory.InvalidArgument, ex.Category);
+        Assert.Equal($"The snapshot name '{name}' cannot be used: it becomes part of the overlay file names.", ex.Message);
+        Assert.Equal("Use letters, digits, '.', '_' and '-', not starting with '.' or '-'.", ex.RecommendedAction);
+        Assert.Equal(before, _b.Host.Calls.Count);
+        Assert.True(File.Exists(Bench.OverlayOf(_b.Boot)));
+    }
+
     [Fact]
     public async Task Disk_on_an_overlay_no_journal_records_is_an_unrecorded_finding()
     {
