@@ -316,7 +316,7 @@ Describe 'One VM failing in a nightly run of three' {
         $backup = New-TestFolder nightly
         # linux_vm2's sets land on a file system too small for them: its copy fails half way.
         $small = New-Item -ItemType Directory (Join-Path $backup 'linux_vm2')
-        & mount -t tmpfs -o size=4m tmpfs $small.FullName
+        & mount -t tmpfs -o size=4m,mode=0700 tmpfs $small.FullName
         if ($LASTEXITCODE) { throw "cannot mount a tmpfs at $small" }
         try {
             $row = New-FaultRow 'copy fails half way (destination full) for one VM of three; window: that VM''s whole run' linux_vm2
