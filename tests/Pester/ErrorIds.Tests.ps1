@@ -182,6 +182,43 @@ Describe 'A rollback that cannot finish' {
     }
 }
 
+Describe 'A rollback that cannot finish after every copy was verified' {
+    BeforeEach { Reset-LabVmIfNeeded $Vm }
+
+    It 'leaves the set Complete, as the run said, and Repair-KvmBackup keeps it Complete (one rule for both)' {
+        $dest = New-TestFolder ids-complete
+        $base = Get-LabDiskPath -Name $Vm -Disk boot
+        $manifestOf = { Get-ChildItem -Recurse -Filter backup.json -Path $dest | Select-Object -First 1 | ForEach-Object { Get-Content -Raw $_.FullName | ConvertFrom-Json } }
+        # The pipeline waits until the set says Complete (every copy read back and matched), makes vda's own file
+        # immutable, and stops: the rollback's commit of vda must fail.
+        try {
+            Get-VmDisk $Vm | New-KvmDiskSnapshot 3>$null | Copy-VmDisk -Destination $dest |
+                ForEach-Object {
+                    Wait-Until { (& $manifestOf).Status -eq 'Complete' } 'every copy of the set to be verified' 120
+                    Set-Immutable $base
+                    throw 'stopped by the test after every copy was verified'
+                } | Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder ids-complete-ret)
+        }
+        catch { $stopped = $_ }
+        "$stopped" | Should -Match 'stopped by the test'
+        ((Get-DiskChain $Vm) | Where-Object Target -eq vda).Chain | Should -Be @($base) -Because 'the commit back of vda could not run'
+        (Get-Journal $Vm).Phase | Should -Be 'NeedsRepair'
+        $byRun = & $manifestOf
+        $byRun.Status | Should -Be 'Complete' -Because 'every disk had been copied and verified before the run stopped'
+
+        Clear-Immutable $base
+        $actions = Repair-KvmBackup -DomainName $Vm -Confirm:$false -ErrorVariable repairErrors
+        $repairErrors | Should -BeNullOrEmpty
+        ($actions.Result -join "`n") | Should -Match 'marked Complete'
+        $byRepair = & $manifestOf
+        $byRepair.Status | Should -Be $byRun.Status -Because 'Repair-KvmBackup closes a set by the rule the run used'
+        $byRepair.Reason | Should -BeNullOrEmpty
+        $byRepair.Disks.Verified | Should -Not -Contain $false
+        Test-OnOwnDisks $Vm | Should -BeTrue
+        Get-Journal $Vm | Should -BeNullOrEmpty
+    }
+}
+
 Describe 'Sets on an SSH server the module cannot fully use' {
     BeforeAll {
         # An sshd of this file's own on two free ports of 127.0.0.1 (the lab's shared one is left as it is):

@@ -348,6 +348,7 @@ Describe 'Faults injected on the real lab' {
             $actions = Repair-KvmBackup -DomainName $FaultVm -Confirm:$false -ErrorVariable repairErrors
             Close-FaultWindow $run.Writer
             $repairErrors | Should -BeNullOrEmpty
+            Get-SetStatus $run.Destination | Should -Be 'Complete' -Because 'Repair-KvmBackup closes a set by the rule the run used'
             Set-FaultRowError $run.Row ($commitErrors[0].FullyQualifiedErrorId -split ',')[0] -Limit '-TimeoutSec 4'
             Assert-Recovered 'busy guest: commit stopped, then Repair' $run
         }

@@ -29,7 +29,6 @@ public sealed class BackupRun
     private readonly HashSet<string> _copying = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _manifestGate = new(1, 1);
     private readonly SemaphoreSlim _setGate = new(1, 1);
-    private string? _incompleteReason;
     private DomainLock? _lock;
     private IBackupStore? _store;
 
@@ -66,18 +65,17 @@ public sealed class BackupRun
         get { lock (_gate) return Record.FailureReason is not null; }
     }
 
-    /// <summary>The backup set's status: Incomplete for good once marked so; Complete once every disk was copied
-    /// and verified (a later failure, of a commit, does not spoil it); Incomplete when the run failed before that.</summary>
+    /// <summary>The backup set's status: InProgress while the run goes on and some disk is not verified yet;
+    /// otherwise what <see cref="RunRecord.ClosingSetStatus"/>, the one rule Repair-KvmBackup applies too, says.</summary>
     public string SetStatus
     {
         get { lock (_gate) return SetStatusLocked(); }
     }
 
     private string SetStatusLocked() =>
-        _incompleteReason is not null ? BackupSetStatus.Incomplete
-        : Record.Disks.All(d => d.Verified) ? BackupSetStatus.Complete
-        : Record.FailureReason is not null ? BackupSetStatus.Incomplete
-        : BackupSetStatus.InProgress;
+        Record.FailureReason is null && Record.SetIncompleteReason is null && !Record.Disks.All(d => d.Verified)
+            ? BackupSetStatus.InProgress
+            : Record.ClosingSetStatus();
 
     /// <summary>True once the set's final status is known and written to its manifest (or there is no set): what
     /// a pipeline hands its user then shows the status the set keeps.</summary>
@@ -262,12 +260,14 @@ public sealed class BackupRun
         HashSet<string> beingChecked, partials;
         lock (_gate)
         {
-            if (Record.Disks.All(d => d.Verified))
+            if (Record.ClosingSetStatus() == BackupSetStatus.Complete)
                 return; // every disk was copied and verified: what fails later (a commit) does not spoil the set
             setFolder = Record.SetFolder;
             // Only this run's own partial copies: a disk's file may itself be named *.partial.
             partials = Record.Disks.Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
-            _incompleteReason ??= reason; // for good: a check that passes later does not make the set whole again
+            // For good: a check that passes later does not make the set whole again. The journal keeps it with that
+            // check's own write (the only one after which it changes what Repair-KvmBackup would decide).
+            Record.SetIncompleteReason ??= reason;
             // Copies written and being read back: their check renames or removes its own file.
             beingChecked = Record.Disks.Where(d => d.State == DiskState.Copied && !d.Verified)
                 .Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
@@ -295,7 +295,7 @@ public sealed class BackupRun
                 if (_store is null || Record.SetFolder is null)
                     return;
                 var status = SetStatusLocked();
-                manifest = BackupManifest.FromRun(Record, status, status == BackupSetStatus.Incomplete ? _incompleteReason ?? Record.FailureReason : null);
+                manifest = BackupManifest.FromRun(Record, status, status == BackupSetStatus.Incomplete ? Record.SetIncompleteReason ?? Record.FailureReason : null);
                 set = Record.SetFolder;
             }
             await BackupSet.SaveAsync(_store, set, manifest, ct).ConfigureAwait(false);
@@ -383,7 +383,8 @@ public sealed class BackupRun
     // ---------------------------------------------------------------- the way back
 
     /// <summary>
-    /// Gives the run up: the set is marked Incomplete (unless it already was Complete), every disk still on an
+    /// Gives the run up: the set is marked Incomplete (unless it already was Complete, by the rule of
+    /// <see cref="RunRecord.ClosingSetStatus"/>), every disk still on an
     /// overlay is committed back to its own file, leftover snapshot metadata is deleted, and the run's overlays
     /// are removed once no disk uses them. What it does is reported to <paramref name="sink"/> as it goes (progress,
     /// then the outcome); it runs to its end within <see cref="RollbackBound"/>, whatever happens to the caller.
@@ -462,9 +463,11 @@ public sealed class BackupRun
 
         // The VM first, the set then: a destination that does not answer (an SSH server that is down) must not
         // keep the VM on its overlays while its store retries.
+        var setMarked = false;
         try
         {
             await MarkSetIncompleteAsync(reason, ct).ConfigureAwait(false);
+            setMarked = true;
         }
         catch (Exception ex) when (ex is BackupException or IOException or OperationCanceledException)
         {
@@ -494,7 +497,10 @@ public sealed class BackupRun
                 _lock = null;
             }
         }
-        var set = Record.SetFolder is null || _store is null ? "" : $" The backup set '{_store.Describe(Record.SetFolder)}' is marked Incomplete unless every disk was already copied and verified.";
+        var set = Record.SetFolder is null || _store is null ? ""
+            : Record.ClosingSetStatus() == BackupSetStatus.Complete ? $" The backup set '{_store.Describe(Record.SetFolder)}' stays Complete: every disk had been copied and verified."
+            : setMarked ? $" The backup set '{_store.Describe(Record.SetFolder)}' is marked Incomplete."
+            : ""; // the problems say why it is not marked yet
         var message = !snapshotMayExist
             ? problems.Count > 0
                 ? $"Because {reason}, the backup of '{DomainName}' was stopped; its disks were never on overlays, but: {string.Join("; ", problems)}. Run Repair-KvmBackup -DomainName {DomainName} to clear what is left.{set}"

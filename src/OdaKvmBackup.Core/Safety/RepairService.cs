@@ -171,8 +171,8 @@ public sealed class RepairService
         }
     }
 
-    /// <summary>The run is over: its set says Incomplete (unless every disk was copied and verified), then the
-    /// journal goes.</summary>
+    /// <summary>The run is over: its set gets the status the run itself gives it (<see cref="RunRecord.ClosingSetStatus"/>:
+    /// Complete when every disk was copied and verified, whatever failed after), then the journal goes.</summary>
     private async Task<string> CloseJournalAsync(string domain, CancellationToken ct)
     {
         var journal = RunJournal.TryLoad(domain);
@@ -181,15 +181,17 @@ public sealed class RepairService
         var note = "";
         if (journal.Destination is { } destination && journal.SetFolder is { } set)
         {
-            // Every disk copied and verified before the run stopped (a process killed before it wrote "Complete"):
-            // the set is whole. Otherwise it can never be trusted.
-            var complete = journal.FailureReason is null && journal.Disks.All(d => d.Verified);
+            // Every disk copied and verified before the run stopped (a process killed before it wrote "Complete", or
+            // a rollback whose commit failed after that): the set is whole. Otherwise it can never be trusted.
+            var complete = journal.ClosingSetStatus() == BackupSetStatus.Complete;
+            var why = journal.SetIncompleteReason ?? journal.FailureReason;
             await using var store = _openStore(destination);
             if (await store.GetEntryAsync(set, ct).ConfigureAwait(false) is not null)
             {
                 var manifest = complete
                     ? BackupManifest.FromRun(journal, BackupSetStatus.Complete, null)
-                    : BackupManifest.FromRun(journal, BackupSetStatus.Incomplete, $"run {journal.RunId} was interrupted; closed by Repair-KvmBackup");
+                    : BackupManifest.FromRun(journal, BackupSetStatus.Incomplete,
+                        $"run {journal.RunId} was interrupted{(why is null ? "" : $" ({why})")}; closed by Repair-KvmBackup");
                 if (!complete)
                 {
                     var partials = journal.Disks.Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);

@@ -81,6 +81,9 @@ public sealed class RunRecord
     public bool SnapshotOutcomeUnknown { get; set; }
     /// <summary>Why the run was abandoned, when it was.</summary>
     public string? FailureReason { get; set; }
+    /// <summary>Why the set was marked Incomplete, when it was before every disk was verified: for good, a check
+    /// that passes later does not make it whole again (kept here so that Repair-KvmBackup closes it the same way).</summary>
+    public string? SetIncompleteReason { get; set; }
     /// <summary>The destination as the user named it, once the set exists ("/backup" or "root@srv:/backup").</summary>
     public string? Destination { get; set; }
     /// <summary>The set folder relative to <see cref="Destination"/>.</summary>
@@ -89,6 +92,15 @@ public sealed class RunRecord
     public required string DomainXml { get; init; }
     public required List<DiskRecord> Disks { get; init; }
     public List<ExcludedDisk> ExcludedDisks { get; init; } = new();
+
+    /// <summary>
+    /// The one rule for the status a run closes its backup set with, used by the run that fails
+    /// (<see cref="BackupRun"/>) and by Repair-KvmBackup (<see cref="RepairService"/>) alike: Complete when every
+    /// disk was copied and verified before the set was marked Incomplete (its data is whole: a failure after that,
+    /// of a commit back, does not spoil it), Incomplete otherwise.
+    /// </summary>
+    public string ClosingSetStatus() =>
+        SetIncompleteReason is null && Disks.All(d => d.Verified) ? BackupSetStatus.Complete : BackupSetStatus.Incomplete;
 
     public DiskRecord Disk(string target) =>
         Disks.FirstOrDefault(d => d.Target == target)
