@@ -60,6 +60,22 @@ BeforeAll {
         Get-ChildItem -Recurse -Filter '*.partial' -Path $Destination | Should -BeNullOrEmpty
     }
 
+    # A script that holds a run in a variable, no pipeline of the module running: the VM on its overlays, the guest's
+    # writes made after the snapshot, the signal file written; then $Then.
+    function New-HeldRunScript($Run, [string] $Then) {
+        $writes = $DuringWrites -creplace '@MARKER@', $Run.Marker
+        @"
+`$ErrorView = 'NormalView'; `$PSStyle.OutputRendering = 'PlainText'
+Import-Module '$ModuleManifest'
+Import-Module '$LabModule'
+`$disks = Get-VmDisk $FaultVm | New-KvmDiskSnapshot 3>`$null
+`$r = Invoke-LabGuestCommand -DomainName $FaultVm -Command '$writes'
+if (`$r.ExitCode -ne 0) { throw "guest write failed: `$(`$r.StdErr)" }
+Set-Content -Path '$($Run.Signal)' -Value snapshot
+$Then
+"@
+    }
+
     # A process's state from /proc: gone, or a zombie nobody reaped yet, counts as ended.
     function Test-ProcessEnded([int] $ProcessId) {
         try { $stat = [IO.File]::ReadAllText("/proc/$ProcessId/stat") } catch { return $true }
@@ -140,15 +156,7 @@ Describe 'A backup stopped by a signal' {
     It 'ends like Ctrl+C when pwsh gets SIGTERM between two statements of a script that holds the run' {
         # No pipeline of the module runs: the disks on their overlays are held in a variable for a later statement.
         $run = New-FaultRun 'sigTERM-between-statements'
-        $writes = $DuringWrites -creplace '@MARKER@', $run.Marker
-        $script = @"
-`$ErrorView = 'NormalView'; `$PSStyle.OutputRendering = 'PlainText'
-Import-Module '$ModuleManifest'
-Import-Module '$LabModule'
-`$disks = Get-VmDisk $FaultVm | New-KvmDiskSnapshot 3>`$null
-`$r = Invoke-LabGuestCommand -DomainName $FaultVm -Command '$writes'
-if (`$r.ExitCode -ne 0) { throw "guest write failed: `$(`$r.StdErr)" }
-Set-Content -Path '$($run.Signal)' -Value snapshot
+        $script = New-HeldRunScript $run @"
 Start-Sleep -Seconds 600
 `$disks | Copy-VmDisk -Destination '$($run.Destination)' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$($run.Retention)'
 "@
@@ -273,15 +281,7 @@ Describe 'The one-liner run in an SSH session that drops' {
         # those writes fail, and pwsh ends itself at once (FailFast) when it cannot show the error: the rollback
         # must not be cut short by that.
         $run = New-FaultRun 'ssh-drop-held'
-        $writes = $DuringWrites -creplace '@MARKER@', $run.Marker
-        $script = @"
-`$ErrorView = 'NormalView'; `$PSStyle.OutputRendering = 'PlainText'
-Import-Module '$ModuleManifest'
-Import-Module '$LabModule'
-`$disks = Get-VmDisk $FaultVm | New-KvmDiskSnapshot 3>`$null
-`$r = Invoke-LabGuestCommand -DomainName $FaultVm -Command '$writes'
-if (`$r.ExitCode -ne 0) { throw "guest write failed: `$(`$r.StdErr)" }
-Set-Content -Path '$($run.Signal)' -Value snapshot
+        $script = New-HeldRunScript $run @"
 while (`$true) { Write-Progress -Activity 'Waiting for the copy' -Status (Get-Date -Format o); Write-Host "waiting `$(Get-Date -Format o)"; Start-Sleep -Milliseconds 50 }
 "@
         $script:session = Start-BackupOverSsh $script $run
