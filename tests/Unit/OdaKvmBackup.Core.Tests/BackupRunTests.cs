@@ -311,6 +311,29 @@ public sealed class BackupRunTests : IDisposable
         Assert.Equal("the copy of vdb failed", manifest.Reason);
     }
 
+    // Disks are copied at once: when one copy fails its check and marks the set Incomplete, another still being
+    // written keeps its file until its own copy ends (deleting it under the writer made a second, unrelated error:
+    // "Could not find file ....partial", seen as a flaky CopyServiceTests run).
+    [Fact]
+    public async Task A_set_marked_Incomplete_leaves_the_partial_copy_of_a_disk_still_being_written_to_its_own_copy()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = Store();
+        var set = await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.BeginCopy("vda", store);
+        var partial = Path.Combine(store.Location, BackupNames.PartialInSet(set, run.Record.Disk("vda").SetFile));
+        await File.WriteAllTextAsync(partial, "being written");
+
+        await run.MarkSetIncompleteAsync("the copy of vdb failed its check", CancellationToken.None);
+
+        Assert.True(File.Exists(partial), "the copy still being written lost its file");
+        Assert.Equal(BackupSetStatus.Incomplete, (await Bench.ManifestAsync(store, run)).Status);
+        // Once that copy is given up, the next marking (the rollback's) removes what it left.
+        run.CopyAbandoned("vda");
+        await run.MarkSetIncompleteAsync("the pipeline stopped", CancellationToken.None);
+        Assert.False(File.Exists(partial));
+    }
+
     [Fact]
     public async Task Existing_set_of_the_same_run_is_kept_unless_Force()
     {
