@@ -268,8 +268,9 @@ public sealed class BackupRun
             // For good: a check that passes later does not make the set whole again. The journal keeps it with that
             // check's own write (the only one after which it changes what Repair-KvmBackup would decide).
             Record.SetIncompleteReason ??= reason;
-            // Copies written and being read back: their check renames or removes its own file.
-            beingChecked = Record.Disks.Where(d => d.State == DiskState.Copied && !d.Verified)
+            // Copies still being written, or written and being read back: their copy or check ends with its own file
+            // (renamed, or left for the rollback's marking once the copy is given up).
+            beingChecked = Record.Disks.Where(d => _copying.Contains(d.Target) || (d.State == DiskState.Copied && !d.Verified))
                 .Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
         }
         // Partial copies first: never usable, and on a full destination their room is what the manifest needs.
