@@ -364,6 +364,32 @@ public sealed class RepairServiceTests : IDisposable
         Assert.Equal("someone's base image", File.ReadAllText(overlay));
     }
 
+    // Mutation testing (./build.ps1 -Task Mutate): a leftover overlay of the run that is still in the backing chain
+    // of one of the domain's own disks (someone took a snapshot of their own on top of it) is not offered for removal
+    // and stays where it is (RepairService.cs:106 Concat to Except survived; :121, the guard, was covered by no test).
+    [Fact]
+    public async Task Journaled_overlay_still_in_a_disks_backing_chain_is_neither_offered_for_removal_nor_moved()
+    {
+        var run = await KilledOnOverlaysAsync();
+        var overlay = Bench.OverlayOf(_b.Boot);
+        var theirs = _b.Boot + ".theirs";
+        File.WriteAllText(theirs, "someone's snapshot on top of the run's overlay");
+        // vda now writes to a file of someone else's snapshot, whose backing file is the run's overlay.
+        _b.Host.UseDisks(new TestDisk("vda", theirs) { Backing = overlay, BackingFormat = "qcow2" }, _b.Host.Disk("vdb"));
+        var retention = _b.Temp.Folder("retencao");
+
+        var findings = await InspectAsync();
+        await FixAllAsync(RepairService.Decide(findings, includeUnrecorded: true).Select(d => d.Finding), retention);
+
+        Assert.DoesNotContain(findings, f => f.LeftoverOverlay == overlay);
+        Assert.DoesNotContain(findings, f => f.Kind == RepairKind.CommitOverlay && f.Target == "vda");
+        Assert.Equal($"overlay of {_b.Boot}", File.ReadAllText(overlay));
+        Assert.Equal([theirs, _b.Data], _b.Host.Disks.Select(d => d.Source));
+        Assert.Equal(overlay, _b.Host.Disk("vda").Backing);
+        Assert.False(File.Exists(Path.Combine(retention, Domain, run.RunId, "oda_vm1_boot." + Snap)));
+        Assert.True(File.Exists(Path.Combine(retention, Domain, run.RunId, "data1." + Snap))); // vdb's, which no disk uses now
+    }
+
     [Fact]
     public async Task Journal_that_cannot_be_read_stops_the_repair_of_that_domain_with_JournalUnreadable()
     {
