@@ -316,6 +316,60 @@ public sealed class BackupRunRollbackTests : IDisposable
         Assert.Equal(RunPhase.Finished, run.Phase);
     }
 
+    // Mutation testing (./build.ps1 -Task Mutate): a destination that does not answer when the rollback marks the set
+    // Incomplete neither keeps the VM on its overlays nor stops the rollback; the user is told (RepairNeeded: back on
+    // its own disks, not clean), told to run Repair-KvmBackup, and the journal stays for it (BackupRun.cs:472-474, the
+    // catch and its problem, were covered by no test).
+    [Fact]
+    public async Task Set_that_cannot_be_marked_Incomplete_leaves_the_VM_on_its_own_disks_says_RepairNeeded_and_keeps_the_journal()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new InterceptingStore(_b.Temp.Folder("backups"));
+        var set = await run.EnsureSetAsync(store, false, CancellationToken.None);
+        store.BeforeWriteSmallFile = (_, _) => throw new BackupException(ErrorIds.StorageFailed, BackupErrorCategory.ConnectionError,
+            "The destination did not answer: Connection reset by peer.");
+
+        var outcome = await run.FailAsync(Reason, _sink);
+
+        AssertBackOnOwnDisks();
+        Assert.True(outcome.BackOnOwnDisks, outcome.Message);
+        Assert.False(outcome.Clean, outcome.Message); // the cmdlet says RepairNeeded
+        Assert.Contains("the backup set could not be marked Incomplete (The destination did not answer: Connection reset by peer.)", outcome.Message, StringComparison.Ordinal);
+        Assert.Contains($"Repair-KvmBackup -DomainName {Domain}", outcome.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("is marked Incomplete", outcome.Message, StringComparison.Ordinal);
+        var journal = RunJournal.TryLoad(Domain);
+        Assert.NotNull(journal);
+        Assert.Equal(RunPhase.NeedsRepair, journal.Phase);
+        Assert.Equal(set, journal.SetFolder);
+        Assert.All(Overlays, o => Assert.False(File.Exists(o), $"{o} was left"));
+        using var free = DomainLock.TryAcquire(Domain); // Repair-KvmBackup can take the domain
+        Assert.NotNull(free);
+    }
+
+    // Mutation testing (./build.ps1 -Task Mutate): snapshot metadata that virsh cannot delete during the rollback does
+    // not stop it; the VM is back on its own disks, the user is told (RepairNeeded) and the journal stays for
+    // Repair-KvmBackup (BackupRun.cs:524-526, the catch and its problem, were covered by no test).
+    [Fact]
+    public async Task Snapshot_metadata_that_cannot_be_deleted_leaves_the_VM_on_its_own_disks_says_RepairNeeded_and_keeps_the_journal()
+    {
+        var plan = await _b.PlanAsync();
+        var run = _b.Begin(plan);
+        run.RecordSnapshotStarting();
+        await _b.Host.Runner.RunAsync("virsh", VirshSnapshot(plan)); // Ctrl+C during snapshot-create-as: libvirtd made it
+        _b.Host.OnSnapshotDelete = _ => Results.VirshError("error: Failed to delete snapshot FILE_STAGE_BACKUP.TEMP\nerror: operation failed: domain moment FILE_STAGE_BACKUP.TEMP is busy\n");
+
+        var outcome = await run.FailAsync(Reason, _sink);
+
+        AssertBackOnOwnDisks();
+        Assert.True(outcome.BackOnOwnDisks, outcome.Message);
+        Assert.False(outcome.Clean, outcome.Message); // the cmdlet says RepairNeeded
+        Assert.Contains($"the snapshot metadata '{Bench.Snap}' could not be deleted", outcome.Message, StringComparison.Ordinal);
+        Assert.Contains("is busy", outcome.Message, StringComparison.Ordinal);
+        Assert.Contains($"Repair-KvmBackup -DomainName {Domain}", outcome.Message, StringComparison.Ordinal);
+        Assert.Equal([Bench.Snap], _b.Host.Snapshots);
+        Assert.Equal(RunPhase.NeedsRepair, RunJournal.TryLoad(Domain)!.Phase);
+    }
+
     private static string[] VirshSnapshot(SnapshotPlan plan) => Libvirt.VirshArguments.SnapshotCreate(plan.DomainName, Bench.Snap, true,
         plan.Disks.Select(d => new Libvirt.DiskSpec(d.Target, d.Overlay!)).ToList(), []);
 }

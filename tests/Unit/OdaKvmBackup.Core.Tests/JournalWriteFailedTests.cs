@@ -157,4 +157,44 @@ public sealed class JournalWriteFailedTests : IDisposable
         using var free = DomainLock.TryAcquire(Domain); // Repair-KvmBackup can take the domain
         Assert.NotNull(free);
     }
+
+    // Mutation testing (./build.ps1 -Task Mutate): a journal the system will not let go of (immutable, or on a state
+    // folder gone read-only) at the end of a clean rollback: the VM is back, but the run does not say it is clean, it
+    // names the journal and Repair-KvmBackup (RunJournal.cs:71-73, the catch that turns the failure into
+    // JournalWriteFailed, were covered by no test).
+    [Fact]
+    public async Task Journal_that_cannot_be_removed_after_a_clean_rollback_leaves_the_VM_back_and_says_RepairNeeded_naming_it()
+    {
+        var run = await _b.SnapshottedAsync();
+        var journal = StateDirectory.JournalPath(Domain);
+        var immutable = false;
+        // The first `virsh list` of the rollback comes after its last journal write (the overlays' in-use check).
+        _b.Host.OnList = _ =>
+        {
+            if (!immutable)
+            {
+                PrivateFilesTests.Chattr("+i", journal);
+                immutable = true;
+            }
+            return null;
+        };
+        try
+        {
+            var outcome = await run.FailAsync("the pipeline stopped before the backup finished", _sink);
+
+            AssertBackOnOwnDisks();
+            Assert.True(immutable, "the rollback never listed the domains");
+            Assert.True(outcome.BackOnOwnDisks, outcome.Message);
+            Assert.False(outcome.Clean, outcome.Message); // the cmdlet says RepairNeeded
+            Assert.Contains($"its journal could not be updated (The journal '{journal}' of '{Domain}' cannot be removed", outcome.Message, StringComparison.Ordinal);
+            Assert.Contains($"Repair-KvmBackup -DomainName {Domain}", outcome.Message, StringComparison.Ordinal);
+            Assert.True(File.Exists(journal));
+            Assert.All(new[] { Bench.OverlayOf(_b.Boot), Bench.OverlayOf(_b.Data) }, o => Assert.False(File.Exists(o), $"{o} was left"));
+        }
+        finally
+        {
+            if (immutable)
+                PrivateFilesTests.Chattr("-i", journal);
+        }
+    }
 }

@@ -364,6 +364,158 @@ public sealed class RepairServiceTests : IDisposable
         Assert.Equal("someone's base image", File.ReadAllText(overlay));
     }
 
+    // Mutation testing (./build.ps1 -Task Mutate): a leftover overlay of the run that is still in the backing chain
+    // of one of the domain's own disks (someone took a snapshot of their own on top of it) is not offered for removal
+    // and stays where it is (RepairService.cs:106 Concat to Except survived; :121, the guard, was covered by no test).
+    [Fact]
+    public async Task Journaled_overlay_still_in_a_disks_backing_chain_is_neither_offered_for_removal_nor_moved()
+    {
+        var run = await KilledOnOverlaysAsync();
+        var overlay = Bench.OverlayOf(_b.Boot);
+        var theirs = _b.Boot + ".theirs";
+        File.WriteAllText(theirs, "someone's snapshot on top of the run's overlay");
+        // vda now writes to a file of someone else's snapshot, whose backing file is the run's overlay.
+        _b.Host.UseDisks(new TestDisk("vda", theirs) { Backing = overlay, BackingFormat = "qcow2" }, _b.Host.Disk("vdb"));
+        var retention = _b.Temp.Folder("retencao");
+
+        var findings = await InspectAsync();
+        await FixAllAsync(RepairService.Decide(findings, includeUnrecorded: true).Select(d => d.Finding), retention);
+
+        Assert.DoesNotContain(findings, f => f.LeftoverOverlay == overlay);
+        Assert.DoesNotContain(findings, f => f.Kind == RepairKind.CommitOverlay && f.Target == "vda");
+        Assert.Equal($"overlay of {_b.Boot}", File.ReadAllText(overlay));
+        Assert.Equal([theirs, _b.Data], _b.Host.Disks.Select(d => d.Source));
+        Assert.Equal(overlay, _b.Host.Disk("vda").Backing);
+        Assert.False(File.Exists(Path.Combine(retention, Domain, run.RunId, "oda_vm1_boot." + Snap)));
+        Assert.True(File.Exists(Path.Combine(retention, Domain, run.RunId, "data1." + Snap))); // vdb's, which no disk uses now
+    }
+
+    /// <summary>`blockjob --pivot` as libvirt does it for a ready commit job: the disk writes to the image below its
+    /// overlay (when it is still on one) and the job is gone.</summary>
+    private ProcessResult PivotJob(Invocation call)
+    {
+        var target = call.ValueOf("--path")!;
+        if (!_b.Host.BlockJobs.TryRemove(target, out _))
+            return Results.VirshError($"error: invalid argument: disk {target} does not have an active block job\n");
+        _b.Host.UseDisks(_b.Host.Disks.Select(d => d.Target == target && d.Backing is not null
+            ? d with { Source = d.Backing, Format = d.BackingFormat ?? "raw", Backing = null } : d).ToArray());
+        return Results.Ok("\nSuccessfully pivoted\n");
+    }
+
+    // Mutation testing (./build.ps1 -Task Mutate): a run killed while its commit job ran leaves the job; Repair-KvmBackup
+    // finds it, says so, and pivots that job instead of starting another commit (RepairService.cs:67 'offline ? null :
+    // GetBlockJobAsync' to 'true ? null : ...' survived: no test had a leftover job).
+    [Fact]
+    public async Task Leftover_commit_job_of_a_killed_run_is_found_named_and_pivoted_without_a_second_commit()
+    {
+        await KilledOnOverlaysAsync();
+        _b.Host.BlockJobs["vda"] = FakeHost.ReadyJob; // killed after the commit of vda was ready, before its pivot
+        _b.Host.OnPivot = PivotJob;
+
+        var findings = await InspectAsync();
+        var vda = Assert.Single(findings, f => f.Kind == RepairKind.CommitOverlay && f.Target == "vda");
+        var result = await Service().FixAsync(vda, Snap, null, null, CancellationToken.None);
+
+        Assert.True(vda.Recorded);
+        Assert.Equal("vda has a leftover Active Block Commit job (100 %), ready to pivot", vda.Problem);
+        Assert.Equal($"pivoted the leftover job; vda writes to {_b.Boot} again", result);
+        Assert.Equal(_b.Boot, _b.Host.Disk("vda").Source);
+        Assert.Equal(0, _b.Host.Count(c => c.Is("virsh", "blockcommit")));
+        Assert.Empty(_b.Host.BlockJobs);
+    }
+
+    // Mutation testing (./build.ps1 -Task Mutate): a disk of the journal whose definition already names its own file
+    // while its commit job is still listed is the run's own, and is finished (RepairService.cs:68 'disk.Source ==
+    // recorded.Source' to '!=' was covered by no test).
+    [Fact]
+    public async Task Journaled_disk_already_on_its_own_file_whose_commit_job_is_still_listed_is_found_and_its_job_pivoted()
+    {
+        await KilledOnOverlaysAsync();
+        _b.Host.UseDisks(new TestDisk("vda", _b.Boot, "raw"), _b.Host.Disk("vdb"));
+        _b.Host.BlockJobs["vda"] = FakeHost.ReadyJob;
+        _b.Host.OnPivot = PivotJob;
+
+        var vda = Assert.Single(await InspectAsync(), f => f.Kind == RepairKind.CommitOverlay && f.Target == "vda");
+        var result = await Service().FixAsync(vda, Snap, null, null, CancellationToken.None);
+
+        Assert.True(vda.Recorded);
+        Assert.Equal(new CommitTarget(Domain, "vda", _b.Boot, "raw", Bench.OverlayOf(_b.Boot)), vda.Commit);
+        Assert.StartsWith("vda has a leftover Active Block Commit job", vda.Problem, StringComparison.Ordinal);
+        Assert.Equal($"pivoted the leftover job; vda writes to {_b.Boot} again", result);
+        Assert.Empty(_b.Host.BlockJobs);
+        Assert.Equal(0, _b.Host.Count(c => c.Is("virsh", "blockcommit")));
+    }
+
+    // Mutation testing (./build.ps1 -Task Mutate): a disk the rollback already put back (no job) is not committed
+    // again; only the one still on its overlay is (RepairService.cs:68 '&&' to '||' and 'job is not null' to
+    // 'job is null' were covered by no test).
+    [Fact]
+    public async Task After_a_rollback_that_put_back_one_disk_only_the_disk_still_on_its_overlay_is_committed()
+    {
+        var run = await _b.SnapshottedAsync();
+        _b.Host.OnBlockCommit = call => call.ValueOf("--path") == "vdb"
+            ? Results.VirshError("error: internal error: unable to execute QEMU command 'block-commit': Input/output error\n")
+            : _b.Host.CommitAndPivot(call);
+        var outcome = await run.FailAsync("the pipeline stopped", new RecordingSink());
+        Assert.False(outcome.BackOnOwnDisks, outcome.Message);
+        _b.Host.OnBlockCommit = _b.Host.CommitAndPivot;
+
+        var findings = await InspectAsync();
+        await FixAllAsync(findings, null);
+
+        var commit = Assert.Single(findings, f => f.Kind == RepairKind.CommitOverlay);
+        Assert.Equal("vdb", commit.Target);
+        Assert.Equal(1, _b.Host.Count(c => c.Is("virsh", "blockcommit") && c.ValueOf("--path") == "vda")); // the rollback's only
+        Assert.Equal([_b.Boot, _b.Data], _b.Host.Disks.Select(d => d.Source));
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
+    // Mutation testing (./build.ps1 -Task Mutate): a shut-off domain has no block jobs, and virsh refuses to be asked
+    // ('domain is not running'): Repair-KvmBackup does not ask (RepairService.cs:67 'offline ? null : ...' to
+    // 'false ? null : ...' survived).
+    [Fact]
+    public async Task Shut_off_domain_left_on_its_overlays_is_committed_offline_without_asking_for_block_jobs()
+    {
+        await KilledOnOverlaysAsync();
+        _b.Host.State = "shut off";
+        foreach (var (file, size) in new[] { (_b.Boot, 4L * Files.MiB), (_b.Data, 6L * Files.MiB) })
+            _b.Host.ImageInfo[Bench.OverlayOf(file)] = TestDomain.ImageInfoJson(Bench.OverlayOf(file), "qcow2", size, 200704, file, "raw");
+        _b.Host.OnDefine = call =>
+        {
+            // virsh define: the saved definition now names the disks' own files
+            var disks = DomainXml.Parse(File.ReadAllText(call.ValueOf("--file")!)).Disks;
+            _b.Host.UseDisks(disks.Select(d => new TestDisk(d.Target, d.Source!, d.Format ?? "raw")).ToArray());
+            return Results.Ok();
+        };
+        var before = _b.Host.Calls.Count;
+
+        var findings = await InspectAsync();
+        await FixAllAsync(findings, null);
+
+        Assert.Equal(["vda", "vdb"], findings.Where(f => f.Kind == RepairKind.CommitOverlay).Select(f => f.Target));
+        Assert.DoesNotContain(_b.Host.Calls.Skip(before), c => c.Is("virsh", "blockjob"));
+        Assert.Equal(2, _b.Host.Count(c => c.Is("qemu-img", "commit")));
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
+    // Mutation testing (./build.ps1 -Task Mutate): a disk the journal does not know (added after the run) is not the
+    // run's: Repair-KvmBackup leaves it alone and repairs the others (RepairService.cs:66 FirstOrDefault to First).
+    [Fact]
+    public async Task Disk_added_after_the_run_is_left_alone_and_the_runs_disks_are_repaired()
+    {
+        await KilledOnOverlaysAsync();
+        var added = Path.Combine(_b.Temp.Folder("vdisk_new"), "new");
+        File.WriteAllText(added, "a disk added after the run");
+        _b.Host.UseDisks([.. _b.Host.Disks, new TestDisk("vdc", added, "raw")]);
+
+        var findings = await InspectAsync();
+        await FixAllAsync(findings, null);
+
+        Assert.Equal(["vda", "vdb"], findings.Where(f => f.Kind == RepairKind.CommitOverlay).Select(f => f.Target));
+        Assert.Equal([_b.Boot, _b.Data, added], _b.Host.Disks.Select(d => d.Source));
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
     [Fact]
     public async Task Journal_that_cannot_be_read_stops_the_repair_of_that_domain_with_JournalUnreadable()
     {
