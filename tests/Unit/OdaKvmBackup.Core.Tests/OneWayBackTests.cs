@@ -25,14 +25,7 @@ public sealed class OneWayBackTests : IDisposable
 
     public void Dispose() => _b.Dispose();
 
-    private RepairService Repair() => new(_b.Tools,
-        new CommitService(_b.Host.Virsh, _b.Host.QemuImg, NullSink.Instance)
-        {
-            FirstBackOff = TimeSpan.FromMilliseconds(1),
-            MaxBackOff = TimeSpan.FromMilliseconds(4),
-            PollInterval = TimeSpan.FromMilliseconds(5),
-        },
-        location => new LocalBackupStore(location));
+    private RepairService Repair() => _b.Repair();
 
     /// <summary>Repair-KvmBackup -DomainName oda_vm1, once the host lets the commit work again: what it says it did.</summary>
     private async Task<IReadOnlyList<string>> RepairAsync()

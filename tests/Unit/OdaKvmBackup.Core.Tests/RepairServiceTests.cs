@@ -24,14 +24,7 @@ public sealed class RepairServiceTests : IDisposable
 
     public void Dispose() => _b.Dispose();
 
-    private RepairService Service() => new(_b.Tools,
-        new CommitService(_b.Host.Virsh, _b.Host.QemuImg, NullSink.Instance)
-        {
-            FirstBackOff = TimeSpan.FromMilliseconds(1),
-            MaxBackOff = TimeSpan.FromMilliseconds(4),
-            PollInterval = TimeSpan.FromMilliseconds(5),
-        },
-        location => new LocalBackupStore(location));
+    private RepairService Service() => _b.Repair();
 
     private Task<IReadOnlyList<RepairFinding>> InspectAsync() => Service().InspectAsync(Domain, Snap, CancellationToken.None);
 

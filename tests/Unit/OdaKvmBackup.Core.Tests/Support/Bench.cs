@@ -79,6 +79,16 @@ internal sealed class Bench : IDisposable
         return await copy.FinishVerificationsAsync();
     }
 
+    /// <summary>Repair-KvmBackup's engine on this host, its commits retried and polled in milliseconds.</summary>
+    public RepairService Repair() => new(Tools,
+        new CommitService(Host.Virsh, Host.QemuImg, NullSink.Instance)
+        {
+            FirstBackOff = TimeSpan.FromMilliseconds(1),
+            MaxBackOff = TimeSpan.FromMilliseconds(4),
+            PollInterval = TimeSpan.FromMilliseconds(5),
+        },
+        location => new LocalBackupStore(location));
+
     public static async Task<BackupManifest> ManifestAsync(IBackupStore store, BackupRun run) =>
         (await BackupSet.LoadAsync(store, BackupNames.SetFolder(run.DomainName, run.RunId), CancellationToken.None)).Manifest;
 
