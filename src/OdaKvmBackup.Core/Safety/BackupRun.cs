@@ -257,7 +257,7 @@ public sealed class BackupRun
         if (_store is null || Record.SetFolder is null)
             return;
         string setFolder;
-        HashSet<string> beingChecked, partials;
+        HashSet<string> inUseByACopy, partials;
         lock (_gate)
         {
             if (Record.ClosingSetStatus() == BackupSetStatus.Complete)
@@ -270,13 +270,13 @@ public sealed class BackupRun
             Record.SetIncompleteReason ??= reason;
             // Copies still being written, or written and being read back: their copy or check ends with its own file
             // (renamed, or left for the rollback's marking once the copy is given up).
-            beingChecked = Record.Disks.Where(d => _copying.Contains(d.Target) || (d.State == DiskState.Copied && !d.Verified))
+            inUseByACopy = Record.Disks.Where(d => _copying.Contains(d.Target) || (d.State == DiskState.Copied && !d.Verified))
                 .Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
         }
         // Partial copies first: never usable, and on a full destination their room is what the manifest needs.
         foreach (var entry in await _store.ListAsync(setFolder, ct).ConfigureAwait(false))
         {
-            if (partials.Contains(entry.Name) && !beingChecked.Contains(entry.Name))
+            if (partials.Contains(entry.Name) && !inUseByACopy.Contains(entry.Name))
                 await _store.DeleteAsync(BackupNames.FileInSet(setFolder, entry.Name), recursive: false, ct).ConfigureAwait(false);
         }
         await WriteManifestAsync(ct).ConfigureAwait(false);

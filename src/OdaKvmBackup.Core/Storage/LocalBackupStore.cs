@@ -197,16 +197,11 @@ public sealed partial class LocalBackupStore : IBackupStore
                 if (NativeFiles.LStat(onTheWay) is { IsSymbolicLink: true })
                     throw SmallFiles.NotAStoredCopy(path, $"is reached through '{onTheWay}', a symbolic link");
             }
-            var named = NativeFiles.LStat(path) ?? throw SmallFiles.NotFound(path);
-            if (SmallFiles.NonRegularKind(named.Mode) is { } kind)
-                throw SmallFiles.NotAStoredCopy(path, $"is {kind}, not a regular file");
-            var handle = NativeFiles.OpenNoFollow(path);
-            if (SmallFiles.NonRegularKind(NativeFiles.FStat(handle).Mode) is { } swapped)
+            return SmallFiles.OpenLocal(path, status =>
             {
-                handle.Dispose();
-                throw SmallFiles.NotAStoredCopy(path, $"is {swapped}, not a regular file");
-            }
-            return handle;
+                if (SmallFiles.NonRegularKind(status.Mode) is { } kind)
+                    throw SmallFiles.NotAStoredCopy(path, $"is {kind}, not a regular file");
+            }, out _);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {

@@ -90,11 +90,7 @@ public static class SmallFiles
     {
         try
         {
-            var status = NativeFiles.LStat(path) ?? throw NotFound(path);
-            Require(path, status.Mode, status.Size, limit);
-            using var handle = NativeFiles.OpenNoFollow(path);
-            var opened = NativeFiles.FStat(handle);
-            Require(path, opened.Mode, opened.Size, limit);
+            using var handle = OpenLocal(path, status => Require(path, status.Mode, status.Size, limit), out var opened);
             var content = new byte[Math.Min(opened.Size, limit) + 1];
             var length = 0;
             int read;
@@ -107,6 +103,28 @@ public static class SmallFiles
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw Unreadable(path, ex.Message.TrimEnd('.'), ex);
+        }
+    }
+
+    /// <summary>
+    /// Opens a file of a local store for reading only as what <paramref name="require"/> accepts (it throws
+    /// otherwise), looked at twice: by its name without following a link (lstat), then as opened (fstat). The open
+    /// follows no link and does not block (O_NOFOLLOW | O_NONBLOCK), so a FIFO swapped in meanwhile cannot hang it.
+    /// </summary>
+    internal static SafeFileHandle OpenLocal(string path, Action<NativeFiles.Status> require, out NativeFiles.Status opened)
+    {
+        require(NativeFiles.LStat(path) ?? throw NotFound(path));
+        var handle = NativeFiles.OpenNoFollow(path);
+        try
+        {
+            opened = NativeFiles.FStat(handle);
+            require(opened);
+            return handle;
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
         }
     }
 }
