@@ -66,16 +66,13 @@ public sealed class BackupRun
     }
 
     /// <summary>The backup set's status: InProgress while the run goes on and some disk is not verified yet;
-    /// otherwise what <see cref="RunRecord.ClosingSetStatus"/>, the one rule Repair-KvmBackup applies too, says.</summary>
+    /// otherwise what <see cref="RunCloser.ClosingStatus"/>, the one rule Repair-KvmBackup applies too, says.</summary>
     public string SetStatus
     {
         get { lock (_gate) return SetStatusLocked(); }
     }
 
-    private string SetStatusLocked() =>
-        Record.FailureReason is null && Record.SetIncompleteReason is null && !Record.Disks.All(d => d.Verified)
-            ? BackupSetStatus.InProgress
-            : Record.ClosingSetStatus();
+    private string SetStatusLocked() => RunCloser.StatusWhileRunning(Record);
 
     /// <summary>True once the set's final status is known and written to its manifest (or there is no set): what
     /// a pipeline hands its user then shows the status the set keeps.</summary>
@@ -257,14 +254,12 @@ public sealed class BackupRun
         if (_store is null || Record.SetFolder is null)
             return;
         string setFolder;
-        HashSet<string> inUseByACopy, partials;
+        HashSet<string> inUseByACopy;
         lock (_gate)
         {
-            if (Record.ClosingSetStatus() == BackupSetStatus.Complete)
+            if (RunCloser.ClosesComplete(Record))
                 return; // every disk was copied and verified: what fails later (a commit) does not spoil the set
             setFolder = Record.SetFolder;
-            // Only this run's own partial copies: a disk's file may itself be named *.partial.
-            partials = Record.Disks.Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
             // For good: a check that passes later does not make the set whole again. The journal keeps it with that
             // check's own write (the only one after which it changes what Repair-KvmBackup would decide).
             Record.SetIncompleteReason ??= reason;
@@ -274,11 +269,7 @@ public sealed class BackupRun
                 .Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
         }
         // Partial copies first: never usable, and on a full destination their room is what the manifest needs.
-        foreach (var entry in await _store.ListAsync(setFolder, ct).ConfigureAwait(false))
-        {
-            if (partials.Contains(entry.Name) && !inUseByACopy.Contains(entry.Name))
-                await _store.DeleteAsync(BackupNames.FileInSet(setFolder, entry.Name), recursive: false, ct).ConfigureAwait(false);
-        }
+        await RunCloser.DeletePartialCopiesAsync(_store, setFolder, Record, inUseByACopy, ct).ConfigureAwait(false);
         await WriteManifestAsync(ct).ConfigureAwait(false);
     }
 
@@ -384,11 +375,11 @@ public sealed class BackupRun
     // ---------------------------------------------------------------- the way back
 
     /// <summary>
-    /// Gives the run up: the set is marked Incomplete (unless it already was Complete, by the rule of
-    /// <see cref="RunRecord.ClosingSetStatus"/>), every disk still on an
-    /// overlay is committed back to its own file, leftover snapshot metadata is deleted, and the run's overlays
-    /// are removed once no disk uses them. What it does is reported to <paramref name="sink"/> as it goes (progress,
-    /// then the outcome); it runs to its end within <see cref="RollbackBound"/>, whatever happens to the caller.
+    /// Gives the run up, the way Repair-KvmBackup closes a run (<see cref="RunCloser"/>, the one way back): every
+    /// disk still on an overlay is committed back to its own file, leftover snapshot metadata is deleted, the run's
+    /// overlays are removed once no disk uses them, and the set is marked Incomplete (unless it already was
+    /// Complete, by the rule of <see cref="RunCloser.ClosingStatus"/>). What it does is reported to
+    /// <paramref name="sink"/> as it goes (progress, then the outcome); it runs to its end within <see cref="RollbackBound"/>, whatever happens to the caller.
     /// It runs once: a second caller (a pipeline's guard and a signal's stop at the same time) gets the same
     /// rollback and its outcome.
     /// </summary>
@@ -427,39 +418,22 @@ public sealed class BackupRun
         for (var waited = 0; waited < 600 && CopiesRunning; waited++)
             await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
         var problems = new List<string>();
+        var closer = new RunCloser(_tools, new CommitService(_tools.Virsh, _tools.QemuImg, sink));
 
-        var stillOnOverlays = new List<string>();
+        IReadOnlyList<string> stillOnOverlays = [];
         if (snapshotMayExist)
         {
-            var commit = new CommitService(_tools.Virsh, _tools.QemuImg, sink);
-            var pending = Record.Disks.Where(d => d.Overlay is not null && d.State < DiskState.Committed).ToList();
-            for (var i = 0; i < pending.Count; i++)
+            stillOnOverlays = await closer.CommitBackAllAsync(Record, $"Putting {DomainName} back on its own disks ({reason})", sink, disk =>
             {
-                var disk = pending[i];
-                var activity = $"Putting {DomainName} back on its own disks ({reason})";
-                sink.Progress(new ProgressUpdate(ProgressIds.Rollback, null, activity, $"{disk.Target}: committing {disk.Overlay} into {disk.Source}", i * 100 / pending.Count));
-                try
-                {
-                    await commit.CommitAsync(new CommitTarget(DomainName, disk.Target, disk.Source, disk.Format, disk.Overlay), 0,
-                        p => sink.Progress(new ProgressUpdate(ProgressIds.Rollback, null, activity, $"{disk.Target}: {p} %", (i * 100 + p) / pending.Count)), ct).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is BackupException or OperationCanceledException)
-                {
-                    stillOnOverlays.Add(disk.Target);
-                    problems.Add($"{disk.Target}: {ex.Message}");
-                    continue;
-                }
-                // Outside the catch: a journal that cannot say so does not make a disk that went back count as on its overlay.
                 lock (_gate)
                 {
-                    Record.Disk(disk.Target).State = DiskState.RolledBack;
+                    disk.State = DiskState.RolledBack;
                     SaveDuringRollback(sink);
                 }
-            }
-            sink.Progress(new ProgressUpdate(ProgressIds.Rollback, null, $"Putting {DomainName} back on its own disks", "Done", 100, Completed: true));
-            await DeleteSnapshotMetadataAsync(problems, ct).ConfigureAwait(false);
+            }, problems, ct).ConfigureAwait(false);
+            await closer.DeleteSnapshotMetadataAsync(Record, problems, ct).ConfigureAwait(false);
             if (stillOnOverlays.Count == 0)
-                await DiscardOverlaysAsync(sink, problems, ct).ConfigureAwait(false);
+                await closer.DiscardOverlaysAsync(Record, sink, problems, ct).ConfigureAwait(false);
         }
 
         // The VM first, the set then: a destination that does not answer (an SSH server that is down) must not
@@ -478,19 +452,9 @@ public sealed class BackupRun
             problems.Add($"snapshot-create-as did not answer in time, so libvirtd may still finish that snapshot later (run Repair-KvmBackup -DomainName {DomainName} once 'virsh list' answers again, to be sure)");
         lock (_gate)
         {
-            Record.Phase = problems.Count == 0 ? RunPhase.Finished : RunPhase.NeedsRepair;
             try
             {
-                // Only this last write counts: one that works sets the journal right whatever failed before it.
-                if (problems.Count == 0)
-                    RunJournal.Delete(DomainName);
-                else
-                    RunJournal.Save(Record);
-            }
-            catch (BackupException ex) when (ex.ErrorId == ErrorIds.JournalWriteFailed)
-            {
-                Record.Phase = RunPhase.NeedsRepair;
-                problems.Add($"its journal could not be updated ({ex.Message}); free space in the state folder '{StateDirectory.Root}' or fix it first");
+                RunCloser.CloseJournal(Record, problems);
             }
             finally
             {
@@ -498,54 +462,8 @@ public sealed class BackupRun
                 _lock = null;
             }
         }
-        var set = Record.SetFolder is null || _store is null ? ""
-            : Record.ClosingSetStatus() == BackupSetStatus.Complete ? $" The backup set '{_store.Describe(Record.SetFolder)}' stays Complete: every disk had been copied and verified."
-            : setMarked ? $" The backup set '{_store.Describe(Record.SetFolder)}' is marked Incomplete."
-            : ""; // the problems say why it is not marked yet
-        var message = !snapshotMayExist
-            ? problems.Count > 0
-                ? $"Because {reason}, the backup of '{DomainName}' was stopped; its disks were never on overlays, but: {string.Join("; ", problems)}. Run Repair-KvmBackup -DomainName {DomainName} to clear what is left.{set}"
-                : $"Because {reason}, the backup of '{DomainName}' was stopped; its disks were never on overlays.{set}"
-            : stillOnOverlays.Count > 0
-                ? $"Because {reason}, OdaKvmBackup tried to put '{DomainName}' back on its own disks but could not: {string.Join("; ", problems)}. {string.Join(", ", stillOnOverlays)} STILL write(s) to overlays. Run Repair-KvmBackup -DomainName {DomainName}.{set}"
-                : problems.Count > 0
-                    ? $"Because {reason}, '{DomainName}' was put back on its own disks, but: {string.Join("; ", problems)}. Run Repair-KvmBackup -DomainName {DomainName} to clear what is left.{set}"
-                    : $"Because {reason}, '{DomainName}' was put back on its own disks ({string.Join(", ", Record.Disks.Select(d => d.Target))}) and the run's overlays were removed.{set}";
-        return new RollbackOutcome(DomainName, stillOnOverlays.Count == 0, problems.Count == 0, message);
-    }
-
-    private async Task DeleteSnapshotMetadataAsync(List<string> problems, CancellationToken ct)
-    {
-        try
-        {
-            // A snapshot-create-as cut short by Ctrl+C still completes in libvirtd: its metadata may be there.
-            if ((await _tools.Virsh.ListSnapshotNamesAsync(DomainName, ct).ConfigureAwait(false)).Contains(Record.SnapshotName, StringComparer.Ordinal))
-                await _tools.Virsh.DeleteSnapshotMetadataAsync(DomainName, Record.SnapshotName, ct).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is BackupException or OperationCanceledException)
-        {
-            problems.Add($"the snapshot metadata '{Record.SnapshotName}' could not be deleted ({ex.Message})");
-        }
-    }
-
-    /// <summary>The overlays of an abandoned run hold nothing the disks lack now, and would block the next snapshot.</summary>
-    private async Task DiscardOverlaysAsync(IOperationSink sink, List<string> problems, CancellationToken ct)
-    {
-        var retention = new RetentionService(_tools.Virsh);
-        foreach (var disk in Record.Disks.Where(d => d.Overlay is not null && d.State != DiskState.Retained && File.Exists(d.Overlay)))
-        {
-            try
-            {
-                await retention.DiscardAsync(disk.Overlay!, ct).ConfigureAwait(false);
-                sink.Verbose($"Deleted the overlay {disk.Overlay}: its data is in {disk.Source}.");
-            }
-            // A file the system will not let go of (EPERM: immutable, or its folder is) is a problem left for
-            // Repair-KvmBackup, like any other: the rest of the way back (the set, the journal, the lock) goes on.
-            catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException or OperationCanceledException)
-            {
-                problems.Add($"{disk.Overlay} was left in place ({ex.Message})");
-            }
-        }
+        return RunCloser.Outcome(Record, reason, snapshotMayExist, stillOnOverlays, problems,
+            Record.SetFolder is null || _store is null ? null : _store.Describe(Record.SetFolder), setMarked);
     }
 
     // ---------------------------------------------------------------- journal and lock

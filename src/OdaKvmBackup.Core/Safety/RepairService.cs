@@ -28,20 +28,19 @@ public sealed record RepairDecision(RepairFinding Finding, string? LeftAloneWarn
 /// Finds what interrupted backups left and puts it right: disks back on their own files first, then metadata,
 /// then files, then the journal. What the journal records is the module's own; anything else that looks like an
 /// overlay (a backup run by hand) is only reported, unless the user includes it explicitly. A file still in a
-/// backing chain is never moved or deleted.
+/// backing chain is never moved or deleted. Each fix is a step of <see cref="RunCloser"/>, the way back a failing
+/// run takes too: what is left here is finding what the journal does not record, and the gate for it.
 /// </summary>
 public sealed class RepairService
 {
     private readonly HostTools _tools;
-    private readonly CommitService _commit;
-    private readonly RetentionService _retention;
+    private readonly RunCloser _closer;
     private readonly Func<string, IBackupStore> _openStore;
 
     public RepairService(HostTools tools, CommitService commit, Func<string, IBackupStore> openStore)
     {
         _tools = tools;
-        _commit = commit;
-        _retention = new RetentionService(tools.Virsh);
+        _closer = new RunCloser(tools, commit);
         _openStore = openStore;
     }
 
@@ -73,7 +72,7 @@ public sealed class RepairService
             CommitTarget target;
             if (onRecordedOverlay)
             {
-                target = new CommitTarget(domain, disk.Target, recorded!.Source, recorded.Format, recorded.Overlay);
+                target = RunCloser.CommitTargetOf(domain, recorded!);
             }
             else
             {
@@ -104,7 +103,7 @@ public sealed class RepairService
         // beside the disks that are merely named like overlays are someone else's unless the user says otherwise.
         var committing = findings.Where(f => f.Commit?.Overlay is not null).Select(f => f.Commit!.Overlay!).ToHashSet(StringComparer.Ordinal);
         var inChains = description.Disks.SelectMany(d => new[] { d.Source }.Concat(d.BackingChain)).OfType<string>().ToHashSet(StringComparer.Ordinal);
-        var journalOverlays = journal?.Disks.Where(d => d.Overlay is not null && d.State != DiskState.Retained).ToList() ?? [];
+        var journalOverlays = journal is null ? [] : RunCloser.OverlaysLeft(journal).ToList();
         var files = new List<(string File, bool Recorded, string? Folder, string Name)>();
         foreach (var disk in journalOverlays)
             files.Add((disk.Overlay!, true, BackupNames.RetentionFolder(domain, journal!.RunId), disk.RetainedName ?? Path.GetFileName(disk.Overlay!)));
@@ -147,7 +146,7 @@ public sealed class RepairService
         switch (finding.Kind)
         {
             case RepairKind.CommitOverlay:
-                var outcome = await _commit.CommitAsync(finding.Commit!, 0, percent, ct).ConfigureAwait(false);
+                var outcome = await _closer.CommitBackAsync(finding.Commit!, percent, ct).ConfigureAwait(false);
                 return outcome switch
                 {
                     CommitOutcome.CommittedOffline => $"committed offline; {finding.Target} uses {finding.Commit!.Source} again",
@@ -156,13 +155,13 @@ public sealed class RepairService
                 };
             case RepairKind.DeleteSnapshotMetadata:
                 var name = RunJournal.TryLoad(finding.DomainName)?.SnapshotName ?? snapshotName;
-                await Virsh.DeleteSnapshotMetadataAsync(finding.DomainName, name, ct).ConfigureAwait(false);
+                await _closer.DeleteSnapshotMetadataAsync(finding.DomainName, name, ct).ConfigureAwait(false);
                 return "metadata deleted";
             case RepairKind.RemoveLeftoverOverlay when retentionPath is not null:
-                var target = await _retention.MoveAsync(finding.DomainName, finding.LeftoverOverlay!, retentionPath, finding.RetentionFolder!, finding.RetentionName!, ct).ConfigureAwait(false);
+                var target = await _closer.RetainOverlayAsync(finding.DomainName, finding.LeftoverOverlay!, retentionPath, finding.RetentionFolder!, finding.RetentionName!, ct).ConfigureAwait(false);
                 return $"moved to {target}";
             case RepairKind.RemoveLeftoverOverlay:
-                await _retention.DiscardAsync(finding.LeftoverOverlay!, ct).ConfigureAwait(false);
+                await _closer.DiscardOverlayAsync(finding.LeftoverOverlay!, ct).ConfigureAwait(false);
                 return "deleted";
             case RepairKind.CloseJournal:
                 return await CloseJournalAsync(finding.DomainName, ct).ConfigureAwait(false);
@@ -171,7 +170,7 @@ public sealed class RepairService
         }
     }
 
-    /// <summary>The run is over: its set gets the status the run itself gives it (<see cref="RunRecord.ClosingSetStatus"/>:
+    /// <summary>The run is over: its set gets the status the run itself gives it (<see cref="RunCloser.CloseSetAsync"/>:
     /// Complete when every disk was copied and verified, whatever failed after), then the journal goes.</summary>
     private async Task<string> CloseJournalAsync(string domain, CancellationToken ct)
     {
@@ -181,33 +180,15 @@ public sealed class RepairService
         var note = "";
         if (journal.Destination is { } destination && journal.SetFolder is { } set)
         {
-            // Every disk copied and verified before the run stopped (a process killed before it wrote "Complete", or
-            // a rollback whose commit failed after that): the set is whole. Otherwise it can never be trusted.
-            var complete = journal.ClosingSetStatus() == BackupSetStatus.Complete;
-            var why = journal.SetIncompleteReason ?? journal.FailureReason;
             await using var store = _openStore(destination);
-            if (await store.GetEntryAsync(set, ct).ConfigureAwait(false) is not null)
+            note = await RunCloser.CloseSetAsync(journal, store, set, ct).ConfigureAwait(false) switch
             {
-                var manifest = complete
-                    ? BackupManifest.FromRun(journal, BackupSetStatus.Complete, null)
-                    : BackupManifest.FromRun(journal, BackupSetStatus.Incomplete,
-                        $"run {journal.RunId} was interrupted{(why is null ? "" : $" ({why})")}; closed by Repair-KvmBackup");
-                if (!complete)
-                {
-                    var partials = journal.Disks.Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
-                    foreach (var entry in await store.ListAsync(set, ct).ConfigureAwait(false))
-                    {
-                        if (partials.Contains(entry.Name))
-                            await store.DeleteAsync(BackupNames.FileInSet(set, entry.Name), recursive: false, ct).ConfigureAwait(false);
-                    }
-                }
-                await BackupSet.SaveAsync(store, set, manifest, ct).ConfigureAwait(false);
-                note = complete
-                    ? $"; set {store.Describe(set)} marked Complete (every disk was copied and verified before the run stopped)"
-                    : $"; set {store.Describe(set)} marked Incomplete";
-            }
+                null => "",
+                BackupSetStatus.Complete => $"; set {store.Describe(set)} marked Complete (every disk was copied and verified before the run stopped)",
+                _ => $"; set {store.Describe(set)} marked Incomplete",
+            };
         }
-        RunJournal.Delete(domain);
+        RunCloser.CloseJournal(journal, somethingLeft: false);
         return "journal closed" + note;
     }
 }
