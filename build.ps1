@@ -14,7 +14,8 @@
                  sections dropped. Hand-written text is kept. Fill in every {{ TODO ... }}: the help check fails on it
       UnitTest   xunit tests of the core and of tools/HelpBuilder (no libvirt needed)
       Mutate     mutation testing (Stryker.NET, tools/stryker/stryker-config.json) of the safety logic: the run and
-                 its rollback (BackupRun), Repair-KvmBackup (RepairService), the journal (RunJournal, RunRecord);
+                 its rollback (BackupRun), Repair-KvmBackup (RepairService), the way back both take (RunCloser), the
+                 journal (RunJournal, RunRecord);
                  each mutant against their unit tests, one at a time under nice -n 19. Prints the score and every
                  surviving mutant, writes the HTML and JSON reports under out/stryker. Not part of Test (it takes
                  tens of minutes; no lab needed)
