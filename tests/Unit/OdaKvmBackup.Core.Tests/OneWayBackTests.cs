@@ -54,8 +54,10 @@ public sealed class OneWayBackTests : IDisposable
         var outcome = await run.FailAsync("the process was stopped by a signal", _sink);
 
         Assert.False(outcome.Clean, outcome.Message);
+        Assert.False(outcome.BackOnOwnDisks, outcome.Message);
         Assert.Equal(RunPhase.NeedsRepair, RunJournal.TryLoad(Domain)!.Phase);
         var byRun = await Bench.ManifestAsync(store, run);
+        var filesByRun = SetFiles(store, run);
         Assert.Equal(BackupSetStatus.Complete, run.SetStatus); // what the pipeline's objects show
         Assert.Equal(BackupSetStatus.Complete, byRun.Status);
         Assert.Null(byRun.Reason);
@@ -66,11 +68,76 @@ public sealed class OneWayBackTests : IDisposable
         Assert.Equal(byRun.Status, byRepair.Status);
         Assert.Null(byRepair.Reason);
         Assert.All(byRepair.Disks, d => Assert.True(d.Verified, d.Target));
+        Assert.Equal(filesByRun, SetFiles(store, run)); // a Complete set loses no file to the closing
         Assert.True(Files.SameBytes(_b.Boot, Path.Combine(store.Location, Domain, run.RunId, "oda_vm1_boot")));
         Assert.Contains(repaired, r => r.Contains("marked Complete", StringComparison.Ordinal));
         // And the run's own message says what its set is, not what it might be.
         var set = store.Describe(BackupNames.SetFolder(Domain, run.RunId));
         Assert.Contains($"The backup set '{set}' stays Complete", outcome.Message, StringComparison.Ordinal);
+    }
+
+    private static List<string> SetFiles(LocalBackupStore store, BackupRun run) =>
+        Directory.GetFiles(Path.Combine(store.Location, BackupNames.SetFolder(run.DomainName, run.RunId))).Select(Path.GetFileName).OfType<string>()
+            .Order(StringComparer.Ordinal).ToList();
+
+    /// <summary>The destination did not answer while the run was put back, so the run could not close its set; a later
+    /// Repair-KvmBackup closes it the way the run would have: Incomplete, for the run's own reason, its partial copy
+    /// gone, its verified copy and every file that is not the run's kept.</summary>
+    [Fact]
+    public async Task Set_the_run_could_not_mark_is_closed_by_Repair_by_the_same_rule_and_loses_only_the_runs_partial_copies()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new InterceptingStore(_b.Temp.Folder("backups"));
+        var set = await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.BeginCopy("vda", store);
+        run.RecordCopied("vda", new CopyResult(1, 1, new string('c', 64)));
+        await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
+        var vda = run.Record.Disk("vda").SetFile;
+        File.WriteAllText(Path.Combine(store.Location, set, vda), "vda's copy");
+        run.BeginCopy("vdb", store);
+        run.CopyAbandoned("vdb"); // stopped while vdb was being copied
+        var partial = BackupNames.Partial(run.Record.Disk("vdb").SetFile);
+        File.WriteAllText(Path.Combine(store.Location, set, partial), "half of vdb");
+        File.WriteAllText(Path.Combine(store.Location, set, "notes.partial"), "not the run's");
+        store.BeforeList = _ => throw new BackupException(ErrorIds.StorageFailed, BackupErrorCategory.ConnectionError,
+            "The destination did not answer: Connection reset by peer.");
+
+        var outcome = await run.FailAsync("the process was stopped by a signal", _sink);
+
+        Assert.True(outcome.BackOnOwnDisks, outcome.Message);
+        Assert.False(outcome.Clean, outcome.Message);
+        Assert.Contains($"the backup set could not be marked Incomplete (The destination did not answer: Connection reset by peer.); Repair-KvmBackup -DomainName {Domain} marks it once the destination answers", outcome.Message, StringComparison.Ordinal);
+        Assert.Equal(BackupSetStatus.InProgress, (await Bench.ManifestAsync(store, run)).Status);
+        Assert.True(File.Exists(Path.Combine(store.Location, set, partial)));
+        Assert.Equal(RunPhase.NeedsRepair, RunJournal.TryLoad(Domain)!.Phase);
+        store.BeforeList = null;
+
+        var repaired = await RepairAsync();
+
+        var byRepair = await Bench.ManifestAsync(store, run);
+        Assert.Equal(BackupSetStatus.Incomplete, run.SetStatus); // what the run's objects said
+        Assert.Equal(BackupSetStatus.Incomplete, byRepair.Status);
+        Assert.Contains("the process was stopped by a signal", byRepair.Reason, StringComparison.Ordinal);
+        Assert.Contains(repaired, r => r.EndsWith($"set {store.Describe(set)} marked Incomplete", StringComparison.Ordinal));
+        Assert.Equal(["backup.json", "domain.xml", "notes.partial", vda], Directory.GetFiles(Path.Combine(store.Location, set))
+            .Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    /// <summary>A set its owner removed before Repair-KvmBackup closes the run is not made again: there is nothing
+    /// to mark, and the journal goes all the same.</summary>
+    [Fact]
+    public async Task Set_removed_before_Repair_closes_its_run_is_not_made_again()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        var set = await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.Release(); // killed while copying
+        Directory.Delete(Path.Combine(store.Location, set), recursive: true);
+
+        var repaired = await RepairAsync();
+
+        Assert.Equal("journal closed", repaired[^1]);
+        Assert.False(Directory.Exists(Path.Combine(store.Location, set)));
     }
 
     [Fact]

@@ -38,7 +38,15 @@ internal sealed class InterceptingStore(string root) : IBackupStore
 
     public Task<StoreEntry?> GetEntryAsync(string relativePath, CancellationToken ct) => Inner.GetEntryAsync(relativePath, ct);
 
-    public Task<IReadOnlyList<StoreEntry>> ListAsync(string relativeFolder, CancellationToken ct) => Inner.ListAsync(relativeFolder, ct);
+    /// <summary>Runs before each folder is listed (relative path), e.g. to throw as a server that does not answer.</summary>
+    public Func<string, Task>? BeforeList { get; set; }
+
+    public async Task<IReadOnlyList<StoreEntry>> ListAsync(string relativeFolder, CancellationToken ct)
+    {
+        if (BeforeList is not null)
+            await BeforeList(relativeFolder);
+        return await Inner.ListAsync(relativeFolder, ct);
+    }
 
     public async Task CreateFolderAsync(string relativePath, CancellationToken ct)
     {
