@@ -27,10 +27,14 @@ public sealed class RunCloser
 
     // ---------------------------------------------------------------- the one rule for Complete
 
-    /// <summary>The status the set of a run closes with: <see cref="RunRecord.ClosingSetStatus"/> (Complete when every
-    /// disk was copied and verified before the set was marked Incomplete, whatever failed after; Incomplete otherwise).
-    /// Every way a set is closed asks here.</summary>
-    public static string ClosingStatus(RunRecord record) => record.ClosingSetStatus();
+    /// <summary>
+    /// The one rule for the status a run closes its backup set with, used by the run that fails and by
+    /// Repair-KvmBackup alike (nothing else decides it): Complete when every disk was copied and verified before the
+    /// set was marked Incomplete (its data is whole: a failure after that, of a commit back, does not spoil it),
+    /// Incomplete otherwise.
+    /// </summary>
+    public static string ClosingStatus(RunRecord record) =>
+        record.SetIncompleteReason is null && record.Disks.All(d => d.Verified) ? BackupSetStatus.Complete : BackupSetStatus.Incomplete;
 
     /// <summary>The set's status while its run may go on: InProgress until every disk is verified, unless the run
     /// failed or the set was marked Incomplete; then what it closes with.</summary>

@@ -93,15 +93,6 @@ public sealed class RunRecord
     public required List<DiskRecord> Disks { get; init; }
     public List<ExcludedDisk> ExcludedDisks { get; init; } = new();
 
-    /// <summary>
-    /// The one rule for the status a run closes its backup set with, used by the run that fails
-    /// (<see cref="BackupRun"/>) and by Repair-KvmBackup (<see cref="RepairService"/>) alike: Complete when every
-    /// disk was copied and verified before the set was marked Incomplete (its data is whole: a failure after that,
-    /// of a commit back, does not spoil it), Incomplete otherwise.
-    /// </summary>
-    public string ClosingSetStatus() =>
-        SetIncompleteReason is null && Disks.All(d => d.Verified) ? BackupSetStatus.Complete : BackupSetStatus.Incomplete;
-
     public DiskRecord Disk(string target) =>
         Disks.FirstOrDefault(d => d.Target == target)
         ?? throw new ArgumentException($"Run {RunId} of '{DomainName}' has no disk {target}.", nameof(target));
