@@ -379,9 +379,9 @@ public sealed class BackupRun
     /// disk still on an overlay is committed back to its own file, leftover snapshot metadata is deleted, the run's
     /// overlays are removed once no disk uses them, and the set is marked Incomplete (unless it already was
     /// Complete, by the rule of <see cref="RunCloser.ClosingStatus"/>). What it does is reported to
-    /// <paramref name="sink"/> as it goes (progress, then the outcome); it runs to its end within <see cref="RollbackBound"/>, whatever happens to the caller.
-    /// It runs once: a second caller (a pipeline's guard and a signal's stop at the same time) gets the same
-    /// rollback and its outcome.
+    /// <paramref name="sink"/> as it goes (progress, then the outcome); it runs to its end within
+    /// <see cref="RollbackBound"/>, whatever happens to the caller. It runs once: a second caller (a pipeline's
+    /// guard and a signal's stop at the same time) gets the same rollback and its outcome.
     /// </summary>
     public Task<RollbackOutcome> FailAsync(string reason, IOperationSink sink)
     {
