@@ -92,13 +92,11 @@ public sealed class RunCloser
     // ---------------------------------------------------------------- snapshot metadata
 
     /// <summary>Deletes the snapshot's metadata (snapshot-delete --metadata: no file is touched) if libvirt lists it:
-    /// a snapshot-create-as cut short still completes in libvirtd. False when there was none.</summary>
-    public async Task<bool> DeleteSnapshotMetadataAsync(string domain, string snapshotName, CancellationToken ct)
+    /// a snapshot-create-as cut short still completes in libvirtd.</summary>
+    public async Task DeleteSnapshotMetadataAsync(string domain, string snapshotName, CancellationToken ct)
     {
-        if (!(await _tools.Virsh.ListSnapshotNamesAsync(domain, ct).ConfigureAwait(false)).Contains(snapshotName, StringComparer.Ordinal))
-            return false;
-        await _tools.Virsh.DeleteSnapshotMetadataAsync(domain, snapshotName, ct).ConfigureAwait(false);
-        return true;
+        if ((await _tools.Virsh.ListSnapshotNamesAsync(domain, ct).ConfigureAwait(false)).Contains(snapshotName, StringComparer.Ordinal))
+            await _tools.Virsh.DeleteSnapshotMetadataAsync(domain, snapshotName, ct).ConfigureAwait(false);
     }
 
     /// <summary>The run's way of it: a metadata that cannot be deleted is a problem left for Repair-KvmBackup.</summary>

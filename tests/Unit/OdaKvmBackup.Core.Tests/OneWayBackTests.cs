@@ -140,6 +140,100 @@ public sealed class OneWayBackTests : IDisposable
         Assert.False(Directory.Exists(Path.Combine(store.Location, set)));
     }
 
+    // Mutation testing of RunCloser (the rule of which disks go back, the rollback's progress, the reason an Incomplete
+    // set keeps, and what the user is told of a run without a set): each survived against the tests before these.
+
+    [Fact]
+    public async Task Disk_committed_before_the_run_failed_is_not_committed_again_and_keeps_its_state()
+    {
+        var run = await _b.SnapshottedAsync();
+        await new CommitService(_b.Host.Virsh, _b.Host.QemuImg, NullSink.Instance)
+            .CommitAsync(new CommitTarget(Domain, "vda", _b.Boot, "raw", Bench.OverlayOf(_b.Boot)), 0, null, CancellationToken.None);
+        run.BeginCommit("vda");
+        run.RecordCommitted("vda");
+
+        var outcome = await run.FailAsync("the pipeline stopped", _sink);
+
+        Assert.True(outcome.Clean, outcome.Message);
+        Assert.Equal([DiskState.Committed, DiskState.RolledBack], run.Record.Disks.Select(d => d.State));
+        Assert.Equal(["vdb"], _sink.Progress.Where(p => p.Status.Contains(": committing", StringComparison.Ordinal)).Select(p => p.Status[..3]));
+        Assert.Equal(1, _b.Host.Count(c => c.Is("virsh", "blockcommit") && c.ValueOf("--path") == "vda"));
+        Assert.False(File.Exists(Bench.OverlayOf(_b.Boot)) || File.Exists(Bench.OverlayOf(_b.Data)));
+    }
+
+    [Fact]
+    public async Task Rollback_of_two_disks_shows_each_disks_commit_at_its_share_of_the_bar_then_done()
+    {
+        var run = await _b.SnapshottedAsync();
+
+        await run.FailAsync("the pipeline stopped", _sink);
+
+        var rollback = _sink.Progress.Where(p => p.Id == ProgressIds.Rollback).ToList();
+        Assert.Equal([("vda", 0), ("vdb", 50)], rollback.Where(p => p.Status.Contains(": committing", StringComparison.Ordinal))
+            .Select(p => (p.Status[..3], p.PercentComplete)));
+        Assert.Equal(($"Putting {Domain} back on its own disks", "Done", 100, true),
+            (rollback[^1].Activity, rollback[^1].Status, rollback[^1].PercentComplete, rollback[^1].Completed));
+    }
+
+    [Fact]
+    public async Task Set_marked_Incomplete_by_a_failed_check_keeps_that_reason_through_a_later_stop_and_Repair()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+        await run.MarkSetIncompleteAsync("the copy of vdb did not match its source", CancellationToken.None);
+        _b.Host.OnBlockCommit = _ => Results.VirshError(IoError);
+        await run.FailAsync("the process was stopped by a signal", _sink);
+        Assert.Equal("the copy of vdb did not match its source", (await Bench.ManifestAsync(store, run)).Reason);
+
+        await RepairAsync();
+
+        Assert.Equal($"run {run.RunId} was interrupted (the copy of vdb did not match its source); closed by Repair-KvmBackup",
+            (await Bench.ManifestAsync(store, run)).Reason);
+    }
+
+    [Fact]
+    public async Task Set_of_a_run_killed_during_its_rollback_is_closed_by_Repair_for_the_runs_reason()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.Release();
+        // What the journal says once the rollback wrote its reason and was killed before it marked the set.
+        var journal = RunJournal.TryLoad(Domain)!;
+        journal.FailureReason = "the process was stopped by a signal";
+        journal.Phase = RunPhase.RollingBack;
+        RunJournal.Save(journal);
+
+        await RepairAsync();
+
+        Assert.Equal($"run {run.RunId} was interrupted (the process was stopped by a signal); closed by Repair-KvmBackup",
+            (await Bench.ManifestAsync(store, run)).Reason);
+    }
+
+    [Fact]
+    public async Task Set_of_a_run_killed_without_a_reason_is_closed_by_Repair_saying_only_that_it_was_interrupted()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.Release(); // killed while copying
+
+        await RepairAsync();
+
+        Assert.Equal($"run {run.RunId} was interrupted; closed by Repair-KvmBackup", (await Bench.ManifestAsync(store, run)).Reason);
+    }
+
+    [Fact]
+    public async Task Run_given_up_before_it_made_a_set_says_nothing_of_a_set()
+    {
+        var run = await _b.SnapshottedAsync();
+
+        var outcome = await run.FailAsync("the pipeline stopped", _sink);
+
+        Assert.Equal($"Because the pipeline stopped, '{Domain}' was put back on its own disks (vda, vdb) and the run's overlays were removed.", outcome.Message);
+    }
+
     [Fact]
     public async Task Run_that_marked_its_set_Incomplete_before_the_last_check_passed_and_Repair_later_report_the_same_Incomplete_set()
     {
