@@ -325,6 +325,31 @@ public sealed class RepairServiceTests : IDisposable
         Assert.Empty(_b.Host.Snapshots);
     }
 
+    // Mutation testing of RunCloser: an overlay the run already moved to retention is no longer the run's; a file
+    // that appears at its old path (a backup by hand, same names) is unrecorded, left alone without -IncludeUnrecorded
+    // (RunCloser.OverlaysLeft '&&' to '||' survived).
+    [Fact]
+    public async Task File_at_the_path_of_an_overlay_the_run_already_retained_is_not_taken_for_the_runs()
+    {
+        var run = await _b.SnapshottedAsync();
+        var commit = new CommitService(_b.Host.Virsh, _b.Host.QemuImg, NullSink.Instance);
+        foreach (var (target, file) in new[] { ("vda", _b.Boot), ("vdb", _b.Data) })
+        {
+            await commit.CommitAsync(new CommitTarget(Domain, target, file, "raw", Bench.OverlayOf(file)), 0, null, CancellationToken.None);
+            run.BeginCommit(target);
+            run.RecordCommitted(target);
+        }
+        var retained = Path.Combine(_b.Temp.Folder("retencao"), "oda_vm1_boot." + Snap);
+        File.Move(Bench.OverlayOf(_b.Boot), retained);
+        run.RecordRetained("vda", retained);
+        run.Release(); // killed before vdb's overlay was retained
+        File.WriteAllText(Bench.OverlayOf(_b.Boot), "someone's overlay");
+
+        var leftovers = (await InspectAsync()).Where(f => f.Kind == RepairKind.RemoveLeftoverOverlay).ToDictionary(f => f.LeftoverOverlay!, f => f.Recorded);
+
+        Assert.Equal(new Dictionary<string, bool> { [Bench.OverlayOf(_b.Data)] = true, [Bench.OverlayOf(_b.Boot)] = false }, leftovers);
+    }
+
     [Fact]
     public async Task Commit_that_fails_during_repair_keeps_the_journal_for_the_next_repair()
     {
