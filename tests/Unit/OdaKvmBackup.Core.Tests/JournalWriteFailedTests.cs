@@ -197,4 +197,28 @@ public sealed class JournalWriteFailedTests : IDisposable
                 PrivateFilesTests.Chattr("-i", journal);
         }
     }
+
+    // Mutation testing of RunCloser: a run given up before its snapshot whose journal cannot be removed says its disks
+    // were never on overlays, and what is left (RunCloser.Outcome's first branch survived: no test reached it).
+    [Fact]
+    public async Task Run_given_up_before_its_snapshot_whose_journal_cannot_be_removed_says_its_disks_were_never_on_overlays_and_what_is_left()
+    {
+        var run = _b.Begin(await _b.PlanAsync());
+        var journal = StateDirectory.JournalPath(Domain);
+        PrivateFilesTests.Chattr("+i", journal);
+        try
+        {
+            var outcome = await run.FailAsync("the preflight failed", _sink);
+
+            Assert.True(outcome.BackOnOwnDisks, outcome.Message);
+            Assert.False(outcome.Clean, outcome.Message);
+            Assert.StartsWith($"Because the preflight failed, the backup of '{Domain}' was stopped; its disks were never on overlays, but: its journal could not be updated (The journal '{journal}' of '{Domain}' cannot be removed", outcome.Message, StringComparison.Ordinal);
+            Assert.EndsWith($". Run Repair-KvmBackup -DomainName {Domain} to clear what is left.", outcome.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain(_b.Host.Calls, c => c.Command is "blockcommit" or "snapshot-delete");
+        }
+        finally
+        {
+            PrivateFilesTests.Chattr("-i", journal);
+        }
+    }
 }
