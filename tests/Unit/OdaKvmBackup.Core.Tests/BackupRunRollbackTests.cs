@@ -268,6 +268,8 @@ public sealed class BackupRunRollbackTests : IDisposable
 
         Assert.True(outcome.Clean);
         Assert.Contains("never on overlays", outcome.Message, StringComparison.Ordinal);
+        // Nothing is left, so nothing is said to be (RunCloser.Outcome: its "but:" sentence survived this test's Contains).
+        Assert.Equal($"Because {Reason}, the backup of '{Domain}' was stopped; its disks were never on overlays.", outcome.Message);
         Assert.DoesNotContain(_b.Host.Calls, c => c.Command is "blockcommit" or "snapshot-delete" or "define");
         Assert.Null(RunJournal.TryLoad(Domain));
     }
