@@ -167,6 +167,8 @@ public sealed class RunCloser
     {
         if (await store.GetEntryAsync(set, ct).ConfigureAwait(false) is null)
             return null;
+        // Every disk copied and verified before the run stopped (a process killed before it wrote "Complete", or a
+        // rollback whose commit failed after that): the set is whole. Otherwise it can never be trusted.
         var status = ClosingStatus(record);
         var why = record.SetIncompleteReason ?? record.FailureReason;
         var manifest = status == BackupSetStatus.Complete
