@@ -38,9 +38,10 @@ public sealed class BootTestServiceTests : IDisposable
             xml.Descendants("channel").Remove();
             File.WriteAllText(saved, xml.ToString());
         }
-        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, [], CancellationToken.None);
-        var errors = new List<BackupException>();
-        await Service.RunAsync(set, store, result, new BootTestOptions(timeout, "login:"), errors, CancellationToken.None);
+        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, CancellationToken.None);
+        var before = result.Errors.Count;
+        await Service.RunAsync(set, store, result, new BootTestOptions(timeout, "login:"), CancellationToken.None);
+        var errors = result.Errors.Skip(before).ToList();
         return (set, result, errors);
     }
 
@@ -237,9 +238,10 @@ public sealed class BootTestServiceTests : IDisposable
         var store = new LocalBackupStore(_backup.Path);
         var set = await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
         set.Manifest.Disks[0].VirtualSizeBytes = 64L << 30;
-        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, [], CancellationToken.None);
-        var errors = new List<BackupException>();
-        await Service.RunAsync(set, store, result, new BootTestOptions(TimeSpan.FromSeconds(5), "login:"), errors, CancellationToken.None);
+        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, CancellationToken.None);
+        var before = result.Errors.Count;
+        await Service.RunAsync(set, store, result, new BootTestOptions(TimeSpan.FromSeconds(5), "login:"), CancellationToken.None);
+        var errors = result.Errors.Skip(before).ToList();
         var error = Assert.Single(errors);
         Assert.Equal(ErrorIds.BackupCopyUnsafe, error.ErrorId);
         Assert.Contains($"its virtual size is {Sets.DiskSize} bytes, backup.json says {64L << 30}", error.Message, StringComparison.Ordinal);
@@ -255,9 +257,10 @@ public sealed class BootTestServiceTests : IDisposable
         var set = await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
         var saved = Path.Combine(_backup.Path, set.SetFolder, BackupNames.DomainXmlFileName);
         File.WriteAllText(saved, File.ReadAllText(saved).Replace("<type arch='x86_64' machine='pc'>hvm</type>", type, StringComparison.Ordinal));
-        var errors = new List<BackupException>();
-        await Service.RunAsync(set, store, await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, [], CancellationToken.None),
-            new BootTestOptions(TimeSpan.FromSeconds(5), "login:"), errors, CancellationToken.None);
+        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, CancellationToken.None);
+        var before = result.Errors.Count;
+        await Service.RunAsync(set, store, result, new BootTestOptions(TimeSpan.FromSeconds(5), "login:"), CancellationToken.None);
+        var errors = result.Errors.Skip(before).ToList();
         var error = Assert.Single(errors);
         Assert.Equal(ErrorIds.DomainXmlNotRestorable, error.ErrorId);
         Assert.Contains($"the saved {named} ", error.Message, StringComparison.Ordinal);

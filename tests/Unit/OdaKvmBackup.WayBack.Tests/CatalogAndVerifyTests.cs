@@ -67,9 +67,9 @@ public class CatalogAndVerifyTests : IDisposable
         var store = new LocalBackupStore(_root.Path);
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
         var before = set.Disks.Select(d => (File.GetLastWriteTimeUtc(d.Location), File.ReadAllBytes(d.Location))).ToList();
-        var errors = new List<BackupException>();
 
-        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.Empty(errors);
         Assert.True(result.Passed);
@@ -85,9 +85,9 @@ public class CatalogAndVerifyTests : IDisposable
         var store = new LocalBackupStore(_root.Path);
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
         Sets.FlipByte(set.Disks[1].Location, (1 << 20) + 100);
-        var errors = new List<BackupException>();
 
-        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.False(result.Passed);
         Assert.Equal([true, false], result.Disks.Select(d => d.Passed));
@@ -105,9 +105,9 @@ public class CatalogAndVerifyTests : IDisposable
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
         File.Delete(set.Disks[1].Location);
         _host.ImageChecks[set.Disks[0].Location] = (2, "ERROR cluster 5 refcount=0 reference=1\n1 errors were found on the image.");
-        var errors = new List<BackupException>();
 
-        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.Equal([ErrorIds.BackupCopyDamaged, ErrorIds.BackupCopyMissing], errors.Select(e => e.ErrorId));
         Assert.Contains("corruptions", result.Disks[0].ImageCheck, StringComparison.Ordinal);
@@ -117,8 +117,7 @@ public class CatalogAndVerifyTests : IDisposable
         var grown = (await BackupCatalog.LoadAsync(store, "vm2/20261120-220000", CancellationToken.None))!;
         await using (var f = File.OpenWrite(grown.Disks[0].Location))
             f.SetLength(Sets.DiskSize + 4096);
-        var sized = new List<BackupException>();
-        await Verify().VerifyAsync(grown, store, sized, CancellationToken.None);
+        var sized = (await Verify().VerifyAsync(grown, store, CancellationToken.None)).Errors;
         Assert.Contains("backup.json says", Assert.Single(sized).Message, StringComparison.Ordinal);
     }
 
@@ -128,8 +127,8 @@ public class CatalogAndVerifyTests : IDisposable
         var store = new LocalBackupStore(_root.Path);
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
         _host.ImageInfos["boot"] = "{ \"format\": \"qcow2\", \"virtual-size\": 3145728, \"backing-filename\": \"/etc/shadow\", \"full-backing-filename\": \"/etc/shadow\" }";
-        var errors = new List<BackupException>();
-        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
         Assert.False(result.Passed);
         var error = Assert.Single(errors);
         Assert.Equal("BackupCopyUnsafe", error.ErrorId);
@@ -144,8 +143,8 @@ public class CatalogAndVerifyTests : IDisposable
     {
         var store = new LocalBackupStore(_root.Path);
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0, BackupSetStatus.Incomplete);
-        var errors = new List<BackupException>();
-        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
         Assert.False(result.Passed);
         Assert.Equal(ErrorIds.BackupSetNotComplete, Assert.Single(errors).ErrorId);
         Assert.Empty(_host.Calls);
@@ -158,9 +157,9 @@ public class CatalogAndVerifyTests : IDisposable
     {
         var remote = new FakeRemoteStore(_root.Path);
         var set = await Sets.WriteAsync(remote, _root.Path, "vm1", T0, segmentSize: 1 << 20);
-        var errors = new List<BackupException>();
 
-        var result = await Verify().VerifyAsync(set, remote, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, remote, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.Empty(errors);
         Assert.Equal("on the server", result.ReadWhere);
@@ -177,9 +176,8 @@ public class CatalogAndVerifyTests : IDisposable
         var remote = new FakeRemoteStore(_root.Path);
         var set = await Sets.WriteAsync(remote, _root.Path, "vm1", T0, segmentSize: 1 << 20);
         Sets.FlipByte(_root.Combine("vm1", set.RunId, "data"), (2 << 20) + 7);
-        var errors = new List<BackupException>();
 
-        await Verify().VerifyAsync(set, remote, errors, CancellationToken.None);
+        var errors = (await Verify().VerifyAsync(set, remote, CancellationToken.None)).Errors;
 
         var error = Assert.Single(errors);
         Assert.Contains("segment 2", error.Message, StringComparison.Ordinal);
@@ -192,8 +190,7 @@ public class CatalogAndVerifyTests : IDisposable
     {
         var remote = new FakeCheckingRemoteStore(_root.Path, "qemu-img check found corruptions: 3 errors");
         var set = await Sets.WriteAsync(remote, _root.Path, "vm1", T0, segmentSize: 1 << 20);
-        var errors = new List<BackupException>();
-        await Verify().VerifyAsync(set, remote, errors, CancellationToken.None);
+        var errors = (await Verify().VerifyAsync(set, remote, CancellationToken.None)).Errors;
         Assert.Equal(["vm1/20261120-220000/boot"], remote.Checked);
         Assert.Contains("corruptions", Assert.Single(errors).Message, StringComparison.Ordinal);
     }
@@ -204,9 +201,9 @@ public class CatalogAndVerifyTests : IDisposable
         var remote = new FakeRemoteStore(_root.Path);
         var set = await Sets.WriteAsync(remote, _root.Path, "vm1", T0);
         var sink = new RecordingSink();
-        var errors = new List<BackupException>();
 
-        var result = await Verify(sink).VerifyAsync(set, remote, errors, CancellationToken.None);
+        var result = await Verify(sink).VerifyAsync(set, remote, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.True(result.Passed);
         Assert.Equal(2, remote.OpenReadCalls);

@@ -58,9 +58,9 @@ public sealed class StoredCopyTests : IDisposable
         var store = new LocalBackupStore(_root.Path);
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
         var copy = LinkCopyToHostFile(set, _host.Path);
-        var errors = new List<BackupException>();
 
-        var result = await new VerifyService(_libvirt.Tools.QemuImg, new RecordingSink()).VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await new VerifyService(_libvirt.Tools.QemuImg, new RecordingSink()).VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.False(result.Passed);
         AssertUnsafe(Assert.Single(errors), copy, "is a symbolic link, not a regular file");
@@ -76,9 +76,9 @@ public sealed class StoredCopyTests : IDisposable
         var hostFolder = Path.Combine(_host.Path, "images");
         Directory.Move(setFolder, hostFolder);
         Directory.CreateSymbolicLink(setFolder, hostFolder);
-        var errors = new List<BackupException>();
 
-        var result = await new VerifyService(_libvirt.Tools.QemuImg, new RecordingSink()).VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await new VerifyService(_libvirt.Tools.QemuImg, new RecordingSink()).VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.False(result.Passed);
         Assert.Equal(2, errors.Count);
