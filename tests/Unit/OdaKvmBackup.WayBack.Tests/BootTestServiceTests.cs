@@ -5,6 +5,7 @@ using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Safety;
 using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 
 namespace OdaKvmBackup.WayBack.Tests;
@@ -15,7 +16,7 @@ public sealed class BootTestServiceTests : IDisposable
     private static readonly DateTime T0 = new(2026, 11, 20, 22, 0, 0, DateTimeKind.Utc);
     private readonly StateFolder _state = new();
     private readonly TempFolder _backup = new();
-    private readonly FakeLibvirt _host = new();
+    private readonly FakeHost _host = new();
     private readonly RecordingSink _sink = new();
 
     public void Dispose()
@@ -65,8 +66,8 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Equal("guest agent answered guest-ping", result.BootResult);
         Assert.NotNull(result.BootSeconds);
         Assert.StartsWith("vm1-boottest-", result.BootTestDomain, StringComparison.Ordinal);
-        Assert.Single(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "define"); // transient: gone once destroyed
+        Assert.Single(_host.CommandLines, c => c[0] == "virsh" && c[1] == "create");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "define"); // transient: gone once destroyed
         // The throw-away VM: its own name, no UUID of the source (libvirt makes one), and no network at all.
         var (_, given) = Assert.Single(_host.Given);
         Assert.Contains($"<name>{result.BootTestDomain}</name>", given, StringComparison.Ordinal);
@@ -74,16 +75,16 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.DoesNotContain("<interface", given, StringComparison.Ordinal);
         Assert.Contains("<interface", Xmls.Domain("vm1", "/a", "/b"), StringComparison.Ordinal); // the saved definition had one
         Assert.Contains("<uuid>", Xmls.Domain("vm1", "/a", "/b"), StringComparison.Ordinal);
-        var overlays = _host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "create").ToList();
+        var overlays = _host.CommandLines.Where(c => c[0] == "qemu-img" && c[1] == "create").ToList();
         Assert.Equal(2, overlays.Count);
         Assert.All(overlays, c => Assert.Equal("qcow2", c[Array.IndexOf(c, "-f") + 1]));
         Assert.Equal(set.Disks.Select(d => d.Location), overlays.Select(c => c[Array.IndexOf(c, "-b") + 1]));
         Assert.Equal(["qcow2", "raw"], overlays.Select(c => c[Array.IndexOf(c, "-F") + 1]));
         // Made without opening the copy again (-u, with the size the inspection read): only QEMU opens it.
         Assert.All(overlays, c => Assert.Equal(Sets.DiskSize.ToString(System.Globalization.CultureInfo.InvariantCulture), c[Array.IndexOf(c, "-u") + 2]));
-        Assert.Contains($"<emulator>{FakeLibvirt.HostEmulator}</emulator>", given, StringComparison.Ordinal);
-        Assert.Equal(["virsh", "domcapabilities", "--virttype", "qemu", "--arch", "x86_64", "--machine", "pc"], Assert.Single(_host.Calls, c => c[1] == "domcapabilities"));
-        Assert.Contains(_host.Calls, c => c[0] == "virsh" && c[1] == "destroy" && c.Contains(result.BootTestDomain));
+        Assert.Contains($"<emulator>{FakeHost.HostEmulator}</emulator>", given, StringComparison.Ordinal);
+        Assert.Equal(["virsh", "domcapabilities", "--virttype", "qemu", "--arch", "x86_64", "--machine", "pc"], Assert.Single(_host.CommandLines, c => c[1] == "domcapabilities"));
+        Assert.Contains(_host.CommandLines, c => c[0] == "virsh" && c[1] == "destroy" && c.Contains(result.BootTestDomain));
         AssertNothingLeft();
     }
 
@@ -96,7 +97,7 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Empty(errors);
         Assert.True(result.Passed);
         Assert.Equal("console showed 'login:'", result.BootResult);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "qemu-agent-command");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "qemu-agent-command");
         AssertNothingLeft();
     }
 
@@ -130,7 +131,7 @@ public sealed class BootTestServiceTests : IDisposable
     {
         var (_, _, errors) = await BootAsync(new FakeRemoteStore(_backup.Path), TimeSpan.FromSeconds(5));
         Assert.Equal(ErrorIds.BootTestNeedsLocalSet, Assert.Single(errors).ErrorId);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh");
     }
 
     /// <summary>qemu-img info's answer for a copy that names other files of the host.</summary>
@@ -172,9 +173,9 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Contains(named, error.Message, StringComparison.Ordinal);
         Assert.NotNull(error.RecommendedAction);
         Assert.False(result.Passed);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "create");
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
-        Assert.All(_host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "info"), c => Assert.Contains("-f", c)); // the format is given, never probed
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "qemu-img" && c[1] == "create");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "create");
+        Assert.All(_host.CommandLines.Where(c => c[0] == "qemu-img" && c[1] == "info"), c => Assert.Contains("-f", c)); // the format is given, never probed
         AssertNothingLeft();
     }
 
@@ -189,7 +190,7 @@ public sealed class BootTestServiceTests : IDisposable
             var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30));
             Assert.Empty(errors);
             Assert.True(result.Passed);
-            var overlays = _host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "create").Select(c => c.Last(a => a.StartsWith('/'))).ToList(); // qemu-img create [options] file [size]
+            var overlays = _host.CommandLines.Where(c => c[0] == "qemu-img" && c[1] == "create").Select(c => c.Last(a => a.StartsWith('/'))).ToList(); // qemu-img create [options] file [size]
             Assert.Equal(2, overlays.Count);
             Assert.All(overlays, o => Assert.StartsWith(scratch.Path + "/", o, StringComparison.Ordinal));
             var (_, given) = Assert.Single(_host.Given);
@@ -214,8 +215,8 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Contains(StateDirectory.BootTestDirectory, error.Message, StringComparison.Ordinal);
         Assert.Contains("ODAKVMBACKUP_BOOT_TEST_DIR", error.RecommendedAction, StringComparison.Ordinal);
         Assert.False(result.Passed);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "create");
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "qemu-img" && c[1] == "create");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "create");
         AssertNothingLeft();
     }
 
@@ -264,7 +265,7 @@ public sealed class BootTestServiceTests : IDisposable
         var error = Assert.Single(errors);
         Assert.Equal(ErrorIds.DomainXmlNotRestorable, error.ErrorId);
         Assert.Contains($"the saved {named} ", error.Message, StringComparison.Ordinal);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] is "domcapabilities" or "create");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] is "domcapabilities" or "create");
         AssertNothingLeft();
     }
 
@@ -336,7 +337,7 @@ public sealed class BootTestServiceTests : IDisposable
         _host.Domains[name] = new FakeDomain { Xml = OnOverlay(name, "/u05/app/sharedrepo/vmstore") };
         Assert.Empty(await Service.CleanLeftoversAsync(CancellationToken.None));
         Assert.True(_host.Domains.ContainsKey(name));
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "destroy");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "destroy");
         Assert.Contains(_sink.Warnings, w => w.Contains("not a leftover boot test", StringComparison.Ordinal));
     }
 }
@@ -345,7 +346,7 @@ public sealed class BootTestServiceTests : IDisposable
 public sealed class RetainedOverlayTests : IDisposable
 {
     private readonly TempFolder _retention = new();
-    private readonly FakeLibvirt _host = new();
+    private readonly FakeHost _host = new();
 
     public void Dispose() => _retention.Dispose();
 

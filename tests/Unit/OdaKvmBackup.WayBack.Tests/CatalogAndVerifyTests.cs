@@ -1,6 +1,7 @@
 using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 
 namespace OdaKvmBackup.WayBack.Tests;
@@ -9,7 +10,7 @@ public class CatalogAndVerifyTests : IDisposable
 {
     private static readonly DateTime T0 = new(2026, 11, 20, 22, 0, 0, DateTimeKind.Utc);
     private readonly TempFolder _root = new();
-    private readonly FakeLibvirt _host = new();
+    private readonly FakeHost _host = new();
 
     public void Dispose() => _root.Dispose();
 
@@ -111,7 +112,7 @@ public class CatalogAndVerifyTests : IDisposable
 
         Assert.Equal([ErrorIds.BackupCopyDamaged, ErrorIds.BackupCopyMissing], errors.Select(e => e.ErrorId));
         Assert.Contains("corruptions", result.Disks[0].ImageCheck, StringComparison.Ordinal);
-        Assert.Contains(_host.Calls, c => c[0] == "qemu-img" && c[1] == "check" && c.Contains("-U") && !c.Contains("-r"));
+        Assert.Contains(_host.CommandLines, c => c[0] == "qemu-img" && c[1] == "check" && c.Contains("-U") && !c.Contains("-r"));
 
         await Sets.WriteAsync(store, _root.Path, "vm2", T0);
         var grown = (await BackupCatalog.LoadAsync(store, "vm2/20261120-220000", CancellationToken.None))!;
@@ -135,7 +136,7 @@ public class CatalogAndVerifyTests : IDisposable
         Assert.Contains("/etc/shadow", error.Message, StringComparison.Ordinal);
         Assert.False(result.Disks.Single(d => d.Target == "vda").Passed);
         Assert.True(result.Disks.Single(d => d.Target == "vdb").Passed);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "check"); // qemu-img check would open /etc/shadow
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "qemu-img" && c[1] == "check"); // qemu-img check would open /etc/shadow
     }
 
     [Fact]
@@ -147,7 +148,7 @@ public class CatalogAndVerifyTests : IDisposable
         var errors = result.Errors;
         Assert.False(result.Passed);
         Assert.Equal(ErrorIds.BackupSetNotComplete, Assert.Single(errors).ErrorId);
-        Assert.Empty(_host.Calls);
+        Assert.Empty(_host.CommandLines);
     }
 
     // ------------------------------------------------------------ the seam for the SSH store
@@ -167,7 +168,7 @@ public class CatalogAndVerifyTests : IDisposable
         Assert.Equal(0, remote.OpenReadCalls);
         Assert.All(result.Disks, d => Assert.Contains("read on the server", d.DigestCheck, StringComparison.Ordinal));
         Assert.Equal("not run (the server's store cannot run qemu-img)", result.Disks[0].ImageCheck);
-        Assert.Empty(_host.Calls); // qemu-img check never runs on this host for a remote copy
+        Assert.Empty(_host.CommandLines); // qemu-img check never runs on this host for a remote copy
     }
 
     [Fact]

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 
 namespace OdaKvmBackup.WayBack.Tests;
@@ -17,7 +18,7 @@ public sealed class StoredCopyTests : IDisposable
     private static readonly TimeSpan Soon = TimeSpan.FromSeconds(15);
     private readonly TempFolder _root = new();
     private readonly TempFolder _host = new();
-    private readonly FakeLibvirt _libvirt = new();
+    private readonly FakeHost _libvirt = new();
 
     public void Dispose()
     {
