@@ -57,6 +57,25 @@ public sealed class BootTestServiceTests : IDisposable
         ? Directory.EnumerateFileSystemEntries(StateDirectory.BootTestDirectory) : [];
 
     [Fact]
+    public async Task A_throw_away_VM_that_cannot_be_destroyed_is_a_failure_on_the_result_after_the_boot_it_proved()
+    {
+        _host.OnDestroy = call => Results.VirshError($"error: Failed to destroy domain '{call.ValueOf("--domain")}'\nerror: Timed out during operation: cannot acquire state change lock\n");
+
+        var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30));
+
+        // The boot was proven, and the result still says so; what the cleanup left is the set's one failure.
+        Assert.Equal("guest agent answered guest-ping", result.BootResult);
+        var error = Assert.Single(errors);
+        Assert.Equal(ErrorIds.BootTestLeftover, error.ErrorId);
+        Assert.Contains($"the domain '{result.BootTestDomain}' could not be destroyed", error.Message, StringComparison.Ordinal);
+        Assert.Contains("virsh destroy " + result.BootTestDomain, error.RecommendedAction, StringComparison.Ordinal);
+        Assert.False(result.Passed);
+        Assert.Equal([error.Message], result.Problems);
+        // Its record stays, so the next Test-KvmBackup retries the cleanup.
+        Assert.NotEmpty(Leftovers());
+    }
+
+    [Fact]
     public async Task A_boot_test_runs_a_transient_copy_on_overlays_and_leaves_nothing_behind()
     {
         var (set, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30));

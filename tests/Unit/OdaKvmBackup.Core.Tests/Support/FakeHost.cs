@@ -85,6 +85,8 @@ internal sealed class FakeHost
     /// <summary>The way back's domains (name -> definition and state): virsh define and create add one, start and
     /// destroy change it (a transient one is gone once destroyed), list and dumpxml show them.</summary>
     public Dictionary<string, FakeDomain> Domains { get; } = new(StringComparer.Ordinal);
+    /// <summary>`virsh destroy` of a domain in <see cref="Domains"/> answered otherwise (null: it goes, as usual).</summary>
+    public Func<Invocation, ProcessResult?>? OnDestroy { get; set; }
     /// <summary>Whether the guest agent of a domain in <see cref="Domains"/> answers qemu-agent-command.</summary>
     public bool AgentAnswers { get; set; } = true;
     /// <summary>qemu-img check's exit code and output, per file.</summary>
@@ -335,6 +337,8 @@ internal sealed class FakeHost
             case "domstate":
                 return Results.Ok(domain.State + "\n\n");
             case "destroy":
+                if (OnDestroy?.Invoke(call) is { } answer)
+                    return answer;
                 if (domain.Transient)
                     Domains.Remove(name);
                 else
