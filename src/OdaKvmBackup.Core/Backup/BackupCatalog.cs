@@ -68,6 +68,8 @@ public sealed class BackupSetInfo
 public sealed record UnreadableSet(string Location, BackupException Error);
 
 /// <summary>What a destination holds: the sets, and the folders that look like sets but cannot be read.</summary>
+/// <remarks>Unreadable is a value, not a throw: one folder with a bad manifest must not hide the other sets; each
+/// caller reports it its own way (Get-/Test-KvmBackup as an error, Remove-KvmBackup as a warning, leaving it alone).</remarks>
 public sealed record CatalogListing(IReadOnlyList<BackupSetInfo> Sets, IReadOnlyList<UnreadableSet> Unreadable);
 
 /// <summary>

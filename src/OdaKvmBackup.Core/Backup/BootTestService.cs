@@ -42,16 +42,17 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
     /// <summary>How long destroying the domain and deleting its files may take; Ctrl+C does not cut it short.</summary>
     public static readonly TimeSpan CleanupBound = TimeSpan.FromMinutes(2);
 
-    public async Task RunAsync(BackupSetInfo set, IBackupStore store, BackupSetTestResult result, BootTestOptions options,
-        List<BackupException> errors, CancellationToken ct)
+    /// <summary>Boot-tests a set that passed its checks. What fails is recorded in the result's
+    /// <see cref="BackupSetTestResult.Errors"/> (the result is output and the other sets are still tested); only a
+    /// stop (Ctrl+C) ends it early, after the cleanup.</summary>
+    public async Task RunAsync(BackupSetInfo set, IBackupStore store, BackupSetTestResult result, BootTestOptions options, CancellationToken ct)
     {
         if (store.IsRemote)
         {
             var remote = new BackupException(ErrorIds.BootTestNeedsLocalSet, BackupErrorCategory.InvalidOperation,
                 $"The set {VerifyService.Describe(set)} is on an SSH server ({set.Location}); a boot test needs its copies on this host.",
                 $"Restore it to a local folder first (Restore-KvmBackup -Destination <folder>), then boot-test that copy, or run the boot test on the server.", set.Location);
-            errors.Add(remote);
-            result.Problems.Add(remote.Message);
+            result.Fail(remote);
             return;
         }
         var name = BackupNames.BootTestDomainName(set.DomainName);
@@ -106,8 +107,7 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
                 var timedOut = new BackupException(ErrorIds.BootTestTimedOut, BackupErrorCategory.OperationTimeout,
                     $"The set {VerifyService.Describe(set)} did not show that it booted within {options.Timeout.TotalSeconds:0} s ({(copy.HasGuestAgentChannel ? "its guest agent never answered" : $"its console never showed '{options.ConsolePattern}'")}). Console: {ConsoleTail(console)}",
                     "Look at the console output above; a slow host may need a longer -BootTimeoutSec. If the VM does not boot, restore from another set.", set.Location);
-                errors.Add(timedOut);
-                result.Problems.Add(timedOut.Message);
+                result.Fail(timedOut);
                 result.BootResult = "timed out";
             }
             else
@@ -121,18 +121,20 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
             var failed = ex.ErrorId is ErrorIds.BootTestFailed or ErrorIds.DomainXmlNotRestorable or ErrorIds.BackupCopyUnsafe or ErrorIds.BackupCopyMissing
                 or ErrorIds.NotEnoughSpaceForBootTest ? ex
                 : new BackupException(ErrorIds.BootTestFailed, ex.Category, $"The boot test of {VerifyService.Describe(set)} failed: {ex.Message}", ex.RecommendedAction, set.Location, ex);
-            errors.Add(failed);
-            result.Problems.Add(failed.Message);
+            result.Fail(failed);
             result.BootResult = "failed";
         }
         finally
         {
             sink.Progress(new ProgressUpdate(ProgressIds.BootTest, null, activity, "Cleaning up", 100, Completed: true));
-            var leftover = await CleanUpAsync(record, created).ConfigureAwait(false);
-            if (leftover is not null)
+            try
             {
-                errors.Add(leftover);
-                result.Problems.Add(leftover.Message);
+                await CleanUpAsync(record, created).ConfigureAwait(false);
+            }
+            catch (BackupException leftover)
+            {
+                // Recorded, not thrown: a throw from this finally would replace a stop (Ctrl+C) on its way out.
+                result.Fail(leftover);
             }
         }
     }
@@ -191,9 +193,9 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
                 ScratchFix, set.Location);
     }
 
-    /// <summary>Destroys the domain (transient: it is then gone), deletes its folder and record; null when all
-    /// went, else an error that says what is left and that the next Test-KvmBackup retries.</summary>
-    private async Task<BackupException?> CleanUpAsync(BootTestRecord record, bool created)
+    /// <summary>Destroys the domain (transient: it is then gone), deletes its folder and record; when something is
+    /// left, throws BootTestLeftover, which says what is left and that the next Test-KvmBackup retries.</summary>
+    private async Task CleanUpAsync(BootTestRecord record, bool created)
     {
         using var bound = new CancellationTokenSource(CleanupBound);
         var problems = new List<string>();
@@ -221,9 +223,10 @@ public sealed class BootTestService(HostTools tools, IOperationSink sink)
                 problems.Add($"'{record.Folder}' could not be deleted ({ex.Message})");
             }
         }
-        return problems.Count == 0 ? null : new BackupException(ErrorIds.BootTestLeftover, BackupErrorCategory.ResourceBusy,
-            $"The boot test left something behind: {string.Join("; ", problems)}.",
-            "The next Test-KvmBackup retries the cleanup; or run: virsh destroy " + record.DomainName + "; rm -r " + record.Folder, record.DomainName);
+        if (problems.Count > 0)
+            throw new BackupException(ErrorIds.BootTestLeftover, BackupErrorCategory.ResourceBusy,
+                $"The boot test left something behind: {string.Join("; ", problems)}.",
+                "The next Test-KvmBackup retries the cleanup; or run: virsh destroy " + record.DomainName + "; rm -r " + record.Folder, record.DomainName);
     }
 
     /// <summary>

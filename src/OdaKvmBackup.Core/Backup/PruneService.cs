@@ -13,6 +13,8 @@ public sealed record RemovedBackup(string Kind, string DomainName, string RunId,
 
 /// <summary>What Remove-KvmBackup does with the sets of a store: each set's decision, and one error per domain whose
 /// pruning stopped (a set dated in the future or out of order).</summary>
+/// <remarks>Stopped is a value, not a throw: one domain whose sets cannot be put in order must not stop the pruning
+/// of the other domains; the cmdlet writes each as an error and goes on with <see cref="Decisions"/>.</remarks>
 public sealed record SetPrunePlan(IReadOnlyList<(BackupSetInfo Set, PruneDecision Decision)> Decisions, IReadOnlyList<BackupException> Stopped);
 
 /// <summary>A run's folder of retained overlays: &lt;retention&gt;/&lt;domain&gt;/&lt;run id&gt; (or repaired-&lt;run id&gt;).</summary>
@@ -38,7 +40,9 @@ public sealed class PruneService(VirshClient virsh)
 
     /// <summary>Why a set the user named may not go: it is the newest Complete set of its domain in
     /// <paramref name="all"/> (every set of that store, ordered by run id), or InProgress, or its domain has a set
-    /// dated in the future or out of order. Null when it may go.</summary>
+    /// dated in the future or out of order. Null when it may go. A value, not a throw: it answers whether a set may
+    /// go (as <see cref="PlanSets"/> does for a policy); the cmdlet writes a "no" as that set's error and goes on
+    /// with the next set on the pipeline.</summary>
     public static BackupException? WhyKeptAnyway(BackupSetInfo set, IReadOnlyList<BackupSetInfo> all, DateTime nowUtc)
     {
         var domain = all.Where(s => s.DomainName == set.DomainName).Select(s => (Set: s, Candidate: Candidate(s))).ToList();

@@ -34,11 +34,12 @@ public sealed class BackupSetTestResult
     public string Location => Set.Location;
     /// <summary>True when every copy read back equal to the manifest and passed qemu-img check (and, with -Boot,
     /// the set booted).</summary>
-    public bool Passed => Problems.Count == 0;
+    public bool Passed => _errors.Count == 0;
     public IReadOnlyList<DiskTestResult> Disks { get; internal set; } = [];
     /// <summary>Where the copies were read: "on this host", or "on the server" for an SSH store.</summary>
     public string ReadWhere { get; internal set; } = "";
-    public List<string> Problems { get; } = new();
+    /// <summary>What failed, in words: the messages of <see cref="Errors"/>.</summary>
+    public IReadOnlyList<string> Problems => _errors.Select(e => e.Message).ToList();
     public TimeSpan Duration { get; internal set; }
     public bool BootTested { get; internal set; }
     /// <summary>Seconds from the start of the throw-away VM until it answered (agent or console).</summary>
@@ -47,6 +48,16 @@ public sealed class BackupSetTestResult
     public string? BootResult { get; internal set; }
     /// <summary>The throw-away domain's name (gone by the time this is read).</summary>
     public string? BootTestDomain { get; internal set; }
+
+    // The one value channel of Test-KvmBackup: a set's failures are kept on its result rather than thrown, because
+    // the result is still output (the user sees which disk failed and how) and the other sets are still tested.
+    // Failures that stop the test of a set before any result exists are thrown as usual.
+    private readonly List<BackupException> _errors = new();
+
+    /// <summary>Every failure found in this set, in the order found; the cmdlet writes each as an error record.</summary>
+    internal IReadOnlyList<BackupException> Errors => _errors;
+
+    internal void Fail(BackupException error) => _errors.Add(error);
 
     public override string ToString() => $"{DomainName} {RunId}: {(Passed ? "passed" : "FAILED")}";
 }
@@ -58,9 +69,9 @@ public sealed class BackupSetTestResult
 /// </summary>
 public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
 {
-    /// <summary>Tests a set; a damaged copy is returned as an error in <paramref name="errors"/> that names the set
-    /// and the disk, and in the result's problems.</summary>
-    public async Task<BackupSetTestResult> VerifyAsync(BackupSetInfo set, IBackupStore store, List<BackupException> errors, CancellationToken ct)
+    /// <summary>Tests a set; a damaged copy is recorded in the result's <see cref="BackupSetTestResult.Errors"/> as an
+    /// error that names the set and the disk, and the other copies are still tested.</summary>
+    public async Task<BackupSetTestResult> VerifyAsync(BackupSetInfo set, IBackupStore store, CancellationToken ct)
     {
         var started = DateTime.UtcNow;
         var result = new BackupSetTestResult(set) { ReadWhere = store.IsRemote ? "on the server" : "on this host" };
@@ -69,8 +80,7 @@ public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
             var error = new BackupException(ErrorIds.BackupSetNotComplete, BackupErrorCategory.InvalidData,
                 $"The set {Describe(set)} is {set.Status}{(set.Reason is null ? "" : $" ({set.Reason})")}: it cannot be restored from, so its copies were not tested.",
                 $"Test and restore Complete sets only: Get-KvmBackup -Path {set.Destination} -DomainName {set.DomainName} -Status Complete | Test-KvmBackup.", set.Location);
-            result.Problems.Add(error.Message);
-            errors.Add(error);
+            result.Fail(error);
             result.Duration = DateTime.UtcNow - started;
             return result;
         }
@@ -91,8 +101,7 @@ public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
             }
             catch (BackupException ex) when (ex.ErrorId == ErrorIds.BackupCopyUnsafe)
             {
-                errors.Add(ex);
-                result.Problems.Add(ex.Message);
+                result.Fail(ex);
                 disks.Add(new DiskTestResult(disk.Target, disk.File, disk.Format, false, "not read: the copy is unsafe", "not run: the copy is unsafe", ex.Message, location));
                 continue;
             }
@@ -107,8 +116,7 @@ public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
                 }
                 catch (BackupException ex) when (ex.ErrorId == ErrorIds.BackupCopyUnsafe)
                 {
-                    errors.Add(ex);
-                    result.Problems.Add(ex.Message);
+                    result.Fail(ex);
                     disks.Add(new DiskTestResult(disk.Target, disk.File, disk.Format, false, digestCheck, "not run: the copy is unsafe", ex.Message, location));
                     continue;
                 }
@@ -129,8 +137,7 @@ public sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
                     $"The copy of {disk.Target} in the set {Describe(set)} ({location}) is damaged: {problem}.",
                     $"Do not restore from this set. Restore from another Complete set (Get-KvmBackup -Path {set.Destination} -DomainName {set.DomainName} -Status Complete), back up '{set.DomainName}' again, and check the storage of {set.Destination} (dmesg, file system errors).",
                     location);
-                errors.Add(error);
-                result.Problems.Add(error.Message);
+                result.Fail(error);
             }
             disks.Add(new DiskTestResult(disk.Target, disk.File, disk.Format, problem is null, digestCheck, imageCheck, problem, location));
         }

@@ -84,16 +84,15 @@ public sealed class TestKvmBackupCommand : KvmCmdlet, IDisposable
 
     private void TestOne(BackupSetInfo set)
     {
-        var errors = new List<BackupException>();
         BackupSetTestResult result;
         try
         {
             var store = _stores.Open(set.Destination, nameof(Path));
-            result = Run(ct => new VerifyService(Tools.QemuImg, Sink).VerifyAsync(set, store, errors, ct));
+            result = Run(ct => new VerifyService(Tools.QemuImg, Sink).VerifyAsync(set, store, ct));
             if (Boot)
             {
                 if (result.Passed)
-                    Run(ct => new BootTestService(Tools, Sink).RunAsync(set, store, result, new BootTestOptions(TimeSpan.FromSeconds(BootTimeoutSec), ConsolePattern), errors, ct));
+                    Run(ct => new BootTestService(Tools, Sink).RunAsync(set, store, result, new BootTestOptions(TimeSpan.FromSeconds(BootTimeoutSec), ConsolePattern), ct));
                 else
                     result.BootResult = "not booted: the set failed its checks";
             }
@@ -104,7 +103,7 @@ public sealed class TestKvmBackupCommand : KvmCmdlet, IDisposable
             return;
         }
         WriteObject(result);
-        foreach (var error in errors)
+        foreach (var error in result.Errors)
             WriteError(ToErrorRecord(error, result));
     }
 

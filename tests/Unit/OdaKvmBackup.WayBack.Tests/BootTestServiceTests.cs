@@ -5,6 +5,7 @@ using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Safety;
 using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 
 namespace OdaKvmBackup.WayBack.Tests;
@@ -15,7 +16,7 @@ public sealed class BootTestServiceTests : IDisposable
     private static readonly DateTime T0 = new(2026, 11, 20, 22, 0, 0, DateTimeKind.Utc);
     private readonly StateFolder _state = new();
     private readonly TempFolder _backup = new();
-    private readonly FakeLibvirt _host = new();
+    private readonly FakeHost _host = new();
     private readonly RecordingSink _sink = new();
 
     public void Dispose()
@@ -38,9 +39,10 @@ public sealed class BootTestServiceTests : IDisposable
             xml.Descendants("channel").Remove();
             File.WriteAllText(saved, xml.ToString());
         }
-        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, [], CancellationToken.None);
-        var errors = new List<BackupException>();
-        await Service.RunAsync(set, store, result, new BootTestOptions(timeout, "login:"), errors, CancellationToken.None);
+        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, CancellationToken.None);
+        var before = result.Errors.Count;
+        await Service.RunAsync(set, store, result, new BootTestOptions(timeout, "login:"), CancellationToken.None);
+        var errors = result.Errors.Skip(before).ToList();
         return (set, result, errors);
     }
 
@@ -55,6 +57,25 @@ public sealed class BootTestServiceTests : IDisposable
         ? Directory.EnumerateFileSystemEntries(StateDirectory.BootTestDirectory) : [];
 
     [Fact]
+    public async Task A_throw_away_VM_that_cannot_be_destroyed_is_a_failure_on_the_result_after_the_boot_it_proved()
+    {
+        _host.OnDestroy = call => Results.VirshError($"error: Failed to destroy domain '{call.ValueOf("--domain")}'\nerror: Timed out during operation: cannot acquire state change lock\n");
+
+        var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30));
+
+        // The boot was proven, and the result still says so; what the cleanup left is the set's one failure.
+        Assert.Equal("guest agent answered guest-ping", result.BootResult);
+        var error = Assert.Single(errors);
+        Assert.Equal(ErrorIds.BootTestLeftover, error.ErrorId);
+        Assert.Contains($"the domain '{result.BootTestDomain}' could not be destroyed", error.Message, StringComparison.Ordinal);
+        Assert.Contains("virsh destroy " + result.BootTestDomain, error.RecommendedAction, StringComparison.Ordinal);
+        Assert.False(result.Passed);
+        Assert.Equal([error.Message], result.Problems);
+        // Its record stays, so the next Test-KvmBackup retries the cleanup.
+        Assert.NotEmpty(Leftovers());
+    }
+
+    [Fact]
     public async Task A_boot_test_runs_a_transient_copy_on_overlays_and_leaves_nothing_behind()
     {
         var (set, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30));
@@ -64,8 +85,8 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Equal("guest agent answered guest-ping", result.BootResult);
         Assert.NotNull(result.BootSeconds);
         Assert.StartsWith("vm1-boottest-", result.BootTestDomain, StringComparison.Ordinal);
-        Assert.Single(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "define"); // transient: gone once destroyed
+        Assert.Single(_host.CommandLines, c => c[0] == "virsh" && c[1] == "create");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "define"); // transient: gone once destroyed
         // The throw-away VM: its own name, no UUID of the source (libvirt makes one), and no network at all.
         var (_, given) = Assert.Single(_host.Given);
         Assert.Contains($"<name>{result.BootTestDomain}</name>", given, StringComparison.Ordinal);
@@ -73,16 +94,16 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.DoesNotContain("<interface", given, StringComparison.Ordinal);
         Assert.Contains("<interface", Xmls.Domain("vm1", "/a", "/b"), StringComparison.Ordinal); // the saved definition had one
         Assert.Contains("<uuid>", Xmls.Domain("vm1", "/a", "/b"), StringComparison.Ordinal);
-        var overlays = _host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "create").ToList();
+        var overlays = _host.CommandLines.Where(c => c[0] == "qemu-img" && c[1] == "create").ToList();
         Assert.Equal(2, overlays.Count);
         Assert.All(overlays, c => Assert.Equal("qcow2", c[Array.IndexOf(c, "-f") + 1]));
         Assert.Equal(set.Disks.Select(d => d.Location), overlays.Select(c => c[Array.IndexOf(c, "-b") + 1]));
         Assert.Equal(["qcow2", "raw"], overlays.Select(c => c[Array.IndexOf(c, "-F") + 1]));
         // Made without opening the copy again (-u, with the size the inspection read): only QEMU opens it.
         Assert.All(overlays, c => Assert.Equal(Sets.DiskSize.ToString(System.Globalization.CultureInfo.InvariantCulture), c[Array.IndexOf(c, "-u") + 2]));
-        Assert.Contains($"<emulator>{FakeLibvirt.HostEmulator}</emulator>", given, StringComparison.Ordinal);
-        Assert.Equal(["virsh", "domcapabilities", "--virttype", "qemu", "--arch", "x86_64", "--machine", "pc"], Assert.Single(_host.Calls, c => c[1] == "domcapabilities"));
-        Assert.Contains(_host.Calls, c => c[0] == "virsh" && c[1] == "destroy" && c.Contains(result.BootTestDomain));
+        Assert.Contains($"<emulator>{FakeHost.HostEmulator}</emulator>", given, StringComparison.Ordinal);
+        Assert.Equal(["virsh", "domcapabilities", "--virttype", "qemu", "--arch", "x86_64", "--machine", "pc"], Assert.Single(_host.CommandLines, c => c[1] == "domcapabilities"));
+        Assert.Contains(_host.CommandLines, c => c[0] == "virsh" && c[1] == "destroy" && c.Contains(result.BootTestDomain));
         AssertNothingLeft();
     }
 
@@ -95,7 +116,7 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Empty(errors);
         Assert.True(result.Passed);
         Assert.Equal("console showed 'login:'", result.BootResult);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "qemu-agent-command");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "qemu-agent-command");
         AssertNothingLeft();
     }
 
@@ -129,7 +150,7 @@ public sealed class BootTestServiceTests : IDisposable
     {
         var (_, _, errors) = await BootAsync(new FakeRemoteStore(_backup.Path), TimeSpan.FromSeconds(5));
         Assert.Equal(ErrorIds.BootTestNeedsLocalSet, Assert.Single(errors).ErrorId);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh");
     }
 
     /// <summary>qemu-img info's answer for a copy that names other files of the host.</summary>
@@ -171,9 +192,9 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Contains(named, error.Message, StringComparison.Ordinal);
         Assert.NotNull(error.RecommendedAction);
         Assert.False(result.Passed);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "create");
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
-        Assert.All(_host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "info"), c => Assert.Contains("-f", c)); // the format is given, never probed
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "qemu-img" && c[1] == "create");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "create");
+        Assert.All(_host.CommandLines.Where(c => c[0] == "qemu-img" && c[1] == "info"), c => Assert.Contains("-f", c)); // the format is given, never probed
         AssertNothingLeft();
     }
 
@@ -188,7 +209,7 @@ public sealed class BootTestServiceTests : IDisposable
             var (_, result, errors) = await BootAsync(new LocalBackupStore(_backup.Path), TimeSpan.FromSeconds(30));
             Assert.Empty(errors);
             Assert.True(result.Passed);
-            var overlays = _host.Calls.Where(c => c[0] == "qemu-img" && c[1] == "create").Select(c => c.Last(a => a.StartsWith('/'))).ToList(); // qemu-img create [options] file [size]
+            var overlays = _host.CommandLines.Where(c => c[0] == "qemu-img" && c[1] == "create").Select(c => c.Last(a => a.StartsWith('/'))).ToList(); // qemu-img create [options] file [size]
             Assert.Equal(2, overlays.Count);
             Assert.All(overlays, o => Assert.StartsWith(scratch.Path + "/", o, StringComparison.Ordinal));
             var (_, given) = Assert.Single(_host.Given);
@@ -213,8 +234,8 @@ public sealed class BootTestServiceTests : IDisposable
         Assert.Contains(StateDirectory.BootTestDirectory, error.Message, StringComparison.Ordinal);
         Assert.Contains("ODAKVMBACKUP_BOOT_TEST_DIR", error.RecommendedAction, StringComparison.Ordinal);
         Assert.False(result.Passed);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "create");
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "create");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "qemu-img" && c[1] == "create");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "create");
         AssertNothingLeft();
     }
 
@@ -237,9 +258,10 @@ public sealed class BootTestServiceTests : IDisposable
         var store = new LocalBackupStore(_backup.Path);
         var set = await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
         set.Manifest.Disks[0].VirtualSizeBytes = 64L << 30;
-        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, [], CancellationToken.None);
-        var errors = new List<BackupException>();
-        await Service.RunAsync(set, store, result, new BootTestOptions(TimeSpan.FromSeconds(5), "login:"), errors, CancellationToken.None);
+        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, CancellationToken.None);
+        var before = result.Errors.Count;
+        await Service.RunAsync(set, store, result, new BootTestOptions(TimeSpan.FromSeconds(5), "login:"), CancellationToken.None);
+        var errors = result.Errors.Skip(before).ToList();
         var error = Assert.Single(errors);
         Assert.Equal(ErrorIds.BackupCopyUnsafe, error.ErrorId);
         Assert.Contains($"its virtual size is {Sets.DiskSize} bytes, backup.json says {64L << 30}", error.Message, StringComparison.Ordinal);
@@ -255,13 +277,14 @@ public sealed class BootTestServiceTests : IDisposable
         var set = await Sets.WriteAsync(store, _backup.Path, "vm1", T0);
         var saved = Path.Combine(_backup.Path, set.SetFolder, BackupNames.DomainXmlFileName);
         File.WriteAllText(saved, File.ReadAllText(saved).Replace("<type arch='x86_64' machine='pc'>hvm</type>", type, StringComparison.Ordinal));
-        var errors = new List<BackupException>();
-        await Service.RunAsync(set, store, await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, [], CancellationToken.None),
-            new BootTestOptions(TimeSpan.FromSeconds(5), "login:"), errors, CancellationToken.None);
+        var result = await new VerifyService(_host.Tools.QemuImg, _sink).VerifyAsync(set, store, CancellationToken.None);
+        var before = result.Errors.Count;
+        await Service.RunAsync(set, store, result, new BootTestOptions(TimeSpan.FromSeconds(5), "login:"), CancellationToken.None);
+        var errors = result.Errors.Skip(before).ToList();
         var error = Assert.Single(errors);
         Assert.Equal(ErrorIds.DomainXmlNotRestorable, error.ErrorId);
         Assert.Contains($"the saved {named} ", error.Message, StringComparison.Ordinal);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] is "domcapabilities" or "create");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] is "domcapabilities" or "create");
         AssertNothingLeft();
     }
 
@@ -333,7 +356,7 @@ public sealed class BootTestServiceTests : IDisposable
         _host.Domains[name] = new FakeDomain { Xml = OnOverlay(name, "/u05/app/sharedrepo/vmstore") };
         Assert.Empty(await Service.CleanLeftoversAsync(CancellationToken.None));
         Assert.True(_host.Domains.ContainsKey(name));
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "destroy");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "destroy");
         Assert.Contains(_sink.Warnings, w => w.Contains("not a leftover boot test", StringComparison.Ordinal));
     }
 }
@@ -342,7 +365,7 @@ public sealed class BootTestServiceTests : IDisposable
 public sealed class RetainedOverlayTests : IDisposable
 {
     private readonly TempFolder _retention = new();
-    private readonly FakeLibvirt _host = new();
+    private readonly FakeHost _host = new();
 
     public void Dispose() => _retention.Dispose();
 

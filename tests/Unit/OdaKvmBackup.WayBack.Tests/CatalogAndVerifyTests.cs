@@ -1,6 +1,7 @@
 using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 
 namespace OdaKvmBackup.WayBack.Tests;
@@ -9,7 +10,7 @@ public class CatalogAndVerifyTests : IDisposable
 {
     private static readonly DateTime T0 = new(2026, 11, 20, 22, 0, 0, DateTimeKind.Utc);
     private readonly TempFolder _root = new();
-    private readonly FakeLibvirt _host = new();
+    private readonly FakeHost _host = new();
 
     public void Dispose() => _root.Dispose();
 
@@ -67,9 +68,9 @@ public class CatalogAndVerifyTests : IDisposable
         var store = new LocalBackupStore(_root.Path);
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
         var before = set.Disks.Select(d => (File.GetLastWriteTimeUtc(d.Location), File.ReadAllBytes(d.Location))).ToList();
-        var errors = new List<BackupException>();
 
-        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.Empty(errors);
         Assert.True(result.Passed);
@@ -85,9 +86,9 @@ public class CatalogAndVerifyTests : IDisposable
         var store = new LocalBackupStore(_root.Path);
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
         Sets.FlipByte(set.Disks[1].Location, (1 << 20) + 100);
-        var errors = new List<BackupException>();
 
-        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.False(result.Passed);
         Assert.Equal([true, false], result.Disks.Select(d => d.Passed));
@@ -105,20 +106,19 @@ public class CatalogAndVerifyTests : IDisposable
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
         File.Delete(set.Disks[1].Location);
         _host.ImageChecks[set.Disks[0].Location] = (2, "ERROR cluster 5 refcount=0 reference=1\n1 errors were found on the image.");
-        var errors = new List<BackupException>();
 
-        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.Equal([ErrorIds.BackupCopyDamaged, ErrorIds.BackupCopyMissing], errors.Select(e => e.ErrorId));
         Assert.Contains("corruptions", result.Disks[0].ImageCheck, StringComparison.Ordinal);
-        Assert.Contains(_host.Calls, c => c[0] == "qemu-img" && c[1] == "check" && c.Contains("-U") && !c.Contains("-r"));
+        Assert.Contains(_host.CommandLines, c => c[0] == "qemu-img" && c[1] == "check" && c.Contains("-U") && !c.Contains("-r"));
 
         await Sets.WriteAsync(store, _root.Path, "vm2", T0);
         var grown = (await BackupCatalog.LoadAsync(store, "vm2/20261120-220000", CancellationToken.None))!;
         await using (var f = File.OpenWrite(grown.Disks[0].Location))
             f.SetLength(Sets.DiskSize + 4096);
-        var sized = new List<BackupException>();
-        await Verify().VerifyAsync(grown, store, sized, CancellationToken.None);
+        var sized = (await Verify().VerifyAsync(grown, store, CancellationToken.None)).Errors;
         Assert.Contains("backup.json says", Assert.Single(sized).Message, StringComparison.Ordinal);
     }
 
@@ -128,15 +128,15 @@ public class CatalogAndVerifyTests : IDisposable
         var store = new LocalBackupStore(_root.Path);
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
         _host.ImageInfos["boot"] = "{ \"format\": \"qcow2\", \"virtual-size\": 3145728, \"backing-filename\": \"/etc/shadow\", \"full-backing-filename\": \"/etc/shadow\" }";
-        var errors = new List<BackupException>();
-        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
         Assert.False(result.Passed);
         var error = Assert.Single(errors);
         Assert.Equal("BackupCopyUnsafe", error.ErrorId);
         Assert.Contains("/etc/shadow", error.Message, StringComparison.Ordinal);
         Assert.False(result.Disks.Single(d => d.Target == "vda").Passed);
         Assert.True(result.Disks.Single(d => d.Target == "vdb").Passed);
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "qemu-img" && c[1] == "check"); // qemu-img check would open /etc/shadow
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "qemu-img" && c[1] == "check"); // qemu-img check would open /etc/shadow
     }
 
     [Fact]
@@ -144,11 +144,11 @@ public class CatalogAndVerifyTests : IDisposable
     {
         var store = new LocalBackupStore(_root.Path);
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0, BackupSetStatus.Incomplete);
-        var errors = new List<BackupException>();
-        var result = await Verify().VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
         Assert.False(result.Passed);
         Assert.Equal(ErrorIds.BackupSetNotComplete, Assert.Single(errors).ErrorId);
-        Assert.Empty(_host.Calls);
+        Assert.Empty(_host.CommandLines);
     }
 
     // ------------------------------------------------------------ the seam for the SSH store
@@ -158,9 +158,9 @@ public class CatalogAndVerifyTests : IDisposable
     {
         var remote = new FakeRemoteStore(_root.Path);
         var set = await Sets.WriteAsync(remote, _root.Path, "vm1", T0, segmentSize: 1 << 20);
-        var errors = new List<BackupException>();
 
-        var result = await Verify().VerifyAsync(set, remote, errors, CancellationToken.None);
+        var result = await Verify().VerifyAsync(set, remote, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.Empty(errors);
         Assert.Equal("on the server", result.ReadWhere);
@@ -168,7 +168,7 @@ public class CatalogAndVerifyTests : IDisposable
         Assert.Equal(0, remote.OpenReadCalls);
         Assert.All(result.Disks, d => Assert.Contains("read on the server", d.DigestCheck, StringComparison.Ordinal));
         Assert.Equal("not run (the server's store cannot run qemu-img)", result.Disks[0].ImageCheck);
-        Assert.Empty(_host.Calls); // qemu-img check never runs on this host for a remote copy
+        Assert.Empty(_host.CommandLines); // qemu-img check never runs on this host for a remote copy
     }
 
     [Fact]
@@ -177,9 +177,8 @@ public class CatalogAndVerifyTests : IDisposable
         var remote = new FakeRemoteStore(_root.Path);
         var set = await Sets.WriteAsync(remote, _root.Path, "vm1", T0, segmentSize: 1 << 20);
         Sets.FlipByte(_root.Combine("vm1", set.RunId, "data"), (2 << 20) + 7);
-        var errors = new List<BackupException>();
 
-        await Verify().VerifyAsync(set, remote, errors, CancellationToken.None);
+        var errors = (await Verify().VerifyAsync(set, remote, CancellationToken.None)).Errors;
 
         var error = Assert.Single(errors);
         Assert.Contains("segment 2", error.Message, StringComparison.Ordinal);
@@ -192,8 +191,7 @@ public class CatalogAndVerifyTests : IDisposable
     {
         var remote = new FakeCheckingRemoteStore(_root.Path, "qemu-img check found corruptions: 3 errors");
         var set = await Sets.WriteAsync(remote, _root.Path, "vm1", T0, segmentSize: 1 << 20);
-        var errors = new List<BackupException>();
-        await Verify().VerifyAsync(set, remote, errors, CancellationToken.None);
+        var errors = (await Verify().VerifyAsync(set, remote, CancellationToken.None)).Errors;
         Assert.Equal(["vm1/20261120-220000/boot"], remote.Checked);
         Assert.Contains("corruptions", Assert.Single(errors).Message, StringComparison.Ordinal);
     }
@@ -204,9 +202,9 @@ public class CatalogAndVerifyTests : IDisposable
         var remote = new FakeRemoteStore(_root.Path);
         var set = await Sets.WriteAsync(remote, _root.Path, "vm1", T0);
         var sink = new RecordingSink();
-        var errors = new List<BackupException>();
 
-        var result = await Verify(sink).VerifyAsync(set, remote, errors, CancellationToken.None);
+        var result = await Verify(sink).VerifyAsync(set, remote, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.True(result.Passed);
         Assert.Equal(2, remote.OpenReadCalls);

@@ -1,6 +1,7 @@
 using System.Xml.Linq;
 using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Libvirt;
+using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 
 namespace OdaKvmBackup.WayBack.Tests;
@@ -21,7 +22,7 @@ public class DomainXmlRewriterTests
     /// <summary>The host: its emulator and firmware (domcapabilities), and its own definition of vm1 (no direct
     /// kernel boot unless <paramref name="own"/> says so); null for a host that does not define vm1.</summary>
     private static HostDomainFacts Host(DomainBootFiles? own = null, bool definesVm = true) =>
-        new("vm1", FakeLibvirt.HostEmulator, [Ovmf], definesVm ? own ?? new DomainBootFiles(null, null, null) : null);
+        new("vm1", FakeHost.HostEmulator, [Ovmf], definesVm ? own ?? new DomainBootFiles(null, null, null) : null);
 
     private static DomainCopy Rewrite(string xml, DomainCopyRequest request, HostDomainFacts? host = null) => DomainXmlRewriter.Rewrite(xml, request, host ?? Host());
 
@@ -271,8 +272,8 @@ public class DomainXmlRewriterTests
     public void The_emulator_is_the_hosts_whatever_the_set_names_and_the_change_is_said()
     {
         var copy = Rewrite(Xmls.Domain("vm1", Boot, Data).Replace("/usr/bin/qemu-system-x86_64", "/tmp/evil", StringComparison.Ordinal), Request());
-        Assert.Equal(FakeLibvirt.HostEmulator, (string?)Root(copy).Element("devices")!.Element("emulator"));
-        Assert.Contains(copy.LeftOut, l => l.Contains("/tmp/evil", StringComparison.Ordinal) && l.Contains(FakeLibvirt.HostEmulator, StringComparison.Ordinal));
+        Assert.Equal(FakeHost.HostEmulator, (string?)Root(copy).Element("devices")!.Element("emulator"));
+        Assert.Contains(copy.LeftOut, l => l.Contains("/tmp/evil", StringComparison.Ordinal) && l.Contains(FakeHost.HostEmulator, StringComparison.Ordinal));
     }
 
     [Fact]

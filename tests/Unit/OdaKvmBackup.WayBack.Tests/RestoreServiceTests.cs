@@ -4,6 +4,7 @@ using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Safety;
 using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 
 namespace OdaKvmBackup.WayBack.Tests;
@@ -14,7 +15,7 @@ public sealed class RestoreServiceTests : IDisposable
     private static readonly DateTime T0 = new(2026, 11, 20, 22, 0, 0, DateTimeKind.Utc);
     private readonly StateFolder _state = new();
     private readonly TempFolder _temp = new();
-    private readonly FakeLibvirt _host = new();
+    private readonly FakeHost _host = new();
     private readonly string _backup;
     private readonly string _vms;
     private readonly string _dest;
@@ -32,7 +33,7 @@ public sealed class RestoreServiceTests : IDisposable
         _state.Dispose();
     }
 
-    private RestoreService Service => new(_host.Tools, _host, new RecordingSink());
+    private RestoreService Service => new(_host.Tools, _host.Runner, new RecordingSink());
 
     private async Task<(BackupSetInfo Set, LocalBackupStore Store)> SetAsync(string status = BackupSetStatus.Complete)
     {
@@ -71,7 +72,7 @@ public sealed class RestoreServiceTests : IDisposable
         Assert.Equal([Path.Combine(_dest, "boot"), Path.Combine(_dest, "data")], defined.Disks.Select(d => d.Source));
         Assert.Null(XDocument.Parse(_host.Domains["vm1-copy"].Xml).Root!.Element("uuid"));
         // A definition rebuilt by the module: this host's emulator (domcapabilities), nothing of the set's metadata.
-        Assert.Equal(FakeLibvirt.HostEmulator, (string?)XDocument.Parse(_host.Domains["vm1-copy"].Xml).Root!.Element("devices")!.Element("emulator"));
+        Assert.Equal(FakeHost.HostEmulator, (string?)XDocument.Parse(_host.Domains["vm1-copy"].Xml).Root!.Element("devices")!.Element("emulator"));
         Assert.Contains(plan.LeftOut, l => l.StartsWith("<metadata>", StringComparison.Ordinal));
         foreach (var disk in restored.Disks)
         {
@@ -81,7 +82,7 @@ public sealed class RestoreServiceTests : IDisposable
             Assert.True(disk.AllocatedBytes < disk.SizeBytes / 2, "restored sparse");
         }
         Assert.Equal(PrivateFiles.FileMode, File.GetUnixFileMode(restored.DefinitionFile!));
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] == "start");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] == "start");
         Assert.Empty(Directory.EnumerateFiles(_dest, "*.partial"));
         foreach (var disk in set.Disks)
             Assert.Equal("production " + disk.Target, File.ReadAllText(disk.Source)); // the source VM's files are untouched
@@ -167,7 +168,7 @@ public sealed class RestoreServiceTests : IDisposable
         Assert.Contains("vda", ex.Message, StringComparison.Ordinal);
         Assert.False(_host.Domains.ContainsKey("vm1-copy"));
         Assert.Empty(Directory.EnumerateFileSystemEntries(_dest));
-        var info = Assert.Single(_host.Calls, c => c[0] == "qemu-img" && c[1] == "info" && c[^1].Contains("/boot", StringComparison.Ordinal));
+        var info = Assert.Single(_host.CommandLines, c => c[0] == "qemu-img" && c[1] == "info" && c[^1].Contains("/boot", StringComparison.Ordinal));
         Assert.Equal(["qemu-img", "info", "--output=json", "-f", "qcow2"], info[..5]);
         Assert.DoesNotContain("-U", info);
     }
@@ -246,7 +247,7 @@ public sealed class RestoreServiceTests : IDisposable
         }
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead, File.GetUnixFileMode(set.Disks[0].Source));
         Assert.True(HostPaths.AllocatedBytes(set.Disks[1].Source) >= Sets.DiskSize, "-FullyAllocated allocates the raw disk");
-        Assert.DoesNotContain(_host.Calls, c => c[0] == "virsh" && c[1] is "define" or "start");
+        Assert.DoesNotContain(_host.CommandLines, c => c[0] == "virsh" && c[1] is "define" or "start");
     }
 
     [Fact]

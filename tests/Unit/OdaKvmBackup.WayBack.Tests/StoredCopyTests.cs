@@ -2,6 +2,7 @@ using System.Diagnostics;
 using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.Core.Storage;
+using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 
 namespace OdaKvmBackup.WayBack.Tests;
@@ -17,7 +18,7 @@ public sealed class StoredCopyTests : IDisposable
     private static readonly TimeSpan Soon = TimeSpan.FromSeconds(15);
     private readonly TempFolder _root = new();
     private readonly TempFolder _host = new();
-    private readonly FakeLibvirt _libvirt = new();
+    private readonly FakeHost _libvirt = new();
 
     public void Dispose()
     {
@@ -58,9 +59,9 @@ public sealed class StoredCopyTests : IDisposable
         var store = new LocalBackupStore(_root.Path);
         var set = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
         var copy = LinkCopyToHostFile(set, _host.Path);
-        var errors = new List<BackupException>();
 
-        var result = await new VerifyService(_libvirt.Tools.QemuImg, new RecordingSink()).VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await new VerifyService(_libvirt.Tools.QemuImg, new RecordingSink()).VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.False(result.Passed);
         AssertUnsafe(Assert.Single(errors), copy, "is a symbolic link, not a regular file");
@@ -76,9 +77,9 @@ public sealed class StoredCopyTests : IDisposable
         var hostFolder = Path.Combine(_host.Path, "images");
         Directory.Move(setFolder, hostFolder);
         Directory.CreateSymbolicLink(setFolder, hostFolder);
-        var errors = new List<BackupException>();
 
-        var result = await new VerifyService(_libvirt.Tools.QemuImg, new RecordingSink()).VerifyAsync(set, store, errors, CancellationToken.None);
+        var result = await new VerifyService(_libvirt.Tools.QemuImg, new RecordingSink()).VerifyAsync(set, store, CancellationToken.None);
+        var errors = result.Errors;
 
         Assert.False(result.Passed);
         Assert.Equal(2, errors.Count);
