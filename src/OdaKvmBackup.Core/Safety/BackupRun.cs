@@ -169,7 +169,14 @@ public sealed class BackupRun
             if (disk.State != frozen)
                 throw RunErrors.DiskNoLongerFrozen(this, disk);
             _copying.Add(target);
+            var before = disk.CopyStartedUtc;
             disk.CopyStartedUtc = DateTime.UtcNow;
+            // Written before any byte is: a copy the journal does not know of is one nobody would clean up.
+            SaveAhead(() =>
+            {
+                _copying.Remove(target);
+                disk.CopyStartedUtc = before;
+            });
         }
     }
 
@@ -204,14 +211,19 @@ public sealed class BackupRun
             // Even with -Force nothing is deleted: the older set is kept aside, for its owner to remove.
             await store.RenameAsync(set, BackupNames.ReplacedSetFolder(set, DateTime.UtcNow), ct).ConfigureAwait(false);
         }
-        await store.CreateFolderAsync(set, ct).ConfigureAwait(false);
-        await store.WriteSmallFileAsync(BackupNames.DomainXmlPath(set), System.Text.Encoding.UTF8.GetBytes(Record.DomainXml), ct).ConfigureAwait(false);
-        Change(() =>
+        // The journal names the set before it exists (an older set of that name was kept aside above, so the journal
+        // never names a set this run did not make): whatever stops the run from here on, Repair-KvmBackup finds it.
+        lock (_gate)
         {
+            var (destinationBefore, setBefore) = (Record.Destination, Record.SetFolder);
             Record.Destination = store.Location;
             Record.SetFolder = set;
+            SaveAhead(() => (Record.Destination, Record.SetFolder) = (destinationBefore, setBefore));
+        }
+        await store.CreateFolderAsync(set, ct).ConfigureAwait(false);
+        await store.WriteSmallFileAsync(BackupNames.DomainXmlPath(set), System.Text.Encoding.UTF8.GetBytes(Record.DomainXml), ct).ConfigureAwait(false);
+        lock (_gate)
             _store = store;
-        });
         await WriteManifestAsync(ct).ConfigureAwait(false);
         return set;
     }
@@ -322,7 +334,12 @@ public sealed class BackupRun
                 throw RunErrors.RunAbandoned(this, why);
             if (_copying.Contains(target))
                 throw RunErrors.DiskBeingCopied(this, disk);
-            disk.CommitStartedUtc ??= DateTime.UtcNow;
+            if (disk.CommitStartedUtc is null)
+            {
+                disk.CommitStartedUtc = DateTime.UtcNow;
+                // Written before blockcommit runs: the journal says a commit may be under way.
+                SaveAhead(() => disk.CommitStartedUtc = null);
+            }
         }
     }
 
@@ -575,6 +592,21 @@ public sealed class BackupRun
             change();
             if (Record.Phase != RunPhase.Finished)
                 RunJournal.Save(Record);
+        }
+    }
+
+    /// <summary>Writes the journal before an act (under the gate): one that cannot be written stops the act, and
+    /// <paramref name="undo"/> puts the record back as it was, so the run says only what happened.</summary>
+    private void SaveAhead(Action undo)
+    {
+        try
+        {
+            RunJournal.Save(Record);
+        }
+        catch (BackupException)
+        {
+            undo();
+            throw;
         }
     }
 
