@@ -11,10 +11,7 @@ namespace OdaKvmBackup.Commands;
 /// </summary>
 public abstract class RunStepCmdlet : KvmCmdlet, IDisposable
 {
-    private readonly HashSet<BackupRun> _adopted = new();
-
-    /// <summary>Set at the end of EndProcessing: a pipeline that got there was not stopped.</summary>
-    protected bool Completed { get; set; }
+    private readonly Dictionary<BackupRun, RunLease> _leases = new();
 
     private readonly List<VmDiskBackup> _held = new();
 
@@ -51,24 +48,25 @@ public abstract class RunStepCmdlet : KvmCmdlet, IDisposable
         _held.Clear();
     }
 
-    protected void Adopt(BackupRun run)
+    /// <summary>Holds a run for this command (see <see cref="RunLease"/>): a run picked up here, not held by an
+    /// earlier command of the pipeline, is put back if the pipeline stops before this command's end.</summary>
+    protected void Lease(BackupRun run)
     {
-        if (run.Guardian is null)
-        {
-            run.Guardian = this;
-            _adopted.Add(run);
-        }
+        if (!_leases.ContainsKey(run))
+            _leases[run] = run.Lease(HostReport);
+    }
+
+    /// <summary>At the end of EndProcessing: this command's part succeeded.</summary>
+    protected void CompleteLeases()
+    {
+        foreach (var lease in _leases.Values)
+            lease.Complete();
     }
 
     public void Dispose()
     {
-        foreach (var run in _adopted)
-        {
-            if (!Completed && !run.Abandoned && run.Phase is not (RunPhase.Finished or RunPhase.Committed))
-                GiveUp(run, "the pipeline stopped before the backup finished", pipelineAlive: false);
-            run.Guardian = null;
-            Release(run);
-        }
+        foreach (var lease in _leases.Values)
+            lease.Dispose();
         GC.SuppressFinalize(this);
     }
 }

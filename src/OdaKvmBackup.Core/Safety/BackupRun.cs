@@ -19,7 +19,7 @@ public sealed record RollbackOutcome(string DomainName, bool BackOnOwnDisks, boo
 /// after it went back to writing its own file, and a set is Complete only when every disk was copied while frozen
 /// and verified. The pipeline objects (<see cref="VmDiskBackup"/>) only point at it.
 /// </summary>
-public sealed class BackupRun
+public sealed partial class BackupRun
 {
     /// <summary>How long putting a domain back may take; Ctrl+C does not cut it short.</summary>
     public static readonly TimeSpan RollbackBound = TimeSpan.FromMinutes(30);
@@ -48,10 +48,6 @@ public sealed class BackupRun
     /// <summary>The pipeline objects, one per disk, in the order of the domain's XML.</summary>
     public IReadOnlyList<VmDiskBackup> Disks { get; }
     public IBackupStore? Store => _store;
-
-    /// <summary>The command that started the run and puts it back if its pipeline is stopped; null once that
-    /// pipeline is over (a later pipeline that picks the run up then answers for it).</summary>
-    public object? Guardian { get; set; }
 
     /// <summary>True while some disk may write to an overlay of this run.</summary>
     public bool OnOverlays
