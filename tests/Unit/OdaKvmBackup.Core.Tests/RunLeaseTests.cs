@@ -16,12 +16,22 @@ public sealed class RunLeaseTests : IDisposable
     private readonly Report _report = new();
     private readonly List<int> _exits = new();
     private readonly StopSignals _signals;
+    private readonly List<Action<System.Runtime.InteropServices.PosixSignalContext>> _handlers = new();
 
     public RunLeaseTests(StateDirectoryFixture state)
     {
         state.Reset();
         _b.Host.OnBlockCommit = _b.Host.CommitAndPivot;
-        _signals = new StopSignals((_, _) => new Registration(), _exits.Add, () => { }, _ => { });
+        _signals = new StopSignals((_, handler) =>
+        {
+            lock (_handlers)
+                _handlers.Add(handler);
+            return new Registration();
+        }, code =>
+        {
+            lock (_exits)
+                _exits.Add(code);
+        }, () => { }, _ => { });
     }
 
     public void Dispose() => _b.Dispose();
@@ -118,6 +128,33 @@ public sealed class RunLeaseTests : IDisposable
         Assert.True(copy.Failed(run));
         Assert.Equal([_b.Boot, _b.Data], _b.Host.Disks.Select(d => d.Source));
         Assert.Equal(BackupSetStatus.Incomplete, (await Bench.ManifestAsync(store, run)).Status);
+    }
+
+    [Fact]
+    public async Task A_step_that_fails_while_a_signal_stops_the_process_leaves_the_rollback_to_that_stop_without_waiting_for_it()
+    {
+        // The step's work is tracked as a command's is: the signal's stop waits for it to end before it puts the runs
+        // back, so the step must not wait for that stop (it would wait for itself, until the rollback's bound).
+        var run = await _b.SnapshottedAsync();
+        run.Lease(_report, _signals); // not ended here: ending it waits for the signal's stop, as a command's does
+        var go = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var step = Task.Run(async () =>
+        {
+            await go.Task;
+            return await run.GiveUpAsync("copying a disk of 'oda_vm1' failed", new RecordingSink());
+        });
+        _signals.Track(step);
+        _handlers.First()(new System.Runtime.InteropServices.PosixSignalContext(System.Runtime.InteropServices.PosixSignal.SIGTERM));
+        go.SetResult();
+
+        var outcome = await step.WaitAsync(TimeSpan.FromSeconds(20));
+
+        Assert.Contains("signal", outcome.Message, StringComparison.Ordinal);
+        for (var waited = 0; waited < 200 && _exits.Count == 0; waited++)
+            await Task.Delay(100);
+        Assert.Equal([143], _exits);
+        Assert.Equal([_b.Boot, _b.Data], _b.Host.Disks.Select(d => d.Source)); // the signal's stop put it back
+        Assert.Contains("SIGTERM", run.Record.FailureReason, StringComparison.Ordinal);
     }
 
     private sealed class Registration : IDisposable
