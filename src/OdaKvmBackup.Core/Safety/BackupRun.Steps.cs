@@ -68,8 +68,10 @@ public sealed partial class BackupRun
     /// <see cref="FailAsync"/>, or, once a signal is stopping the process, by that stop.</summary>
     public async Task<RollbackOutcome> GiveUpAsync(string reason, IOperationSink sink)
     {
-        if (_signals is { Stopping: true } signals)
-            return signals.WaitForStop(this);
+        // Not waited for here: this runs inside a step's work, and the signal's stop puts the runs back only once
+        // that work has ended. It says itself how that went; the command's lease then waits for it.
+        if (_signals is { Stopping: true })
+            return new RollbackOutcome(DomainName, true, true, $"Because {reason}, '{DomainName}' is given up; the process is being stopped by a signal, which puts it back on its own disks and says how that went.");
         return await FailAsync(reason, sink).ConfigureAwait(false);
     }
 
