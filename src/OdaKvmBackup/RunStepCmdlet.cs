@@ -4,10 +4,10 @@ using OdaKvmBackup.Core.Safety;
 namespace OdaKvmBackup.Commands;
 
 /// <summary>
-/// Base of the cmdlets that carry a run on (copy, commit, retention). A run whose New-KvmDiskSnapshot is in the
-/// same pipeline is guarded by that command; a run picked up later (objects kept in a variable) is guarded by the
-/// first of these that touches it: if its pipeline is stopped, the domain goes back on its own disks, and at the
-/// end the run lets go of its lock.
+/// Base of the cmdlets that carry a run on (copy, commit, retention). Each takes a lease on the runs it touches
+/// (<see cref="RunLease"/>): a run whose New-KvmDiskSnapshot is in the same pipeline is held by that command's lease;
+/// a run picked up later (objects kept in a variable) by the first of these that touches it, whose lease puts the
+/// domain back on its own disks if the pipeline stops before its end, and then lets go of the run's lock.
 /// </summary>
 public abstract class RunStepCmdlet : KvmCmdlet, IDisposable
 {

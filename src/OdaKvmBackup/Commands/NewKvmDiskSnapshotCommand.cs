@@ -7,8 +7,8 @@ namespace OdaKvmBackup.Commands;
 
 /// <summary>
 /// Step 2 (and 4): one atomic, disk-only, quiesced external snapshot per domain for the piped disks, whatever
-/// order they come in. It also guards the rest of the pipeline: if the pipeline is stopped before a domain is
-/// committed back, it puts that domain back on its own disks before the command returns.
+/// order they come in. Its lease on each run (<see cref="RunLease"/>) guards the rest of the pipeline: if the
+/// pipeline is stopped before a domain is committed back, that domain goes back on its own disks before the command returns.
 /// </summary>
 [Cmdlet(VerbsCommon.New, "KvmDiskSnapshot", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(VmDiskBackup))]
