@@ -102,9 +102,6 @@ public abstract class KvmCmdlet : PSCmdlet
         return true;
     });
 
-    /// <summary>Core work that must finish even when the pipeline is being stopped (putting a VM back).</summary>
-    protected static T RunToEnd<T>(Func<Task<T>> work) => Task.Run(work).GetAwaiter().GetResult();
-
     private static BackupException Unexpected(Exception ex) => ex switch
     {
         IOException or UnauthorizedAccessException => Core.Storage.StoreErrors.FromIOException(ex, path: null),
@@ -228,47 +225,18 @@ public abstract class KvmCmdlet : PSCmdlet
         }
     }
 
-    /// <summary>
-    /// Gives a run up and puts its domain back on its own disks, reporting as it goes: on the pipeline (progress,
-    /// then a warning or an error) while the pipeline runs, or straight to the host once it has been stopped.
-    /// </summary>
-    protected RollbackOutcome GiveUp(BackupRun run, string reason, bool pipelineAlive)
-    {
-        if (StopSignals.Process.Stopping)
-            return StopSignals.Process.WaitForStop(run); // a signal's stop puts the run back and tells the user
-        if (pipelineAlive)
-        {
-            var outcome = Run(_ => run.FailAsync(reason, _sink));
-            if (!outcome.BackOnOwnDisks)
-                WriteError(ToErrorRecord(ErrorIds.StillOnOverlays, BackupErrorCategory.InvalidResult, outcome.Message, null, run.DomainName));
-            else if (!outcome.Clean)
-                WriteError(ToErrorRecord(ErrorIds.RepairNeeded, BackupErrorCategory.InvalidResult, outcome.Message, null, run.DomainName));
-            else
-                WriteWarning(outcome.Message);
-            return outcome;
-        }
-        var host = new HostSink(Host?.UI);
-        var result = RunToEnd(() => run.FailAsync(reason, host));
-        // An error line, even when all went well: the user stopped a backup and must see what became of the VM.
-        host.Line(result.Message, error: true);
-        return result;
-    }
+    /// <summary>Where a run's lease reports once the pipeline may be gone: the host's own console.</summary>
+    protected IStopReport HostReport => new HostSink(Host?.UI);
 
-    /// <summary>Lets go of a run at the end of a pipeline. A journal that cannot be removed then is said on the host
-    /// (the pipeline may be over), and the other runs are still let go.</summary>
-    protected void Release(BackupRun run)
+    /// <summary>Writes a step's failure: its error, then what became of the VM (an error when something is left
+    /// to do, else a warning).</summary>
+    protected void WriteFailure(StepFailure failure, string domain)
     {
-        if (StopSignals.Process.Stopping)
-            StopSignals.Process.WaitForStop(run); // the process ends there: no later statement runs meanwhile
-        try
-        {
-            run.Release();
-        }
-        catch (BackupException ex)
-        {
-            new HostSink(Host?.UI).Line(ex.FullMessage, error: true);
-        }
-        StopSignals.Process.Forget(run);
+        WriteError(ToErrorRecord(failure.Error, domain));
+        if (failure.Rollback.AsError() is { } error)
+            WriteError(ToErrorRecord(error, domain));
+        else
+            WriteWarning(failure.Rollback.Message);
     }
 
     /// <summary>Keeps verbose lines and warnings in order, and only the latest progress of each activity.</summary>

@@ -4,17 +4,14 @@ using OdaKvmBackup.Core.Safety;
 namespace OdaKvmBackup.Commands;
 
 /// <summary>
-/// Base of the cmdlets that carry a run on (copy, commit, retention). A run whose New-KvmDiskSnapshot is in the
-/// same pipeline is guarded by that command; a run picked up later (objects kept in a variable) is guarded by the
-/// first of these that touches it: if its pipeline is stopped, the domain goes back on its own disks, and at the
-/// end the run lets go of its lock.
+/// Base of the cmdlets that carry a run on (copy, commit, retention). Each takes a lease on the runs it touches
+/// (<see cref="RunLease"/>): a run whose New-KvmDiskSnapshot is in the same pipeline is held by that command's lease;
+/// a run picked up later (objects kept in a variable) by the first of these that touches it, whose lease puts the
+/// domain back on its own disks if the pipeline stops before its end, and then lets go of the run's lock.
 /// </summary>
 public abstract class RunStepCmdlet : KvmCmdlet, IDisposable
 {
-    private readonly HashSet<BackupRun> _adopted = new();
-
-    /// <summary>Set at the end of EndProcessing: a pipeline that got there was not stopped.</summary>
-    protected bool Completed { get; set; }
+    private readonly Dictionary<BackupRun, RunLease> _leases = new();
 
     private readonly List<VmDiskBackup> _held = new();
 
@@ -51,24 +48,25 @@ public abstract class RunStepCmdlet : KvmCmdlet, IDisposable
         _held.Clear();
     }
 
-    protected void Adopt(BackupRun run)
+    /// <summary>Holds a run for this command (see <see cref="RunLease"/>): a run picked up here, not held by an
+    /// earlier command of the pipeline, is put back if the pipeline stops before this command's end.</summary>
+    protected void Lease(BackupRun run)
     {
-        if (run.Guardian is null)
-        {
-            run.Guardian = this;
-            _adopted.Add(run);
-        }
+        if (!_leases.ContainsKey(run))
+            _leases[run] = run.Lease(HostReport);
+    }
+
+    /// <summary>At the end of EndProcessing: this command's part succeeded.</summary>
+    protected void CompleteLeases()
+    {
+        foreach (var lease in _leases.Values)
+            lease.Complete();
     }
 
     public void Dispose()
     {
-        foreach (var run in _adopted)
-        {
-            if (!Completed && !run.Abandoned && run.Phase is not (RunPhase.Finished or RunPhase.Committed))
-                GiveUp(run, "the pipeline stopped before the backup finished", pipelineAlive: false);
-            run.Guardian = null;
-            Release(run);
-        }
+        foreach (var lease in _leases.Values)
+            lease.Dispose();
         GC.SuppressFinalize(this);
     }
 }

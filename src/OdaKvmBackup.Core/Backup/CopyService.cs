@@ -52,7 +52,15 @@ public sealed class CopyDestinationCheck(IBackupStore store, bool force) : IPref
 }
 
 /// <summary>What Copy-VmDisk reports of one disk.</summary>
-public sealed record CopyOutcome(VmDiskBackup Disk, TimeSpan Duration);
+public sealed record CopyOutcome(VmDiskBackup Disk, TimeSpan Duration)
+{
+    /// <summary>The verbose line for it.</summary>
+    public string Sentence => $"Copied {Disk.Target} of {Disk.DomainName} in {Duration.TotalSeconds:0.0} s: {FileSystemPaths.FormatBytes(Disk.CopiedBytes ?? 0)} of data (content digest {Disk.ContentDigest}); it is read back from storage in the background.";
+}
+
+/// <summary>The next disk of a run handed on by the copy step: one copied, or the run given up (its copies failed),
+/// or neither once every copy of the run was handed on.</summary>
+public sealed record CopyStep(CopyOutcome? Copied, StepFailure? Failure);
 
 /// <summary>
 /// Step 3: copies the frozen disk files of runs into a store. All the disks of a run (they were frozen together)
@@ -70,7 +78,8 @@ public sealed class CopyService
     private readonly SemaphoreSlim _slots;
     private readonly IOperationSink _sink;
     private readonly Dictionary<BackupRun, RunCopies> _runs = new();
-    private readonly List<Task<BackupException?>> _verifications = new();
+    private readonly List<Task> _verifications = new();
+    private readonly HashSet<BackupRun> _failed = new();
     private int _progressIds;
 
     public CopyService(HostTools tools, IBackupStore store, bool force, int bandwidthMiBps, int throttleLimit, IOperationSink sink)
@@ -84,6 +93,38 @@ public sealed class CopyService
     }
 
     public IBackupStore Store => _store;
+
+    /// <summary>Copy-VmDisk's ShouldProcess text for a run.</summary>
+    public (string Target, string Action) Describe(BackupRun run)
+    {
+        var set = _store.Describe(BackupNames.SetFolder(run.DomainName, run.RunId));
+        var replaces = _force ? $" (an existing set of that name is kept aside as {set}.replaced-<time>)" : "";
+        return ($"{run.DomainName} ({string.Join(", ", run.Disks.Select(d => d.Target))})", $"Copy the frozen disk files into {set}, sparse, and verify them{replaces}");
+    }
+
+    /// <summary>True once the run's copies failed and the run was given up (reported once, by <see cref="TakeAsync"/>).</summary>
+    public bool Failed(BackupRun run) => _failed.Contains(run);
+
+    /// <summary>Runs whose copies started here and were not all handed on (some disks never reached the command).</summary>
+    public IReadOnlyList<BackupRun> Unfinished() => _runs.Keys.Where(r => !_failed.Contains(r) && !AllHandedOn(r)).ToList();
+
+    /// <summary>The next copy of the run to finish. A copy that fails stops the run's other copies and gives the run
+    /// up (its VM goes back on its own disks); that failure is returned as a value, with the rollback's outcome,
+    /// because the command goes on with the other VMs. A stop (Ctrl+C) is thrown.</summary>
+    public async Task<CopyStep> TakeAsync(BackupRun run)
+    {
+        try
+        {
+            return new CopyStep(await NextAsync(run).ConfigureAwait(false), null);
+        }
+        catch (BackupException ex)
+        {
+            _failed.Add(run);
+            await AbandonAsync(run).ConfigureAwait(false);
+            var error = ex.WithSentence($"The backup of '{run.DomainName}' is given up; other VMs go on.", target: run.DomainName);
+            return new CopyStep(null, new StepFailure(error, await run.GiveUpAsync($"copying a disk of '{run.DomainName}' failed", _sink).ConfigureAwait(false)));
+        }
+    }
 
     /// <summary>Starts the copies of every disk of the run (once per run); a step that does not fit a disk's state
     /// throws at once (a disk already committed is never copied).</summary>
@@ -162,10 +203,12 @@ public sealed class CopyService
         }
     }
 
-    /// <summary>Waits for every read-back check; returns the ones that failed (their sets are marked Incomplete).</summary>
+    /// <summary>Waits for every read-back check; returns the ones that failed (their sets are marked Incomplete).
+    /// Returned as values, not thrown: one failed check must not stop the waiting for, or the reporting of, the others
+    /// (one VM's failure never stops the others).</summary>
     public async Task<IReadOnlyList<BackupException>> FinishVerificationsAsync()
     {
-        List<Task<BackupException?>> checks;
+        List<Task> checks;
         lock (_verifications)
         {
             checks = _verifications.ToList();
@@ -174,8 +217,14 @@ public sealed class CopyService
         var failed = new List<BackupException>();
         foreach (var check in checks)
         {
-            if (await check.ConfigureAwait(false) is { } error)
+            try
+            {
+                await check.ConfigureAwait(false);
+            }
+            catch (BackupException error)
+            {
                 failed.Add(error);
+            }
         }
         return failed;
     }
@@ -232,8 +281,8 @@ public sealed class CopyService
     }
 
     /// <summary>Reads the copy back from the destination's storage, compares it with what was read from the source,
-    /// and only then gives it its final name.</summary>
-    private async Task<BackupException?> VerifyAsync(BackupRun run, VmDiskBackup disk, string partial, string final, CopyResult copy)
+    /// and only then gives it its final name. A check that fails marks the set Incomplete and throws.</summary>
+    private async Task VerifyAsync(BackupRun run, VmDiskBackup disk, string partial, string final, CopyResult copy)
     {
         try
         {
@@ -242,12 +291,11 @@ public sealed class CopyService
                 : await VerifyLocalAsync(disk, partial, copy).ConfigureAwait(false);
             await _store.RenameAsync(partial, final, CancellationToken.None).ConfigureAwait(false);
             await run.RecordVerifiedAsync(disk.Target, verifiedBy, CancellationToken.None).ConfigureAwait(false);
-            return null;
         }
         catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException)
         {
             if (run.Abandoned)
-                return null; // the run failed and was reported; its set is Incomplete already
+                return; // the run failed and was reported; its set is Incomplete already
             var cause = ex as BackupException ?? StoreErrors.FromIOException(ex, _store.Describe(partial));
             var error = new BackupException(cause.ErrorId, cause.Category, cause.Message, cause.RecommendedAction, disk.DomainName, cause);
             try
@@ -259,7 +307,7 @@ public sealed class CopyService
             {
                 _sink.Warning($"The set of '{disk.DomainName}' could not be marked Incomplete: {inner.Message}");
             }
-            return error;
+            throw error;
         }
     }
 

@@ -19,7 +19,7 @@ public sealed record RollbackOutcome(string DomainName, bool BackOnOwnDisks, boo
 /// after it went back to writing its own file, and a set is Complete only when every disk was copied while frozen
 /// and verified. The pipeline objects (<see cref="VmDiskBackup"/>) only point at it.
 /// </summary>
-public sealed class BackupRun
+public sealed partial class BackupRun
 {
     /// <summary>How long putting a domain back may take; Ctrl+C does not cut it short.</summary>
     public static readonly TimeSpan RollbackBound = TimeSpan.FromMinutes(30);
@@ -48,10 +48,6 @@ public sealed class BackupRun
     /// <summary>The pipeline objects, one per disk, in the order of the domain's XML.</summary>
     public IReadOnlyList<VmDiskBackup> Disks { get; }
     public IBackupStore? Store => _store;
-
-    /// <summary>The command that started the run and puts it back if its pipeline is stopped; null once that
-    /// pipeline is over (a later pipeline that picks the run up then answers for it).</summary>
-    public object? Guardian { get; set; }
 
     /// <summary>True while some disk may write to an overlay of this run.</summary>
     public bool OnOverlays
@@ -166,7 +162,14 @@ public sealed class BackupRun
             if (disk.State != frozen)
                 throw RunErrors.DiskNoLongerFrozen(this, disk);
             _copying.Add(target);
+            var before = disk.CopyStartedUtc;
             disk.CopyStartedUtc = DateTime.UtcNow;
+            // Written before any byte is: a copy the journal does not know of is one nobody would clean up.
+            SaveAhead(() =>
+            {
+                _copying.Remove(target);
+                disk.CopyStartedUtc = before;
+            });
         }
     }
 
@@ -201,14 +204,19 @@ public sealed class BackupRun
             // Even with -Force nothing is deleted: the older set is kept aside, for its owner to remove.
             await store.RenameAsync(set, BackupNames.ReplacedSetFolder(set, DateTime.UtcNow), ct).ConfigureAwait(false);
         }
-        await store.CreateFolderAsync(set, ct).ConfigureAwait(false);
-        await store.WriteSmallFileAsync(BackupNames.DomainXmlPath(set), System.Text.Encoding.UTF8.GetBytes(Record.DomainXml), ct).ConfigureAwait(false);
-        Change(() =>
+        // The journal names the set before it exists (an older set of that name was kept aside above, so the journal
+        // never names a set this run did not make): whatever stops the run from here on, Repair-KvmBackup finds it.
+        lock (_gate)
         {
+            var (destinationBefore, setBefore) = (Record.Destination, Record.SetFolder);
             Record.Destination = store.Location;
             Record.SetFolder = set;
+            SaveAhead(() => (Record.Destination, Record.SetFolder) = (destinationBefore, setBefore));
+        }
+        await store.CreateFolderAsync(set, ct).ConfigureAwait(false);
+        await store.WriteSmallFileAsync(BackupNames.DomainXmlPath(set), System.Text.Encoding.UTF8.GetBytes(Record.DomainXml), ct).ConfigureAwait(false);
+        lock (_gate)
             _store = store;
-        });
         await WriteManifestAsync(ct).ConfigureAwait(false);
         return set;
     }
@@ -313,7 +321,12 @@ public sealed class BackupRun
                 throw RunErrors.RunAbandoned(this, why);
             if (_copying.Contains(target))
                 throw RunErrors.DiskBeingCopied(this, disk);
-            disk.CommitStartedUtc ??= DateTime.UtcNow;
+            if (disk.CommitStartedUtc is null)
+            {
+                disk.CommitStartedUtc = DateTime.UtcNow;
+                // Written before blockcommit runs: the journal says a commit may be under way.
+                SaveAhead(() => disk.CommitStartedUtc = null);
+            }
         }
     }
 
@@ -493,6 +506,21 @@ public sealed class BackupRun
             change();
             if (Record.Phase != RunPhase.Finished)
                 RunJournal.Save(Record);
+        }
+    }
+
+    /// <summary>Writes the journal before an act (under the gate): one that cannot be written stops the act, and
+    /// <paramref name="undo"/> puts the record back as it was, so the run says only what happened.</summary>
+    private void SaveAhead(Action undo)
+    {
+        try
+        {
+            RunJournal.Save(Record);
+        }
+        catch (BackupException)
+        {
+            undo();
+            throw;
         }
     }
 

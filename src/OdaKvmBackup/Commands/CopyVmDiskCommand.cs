@@ -16,8 +16,6 @@ namespace OdaKvmBackup.Commands;
 public sealed class CopyVmDiskCommand : RunStepCmdlet
 {
     private readonly HashSet<BackupRun> _declined = new();
-    private readonly HashSet<BackupRun> _failed = new();
-    private readonly HashSet<BackupRun> _touched = new();
     private CopyService? _copy;
 
     [Parameter(Mandatory = true, ValueFromPipeline = true)]
@@ -63,7 +61,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
     {
         var disk = InputObject;
         var run = disk.Run;
-        if (_failed.Contains(run) || _copy!.HandedOn(disk))
+        if (_copy!.Failed(run) || _copy.HandedOn(disk))
             return; // its run failed (reported once), or it was copied and passed on with the first disk of its run
         if (_declined.Contains(run))
         {
@@ -72,9 +70,8 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
         }
         if (!_copy.Started(run))
         {
-            var set = _copy.Store.Describe(BackupNames.SetFolder(run.DomainName, run.RunId));
-            var replaces = Force.IsPresent ? $" (an existing set of that name is kept aside as {set}.replaced-<time>)" : "";
-            if (!ShouldProcess($"{run.DomainName} ({string.Join(", ", run.Disks.Select(d => d.Target))})", $"Copy the frozen disk files into {set}, sparse, and verify them{replaces}"))
+            var (target, action) = _copy.Describe(run);
+            if (!ShouldProcess(target, action))
             {
                 _declined.Add(run);
                 PassOn(disk);
@@ -82,8 +79,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
             }
             try
             {
-                Adopt(run);
-                _touched.Add(run);
+                Lease(run);
                 _copy.Start(run, StopToken);
             }
             catch (BackupException ex)
@@ -100,12 +96,12 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
     protected override void EndProcessing()
     {
         // Disks of a snapshot that never reached this cmdlet (filtered out upstream) were copied all the same.
-        foreach (var run in _touched.Where(r => !_failed.Contains(r) && _copy!.Started(r) && !_copy.AllHandedOn(r)).ToList())
+        foreach (var run in _copy!.Unfinished())
             PassOnUntil(run, null);
-        foreach (var error in Run(_ => _copy!.FinishVerificationsAsync()))
+        foreach (var error in Run(_ => _copy.FinishVerificationsAsync()))
             WriteError(ToErrorRecord(error, error.Target));
         PassOnHeld();
-        Completed = true;
+        CompleteLeases();
     }
 
     /// <summary>Passes on the run's copies as they finish, until <paramref name="disk"/> has been (or all have).</summary>
@@ -113,28 +109,21 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
     {
         while (true)
         {
-            CopyOutcome? outcome;
-            try
+            var step = Run(_ => _copy!.TakeAsync(run));
+            if (step.Failure is { } failure)
             {
-                outcome = Run(_ => _copy!.NextAsync(run));
-            }
-            catch (BackupException ex)
-            {
-                _failed.Add(run);
-                Run(_ => _copy!.AbandonAsync(run));
-                WriteError(ToErrorRecord(ex.WithSentence($"The backup of '{run.DomainName}' is given up; other VMs go on.", target: run.DomainName), run.DomainName));
-                GiveUp(run, $"copying a disk of '{run.DomainName}' failed", pipelineAlive: true);
+                WriteFailure(failure, run.DomainName);
                 return;
             }
-            if (outcome is null)
+            if (step.Copied is not { } copied)
             {
                 if (disk is not null && disk.Stage == BackupStage.Copied)
                     PassOn(disk); // copied by an earlier Copy-VmDisk of this pipeline, into this destination
                 return;
             }
-            WriteVerbose($"Copied {outcome.Disk.Target} of {outcome.Disk.DomainName} in {outcome.Duration.TotalSeconds:0.0} s: {FileSystemPaths.FormatBytes(outcome.Disk.CopiedBytes ?? 0)} of data (content digest {outcome.Disk.ContentDigest}); it is read back from storage in the background.");
-            PassOn(outcome.Disk);
-            if (ReferenceEquals(outcome.Disk, disk))
+            WriteVerbose(copied.Sentence);
+            PassOn(copied.Disk);
+            if (ReferenceEquals(copied.Disk, disk))
                 return;
         }
     }

@@ -1,7 +1,6 @@
 using System.Management.Automation;
 using OdaKvmBackup.Core;
 using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Processes;
 using OdaKvmBackup.Core.Safety;
 
 namespace OdaKvmBackup.Commands;
@@ -29,51 +28,24 @@ public sealed class InvokeBlockCommitCommand : RunStepCmdlet
     {
         var disk = InputObject;
         var run = disk.Run;
-        if (run.Abandoned)
+        var step = run.PlanCommit(disk.Target);
+        if (step.Note is { } note)
+            WriteVerbose(note);
+        if (!step.Acts || !ShouldProcess(step.Target, step.Action))
         {
-            WriteVerbose($"{disk.Target} of {disk.DomainName}: run {run.RunId} was given up; nothing to commit.");
+            if (step.PassOn || step.Acts)
+                PassOn(disk);
             return;
         }
-        if (disk.Overlay is null)
-        {
-            WriteVerbose($"{disk.Target} of {disk.DomainName}: cold backup, nothing to commit.");
-            PassOn(disk);
-            return;
-        }
-        if (!ShouldProcess($"{disk.Target} of {disk.DomainName}", $"Commit overlay '{disk.Overlay}' into '{disk.Source}' and pivot back to it (blockcommit --active --pivot)"))
-        {
-            PassOn(disk);
-            return;
-        }
-        var activity = $"Committing {disk.Target} of {disk.DomainName}";
-        var progressId = ProgressIds.Commit * 1000 + Math.Abs(disk.Target.GetHashCode(StringComparison.Ordinal) % 997);
-        var committed = false;
         try
         {
-            Adopt(run);
-            run.BeginCommit(disk.Target);
-            var commit = NewCommitService(TimeoutSec);
-            var outcome = Run(ct => commit.CommitAsync(new CommitTarget(disk.DomainName, disk.Target, disk.Source, disk.Format, disk.Overlay), BandwidthLimit,
-                percent => Sink.Progress(new ProgressUpdate(progressId, null, activity, $"{percent} %", percent)), ct));
-            committed = true;
-            run.RecordCommitted(disk.Target);
-            WriteVerbose($"{disk.Target} of {disk.DomainName} writes to {disk.Source} again ({outcome}, {disk.TimeOnOverlay?.TotalSeconds:0.0} s on its overlay).");
-        }
-        catch (BackupException ex) when (committed)
-        {
-            // The commit worked; only the journal could not record it (JournalWriteFailed).
-            WriteError(ToErrorRecord(ex.WithSentence($"The commit itself worked: {disk.Target} of '{disk.DomainName}' writes to '{disk.Source}' again."), disk.DomainName));
-            return;
+            Lease(run);
+            WriteVerbose(Run(ct => run.CommitAsync(disk.Target, BandwidthLimit, TimeSpan.FromSeconds(TimeoutSec), Sink, ct)));
         }
         catch (BackupException ex)
         {
-            WriteError(ToErrorRecord(ex.WithSentence($"'{disk.DomainName}' still writes to the overlay '{disk.Overlay}' for {disk.Target}.",
-                ex.RecommendedAction ?? $"Run Repair-KvmBackup -DomainName {disk.DomainName}."), disk.DomainName));
+            WriteError(ToErrorRecord(ex, disk.DomainName));
             return;
-        }
-        finally
-        {
-            CompleteProgress(progressId, activity);
         }
         PassOn(disk);
     }
@@ -81,6 +53,6 @@ public sealed class InvokeBlockCommitCommand : RunStepCmdlet
     protected override void EndProcessing()
     {
         PassOnHeld();
-        Completed = true;
+        CompleteLeases();
     }
 }

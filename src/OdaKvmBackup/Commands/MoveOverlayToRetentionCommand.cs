@@ -9,10 +9,7 @@ namespace OdaKvmBackup.Commands;
 [OutputType(typeof(VmDiskBackup))]
 public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
 {
-    private string _path = "";
-    // The other domains' chains, read once per domain of the batch: only the owning domain can normally hold an
-    // overlay, and it is read afresh for every move.
-    private readonly Dictionary<string, IReadOnlySet<string>> _otherChains = new(StringComparer.Ordinal);
+    private RetentionBatch? _batch;
 
     [Parameter(Mandatory = true, ValueFromPipeline = true)]
     public VmDiskBackup InputObject { get; set; } = null!;
@@ -26,44 +23,26 @@ public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
 
     protected override void Begin()
     {
-        _path = ResolveWritableFolder(Path, nameof(Path));
-        BackupPipelineContext.Open?.Checks.Add(new RetentionCheck(_path));
+        var path = ResolveWritableFolder(Path, nameof(Path));
+        _batch = new RetentionBatch(new RetentionService(Tools.Virsh), path);
+        BackupPipelineContext.Open?.Checks.Add(new RetentionCheck(path));
     }
 
     protected override void ProcessRecord()
     {
         var disk = InputObject;
         var run = disk.Run;
-        if (run.Abandoned)
-            return; // its overlays went with the rollback
-        var record = run.Record.Disk(disk.Target);
-        if (disk.Overlay is null || record.RetainedName is null)
+        var step = run.PlanRetention(disk.Target, _batch!);
+        if (!step.Acts || !ShouldProcess(step.Target, step.Action))
         {
-            PassOn(disk);
+            if (step.PassOn || step.Acts)
+                PassOn(disk);
             return;
         }
-        var folder = BackupNames.RetentionFolder(disk.DomainName, disk.RunId);
-        var target = BackupNames.RetainedPath(_path, folder, record.RetainedName);
-        if (!ShouldProcess(disk.Overlay, $"Move to '{target}'"))
-        {
-            PassOn(disk);
-            return;
-        }
-        string? moved = null;
         try
         {
-            Adopt(run);
-            var service = new RetentionService(Tools.Virsh);
-            if (!_otherChains.TryGetValue(disk.DomainName, out var others))
-                _otherChains[disk.DomainName] = others = Run(ct => service.FilesInChainsOfOtherDomainsAsync(disk.DomainName, ct));
-            moved = Run(ct => service.MoveAsync(disk.DomainName, disk.Overlay, _path, folder, record.RetainedName, ct, others));
-            run.RecordRetained(disk.Target, moved);
-        }
-        catch (BackupException ex) when (moved is not null)
-        {
-            // The overlay was moved; only the journal could not record it (JournalWriteFailed).
-            WriteError(ToErrorRecord(ex.WithSentence($"The overlay of {disk.Target} was moved to '{moved}'."), disk.DomainName));
-            return;
+            Lease(run);
+            Run(ct => run.RetainAsync(disk.Target, _batch!, ct));
         }
         catch (BackupException ex)
         {
@@ -76,6 +55,6 @@ public sealed class MoveOverlayToRetentionCommand : RunStepCmdlet
     protected override void EndProcessing()
     {
         PassOnHeld();
-        Completed = true;
+        CompleteLeases();
     }
 }

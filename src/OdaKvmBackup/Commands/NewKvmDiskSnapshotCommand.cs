@@ -7,8 +7,8 @@ namespace OdaKvmBackup.Commands;
 
 /// <summary>
 /// Step 2 (and 4): one atomic, disk-only, quiesced external snapshot per domain for the piped disks, whatever
-/// order they come in. It also guards the rest of the pipeline: if the pipeline is stopped before a domain is
-/// committed back, it puts that domain back on its own disks before the command returns.
+/// order they come in. Its lease on each run (<see cref="RunLease"/>) guards the rest of the pipeline: if the
+/// pipeline is stopped before a domain is committed back, that domain goes back on its own disks before the command returns.
 /// </summary>
 [Cmdlet(VerbsCommon.New, "KvmDiskSnapshot", SupportsShouldProcess = true, ConfirmImpact = ConfirmImpact.Medium)]
 [OutputType(typeof(VmDiskBackup))]
@@ -16,9 +16,8 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
 {
     // The disks of each domain, domains in the order they first came: all of a domain's disks get one snapshot.
     private readonly List<(string Domain, List<VmDisk> Disks)> _pending = new();
-    private readonly List<BackupRun> _runs = new();
+    private readonly List<RunLease> _leases = new();
     private BackupPipelineContext? _context;
-    private bool _completed;
 
     [Parameter(Mandatory = true, ValueFromPipeline = true)]
     public VmDisk InputObject { get; set; } = null!;
@@ -66,9 +65,10 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
             SnapshotDomain(domain, disks);
         // Records written above have gone through the rest of the pipeline: a domain still on its overlays now is
         // one the user chose to hold (a script), or one whose commit failed. Say so, with the way out.
-        foreach (var run in _runs.Where(r => r.OnOverlays && !r.Abandoned))
-            WriteWarning($"'{run.DomainName}' writes to overlays until its disks are committed back: pipe these objects to Invoke-BlockCommit, or run Repair-KvmBackup -DomainName {run.DomainName}.");
-        _completed = true;
+        foreach (var notice in _leases.Select(l => l.Run.OnOverlaysNotice).OfType<string>())
+            WriteWarning(notice);
+        foreach (var lease in _leases)
+            lease.Complete();
     }
 
     private void SnapshotDomain(string domain, List<VmDisk> disks)
@@ -93,16 +93,10 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
         foreach (var warning in plan.Warnings)
             WriteWarning(warning);
 
-        var targets = string.Join(", ", plan.Disks.Select(d => d.Target));
-        var action = plan.Cold
-            ? $"Back up the disks ({targets}) of shut-off domain as they are: a cold copy, no snapshot"
-            : $"Create external snapshot '{SnapshotName}' of {targets} ({(CrashConsistent ? "crash-consistent, no freeze" : "quiesced by the guest agent")}); overlays: {string.Join(", ", plan.Disks.Select(d => d.Overlay))}";
-        if (!ShouldProcess(domain, action))
+        if (!ShouldProcess(domain, plan.Action))
             return;
-        if (plan.Cold)
-            WriteWarning($"'{domain}' is shut off: its disks are copied as they are, without a snapshot (a cold backup).");
-        else if (CrashConsistent)
-            WriteWarning($"'{domain}' is snapshotted without freezing its file systems: the backup is crash-consistent, as after a power cut, and is recorded as such.");
+        if (plan.Notice is { } notice)
+            WriteWarning(notice);
 
         BackupRun run;
         try
@@ -114,17 +108,11 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
             WriteError(ToErrorRecord(ex, domain));
             return;
         }
-        run.Guardian = this;
-        _runs.Add(run);
-        StopSignals.Process.Add(run); // from now until it is over, SIGTERM and SIGHUP put it back as Ctrl+C does
-        try
+        // From now until the run is over, a stopped pipeline or a signal puts it back.
+        _leases.Add(run.Lease(HostReport));
+        if (Run(ct => run.SnapshotAsync(plan, Sink, ct)) is { } failure)
         {
-            Run(ct => service.SnapshotAsync(run, plan, ct));
-        }
-        catch (BackupException ex)
-        {
-            WriteError(ToErrorRecord(ex, domain));
-            GiveUp(run, "the snapshot step failed", pipelineAlive: true);
+            WriteFailure(failure, domain);
             return;
         }
         foreach (var disk in run.Disks)
@@ -132,16 +120,11 @@ public sealed class NewKvmDiskSnapshotCommand : KvmCmdlet, IDisposable
     }
 
     /// <summary>The pipeline ended without EndProcessing (an error downstream, Ctrl+C, a stopped pipeline): every
-    /// domain not yet back on its own disks goes back now. Then each run lets go of its lock.</summary>
+    /// lease not completed puts its domain back on its own disks now. Then each run lets go of its lock.</summary>
     public void Dispose()
     {
         _context?.Close();
-        foreach (var run in _runs)
-        {
-            if (!_completed && run.Phase is not (RunPhase.Finished or RunPhase.Committed) && !run.Abandoned)
-                GiveUp(run, "the pipeline stopped before the backup finished", pipelineAlive: false);
-            run.Guardian = null;
-            Release(run);
-        }
+        foreach (var lease in _leases)
+            lease.Dispose();
     }
 }

@@ -27,6 +27,9 @@ internal sealed class InterceptingStore(string root) : IBackupStore
     /// <summary>Runs before each small file (a manifest, the domain XML) is written (relative path, content).</summary>
     public Func<string, byte[], Task>? BeforeWriteSmallFile { get; set; }
 
+    /// <summary>Runs before each folder is created (relative path).</summary>
+    public Func<string, Task>? BeforeCreateFolder { get; set; }
+
     /// <summary>Runs after each rename (from, to) and before the caller goes on.</summary>
     public Func<string, string, Task>? AfterRename { get; set; }
 
@@ -50,6 +53,8 @@ internal sealed class InterceptingStore(string root) : IBackupStore
 
     public async Task CreateFolderAsync(string relativePath, CancellationToken ct)
     {
+        if (BeforeCreateFolder is not null)
+            await BeforeCreateFolder(relativePath);
         await Inner.CreateFolderAsync(relativePath, ct);
         await RoundTrip(ct);
     }
