@@ -22,9 +22,6 @@ public enum RunPhase
     Finished,
 }
 
-/// <summary>A disk of the domain that the run does not back up, and why: the set says so.</summary>
-public sealed record ExcludedDisk(string Target, string? Source, string Reason);
-
 /// <summary>A run: one domain's backup, from its preflight until every disk writes to its own file again. The
 /// journal file holds it; the pipeline objects point at the <see cref="BackupRun"/> that owns it.</summary>
 public sealed class RunRecord
