@@ -83,21 +83,23 @@ function Measure-Process([string[]] $CommandLine, [hashtable] $Environment = @{}
 $EngineScript = Join-Path $scratch 'engine.ps1'
 $EngineCode = @'
 param($Core, $Source, $Location, $Name)
-$null = [Reflection.Assembly]::LoadFrom($Core)
+$coreAssembly = [Reflection.Assembly]::LoadFrom($Core)
+# The core's engine types are internal: no [type] literal reaches them, their public static members do.
+$sparseCopy = $coreAssembly.GetType('OdaKvmBackup.Core.Backup.SparseCopy', $true)
 $none = [Threading.CancellationToken]::None
-$runner = [OdaKvmBackup.Core.Processes.CliWrapProcessRunner]::new([OdaKvmBackup.Core.Processes.NullSink]::Instance)
-$store = [OdaKvmBackup.Core.Storage.BackupStores]::Open($Location, $runner, 'Destination')
+$runner = [Activator]::CreateInstance($coreAssembly.GetType('OdaKvmBackup.Core.Processes.CliWrapProcessRunner', $true), @($coreAssembly.GetType('OdaKvmBackup.Core.Processes.NullSink', $true)::Instance))
+$store = $coreAssembly.GetType('OdaKvmBackup.Core.Storage.BackupStores', $true)::Open($Location, $runner, 'Destination')
 $watch = [Diagnostics.Stopwatch]::StartNew()
 $writer = $store.CreateFileAsync($Name, $none).GetAwaiter().GetResult()
-$copy = [OdaKvmBackup.Core.Backup.SparseCopy]::CopyAsync($Source, $writer, 0, $null, $none, $store.IsRemote).GetAwaiter().GetResult()
+$copy = $sparseCopy::CopyAsync($Source, $writer, 0, $null, $none, $store.IsRemote).GetAwaiter().GetResult()
 $null = $writer.DisposeAsync().AsTask().GetAwaiter().GetResult()
 $copied = $watch.Elapsed.TotalSeconds
 $watch.Restart()
 if ($store.IsRemote) {
     $indexes = [long[]]@($copy.SegmentDigests.Keys)
-    $null = $store.SegmentDigestsAsync($Name, [OdaKvmBackup.Core.Backup.SparseCopy]::SegmentSize, $indexes, $none).GetAwaiter().GetResult()
+    $null = $store.SegmentDigestsAsync($Name, $sparseCopy::SegmentSize, $indexes, $none).GetAwaiter().GetResult()
 } else {
-    $null = [OdaKvmBackup.Core.Backup.SparseCopy]::DigestAsync((Join-Path $Location $Name), $null, $none).GetAwaiter().GetResult()
+    $null = $sparseCopy::DigestAsync((Join-Path $Location $Name), $null, $none).GetAwaiter().GetResult()
 }
 [pscustomobject]@{ Copy = $copied; Check = $watch.Elapsed.TotalSeconds; Data = $copy.DataBytes } | ConvertTo-Json -Compress
 '@

@@ -20,8 +20,9 @@ param(
 $ErrorActionPreference = 'Stop'
 Import-Module (Join-Path $PSScriptRoot '../tests/Lab/OdaKvmSshLab.psm1') -Force
 $null = Start-LabSshd
-$null = [Reflection.Assembly]::LoadFrom((Join-Path (Split-Path (Resolve-Path $ModulePath)) 'OdaKvmBackup.Core.dll'))
-$segment = [OdaKvmBackup.Core.Backup.SparseCopy]::SegmentSize
+$coreAssembly = [Reflection.Assembly]::LoadFrom((Join-Path (Split-Path (Resolve-Path $ModulePath)) 'OdaKvmBackup.Core.dll'))
+# The core's engine types are internal: no [type] literal reaches them, their public static members do.
+$segment = $coreAssembly.GetType('OdaKvmBackup.Core.Backup.SparseCopy', $true)::SegmentSize
 $count = $SizeGiB * 1GB / $segment
 $every = [long]($count / $DataSegments)
 
@@ -43,8 +44,8 @@ for ($i = 0; $i -le $count; $i++) {
 }
 
 $none = [Threading.CancellationToken]::None
-$runner = [OdaKvmBackup.Core.Processes.CliWrapProcessRunner]::new([OdaKvmBackup.Core.Processes.NullSink]::Instance)
-$store = [OdaKvmBackup.Core.Storage.BackupStores]::Open("odakvm-backup:$Folder", $runner, 'Destination')
+$runner = [Activator]::CreateInstance($coreAssembly.GetType('OdaKvmBackup.Core.Processes.CliWrapProcessRunner', $true), @($coreAssembly.GetType('OdaKvmBackup.Core.Processes.NullSink', $true)::Instance))
+$store = $coreAssembly.GetType('OdaKvmBackup.Core.Storage.BackupStores', $true)::Open("odakvm-backup:$Folder", $runner, 'Destination')
 function Measure-Step([scriptblock] $Step) {
     $times = foreach ($round in 1..$Rounds) {
         & dd if=$file iflag=nocache count=0 status=none

@@ -11,18 +11,6 @@ namespace OdaKvmBackup.Core.Backup;
 /// <summary>How long a boot test waits, and what it waits for on the console of a guest without an agent.</summary>
 public sealed record BootTestOptions(TimeSpan Timeout, string ConsolePattern);
 
-/// <summary>A boot test in flight, written before anything is created, removed once all is cleaned up: what a
-/// later Test-KvmBackup cleans up when the process that ran it was killed.</summary>
-public sealed class BootTestRecord
-{
-    public required string DomainName { get; init; }
-    public required string Folder { get; init; }
-    public required string SetLocation { get; init; }
-    public int ProcessId { get; init; } = Environment.ProcessId;
-    public DateTime ProcessStartUtc { get; init; } = Process.GetCurrentProcess().StartTime.ToUniversalTime();
-    public DateTime StartedUtc { get; init; } = DateTime.UtcNow;
-}
-
 /// <summary>
 /// Test-KvmBackup -Boot: proves that a set boots without changing it. Each copy is inspected first
 /// (<see cref="CopyInspection"/>), then gets a temporary qcow2 overlay (qemu-img create -b copy -F format -u) in a

@@ -29,13 +29,6 @@ public sealed record SshReconnectPolicy(IReadOnlyList<TimeSpan> Delays)
     public TimeSpan Total => Delays.Aggregate(TimeSpan.Zero, (sum, delay) => sum + delay);
 }
 
-/// <summary>The reconnection attempts one operation has used: each lost connection and each failed attempt to
-/// connect again spends one.</summary>
-internal sealed class ReconnectAttempts
-{
-    public int Used { get; set; }
-}
-
 /// <summary>
 /// One SFTP session to a server that is made again when it breaks. Only a connection lost after it worked is
 /// retried (with the policy's delays, also while the server is unreachable); a refused host key or login fails at once.

@@ -6,12 +6,6 @@ using OdaKvmBackup.Core.Storage;
 
 namespace OdaKvmBackup.Core.Safety;
 
-/// <summary>The native tools a run works with.</summary>
-public sealed record HostTools(VirshClient Virsh, QemuImgClient QemuImg);
-
-/// <summary>How putting a domain back went.</summary>
-public sealed record RollbackOutcome(string DomainName, bool BackOnOwnDisks, bool Clean, string Message);
-
 /// <summary>
 /// Owns one domain's run: its lock, its journal (the <see cref="RunRecord"/>, saved before each step that changes
 /// the host), the state of each disk, the backup set's status, and the way back. Every step goes through here:
@@ -541,16 +535,4 @@ public sealed partial class BackupRun
             throw RunErrors.RunClosed(this);
         }
     }
-}
-
-/// <summary>Progress ids, so that a rollback's bar never replaces a copy's.</summary>
-public static class ProgressIds
-{
-    public const int Copy = 41;
-    public const int Commit = 51;
-    public const int Repair = 61;
-    public const int Rollback = 71;
-    public const int Verify = 81;
-    public const int Restore = 91;
-    public const int BootTest = 101;
 }

@@ -104,10 +104,10 @@ public class QemuImgClientTests
     [InlineData("a1ff\n", UnixFileKind.SymbolicLink)]
     [InlineData("6180\n", UnixFileKind.BlockDevice)]
     [InlineData("21b6\n", UnixFileKind.CharacterDevice)]
-    public async Task The_kind_of_a_file_comes_from_stat_without_following_a_link(string stdout, UnixFileKind kind)
+    public async Task The_kind_of_a_file_comes_from_stat_without_following_a_link(string stdout, object kind) // object: UnixFileKind is internal
     {
         var runner = new FakeRunner(_ => Results.Ok(stdout));
-        Assert.Equal(kind, await new QemuImgClient(runner).FileKindAsync("/backup/-x", CancellationToken.None));
+        Assert.Equal((UnixFileKind)kind, await new QemuImgClient(runner).FileKindAsync("/backup/-x", CancellationToken.None));
         var call = Assert.Single(runner.Calls);
         Assert.Equal("stat", call.Program);
         Assert.Equal(["--format=%f", "--", "/backup/-x"], call.Args);

@@ -1,0 +1,19 @@
+using OdaKvmBackup.Core.Backup;
+using OdaKvmBackup.Core.Libvirt;
+using OdaKvmBackup.Core.Processes;
+using OdaKvmBackup.Core.QemuImg;
+using OdaKvmBackup.Core.Storage;
+
+namespace OdaKvmBackup.Core.Safety;
+
+/// <summary>Progress ids, so that a rollback's bar never replaces a copy's.</summary>
+public static class ProgressIds
+{
+    public const int Copy = 41;
+    public const int Commit = 51;
+    public const int Repair = 61;
+    public const int Rollback = 71;
+    public const int Verify = 81;
+    public const int Restore = 91;
+    public const int BootTest = 101;
+}
