@@ -59,6 +59,7 @@ $Layout = [ordered]@{
     'RollbackOutcome.cs'             = 'Run/RollbackOutcome.cs'
     'RunCloser.cs'                   = 'Run/RunCloser.cs'
     'RunLease.cs'                    = 'Run/RunLease.cs'
+    'BackupRun.Steps.cs'             = 'Run/BackupRun.Steps.cs'
     'StepFailure.cs'                 = 'Run/StepFailure.cs'
     'RepairService.cs'               = 'Run/RepairService.cs'
     'RepairAction.cs'                = 'Run/RepairAction.cs'
@@ -71,6 +72,7 @@ $Layout = [ordered]@{
     'OwnFolders.cs'                  = 'Steps/OwnFolders.cs'
     'CommitService.cs'               = 'Steps/CommitService.cs'
     'RetentionService.cs'            = 'Steps/RetentionService.cs'
+    'RetentionBatch.cs'              = 'Steps/RetentionBatch.cs'
     'RetentionCheck.cs'              = 'Steps/RetentionCheck.cs'
     # WayBack: the catalog of sets and their manifests, verify, restore, boot test, prune.
     'BackupCatalog.cs'               = 'WayBack/BackupCatalog.cs'

@@ -16,18 +16,6 @@ public sealed record StepPlan(bool Acts, bool PassOn, string? Note, string Targe
     public static StepPlan Skip(bool passOn, string? note = null) => new(false, passOn, note, "", "");
 }
 
-public static class RollbackOutcomes
-{
-    /// <summary>The error a rollback that left something to do is reported as (its message says what became of the
-    /// VM and the way out); null when the VM is back and clean, and the message is a warning.</summary>
-    public static BackupException? AsError(this RollbackOutcome outcome) =>
-        !outcome.BackOnOwnDisks
-            ? new BackupException(ErrorIds.StillOnOverlays, BackupErrorCategory.InvalidResult, outcome.Message, null, outcome.DomainName)
-            : !outcome.Clean
-                ? new BackupException(ErrorIds.RepairNeeded, BackupErrorCategory.InvalidResult, outcome.Message, null, outcome.DomainName)
-                : null;
-}
-
 // The steps of a run, as the cmdlets call them: each writes the journal before it acts (see the recording
 // methods), decides what is given up when it fails, and returns what the user is told.
 public sealed partial class BackupRun
