@@ -85,10 +85,10 @@ $EngineCode = @'
 param($Core, $Source, $Location, $Name)
 $coreAssembly = [Reflection.Assembly]::LoadFrom($Core)
 # The core's engine types are internal: no [type] literal reaches them, their public static members do.
-$sparseCopy = $coreAssembly.GetType('OdaKvmBackup.Core.Backup.SparseCopy', $true)
+$sparseCopy = $coreAssembly.GetType('OdaKvmBackup.Core.Copies.SparseCopy', $true)
 $none = [Threading.CancellationToken]::None
-$runner = [Activator]::CreateInstance($coreAssembly.GetType('OdaKvmBackup.Core.Processes.CliWrapProcessRunner', $true), @($coreAssembly.GetType('OdaKvmBackup.Core.Processes.NullSink', $true)::Instance))
-$store = $coreAssembly.GetType('OdaKvmBackup.Core.Storage.BackupStores', $true)::Open($Location, $runner, 'Destination')
+$runner = [Activator]::CreateInstance($coreAssembly.GetType('OdaKvmBackup.Core.Host.CliWrapProcessRunner', $true), @($coreAssembly.GetType('OdaKvmBackup.Core.Host.NullSink', $true)::Instance))
+$store = $coreAssembly.GetType('OdaKvmBackup.Core.Stores.BackupStores', $true)::Open($Location, $runner, 'Destination')
 $watch = [Diagnostics.Stopwatch]::StartNew()
 $writer = $store.CreateFileAsync($Name, $none).GetAwaiter().GetResult()
 $copy = $sparseCopy::CopyAsync($Source, $writer, 0, $null, $none, $store.IsRemote).GetAwaiter().GetResult()

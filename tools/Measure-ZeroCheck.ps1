@@ -22,7 +22,7 @@ Import-Module (Join-Path $PSScriptRoot '../tests/Lab/OdaKvmSshLab.psm1') -Force
 $null = Start-LabSshd
 $coreAssembly = [Reflection.Assembly]::LoadFrom((Join-Path (Split-Path (Resolve-Path $ModulePath)) 'OdaKvmBackup.Core.dll'))
 # The core's engine types are internal: no [type] literal reaches them, their public static members do.
-$segment = $coreAssembly.GetType('OdaKvmBackup.Core.Backup.SparseCopy', $true)::SegmentSize
+$segment = $coreAssembly.GetType('OdaKvmBackup.Core.Copies.SparseCopy', $true)::SegmentSize
 $count = $SizeGiB * 1GB / $segment
 $every = [long]($count / $DataSegments)
 
@@ -44,8 +44,8 @@ for ($i = 0; $i -le $count; $i++) {
 }
 
 $none = [Threading.CancellationToken]::None
-$runner = [Activator]::CreateInstance($coreAssembly.GetType('OdaKvmBackup.Core.Processes.CliWrapProcessRunner', $true), @($coreAssembly.GetType('OdaKvmBackup.Core.Processes.NullSink', $true)::Instance))
-$store = $coreAssembly.GetType('OdaKvmBackup.Core.Storage.BackupStores', $true)::Open("odakvm-backup:$Folder", $runner, 'Destination')
+$runner = [Activator]::CreateInstance($coreAssembly.GetType('OdaKvmBackup.Core.Host.CliWrapProcessRunner', $true), @($coreAssembly.GetType('OdaKvmBackup.Core.Host.NullSink', $true)::Instance))
+$store = $coreAssembly.GetType('OdaKvmBackup.Core.Stores.BackupStores', $true)::Open("odakvm-backup:$Folder", $runner, 'Destination')
 function Measure-Step([scriptblock] $Step) {
     $times = foreach ($round in 1..$Rounds) {
         & dd if=$file iflag=nocache count=0 status=none

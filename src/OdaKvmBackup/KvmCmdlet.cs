@@ -1,12 +1,6 @@
 using System.Collections.Concurrent;
 using System.Management.Automation;
 using System.Management.Automation.Host;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Libvirt;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.QemuImg;
-using OdaKvmBackup.Core.Safety;
 
 namespace OdaKvmBackup.Commands;
 
@@ -21,7 +15,7 @@ public abstract class KvmCmdlet : PSCmdlet
 
     protected CancellationToken StopToken => _stopping.Token;
 
-    protected IOperationSink Sink => _sink;
+    private protected IOperationSink Sink => _sink;
 
     protected override void StopProcessing() => _stopping.Cancel();
 
@@ -46,10 +40,10 @@ public abstract class KvmCmdlet : PSCmdlet
     }
 
     /// <summary>Runs native commands, their command lines shown with -Verbose.</summary>
-    protected CliWrapProcessRunner Runner => new(_sink);
+    private protected CliWrapProcessRunner Runner => new(_sink);
 
     /// <summary>virsh and qemu-img.</summary>
-    protected HostTools Tools
+    private protected HostTools Tools
     {
         get
         {
@@ -60,15 +54,15 @@ public abstract class KvmCmdlet : PSCmdlet
 
     /// <summary>The store a destination names: a folder on an SSH server ([user@]host:path), or a local path
     /// resolved the PowerShell way (relative to $PWD, ~).</summary>
-    protected Core.Storage.IBackupStore OpenStore(string destination, string parameterName) =>
-        Core.Storage.BackupStores.Open(Core.Storage.BackupStores.IsRemote(destination) ? destination : ResolvePath(destination), Runner, parameterName);
+    private protected Core.Stores.IBackupStore OpenStore(string destination, string parameterName) =>
+        Core.Stores.BackupStores.Open(Core.Stores.BackupStores.IsRemote(destination) ? destination : ResolvePath(destination), Runner, parameterName);
 
     /// <summary>A destination as the user typed it: an SSH one ("user@host:/path", "host:/path") as it is, a local
     /// one resolved the PowerShell way (relative to $PWD, ~).</summary>
     protected string ResolveLocation(string location) =>
-        Core.Storage.BackupStores.IsRemote(location) ? location : ResolvePath(location);
+        Core.Stores.BackupStores.IsRemote(location) ? location : ResolvePath(location);
 
-    protected CommitService NewCommitService(int timeoutSeconds = 0) =>
+    private protected CommitService NewCommitService(int timeoutSeconds = 0) =>
         new(Tools.Virsh, Tools.QemuImg, _sink)
         {
             ConvergenceTimeout = timeoutSeconds > 0 ? TimeSpan.FromSeconds(timeoutSeconds) : CommitService.DefaultConvergenceTimeout,
@@ -104,7 +98,7 @@ public abstract class KvmCmdlet : PSCmdlet
 
     private static BackupException Unexpected(Exception ex) => ex switch
     {
-        IOException or UnauthorizedAccessException => Core.Storage.StoreErrors.FromIOException(ex, path: null),
+        IOException or UnauthorizedAccessException => Core.Stores.StoreErrors.FromIOException(ex, path: null),
         _ => new BackupException(ErrorIds.UnexpectedError, BackupErrorCategory.NotSpecified,
             $"OdaKvmBackup failed unexpectedly: {ex.GetType().Name}: {ex.Message}",
             "Run the command again with -Verbose; if it happens again, report it with that output. Run Repair-KvmBackup if a backup was running.", null, ex),
@@ -226,11 +220,11 @@ public abstract class KvmCmdlet : PSCmdlet
     }
 
     /// <summary>Where a run's lease reports once the pipeline may be gone: the host's own console.</summary>
-    protected IStopReport HostReport => new HostSink(Host?.UI);
+    private protected IStopReport HostReport => new HostSink(Host?.UI);
 
     /// <summary>Writes a step's failure: its error, then what became of the VM (an error when something is left
     /// to do, else a warning).</summary>
-    protected void WriteFailure(StepFailure failure, string domain)
+    private protected void WriteFailure(StepFailure failure, string domain)
     {
         WriteError(ToErrorRecord(failure.Error, domain));
         if (failure.Rollback.AsError() is { } error)

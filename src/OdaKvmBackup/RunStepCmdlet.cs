@@ -1,6 +1,3 @@
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Safety;
-
 namespace OdaKvmBackup.Commands;
 
 /// <summary>
@@ -50,7 +47,7 @@ public abstract class RunStepCmdlet : KvmCmdlet, IDisposable
 
     /// <summary>Holds a run for this command (see <see cref="RunLease"/>): a run picked up here, not held by an
     /// earlier command of the pipeline, is put back if the pipeline stops before this command's end.</summary>
-    protected void Lease(BackupRun run)
+    private protected void Lease(BackupRun run)
     {
         if (!_leases.ContainsKey(run))
             _leases[run] = run.Lease(HostReport);

@@ -1,10 +1,8 @@
-using OdaKvmBackup.Core.Storage;
-
 namespace OdaKvmBackup.Commands;
 
 /// <summary>The stores one command opened, one per destination (an SSH store holds a connection), closed when the
 /// command ends.</summary>
-internal sealed class StoreCache(Func<Core.Processes.CliWrapProcessRunner> runner) : IDisposable
+internal sealed class StoreCache(Func<Core.Host.CliWrapProcessRunner> runner) : IDisposable
 {
     private readonly Dictionary<string, IBackupStore> _stores = new(StringComparer.Ordinal);
 

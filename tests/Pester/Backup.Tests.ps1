@@ -16,7 +16,7 @@ Describe 'Get-VmDisk' {
         $boot.Device | Should -Be 'disk'
         $boot.OnOverlay | Should -BeFalse
         ($disks | Where-Object Target -eq vdb).Format | Should -Be 'raw'
-        $disks[0].PSObject.TypeNames[0] | Should -Be 'OdaKvmBackup.Core.Backup.VmDisk'
+        $disks[0].PSObject.TypeNames[0] | Should -Be 'OdaKvmBackup.Core.Host.VmDisk'
     }
 
     It 'takes domain names from the pipeline, by value and by property name' {

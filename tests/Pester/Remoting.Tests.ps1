@@ -37,7 +37,7 @@ AfterAll { Assert-GuestTicks linux_vm }
 Describe 'The one-liner through Invoke-Command -HostName' {
     It 'backs up the lab VM on the host and returns its objects, with their properties' {
         $objects.Count | Should -Be 2
-        $objects[0].PSObject.TypeNames[0] | Should -Be 'Deserialized.OdaKvmBackup.Core.Backup.VmDiskBackup'
+        $objects[0].PSObject.TypeNames[0] | Should -Be 'Deserialized.OdaKvmBackup.Core.Steps.VmDiskBackup'
         $objects.DomainName | Sort-Object -Unique | Should -Be 'linux_vm'
         $objects.Stage | Sort-Object -Unique | Should -Be 'Retained'
         $objects.SetStatus | Sort-Object -Unique | Should -Be 'Complete'

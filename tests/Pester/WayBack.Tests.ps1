@@ -74,7 +74,7 @@ Describe 'Get-KvmBackup' {
         $sets = @(Get-KvmBackup -Path $Backup)
         $sets.Count | Should -Be 1
         $set = $sets[0]
-        $set.PSObject.TypeNames[0] | Should -Be 'OdaKvmBackup.Core.Backup.BackupSetInfo'
+        $set.PSObject.TypeNames[0] | Should -Be 'OdaKvmBackup.Core.WayBack.BackupSetInfo'
         $set.DomainName | Should -Be $Vm
         $set.RunId | Should -Be $BackedUp[0].RunId
         $set.Status | Should -Be 'Complete'

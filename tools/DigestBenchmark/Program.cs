@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
-using OdaKvmBackup.Core.Digests;
-using OdaKvmBackup.Core.Storage;
 
 [assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
 

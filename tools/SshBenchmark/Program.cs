@@ -1,8 +1,5 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Remote;
-using OdaKvmBackup.Core.Storage;
 
 // Writes the same file of random data to an SSH server with scp and with SshBackupStore, taking turns, and prints
 // both speeds and their medians. The store is driven as the copy engine drives it: 1 MiB reads of the local file,

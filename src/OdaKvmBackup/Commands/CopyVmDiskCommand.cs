@@ -1,8 +1,4 @@
 using System.Management.Automation;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Safety;
-using OdaKvmBackup.Core.Storage;
 
 namespace OdaKvmBackup.Commands;
 

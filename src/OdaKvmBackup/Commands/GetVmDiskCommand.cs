@@ -1,7 +1,5 @@
 using System.Management.Automation;
 using OdaKvmBackup.Completion;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
 
 namespace OdaKvmBackup.Commands;
 

@@ -1,7 +1,4 @@
 using System.Management.Automation;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Safety;
 
 namespace OdaKvmBackup.Commands;
 

@@ -1,6 +1,4 @@
 using System.Management.Automation;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
 
 namespace OdaKvmBackup.Commands;
 
@@ -97,7 +95,7 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
     {
         var location = ResolveLocation(Path);
         SetPrunePlan plan;
-        Core.Storage.IBackupStore store;
+        Core.Stores.IBackupStore store;
         try
         {
             store = _stores.Open(location, nameof(Path));
@@ -144,7 +142,7 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
         }
     }
 
-    private void Remove(Core.Storage.IBackupStore store, BackupSetInfo set, string reason)
+    private void Remove(Core.Stores.IBackupStore store, BackupSetInfo set, string reason)
     {
         if (!ShouldProcess(set.Location, $"Remove backup set ({reason})"))
             return;

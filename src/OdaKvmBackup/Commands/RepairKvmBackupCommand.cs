@@ -1,9 +1,4 @@
 using System.Management.Automation;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Safety;
-using OdaKvmBackup.Core.Storage;
 
 namespace OdaKvmBackup.Commands;
 

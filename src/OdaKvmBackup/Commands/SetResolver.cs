@@ -1,7 +1,3 @@
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Storage;
-
 namespace OdaKvmBackup.Commands;
 
 /// <summary>What a -Path given to Test-KvmBackup or Restore-KvmBackup names: one set (its folder), or, where

@@ -1,6 +1,4 @@
 using System.Management.Automation;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
 
 namespace OdaKvmBackup.Commands;
 

@@ -1,8 +1,6 @@
 using System.Collections;
 using System.Management.Automation;
 using System.Management.Automation.Language;
-using OdaKvmBackup.Core.Libvirt;
-using OdaKvmBackup.Core.Processes;
 
 namespace OdaKvmBackup.Completion;
 

@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Backup;
-
 namespace OdaKvmBackup.Core.Tests;
 
 public class BackupNamesTests

@@ -1,7 +1,3 @@
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Safety;
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;
@@ -138,7 +134,7 @@ public sealed class BackupRunRollbackTests : IDisposable
         var plan = await _b.PlanAsync();
         var run = _b.Begin(plan);
 
-        var error = await Assert.ThrowsAsync<Libvirt.VirshException>(() => new SnapshotService(_b.Tools).SnapshotAsync(run, plan, CancellationToken.None));
+        var error = await Assert.ThrowsAsync<Host.VirshException>(() => new SnapshotService(_b.Tools).SnapshotAsync(run, plan, CancellationToken.None));
         var outcome = await run.FailAsync("the snapshot step failed", _sink);
 
         Assert.Equal(ErrorIds.VssFreezeTimedOut, error.ErrorId);
@@ -372,6 +368,6 @@ public sealed class BackupRunRollbackTests : IDisposable
         Assert.Equal(RunPhase.NeedsRepair, RunJournal.TryLoad(Domain)!.Phase);
     }
 
-    private static string[] VirshSnapshot(SnapshotPlan plan) => Libvirt.VirshArguments.SnapshotCreate(plan.DomainName, Bench.Snap, true,
-        plan.Disks.Select(d => new Libvirt.DiskSpec(d.Target, d.Overlay!)).ToList(), []);
+    private static string[] VirshSnapshot(SnapshotPlan plan) => Host.VirshArguments.SnapshotCreate(plan.DomainName, Bench.Snap, true,
+        plan.Disks.Select(d => new Host.DiskSpec(d.Target, d.Overlay!)).ToList(), []);
 }

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using OdaKvmBackup.Core.Processes;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;

@@ -1,7 +1,4 @@
 using System.Diagnostics;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Libvirt;
-using OdaKvmBackup.Core.Processes;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;
@@ -328,7 +325,7 @@ public sealed class CommitServiceTests : IDisposable
             Assert.Equal(CommitOutcome.CommittedOffline, await Service().CommitAsync(Vda, 0, null, CancellationToken.None));
 
         Assert.NotNull(definedFile);
-        Assert.StartsWith(Safety.StateDirectory.Root + "/", definedFile, StringComparison.Ordinal);
+        Assert.StartsWith(Paths.StateDirectory.Root + "/", definedFile, StringComparison.Ordinal);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, fileMode);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, folderMode);
         Assert.False(File.Exists(definedFile), "the definition is removed once defined");

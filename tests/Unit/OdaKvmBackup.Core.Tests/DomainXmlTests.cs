@@ -1,6 +1,4 @@
 using System.Xml.Linq;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;

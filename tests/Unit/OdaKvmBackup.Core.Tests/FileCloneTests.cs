@@ -1,4 +1,3 @@
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 using static OdaKvmBackup.Core.Tests.Support.CloneChecks;
 

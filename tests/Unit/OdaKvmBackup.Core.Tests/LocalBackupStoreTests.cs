@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Safety;
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;

@@ -15,9 +15,9 @@ public sealed class PathAuthorityTests
     /// <summary>The files allowed to build paths, relative to the repository (they are the authority).</summary>
     private static readonly string[] Authority =
     [
-        "src/OdaKvmBackup.Core/Backup/BackupNames.cs",
-        "src/OdaKvmBackup.Core/Backup/FileSystemPaths.cs",
-        "src/OdaKvmBackup.Core/Safety/StateDirectory.cs",
+        "src/OdaKvmBackup.Core/Paths/BackupNames.cs",
+        "src/OdaKvmBackup.Core/Paths/FileSystemPaths.cs",
+        "src/OdaKvmBackup.Core/Paths/StateDirectory.cs",
     ];
 
     private static readonly (Regex Pattern, string What)[] HandBuilt =

@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Safety;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text;
-using OdaKvmBackup.Core.Safety;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;

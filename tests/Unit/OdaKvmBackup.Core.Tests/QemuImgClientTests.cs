@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.QemuImg;
-using OdaKvmBackup.Core.Processes;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;

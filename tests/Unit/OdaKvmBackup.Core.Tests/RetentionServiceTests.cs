@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Safety;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;
@@ -147,7 +145,7 @@ public sealed class RetentionServiceTests : IDisposable
         var context = new PreflightContext(_host.QemuImg)
         {
             DomainName = Domain, RunId = "20261128-101500", Cold = false,
-            Live = Libvirt.DomainXml.Parse(_host.LiveXml),
+            Live = Host.DomainXml.Parse(_host.LiveXml),
             Disks = [new DiskRecord { Target = "vda", Source = _boot, Format = "raw", SetFile = "oda_vm1_boot" }],
         };
 

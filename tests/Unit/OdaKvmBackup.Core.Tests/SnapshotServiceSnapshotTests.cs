@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Safety;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;
@@ -131,7 +129,7 @@ public sealed class SnapshotServiceSnapshotTests : IDisposable
         var plan = await _b.PlanAsync();
         var run = _b.Begin(plan);
 
-        var ex = await Assert.ThrowsAsync<Libvirt.VirshException>(() => Service.SnapshotAsync(run, plan, CancellationToken.None));
+        var ex = await Assert.ThrowsAsync<Host.VirshException>(() => Service.SnapshotAsync(run, plan, CancellationToken.None));
 
         Assert.Equal(ErrorIds.LibvirtUnreachable, ex.ErrorId);
         // Whether libvirtd took it is not known from the call: the journal keeps saying it may have.

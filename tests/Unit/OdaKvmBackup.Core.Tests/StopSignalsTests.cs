@@ -1,6 +1,4 @@
 using System.Runtime.InteropServices;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Safety;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;
@@ -256,8 +254,8 @@ public sealed class StopSignalsTests : IDisposable
     {
         var run = await ActiveRunAsync();
         foreach (var disk in _b.Host.Disks.ToList())
-            await new Backup.CommitService(_b.Host.Virsh, _b.Host.QemuImg, NullSink.Instance)
-                .CommitAsync(new Backup.CommitTarget(Bench.Domain, disk.Target, disk.Backing!, "raw", disk.Source), 0, null, CancellationToken.None);
+            await new Steps.CommitService(_b.Host.Virsh, _b.Host.QemuImg, NullSink.Instance)
+                .CommitAsync(new Steps.CommitTarget(Bench.Domain, disk.Target, disk.Backing!, "raw", disk.Source), 0, null, CancellationToken.None);
         run.RecordCommitted("vda");
         run.RecordCommitted("vdb");
         var calls = _b.Host.Count(c => c.Is("virsh", "blockcommit"));

@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Storage;
-
 namespace OdaKvmBackup.Core.Tests;
 
 /// <summary>A failed file operation reads as its cause and fix, naming the path once.</summary>

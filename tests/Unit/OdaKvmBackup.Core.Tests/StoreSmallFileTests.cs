@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Net.Sockets;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;

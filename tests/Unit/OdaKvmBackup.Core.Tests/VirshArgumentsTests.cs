@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Libvirt;
-
 namespace OdaKvmBackup.Core.Tests;
 
 public class VirshArgumentsTests

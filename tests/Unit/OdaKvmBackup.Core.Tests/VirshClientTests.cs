@@ -1,4 +1,3 @@
-using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests;

@@ -1,6 +1,3 @@
-using OdaKvmBackup.Core.Libvirt;
-using OdaKvmBackup.Core.Processes;
-
 namespace OdaKvmBackup.Core.Tests;
 
 /// <summary>virsh's stderr, as libvirt 9 prints it with LC_ALL=C (lab.md sections 5-7, landscape.md 3.2).</summary>

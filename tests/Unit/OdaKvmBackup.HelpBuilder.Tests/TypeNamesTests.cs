@@ -8,7 +8,7 @@ public class TypeNamesTests
     [InlineData("System.String", "String")]
     [InlineData("System.String[]", "String[]")]
     [InlineData("System.Management.Automation.SwitchParameter", "SwitchParameter")]
-    [InlineData("OdaKvmBackup.Core.Backup.VmDiskBackup", "VmDiskBackup")]
+    [InlineData("OdaKvmBackup.Core.Steps.VmDiskBackup", "VmDiskBackup")]
     [InlineData("System.Nullable`1[System.Int32]", "Nullable[Int32]")]
     [InlineData("System.Collections.Generic.Dictionary`2[System.String,System.Object]", "Dictionary[String,Object]")]
     public void A_type_is_shown_by_its_short_name_as_PlatyPS_does(string type, string expected)

@@ -1,6 +1,3 @@
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 

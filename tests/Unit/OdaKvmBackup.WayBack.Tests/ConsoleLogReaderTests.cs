@@ -1,5 +1,4 @@
 using System.Text;
-using OdaKvmBackup.Core.Backup;
 using OdaKvmBackup.WayBack.Tests.Support;
 
 namespace OdaKvmBackup.WayBack.Tests;

@@ -1,6 +1,4 @@
 using System.Xml.Linq;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Libvirt;
 using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 

@@ -1,7 +1,4 @@
 using System.Text.Json.Nodes;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.WayBack.Tests.Support;
 
 namespace OdaKvmBackup.WayBack.Tests;

@@ -1,6 +1,3 @@
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
-
 namespace OdaKvmBackup.WayBack.Tests;
 
 public class PrunePolicyTests

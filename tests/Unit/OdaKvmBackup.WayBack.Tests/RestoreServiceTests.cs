@@ -1,9 +1,4 @@
 using System.Xml.Linq;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Libvirt;
-using OdaKvmBackup.Core.Safety;
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 

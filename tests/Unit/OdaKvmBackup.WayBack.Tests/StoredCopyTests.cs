@@ -1,7 +1,4 @@
 using System.Diagnostics;
-using OdaKvmBackup.Core;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 using OdaKvmBackup.WayBack.Tests.Support;
 

@@ -1,6 +1,4 @@
 using System.Security.Cryptography;
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.QemuImg;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests.Remote;
@@ -118,7 +116,7 @@ public sealed class ZeroRangeTests
     [InlineData(100, 10, new long[] { -1, 5, 10, long.MaxValue / 4 }, "0+50 60+40")] // a manifest's impossible indexes name no range
     public void Segments_without_a_digest_become_ranges_to_check(long size, long segmentSize, long[] dataSegments, string expected)
     {
-        var ranges = OdaKvmBackup.Core.Backup.RemoteCopyCheck.ZeroRanges(dataSegments, size, segmentSize);
+        var ranges = OdaKvmBackup.Core.Copies.RemoteCopyCheck.ZeroRanges(dataSegments, size, segmentSize);
 
         Assert.Equal(expected, string.Join(' ', ranges.Select(r => $"{r.Offset}+{r.Length}")));
     }

@@ -1,6 +1,4 @@
 using System.Security.Cryptography;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests.Remote;

@@ -1,9 +1,5 @@
 using System.Globalization;
 using System.Security.Cryptography;
-using OdaKvmBackup.Core.Digests;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Remote;
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 using static OdaKvmBackup.Core.Tests.Support.CloneChecks;
 

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using OdaKvmBackup.Core.Remote;
-using OdaKvmBackup.Core.Storage;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests.Remote;

@@ -1,6 +1,4 @@
 using System.Text;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Remote;
 using OdaKvmBackup.Core.Tests.Support;
 
 namespace OdaKvmBackup.Core.Tests.Remote;

@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Remote;
-
 namespace OdaKvmBackup.Core.Tests.Remote;
 
 public class SshDestinationTests

@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Remote;
-
 namespace OdaKvmBackup.Core.Tests.Remote;
 
 /// <summary>ssh's stderr as OpenSSH 9.2 prints it (captured on loopback, LC_ALL=C), classified.</summary>

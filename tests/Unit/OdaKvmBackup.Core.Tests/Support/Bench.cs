@@ -1,9 +1,3 @@
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Libvirt;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Safety;
-using OdaKvmBackup.Core.Storage;
-
 namespace OdaKvmBackup.Core.Tests.Support;
 
 /// <summary>

@@ -1,9 +1,5 @@
 using System.Collections.Concurrent;
 using System.Xml.Linq;
-using OdaKvmBackup.Core.Libvirt;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.QemuImg;
-using OdaKvmBackup.Core.Safety;
 
 namespace OdaKvmBackup.Core.Tests.Support;
 

@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Processes;
-
 namespace OdaKvmBackup.Core.Tests.Support;
 
 /// <summary>One process the code under test asked to run.</summary>

@@ -1,8 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Pipes;
 using System.Text;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Remote;
 
 namespace OdaKvmBackup.Core.Tests.Support;
 

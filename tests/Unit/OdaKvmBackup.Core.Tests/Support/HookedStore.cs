@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Storage;
-
 namespace OdaKvmBackup.Core.Tests.Support;
 
 /// <summary>Any store (an SSH one too), its writers wrapped: what the storage does to a file between its write

@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Storage;
-
 namespace OdaKvmBackup.Core.Tests.Support;
 
 /// <summary>

@@ -1,5 +1,3 @@
-using OdaKvmBackup.Core.Safety;
-
 namespace OdaKvmBackup.Core.Tests.Support;
 
 /// <summary>

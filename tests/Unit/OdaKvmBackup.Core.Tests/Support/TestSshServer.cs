@@ -1,9 +1,6 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Remote;
-using OdaKvmBackup.Core.Storage;
 
 namespace OdaKvmBackup.Core.Tests.Support;
 

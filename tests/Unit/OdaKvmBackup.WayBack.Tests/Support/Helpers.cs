@@ -1,6 +1,3 @@
-using OdaKvmBackup.Core.Processes;
-using OdaKvmBackup.Core.Safety;
-
 namespace OdaKvmBackup.WayBack.Tests.Support;
 
 /// <summary>A domain XML with file disks, a serial log, a guest agent channel, an interface, a CD-ROM and NVRAM.</summary>

@@ -1,6 +1,3 @@
-using OdaKvmBackup.Core.Backup;
-using OdaKvmBackup.Core.Storage;
-
 namespace OdaKvmBackup.WayBack.Tests.Support;
 
 /// <summary>Writes backup sets as Copy-VmDisk leaves them: disk copies, domain.xml and backup.json with real

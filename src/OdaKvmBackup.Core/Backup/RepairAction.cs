@@ -1,6 +1,0 @@
-using OdaKvmBackup.Core.Safety;
-
-namespace OdaKvmBackup.Core.Backup;
-
-/// <summary>What Repair-KvmBackup found and did.</summary>
-public sealed record RepairAction(string DomainName, string? Target, string Problem, string Action, string Result);

@@ -1,0 +1,346 @@
+namespace OdaKvmBackup.Core.Steps;
+
+/// <summary>What Copy-VmDisk reports of one disk.</summary>
+internal sealed record CopyOutcome(VmDiskBackup Disk, TimeSpan Duration)
+{
+    /// <summary>The verbose line for it.</summary>
+    public string Sentence => $"Copied {Disk.Target} of {Disk.DomainName} in {Duration.TotalSeconds:0.0} s: {FileSystemPaths.FormatBytes(Disk.CopiedBytes ?? 0)} of data (content digest {Disk.ContentDigest}); it is read back from storage in the background.";
+}
+
+/// <summary>The next disk of a run handed on by the copy step: one copied, or the run given up (its copies failed),
+/// or neither once every copy of the run was handed on.</summary>
+internal sealed record CopyStep(CopyOutcome? Copied, StepFailure? Failure);
+
+/// <summary>
+/// Step 3: copies the frozen disk files of runs into a store. All the disks of a run (they were frozen together)
+/// are copied together, up to <c>throttleLimit</c> at a time, and each is handed on as soon as its copy is written,
+/// so that it can be committed while the others are still copied. The read-back check of each copy follows in
+/// the background: the VM need not stay on its overlays for it, and the set becomes Complete only once every copy
+/// passed it.
+/// </summary>
+internal sealed class CopyService
+{
+    private readonly HostTools _tools;
+    private readonly IBackupStore _store;
+    private readonly bool _force;
+    private readonly long _bandwidth;
+    private readonly SemaphoreSlim _slots;
+    private readonly IOperationSink _sink;
+    private readonly Dictionary<BackupRun, RunCopies> _runs = new();
+    private readonly List<Task> _verifications = new();
+    private readonly HashSet<BackupRun> _failed = new();
+    private int _progressIds;
+
+    public CopyService(HostTools tools, IBackupStore store, bool force, int bandwidthMiBps, int throttleLimit, IOperationSink sink)
+    {
+        _tools = tools;
+        _store = store;
+        _force = force;
+        _bandwidth = bandwidthMiBps * (1L << 20);
+        _slots = new SemaphoreSlim(Math.Max(1, throttleLimit));
+        _sink = sink;
+    }
+
+    public IBackupStore Store => _store;
+
+    /// <summary>Copy-VmDisk's ShouldProcess text for a run.</summary>
+    public (string Target, string Action) Describe(BackupRun run)
+    {
+        var set = _store.Describe(BackupNames.SetFolder(run.DomainName, run.RunId));
+        var replaces = _force ? $" (an existing set of that name is kept aside as {set}.replaced-<time>)" : "";
+        return ($"{run.DomainName} ({string.Join(", ", run.Disks.Select(d => d.Target))})", $"Copy the frozen disk files into {set}, sparse, and verify them{replaces}");
+    }
+
+    /// <summary>True once the run's copies failed and the run was given up (reported once, by <see cref="TakeAsync"/>).</summary>
+    public bool Failed(BackupRun run) => _failed.Contains(run);
+
+    /// <summary>Runs whose copies started here and were not all handed on (some disks never reached the command).</summary>
+    public IReadOnlyList<BackupRun> Unfinished() => _runs.Keys.Where(r => !_failed.Contains(r) && !AllHandedOn(r)).ToList();
+
+    /// <summary>The next copy of the run to finish. A copy that fails stops the run's other copies and gives the run
+    /// up (its VM goes back on its own disks); that failure is returned as a value, with the rollback's outcome,
+    /// because the command goes on with the other VMs. A stop (Ctrl+C) is thrown.</summary>
+    public async Task<CopyStep> TakeAsync(BackupRun run)
+    {
+        try
+        {
+            return new CopyStep(await NextAsync(run).ConfigureAwait(false), null);
+        }
+        catch (BackupException ex)
+        {
+            _failed.Add(run);
+            await AbandonAsync(run).ConfigureAwait(false);
+            var error = ex.WithSentence($"The backup of '{run.DomainName}' is given up; other VMs go on.", target: run.DomainName);
+            return new CopyStep(null, new StepFailure(error, await run.GiveUpAsync($"copying a disk of '{run.DomainName}' failed", _sink).ConfigureAwait(false)));
+        }
+    }
+
+    /// <summary>Starts the copies of every disk of the run (once per run); a step that does not fit a disk's state
+    /// throws at once (a disk already committed is never copied).</summary>
+    public void Start(BackupRun run, CancellationToken ct)
+    {
+        if (_runs.ContainsKey(run))
+            return;
+        var copies = new RunCopies(run, CancellationTokenSource.CreateLinkedTokenSource(ct));
+        var pending = new List<VmDiskBackup>();
+        foreach (var disk in run.Disks)
+        {
+            try
+            {
+                run.BeginCopy(disk.Target, _store);
+                pending.Add(disk);
+            }
+            catch (BackupException ex) when (ex.ErrorId == ErrorIds.AlreadyCopied)
+            {
+                // an earlier Copy-VmDisk of this pipeline copied it into this very store
+            }
+            catch
+            {
+                foreach (var started in pending)
+                    run.CopyAbandoned(started.Target);
+                throw;
+            }
+        }
+        copies.ProgressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
+        foreach (var disk in pending)
+            copies.Tasks[disk.Target] = CopyOneAsync(run, disk, copies, copies.Stop.Token);
+        _runs[run] = copies;
+    }
+
+    /// <summary>The copies of a run not handed on yet, as they finish: the first to finish comes first.</summary>
+    public async Task<CopyOutcome?> NextAsync(BackupRun run)
+    {
+        var copies = _runs[run];
+        var left = copies.Tasks.Where(t => !copies.HandedOn.Contains(t.Key)).ToList();
+        if (left.Count == 0)
+            return null;
+        var done = await Task.WhenAny(left.Select(t => t.Value)).ConfigureAwait(false);
+        var target = left.First(t => t.Value == done).Key;
+        copies.HandedOn.Add(target);
+        if (copies.Tasks.Keys.All(copies.HandedOn.Contains))
+            _sink.Progress(new ProgressUpdate(copies.ProgressId, null, $"Copying {run.DomainName} to {_store.Location}", "Done", 100, Completed: true));
+        try
+        {
+            return await done.ConfigureAwait(false);
+        }
+        catch
+        {
+            await copies.Stop.CancelAsync().ConfigureAwait(false);
+            foreach (var other in copies.Tasks.Values)
+                await other.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>True once every copy of the run was handed on (or the run's copies were given up).</summary>
+    public bool AllHandedOn(BackupRun run) => _runs.TryGetValue(run, out var copies) && copies.Tasks.Keys.All(copies.HandedOn.Contains);
+
+    public bool HandedOn(VmDiskBackup disk) => _runs.TryGetValue(disk.Run, out var copies) && copies.HandedOn.Contains(disk.Target);
+
+    public bool Started(BackupRun run) => _runs.ContainsKey(run);
+
+    /// <summary>Stops a run's copies (its run failed): what was written is removed by the run's rollback.</summary>
+    public async Task AbandonAsync(BackupRun run)
+    {
+        if (!_runs.TryGetValue(run, out var copies))
+            return;
+        await copies.Stop.CancelAsync().ConfigureAwait(false);
+        foreach (var (target, task) in copies.Tasks)
+        {
+            await task.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).ConfigureAwait(false);
+            copies.HandedOn.Add(target);
+        }
+    }
+
+    /// <summary>Waits for every read-back check; returns the ones that failed (their sets are marked Incomplete).
+    /// Returned as values, not thrown: one failed check must not stop the waiting for, or the reporting of, the others
+    /// (one VM's failure never stops the others).</summary>
+    public async Task<IReadOnlyList<BackupException>> FinishVerificationsAsync()
+    {
+        List<Task> checks;
+        lock (_verifications)
+        {
+            checks = _verifications.ToList();
+            _verifications.Clear();
+        }
+        var failed = new List<BackupException>();
+        foreach (var check in checks)
+        {
+            try
+            {
+                await check.ConfigureAwait(false);
+            }
+            catch (BackupException error)
+            {
+                failed.Add(error);
+            }
+        }
+        return failed;
+    }
+
+    private async Task<CopyOutcome> CopyOneAsync(BackupRun run, VmDiskBackup disk, RunCopies copies, CancellationToken ct)
+    {
+        var started = DateTime.UtcNow;
+        var record = run.Record.Disk(disk.Target);
+        string? partial = null;
+        var slot = false;
+        try
+        {
+            // Inside the try: a copy stopped while it waits for its slot is given up like any other.
+            await _slots.WaitAsync(ct).ConfigureAwait(false);
+            slot = true;
+            started = DateTime.UtcNow;
+            var set = await run.EnsureSetAsync(_store, _force, ct).ConfigureAwait(false);
+            partial = BackupNames.PartialInSet(set, record.SetFile);
+            var activity = $"Copying {disk.Target} of {disk.DomainName}";
+            var progressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
+            CopyResult copy;
+            await using (var writer = await _store.CreateFileAsync(partial, ct).ConfigureAwait(false))
+            {
+                var rate = new RateMeter();
+                copy = await SparseCopy.CopyAsync(record.Source, writer, _bandwidth, (done, total) =>
+                {
+                    // A bar per disk under one for the VM: bytes, rate and time left for each.
+                    _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, rate.Describe(done, total), total == 0 ? 100 : (int)(done * 100 / total)));
+                    var (vmDone, vmTotal) = copies.Report(disk.Target, done, total);
+                    _sink.Progress(new ProgressUpdate(copies.ProgressId, null, $"Copying {disk.DomainName} to {_store.Location}",
+                        copies.Rate.Describe(vmDone, vmTotal), vmTotal == 0 ? 100 : (int)(vmDone * 100 / vmTotal)));
+                }, ct, segmentDigests: _store.IsRemote).ConfigureAwait(false);
+                _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, "Done", 100, Completed: true));
+            }
+            if (run.Consistency == BackupConsistency.Cold)
+                await RequireStillShutOffAsync(disk, ct).ConfigureAwait(false);
+            run.RecordCopied(disk.Target, copy);
+            lock (_verifications)
+                _verifications.Add(VerifyAsync(run, disk, partial, BackupNames.FileInSet(set, record.SetFile), copy));
+            return new CopyOutcome(disk, DateTime.UtcNow - started);
+        }
+        catch (Exception ex)
+        {
+            run.CopyAbandoned(disk.Target);
+            if (ex is OperationCanceledException)
+                throw;
+            throw Explain(ex, disk);
+        }
+        finally
+        {
+            if (slot)
+                _slots.Release();
+        }
+    }
+
+    /// <summary>Reads the copy back from the destination's storage, compares it with what was read from the source,
+    /// and only then gives it its final name. A check that fails marks the set Incomplete and throws.</summary>
+    private async Task VerifyAsync(BackupRun run, VmDiskBackup disk, string partial, string final, CopyResult copy)
+    {
+        try
+        {
+            var verifiedBy = _store.IsRemote
+                ? await VerifyOnServerAsync(disk, partial, copy).ConfigureAwait(false)
+                : await VerifyLocalAsync(disk, partial, copy).ConfigureAwait(false);
+            await _store.RenameAsync(partial, final, CancellationToken.None).ConfigureAwait(false);
+            await run.RecordVerifiedAsync(disk.Target, verifiedBy, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException)
+        {
+            if (run.Abandoned)
+                return; // the run failed and was reported; its set is Incomplete already
+            var cause = ex as BackupException ?? StoreErrors.FromIOException(ex, _store.Describe(partial));
+            var error = new BackupException(cause.ErrorId, cause.Category, cause.Message, cause.RecommendedAction, disk.DomainName, cause);
+            try
+            {
+                await run.MarkSetIncompleteAsync($"the copy of {disk.Target} failed its check: {error.Message}", CancellationToken.None).ConfigureAwait(false);
+                await _store.DeleteAsync(partial, recursive: false, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception inner) when (inner is BackupException or IOException)
+            {
+                _sink.Warning($"The set of '{disk.DomainName}' could not be marked Incomplete: {inner.Message}");
+            }
+            throw error;
+        }
+    }
+
+    /// <summary>Reads the copy back from the destination's storage (its pages dropped from the cache first).</summary>
+    private async Task<string> VerifyLocalAsync(VmDiskBackup disk, string partial, CopyResult copy)
+    {
+        var readBack = await SparseCopy.DigestAsync(_store.Describe(partial), null, CancellationToken.None).ConfigureAwait(false);
+        if (readBack.ContentDigest != copy.ContentDigest || readBack.SizeBytes != copy.SizeBytes)
+            throw Mismatch(disk, $"content digest {readBack.ContentDigest} instead of {copy.ContentDigest}");
+        return "read back from the destination's storage (page cache dropped); content digest equal to the source's";
+    }
+
+    /// <summary>Has the server read the copy back (never over the network): each data segment's digest compared,
+    /// each segment of zeros read as zeros (see <see cref="RemoteCopyCheck"/>).</summary>
+    private async Task<string> VerifyOnServerAsync(VmDiskBackup disk, string partial, CopyResult copy)
+    {
+        var entry = await _store.GetEntryAsync(partial, CancellationToken.None).ConfigureAwait(false);
+        if (entry is null || entry.Size != copy.SizeBytes)
+            throw Mismatch(disk, $"{entry?.Size ?? 0} bytes stored instead of {copy.SizeBytes}");
+        var check = await RemoteCopyCheck.RunAsync(_store, partial, copy.SizeBytes, SparseCopy.SegmentSize,
+            copy.SegmentDigests ?? new Dictionary<long, string>(), CancellationToken.None).ConfigureAwait(false);
+        if (check.Failed is { } failed)
+        {
+            var offset = failed.Segment * SparseCopy.SegmentSize;
+            throw Mismatch(disk, failed.ZerosExpected
+                ? $"the 16 MiB segment at offset {offset} holds data on the server (from byte {failed.FirstData}) where the source has only zeros"
+                : $"the 16 MiB segment at offset {offset} reads {failed.Digest} on the server instead of {failed.Expected}");
+        }
+        return $"read back on the server: the SHA-256 of each of the {check.DataSegments} 16 MiB segments that hold data, computed there with sha256sum, " +
+            $"equal to the source's, and each of the {check.ZeroSegments} segments of zeros read as zeros there";
+    }
+
+    private static BackupException Mismatch(VmDiskBackup disk, string what) =>
+        new(ErrorIds.CopyVerificationFailed, BackupErrorCategory.InvalidData,
+            $"The copy of {disk.Target} of '{disk.DomainName}' reads back differently from '{disk.Source}' ({what}). The backup set is marked Incomplete.",
+            "Check the destination's storage (dmesg, file system errors, the server's disks), then back up again.", disk.DomainName);
+
+    private async Task RequireStillShutOffAsync(VmDiskBackup disk, CancellationToken ct)
+    {
+        var state = await _tools.Virsh.GetStateAsync(disk.DomainName, ct).ConfigureAwait(false);
+        if (state is not ("shut off" or "crashed"))
+        {
+            throw new BackupException(ErrorIds.DomainStartedDuringColdCopy, BackupErrorCategory.InvalidOperation,
+                $"'{disk.DomainName}' was started while its disks were being copied cold; the copy of {disk.Target} may be inconsistent.",
+                "Back it up again while it runs (a hot backup) or while it stays shut off.", disk.DomainName);
+        }
+    }
+
+    private BackupException Explain(Exception ex, VmDiskBackup disk) => ex switch
+    {
+        BackupException { ErrorId: ErrorIds.DestinationFull } full => new BackupException(ErrorIds.DestinationFull, BackupErrorCategory.WriteError,
+            $"The destination '{_store.Location}' ran out of space while copying {disk.Target} of '{disk.DomainName}'.",
+            "Free space there or choose another -Destination, then back up again.", disk.DomainName, full),
+        BackupException backup => backup,
+        IOException or UnauthorizedAccessException when StoreErrors.IsNoSpace(ex) => new BackupException(ErrorIds.DestinationFull, BackupErrorCategory.WriteError,
+            $"The destination '{_store.Location}' ran out of space while copying {disk.Target} of '{disk.DomainName}'.",
+            "Free space there or choose another -Destination, then back up again.", disk.DomainName, ex),
+        IOException or UnauthorizedAccessException => new BackupException(ErrorIds.CopyFailed, BackupErrorCategory.WriteError,
+            $"Copying {disk.Target} of '{disk.DomainName}' from '{disk.Source}' to '{_store.Location}' failed: {ex.Message}",
+            "Fix the cause named above, then back up again.", disk.DomainName, ex),
+        _ => new BackupException(ErrorIds.CopyFailed, BackupErrorCategory.InvalidResult,
+            $"Copying {disk.Target} of '{disk.DomainName}' failed unexpectedly: {ex.GetType().Name}: {ex.Message}",
+            "Back up again with -Verbose; if it happens again, report it with that output.", disk.DomainName, ex),
+    };
+
+    private sealed class RunCopies(BackupRun run, CancellationTokenSource stop)
+    {
+        private readonly Dictionary<string, (long Done, long Total)> _bytes = new(StringComparer.Ordinal);
+
+        public BackupRun Run { get; } = run;
+        public CancellationTokenSource Stop { get; } = stop;
+        public Dictionary<string, Task<CopyOutcome>> Tasks { get; } = new(StringComparer.Ordinal);
+        public HashSet<string> HandedOn { get; } = new(StringComparer.Ordinal);
+        public int ProgressId { get; set; }
+        public RateMeter Rate { get; } = new();
+
+        /// <summary>One disk's progress; returns the whole VM's (disks not started yet count once they start).</summary>
+        public (long Done, long Total) Report(string target, long done, long total)
+        {
+            lock (_bytes)
+            {
+                _bytes[target] = (done, total);
+                return (_bytes.Values.Sum(b => b.Done), _bytes.Values.Sum(b => b.Total));
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace OdaKvmBackup.Core.WayBack;
+
+/// <summary>backup.json: what a backup set holds and whether it can be trusted (Status Complete).</summary>
+internal sealed class BackupManifest
+{
+    public string Format { get; init; } = "OdaKvmBackup/2";
+    public required string DomainName { get; init; }
+    public required string RunId { get; init; }
+    public string Status { get; set; } = BackupSetStatus.InProgress;
+    public string? Reason { get; set; }
+    public required BackupConsistency Consistency { get; init; }
+    public required string SnapshotName { get; init; }
+    public string HostName { get; init; } = Environment.MachineName;
+    public DateTime StartedUtc { get; init; } = DateTime.UtcNow;
+    public DateTime? CompletedUtc { get; set; }
+    public required List<ManifestDisk> Disks { get; init; }
+    /// <summary>The domain's disks that this set does not hold, and why.</summary>
+    public List<ExcludedDisk> ExcludedDisks { get; init; } = new();
+
+    /// <summary>What a run's journal says, as a manifest.</summary>
+    public static BackupManifest FromRun(RunRecord run, string status, string? reason) => new()
+    {
+        DomainName = run.DomainName,
+        RunId = run.RunId,
+        Status = status,
+        Reason = reason,
+        Consistency = run.Consistency,
+        SnapshotName = run.SnapshotName,
+        HostName = run.HostName,
+        StartedUtc = run.SnapshotUtc ?? run.StartedUtc,
+        CompletedUtc = status == BackupSetStatus.Complete ? DateTime.UtcNow : null,
+        Disks = run.Disks.Select(d => new ManifestDisk
+        {
+            Target = d.Target,
+            Source = d.Source,
+            Format = d.Format,
+            File = d.SetFile,
+            SizeBytes = d.SizeBytes,
+            VirtualSizeBytes = d.VirtualSizeBytes,
+            DataBytes = d.DataBytes,
+            ContentDigest = d.ContentDigest,
+            SegmentSize = d.SegmentDigests is null ? null : SparseCopy.SegmentSize,
+            SegmentDigests = d.SegmentDigests,
+            Verified = d.Verified,
+            VerifiedBy = d.VerifiedBy,
+        }).ToList(),
+        ExcludedDisks = run.ExcludedDisks.ToList(),
+    };
+}

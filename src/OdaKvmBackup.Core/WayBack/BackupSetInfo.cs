@@ -1,0 +1,62 @@
+namespace OdaKvmBackup.Core.WayBack;
+
+/// <summary>One disk of a backup set, as its manifest describes it.</summary>
+public sealed record BackupSetDisk(string Target, string File, string Format, long? SizeBytes, long? DataBytes,
+    string? ContentDigest, bool Verified, string Source, string Location);
+
+/// <summary>
+/// A backup set found at a destination: what Get-KvmBackup outputs and Test-KvmBackup, Restore-KvmBackup and
+/// Remove-KvmBackup take from the pipeline (by type: no property of it binds by name to another cmdlet).
+/// </summary>
+public sealed class BackupSetInfo
+{
+    /// <summary>Made only from a checked manifest: a set that is held was checked (see <see cref="CheckedManifest"/>).</summary>
+    internal BackupSetInfo(IBackupStore store, CheckedManifest manifest)
+    {
+        Destination = store.Location;
+        Manifest = manifest.Manifest;
+        RunTimeUtc = manifest.RunTimeUtc;
+        // Checked equal to the folders the set sits in: its identity is the store's layout.
+        SetFolder = BackupNames.SetFolder(Manifest.DomainName, Manifest.RunId);
+        Location = store.Describe(SetFolder);
+        Disks = Manifest.Disks.Select(d => new BackupSetDisk(d.Target, d.File, d.Format, d.SizeBytes, d.DataBytes,
+            d.ContentDigest, d.Verified, d.Source, store.Describe(FileInSet(d.File)))).ToList();
+    }
+
+    /// <summary>The VM's folder under the destination (its manifest's DomainName is checked to be the same).</summary>
+    public string DomainName => Manifest.DomainName;
+    /// <summary>The set's folder name, the time of its snapshot in UTC (its manifest's RunId is checked to be the same).</summary>
+    public string RunId => Manifest.RunId;
+    /// <summary>The snapshot time (the moment the set shows), in local time.</summary>
+    public DateTime Time => StartedUtc.ToLocalTime();
+    /// <summary>The snapshot time as the manifest says it. Sets are ordered and pruned by <see cref="RunId"/>.</summary>
+    public DateTime StartedUtc => CheckedManifest.AsUtc(Manifest.StartedUtc);
+    public DateTime? CompletedUtc => Manifest.CompletedUtc;
+    /// <summary>Complete, Incomplete or InProgress (see backup.json).</summary>
+    public string Status => Manifest.Status;
+    /// <summary>Why a set is Incomplete, when the run said.</summary>
+    public string? Reason => Manifest.Reason;
+    public BackupConsistency Consistency => Manifest.Consistency;
+    public string HostName => Manifest.HostName;
+    public IReadOnlyList<BackupSetDisk> Disks { get; }
+    public IReadOnlyList<ExcludedDisk> ExcludedDisks => Manifest.ExcludedDisks;
+    /// <summary>The disks' virtual sizes added up.</summary>
+    public long SizeBytes => Disks.Sum(d => d.SizeBytes ?? 0);
+    /// <summary>The bytes of data the copies hold (all-zero blocks are not stored).</summary>
+    public long DataBytes => Disks.Sum(d => d.DataBytes ?? 0);
+    /// <summary>The set's folder: "/backup/vm/20261128-101500" or "root@server:/backup/vm/20261128-101500".</summary>
+    public string Location { get; }
+    /// <summary>The destination it was found in (the store's root).</summary>
+    public string Destination { get; }
+
+    /// <summary>The set's folder relative to <see cref="Destination"/> (domain/run).</summary>
+    internal string SetFolder { get; }
+    internal BackupManifest Manifest { get; }
+    /// <summary>The time <see cref="RunId"/> names, in UTC: what sets are ordered, aged and pruned by.</summary>
+    internal DateTime RunTimeUtc { get; }
+
+    /// <summary>A file of the set, relative to the store's root, proven to lie in the set's folder.</summary>
+    internal string FileInSet(string name) => BackupNames.FileInSet(SetFolder, name, Location);
+
+    public override string ToString() => $"{DomainName} {RunId} ({Status})";
+}

@@ -1,0 +1,184 @@
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace OdaKvmBackup.Core.WayBack;
+
+/// <summary>
+/// A backup.json read from a store and found to satisfy every rule below. Whoever can write to a backup store can
+/// write any backup.json, so what a set says about itself is untrusted until it is checked here, in one place. The
+/// only way to get one is <see cref="BackupSet.LoadAsync"/> (a run's own manifest, which it writes, is a
+/// <see cref="BackupManifest"/> and never one of these), and a <see cref="BackupSetInfo"/> is made only from one:
+/// code that holds a set knows that it was checked.
+/// </summary>
+/// <remarks>
+/// The rules: the manifest's Format is <see cref="KnownFormat"/>; its DomainName and RunId are the folders it sits
+/// in (&lt;destination&gt;/&lt;domain&gt;/&lt;run id&gt;), so a set's identity and time are those of the store's layout; Status
+/// is Complete, Incomplete or InProgress; Disks and ExcludedDisks are lists without null entries. Each disk has a
+/// Target that is a device name (vda, sdb, nvme0n1), unique; a File that is a plain file name in the set's folder (no
+/// '/', NUL or control character, not '.', '..', backup.json, domain.xml or the name another copy has while it is
+/// written), unique; a Format raw or qcow2; an absolute Source; sizes that are not negative, DataBytes not above
+/// SizeBytes; a ContentDigest (and, for a Complete set, a SizeBytes) that is a SHA-256 in hex; segment digests
+/// that fit the copy.
+/// </remarks>
+internal sealed partial class CheckedManifest
+{
+    /// <summary>The Format of backup.json this version reads and writes. A manifest without one is read as this.</summary>
+    public const string KnownFormat = "OdaKvmBackup/2";
+
+    /// <summary>The largest segment a manifest may announce (the module uses 16 MiB).</summary>
+    public const long MaxSegmentSize = 1L << 30;
+
+    private CheckedManifest(BackupManifest manifest, DateTime runTimeUtc)
+    {
+        Manifest = manifest;
+        RunTimeUtc = runTimeUtc;
+    }
+
+    /// <summary>The manifest, checked. Nothing changes it afterwards.</summary>
+    internal BackupManifest Manifest { get; }
+
+    /// <summary>The time the set's run id (its folder) names, in UTC: what sets are ordered and aged by.</summary>
+    public DateTime RunTimeUtc { get; }
+
+    /// <summary>Checks a manifest read from <paramref name="setFolder"/> (&lt;domain&gt;/&lt;run id&gt;, relative to the
+    /// store's root). Throws BackupSetUnreadable naming <paramref name="where"/> and every rule it breaks.</summary>
+    internal static CheckedManifest Check(BackupManifest manifest, string setFolder, string where)
+    {
+        var problems = new List<string>();
+        var parts = setFolder.Split('/');
+        var runTime = DateTime.MinValue;
+        if (parts.Length != 2 || !FileSystemPaths.IsPlainName(parts[0]) || !BackupNames.TryParseRunId(parts[1], out runTime))
+        {
+            problems.Add($"its folder {FileSystemPaths.Quote(setFolder)} is not <domain>/<run id>");
+        }
+        else
+        {
+            if (manifest.DomainName != parts[0])
+                problems.Add($"its DomainName {FileSystemPaths.Quote(manifest.DomainName)} is not the folder it sits in ('{parts[0]}')");
+            if (manifest.RunId != parts[1])
+                problems.Add($"its RunId {FileSystemPaths.Quote(manifest.RunId)} is not the folder it sits in ('{parts[1]}')");
+        }
+        if (manifest.Format != KnownFormat)
+            problems.Add($"its Format {FileSystemPaths.Quote(manifest.Format)} is not one this version of OdaKvmBackup reads ({KnownFormat})");
+        if (manifest.Status is not (BackupSetStatus.Complete or BackupSetStatus.Incomplete or BackupSetStatus.InProgress))
+            problems.Add($"its Status {FileSystemPaths.Quote(manifest.Status)} is not Complete, Incomplete or InProgress");
+        if (manifest.SnapshotName is null)
+            problems.Add("its SnapshotName is null");
+        if (manifest.ExcludedDisks is null)
+            problems.Add("its \"ExcludedDisks\" is null");
+        else if (manifest.ExcludedDisks.Any(e => e is null))
+            problems.Add("its \"ExcludedDisks\" holds a null entry");
+        if (manifest.Disks is null)
+            problems.Add("its \"Disks\" is missing or null");
+        else if (manifest.Disks.Any(d => d is null))
+            problems.Add("its \"Disks\" holds a null entry");
+        else
+            CheckDisks(manifest.Disks, manifest.Status == BackupSetStatus.Complete, problems);
+
+        if (problems.Count > 0)
+        {
+            throw new BackupException(ErrorIds.BackupSetUnreadable, BackupErrorCategory.InvalidData,
+                $"The manifest '{where}' cannot be trusted: {string.Join("; ", problems)}.",
+                "Nothing was read from this set. OdaKvmBackup never writes such a manifest: the set was changed on the backup store (or written by a newer version of OdaKvmBackup). Keep its folder aside to inspect it, and back the VM up again.",
+                where);
+        }
+        return new CheckedManifest(manifest, runTime);
+    }
+
+    private static void CheckDisks(IReadOnlyList<ManifestDisk> disks, bool complete, List<string> problems)
+    {
+        var targets = new HashSet<string>(StringComparer.Ordinal);
+        var files = new HashSet<string>(StringComparer.Ordinal);
+        for (var i = 0; i < disks.Count; i++)
+        {
+            var disk = disks[i];
+            var label = disk.Target is { } t && TargetPattern().IsMatch(t) ? t : $"disk {i + 1}";
+            if (disk.Target is null || !TargetPattern().IsMatch(disk.Target))
+                problems.Add($"the Target {FileSystemPaths.Quote(disk.Target)} of disk {i + 1} is not a device name (such as vda, sdb or nvme0n1)");
+            else if (!targets.Add(disk.Target))
+                problems.Add($"two disks have the Target '{disk.Target}'");
+            if (WhyNotAFileName(disk.File) is { } why)
+                problems.Add($"the File of {label}, {FileSystemPaths.Quote(disk.File)}, is not a plain file name in the set's folder: {why}");
+            else if (!files.Add(disk.File))
+                problems.Add($"two disks have the File '{disk.File}'");
+            if (disk.Format is not ("raw" or "qcow2"))
+                problems.Add($"the Format of {label}, {FileSystemPaths.Quote(disk.Format)}, is neither raw nor qcow2");
+            if (disk.Source is null || !disk.Source.StartsWith('/') || disk.Source.Any(char.IsControl))
+                problems.Add($"the Source of {label}, {FileSystemPaths.Quote(disk.Source)}, is not an absolute path");
+            if (disk.SizeBytes is < 0)
+                problems.Add($"the SizeBytes of {label} is negative ({disk.SizeBytes})");
+            if (disk.VirtualSizeBytes is < 0)
+                problems.Add($"the VirtualSizeBytes of {label} is negative ({disk.VirtualSizeBytes})");
+            if (disk.DataBytes is < 0)
+                problems.Add($"the DataBytes of {label} is negative ({disk.DataBytes})");
+            else if (disk.DataBytes > disk.SizeBytes)
+                problems.Add($"the DataBytes of {label} ({disk.DataBytes}) is more than its SizeBytes ({disk.SizeBytes})");
+            if (complete && (disk.ContentDigest is null || disk.SizeBytes is null))
+                problems.Add($"{label} has no {(disk.ContentDigest is null ? "ContentDigest" : "SizeBytes")}, yet the set says it is Complete");
+            if (disk.ContentDigest is not null && !IsSha256(disk.ContentDigest))
+                problems.Add($"the ContentDigest of {label} is not a SHA-256 in hex");
+            CheckSegments(disk, label, problems);
+        }
+        // Another copy's name while it is written (x.partial) must not be a copy of its own, as BackupNames decides.
+        foreach (var file in files.Where(f => files.Contains(BackupNames.Partial(f))))
+            problems.Add($"the File '{BackupNames.Partial(file)}' is the name the copy '{file}' has while it is written");
+    }
+
+    private static void CheckSegments(ManifestDisk disk, string label, List<string> problems)
+    {
+        if (disk.SegmentSize is { } size && (size < 4096 || size > MaxSegmentSize || size % 4096 != 0))
+        {
+            problems.Add($"the SegmentSize of {label} ({size}) is not a multiple of 4 KiB up to 1 GiB");
+            return;
+        }
+        if (disk.SegmentDigests is not { Count: > 0 } digests)
+            return;
+        if (disk.SegmentSize is not { } segmentSize)
+        {
+            problems.Add($"{label} has SegmentDigests but no SegmentSize");
+            return;
+        }
+        var last = disk.SizeBytes is { } copySize ? (copySize - 1) / segmentSize : long.MaxValue;
+        if (digests.Keys.Where(index => index < 0 || index > last).Select(index => (long?)index).FirstOrDefault() is { } beyond)
+            problems.Add($"segment {beyond} of {label} lies beyond the end of its copy");
+        if (digests.Values.Any(d => d is null || !IsSha256(d)))
+            problems.Add($"a segment digest of {label} is not a SHA-256 in hex");
+    }
+
+    /// <summary>Why a manifest's File is not a plain file name of a copy in the set's folder; null when it is.</summary>
+    internal static string? WhyNotAFileName(string? file)
+    {
+        if (file is null)
+            return "it is missing";
+        if (file.Length == 0)
+            return "it is empty";
+        if (file.Contains('/', StringComparison.Ordinal))
+            return "it holds a '/'";
+        if (file is "." or "..")
+            return "it is '.' or '..'";
+        if (file.Any(char.IsControl))
+            return "it holds a NUL or another control character";
+        if (Encoding.UTF8.GetByteCount(file) > 255)
+            return "it is longer than 255 bytes";
+        if (file is BackupNames.ManifestFileName or BackupNames.DomainXmlFileName)
+            return "that is the set's own " + file;
+        return null;
+    }
+
+    private static bool IsSha256(string digest) => digest.Length == 64 && digest.All(char.IsAsciiHexDigitLower);
+
+    /// <summary>A device name as libvirt's target dev: lower-case letters, then letters or digits (vda, sdb, hdc, nvme0n1).</summary>
+    [GeneratedRegex("^[a-z][a-z0-9]{0,15}$", RegexOptions.CultureInvariant)]
+    private static partial Regex TargetPattern();
+
+    /// <summary>A time read from JSON as UTC (a manifest edited by hand may carry an offset).</summary>
+    internal static DateTime AsUtc(DateTime time) => time.Kind switch
+    {
+        DateTimeKind.Local => time.ToUniversalTime(),
+        DateTimeKind.Utc => time,
+        _ => DateTime.SpecifyKind(time, DateTimeKind.Utc),
+    };
+
+    internal static string Describe(DateTime utc) => utc.ToString("yyyy-MM-dd HH:mm:ss 'UTC'", CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,24 @@
+using System.Runtime.InteropServices;
+
+namespace OdaKvmBackup.Core.WayBack;
+
+/// <summary>One restored disk.</summary>
+public sealed record RestoredDisk(string Target, string Path, string Format, long SizeBytes, long AllocatedBytes, string ContentDigest, bool Verified);
+
+/// <summary>What Restore-KvmBackup did.</summary>
+public sealed class RestoredBackup
+{
+    /// <summary>The domain that now uses the restored disks: the new one, or the VM itself in place; null when only
+    /// files were restored.</summary>
+    public string? DomainName { get; init; }
+    public required string SourceDomain { get; init; }
+    public required string RunId { get; init; }
+    public required RestoreMode Mode { get; init; }
+    public string? Folder { get; init; }
+    public required IReadOnlyList<RestoredDisk> Disks { get; init; }
+    public string? DefinitionFile { get; init; }
+    public bool Started { get; init; }
+    /// <summary>The files an in-place restore replaced, kept beside the disks until you remove them.</summary>
+    public IReadOnlyList<string> KeptAside { get; init; } = [];
+    public IReadOnlyList<string> Notes { get; init; } = [];
+}
