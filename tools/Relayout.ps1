@@ -31,8 +31,8 @@ $Utf8 = [Text.UTF8Encoding]::new($false)
 
 # ---- The layout: file name -> its place under src/OdaKvmBackup.Core (a different name renames it). -------------------
 # Dependencies allowed (checked by tests/Unit/OdaKvmBackup.Core.Tests/LayoutTests.cs): the root, Paths, Copies, Host and
-# Stores are the bottom (they use nothing of Run, Steps, WayBack); WayBack uses the bottom only; Steps the bottom and
-# WayBack; Run everything.
+# Stores are the bottom (they use nothing of RunState, Run, Steps, WayBack); RunState (the state of a run in one place)
+# uses the bottom only; WayBack the bottom and RunState; Steps those and WayBack; Run everything.
 $Layout = [ordered]@{
     # The root: what every folder uses.
     'AssemblyInfo.cs'                = 'AssemblyInfo.cs'
@@ -46,21 +46,21 @@ $Layout = [ordered]@{
     'PrivateFiles.cs'                = 'Paths/PrivateFiles.cs'
     # Run: the run, its record (journal), lock, preflight, the way back (closer, repair), signals, its errors.
     'BackupRun.cs'                   = 'Run/BackupRun.cs'
-    'RunRecord.cs'                   = 'Run/RunRecord.cs'
-    'DiskRecord.cs'                  = 'Run/DiskRecord.cs'
-    'RunJournal.cs'                  = 'Run/RunJournal.cs'
-    'RunErrors.cs'                   = 'Run/RunErrors.cs'
-    'DomainLock.cs'                  = 'Run/DomainLock.cs'
-    'Preflight.cs'                   = 'Run/PreflightContext.cs'
-    'PreflightContext.cs'            = 'Run/PreflightContext.cs'
+    'RunRecord.cs'                   = 'RunState/RunRecord.cs'
+    'DiskRecord.cs'                  = 'RunState/DiskRecord.cs'
+    'RunJournal.cs'                  = 'RunState/RunJournal.cs'
+    'RunErrors.cs'                   = 'RunState/RunErrors.cs'
+    'DomainLock.cs'                  = 'RunState/DomainLock.cs'
+    'Preflight.cs'                   = 'RunState/PreflightContext.cs'
+    'PreflightContext.cs'            = 'RunState/PreflightContext.cs'
     'StopSignals.cs'                 = 'Run/StopSignals.cs'
     'HungUpTerminal.cs'              = 'Run/HungUpTerminal.cs'
     'HangUpProofWriter.cs'           = 'Run/HangUpProofWriter.cs'
-    'RollbackOutcome.cs'             = 'Run/RollbackOutcome.cs'
+    'RollbackOutcome.cs'             = 'RunState/RollbackOutcome.cs'
     'RunCloser.cs'                   = 'Run/RunCloser.cs'
     'RunLease.cs'                    = 'Run/RunLease.cs'
     'BackupRun.Steps.cs'             = 'Run/BackupRun.Steps.cs'
-    'StepFailure.cs'                 = 'Run/StepFailure.cs'
+    'StepFailure.cs'                 = 'RunState/StepFailure.cs'
     'RepairService.cs'               = 'Run/RepairService.cs'
     'RepairAction.cs'                = 'Run/RepairAction.cs'
     # Steps: snapshot, copy, commit, retention, and the disk they carry through the pipeline.
@@ -79,8 +79,8 @@ $Layout = [ordered]@{
     'BackupSetInfo.cs'               = 'WayBack/BackupSetInfo.cs'
     'BackupSet.cs'                   = 'WayBack/BackupSet.cs'
     'BackupSetStatus.cs'             = 'WayBack/BackupSetStatus.cs'
-    'BackupConsistency.cs'           = 'WayBack/BackupConsistency.cs'
-    'ExcludedDisk.cs'                = 'WayBack/ExcludedDisk.cs'
+    'BackupConsistency.cs'           = 'RunState/BackupConsistency.cs'
+    'ExcludedDisk.cs'                = 'RunState/ExcludedDisk.cs'
     'BackupManifest.cs'              = 'WayBack/BackupManifest.cs'
     'ManifestDisk.cs'                = 'WayBack/ManifestDisk.cs'
     'CheckedManifest.cs'             = 'WayBack/CheckedManifest.cs'

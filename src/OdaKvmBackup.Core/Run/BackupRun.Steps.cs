@@ -1,8 +1,5 @@
 namespace OdaKvmBackup.Core.Run;
 
-/// <summary>A step failed and the run was given up: the step's error, then what became of the VM.</summary>
-internal sealed record StepFailure(BackupException Error, RollbackOutcome Rollback);
-
 /// <summary>What a step will do for one disk: an act the user may be asked to confirm (<see cref="Target"/> and
 /// <see cref="Action"/> are its ShouldProcess text), or nothing, with why (<see cref="Note"/>, a verbose line) and
 /// whether the disk goes on down the pipeline.</summary>
@@ -144,7 +141,7 @@ internal sealed partial class BackupRun
             return StepPlan.Skip(passOn: false);
         if (disk.Overlay is null || disk.RetainedName is null)
             return StepPlan.Skip(passOn: true);
-        return StepPlan.Act(disk.Overlay, $"Move to '{batch.RetainedPath(this, disk)}'");
+        return StepPlan.Act(disk.Overlay, $"Move to '{batch.RetainedPath(Record, disk)}'");
     }
 
     /// <summary>Moves a disk's overlay into the retention folder (never one still in a backing chain), then records
@@ -152,7 +149,7 @@ internal sealed partial class BackupRun
     public async Task RetainAsync(string target, RetentionBatch batch, CancellationToken ct)
     {
         var disk = Record.Disk(target);
-        var moved = await batch.MoveAsync(this, disk, ct).ConfigureAwait(false);
+        var moved = await batch.MoveAsync(Record, disk, ct).ConfigureAwait(false);
         try
         {
             RecordRetained(target, moved);

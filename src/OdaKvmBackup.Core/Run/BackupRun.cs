@@ -141,14 +141,14 @@ internal sealed partial class BackupRun
             EnsureAttached();
             var disk = Record.Disk(target);
             if (Record.FailureReason is { } why)
-                throw RunErrors.RunAbandoned(this, why);
+                throw RunErrors.RunAbandoned(Record, why);
             if (Record.Destination is { } destination && destination != store.Location)
-                throw RunErrors.RunHasAnotherDestination(this, destination, store.Location);
+                throw RunErrors.RunHasAnotherDestination(Record, destination, store.Location);
             var frozen = Consistency == BackupConsistency.Cold ? DiskState.Planned : DiskState.OnOverlay;
             if (_copying.Contains(target) || disk.State == DiskState.Copied)
-                throw RunErrors.AlreadyCopied(this, disk);
+                throw RunErrors.AlreadyCopied(Record, disk);
             if (disk.State != frozen)
-                throw RunErrors.DiskNoLongerFrozen(this, disk);
+                throw RunErrors.DiskNoLongerFrozen(Record, disk);
             _copying.Add(target);
             var before = disk.CopyStartedUtc;
             disk.CopyStartedUtc = DateTime.UtcNow;
@@ -306,9 +306,9 @@ internal sealed partial class BackupRun
             EnsureAttached();
             var disk = Record.Disk(target);
             if (Record.FailureReason is { } why)
-                throw RunErrors.RunAbandoned(this, why);
+                throw RunErrors.RunAbandoned(Record, why);
             if (_copying.Contains(target))
-                throw RunErrors.DiskBeingCopied(this, disk);
+                throw RunErrors.DiskBeingCopied(Record, disk);
             if (disk.CommitStartedUtc is null)
             {
                 disk.CommitStartedUtc = DateTime.UtcNow;
@@ -519,14 +519,14 @@ internal sealed partial class BackupRun
         if (_lock is not null)
             return;
         if (Record.Phase == RunPhase.Finished)
-            throw RunErrors.RunClosed(this);
+            throw RunErrors.RunClosed(Record);
         _lock = DomainLock.TryAcquire(DomainName) ?? throw RunErrors.BackupInProgress(DomainName);
         if (RunJournal.TryLoad(DomainName) is not { } journal || journal.RunId != RunId)
         {
             _lock.Dispose();
             _lock = null;
             Record.Phase = RunPhase.Finished;
-            throw RunErrors.RunClosed(this);
+            throw RunErrors.RunClosed(Record);
         }
     }
 }

@@ -9,11 +9,11 @@ internal sealed class RetentionBatch(RetentionService service, string retentionP
     public string RetentionPath => retentionPath;
 
     /// <summary>Where a disk's overlay goes: &lt;path&gt;/&lt;domain&gt;/&lt;run&gt;/&lt;its retained name&gt;.</summary>
-    public string RetainedPath(BackupRun run, DiskRecord disk) =>
+    public string RetainedPath(RunRecord run, DiskRecord disk) =>
         BackupNames.RetainedPath(retentionPath, BackupNames.RetentionFolder(run.DomainName, run.RunId), disk.RetainedName!);
 
     /// <summary>Moves the overlay (see <see cref="RetentionService.MoveAsync"/>); returns where it lies now.</summary>
-    public async Task<string> MoveAsync(BackupRun run, DiskRecord disk, CancellationToken ct)
+    public async Task<string> MoveAsync(RunRecord run, DiskRecord disk, CancellationToken ct)
     {
         if (!_otherChains.TryGetValue(run.DomainName, out var others))
             _otherChains[run.DomainName] = others = await service.FilesInChainsOfOtherDomainsAsync(run.DomainName, ct).ConfigureAwait(false);

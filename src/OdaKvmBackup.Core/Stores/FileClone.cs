@@ -29,7 +29,7 @@ internal static partial class FileClone
     private const int SeekEnd = 2, SeekData = 3, SeekHole = 4;
     private const int EIntr = 4, ENoEnt = 2, EAcces = 13, EExist = 17, EXDev = 18, EIsDir = 21, EInval = 22, ENotTy = 25,
         ENoSpc = 28, ESPipe = 29, ENoSys = 38, ELoop = 40, ENxio = 6, EOpNotSupp = 95, EDQuot = 122;
-    private const long CopyStep = 256L << 20; // between two looks at the cancellation token
+    private const long BytesBetweenCancellationChecks = 256L << 20; // between two looks at the cancellation token
 
     /// <summary><see cref="Clone(string, string, CancellationToken)"/> on a thread of its own: a local copy of a large file takes as long as its data.</summary>
     public static Task<CloneResult> CloneAsync(string basePath, string newPath, CancellationToken ct) =>
@@ -133,7 +133,7 @@ internal static partial class FileClone
             for (var position = data; position < end;)
             {
                 ct.ThrowIfCancellationRequested();
-                var length = Math.Min(CopyStep, end - position);
+                var length = Math.Min(BytesBetweenCancellationChecks, end - position);
                 long count;
                 if (kernelCopy)
                 {

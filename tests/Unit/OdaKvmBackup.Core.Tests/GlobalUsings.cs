@@ -4,6 +4,7 @@ global using OdaKvmBackup.Core.Copies;
 global using OdaKvmBackup.Core.Host;
 global using OdaKvmBackup.Core.Paths;
 global using OdaKvmBackup.Core.Run;
+global using OdaKvmBackup.Core.RunState;
 global using OdaKvmBackup.Core.Steps;
 global using OdaKvmBackup.Core.Stores;
 global using OdaKvmBackup.Core.Stores.Ssh;

@@ -9,8 +9,9 @@ namespace OdaKvmBackup.Core.Tests;
 /// <item>a file is named for a type it declares: X.cs (or X.Part.cs for a part of a partial X) declares X. Records,
 /// enums and interfaces that serve that type may share its file; any other class or struct has a file of its own;</item>
 /// <item>namespaces follow folders (Run/ is OdaKvmBackup.Core.Run);</item>
-/// <item>folders depend downwards only: the root, Paths, Copies, Host and Stores use nothing of Run, Steps or WayBack;
-/// WayBack uses nothing of Run or Steps; Steps uses nothing of Run. Run drives all of them.</item>
+/// <item>folders depend downwards only: the root, Paths, Copies, Host and Stores use nothing of RunState, Run, Steps or
+/// WayBack; RunState (the state of a run) uses nothing of Run, Steps or WayBack; WayBack uses nothing of Run or Steps;
+/// Steps uses nothing of Run. Run drives all of them.</item>
 /// </list>
 /// </summary>
 public sealed class LayoutTests
@@ -34,11 +35,14 @@ public sealed class LayoutTests
     /// <summary>Which folders a folder may not use. The root ("") and the bottom folders use none of the upper ones.</summary>
     private static readonly Dictionary<string, string[]> MayNotUse = new()
     {
-        [""] = ["Run", "Steps", "WayBack"],
-        ["Paths"] = ["Run", "Steps", "WayBack"],
-        ["Copies"] = ["Run", "Steps", "WayBack"],
-        ["Host"] = ["Run", "Steps", "WayBack"],
-        ["Stores"] = ["Run", "Steps", "WayBack"],
+        [""] = ["RunState", "Run", "Steps", "WayBack"],
+        ["Paths"] = ["RunState", "Run", "Steps", "WayBack"],
+        ["Copies"] = ["RunState", "Run", "Steps", "WayBack"],
+        ["Host"] = ["RunState", "Run", "Steps", "WayBack"],
+        ["Stores"] = ["RunState", "Run", "Steps", "WayBack"],
+        // The state of a run in one place (record, journal, lock, its errors, the preflight's context): what the
+        // steps and the way back read and write, and what the run drives.
+        ["RunState"] = ["Run", "Steps", "WayBack"],
         ["WayBack"] = ["Run", "Steps"],
         ["Steps"] = ["Run"],
         ["Run"] = [],
@@ -48,28 +52,12 @@ public sealed class LayoutTests
     /// break fails the test; remove a line here when its break is gone.</summary>
     private static readonly HashSet<(string File, string Uses)> KnownBreaks =
     [
-        // The steps write the run's record themselves (the snapshot writes the journal ahead of its act; a
-        // VmDiskBackup is a view of the run's DiskRecord): point 1 of issue 14 moves those writes into BackupRun.
-        ("Steps/SnapshotService.cs", "BackupRun"), ("Steps/SnapshotService.cs", "RunRecord"),
-        ("Steps/SnapshotService.cs", "DiskRecord"), ("Steps/SnapshotService.cs", "RunPhase"),
-        ("Steps/SnapshotService.cs", "RunJournal"), ("Steps/SnapshotService.cs", "DomainLock"),
-        ("Steps/SnapshotPlan.cs", "RunRecord"), ("Steps/SnapshotPlan.cs", "DiskRecord"),
+        // The snapshot step starts the run it returns, the copy step gives the run up when a copy fails (the
+        // abandon-then-give-up sequence), and a VmDiskBackup is a pipeline object that carries its run to the next
+        // cmdlet: three places where a step holds the BackupRun that drives it.
+        ("Steps/SnapshotService.cs", "BackupRun"),
         ("Steps/CopyService.cs", "BackupRun"),
-        ("Steps/VmDiskBackup.cs", "BackupRun"), ("Steps/VmDiskBackup.cs", "DiskRecord"), ("Steps/VmDiskBackup.cs", "DiskState"),
-        // Each step contributes its preflight checks to the run's PreflightContext.
-        ("Steps/SnapshotService.cs", "PreflightContext"), ("Steps/SnapshotService.cs", "IPreflightCheck"),
-        ("Steps/CopyDestinationCheck.cs", "PreflightContext"), ("Steps/CopyDestinationCheck.cs", "IPreflightCheck"),
-        ("Steps/RetentionCheck.cs", "PreflightContext"), ("Steps/RetentionCheck.cs", "IPreflightCheck"),
-        ("Steps/OwnFolders.cs", "PreflightContext"),
-        // RunErrors holds errors of the steps and of the way back too (BackupInProgress, BackupSetExists, ...).
-        ("Steps/SnapshotService.cs", "RunErrors"), ("Steps/CommitService.cs", "RunErrors"),
-        ("Steps/CopyDestinationCheck.cs", "RunErrors"), ("WayBack/PruneService.cs", "RunErrors"),
-        ("WayBack/RestoreService.cs", "RunErrors"),
-        // Restore and prune refuse while a run holds the domain (its lock, its journal).
-        ("WayBack/RestoreService.cs", "DomainLock"), ("WayBack/RestoreService.cs", "RunJournal"),
-        ("WayBack/PruneService.cs", "RunJournal"),
-        // The manifest is written from the run's record.
-        ("WayBack/BackupManifest.cs", "RunRecord"),
+        ("Steps/VmDiskBackup.cs", "BackupRun"),
     ];
 
     [Fact]
@@ -120,6 +108,7 @@ public sealed class LayoutTests
         Assert.True(unknownFolders.Count == 0, $"Folder(s) with no rule in LayoutTests.MayNotUse: {string.Join(", ", unknownFolders)}");
 
         var found = new List<string>();
+        var stillBroken = new HashSet<(string File, string Uses)>();
         foreach (var (file, text) in sources)
         {
             var code = CommentsAndStrings.Replace(text, " ");
@@ -128,13 +117,17 @@ public sealed class LayoutTests
             {
                 foreach (var type in typesByFolder.GetValueOrDefault(upper, []).Where(words.Contains).Order(StringComparer.Ordinal))
                 {
-                    if (!KnownBreaks.Contains((file, type)))
+                    if (KnownBreaks.Contains((file, type)))
+                        stillBroken.Add((file, type));
+                    else
                         found.Add($"{file} uses {upper}/{type}");
                 }
             }
         }
         Assert.True(found.Count == 0,
-            $"{found.Count} use(s) against the layout's direction (bottom: root, Paths, Copies, Host, Stores; then WayBack, Steps, Run):\n" + string.Join("\n", found));
+            $"{found.Count} use(s) against the layout's direction (bottom: root, Paths, Copies, Host, Stores, RunState; then WayBack, Steps, Run):\n" + string.Join("\n", found));
+        var mended = KnownBreaks.Except(stillBroken).Select(b => $"{b.File} uses {b.Uses}").Order(StringComparer.Ordinal).ToList();
+        Assert.True(mended.Count == 0, $"Known break(s) no longer there: remove them from LayoutTests.KnownBreaks:\n" + string.Join("\n", mended));
     }
 
     [Theory]

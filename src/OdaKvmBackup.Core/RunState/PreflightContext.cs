@@ -1,4 +1,4 @@
-namespace OdaKvmBackup.Core.Run;
+namespace OdaKvmBackup.Core.RunState;
 
 /// <summary>What the preflight of one domain knows when each step checks its own part.</summary>
 internal sealed class PreflightContext

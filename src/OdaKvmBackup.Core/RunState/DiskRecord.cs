@@ -1,4 +1,4 @@
-namespace OdaKvmBackup.Core.Run;
+namespace OdaKvmBackup.Core.RunState;
 
 /// <summary>Where each disk of a run is. A disk moves forward only: Planned, OnOverlay, Copied, Committed, Retained;
 /// RolledBack when the run was abandoned.</summary>

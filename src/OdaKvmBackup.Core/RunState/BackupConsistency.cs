@@ -1,4 +1,4 @@
-namespace OdaKvmBackup.Core.WayBack;
+namespace OdaKvmBackup.Core.RunState;
 
 public enum BackupConsistency
 {

@@ -1,4 +1,4 @@
-namespace OdaKvmBackup.Core.Run;
+namespace OdaKvmBackup.Core.RunState;
 
 /// <summary>The errors of a run's state: each says what happened to the disk or run, and what to do.</summary>
 internal static class RunErrors
@@ -31,32 +31,32 @@ internal static class RunErrors
         new(ErrorIds.BackupSetExists, BackupErrorCategory.ResourceExists, $"The backup set '{set}' already exists.",
             "Choose another -Destination, or use Copy-VmDisk -Force to write a new set there (the existing one is kept aside, renamed <set>.replaced-<time>).", domain);
 
-    public static BackupException RunAbandoned(BackupRun run, string why) =>
+    public static BackupException RunAbandoned(RunRecord run, string why) =>
         new(ErrorIds.RunAbandoned, BackupErrorCategory.InvalidOperation,
             $"Run {run.RunId} of '{run.DomainName}' was given up ({why}); nothing more is done with it.",
             $"Back '{run.DomainName}' up again: Get-VmDisk {run.DomainName} | New-KvmDiskSnapshot | ...", run.DomainName);
 
-    public static BackupException RunHasAnotherDestination(BackupRun run, string first, string second) =>
+    public static BackupException RunHasAnotherDestination(RunRecord run, string first, string second) =>
         new(ErrorIds.RunHasAnotherDestination, BackupErrorCategory.InvalidOperation,
             $"Run {run.RunId} of '{run.DomainName}' already writes its backup set to '{first}'; one run has one set, so it is not copied to '{second}' as well.",
             $"Copy the finished set with your own tools, or take another backup to '{second}'.", run.DomainName);
 
     /// <summary>Not a failure: the disk was copied earlier in this run (Copy-VmDisk passes it on unchanged).</summary>
-    public static BackupException AlreadyCopied(BackupRun run, DiskRecord disk) =>
+    public static BackupException AlreadyCopied(RunRecord run, DiskRecord disk) =>
         new(ErrorIds.AlreadyCopied, BackupErrorCategory.ResourceExists,
             $"Disk {disk.Target} of '{run.DomainName}' is already copied (or being copied) in run {run.RunId}.", null, run.DomainName);
 
-    public static BackupException DiskNoLongerFrozen(BackupRun run, DiskRecord disk) =>
+    public static BackupException DiskNoLongerFrozen(RunRecord run, DiskRecord disk) =>
         new(ErrorIds.DiskNoLongerFrozen, BackupErrorCategory.InvalidOperation,
             $"Disk {disk.Target} of '{run.DomainName}' is {Describe(disk.State)}: '{disk.Source}' is no longer the frozen file of snapshot {run.RunId}, so a copy of it now would not be a consistent backup. Nothing was copied.",
             $"Copy the disks before committing them: Get-VmDisk {run.DomainName} | New-KvmDiskSnapshot | Copy-VmDisk -Destination <folder> | Invoke-BlockCommit | ...", run.DomainName);
 
-    public static BackupException DiskBeingCopied(BackupRun run, DiskRecord disk) =>
+    public static BackupException DiskBeingCopied(RunRecord run, DiskRecord disk) =>
         new(ErrorIds.DiskBeingCopied, BackupErrorCategory.ResourceBusy,
             $"Disk {disk.Target} of '{run.DomainName}' is being copied; it is not committed while its copy runs.",
             "Let Copy-VmDisk finish, then commit.", run.DomainName);
 
-    public static BackupException RunClosed(BackupRun run) =>
+    public static BackupException RunClosed(RunRecord run) =>
         new(ErrorIds.RunClosed, BackupErrorCategory.InvalidOperation,
             $"Run {run.RunId} of '{run.DomainName}' is over (finished, or closed by Repair-KvmBackup): these objects no longer stand for a snapshot.",
             $"Back '{run.DomainName}' up again if you need a new backup.", run.DomainName);

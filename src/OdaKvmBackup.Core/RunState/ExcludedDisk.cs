@@ -1,4 +1,4 @@
-namespace OdaKvmBackup.Core.WayBack;
+namespace OdaKvmBackup.Core.RunState;
 
 /// <summary>A disk of the domain that the run does not back up, and why: the set says so.</summary>
 public sealed record ExcludedDisk(string Target, string? Source, string Reason);

@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace OdaKvmBackup.Core.Run;
+namespace OdaKvmBackup.Core.RunState;
 
 /// <summary>
 /// The journal: one file per domain with a run in flight, under the state folder. It is written (fsynced and

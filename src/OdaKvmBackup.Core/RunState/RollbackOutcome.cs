@@ -1,4 +1,4 @@
-namespace OdaKvmBackup.Core.Run;
+namespace OdaKvmBackup.Core.RunState;
 
 /// <summary>How putting a domain back went.</summary>
 internal sealed record RollbackOutcome(string DomainName, bool BackOnOwnDisks, bool Clean, string Message)

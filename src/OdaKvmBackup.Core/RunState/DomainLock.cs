@@ -1,4 +1,4 @@
-namespace OdaKvmBackup.Core.Run;
+namespace OdaKvmBackup.Core.RunState;
 
 /// <summary>
 /// One backup per domain at a time, across processes and within one: an exclusive flock on a file per domain

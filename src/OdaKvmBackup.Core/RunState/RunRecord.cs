@@ -1,4 +1,4 @@
-namespace OdaKvmBackup.Core.Run;
+namespace OdaKvmBackup.Core.RunState;
 
 /// <summary>Where a run is. It is written to the journal before each step that changes the host.</summary>
 internal enum RunPhase
