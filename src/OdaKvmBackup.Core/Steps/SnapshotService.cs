@@ -84,14 +84,13 @@ internal sealed class SnapshotService
         {
             CheckOverlays(disks, live, context);
             // The host's answers are asked for all at once; the problems are then listed in a fixed order.
-            var agent = request.CrashConsistent ? Task.FromResult<BackupException?>(null) : PingGuestAgentAsync(live, context.DomainName, ct);
+            var agent = request.CrashConsistent ? Task.CompletedTask : Virsh.PingGuestAgentAsync(domain, ct);
             var images = Task.WhenAll(disks.Where(d => Directory.Exists(Path.GetDirectoryName(d.Overlay!)))
                 .Select(d => context.ImageInfoAsync(d.Source, ct)));
             await CheckLeftoversAsync(request.SnapshotName, live, context, ct).ConfigureAwait(false);
             await images.ConfigureAwait(false);
             await CheckOverlaySpaceAsync(disks, context, ct).ConfigureAwait(false);
-            if (await agent.ConfigureAwait(false) is { } agentProblem)
-                context.Problems.Add(agentProblem);
+            await CheckGuestAgentAsync(agent, live, context).ConfigureAwait(false);
         }
         foreach (var check in request.DownstreamChecks)
             await check.CheckAsync(context, ct).ConfigureAwait(false);
@@ -349,17 +348,18 @@ internal sealed class SnapshotService
         }
     }
 
-    /// <summary>The guest agent's answer: null when it answers, the problem when it cannot freeze anything.</summary>
-    private async Task<BackupException?> PingGuestAgentAsync(DomainDescription live, string domain, CancellationToken ct)
+    /// <summary>Waits for the guest agent's answer (asked for with the other checks, awaited last so that the
+    /// problems keep their order): an agent that cannot freeze anything is a problem of the plan; any other
+    /// failure of virsh is thrown.</summary>
+    private static async Task CheckGuestAgentAsync(Task ping, DomainDescription live, PreflightContext context)
     {
         try
         {
-            await Virsh.PingGuestAgentAsync(domain, ct).ConfigureAwait(false);
-            return null;
+            await ping.ConfigureAwait(false);
         }
         catch (VirshException ex) when (ex.Failure is VirshFailure.AgentNotConfigured or VirshFailure.AgentNotConnected || !live.HasGuestAgentChannel)
         {
-            return ex;
+            context.Problems.Add(ex);
         }
     }
 

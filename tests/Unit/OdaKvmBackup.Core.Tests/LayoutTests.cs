@@ -28,8 +28,6 @@ public sealed class LayoutTests
     {
         // The SFTP protocol's vocabulary (packet types, status codes, flags, attributes): records and enums only.
         ["SftpProtocol.cs"] = "SFTP's packet types, status codes and attributes",
-        // ErrorIds sits with its exception while four helpers add ids to it; split it into ErrorIds.cs after the merge.
-        ["BackupException.cs"] = "ErrorIds",
     };
 
     /// <summary>Which folders a folder may not use. The root ("") and the bottom folders use none of the upper ones.</summary>
