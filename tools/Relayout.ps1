@@ -48,6 +48,7 @@ $Layout = [ordered]@{
     'BackupRun.cs'                   = 'Run/BackupRun.cs'
     'RunRecord.cs'                   = 'RunState/RunRecord.cs'
     'DiskRecord.cs'                  = 'RunState/DiskRecord.cs'
+    'BackupStage.cs'                 = 'RunState/BackupStage.cs'
     'RunJournal.cs'                  = 'RunState/RunJournal.cs'
     'RunErrors.cs'                   = 'RunState/RunErrors.cs'
     'DomainLock.cs'                  = 'RunState/DomainLock.cs'

@@ -128,7 +128,7 @@ internal sealed partial class BackupRun
         Record.Phase = RunPhase.OnOverlays;
         Record.SnapshotUtc = utc;
         foreach (var disk in Record.Disks)
-            disk.State = DiskState.OnOverlay;
+            disk.State = BackupStage.Snapshotted;
     });
 
     // ---------------------------------------------------------------- copy
@@ -144,8 +144,8 @@ internal sealed partial class BackupRun
                 throw RunErrors.RunAbandoned(Record, why);
             if (Record.Destination is { } destination && destination != store.Location)
                 throw RunErrors.RunHasAnotherDestination(Record, destination, store.Location);
-            var frozen = Consistency == BackupConsistency.Cold ? DiskState.Planned : DiskState.OnOverlay;
-            if (_copying.Contains(target) || disk.State == DiskState.Copied)
+            var frozen = Consistency == BackupConsistency.Cold ? BackupStage.Planned : BackupStage.Snapshotted;
+            if (_copying.Contains(target) || disk.State == BackupStage.Copied)
                 throw RunErrors.AlreadyCopied(Record, disk);
             if (disk.State != frozen)
                 throw RunErrors.DiskNoLongerFrozen(Record, disk);
@@ -216,7 +216,7 @@ internal sealed partial class BackupRun
         {
             var disk = Record.Disk(target);
             _copying.Remove(target);
-            disk.State = DiskState.Copied;
+            disk.State = BackupStage.Copied;
             disk.SizeBytes = copy.SizeBytes;
             disk.DataBytes = copy.DataBytes;
             disk.ContentDigest = copy.ContentDigest;
@@ -261,7 +261,7 @@ internal sealed partial class BackupRun
             Record.SetIncompleteReason ??= reason;
             // Copies still being written, or written and being read back: their copy or check ends with its own file
             // (renamed, or left for the rollback's marking once the copy is given up).
-            inUseByACopy = Record.Disks.Where(d => _copying.Contains(d.Target) || (d.State == DiskState.Copied && !d.Verified))
+            inUseByACopy = Record.Disks.Where(d => _copying.Contains(d.Target) || (d.State == BackupStage.Copied && !d.Verified))
                 .Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
         }
         // Partial copies first: never usable, and on a full destination their room is what the manifest needs.
@@ -321,12 +321,12 @@ internal sealed partial class BackupRun
     public void RecordCommitted(string target) => Change(() =>
     {
         var disk = Record.Disk(target);
-        if (disk.State < DiskState.Committed)
+        if (disk.State < BackupStage.Committed)
         {
-            disk.State = DiskState.Committed;
+            disk.State = BackupStage.Committed;
             disk.CommittedUtc = DateTime.UtcNow;
         }
-        if (Record.Phase == RunPhase.OnOverlays && Record.Disks.All(d => d.State >= DiskState.Committed))
+        if (Record.Phase == RunPhase.OnOverlays && Record.Disks.All(d => d.State >= BackupStage.Committed))
             Record.Phase = RunPhase.Committed;
     });
 
@@ -336,12 +336,12 @@ internal sealed partial class BackupRun
         Change(() =>
         {
             var disk = Record.Disk(target);
-            disk.State = DiskState.Retained;
+            disk.State = BackupStage.Retained;
             disk.RetainedOverlay = retainedPath;
         });
         lock (_gate)
         {
-            if (Record.Disks.All(d => d.State == DiskState.Retained))
+            if (Record.Disks.All(d => d.State == BackupStage.Retained))
                 Release();
         }
     }
@@ -355,7 +355,7 @@ internal sealed partial class BackupRun
         {
             var over = Record.Phase == RunPhase.Finished
                 || Record.FailureReason is null && (Consistency == BackupConsistency.Cold
-                    || Record.Disks.All(d => d.State == DiskState.Retained || d.State == DiskState.Committed && (d.Overlay is null || !File.Exists(d.Overlay))));
+                    || Record.Disks.All(d => d.State == BackupStage.Retained || d.State == BackupStage.Committed && (d.Overlay is null || !File.Exists(d.Overlay))));
             try
             {
                 if (over && Record.Phase != RunPhase.Finished)
@@ -428,7 +428,7 @@ internal sealed partial class BackupRun
             {
                 lock (_gate)
                 {
-                    disk.State = DiskState.RolledBack;
+                    disk.State = BackupStage.RolledBack;
                     SaveDuringRollback(sink);
                 }
             }, problems, ct).ConfigureAwait(false);

@@ -45,7 +45,7 @@ internal sealed class RunCloser
 
     /// <summary>The disks of the run that may still write to their overlays.</summary>
     public static IReadOnlyList<DiskRecord> StillOnOverlays(RunRecord record) =>
-        record.Disks.Where(d => d.Overlay is not null && d.State < DiskState.Committed).ToList();
+        record.Disks.Where(d => d.Overlay is not null && d.State < BackupStage.Committed).ToList();
 
     /// <summary>A disk of the run, as the commit back sees it: its own file below the overlay the journal recorded.</summary>
     public static CommitTarget CommitTargetOf(string domain, DiskRecord disk) => new(domain, disk.Target, disk.Source, disk.Format, disk.Overlay);
@@ -112,7 +112,7 @@ internal sealed class RunCloser
 
     /// <summary>The run's overlays that are still beside its disks (not retained).</summary>
     public static IEnumerable<DiskRecord> OverlaysLeft(RunRecord record) =>
-        record.Disks.Where(d => d.Overlay is not null && d.State != DiskState.Retained);
+        record.Disks.Where(d => d.Overlay is not null && d.State != BackupStage.Retained);
 
     /// <summary>Deletes an overlay of the run: its data is in the disk. Refused (OverlayInUse) while any backing chain holds it.</summary>
     public Task DiscardOverlayAsync(string overlay, CancellationToken ct) => _retention.DiscardAsync(overlay, ct);

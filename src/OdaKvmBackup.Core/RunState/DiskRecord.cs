@@ -1,8 +1,7 @@
-namespace OdaKvmBackup.Core.RunState;
+using System.Text.Json;
+using System.Text.Json.Serialization;
 
-/// <summary>Where each disk of a run is. A disk moves forward only: Planned, OnOverlay, Copied, Committed, Retained;
-/// RolledBack when the run was abandoned.</summary>
-internal enum DiskState { Planned, OnOverlay, Copied, Committed, Retained, RolledBack }
+namespace OdaKvmBackup.Core.RunState;
 
 /// <summary>One disk of a run, as the journal records it.</summary>
 internal sealed class DiskRecord
@@ -18,7 +17,8 @@ internal sealed class DiskRecord
     /// <summary>The overlay's file name in the retention folder (decided by <see cref="BackupNames"/>).</summary>
     public string? RetainedName { get; init; }
 
-    public DiskState State { get; set; } = DiskState.Planned;
+    [JsonConverter(typeof(StageJsonConverter))]
+    public BackupStage State { get; set; } = BackupStage.Planned;
     /// <summary>What qemu-img info said of the disk's virtual size when the run was planned (null when it was not
     /// asked): the set's manifest keeps it, to check a copy against before QEMU reads it.</summary>
     public long? VirtualSizeBytes { get; set; }
@@ -36,4 +36,25 @@ internal sealed class DiskRecord
     public DateTime? CopiedUtc { get; set; }
     public DateTime? CommitStartedUtc { get; set; }
     public DateTime? CommittedUtc { get; set; }
+
+    /// <summary>Writes a stage by its name and reads the names of this version and of the earlier one, which wrote
+    /// "OnOverlay" for <see cref="BackupStage.Snapshotted"/>: a journal left by a run killed before an upgrade must
+    /// still be read by Repair-KvmBackup. Anything else (a number, an unknown word) makes the journal unreadable.</summary>
+    internal sealed class StageJsonConverter : JsonConverter<BackupStage>
+    {
+        private const string EarlierSnapshotted = "OnOverlay";
+
+        public override BackupStage Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+        {
+            var name = reader.TokenType == JsonTokenType.String ? reader.GetString() : null;
+            if (name == EarlierSnapshotted)
+                return BackupStage.Snapshotted;
+            if (name is not null && Enum.GetNames<BackupStage>().Contains(name, StringComparer.Ordinal))
+                return Enum.Parse<BackupStage>(name);
+            throw new JsonException($"the disk state {(name is null ? reader.TokenType.ToString() : FileSystemPaths.Quote(name))} is not one of {string.Join(", ", Enum.GetNames<BackupStage>())}");
+        }
+
+        public override void Write(Utf8JsonWriter writer, BackupStage value, JsonSerializerOptions options) =>
+            writer.WriteStringValue(value.ToString());
+    }
 }

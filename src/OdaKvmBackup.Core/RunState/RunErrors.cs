@@ -61,11 +61,11 @@ internal static class RunErrors
             $"Run {run.RunId} of '{run.DomainName}' is over (finished, or closed by Repair-KvmBackup): these objects no longer stand for a snapshot.",
             $"Back '{run.DomainName}' up again if you need a new backup.", run.DomainName);
 
-    private static string Describe(DiskState state) => state switch
+    private static string Describe(BackupStage state) => state switch
     {
-        DiskState.Committed => "already committed back to its own file",
-        DiskState.Retained => "already committed back and its overlay retained",
-        DiskState.RolledBack => "back on its own file after its run was given up",
+        BackupStage.Committed => "already committed back to its own file",
+        BackupStage.Retained => "already committed back and its overlay retained",
+        BackupStage.RolledBack => "back on its own file after its run was given up",
         _ => state.ToString(),
     };
 }

@@ -1,7 +1,5 @@
 namespace OdaKvmBackup.Core.Steps;
 
-public enum BackupStage { Snapshotted, Copied, Committed, Retained, RolledBack }
-
 /// <summary>
 /// One disk's backup as the pipeline carries it from New-KvmDiskSnapshot to Move-OverlayToRetention. It is a view
 /// of its run's journal (<see cref="BackupRun"/>): every property reads the run's current state, and only the run
@@ -32,14 +30,9 @@ public sealed class VmDiskBackup
     /// <summary>Names the run: yyyyMMdd-HHmmss of the snapshot (UTC), also the backup set's folder name.</summary>
     public string RunId => Run.RunId;
 
-    public BackupStage Stage => Disk.State switch
-    {
-        DiskState.Copied => BackupStage.Copied,
-        DiskState.Committed => BackupStage.Committed,
-        DiskState.Retained => BackupStage.Retained,
-        DiskState.RolledBack => BackupStage.RolledBack,
-        _ => BackupStage.Snapshotted,
-    };
+    /// <summary>The journal's stage of the disk. A disk of a cold backup is never on an overlay: it stays Planned in
+    /// the journal until it is copied (frozen by its domain being shut off) and is shown as Snapshotted.</summary>
+    public BackupStage Stage => Disk.State == BackupStage.Planned ? BackupStage.Snapshotted : Disk.State;
 
     /// <summary>The backup set folder ("/backup/vm/20261128-101500", or "root@srv:/backup/vm/...").</summary>
     public string? BackupSet => Run.Record.SetFolder is { } set && Run.Store is { } store ? store.Describe(set) : null;

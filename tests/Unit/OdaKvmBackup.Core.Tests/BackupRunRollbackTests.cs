@@ -48,7 +48,7 @@ public sealed class BackupRunRollbackTests : IDisposable
         Assert.Null(RunJournal.TryLoad(Domain));
         using (var free = DomainLock.TryAcquire(Domain))
             Assert.NotNull(free);
-        Assert.Equal([DiskState.RolledBack, DiskState.RolledBack], run.Record.Disks.Select(d => d.State));
+        Assert.Equal([BackupStage.RolledBack, BackupStage.RolledBack], run.Record.Disks.Select(d => d.State));
         Assert.Contains(Reason, outcome.Message, StringComparison.Ordinal);
         Assert.Contains("put back on its own disks (vda, vdb)", outcome.Message, StringComparison.Ordinal);
         Assert.Contains(_sink.Progress, p => p.Id == ProgressIds.Rollback && p.Completed);
@@ -161,7 +161,7 @@ public sealed class BackupRunRollbackTests : IDisposable
         Assert.NotNull(journal);
         Assert.Equal(RunPhase.NeedsRepair, journal.Phase);
         Assert.Equal(Reason, journal.FailureReason);
-        Assert.Equal([DiskState.RolledBack, DiskState.OnOverlay], journal.Disks.Select(d => d.State));
+        Assert.Equal([BackupStage.RolledBack, BackupStage.Snapshotted], journal.Disks.Select(d => d.State));
         // No overlay is deleted while a disk still writes to one.
         Assert.All(Overlays, o => Assert.True(File.Exists(o), $"{o} was deleted"));
         Assert.Equal(Bench.OverlayOf(_b.Data), _b.Host.Disk("vdb").Source);
@@ -309,8 +309,8 @@ public sealed class BackupRunRollbackTests : IDisposable
         Assert.True(outcome.Clean, outcome.Message);
         Assert.Equal(RunPhase.RollingBack, seen["vda"]!.Phase);
         Assert.Equal(Reason, seen["vda"]!.FailureReason);
-        Assert.Equal([DiskState.OnOverlay, DiskState.OnOverlay], seen["vda"]!.Disks.Select(d => d.State));
-        Assert.Equal([DiskState.RolledBack, DiskState.OnOverlay], seen["vdb"]!.Disks.Select(d => d.State));
+        Assert.Equal([BackupStage.Snapshotted, BackupStage.Snapshotted], seen["vda"]!.Disks.Select(d => d.State));
+        Assert.Equal([BackupStage.RolledBack, BackupStage.Snapshotted], seen["vdb"]!.Disks.Select(d => d.State));
         Assert.Equal(RunPhase.Finished, run.Phase);
     }
 

@@ -39,7 +39,7 @@ public sealed class BackupRunTests : IDisposable
         Assert.Equal([Bench.OverlayOf(_b.Boot), Bench.OverlayOf(_b.Data)], duringSnapshot.Disks.Select(d => d.Overlay));
         var after = Journal();
         Assert.Equal(RunPhase.OnOverlays, after.Phase);
-        Assert.All(after.Disks, d => Assert.Equal(DiskState.OnOverlay, d.State));
+        Assert.All(after.Disks, d => Assert.Equal(BackupStage.Snapshotted, d.State));
         Assert.NotNull(after.SnapshotUtc);
         Assert.True(run.OnOverlays);
         Assert.Empty(_b.Host.Snapshots); // the metadata is deleted at once (step 4)
@@ -54,14 +54,14 @@ public sealed class BackupRunTests : IDisposable
         run.BeginCommit("vda");
         run.RecordCommitted("vda");
         Assert.Equal(RunPhase.OnOverlays, Journal().Phase);
-        Assert.Equal([DiskState.Committed, DiskState.OnOverlay], Journal().Disks.Select(d => d.State));
+        Assert.Equal([BackupStage.Committed, BackupStage.Snapshotted], Journal().Disks.Select(d => d.State));
         run.BeginCommit("vdb");
         run.RecordCommitted("vdb");
         Assert.Equal(RunPhase.Committed, Journal().Phase);
         Assert.False(run.OnOverlays);
 
         run.RecordRetained("vda", "/retention/oda_vm1/x/oda_vm1_boot." + Bench.Snap);
-        Assert.Equal([DiskState.Retained, DiskState.Committed], Journal().Disks.Select(d => d.State));
+        Assert.Equal([BackupStage.Retained, BackupStage.Committed], Journal().Disks.Select(d => d.State));
         Assert.Null(DomainLock.TryAcquire(Domain)); // still the run's
         run.RecordRetained("vdb", "/retention/oda_vm1/x/data1." + Bench.Snap);
 

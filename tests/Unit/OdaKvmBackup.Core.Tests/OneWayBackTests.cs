@@ -151,7 +151,7 @@ public sealed class OneWayBackTests : IDisposable
         var outcome = await run.FailAsync("the pipeline stopped", _sink);
 
         Assert.True(outcome.Clean, outcome.Message);
-        Assert.Equal([DiskState.Committed, DiskState.RolledBack], run.Record.Disks.Select(d => d.State));
+        Assert.Equal([BackupStage.Committed, BackupStage.RolledBack], run.Record.Disks.Select(d => d.State));
         Assert.Equal(["vdb"], _sink.Progress.Where(p => p.Status.Contains(": committing", StringComparison.Ordinal)).Select(p => p.Status[..3]));
         Assert.Equal(1, _b.Host.Count(c => c.Is("virsh", "blockcommit") && c.ValueOf("--path") == "vda"));
         Assert.False(File.Exists(Bench.OverlayOf(_b.Boot)) || File.Exists(Bench.OverlayOf(_b.Data)));

@@ -65,6 +65,28 @@ public sealed class RepairServiceTests : IDisposable
         Assert.Null(RunJournal.TryLoad(Domain));
     }
 
+    /// <summary>A run killed on its overlays by the version before one stage vocabulary, whose journal says
+    /// "OnOverlay" for its disks, is repaired after the upgrade as if today's version had written it.</summary>
+    [Fact]
+    public async Task Journal_the_earlier_version_wrote_with_disks_OnOverlay_is_repaired_after_an_upgrade()
+    {
+        var run = await KilledOnOverlaysAsync();
+        var path = StateDirectory.JournalPath(Domain);
+        var today = File.ReadAllText(path);
+        Assert.Equal(2, today.Split("\"State\": \"Snapshotted\"").Length - 1);
+        File.WriteAllText(path, today.Replace("\"State\": \"Snapshotted\"", "\"State\": \"OnOverlay\"", StringComparison.Ordinal));
+        var retention = _b.Temp.Folder("retencao");
+
+        var findings = await InspectAsync();
+        await FixAllAsync(findings, retention);
+
+        Assert.Equal(["vda", "vdb"], findings.Where(f => f.Kind == RepairKind.CommitOverlay).Select(f => f.Commit!.Target));
+        Assert.All(findings, f => Assert.True(f.Recorded, f.Problem));
+        Assert.Equal([_b.Boot, _b.Data], _b.Host.Disks.Select(d => d.Source));
+        Assert.True(File.Exists(Path.Combine(retention, Domain, run.RunId, "data1." + Snap)));
+        Assert.Null(RunJournal.TryLoad(Domain));
+    }
+
     /// <summary>-SnapshotName becomes part of the overlay names Repair looks for, moves and deletes: a name
     /// New-KvmDiskSnapshot refuses ('/' would reach into another folder) is refused by Repair too, with the same error,
     /// before anything is asked of the host.</summary>

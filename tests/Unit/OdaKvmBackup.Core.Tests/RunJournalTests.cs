@@ -30,8 +30,8 @@ public sealed class RunJournalTests
         DomainXml = "<domain><name>x</name></domain>",
         Disks =
         [
-            new DiskRecord { Target = "vda", Source = "/x/linux_boot", Format = "qcow2", Overlay = "/x/linux_boot.FILE_STAGE_BACKUP.TEMP", SetFile = "linux_boot", RetainedName = "linux_boot.FILE_STAGE_BACKUP.TEMP", State = DiskState.Committed },
-            new DiskRecord { Target = "vdb", Source = "/x/disco", Format = "raw", Overlay = "/x/disco.FILE_STAGE_BACKUP.TEMP", SetFile = "disco", RetainedName = "disco.FILE_STAGE_BACKUP.TEMP", State = DiskState.Copied, ContentDigest = new string('b', 64), Verified = true },
+            new DiskRecord { Target = "vda", Source = "/x/linux_boot", Format = "qcow2", Overlay = "/x/linux_boot.FILE_STAGE_BACKUP.TEMP", SetFile = "linux_boot", RetainedName = "linux_boot.FILE_STAGE_BACKUP.TEMP", State = BackupStage.Committed },
+            new DiskRecord { Target = "vdb", Source = "/x/disco", Format = "raw", Overlay = "/x/disco.FILE_STAGE_BACKUP.TEMP", SetFile = "disco", RetainedName = "disco.FILE_STAGE_BACKUP.TEMP", State = BackupStage.Copied, ContentDigest = new string('b', 64), Verified = true },
         ],
         ExcludedDisks = [new ExcludedDisk("vdc", "/x/shared", "not piped to New-KvmDiskSnapshot")],
     };
@@ -64,7 +64,7 @@ public sealed class RunJournalTests
         Assert.Equal(Environment.ProcessId, loaded.ProcessId);
         Assert.Equal(record.StartedUtc, loaded.StartedUtc);
         Assert.Equal(["vda", "vdb"], loaded.Disks.Select(d => d.Target));
-        Assert.Equal([DiskState.Committed, DiskState.Copied], loaded.Disks.Select(d => d.State));
+        Assert.Equal([BackupStage.Committed, BackupStage.Copied], loaded.Disks.Select(d => d.State));
         Assert.Equal("/x/disco.FILE_STAGE_BACKUP.TEMP", loaded.Disks[1].Overlay);
         Assert.Equal(("raw", "disco", "disco.FILE_STAGE_BACKUP.TEMP"), (loaded.Disks[1].Format, loaded.Disks[1].SetFile, loaded.Disks[1].RetainedName));
         Assert.Equal((new string('b', 64), true), (loaded.Disks[1].ContentDigest, loaded.Disks[1].Verified));
@@ -80,6 +80,65 @@ public sealed class RunJournalTests
         Assert.Contains("\"OnOverlays\"", text, StringComparison.Ordinal);
         Assert.Contains("\"Committed\"", text, StringComparison.Ordinal);
         Assert.Contains("\"CrashConsistent\"", text, StringComparison.Ordinal);
+    }
+
+    /// <summary>A journal as the version before one stage vocabulary wrote it (the disk state "OnOverlay", which
+    /// is now Snapshotted), left by a run that was killed before the upgrade.</summary>
+    internal const string EarlierJournal = """
+        {
+          "DomainName": "linux_vm",
+          "RunId": "20250101-020304",
+          "SnapshotName": "FILE_STAGE_BACKUP.TEMP",
+          "Consistency": "Quiesced",
+          "ProcessId": 4242,
+          "HostName": "oda1",
+          "StartedUtc": "2025-01-01T02:03:01.5Z",
+          "SnapshotUtc": "2025-01-01T02:03:04Z",
+          "Phase": "OnOverlays",
+          "SnapshotOutcomeUnknown": false,
+          "FailureReason": null,
+          "SetIncompleteReason": null,
+          "Destination": "/backup",
+          "SetFolder": "linux_vm/20250101-020304",
+          "DomainXml": "<domain><name>linux_vm</name></domain>",
+          "Disks": [
+            { "Target": "vda", "Source": "/x/linux_boot", "Format": "qcow2", "Overlay": "/x/linux_boot.FILE_STAGE_BACKUP.TEMP", "SetFile": "linux_boot", "RetainedName": "linux_boot.FILE_STAGE_BACKUP.TEMP", "State": "OnOverlay", "VirtualSizeBytes": null, "SizeBytes": null, "DataBytes": null, "ContentDigest": null, "SegmentDigests": null, "Verified": false, "VerifiedBy": null, "RetainedOverlay": null, "CopyStartedUtc": null, "CopiedUtc": null, "CommitStartedUtc": null, "CommittedUtc": null },
+            { "Target": "vdb", "Source": "/x/disco", "Format": "raw", "Overlay": "/x/disco.FILE_STAGE_BACKUP.TEMP", "SetFile": "disco", "RetainedName": "disco.FILE_STAGE_BACKUP.TEMP", "State": "Copied", "VirtualSizeBytes": 1048576, "SizeBytes": 1048576, "DataBytes": 4096, "ContentDigest": "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "SegmentDigests": null, "Verified": true, "VerifiedBy": "read back", "RetainedOverlay": null, "CopyStartedUtc": "2025-01-01T02:03:05Z", "CopiedUtc": "2025-01-01T02:03:09Z", "CommitStartedUtc": null, "CommittedUtc": null },
+            { "Target": "vdc", "Source": "/x/extra", "Format": "raw", "Overlay": "/x/extra.FILE_STAGE_BACKUP.TEMP", "SetFile": "extra", "RetainedName": "extra.FILE_STAGE_BACKUP.TEMP", "State": "Committed", "VirtualSizeBytes": null, "SizeBytes": null, "DataBytes": null, "ContentDigest": null, "SegmentDigests": null, "Verified": false, "VerifiedBy": null, "RetainedOverlay": null, "CopyStartedUtc": null, "CopiedUtc": null, "CommitStartedUtc": null, "CommittedUtc": null }
+          ],
+          "ExcludedDisks": []
+        }
+        """;
+
+    [Fact]
+    public void Journal_the_earlier_version_wrote_is_read_with_OnOverlay_as_Snapshotted_and_written_back_with_todays_words()
+    {
+        Directory.CreateDirectory(StateDirectory.JournalDirectory);
+        File.WriteAllText(StateDirectory.JournalPath("linux_vm"), EarlierJournal);
+
+        var loaded = RunJournal.TryLoad("linux_vm")!;
+
+        Assert.Equal([BackupStage.Snapshotted, BackupStage.Copied, BackupStage.Committed], loaded.Disks.Select(d => d.State));
+        Assert.Equal((RunPhase.OnOverlays, "/backup", true), (loaded.Phase, loaded.Destination, loaded.Disks[1].Verified));
+        RunJournal.Save(loaded);
+        var text = File.ReadAllText(StateDirectory.JournalPath("linux_vm"));
+        Assert.Contains("\"State\": \"Snapshotted\"", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("OnOverlay\"", text, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("\"OnOverlays\"")] // the run's phase, not a disk's stage
+    [InlineData("\"snapshotted\"")]
+    [InlineData("1")]
+    [InlineData("null")]
+    public void Journal_with_a_disk_state_no_version_wrote_is_unreadable_not_guessed(string state)
+    {
+        Directory.CreateDirectory(StateDirectory.JournalDirectory);
+        File.WriteAllText(StateDirectory.JournalPath("linux_vm"), EarlierJournal.Replace("\"State\": \"OnOverlay\"", "\"State\": " + state, StringComparison.Ordinal));
+
+        var ex = Assert.Throws<BackupException>(() => RunJournal.TryLoad("linux_vm"));
+
+        Assert.Equal(ErrorIds.JournalUnreadable, ex.ErrorId);
     }
 
     [Theory]

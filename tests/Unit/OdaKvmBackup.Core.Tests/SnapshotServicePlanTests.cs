@@ -88,7 +88,7 @@ public sealed class SnapshotServicePlanTests : IDisposable
         Assert.Equal(_host.InactiveXml, plan.Run.DomainXml);
         Assert.Equal(RunPhase.Planned, plan.Run.Phase);
         Assert.Equal(BackupConsistency.Quiesced, plan.Run.Consistency);
-        Assert.All(plan.Disks, d => Assert.Equal(DiskState.Planned, d.State));
+        Assert.All(plan.Disks, d => Assert.Equal(BackupStage.Planned, d.State));
         Assert.Contains(_host.Calls, c => c.Command == "qemu-agent-command");
         AssertReadOnly();
     }

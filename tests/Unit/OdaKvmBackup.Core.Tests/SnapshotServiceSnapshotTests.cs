@@ -61,7 +61,7 @@ public sealed class SnapshotServiceSnapshotTests : IDisposable
         Assert.Contains($"Repair-KvmBackup -DomainName {Domain}", ex.RecommendedAction, StringComparison.Ordinal);
         // The snapshot was taken: the journal says the disks write to their overlays.
         Assert.Equal(RunPhase.OnOverlays, Journal().Phase);
-        Assert.All(Journal().Disks, d => Assert.Equal(DiskState.OnOverlay, d.State));
+        Assert.All(Journal().Disks, d => Assert.Equal(BackupStage.Snapshotted, d.State));
 
         var outcome = await run.FailAsync("the snapshot step failed", _sink);
 

@@ -1,0 +1,26 @@
+namespace OdaKvmBackup.Core.RunState;
+
+/// <summary>
+/// Where one disk of a run is: what the journal records (DiskRecord.State) and what the pipeline's objects show
+/// (VmDiskBackup.Stage). A disk moves forward only: Planned, Snapshotted, Copied, Committed, Retained; RolledBack
+/// when its run was given up and the disk put back on its own file.
+/// </summary>
+/// <remarks>The journal holds the names, so the order may change but a name may not: a journal written by an
+/// earlier version is read by Repair-KvmBackup after an upgrade (that version wrote "OnOverlay" for Snapshotted; see
+/// <see cref="DiskRecord.StageJsonConverter"/>).</remarks>
+public enum BackupStage
+{
+    /// <summary>Checked and about to be snapshotted; a disk of a cold backup (its domain is shut off) stays here
+    /// until it is copied, and is shown as Snapshotted.</summary>
+    Planned,
+    /// <summary>The domain writes to the disk's overlay; the disk's own file is frozen.</summary>
+    Snapshotted,
+    /// <summary>The frozen file was copied to the backup set.</summary>
+    Copied,
+    /// <summary>The overlay was committed back: the domain writes to the disk's own file again.</summary>
+    Committed,
+    /// <summary>The overlay was moved to the retention folder.</summary>
+    Retained,
+    /// <summary>The run was given up and the disk put back on its own file.</summary>
+    RolledBack,
+}
