@@ -51,12 +51,12 @@ internal sealed partial class BackupRun
 
     /// <summary>The backup set's status: InProgress while the run goes on and some disk is not verified yet;
     /// otherwise what <see cref="RunCloser.ClosingStatus"/>, the one rule Repair-KvmBackup applies too, says.</summary>
-    public string SetStatus
+    public BackupSetStatus SetStatus
     {
         get { lock (_gate) return SetStatusLocked(); }
     }
 
-    private string SetStatusLocked() => RunCloser.StatusWhileRunning(Record);
+    private BackupSetStatus SetStatusLocked() => RunCloser.StatusWhileRunning(Record);
 
     /// <summary>True once the set's final status is known and written to its manifest (or there is no set): what
     /// a pipeline hands its user then shows the status the set keeps.</summary>
@@ -70,7 +70,7 @@ internal sealed partial class BackupRun
         }
     }
 
-    private string? _writtenStatus;
+    private BackupSetStatus? _writtenStatus;
 
     private bool CopiesRunning
     {

@@ -29,12 +29,12 @@ internal sealed class RunCloser
     /// set was marked Incomplete (its data is whole: a failure after that, of a commit back, does not spoil it),
     /// Incomplete otherwise.
     /// </summary>
-    public static string ClosingStatus(RunRecord record) =>
+    public static BackupSetStatus ClosingStatus(RunRecord record) =>
         record.SetIncompleteReason is null && record.Disks.All(d => d.Verified) ? BackupSetStatus.Complete : BackupSetStatus.Incomplete;
 
     /// <summary>The set's status while its run may go on: InProgress until every disk is verified, unless the run
     /// failed or the set was marked Incomplete; then what it closes with.</summary>
-    public static string StatusWhileRunning(RunRecord record) =>
+    public static BackupSetStatus StatusWhileRunning(RunRecord record) =>
         record.FailureReason is null && record.SetIncompleteReason is null && !record.Disks.All(d => d.Verified)
             ? BackupSetStatus.InProgress
             : ClosingStatus(record);
@@ -159,7 +159,7 @@ internal sealed class RunCloser
     /// <summary>Closes the set of a run that is over and whose process is gone (Repair-KvmBackup): the status by the
     /// one rule, the partial copies gone when it is Incomplete. Null when the set is not there any more (nothing is
     /// made again); otherwise the status written.</summary>
-    public static async Task<string?> CloseSetAsync(RunRecord record, IBackupStore store, string set, CancellationToken ct)
+    public static async Task<BackupSetStatus?> CloseSetAsync(RunRecord record, IBackupStore store, string set, CancellationToken ct)
     {
         if (await store.GetEntryAsync(set, ct).ConfigureAwait(false) is null)
             return null;

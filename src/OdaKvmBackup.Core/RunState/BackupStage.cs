@@ -7,20 +7,21 @@ namespace OdaKvmBackup.Core.RunState;
 /// </summary>
 /// <remarks>The journal holds the names, so the order may change but a name may not: a journal written by an
 /// earlier version is read by Repair-KvmBackup after an upgrade (that version wrote "OnOverlay" for Snapshotted; see
-/// <see cref="DiskRecord.StageJsonConverter"/>).</remarks>
+/// <see cref="DiskRecord.StageJsonConverter"/>). The numbers are those the pipeline's Stage had before Planned joined
+/// (ConvertTo-Json writes an enum as its number): Planned comes first, so that a disk moving forward counts up, at -1.</remarks>
 public enum BackupStage
 {
     /// <summary>Checked and about to be snapshotted; a disk of a cold backup (its domain is shut off) stays here
     /// until it is copied, and is shown as Snapshotted.</summary>
-    Planned,
+    Planned = -1,
     /// <summary>The domain writes to the disk's overlay; the disk's own file is frozen.</summary>
-    Snapshotted,
+    Snapshotted = 0,
     /// <summary>The frozen file was copied to the backup set.</summary>
-    Copied,
+    Copied = 1,
     /// <summary>The overlay was committed back: the domain writes to the disk's own file again.</summary>
-    Committed,
+    Committed = 2,
     /// <summary>The overlay was moved to the retention folder.</summary>
-    Retained,
+    Retained = 3,
     /// <summary>The run was given up and the disk put back on its own file.</summary>
-    RolledBack,
+    RolledBack = 4,
 }

@@ -56,7 +56,8 @@ public sealed class VmDiskBackup
     public bool Verified => Disk.Verified;
     /// <summary>The status of the whole set this disk belongs to: Complete only once every disk of the snapshot is
     /// copied and verified; Incomplete when the run failed, even for a disk that had been copied.</summary>
-    public string SetStatus => Run.SetStatus;
+    /// <remarks>The name of the run's <see cref="BackupSetStatus"/>, a string so that ConvertTo-Json writes the word.</remarks>
+    public string SetStatus => Run.SetStatus.ToString();
     public string? RetainedOverlay => Disk.RetainedOverlay;
     /// <summary>How long the disk wrote to its overlay: from the snapshot until it was committed back.</summary>
     public TimeSpan? TimeOnOverlay => Run.Record.SnapshotUtc is { } from && Disk.CommittedUtc is { } to ? to - from : null;

@@ -63,9 +63,9 @@ internal static class BackupCatalog
     /// <summary>Keeps the sets with one of <paramref name="statuses"/> (all when empty), then, with
     /// <paramref name="latest"/>, only the newest of each domain among those not dated in the future: a forged set
     /// dated 2099 (or one written by a host whose clock ran ahead) is never "the latest" a nightly test reads.</summary>
-    public static IReadOnlyList<BackupSetInfo> Filter(IEnumerable<BackupSetInfo> sets, IReadOnlyCollection<string> statuses, bool latest, DateTime nowUtc)
+    public static IReadOnlyList<BackupSetInfo> Filter(IEnumerable<BackupSetInfo> sets, IReadOnlyCollection<BackupSetStatus> statuses, bool latest, DateTime nowUtc)
     {
-        var kept = sets.Where(s => statuses.Count == 0 || statuses.Contains(s.Status, StringComparer.OrdinalIgnoreCase));
+        var kept = sets.Where(s => statuses.Count == 0 || statuses.Contains(s.Manifest.Status));
         if (latest)
             kept = kept.Where(s => !IsInTheFuture(s, nowUtc))
                 .GroupBy(s => s.DomainName, StringComparer.Ordinal).Select(g => g.MaxBy(s => s.RunId, StringComparer.Ordinal)!);

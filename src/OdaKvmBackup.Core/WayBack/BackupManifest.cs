@@ -9,7 +9,28 @@ internal sealed class BackupManifest
     public string Format { get; init; } = "OdaKvmBackup/2";
     public required string DomainName { get; init; }
     public required string RunId { get; init; }
-    public string Status { get; set; } = BackupSetStatus.InProgress;
+    /// <summary>The status as backup.json spells it. Whatever a store holds is untrusted: a name no version writes
+    /// ("Done", "complete", a number) is kept as it is, so that <see cref="CheckedManifest"/> refuses it with its
+    /// reason; code reads <see cref="Status"/>, from a checked manifest or one a run wrote.</summary>
+    [JsonPropertyName("Status")]
+    public string StatusName { get; set; } = nameof(BackupSetStatus.InProgress);
+
+    /// <summary>The status; throws for a name that is not one (which <see cref="CheckedManifest"/> never lets through).</summary>
+    [JsonIgnore]
+    public BackupSetStatus Status
+    {
+        get => TryParseStatus(StatusName, out var status) ? status
+            : throw new InvalidOperationException($"The manifest's Status {FileSystemPaths.Quote(StatusName)} was not checked.");
+        set => StatusName = value.ToString();
+    }
+
+    /// <summary>A status by its exact name (ordinal: no other case, no number, no list).</summary>
+    public static bool TryParseStatus(string? name, out BackupSetStatus status)
+    {
+        status = default;
+        return name is not null && Enum.GetNames<BackupSetStatus>().Contains(name, StringComparer.Ordinal)
+            && Enum.TryParse(name, out status);
+    }
     public string? Reason { get; set; }
     public required BackupConsistency Consistency { get; init; }
     public required string SnapshotName { get; init; }
@@ -21,7 +42,7 @@ internal sealed class BackupManifest
     public List<ExcludedDisk> ExcludedDisks { get; init; } = new();
 
     /// <summary>What a run's journal says, as a manifest.</summary>
-    public static BackupManifest FromRun(RunRecord run, string status, string? reason) => new()
+    public static BackupManifest FromRun(RunRecord run, BackupSetStatus status, string? reason) => new()
     {
         DomainName = run.DomainName,
         RunId = run.RunId,

@@ -32,8 +32,10 @@ public sealed class BackupSetInfo
     /// <summary>The snapshot time as the manifest says it. Sets are ordered and pruned by <see cref="RunId"/>.</summary>
     public DateTime StartedUtc => CheckedManifest.AsUtc(Manifest.StartedUtc);
     public DateTime? CompletedUtc => Manifest.CompletedUtc;
-    /// <summary>Complete, Incomplete or InProgress (see backup.json).</summary>
-    public string Status => Manifest.Status;
+    /// <summary>Complete, Incomplete or InProgress (see backup.json): the name of the manifest's
+    /// <see cref="BackupSetStatus"/>, a string so that ConvertTo-Json writes the word (it writes an enum as a number).
+    /// The core reads <see cref="BackupManifest.Status"/>.</summary>
+    public string Status => Manifest.Status.ToString();
     /// <summary>Why a set is Incomplete, when the run said.</summary>
     public string? Reason => Manifest.Reason;
     public BackupConsistency Consistency => Manifest.Consistency;

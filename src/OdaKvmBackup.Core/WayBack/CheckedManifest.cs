@@ -61,8 +61,8 @@ internal sealed partial class CheckedManifest
         }
         if (manifest.Format != KnownFormat)
             problems.Add($"its Format {FileSystemPaths.Quote(manifest.Format)} is not one this version of OdaKvmBackup reads ({KnownFormat})");
-        if (manifest.Status is not (BackupSetStatus.Complete or BackupSetStatus.Incomplete or BackupSetStatus.InProgress))
-            problems.Add($"its Status {FileSystemPaths.Quote(manifest.Status)} is not Complete, Incomplete or InProgress");
+        if (!BackupManifest.TryParseStatus(manifest.StatusName, out var status))
+            problems.Add($"its Status {FileSystemPaths.Quote(manifest.StatusName)} is not Complete, Incomplete or InProgress");
         if (manifest.SnapshotName is null)
             problems.Add("its SnapshotName is null");
         if (manifest.ExcludedDisks is null)
@@ -74,7 +74,7 @@ internal sealed partial class CheckedManifest
         else if (manifest.Disks.Any(d => d is null))
             problems.Add("its \"Disks\" holds a null entry");
         else
-            CheckDisks(manifest.Disks, manifest.Status == BackupSetStatus.Complete, problems);
+            CheckDisks(manifest.Disks, status == BackupSetStatus.Complete, problems);
 
         if (problems.Count > 0)
         {

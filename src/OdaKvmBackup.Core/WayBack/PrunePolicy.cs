@@ -4,8 +4,9 @@ namespace OdaKvmBackup.Core.WayBack;
 
 /// <summary>What a retention policy looks at in a set: its folders (domain, run id), the time its run id names
 /// (<paramref name="TimeUtc"/>: sets are ordered and aged by it), its status, and the time its manifest claims
-/// (<paramref name="ClaimedUtc"/>, only checked against the run id).</summary>
-internal sealed record PruneCandidate(string DomainName, string RunId, DateTime TimeUtc, string Status, DateTime? ClaimedUtc = null);
+/// (<paramref name="ClaimedUtc"/>, only checked against the run id). A run's folder of retained overlays is one too,
+/// with no status (<see cref="PrunePolicy.DecideOverlays"/> looks at its time only).</summary>
+internal sealed record PruneCandidate(string DomainName, string RunId, DateTime TimeUtc, BackupSetStatus? Status, DateTime? ClaimedUtc = null);
 
 /// <summary>Whether a set goes, and why, in words a -WhatIf line can show.</summary>
 internal sealed record PruneDecision(PruneCandidate Set, bool Remove, string Reason);

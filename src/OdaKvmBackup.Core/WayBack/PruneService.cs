@@ -45,9 +45,9 @@ internal sealed class PruneService(VirshClient virsh)
         if (Stopped(domain, nowUtc) is [var stopped, ..])
             return stopped;
         string? why = null;
-        if (set.Status == BackupSetStatus.InProgress)
+        if (set.Manifest.Status == BackupSetStatus.InProgress)
             why = "InProgress: a backup may be writing it";
-        else if (domain.Select(d => d.Set).Where(s => s.Status == BackupSetStatus.Complete).MaxBy(s => s.RunId, StringComparer.Ordinal) is { } newest
+        else if (domain.Select(d => d.Set).Where(s => s.Manifest.Status == BackupSetStatus.Complete).MaxBy(s => s.RunId, StringComparer.Ordinal) is { } newest
             && newest.RunId == set.RunId)
             why = $"the newest Complete set of '{set.DomainName}': never removed";
         return why is null ? null : new BackupException(ErrorIds.NewestCompleteSetKept, BackupErrorCategory.InvalidOperation,
@@ -58,7 +58,7 @@ internal sealed class PruneService(VirshClient virsh)
     private static readonly IEqualityComparer<PruneCandidate> ByReference = ReferenceEqualityComparer.Instance;
 
     private static PruneCandidate Candidate(BackupSetInfo set) =>
-        new(set.DomainName, set.RunId, set.RunTimeUtc, set.Status, set.StartedUtc);
+        new(set.DomainName, set.RunId, set.RunTimeUtc, set.Manifest.Status, set.StartedUtc);
 
     /// <summary>One error per domain whose sets cannot be put in order, naming each such set where it lies.</summary>
     private static IReadOnlyList<BackupException> Stopped(IReadOnlyList<(BackupSetInfo Set, PruneCandidate Candidate)> sets, DateTime nowUtc)
@@ -79,7 +79,7 @@ internal sealed class PruneService(VirshClient virsh)
         var now = await BackupCatalog.LoadAsync(store, set.SetFolder, ct).ConfigureAwait(false);
         if (now is null)
             return; // gone already
-        if (now.Status != set.Status)
+        if (now.Manifest.Status != set.Manifest.Status)
             throw new BackupException(ErrorIds.BackupSetNotFound, BackupErrorCategory.InvalidOperation,
                 $"The set {set.Location} changed from {set.Status} to {now.Status} since it was listed; it was not removed.",
                 "Run Remove-KvmBackup again.", set.Location);

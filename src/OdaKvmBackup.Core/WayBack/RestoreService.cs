@@ -21,7 +21,7 @@ internal sealed partial class RestoreService(HostTools tools, IProcessRunner run
 {
     public async Task<RestorePlan> PlanAsync(BackupSetInfo set, IBackupStore store, RestoreRequest request, CancellationToken ct)
     {
-        if (set.Status != BackupSetStatus.Complete)
+        if (set.Manifest.Status != BackupSetStatus.Complete)
             throw new BackupException(ErrorIds.BackupSetNotComplete, BackupErrorCategory.InvalidData,
                 $"The set {VerifyService.Describe(set)} is {set.Status}{(set.Reason is null ? "" : $" ({set.Reason})")}: it cannot be restored from.",
                 $"Choose a Complete set: Get-KvmBackup -Path {set.Destination} -DomainName {set.DomainName} -Status Complete.", set.Location);

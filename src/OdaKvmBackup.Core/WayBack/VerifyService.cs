@@ -23,7 +23,7 @@ internal sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
     {
         var started = DateTime.UtcNow;
         var result = new BackupSetTestResult(set) { ReadWhere = store.IsRemote ? "on the server" : "on this host" };
-        if (set.Status != BackupSetStatus.Complete)
+        if (set.Manifest.Status != BackupSetStatus.Complete)
         {
             var error = new BackupException(ErrorIds.BackupSetNotComplete, BackupErrorCategory.InvalidData,
                 $"The set {Describe(set)} is {set.Status}{(set.Reason is null ? "" : $" ({set.Reason})")}: it cannot be restored from, so its copies were not tested.",

@@ -28,7 +28,7 @@ public sealed class GetKvmBackupCommand : KvmCmdlet, IDisposable
     public SwitchParameter Latest { get; set; }
 
     [Parameter]
-    [ValidateSet(BackupSetStatus.Complete, BackupSetStatus.Incomplete, BackupSetStatus.InProgress)]
+    [ValidateSet(nameof(BackupSetStatus.Complete), nameof(BackupSetStatus.Incomplete), nameof(BackupSetStatus.InProgress))]
     public string[]? Status { get; set; }
 
     protected override void ProcessRecord()
@@ -48,7 +48,7 @@ public sealed class GetKvmBackupCommand : KvmCmdlet, IDisposable
             if (Latest)
                 foreach (var future in listing.Sets.Where(s => BackupCatalog.IsInTheFuture(s, now)))
                     WriteWarning($"The set {future.Location} is dated in the future (its run id {future.RunId} is UTC; this host's clock says {now:yyyyMMdd-HHmmss}), so -Latest skipped it: it was not written tonight by this module on a host with a right clock. Find out who wrote it (a forged set, or a host whose clock ran ahead), then remove it by hand.");
-            foreach (var set in BackupCatalog.Filter(listing.Sets, Status ?? [], Latest, now))
+            foreach (var set in BackupCatalog.Filter(listing.Sets, (Status ?? []).Select(s => Enum.Parse<BackupSetStatus>(s, ignoreCase: true)).ToList(), Latest, now))
                 WriteObject(set);
         }
         catch (BackupException ex)

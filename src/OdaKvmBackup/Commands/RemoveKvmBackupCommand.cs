@@ -174,7 +174,7 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
             return;
         }
         var runs = PruneService.ListRetained(path, DomainFilter());
-        var byCandidate = runs.ToDictionary(r => new PruneCandidate(r.DomainName, r.Name, r.TimeUtc, "Retained"));
+        var byCandidate = runs.ToDictionary(r => new PruneCandidate(r.DomainName, r.Name, r.TimeUtc, Status: null));
         var service = new PruneService(Tools.Virsh);
         foreach (var decision in PrunePolicy.DecideOverlays(byCandidate.Keys, OverlayKeepDays, DateTime.UtcNow))
         {
@@ -190,7 +190,7 @@ public sealed class RemoveKvmBackupCommand : KvmCmdlet, IDisposable
             try
             {
                 Run(ct => service.RemoveRetainedAsync(run, ct));
-                Removed(new RemovedBackup(RemovedBackup.RetainedOverlaysKind, run.DomainName, run.Name, "Retained", run.Folder, decision.Reason));
+                Removed(new RemovedBackup(RemovedBackup.RetainedOverlaysKind, run.DomainName, run.Name, nameof(BackupStage.Retained), run.Folder, decision.Reason));
             }
             catch (BackupException ex)
             {

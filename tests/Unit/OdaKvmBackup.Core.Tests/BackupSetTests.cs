@@ -17,7 +17,7 @@ public sealed class BackupSetTests : IDisposable
 
     public void Dispose() => _temp.Dispose();
 
-    private static BackupManifest Manifest(string status = BackupSetStatus.InProgress) => new()
+    private static BackupManifest Manifest(BackupSetStatus status = BackupSetStatus.InProgress) => new()
     {
         DomainName = "linux_vm",
         RunId = "20250101-020304",
@@ -33,6 +33,26 @@ public sealed class BackupSetTests : IDisposable
         ],
         ExcludedDisks = [new ExcludedDisk("vdc", "/x/asm1", "not piped to New-KvmDiskSnapshot")],
     };
+
+    /// <summary>backup.json keeps its words: a set written before the status became an enum, and a set written
+    /// now, are read by either version.</summary>
+    [Theory]
+    [InlineData(BackupSetStatus.Complete, "Complete")]
+    [InlineData(BackupSetStatus.Incomplete, "Incomplete")]
+    [InlineData(BackupSetStatus.InProgress, "InProgress")]
+    public async Task Status_is_written_to_backup_json_as_its_word_and_read_back_from_it(BackupSetStatus status, string word)
+    {
+        var manifest = Manifest(status);
+        manifest.Disks[1] = new ManifestDisk { Target = "vdb", Source = "/x/disco", Format = "raw", File = "disco", SizeBytes = 1048576, DataBytes = 4096, ContentDigest = new string('b', 64), Verified = true };
+        var text = System.Text.Encoding.UTF8.GetString(BackupSet.Serialize(manifest));
+        Assert.Contains($"\"Status\": \"{word}\"", text, StringComparison.Ordinal);
+
+        await _store.WriteSmallFileAsync(BackupNames.ManifestPath(Set), System.Text.Encoding.UTF8.GetBytes(text), CancellationToken.None);
+        var loaded = await BackupSet.LoadAsync(_store, Set, CancellationToken.None);
+
+        Assert.Equal(status, loaded.Manifest.Status);
+        Assert.Equal(word, new BackupSetInfo(_store, loaded).Status);
+    }
 
     [Fact]
     public async Task Saved_manifest_loads_back_with_every_field()

@@ -54,7 +54,7 @@ public class CatalogAndVerifyTests : IDisposable
         Assert.Equal(_root.Combine("vm1", "20261121-220000", "boot"), set.Disks[0].Location);
 
         Assert.Equal(["vm1 20261121-220000", "vm2 20261120-220000"], BackupCatalog.Filter(listing.Sets, [], latest: true, DateTime.UtcNow).Select(s => s.DomainName + " " + s.RunId));
-        Assert.Equal(["vm1 20261120-220000"], BackupCatalog.Filter(listing.Sets, ["Incomplete"], latest: false, DateTime.UtcNow).Select(s => s.DomainName + " " + s.RunId));
+        Assert.Equal(["vm1 20261120-220000"], BackupCatalog.Filter(listing.Sets, [BackupSetStatus.Incomplete], latest: false, DateTime.UtcNow).Select(s => s.DomainName + " " + s.RunId));
         var onlyVm2 = await BackupCatalog.ListAsync(store, name => name == "vm2", CancellationToken.None);
         Assert.Equal(["vm2"], onlyVm2.Sets.Select(s => s.DomainName));
     }

@@ -30,7 +30,7 @@ public sealed class RestoreServiceTests : IDisposable
 
     private RestoreService Service => new(_host.Tools, _host.Runner, new RecordingSink());
 
-    private async Task<(BackupSetInfo Set, LocalBackupStore Store)> SetAsync(string status = BackupSetStatus.Complete)
+    private async Task<(BackupSetInfo Set, LocalBackupStore Store)> SetAsync(BackupSetStatus status = BackupSetStatus.Complete)
     {
         var store = new LocalBackupStore(_backup);
         var set = await Sets.WriteAsync(store, _backup, "vm1", T0, status, sourceFolder: _vms);

@@ -8,7 +8,7 @@ internal static class Sets
 
     /// <summary>A set of <paramref name="domain"/> with a qcow2-named vda and a raw vdb (random data between holes).</summary>
     public static async Task<BackupSetInfo> WriteAsync(IBackupStore store, string root, string domain, DateTime startedUtc,
-        string status = BackupSetStatus.Complete, long segmentSize = 0, string? sourceFolder = null)
+        BackupSetStatus status = BackupSetStatus.Complete, long segmentSize = 0, string? sourceFolder = null)
     {
         var runId = BackupNames.RunId(startedUtc);
         var folder = BackupNames.SetFolder(domain, runId);
