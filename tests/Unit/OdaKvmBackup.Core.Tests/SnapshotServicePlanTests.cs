@@ -283,6 +283,19 @@ public sealed class SnapshotServicePlanTests : IDisposable
         Assert.Equal([ErrorIds.AgentNotConfigured], Ids(plan));
     }
 
+    /// <summary>Only an agent that cannot freeze the guest is a problem of the plan, listed with the others; any
+    /// other failure of virsh while asking it stops the plan with that error, as every other question does.</summary>
+    [Fact]
+    public async Task Agent_question_that_fails_for_another_reason_is_thrown_not_listed()
+    {
+        _host.AgentPing = Results.VirshError("error: failed to connect to the hypervisor\nerror: Cannot recv data: Connection reset by peer\n");
+
+        var ex = await Assert.ThrowsAnyAsync<BackupException>(() => Plan());
+
+        Assert.NotEqual(ErrorIds.AgentNotConnected, ex.ErrorId);
+        Assert.Contains("Connection reset by peer", ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Crash_consistent_backup_does_not_need_the_agent()
     {
