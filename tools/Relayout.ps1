@@ -155,7 +155,7 @@ $Layout = [ordered]@{
 # Every other top-level type of the core becomes internal (the cmdlets, tests and tools see it through
 # InternalsVisibleTo). FileSystemPaths stays public because the format file calls FileSystemPaths::FormatBytes.
 $PublicTypes = @(
-    'VmDisk', 'VmDiskBackup', 'BackupConsistency', 'BackupStage',
+    'VmDisk', 'VmDiskBackup', 'BackupConsistency', 'BackupStage', 'BackupSetStatus',
     'BackupSetInfo', 'BackupSetDisk', 'BackupSetTestResult', 'DiskTestResult',
     'RestoredBackup', 'RestoredDisk', 'RemovedBackup', 'RepairAction',
     'ExcludedDisk', 'RestoreMode',
