@@ -76,4 +76,23 @@ public sealed class RunRecordKeepingTests : IDisposable
         Assert.Equal([_b.Boot, _b.Data], _b.Host.Disks.Select(d => d.Source));
         Assert.Null(RunJournal.TryLoad(Bench.Domain));
     }
+
+    // Kills BackupRun.cs:324 (disk.State < DiskState.Committed -> <=): a disk recorded as committed again (a second
+    // Invoke-BlockCommit of the same objects) keeps the time it spent on its overlay, as its pipeline object shows it.
+    [Fact]
+    public async Task A_disk_committed_twice_keeps_the_time_it_spent_on_its_overlay()
+    {
+        var run = await _b.SnapshottedAsync();
+        run.BeginCommit("vda");
+        run.RecordCommitted("vda");
+        var first = run.Disks[0].TimeOnOverlay;
+        Assert.NotNull(first);
+        await Task.Delay(20);
+
+        run.BeginCommit("vda");
+        run.RecordCommitted("vda");
+
+        Assert.Equal(first, run.Disks[0].TimeOnOverlay);
+        Assert.Equal(first, RunJournal.TryLoad(Bench.Domain)!.Disks[0].CommittedUtc - RunJournal.TryLoad(Bench.Domain)!.SnapshotUtc);
+    }
 }
