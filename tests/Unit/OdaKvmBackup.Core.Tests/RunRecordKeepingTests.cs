@@ -11,9 +11,11 @@ namespace OdaKvmBackup.Core.Tests;
 public sealed class RunRecordKeepingTests : IDisposable
 {
     private readonly Bench _b = new();
+    private readonly StateDirectoryFixture _state;
 
     public RunRecordKeepingTests(StateDirectoryFixture state)
     {
+        _state = state;
         state.Reset();
         _b.Host.OnBlockCommit = _b.Host.CommitAndPivot;
     }
@@ -94,5 +96,41 @@ public sealed class RunRecordKeepingTests : IDisposable
 
         Assert.Equal(first, run.Disks[0].TimeOnOverlay);
         Assert.Equal(first, RunJournal.TryLoad(Bench.Domain)!.Disks[0].CommittedUtc - RunJournal.TryLoad(Bench.Domain)!.SnapshotUtc);
+    }
+
+    // Kills BackupRun.cs:158 (the undo's _copying.Remove(target) removed) and BackupRun.cs:510 and :511 (SaveAhead's
+    // undo() and throw; removed): a copy the journal could not record is refused with JournalWriteFailed and
+    // leaves nothing behind, so that it can be started again once the state folder is fixed.
+    [Fact]
+    public async Task A_copy_the_journal_could_not_record_can_be_started_again_once_the_state_folder_is_fixed()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        _state.BreakJournalFolder();
+
+        var ex = Assert.Throws<BackupException>(() => run.BeginCopy("vda", store));
+        Assert.Equal(ErrorIds.JournalWriteFailed, ex.ErrorId);
+        Assert.Null(run.Record.Disks[0].CopyStartedUtc);
+
+        File.Delete(StateDirectory.JournalDirectory);
+        Directory.Move(StateDirectory.JournalDirectory + ".aside", StateDirectory.JournalDirectory);
+        run.BeginCopy("vda", store);
+        Assert.NotNull(RunJournal.TryLoad(Bench.Domain)!.Disks[0].CopyStartedUtc);
+    }
+
+    // Kills BackupRun.cs:522 (throw RunErrors.RunClosed removed in EnsureAttached): a step of a run that is over,
+    // taken while another run of the domain holds its lock, says the run is closed (its objects are stale), not
+    // that a backup is in progress.
+    [Fact]
+    public async Task A_step_of_a_run_that_is_over_says_so_while_another_run_holds_the_domain()
+    {
+        var run = await _b.SnapshottedAsync();
+        await run.FailAsync("the test stopped it", NullSink.Instance);
+        using var other = DomainLock.TryAcquire(Bench.Domain);
+        Assert.NotNull(other);
+
+        var ex = Assert.Throws<BackupException>(() => run.BeginCopy("vda", new LocalBackupStore(_b.Temp.Folder("backups"))));
+
+        Assert.Equal(ErrorIds.RunClosed, ex.ErrorId);
     }
 }
