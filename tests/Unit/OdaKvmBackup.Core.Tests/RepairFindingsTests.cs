@@ -100,4 +100,32 @@ public sealed class RepairFindingsTests : IDisposable
         Assert.Equal($"overlay {Bench.OverlayOf(_b.Boot)} would block the next snapshot (OdaKvmBackup has no record of it)",
             findings.Single(f => f.Kind == RepairKind.RemoveLeftoverOverlay).Problem);
     }
+
+    // Kills RepairService.cs:81 (job.Ready ? ", ready to pivot" : "" -> true ? ...): a leftover commit job that is
+    // still copying is not said to be ready to pivot.
+    [Fact]
+    public async Task A_leftover_commit_job_still_copying_is_not_said_ready_to_pivot()
+    {
+        var run = await _b.SnapshottedAsync();
+        run.Release();
+        _b.Host.BlockJobs["vda"] = FakeHost.CommitJob(50, 100);
+
+        var vda = Assert.Single(await InspectAsync(), f => f.Kind == RepairKind.CommitOverlay && f.Target == "vda");
+
+        Assert.Equal("vda has a leftover Active Block Commit job (50 %)", vda.Problem);
+    }
+
+    // Kills RepairService.cs:85 (offline ? "commit the overlay offline..." : ... -> false ? ...): for a shut-off
+    // domain the fix shown (-WhatIf, the warning without -IncludeUnrecorded) is the offline commit it will do.
+    [Fact]
+    public async Task The_fix_shown_for_a_shut_off_domain_is_the_offline_commit()
+    {
+        var run = await _b.SnapshottedAsync();
+        run.Release();
+        _b.Host.State = "shut off";
+
+        var vda = Assert.Single(await InspectAsync(), f => f.Kind == RepairKind.CommitOverlay && f.Target == "vda");
+
+        Assert.Equal($"commit the overlay offline with qemu-img and point the definition back at {_b.Boot}", vda.Action);
+    }
 }
