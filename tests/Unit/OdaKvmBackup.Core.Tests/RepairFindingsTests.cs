@@ -128,4 +128,18 @@ public sealed class RepairFindingsTests : IDisposable
 
         Assert.Equal($"commit the overlay offline with qemu-img and point the definition back at {_b.Boot}", vda.Action);
     }
+
+    // Kills RepairService.cs:46 (names is { Count: > 0 } -> >= 0): Repair-KvmBackup given no domain name looks at
+    // every domain of the host and every domain with a journal, not at none.
+    [Fact]
+    public async Task Repair_given_no_domain_names_looks_at_every_domain_and_every_journal()
+    {
+        var run = await _b.SnapshottedAsync();
+        run.Release();
+
+        var domains = await _b.Repair().DomainsToInspectAsync([], CancellationToken.None);
+
+        Assert.Contains(Domain, domains);
+        Assert.Equal(domains.Distinct().Count(), domains.Count);
+    }
 }
