@@ -15,12 +15,16 @@
       UnitTest   xunit tests of the core and of tools/HelpBuilder (no libvirt needed)
       Format     dotnet format whitespace --verify-no-changes on the solution (the SDK's own, offline): fails when a
                  file does not follow .editorconfig, and says how to fix it. Part of Test
-      Mutate     mutation testing (Stryker.NET, tools/stryker/stryker-config.json) of the safety logic: the run and
-                 its rollback (BackupRun), Repair-KvmBackup (RepairService), the way back both take (RunCloser), the
-                 journal (RunJournal, RunRecord);
+      Mutate     mutation testing (Stryker.NET, tools/stryker/stryker-config.json) of the safety logic: the run, its
+                 steps and its rollback (Run/BackupRun.cs, Run/BackupRun.Steps.cs), the lease (Run/RunLease.cs),
+                 Repair-KvmBackup (Run/RepairService.cs), the way back both take (Run/RunCloser.cs), the journal
+                 (RunState/RunJournal.cs, RunState/RunRecord.cs) and the names (Paths/BackupNames.cs);
                  each mutant against their unit tests, one at a time under nice -n 19. Prints the score and every
                  surviving mutant, writes the HTML and JSON reports under out/stryker. Not part of Test (it takes
-                 tens of minutes; no lab needed)
+                 tens of minutes; no lab needed). The config leaves out string mutants (message text), progress and
+                 verbose calls, and ConfigureAwait: its false->true mutants are equivalent here, since the core runs
+                 without a SynchronizationContext (pwsh's pipeline thread and the thread pool have none).
+                 The survivors and what was done with each: docs/mutation-survivors.md
       Lab        bring up the real libvirt + QEMU lab (installs packages; root)
       Pester     Pester tests of the built module against the lab, in a child pwsh
       FaultTable docs/fault-table.md from what the fault tests measured in their last run (out/fault-table/*.json,

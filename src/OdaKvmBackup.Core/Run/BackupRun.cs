@@ -399,8 +399,6 @@ internal sealed partial class BackupRun
         bool snapshotMayExist;
         lock (_gate)
         {
-            if (Record.Phase == RunPhase.Finished && Record.FailureReason is not null)
-                return new RollbackOutcome(DomainName, true, true, $"'{DomainName}' was already put back ({Record.FailureReason}).");
             try
             {
                 _lock ??= DomainLock.TryAcquire(DomainName); // best effort: the journal stays the record if another holds it
