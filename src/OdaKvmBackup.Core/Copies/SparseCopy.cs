@@ -57,6 +57,33 @@ internal static partial class SparseCopy
             return Walk(path, null, 0, progress, ct, segmentDigests: false);
         });
 
+    /// <summary>The block digest list of a local file as stored (issue 15): its pages are dropped from the cache
+    /// first, so a verification reads what the storage holds. Its <see cref="BlockDigestList.Sha256"/> equals the
+    /// manifest's <c>Digests</c> exactly when the file holds the bytes the list was taken of.</summary>
+    public static Task<BlockDigestList> DigestListAsync(string path, Action<long, long>? progress, CancellationToken ct) =>
+        Task.Factory.StartNew(() =>
+        {
+            using var input = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            DropFromCache(input);
+            var size = SizeOf(input, path);
+            var fd = (int)input.DangerousGetHandle();
+            _ = PosixFadvise(fd, 0, 0, FadviseSequential);
+            using var builder = new BlockDigestListBuilder(size);
+            var buffer = GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true);
+            foreach (var (start, end) in DataExtents(input, size))
+            {
+                for (var offset = start; offset < end; offset += ChunkSize)
+                {
+                    ct.ThrowIfCancellationRequested();
+                    var length = (int)Math.Min(ChunkSize, end - offset);
+                    ReadFully(input, buffer.AsSpan(0, length), offset);
+                    builder.Append(offset, buffer.AsSpan(0, length));
+                    progress?.Invoke(offset + length, size);
+                }
+            }
+            return builder.Complete();
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+
     /// <summary>A copy blocks on the disks for seconds or hours: it gets a thread of its own, not one of the pool's.</summary>
     private static Task<CopyResult> RunOnOwnThread(Func<CopyResult> work) =>
         Task.Factory.StartNew(work, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);

@@ -92,6 +92,12 @@ internal static class BackupNames
     /// <summary>The domain's definition as it was backed up: &lt;set&gt;/domain.xml.</summary>
     public static string DomainXmlPath(string setFolder) => FileInSet(setFolder, DomainXmlFileName);
 
+    /// <summary>The block digest list of a copy in a set: the copy's file name plus <see cref="DigestListSuffix"/>.
+    /// Always derived from the copy's name, never read from a manifest.</summary>
+    public static string DigestListInSet(string setFolder, string fileName) => FileInSet(setFolder, fileName + DigestListSuffix);
+
+    public const string DigestListSuffix = ".digests";
+
     /// <summary>A copy in the set while it is written and not yet verified: &lt;set&gt;/&lt;file&gt;.partial.</summary>
     public static string PartialInSet(string setFolder, string fileName) => FileInSet(setFolder, Partial(fileName));
 

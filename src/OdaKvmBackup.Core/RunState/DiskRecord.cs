@@ -28,6 +28,15 @@ internal sealed class DiskRecord
     public string? ContentDigest { get; set; }
     /// <summary>For a copy on another host: see <see cref="CopyResult.SegmentDigests"/>.</summary>
     public SortedDictionary<long, string>? SegmentDigests { get; set; }
+    /// <summary>Issue 15 (see the same names in <see cref="ManifestDisk"/>).</summary>
+    public string? Digests { get; set; }
+    public string? BasedOn { get; set; }
+    public string? FullBecause { get; set; }
+    public string? StoredAs { get; set; }
+    public long? BytesRead { get; set; }
+    public long? BytesSent { get; set; }
+    public long? BytesCloned { get; set; }
+    public long? BytesResent { get; set; }
     /// <summary>The copy was read back from the destination's storage and matched what was read from the source.</summary>
     public bool Verified { get; set; }
     public string? VerifiedBy { get; set; }

@@ -44,6 +44,23 @@ internal interface IBackupStore : IAsyncDisposable
     /// <summary>Creates (or truncates) a file 0600 for writing at offsets; what is never written stays a hole.</summary>
     Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct);
 
+    /// <summary>
+    /// Makes <paramref name="newRelative"/> (nothing may be there yet) a copy of <paramref name="baseRelative"/> made
+    /// where the files lie, never through this host: a clone sharing the base's blocks where the file system can
+    /// (FICLONE locally, <c>cp --reflink=always</c> on an SSH server: XFS with reflink, btrfs, NFS 4.2), else a sparse
+    /// copy on the destination itself (<see cref="FileClone.LocalCopy"/>). The base is only ever read. The new file is
+    /// 0600 and not fsynced (whoever writes into it next fsyncs it). Nothing is left at <paramref name="newRelative"/>
+    /// when it fails. Issue 15: the next set's copy starts as the previous set's.
+    /// </summary>
+    Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct) =>
+        throw new NotSupportedException($"{GetType().Name} cannot clone files.");
+
+    /// <summary>Opens an existing file (a clone made by <see cref="CloneFileAsync"/>) for writing at offsets without
+    /// truncating it: what is never written keeps what the file held. <see cref="IStoreFileWriter.CompleteAsync"/>
+    /// sets its size and fsyncs it.</summary>
+    Task<IStoreFileWriter> OpenForWriteAsync(string relativePath, CancellationToken ct) =>
+        throw new NotSupportedException($"{GetType().Name} cannot write into an existing file.");
+
     /// <summary>Opens a file for reading at offsets.</summary>
     Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct);
 
