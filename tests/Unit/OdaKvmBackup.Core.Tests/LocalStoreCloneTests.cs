@@ -165,12 +165,13 @@ public sealed class LocalStoreCloneTests : IClassFixture<XfsFixture>, IDisposabl
         }
         IBackupStore store = new LocalBackupStore(root);
 
-        var open = store.OpenForWriteAsync(path, CancellationToken.None);
+        var open = Task.Run(() => store.OpenForWriteAsync(path, CancellationToken.None));
         var finished = await Task.WhenAny(open, Task.Delay(TimeSpan.FromSeconds(10)));
 
         Assert.True(finished == open, "the open hangs");
         var error = await Assert.ThrowsAsync<BackupException>(() => open);
         Assert.Equal(ErrorIds.BackupCopyUnsafe, error.ErrorId);
+        Assert.Contains("nothing was written to it", error.Message, StringComparison.Ordinal);
         Assert.Equal("host disk", File.ReadAllText(hostFile));
     }
 
@@ -187,6 +188,7 @@ public sealed class LocalStoreCloneTests : IClassFixture<XfsFixture>, IDisposabl
         var error = await Assert.ThrowsAsync<BackupException>(() => store.CloneFileAsync("run1/disk", "run2/disk.partial", CancellationToken.None));
 
         Assert.Equal(ErrorIds.BackupCopyUnsafe, error.ErrorId);
+        Assert.Contains("it was not cloned", error.Message, StringComparison.Ordinal);
         Assert.Empty(Directory.GetFileSystemEntries(Path.Combine(root, "run2")));
     }
 
