@@ -113,7 +113,7 @@ public sealed class SshStoreCloneTests : IClassFixture<XfsFixture>
     [InlineData("/etc/hostname")]
     public async Task A_path_that_leads_outside_the_root_is_refused_before_the_server_is_asked(string path)
     {
-        var root = _server.DataFolder("clone-containment");
+        var root = _server.DataFolder("clone-containment-" + Guid.NewGuid().ToString("N"));
         Base(root);
         var outside = Path.Combine(Path.GetDirectoryName(root)!, "outside");
         File.WriteAllText(outside, "host file");
