@@ -63,7 +63,7 @@ public sealed class CopyServiceTests : IDisposable
         Assert.Equal(PrivateFiles.FolderMode, File.GetUnixFileMode(SetPath(store, run)));
         foreach (var file in Directory.GetFiles(SetPath(store, run)))
             Assert.True(File.GetUnixFileMode(file) == PrivateFiles.FileMode, $"{file} is {File.GetUnixFileMode(file)}");
-        Assert.Equal(4, Directory.GetFiles(SetPath(store, run)).Length);
+        Assert.Equal(6, Directory.GetFiles(SetPath(store, run)).Length); // two copies, their digest lists, backup.json, domain.xml
     }
 
     [Fact]
