@@ -119,6 +119,31 @@ public sealed class IncrementalCopyTests : IDisposable
     }
 
     [Fact]
+    public async Task On_XFS_with_reflink_the_second_copy_is_a_clone_and_the_destination_grows_by_about_what_changed()
+    {
+        using var xfs = new XfsFileSystem();
+        var store = new LocalBackupStore(xfs.Folder("backups"));
+        Write(_b.Data, 4L * Files.MiB, 16 * Files.MiB, 0x33); // 16 MiB of data in the data disk
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+        var before = xfs.UsedBytes();
+
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        var grew = xfs.UsedBytes() - before;
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        Assert.Equal((first.RunId, FileClone.Reflink, 128L << 10), (data.BasedOn, data.StoredAs, data.BytesSent));
+        // The base's data taken by the clone, counted in 64 KiB blocks: the 16 MiB written, the block at 2 MiB, the last one.
+        Assert.Equal(16L * Files.MiB + 2 * (64 << 10), data.BytesCloned);
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")));
+        // A full copy would take 16 MiB more; the clone shares them with the first set.
+        Assert.True(grew < 2L * Files.MiB, $"the destination grew by {grew} bytes for 128 KiB that changed");
+    }
+
+    [Fact]
     public async Task Full_copies_every_disk_in_full_and_says_why()
     {
         var store = new LocalBackupStore(Destination);
