@@ -236,6 +236,55 @@ public sealed class IncrementalCopyTests : IDisposable
         Assert.Equal(firstSet, HashesOf(SetPath(first, store)));
     }
 
+    [Fact]
+    public async Task Destination_that_cannot_clone_gets_a_full_copy_that_says_why()
+    {
+        var local = new LocalBackupStore(Destination);
+        var (first, _, _) = await BackUpAsync(local, new RecordingSink());
+        var sink = new RecordingSink();
+
+        var (second, failed, _) = await BackUpAsync(new CannotCloneStore(local), sink);
+
+        Assert.Empty(failed);
+        var manifest = await Bench.ManifestAsync(local, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.All(manifest.Disks, d =>
+        {
+            Assert.Null(d.BasedOn);
+            Assert.Equal("full", d.StoredAs);
+            Assert.Contains($"the copy of set {first.RunId} could not be cloned at the destination", d.FullBecause, StringComparison.Ordinal);
+            Assert.Equal(d.DataBytes, d.BytesSent);
+        });
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, local, "data1")));
+        Assert.Empty(Directory.GetFiles(SetPath(second, local), "*.partial"));
+    }
+
+    /// <summary>A store on a file system, or a server, that can neither clone nor write into an existing file.</summary>
+    private sealed class CannotCloneStore(LocalBackupStore inner) : IBackupStore
+    {
+        public string Location => inner.Location;
+        public bool IsRemote => inner.IsRemote;
+        public string Describe(string relativePath) => inner.Describe(relativePath);
+        public Task CheckWritableAsync(CancellationToken ct) => inner.CheckWritableAsync(ct);
+        public Task<long> GetFreeBytesAsync(CancellationToken ct) => inner.GetFreeBytesAsync(ct);
+        public Task<StoreEntry?> GetEntryAsync(string relativePath, CancellationToken ct) => inner.GetEntryAsync(relativePath, ct);
+        public Task<IReadOnlyList<StoreEntry>> ListAsync(string relativeFolder, CancellationToken ct) => inner.ListAsync(relativeFolder, ct);
+        public Task CreateFolderAsync(string relativePath, CancellationToken ct) => inner.CreateFolderAsync(relativePath, ct);
+        public Task WriteSmallFileAsync(string relativePath, byte[] content, CancellationToken ct) => inner.WriteSmallFileAsync(relativePath, content, ct);
+        public Task<byte[]> ReadSmallFileAsync(string relativePath, CancellationToken ct) => inner.ReadSmallFileAsync(relativePath, ct);
+        public Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct) => inner.CreateFileAsync(relativePath, ct);
+        public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct) => inner.OpenReadAsync(relativePath, ct);
+        public Task RenameAsync(string from, string to, CancellationToken ct) => inner.RenameAsync(from, to, ct);
+        public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct) => inner.DeleteAsync(relativePath, recursive, ct);
+        public Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes, CancellationToken ct) =>
+            inner.SegmentDigestsAsync(relativePath, segmentSize, segmentIndexes, ct);
+        public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
+            inner.FindNonZeroAsync(relativePath, ranges, ct);
+        public Task<StoreOwnership?> GetOwnershipAsync(string relativePath, CancellationToken ct) => inner.GetOwnershipAsync(relativePath, ct);
+        public Task<uint> GetWriterIdAsync(CancellationToken ct) => inner.GetWriterIdAsync(ct);
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+
     private static void FlipByte(string path, long offset)
     {
         using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
