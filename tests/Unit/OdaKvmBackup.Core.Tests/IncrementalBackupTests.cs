@@ -10,12 +10,12 @@ namespace OdaKvmBackup.Core.Tests;
 /// it was stored, it sent about what changed, and the first set is never written to.
 /// </summary>
 [Collection(StateDirectoryCollection.Name)]
-public sealed class IncrementalCopyTests : IDisposable
+public sealed class IncrementalBackupTests : IDisposable
 {
     private const string Domain = Bench.Domain;
     private readonly Bench _b = new(dataSize: 40L * Files.MiB);
 
-    public IncrementalCopyTests(StateDirectoryFixture state)
+    public IncrementalBackupTests(StateDirectoryFixture state)
     {
         state.Reset();
         _b.Host.State = "shut off";
