@@ -223,7 +223,7 @@ internal sealed partial class BackupRun
     }
 
     /// <summary>The copy of a disk was written (as .partial) from its frozen file, with its digest list beside it.</summary>
-    public void RecordCopied(string target, EngineResult copy, string storedAs, long bytesCloned)
+    public void RecordCopied(string target, CopyResult copy, string storedAs, long bytesCloned)
     {
         Change(() =>
         {

@@ -206,11 +206,11 @@ internal sealed class CopyService
             var (writer, stored) = await OpenCopyAsync(run, disk, partial, prepared, ct).ConfigureAwait(false);
             var activity = $"Copying {disk.Target} of {disk.DomainName}";
             var progressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
-            EngineResult copy;
+            CopyResult copy;
             await using (writer)
             {
                 var rate = new RateMeter();
-                copy = await EngineShim.CopyAsync(record.Source, writer, stored.Base, _bandwidth, p =>
+                copy = await SparseCopy.CopyAsync(record.Source, writer, stored.Base, _bandwidth, p =>
                 {
                     // A bar per disk under one for the VM: compared and sent bytes, rate and time left for each.
                     _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, Status(rate, p.Compared, p.Sent, p.Total), Percent(p.Compared, p.Total)));
@@ -309,7 +309,7 @@ internal sealed class CopyService
     /// <summary>Reads the copy back from the destination's storage, whole, compares it with the digests taken while
     /// reading the source, and only then gives it and its digest list their final names. A check that fails marks
     /// the set Incomplete and throws.</summary>
-    private async Task VerifyAsync(BackupRun run, VmDiskBackup disk, string set, EngineResult copy)
+    private async Task VerifyAsync(BackupRun run, VmDiskBackup disk, string set, CopyResult copy)
     {
         var file = run.Record.Disk(disk.Target).SetFile;
         var partial = BackupNames.PartialInSet(set, file);
@@ -350,7 +350,7 @@ internal sealed class CopyService
 
     /// <summary>Reads the copy back from the destination's storage (its pages dropped from the cache first) and takes
     /// its digest list again: equal to the source's only when every byte is.</summary>
-    private async Task<string> VerifyLocalAsync(VmDiskBackup disk, string partial, EngineResult copy)
+    private async Task<string> VerifyLocalAsync(VmDiskBackup disk, string partial, CopyResult copy)
     {
         var readBack = await SparseCopy.DigestListAsync(_store.Describe(partial), null, CancellationToken.None).ConfigureAwait(false);
         if (readBack.Sha256 != copy.Digests.Sha256)
@@ -368,19 +368,13 @@ internal sealed class CopyService
     /// <summary>Has the server read the copy back, whole (never over the network): each segment that holds data by
     /// its SHA-256 computed there, each segment of zeros by reading as zeros there (see <see cref="RemoteCopyCheck"/>).
     /// All of the copy, not only the blocks sent: what the clone took from the base is checked too.</summary>
-    private async Task<string> VerifyOnServerAsync(VmDiskBackup disk, string partial, EngineResult copy)
+    private async Task<string> VerifyOnServerAsync(VmDiskBackup disk, string partial, CopyResult copy)
     {
         var list = copy.Digests;
         var entry = await _store.GetEntryAsync(partial, CancellationToken.None).ConfigureAwait(false);
         if (entry is null || entry.Size != copy.SizeBytes)
             throw Mismatch(disk, $"{entry?.Size ?? 0} bytes stored instead of {copy.SizeBytes}");
-        var digests = new Dictionary<long, string>();
-        for (long segment = 0; segment < list.SegmentCount; segment++)
-        {
-            if (!list.SegmentDigest(segment).SequenceEqual(BlockDigestList.ZeroSegmentDigest))
-                digests[segment] = list.SegmentDigestHex(segment);
-        }
-        var check = await RemoteCopyCheck.RunAsync(_store, partial, copy.SizeBytes, BlockDigestList.SegmentSize, digests, CancellationToken.None).ConfigureAwait(false);
+        var check = await RemoteCopyCheck.RunAsync(_store, partial, copy.SizeBytes, BlockDigestList.SegmentSize, list.DataSegmentDigests(), CancellationToken.None).ConfigureAwait(false);
         if (check.Failed is { } failed)
         {
             var offset = failed.Segment * BlockDigestList.SegmentSize;
