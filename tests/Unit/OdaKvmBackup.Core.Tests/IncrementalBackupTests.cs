@@ -98,7 +98,9 @@ public sealed class IncrementalBackupTests : IDisposable
         });
         Assert.Equal(128L << 10, data.BytesSent);
         Assert.Equal(0, boot.BytesSent);
-        Assert.Equal(40L * Files.MiB, data.BytesRead);
+        // The whole disk was compared: every extent that may hold data was read (a file system may report allocated but
+        // never written extents as holes, which read as zeros).
+        Assert.InRange(data.BytesRead!.Value, data.DataBytes!.Value, 40L * Files.MiB);
         // Every copy is the disk, whole, and its list is the one the manifest names.
         Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")));
         Assert.True(Files.SameBytes(_b.Boot, SetPath(second, store, "oda_vm1_boot")));
