@@ -30,7 +30,7 @@ public sealed class IncrementalBackupTests : IDisposable
     /// <summary>One backup run as New-KvmDiskSnapshot | Copy-VmDisk runs it: the preflight (Copy-VmDisk's part
     /// included: the base chosen and read back), then the copies and their checks; the run is then over.</summary>
     private async Task<(BackupRun Run, IReadOnlyList<BackupException> Failed, SnapshotPlan Plan)> BackUpAsync(IBackupStore store, RecordingSink sink,
-        bool full = false, Action<SnapshotPlan>? beforeCopy = null)
+        bool full = false, Action<SnapshotPlan>? beforeCopy = null, Action<BackupRun>? afterCopies = null)
     {
         var copy = new CopyService(_b.Tools, store, force: false, bandwidthMiBps: 0, throttleLimit: 2, sink, full);
         var plan = await _b.PlanAsync(new CopyDestinationCheck(store, false, copy.Bases));
@@ -51,6 +51,7 @@ public sealed class IncrementalBackupTests : IDisposable
             await run.FailAsync("copying a disk of 'oda_vm1' failed", sink);
         }
         failed.AddRange(await copy.FinishVerificationsAsync());
+        afterCopies?.Invoke(run);
         run.Release();
         return (run, failed, plan);
     }
@@ -143,6 +144,37 @@ public sealed class IncrementalBackupTests : IDisposable
         Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")));
         // A full copy would take 16 MiB more; the clone shares them with the first set.
         Assert.True(grew < 2L * Files.MiB, $"the destination grew by {grew} bytes for 128 KiB that changed");
+    }
+
+    [Fact]
+    public async Task The_journal_names_the_base_before_the_clone_is_made_and_the_counters_once_copied()
+    {
+        var store = new InterceptingStore(Destination);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+        var atClone = new Dictionary<string, DiskRecord>();
+        store.BeforeClone = (_, newFile) =>
+        {
+            var journal = RunJournal.TryLoad(Domain)!;
+            lock (atClone)
+                atClone[newFile] = journal.Disks.Single(d => newFile.EndsWith("/" + BackupNames.Partial(d.SetFile), StringComparison.Ordinal));
+        };
+        var copied = new Dictionary<string, DiskRecord>();
+
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink(), afterCopies: run =>
+        {
+            foreach (var disk in RunJournal.TryLoad(Domain)!.Disks)
+                copied[disk.Target] = disk;
+        });
+
+        Assert.Empty(failed);
+        Assert.Equal(2, atClone.Count);
+        Assert.All(atClone.Values, d => Assert.Equal((first.RunId, (string?)null, (string?)null), (d.BasedOn, d.FullBecause, d.StoredAs)));
+        var data = copied["vdb"];
+        Assert.Equal((first.RunId, 128L << 10, 0L), (data.BasedOn, data.BytesSent!.Value, data.BytesResent!.Value));
+        Assert.Contains(data.StoredAs, new[] { FileClone.Reflink, FileClone.LocalCopy });
+        Assert.Equal((await Bench.ManifestAsync(store, second)).Disks.Single(d => d.Target == "vdb").Digests, data.Digests);
+        Assert.Null(data.ContentDigest);
     }
 
     [Fact]
