@@ -129,6 +129,8 @@ internal class FakeRemoteStore(string root) : IBackupStore
     private readonly LocalBackupStore _local = new(root);
     public int SegmentDigestCalls;
     public int OpenReadCalls;
+    /// <summary>What was opened for reading (over the network, for a real server), in order.</summary>
+    public List<string> Opened { get; } = new();
 
     public string Location => "root@backup-server:" + root;
     public bool IsRemote => true;
@@ -152,6 +154,8 @@ internal class FakeRemoteStore(string root) : IBackupStore
     public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct)
     {
         Interlocked.Increment(ref OpenReadCalls);
+        lock (Opened)
+            Opened.Add(relativePath);
         return _local.OpenReadAsync(relativePath, ct);
     }
 
