@@ -143,6 +143,8 @@ internal class FakeRemoteStore(string root) : IBackupStore
     public Task WriteSmallFileAsync(string relativePath, byte[] content, CancellationToken ct) => _local.WriteSmallFileAsync(relativePath, content, ct);
     public Task<byte[]> ReadSmallFileAsync(string relativePath, CancellationToken ct) => _local.ReadSmallFileAsync(relativePath, ct);
     public Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct) => _local.CreateFileAsync(relativePath, ct);
+    public Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct) => _local.CloneFileAsync(baseRelative, newRelative, ct);
+    public Task<IStoreFileWriter> OpenForWriteAsync(string relativePath, CancellationToken ct) => _local.OpenForWriteAsync(relativePath, ct);
     public Task RenameAsync(string from, string to, CancellationToken ct) => _local.RenameAsync(from, to, ct);
     public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct) => _local.DeleteAsync(relativePath, recursive, ct);
     public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
