@@ -353,7 +353,7 @@ internal sealed partial class RestoreService(HostTools tools, IProcessRunner run
         KeptAside = keptAside,
         Notes = plan.Notes,
         Disks = restored.Select(r => new RestoredDisk(r.File.Target, r.File.TargetPath, r.File.Format, r.Copy.SizeBytes,
-            HostPaths.AllocatedBytes(r.File.TargetPath), r.Copy.ContentDigest!, true)).ToList(),
+            HostPaths.AllocatedBytes(r.File.TargetPath), r.Copy.ContentDigest, true)).ToList(),
     };
 
     /// <summary>Allocates every byte of a file (ODA keeps its vdisks fully allocated); the content stays as it is.</summary>
