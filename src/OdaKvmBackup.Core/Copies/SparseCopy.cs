@@ -308,7 +308,7 @@ internal static partial class SparseCopy
         /// rotted: from the chunk when it lies there, else (a hole) as zeros.</summary>
         private void WriteIfDiffers(long index, ReadOnlySpan<byte> digest, Chunk? chunk, CancellationToken ct)
         {
-            var differs = baseCopy!.List.BlockDiffers(index, digest);
+            var differs = BlockDiffers(baseCopy!.List, size, index, digest);
             var rotted = baseCopy.RottedSegments.Count > 0 && baseCopy.RottedSegments.Contains(index / BlockDigestList.BlocksPerSegment);
             if (!differs && !rotted)
                 return;
@@ -323,6 +323,11 @@ internal static partial class SparseCopy
                 _resent += length;
         }
     }
+
+    /// <summary>Whether block <paramref name="index"/> of a source of <paramref name="size"/> bytes, whose digest is
+    /// <paramref name="digest"/>, differs from the same block of the base (an incremental copy writes it).</summary>
+    internal static bool BlockDiffers(BlockDigestList baseList, long size, long index, ReadOnlySpan<byte> digest) =>
+        baseList.BlockDiffers(index, digest);
 
     /// <summary>A chunk of the source on its way to the hasher, with its runs of non-zero 4 KiB blocks.</summary>
     private sealed record Chunk(long Offset, int Length, byte[] Buffer, List<(int Start, int End)> Runs);
