@@ -162,7 +162,7 @@ public sealed class BaseFinderTests : IDisposable
         Assert.All(new[] { resized, unknownNow, unknownThen }, c => Assert.Null(c.Base));
         Assert.Equal($"the last Complete set 20261205-010000 holds vda at another virtual size ({VirtualSize} bytes; the disk now has {2 * VirtualSize}), "
             + "and no older Complete set has a usable copy of vda either", resized.WhyNone);
-        Assert.StartsWith("the virtual size of vda (qcow2) is not known", unknownNow.WhyNone, StringComparison.Ordinal);
+        Assert.StartsWith("the virtual size of vda (qcow2) is not known to this run (qemu-img info of its file was not read when the run was planned)", unknownNow.WhyNone, StringComparison.Ordinal);
         Assert.Equal("the last Complete set 20261205-000000 does not record the virtual size of its copy of vda (qcow2)", unknownThen.WhyNone);
     }
 
