@@ -64,6 +64,13 @@ public abstract class RunStepCmdlet : KvmCmdlet, IDisposable
     {
         foreach (var lease in _leases.Values)
             lease.Dispose();
+        // After the leases: a lease not completed puts its run back, and may need what the command holds.
+        ReleaseResources();
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Closes what the command opened (a store's SSH session), once the pipeline is done with it.</summary>
+    private protected virtual void ReleaseResources()
+    {
     }
 }

@@ -104,6 +104,15 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
         CompleteLeases();
     }
 
+    /// <summary>Closes the destination's SSH session: without it every backup to a server left one open in the
+    /// process (a nightly script's pwsh lives on). A run that writes to its set later (a commit in another
+    /// statement) reconnects.</summary>
+    private protected override void ReleaseResources()
+    {
+        if (_copy?.Store is { } store)
+            store.DisposeAsync().AsTask().GetAwaiter().GetResult();
+    }
+
     /// <summary>Passes on the run's copies as they finish, until <paramref name="disk"/> has been (or all have).</summary>
     private void PassOnUntil(BackupRun run, VmDiskBackup? disk)
     {
