@@ -38,7 +38,7 @@ Describe 'A hot backup to an SSH server' {
         $manifest.Status | Should -Be 'Complete'
         foreach ($disk in $manifest.Disks) {
             $disk.Verified | Should -BeTrue
-            $disk.VerifiedBy | Should -Match 'read back whole on the server.*computed there with (python3|openssl|sha256sum)'
+            $disk.VerifiedBy | Should -Match 'read back whole on the server.*computed there with python3' # the lab server has python3
             # The copy's digest list lies beside it, and the manifest records its SHA-256.
             $disk.Digests | Should -Match '^[0-9a-f]{64}$'
             (Get-FileHash -Algorithm SHA256 (Join-Path $set "$($disk.File).digests")).Hash.ToLowerInvariant() | Should -Be $disk.Digests
