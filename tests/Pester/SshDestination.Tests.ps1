@@ -38,15 +38,17 @@ Describe 'A hot backup to an SSH server' {
         $manifest.Status | Should -Be 'Complete'
         foreach ($disk in $manifest.Disks) {
             $disk.Verified | Should -BeTrue
-            $disk.VerifiedBy | Should -Match 'on the server.*computed there with python3'
-            @($disk.SegmentDigests.PSObject.Properties).Count | Should -BeGreaterThan 0
+            $disk.VerifiedBy | Should -Match 'read back whole on the server.*computed there with python3' # the lab server has python3
+            # The copy's digest list lies beside it, and the manifest records its SHA-256.
+            $disk.Digests | Should -Match '^[0-9a-f]{64}$'
+            (Get-FileHash -Algorithm SHA256 (Join-Path $set "$($disk.File).digests")).Hash.ToLowerInvariant() | Should -Be $disk.Digests
         }
         Test-OnOwnDisks linux_vm | Should -BeTrue
         Get-StrayDiskFolderFiles linux_vm | Should -BeNullOrEmpty
     }
 
     It 'stores copies that pass qemu-img check and e2fsck, with the same layout as a local set' {
-        @(Get-ChildItem -File $set).Name | Sort-Object | Should -Be @('backup.json', 'disco_secundario', 'domain.xml', 'linux_boot')
+        @(Get-ChildItem -File $set).Name | Sort-Object | Should -Be @('backup.json', 'disco_secundario', 'disco_secundario.digests', 'domain.xml', 'linux_boot', 'linux_boot.digests')
         foreach ($file in 'linux_boot', 'disco_secundario') {
             Test-ImageCheck (Join-Path $set $file) | Should -BeTrue
             (Test-LabImageFileSystem -Path (Join-Path $set $file)).Clean | Should -BeTrue
@@ -103,8 +105,12 @@ Describe 'Sets on an SSH server: listed, tested on the server, restored' {
         $wire | Should -BeLessThan ($data / 4) -Because "the copies hold $data bytes of data and must not travel to be checked"
         # One byte of the raw copy changes on the server's disk, inside a segment that holds data.
         $copy = Join-Path $setPath 'disco_secundario'
-        $manifest = Get-Content -Raw (Join-Path $setPath 'backup.json') | ConvertFrom-Json
-        $segment = [long]@($manifest.Disks | Where-Object Target -eq vdb)[0].SegmentDigests.PSObject.Properties.Name[0]
+        # The first segment that holds data, by the copy's digest list (a segment of zeros has the SHA-256 of 16 MiB of zeros).
+        $list = [IO.File]::ReadAllBytes("$copy.digests")
+        $blocks = [BitConverter]::ToInt64($list, 24)
+        $segments = [BitConverter]::ToInt64($list, 32)
+        $zeros = '080acf35a507ac9849cfcba47dc2ad83e01b75663a516279c8b9d243b719643e'
+        $segment = [long](0..($segments - 1) | Where-Object { [Convert]::ToHexString($list, 40 + $blocks * 6 + $_ * 32, 32).ToLowerInvariant() -ne $zeros } | Select-Object -First 1)
         $fs = [IO.File]::Open($copy, 'Open', 'ReadWrite')
         try {
             $offset = $segment * 16MB + 1024
