@@ -536,7 +536,7 @@ internal sealed class SshBackupStore : IBackupStore
     private BackupException CommandFailed(string what, string path, Host.ProcessResult result) =>
         new(ErrorIds.SshCommandFailed, BackupErrorCategory.InvalidResult,
             $"Cannot {what} '{_ssh.Destination.WithPath(path)}' on the server (exit code {result.ExitCode}): {result.StandardError.Trim()}.",
-            "The server needs a POSIX sh with dd, sha256sum, nproc, xargs and sync for the SSH user (an SFTP-only account is not enough).", Location);
+            "The server needs a POSIX sh with dd, sha256sum (or python3 or openssl), nproc, xargs, sync, GNU cp and stat for the SSH user (an SFTP-only account is not enough).", Location);
 
     // ------------------------------------------------------------------ helpers
 
