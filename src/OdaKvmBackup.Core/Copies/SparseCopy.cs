@@ -114,11 +114,14 @@ internal static partial class SparseCopy
     }
 
     /// <summary>
-    /// Two stages on threads of their own: this one reads, finds the non-zero 4 KiB blocks and (for a full copy)
-    /// writes them, as cp does; the hasher digests what was read, a few chunks behind (the block digests on its
-    /// thread, the segment digests on a third), and for an incremental copy writes the blocks that differ from the
-    /// base: the digests cost no time as long as hashing keeps up with the disks. Both loops are plain synchronous
-    /// code compiled fully optimized at once, so the first copy of a process (a nightly run) goes as fast as any other.
+    /// Three threads: this one reads, finds the non-zero 4 KiB blocks and (for a full copy) writes them, as cp does;
+    /// the block stage digests each 64 KiB block and, for an incremental copy, writes the blocks that differ from the
+    /// base once their digests are known; the segment stage digests the 16 MiB segments. Each digest stage keeps its
+    /// own pace a few chunks behind the reading (a chunk's buffer goes back to the reader once both are done with it),
+    /// so neither waits for the other and the digests cost no time as long as hashing keeps up with the disks. A chunk
+    /// of zeros only is digested by neither: the builder gives its blocks and segments the constant digests of zeros.
+    /// The loops are plain synchronous code compiled fully optimized at once, so the first copy of a process (a
+    /// nightly run) goes as fast as any other.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static CopyResult Walk(string source, IStoreFileWriter? output, CopyBase? baseCopy, long bandwidth,
@@ -132,6 +135,8 @@ internal static partial class SparseCopy
             throw new ArgumentException(
                 $"'{source}' holds {size} bytes, its base {baseCopy.List.FileSize}: only a file of the base's size is copied incrementally.", nameof(baseCopy));
         }
+        if (baseCopy is not null && (!digestList || output is null))
+            throw new ArgumentException("An incremental copy needs a destination and the digest list.", nameof(baseCopy));
         // A larger read-ahead: measured on the lab, reading and hashing a disk went from 0.85-1.5 s to 0.75-0.8 s
         // for 1 GiB of data, and from 1.1-2.0 s to 0.75-0.85 s on a raw file with its data in 32 extents.
         var fd = (int)input.DangerousGetHandle();
@@ -140,10 +145,11 @@ internal static partial class SparseCopy
         using var free = new BlockingCollection<byte[]>(PipelineDepth);
         for (var i = 0; i < PipelineDepth; i++)
             free.Add(GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true));
-        using var toHash = new BlockingCollection<Chunk>(PipelineDepth);
-        using var hasher = new Hasher(size, digestList, legacyContentDigest, baseCopy, output, progress);
-        var hashing = new Thread(() => hasher.Run(toHash, free, stop)) { IsBackground = true, Name = "OdaKvmBackup hasher" };
-        hashing.Start();
+        using var builder = digestList ? new BlockDigestListBuilder(size, twoThreads: false) : null;
+        using var blocks = new BlockStage(size, builder, legacyContentDigest, baseCopy, output, progress, free, stop);
+        using var segments = builder is null ? null : new SegmentStage(builder, free, stop);
+        blocks.Start();
+        segments?.Start();
         var clock = Stopwatch.StartNew();
         long nextChunk = 0, readBytes = 0, dataBytes = 0;
         try
@@ -171,28 +177,30 @@ internal static partial class SparseCopy
                         foreach (var (runStart, runEnd) in runs)
                         {
                             Wait(output.WriteAsync(chunk + runStart, buffer.AsMemory(runStart, runEnd - runStart), stop.Token));
-                            hasher.AddSent(runEnd - runStart);
+                            blocks.AddSent(runEnd - runStart);
                         }
                     }
-                    toHash.Add(new Chunk(chunk, length, buffer, runs), stop.Token);
+                    var toSegments = segments is not null && runs.Count > 0;
+                    var work = new Chunk(chunk, length, buffer, runs, toSegments ? 2 : 1);
+                    blocks.Add(work);
+                    if (toSegments)
+                        segments!.Add(work);
                     readBytes += length;
                     Throttle(bandwidth, readBytes, clock, stop.Token);
                 }
             }
-            toHash.CompleteAdding();
-            hashing.Join();
-            hasher.Failure?.Throw();
+            blocks.Finish();
+            segments?.Finish();
         }
         catch
         {
-            toHash.CompleteAdding();
             stop.Cancel();
-            hashing.Join();
-            hasher.Failure?.Throw(); // the hasher's failure, not the cancellation it caused here
+            blocks.Finish();
+            segments?.Finish();
             throw;
         }
         ct.ThrowIfCancellationRequested();
-        var result = hasher.Finish(readBytes, dataBytes, stop.Token);
+        var result = blocks.Result(readBytes, dataBytes, stop.Token);
         output?.CompleteAsync(size, ct).GetAwaiter().GetResult();
         progress?.Invoke(new CopyProgress(size, result.BytesSent, size));
         return result;
@@ -205,64 +213,134 @@ internal static partial class SparseCopy
             write.AsTask().GetAwaiter().GetResult();
     }
 
-    /// <summary>The hashing stage: the digest list (and the content digest of Format OdaKvmBackup/2 when asked) of
-    /// what the reading thread has read, in order; for an incremental copy it also writes the blocks that differ from
-    /// the base, once their digests are known. Each buffer goes back to the reading thread once done with.</summary>
-    private sealed class Hasher(long size, bool digestList, bool contentDigest, CopyBase? baseCopy, IStoreFileWriter? output,
-        Action<CopyProgress>? progress) : IDisposable
+    /// <summary>A stage of the pipeline: a thread of its own that takes the chunks handed to it, in order; its failure
+    /// stops the copy and is thrown by <see cref="Finish"/>, on the reading thread.</summary>
+    private abstract class Stage : IDisposable
     {
-        private const int Batch = 32;
-        private static readonly byte[] ZeroBlock = new byte[BlockDigestList.BlockSize];
-        private readonly IncrementalHash? _hash = contentDigest ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
-        private readonly BlockDigestListBuilder? _builder = digestList ? new BlockDigestListBuilder(size) : null;
-        // (offset, block) pairs gathered and hashed in one call: far fewer calls into the crypto library.
-        private readonly byte[] _pairs = GC.AllocateUninitializedArray<byte>(Batch * (8 + BlockSize));
-        private long _decided; // blocks whose write decision (incremental copy) is made
-        private long _sent;
-        private long _resent;
+        private readonly BlockingCollection<Chunk> _chunks = new(PipelineDepth);
+        private readonly BlockingCollection<byte[]> _free;
+        private readonly CancellationTokenSource _stop;
+        private readonly Thread _thread;
+        private System.Runtime.ExceptionServices.ExceptionDispatchInfo? _failure;
+        private bool _finished;
+        private bool _started;
 
-        public System.Runtime.ExceptionServices.ExceptionDispatchInfo? Failure { get; private set; }
+        protected Stage(string name, BlockingCollection<byte[]> free, CancellationTokenSource stop)
+        {
+            _free = free;
+            _stop = stop;
+            _thread = new Thread(Run) { IsBackground = true, Name = name };
+        }
 
-        public void AddSent(long bytes) => Interlocked.Add(ref _sent, bytes);
+        /// <summary>Started once constructed whole (a derived stage's fields are set only after this constructor).</summary>
+        public void Start()
+        {
+            _thread.Start();
+            _started = true;
+        }
+
+        public void Add(Chunk chunk) => _chunks.Add(chunk, _stop.Token);
+
+        /// <summary>No more chunks: waits for the stage to be done with those it has, and throws its failure.</summary>
+        public void Finish()
+        {
+            if (!_finished)
+            {
+                _finished = true;
+                _chunks.CompleteAdding();
+                if (_started)
+                    _thread.Join();
+            }
+            _failure?.Throw();
+        }
+
+        public virtual void Dispose()
+        {
+            if (!_finished)
+            {
+                _stop.Cancel();
+                _finished = true;
+                _chunks.CompleteAdding();
+                if (_started)
+                    _thread.Join();
+            }
+            _chunks.Dispose();
+        }
+
+        protected abstract void Process(Chunk chunk, CancellationToken ct);
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(BlockingCollection<Chunk> chunks, BlockingCollection<byte[]> free, CancellationTokenSource stop)
+        private void Run()
         {
             try
             {
-                foreach (var chunk in chunks.GetConsumingEnumerable(stop.Token))
+                foreach (var chunk in _chunks.GetConsumingEnumerable(_stop.Token))
                 {
-                    var data = chunk.Buffer.AsSpan(0, chunk.Length);
-                    if (_hash is not null)
-                        HashRuns(data, chunk.Offset, _hash, chunk.Runs, _pairs);
-                    if (_builder is not null)
-                    {
-                        _builder.Append(chunk.Offset, data);
-                        if (baseCopy is not null)
-                            WriteDiffering(_builder.CompletedBlocks, chunk, stop.Token);
-                    }
-                    free.Add(chunk.Buffer);
-                    progress?.Invoke(new CopyProgress(chunk.Offset + chunk.Length, Volatile.Read(ref _sent), size));
+                    Process(chunk, _stop.Token);
+                    chunk.Release(_free);
                 }
             }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
             {
             }
             catch (Exception ex)
             {
-                Failure = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex);
-                stop.Cancel();
+                _failure = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex);
+                _stop.Cancel();
             }
         }
+    }
 
-        /// <summary>The list, and for an incremental copy the blocks after the last chunk (holes: zeros) written where
-        /// they differ from the base.</summary>
-        public CopyResult Finish(long readBytes, long dataBytes, CancellationToken ct)
+    /// <summary>The segment digests, on a thread of their own.</summary>
+    private sealed class SegmentStage(BlockDigestListBuilder builder, BlockingCollection<byte[]> free, CancellationTokenSource stop)
+        : Stage("OdaKvmBackup segment digests", free, stop)
+    {
+        protected override void Process(Chunk chunk, CancellationToken ct) =>
+            builder.AppendSegments(chunk.Offset, chunk.Buffer.AsSpan(0, chunk.Length));
+    }
+
+    /// <summary>The block digests (and the content digest of Format OdaKvmBackup/2 when asked), in order; for an
+    /// incremental copy also the writes of the blocks that differ from the base, once their digests are known.</summary>
+    private sealed class BlockStage(long size, BlockDigestListBuilder? builder, bool contentDigest, CopyBase? baseCopy,
+        IStoreFileWriter? output, Action<CopyProgress>? progress, BlockingCollection<byte[]> free, CancellationTokenSource stop)
+        : Stage("OdaKvmBackup block digests", free, stop)
+    {
+        private const int Batch = 32;
+        private static readonly byte[] ZeroBlock = new byte[BlockDigestList.BlockSize];
+        private readonly IncrementalHash? _hash = contentDigest ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
+        // (offset, block) pairs gathered and hashed in one call: far fewer calls into the crypto library.
+        private readonly byte[]? _pairs = contentDigest ? GC.AllocateUninitializedArray<byte>(Batch * (8 + BlockSize)) : null;
+        private long _decided; // blocks whose write decision (incremental copy) is made
+        private long _sent;
+        private long _resent;
+
+        public void AddSent(long bytes) => Interlocked.Add(ref _sent, bytes);
+
+        protected override void Process(Chunk chunk, CancellationToken ct)
+        {
+            if (chunk.Runs.Count > 0)
+            {
+                var data = chunk.Buffer.AsSpan(0, chunk.Length);
+                if (_hash is not null)
+                    HashRuns(data, chunk.Offset, _hash, chunk.Runs, _pairs);
+                if (builder is not null)
+                {
+                    builder.AppendBlocks(chunk.Offset, data);
+                    if (baseCopy is not null)
+                        WriteDiffering(null, builder.CompletedBlocks, chunk, ct);
+                }
+            }
+            progress?.Invoke(new CopyProgress(chunk.Offset + chunk.Length, Volatile.Read(ref _sent), size));
+        }
+
+        /// <summary>After both stages finished: the list, and for an incremental copy the blocks after the last chunk
+        /// of data (zeros) written where they differ from the base.</summary>
+        public CopyResult Result(long readBytes, long dataBytes, CancellationToken ct)
         {
             BlockDigestList? list = null;
-            if (_builder is not null)
+            if (builder is not null)
             {
-                list = _builder.Complete();
+                list = builder.Complete();
                 if (baseCopy is not null)
                     WriteDiffering(list, list.BlockCount, null, ct);
             }
@@ -277,35 +355,22 @@ internal static partial class SparseCopy
             return new CopyResult(size, dataBytes, list!, readBytes, Volatile.Read(ref _sent), _resent, digest);
         }
 
-        public void Dispose()
+        public override void Dispose()
         {
+            base.Dispose();
             _hash?.Dispose();
-            _builder?.Dispose();
         }
 
-        private void WriteDiffering(long completed, Chunk chunk, CancellationToken ct)
+        /// <summary>Decides the blocks up to <paramref name="completed"/> (their digests from <paramref name="list"/>,
+        /// or the builder's while it runs).</summary>
+        private void WriteDiffering(BlockDigestList? list, long completed, Chunk? chunk, CancellationToken ct)
         {
-            var digests = _builder!;
-            while (_decided < completed)
-            {
-                var index = _decided;
-                WriteIfDiffers(index, digests.BlockDigest(index), chunk, ct);
-                _decided++;
-            }
-        }
-
-        private void WriteDiffering(BlockDigestList list, long completed, Chunk? chunk, CancellationToken ct)
-        {
-            while (_decided < completed)
-            {
-                var index = _decided;
-                WriteIfDiffers(index, list.BlockDigest(index), chunk, ct);
-                _decided++;
-            }
+            for (; _decided < completed; _decided++)
+                WriteIfDiffers(_decided, list is null ? builder!.BlockDigest(_decided) : list.BlockDigest(_decided), chunk, ct);
         }
 
         /// <summary>Writes block <paramref name="index"/> whole when its digest differs from the base's or its segment
-        /// rotted: from the chunk when it lies there, else (a hole) as zeros.</summary>
+        /// rotted: from the chunk when it lies there, else (zeros the digests were not handed) as zeros.</summary>
         private void WriteIfDiffers(long index, ReadOnlySpan<byte> digest, Chunk? chunk, CancellationToken ct)
         {
             var differs = baseCopy!.List.BlockDiffers(index, digest);
@@ -324,8 +389,26 @@ internal static partial class SparseCopy
         }
     }
 
-    /// <summary>A chunk of the source on its way to the hasher, with its runs of non-zero 4 KiB blocks.</summary>
-    private sealed record Chunk(long Offset, int Length, byte[] Buffer, List<(int Start, int End)> Runs);
+    /// <summary>A chunk of the source on its way to the digest stages, with its runs of non-zero 4 KiB blocks; its
+    /// buffer goes back to the reader once the last stage that was handed it is done with it.</summary>
+    private sealed class Chunk(long offset, int length, byte[] buffer, List<(int Start, int End)> runs, int users)
+    {
+        private int _users = users;
+
+        public long Offset => offset;
+
+        public int Length => length;
+
+        public byte[] Buffer => buffer;
+
+        public List<(int Start, int End)> Runs => runs;
+
+        public void Release(BlockingCollection<byte[]> free)
+        {
+            if (Interlocked.Decrement(ref _users) == 0)
+                free.Add(buffer);
+        }
+    }
 
     private static void ReadFully(SafeFileHandle input, Span<byte> data, long offset)
     {
