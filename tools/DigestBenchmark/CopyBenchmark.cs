@@ -9,7 +9,8 @@ using System.Security.Cryptography;
 /// each round drops the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) before each of, in a rotated order:
 ///   cat FILE > /dev/null                   the floor: any tool that must look at every block reads this much
 ///   full copy                              SparseCopy.CopyAsync without a base into a new file (sparse, fsynced)
-///   full copy, main engine                 the same with the core built from another tree (today's engine), when given
+///   full copy, main engine                 the same with the core built from another tree (today's engine), when given,
+///                                          without and with the segment digests it took for a copy to an SSH server
 ///   incremental copy                       SparseCopy.CopyAsync with the base list of the file before 5% of its data
 ///                                          was rewritten in place, contiguously, into a copy of the base (fsynced)
 ///   digest list (verify)                   SparseCopy.DigestListAsync: a local copy's verification
@@ -66,7 +67,9 @@ internal static class CopyBenchmark
             };
             if (main is not null)
             {
-                contenders.Insert(2, new("full copy, main engine", () => main.CopyAsync(source, full), () => File.Delete(full)));
+                contenders.Insert(2, new("full copy, main engine", () => main.CopyAsync(source, full, false), () => File.Delete(full)));
+                // What main's engine hashed for a copy to an SSH server: the segment digests too.
+                contenders.Insert(3, new("full copy, main engine, segment digests", () => main.CopyAsync(source, full, true), () => File.Delete(full)));
                 contenders.Add(new("content digest, main engine (old verify)", () => main.DigestAsync(source)));
             }
             var wall = contenders.ToDictionary(c => c.Name, _ => new List<double>());
@@ -211,7 +214,7 @@ internal static class CopyBenchmark
             return new MainEngine(assembly.GetType("OdaKvmBackup.Core.Copies.SparseCopy", true)!, assembly.GetType("OdaKvmBackup.Core.Stores.LocalBackupStore", true)!);
         }
 
-        public async Task CopyAsync(string source, string destination)
+        public async Task CopyAsync(string source, string destination, bool segmentDigests)
         {
             var root = Activator.CreateInstance(store, [Path.GetDirectoryName(destination)!])!;
             var create = (Task)store.GetMethod("CreateFileAsync")!.Invoke(root, [Path.GetFileName(destination), CancellationToken.None])!;
@@ -220,7 +223,7 @@ internal static class CopyBenchmark
             try
             {
                 var copy = sparseCopy.GetMethod("CopyAsync", BindingFlags.Public | BindingFlags.Static)!;
-                await (Task)copy.Invoke(null, [source, writer, 0L, null, CancellationToken.None, false])!;
+                await (Task)copy.Invoke(null, [source, writer, 0L, null, CancellationToken.None, segmentDigests])!;
             }
             finally
             {
