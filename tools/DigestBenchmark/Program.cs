@@ -16,6 +16,9 @@ using System.Security.Cryptography;
 //   dotnet run -c Release --project tools/DigestBenchmark -- builder [MiB=1024] [rounds=5]
 //   dotnet run -c Release --project tools/DigestBenchmark -- server [MiB=1024] [rounds=3] [folder=/var/tmp]
 //   dotnet run -c Release --project tools/DigestBenchmark -- clone <folder> [MiB=1024] [rounds=3]
+//   copy:    the copy engine (full, incremental, digest list) against `cat FILE > /dev/null` and against the engine
+//            of another tree (today's main), on realistic disks: see CopyBenchmark.cs.
+//   dotnet run -c Release --project tools/DigestBenchmark -- copy [folder=/var/tmp] [rounds=5] [main core dll] [sizes=boot,vdisk]
 var mode = args.Length > 0 ? args[0] : "builder";
 Console.WriteLine($"{Environment.ProcessorCount} cores, {RuntimeInfo()}");
 return mode switch
@@ -23,6 +26,8 @@ return mode switch
     "builder" => Builder(Number(args, 1, 1024), Number(args, 2, 5)),
     "server" => Server(Number(args, 1, 1024), Number(args, 2, 3), args.Length > 3 ? args[3] : "/var/tmp"),
     "clone" when args.Length > 1 => Clone(args[1], Number(args, 2, 1024), Number(args, 3, 3)),
+    "copy" => CopyBenchmark.Run(args.Length > 1 ? args[1] : "/var/tmp", Number(args, 2, 5), args.Length > 3 && args[3].Length > 0 ? args[3] : null,
+        args.Length > 4 ? args[4] : "boot,vdisk"),
     _ => Usage(),
 };
 
@@ -30,7 +35,7 @@ static int Number(string[] args, int index, int otherwise) => args.Length > inde
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: DigestBenchmark builder [MiB] [rounds] | server [MiB] [rounds] [folder] | clone <folder> [MiB] [rounds]");
+    Console.Error.WriteLine("usage: DigestBenchmark builder [MiB] [rounds] | server [MiB] [rounds] [folder] | clone <folder> [MiB] [rounds] | copy [folder] [rounds] [main core dll] [sizes]");
     return 2;
 }
 

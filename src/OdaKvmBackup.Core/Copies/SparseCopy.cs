@@ -37,7 +37,8 @@ internal sealed record ContentDigestResult(long SizeBytes, long DataBytes, strin
 internal static partial class SparseCopy
 {
     private const int ChunkSize = 1 << 20;
-    private const int PipelineDepth = 16;
+    // Two segments' worth and a bit: one digest thread finishes a segment while the other starts on the next.
+    private const int PipelineDepth = 40;
     private const int BlockSize = 4096;
     private const int SeekEnd = 2;
     private const int SeekData = 3;
@@ -114,10 +115,13 @@ internal static partial class SparseCopy
     }
 
     /// <summary>
-    /// Two stages on threads of their own: this one reads, finds the non-zero 4 KiB blocks and (for a full copy)
-    /// writes them, as cp does; the hasher digests what was read, a few chunks behind (the block digests on its
-    /// thread, the segment digests on a third), and for an incremental copy writes the blocks that differ from the
-    /// base: the digests cost no time as long as hashing keeps up with the disks. Both loops are plain synchronous
+    /// This thread reads, finds the non-zero 4 KiB blocks and (for a full copy) writes them, as cp does. The digests
+    /// are taken by <see cref="DigestWorkers"/> threads, a segment at a time (its 64 KiB blocks and its SHA-256):
+    /// segments are independent, so two threads share the work evenly whatever the disk's layout, a few chunks behind
+    /// the reading, and cost no time as long as hashing keeps up with the disks. For an incremental copy the worker
+    /// that digested a block writes it when it differs from the base. A chunk of zeros only is digested by nobody:
+    /// its blocks and segments get the constant digests of zeros. The content digest of Format OdaKvmBackup/2, when
+    /// asked for, is one sequential SHA-256 over the whole file: a stage of its own. The loops are plain synchronous
     /// code compiled fully optimized at once, so the first copy of a process (a nightly run) goes as fast as any other.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -127,6 +131,8 @@ internal static partial class SparseCopy
         using var input = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         // lseek(SEEK_END), not the file length: a block device (type='block' disk) has a length of 0.
         var size = SizeOf(input, source);
+        if (baseCopy is not null && (!digestList || output is null))
+            throw new ArgumentException("An incremental copy needs a destination and the digest list.", nameof(baseCopy));
         // A larger read-ahead: measured on the lab, reading and hashing a disk went from 0.85-1.5 s to 0.75-0.8 s
         // for 1 GiB of data, and from 1.1-2.0 s to 0.75-0.85 s on a raw file with its data in 32 extents.
         var fd = (int)input.DangerousGetHandle();
@@ -135,10 +141,11 @@ internal static partial class SparseCopy
         using var free = new BlockingCollection<byte[]>(PipelineDepth);
         for (var i = 0; i < PipelineDepth; i++)
             free.Add(GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true));
-        using var toHash = new BlockingCollection<Chunk>(PipelineDepth);
-        using var hasher = new Hasher(size, digestList, legacyContentDigest, baseCopy, output, progress);
-        var hashing = new Thread(() => hasher.Run(toHash, free, stop)) { IsBackground = true, Name = "OdaKvmBackup hasher" };
-        hashing.Start();
+        var sent = new SentCounter();
+        using var digests = digestList ? new DigestWorkers(size, baseCopy, output, sent, free, stop) : null;
+        using var content = legacyContentDigest ? new ContentStage(size, free, stop) : null;
+        digests?.Start();
+        content?.Start();
         var clock = Stopwatch.StartNew();
         long nextChunk = 0, readBytes = 0, dataBytes = 0;
         try
@@ -166,31 +173,41 @@ internal static partial class SparseCopy
                         foreach (var (runStart, runEnd) in runs)
                         {
                             Wait(output.WriteAsync(chunk + runStart, buffer.AsMemory(runStart, runEnd - runStart), stop.Token));
-                            hasher.AddSent(runEnd - runStart);
+                            sent.Add(runEnd - runStart);
                         }
                     }
-                    toHash.Add(new Chunk(chunk, length, buffer, runs), stop.Token);
+                    var users = runs.Count == 0 ? 0 : (digests is null ? 0 : 1) + (content is null ? 0 : 1);
+                    if (users == 0)
+                    {
+                        free.Add(buffer); // zeros only: nothing to digest
+                    }
+                    else
+                    {
+                        var work = new Chunk(chunk, length, buffer, runs, users);
+                        digests?.Add(work);
+                        content?.Add(work);
+                    }
                     readBytes += length;
+                    progress?.Invoke(new CopyProgress(Math.Min(nextChunk, size), sent.Bytes, size));
                     Throttle(bandwidth, readBytes, clock, stop.Token);
                 }
             }
-            toHash.CompleteAdding();
-            hashing.Join();
-            hasher.Failure?.Throw();
+            digests?.Finish();
+            content?.Finish();
         }
         catch
         {
-            toHash.CompleteAdding();
             stop.Cancel();
-            hashing.Join();
-            hasher.Failure?.Throw(); // the hasher's failure, not the cancellation it caused here
+            digests?.Finish(); // a worker's failure is the cause, not the cancellation it caused here
+            content?.Finish();
             throw;
         }
         ct.ThrowIfCancellationRequested();
-        var result = hasher.Finish(readBytes, dataBytes, stop.Token);
+        var list = digests?.Complete(stop.Token);
+        var contentDigest = content?.Result();
         output?.CompleteAsync(size, ct).GetAwaiter().GetResult();
-        progress?.Invoke(new CopyProgress(size, result.BytesSent, size));
-        return result;
+        progress?.Invoke(new CopyProgress(size, sent.Bytes, size));
+        return new CopyResult(size, dataBytes, list!, readBytes, sent.Bytes, digests?.ResentBytes ?? 0, contentDigest);
     }
 
     /// <summary>Waits for a write: a local one is done already; a remote one returns once its data is queued.</summary>
@@ -200,122 +217,282 @@ internal static partial class SparseCopy
             write.AsTask().GetAwaiter().GetResult();
     }
 
-    /// <summary>The hashing stage: the digest list (and the content digest of Format OdaKvmBackup/2 when asked) of
-    /// what the reading thread has read, in order; for an incremental copy it also writes the blocks that differ from
-    /// the base, once their digests are known. Each buffer goes back to the reading thread once done with.</summary>
-    private sealed class Hasher(long size, bool digestList, bool contentDigest, CopyBase? baseCopy, IStoreFileWriter? output,
-        Action<CopyProgress>? progress) : IDisposable
+    /// <summary>Bytes written to the destination, by whichever thread wrote them.</summary>
+    private sealed class SentCounter
     {
-        private const int Batch = 32;
-        private static readonly byte[] ZeroBlock = new byte[BlockDigestList.BlockSize];
-        private readonly IncrementalHash? _hash = contentDigest ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
-        private readonly BlockDigestListBuilder? _builder = digestList ? new BlockDigestListBuilder(size) : null;
-        // (offset, block) pairs gathered and hashed in one call: far fewer calls into the crypto library.
-        private readonly byte[] _pairs = GC.AllocateUninitializedArray<byte>(Batch * (8 + BlockSize));
-        private long _decided; // blocks whose write decision (incremental copy) is made
-        private long _sent;
-        private long _resent;
+        private long _bytes;
 
-        public System.Runtime.ExceptionServices.ExceptionDispatchInfo? Failure { get; private set; }
+        public long Bytes => Volatile.Read(ref _bytes);
 
-        public void AddSent(long bytes) => Interlocked.Add(ref _sent, bytes);
+        public void Add(long bytes) => Interlocked.Add(ref _bytes, bytes);
+    }
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(BlockingCollection<Chunk> chunks, BlockingCollection<byte[]> free, CancellationTokenSource stop)
+    /// <summary>Threads that take work in order; the first failure stops the copy and is thrown by
+    /// <see cref="Finish"/>, on the reading thread.</summary>
+    private abstract class Workers : IDisposable
+    {
+        private readonly Thread[] _threads;
+        private readonly CancellationTokenSource _stop;
+        private System.Runtime.ExceptionServices.ExceptionDispatchInfo? _failure;
+        private bool _started;
+        private bool _finished;
+
+        protected Workers(string name, int count, BlockingCollection<byte[]> free, CancellationTokenSource stop)
+        {
+            Free = free;
+            _stop = stop;
+            _threads = Enumerable.Range(0, count).Select(_ => new Thread(Run) { IsBackground = true, Name = name }).ToArray();
+        }
+
+        protected BlockingCollection<byte[]> Free { get; }
+
+        /// <summary>Started once constructed whole (a derived class's fields are set only after this constructor).</summary>
+        public void Start()
+        {
+            foreach (var thread in _threads)
+                thread.Start();
+            _started = true;
+        }
+
+        /// <summary>No more work: waits for the threads to be done with what they have, and throws their failure.</summary>
+        public void Finish()
+        {
+            if (!_finished)
+            {
+                _finished = true;
+                CompleteAdding();
+                if (_started)
+                {
+                    foreach (var thread in _threads)
+                        thread.Join();
+                }
+            }
+            _failure?.Throw();
+        }
+
+        public virtual void Dispose()
+        {
+            if (!_finished)
+            {
+                _stop.Cancel();
+                _finished = true;
+                CompleteAdding();
+                if (_started)
+                {
+                    foreach (var thread in _threads)
+                        thread.Join();
+                }
+            }
+        }
+
+        protected abstract void CompleteAdding();
+
+        /// <summary>One thread's loop: takes work until there is no more.</summary>
+        protected abstract void Work(CancellationToken ct);
+
+        private void Run()
         {
             try
             {
-                foreach (var chunk in chunks.GetConsumingEnumerable(stop.Token))
-                {
-                    var data = chunk.Buffer.AsSpan(0, chunk.Length);
-                    if (_hash is not null)
-                        HashRuns(data, chunk.Offset, _hash, chunk.Runs, _pairs);
-                    if (_builder is not null)
-                    {
-                        _builder.Append(chunk.Offset, data);
-                        if (baseCopy is not null)
-                            WriteDiffering(_builder.CompletedBlocks, chunk, stop.Token);
-                    }
-                    free.Add(chunk.Buffer);
-                    progress?.Invoke(new CopyProgress(chunk.Offset + chunk.Length, Volatile.Read(ref _sent), size));
-                }
+                Work(_stop.Token);
             }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
             {
             }
             catch (Exception ex)
             {
-                Failure = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex);
-                stop.Cancel();
+                lock (_threads)
+                    _failure ??= System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex);
+                _stop.Cancel();
             }
         }
+    }
 
-        /// <summary>The list, and for an incremental copy the blocks after the last chunk (holes: zeros) written where
-        /// they differ from the base.</summary>
-        public CopyResult Finish(long readBytes, long dataBytes, CancellationToken ct)
+    /// <summary>The content digest of Format OdaKvmBackup/2: (offset, block) of every non-zero 4 KiB block, in order,
+    /// then the size; one thread.</summary>
+    private sealed class ContentStage(long size, BlockingCollection<byte[]> free, CancellationTokenSource stop)
+        : Workers("OdaKvmBackup content digest", 1, free, stop)
+    {
+        private const int Batch = 32;
+        private readonly BlockingCollection<Chunk> _chunks = new(PipelineDepth);
+        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        // (offset, block) pairs gathered and hashed in one call: far fewer calls into the crypto library.
+        private readonly byte[] _pairs = GC.AllocateUninitializedArray<byte>(Batch * (8 + BlockSize));
+
+        public void Add(Chunk chunk) => _chunks.Add(chunk);
+
+        public string Result()
         {
-            BlockDigestList? list = null;
-            if (_builder is not null)
-            {
-                list = _builder.Complete();
-                if (baseCopy is not null)
-                    WriteDiffering(list, list.BlockCount, null, ct);
-            }
-            string? digest = null;
-            if (_hash is not null)
-            {
-                Span<byte> sizeBytes = stackalloc byte[8];
-                BinaryPrimitives.WriteInt64LittleEndian(sizeBytes, size);
-                _hash.AppendData(sizeBytes);
-                digest = Convert.ToHexString(_hash.GetHashAndReset()).ToLowerInvariant();
-            }
-            return new CopyResult(size, dataBytes, list!, readBytes, Volatile.Read(ref _sent), _resent, digest);
+            Span<byte> sizeBytes = stackalloc byte[8];
+            BinaryPrimitives.WriteInt64LittleEndian(sizeBytes, size);
+            _hash.AppendData(sizeBytes);
+            return Convert.ToHexString(_hash.GetHashAndReset()).ToLowerInvariant();
         }
 
-        public void Dispose()
+        public override void Dispose()
         {
-            _hash?.Dispose();
-            _builder?.Dispose();
+            base.Dispose();
+            _chunks.Dispose();
+            _hash.Dispose();
         }
 
-        private void WriteDiffering(long completed, Chunk chunk, CancellationToken ct)
+        protected override void CompleteAdding() => _chunks.CompleteAdding();
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        protected override void Work(CancellationToken ct)
         {
-            var digests = _builder!;
-            while (_decided < completed)
+            foreach (var chunk in _chunks.GetConsumingEnumerable(ct))
             {
-                var index = _decided;
-                WriteIfDiffers(index, digests.BlockDigest(index), chunk, ct);
-                _decided++;
+                HashRuns(chunk.Buffer.AsSpan(0, chunk.Length), chunk.Offset, _hash, chunk.Runs, _pairs);
+                chunk.Release(Free);
             }
         }
+    }
 
-        private void WriteDiffering(BlockDigestList list, long completed, Chunk? chunk, CancellationToken ct)
+    /// <summary>
+    /// The digest list, a segment at a time: the chunks of a segment that hold data go, in order, to whichever of the
+    /// threads takes that segment, which digests its blocks and the segment itself (a <see cref="BlockDigestListBuilder"/>
+    /// of the segment) and puts them into the list. Segments that hold no data keep the digests of zeros the list
+    /// starts with. For an incremental copy, the thread that digested a block writes it whole when its digest differs
+    /// from the base's or its segment rotted; the blocks of segments that hold no data are decided at the end.
+    /// </summary>
+    private sealed class DigestWorkers : Workers
+    {
+        private static readonly byte[] ZeroBlock = new byte[BlockDigestList.BlockSize];
+        private readonly long _size;
+        private readonly CopyBase? _base;
+        private readonly IStoreFileWriter? _output;
+        private readonly SentCounter _sent;
+        private readonly byte[] _list;
+        private readonly bool[] _digested; // per segment: digested by a worker (it held data)
+        private readonly BlockingCollection<SegmentWork> _segments = new();
+        private SegmentWork? _current;
+        private long _resent;
+
+        public DigestWorkers(long size, CopyBase? baseCopy, IStoreFileWriter? output, SentCounter sent, BlockingCollection<byte[]> free,
+            CancellationTokenSource stop)
+            : base("OdaKvmBackup digests", WorkerCount, free, stop)
         {
-            while (_decided < completed)
+            _size = size;
+            _base = baseCopy;
+            _output = output;
+            _sent = sent;
+            // The list of a file of zeros (constants; a short last segment hashed once): what segments without data keep.
+            using (var zeros = new BlockDigestListBuilder(size, twoThreads: false))
             {
-                var index = _decided;
-                WriteIfDiffers(index, list.BlockDigest(index), chunk, ct);
-                _decided++;
+                var bytes = zeros.Complete().Bytes;
+                _list = MemoryMarshal.TryGetArray(bytes, out var array) && array.Offset == 0 && array.Count == array.Array!.Length ? array.Array : bytes.ToArray();
+            }
+            _digested = new bool[BlockDigestList.SegmentCountFor(size)];
+        }
+
+        /// <summary>Two: segment digests and block digests cost as much as each other on a disk full of data, and twice
+        /// as much where a segment's data is followed by zeros (they are part of its digest); more threads than two
+        /// would only take the cores the reading and the other copies need.</summary>
+        private static int WorkerCount => Math.Clamp(Environment.ProcessorCount, 1, 2);
+
+        public long ResentBytes => Interlocked.Read(ref _resent);
+
+        /// <summary>Hands over a chunk that holds data; chunks come in order.</summary>
+        public void Add(Chunk chunk)
+        {
+            var segment = chunk.Offset / BlockDigestList.SegmentSize;
+            if (_current?.Segment != segment)
+            {
+                _current?.Chunks.CompleteAdding();
+                _current = new SegmentWork(segment);
+                _segments.Add(_current);
+            }
+            _current.Chunks.Add(chunk);
+        }
+
+        /// <summary>After <see cref="Workers.Finish"/>: the list; for an incremental copy the blocks of the segments
+        /// without data (zeros) are written where the base holds something else.</summary>
+        public BlockDigestList Complete(CancellationToken ct)
+        {
+            var list = new BlockDigestList(_list);
+            if (_base is not null)
+            {
+                for (long segment = 0; segment < _digested.Length; segment++)
+                {
+                    if (_digested[segment])
+                        continue;
+                    var first = segment * BlockDigestList.BlocksPerSegment;
+                    var last = Math.Min(list.BlockCount, first + BlockDigestList.BlocksPerSegment);
+                    for (var index = first; index < last; index++)
+                        WriteIfDiffers(index, list.BlockDigest(index), null, ct);
+                }
+            }
+            return list;
+        }
+
+        public override void Dispose()
+        {
+            base.Dispose();
+            _segments.Dispose();
+        }
+
+        protected override void CompleteAdding()
+        {
+            _current?.Chunks.CompleteAdding();
+            _segments.CompleteAdding();
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        protected override void Work(CancellationToken ct)
+        {
+            foreach (var work in _segments.GetConsumingEnumerable(ct))
+            {
+                var start = work.Segment * BlockDigestList.SegmentSize;
+                var firstBlock = work.Segment * BlockDigestList.BlocksPerSegment;
+                using var builder = new BlockDigestListBuilder(Math.Min(BlockDigestList.SegmentSize, _size - start), twoThreads: false);
+                long decided = 0;
+                foreach (var chunk in work.Chunks.GetConsumingEnumerable(ct))
+                {
+                    builder.Append(chunk.Offset - start, chunk.Buffer.AsSpan(0, chunk.Length));
+                    // Decided while the chunk's bytes are at hand: the blocks before it (zeros) and its own.
+                    for (; _base is not null && decided < builder.CompletedBlocks; decided++)
+                        WriteIfDiffers(firstBlock + decided, builder.BlockDigest(decided), chunk, ct);
+                    chunk.Release(Free);
+                }
+                var digests = builder.Complete();
+                var blocks = digests.Bytes.Span.Slice(BlockDigestList.HeaderSize, checked((int)digests.BlockCount * BlockDigestList.BlockDigestSize));
+                blocks.CopyTo(_list.AsSpan(BlockDigestList.BlockDigestOffset(firstBlock)));
+                var listBlocks = BlockDigestList.BlockCountFor(_size);
+                digests.SegmentDigest(0).CopyTo(_list.AsSpan(checked((int)(BlockDigestList.HeaderSize + listBlocks * BlockDigestList.BlockDigestSize
+                    + work.Segment * BlockDigestList.SegmentDigestSize))));
+                for (; _base is not null && decided < digests.BlockCount; decided++)
+                    WriteIfDiffers(firstBlock + decided, digests.BlockDigest(decided), null, ct);
+                _digested[work.Segment] = true;
             }
         }
 
         /// <summary>Writes block <paramref name="index"/> whole when its digest differs from the base's or its segment
-        /// rotted: from the chunk when it lies there, else (a hole) as zeros.</summary>
+        /// rotted: from the chunk when it lies there, else (zeros nobody was handed) as zeros. One writer at a time.</summary>
         private void WriteIfDiffers(long index, ReadOnlySpan<byte> digest, Chunk? chunk, CancellationToken ct)
         {
-            var differs = BlockDiffers(baseCopy!.List, size, index, digest);
-            var rotted = baseCopy.RottedSegments.Count > 0 && baseCopy.RottedSegments.Contains(index / BlockDigestList.BlocksPerSegment);
+            var differs = BlockDiffers(_base!.List, _size, index, digest);
+            var rotted = _base.RottedSegments.Count > 0 && _base.RottedSegments.Contains(index / BlockDigestList.BlocksPerSegment);
             if (!differs && !rotted)
                 return;
             var offset = index * BlockDigestList.BlockSize;
-            var length = (int)Math.Min(BlockDigestList.BlockSize, size - offset);
+            var length = (int)Math.Min(BlockDigestList.BlockSize, _size - offset);
             ReadOnlyMemory<byte> bytes = chunk is not null && offset >= chunk.Offset && offset + length <= chunk.Offset + chunk.Length
                 ? chunk.Buffer.AsMemory((int)(offset - chunk.Offset), length)
                 : ZeroBlock.AsMemory(0, length);
-            Wait(output!.WriteAsync(offset, bytes, ct));
-            Interlocked.Add(ref _sent, length);
+            lock (_output!)
+                Wait(_output.WriteAsync(offset, bytes, ct));
+            _sent.Add(length);
             if (!differs)
-                _resent += length;
+                Interlocked.Add(ref _resent, length);
+        }
+
+        /// <summary>A segment's chunks that hold data, for the one thread that takes it.</summary>
+        private sealed class SegmentWork(long segment)
+        {
+            public long Segment => segment;
+
+            public BlockingCollection<Chunk> Chunks { get; } = new();
         }
     }
 
@@ -338,8 +515,26 @@ internal static partial class SparseCopy
         return baseList.BlockDiffers(index, digest);
     }
 
-    /// <summary>A chunk of the source on its way to the hasher, with its runs of non-zero 4 KiB blocks.</summary>
-    private sealed record Chunk(long Offset, int Length, byte[] Buffer, List<(int Start, int End)> Runs);
+    /// <summary>A chunk of the source on its way to the digests, with its runs of non-zero 4 KiB blocks; its buffer
+    /// goes back to the reader once the last of those it was handed to is done with it.</summary>
+    private sealed class Chunk(long offset, int length, byte[] buffer, List<(int Start, int End)> runs, int users)
+    {
+        private int _users = users;
+
+        public long Offset => offset;
+
+        public int Length => length;
+
+        public byte[] Buffer => buffer;
+
+        public List<(int Start, int End)> Runs => runs;
+
+        public void Release(BlockingCollection<byte[]> free)
+        {
+            if (Interlocked.Decrement(ref _users) == 0)
+                free.Add(buffer);
+        }
+    }
 
     private static void ReadFully(SafeFileHandle input, Span<byte> data, long offset)
     {

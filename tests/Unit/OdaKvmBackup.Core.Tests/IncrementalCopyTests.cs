@@ -120,7 +120,7 @@ public sealed class IncrementalCopyTests : IDisposable
 
         var changed = DifferingBlocks(baseContent, sourceContent);
         Assert.Equal([16L, 287, 288, 480, 640, (Size - 1) / Block], changed); // the oracle itself: what ChangedContent did
-        Assert.Equal(changed.Select(b => (b * Block, (int)Math.Min(Block, Size - b * Block))), writer.Writes.Select(w => (w.Offset, w.Length)));
+        Assert.Equal(changed.Select(b => (b * Block, (int)Math.Min(Block, Size - b * Block))), writer.Writes.Select(w => (w.Offset, w.Length)).Order());
         Assert.Equal(writer.Writes.Sum(w => (long)w.Length), result.BytesSent);
         Assert.Equal(0, result.BytesResent);
     }
@@ -163,7 +163,7 @@ public sealed class IncrementalCopyTests : IDisposable
 
         Assert.True(Support.Files.SameBytes(source, clone), "the copy inherited the base's rot");
         var segment2 = Enumerable.Range(512, 256).Select(b => (long)b * Block).ToList();
-        Assert.Equal(segment2, writer.Writes.Select(w => w.Offset).Where(o => o >= 2 * Segment && o < 3 * Segment));
+        Assert.Equal(segment2, writer.Writes.Select(w => w.Offset).Where(o => o >= 2 * Segment && o < 3 * Segment).Order());
         // Block 640 (in segment 2) changed: it is sent, not re-sent; the other 255 are re-sent only because of the rot.
         Assert.Equal(255L * Block, result.BytesResent);
         Assert.Equal(writer.Writes.Sum(w => (long)w.Length), result.BytesSent);
@@ -243,7 +243,8 @@ public sealed class IncrementalCopyTests : IDisposable
         // The oracle: ChangedContent's blocks (the base's short last block 769 among them), and the new block 770.
         Assert.Equal([16L, 287, 288, 480, 640, 769, 770], toWrite);
         Assert.Equal(770, last);
-        Assert.Equal(toWrite.Select(b => (b * Block, (int)Math.Min(Block, sourceContent.Length - b * Block))), writer.Writes.Select(w => (w.Offset, w.Length)));
+        // Sorted: two threads write, in no promised order.
+        Assert.Equal(toWrite.Select(b => (b * Block, (int)Math.Min(Block, sourceContent.Length - b * Block))), writer.Writes.Select(w => (w.Offset, w.Length)).OrderBy(w => w.Offset));
         Assert.Equal(writer.Writes.Sum(w => (long)w.Length), result.BytesSent);
         Assert.Equal(0, result.BytesResent);
         Assert.Equal(sourceContent.Length, result.SizeBytes);
@@ -266,7 +267,8 @@ public sealed class IncrementalCopyTests : IDisposable
         Assert.Equal(sourceContent.Length, new FileInfo(clone).Length);
         var toWrite = BlocksToWrite(baseContent, sourceContent);
         Assert.Equal([16L, 287, 288, 480, 640, 768], toWrite);
-        Assert.Equal(toWrite.Select(b => (b * Block, (int)Math.Min(Block, sourceContent.Length - b * Block))), writer.Writes.Select(w => (w.Offset, w.Length)));
+        // Sorted: two threads write, in no promised order.
+        Assert.Equal(toWrite.Select(b => (b * Block, (int)Math.Min(Block, sourceContent.Length - b * Block))), writer.Writes.Select(w => (w.Offset, w.Length)).OrderBy(w => w.Offset));
         Assert.Equal(writer.Writes.Sum(w => (long)w.Length), result.BytesSent);
         Assert.Equal(ListOf(sourceContent).Sha256, result.Digests.Sha256);
     }
@@ -289,6 +291,52 @@ public sealed class IncrementalCopyTests : IDisposable
         Assert.True(SparseCopy.BlockDiffers(baseList, Size + Block, 5, baseList.BlockDigest(6)));
     }
 
+    // Segments are digested by two threads at once, in whatever order they finish: on a file of many segments with
+    // data and changes scattered at random, the copy and its list must still be exactly the source's.
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task Scattered_changes_over_many_segments_give_the_source_and_its_list(int seed)
+    {
+        var random = new Random(seed);
+        var baseContent = new byte[9 * Segment - 3 * KiB];
+        for (var i = 0; i < 40; i++)
+            random.NextBytes(baseContent.AsSpan(random.Next(baseContent.Length - MiB), random.Next(1, MiB)));
+        var sourceContent = (byte[])baseContent.Clone();
+        for (var i = 0; i < 200; i++)
+        {
+            var at = random.Next(sourceContent.Length - 8 * KiB);
+            if (i % 5 == 0)
+                sourceContent.AsSpan(at, 8 * KiB).Clear();
+            else
+                random.NextBytes(sourceContent.AsSpan(at, 8 * KiB));
+        }
+        var (_, source, clone) = Files3(baseContent, sourceContent);
+        var writer = new RecordingWriter(clone);
+
+        var result = await CopyInto(source, writer, new CopyBase(ListOf(baseContent), new HashSet<long>()));
+
+        Assert.True(Support.Files.SameBytes(source, clone), "the copy differs from the source");
+        Assert.Equal(ListOf(sourceContent).Sha256, result.Digests.Sha256);
+        Assert.Equal(DifferingBlocks(baseContent, sourceContent).Select(b => b * Block), writer.Writes.Select(w => w.Offset).Order());
+    }
+
+    // A server that fails a write (disk full, connection lost for good) must fail the copy with its own error, which
+    // names the cause, not with the cancellation that stopped the other threads.
+    [Fact]
+    public async Task A_write_that_fails_during_an_incremental_copy_fails_it_with_that_error()
+    {
+        var baseContent = BaseContent();
+        var sourceContent = ChangedContent(baseContent);
+        var (_, source, clone) = Files3(baseContent, sourceContent);
+        var writer = new RecordingWriter(clone) { FailAfter = 2 };
+
+        var error = await Assert.ThrowsAsync<IOException>(() => CopyInto(source, writer, new CopyBase(ListOf(baseContent), new HashSet<long>())));
+
+        Assert.Equal("No space left on device", error.Message);
+    }
+
     /// <summary>Writes into an existing file without truncating it (as a store's OpenForWriteAsync does) and records
     /// each write: where, how long, whether it was all zeros.</summary>
     private sealed class RecordingWriter(string path) : IStoreFileWriter
@@ -297,10 +345,17 @@ public sealed class IncrementalCopyTests : IDisposable
 
         public List<(long Offset, int Length, bool AllZero)> Writes { get; } = [];
 
+        /// <summary>Writes that succeed before every further one fails.</summary>
+        public int FailAfter { get; init; } = int.MaxValue;
+
         public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct)
         {
             lock (Writes)
+            {
+                if (Writes.Count >= FailAfter)
+                    throw new IOException("No space left on device");
                 Writes.Add((offset, data.Length, data.Span.IndexOfAnyExcept((byte)0) < 0));
+            }
             RandomAccess.Write(_handle, data.Span, offset);
             return ValueTask.CompletedTask;
         }
