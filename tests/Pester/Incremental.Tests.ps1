@@ -51,18 +51,19 @@ BeforeAll {
     function Get-BlockHashes([string] $Path) {
         $buffer = [byte[]]::new($Block)
         $stream = [IO.File]::OpenRead($Path)
+        $sha = [Security.Cryptography.SHA256]::Create()
         try {
             $list = [Collections.Generic.List[string]]::new()
             while ($true) {
                 $n = 0
                 while ($n -lt $Block) { $m = $stream.Read($buffer, $n, $Block - $n); if ($m -le 0) { break }; $n += $m }
                 if ($n -eq 0) { break }
-                $list.Add([Convert]::ToBase64String([Security.Cryptography.SHA256]::HashData([ReadOnlySpan[byte]]::new($buffer, 0, $n))))
+                $list.Add([Convert]::ToBase64String($sha.ComputeHash($buffer, 0, $n)))
                 if ($n -lt $Block) { break }
             }
             , $list.ToArray()
         }
-        finally { $stream.Dispose() }
+        finally { $stream.Dispose(); $sha.Dispose() }
     }
 
     # Bytes of $New in 64 KiB blocks that differ from $Old at the same offset (blocks past $Old's end included):
