@@ -125,7 +125,7 @@ BeforeAll {
     # source (the VM writes to its overlay meanwhile) is hashed with sha256sum: what a restore must give back.
     # Returns the objects, the set's local path, the frozen hashes, the bytes the loopback received meanwhile (every
     # user of lo counts: an upper bound of what the backup sent), for an SSH destination what the server received
-    # (Stop-ServerByteCount), and the verbose and warning lines of Copy-VmDisk.
+    # (Stop-ServerByteCount), and the verbose and warning lines of the run.
     function Invoke-Backup([string] $Destination, [string] $LocalRoot, [switch] $Full, [int] $BandwidthLimit = 0) {
         $extra = @{}
         if ($Full) { $extra.Full = $true }   # only when asked: a build without -Full still takes the other backups
@@ -135,9 +135,9 @@ BeforeAll {
         $count = if ($Destination -like 'odakvm-backup:*') { Start-ServerByteCount }
         $lo = Get-LabLoopbackReceivedBytes
         $objects = @(& {
-                Get-VmDisk $Vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination $Destination -Verbose @extra |
+                Get-VmDisk $Vm | New-KvmDiskSnapshot -Verbose | Copy-VmDisk -Destination $Destination -Verbose @extra |
                     ForEach-Object { $frozen[$_.Target] = Get-Sha256 $_.Source; $_ } |
-                    Invoke-BlockCommit | Move-OverlayToRetention -Path (New-TestFolder inc-ret)
+                    Invoke-BlockCommit -Verbose | Move-OverlayToRetention -Path (New-TestFolder inc-ret) -Verbose
             } 4>&1 3>&1 | ForEach-Object {
                 if ($_ -is [Management.Automation.VerboseRecord] -or $_ -is [Management.Automation.WarningRecord]) { $records.Add($_) } else { $_ }
             })
@@ -276,7 +276,7 @@ BeforeAll {
             $disk = Get-ManifestDisk $manifest $target
             Get-Field $disk 'StoredAs' | Should -Be 'full' -Because "$target of the first set has no set to be based on"
             Get-Field $disk 'BasedOn' | Should -BeNullOrEmpty
-            Get-Field $disk 'BytesCloned' | Should -Be 0
+            [long](Get-Field $disk 'BytesCloned') | Should -Be 0
             $list = Join-Path $Backup.Set "$($disk.File).digests"
             Test-Path -LiteralPath $list | Should -BeTrue -Because "the digest list of $target lies beside its copy"
             Get-Field $disk 'Digests' | Should -Be (Get-Sha256 $list) -Because 'the manifest records the SHA-256 of the list'
