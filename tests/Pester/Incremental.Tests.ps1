@@ -246,7 +246,7 @@ BeforeAll {
         Get-Sha256 (Join-Path $next.Set 'disco_secundario') | Should -Be $next.Frozen['vdb']
         Read-Byte $copy $offset | Should -Be (($good + 1) % 256) -Because 'the base set is never written to'
         $named = @($next.Messages | Where-Object { $_ -match [regex]::Escape($Base.RunId) })
-        ($named -join "`n") | Should -Match 'damaged|rotted|rot |does not match|differ' -Because "a warning or -Verbose line names the base set $($Base.RunId) as damaged; Copy-VmDisk said:`n$($next.Messages -join "`n")"
+        ($named -join "`n") | Should -Match 'damaged|rotted|\brot\b|does not match' -Because "a warning or -Verbose line names the base set $($Base.RunId) as damaged; Copy-VmDisk said:`n$($next.Messages -join "`n")"
         Write-Result ("rot in {0}: vdb BytesResent {1:N0}, BytesSent {2:N0}" -f $Base.RunId, (Get-Field $vdb 'BytesResent'), (Get-Field $vdb 'BytesSent'))
         $next
     }
