@@ -320,8 +320,8 @@ Describe 'Incremental backups to an SSH server whose folder is on XFS with refli
         $script:location = "odakvm-backup:$remote"
         $script:pair = Invoke-TwoBackups $location $remote 12
         $script:data = ((Get-Manifest $pair.Second.Set).Disks | ForEach-Object { [long](Get-Field $_ 'DataBytes') } | Measure-Object -Sum).Sum
-        Write-Result ("SSH/XFS: first backup {0:N0} bytes on lo; second: {1:N0} bytes differ in 64 KiB blocks (vda {2:N0}, vdb {3:N0}), {4:N0} bytes on lo, df of the XFS grew {5:N0}; set data {6:N0}" -f `
-                $pair.First.Wire, $pair.ChangedTotal, $pair.Changed['vda'], $pair.Changed['vdb'], $pair.Second.Wire, $pair.Grown, $data)
+        Write-Result ("SSH/XFS: first backup {0:N0} bytes on lo, {1:N0} received by the server; second: {2:N0} bytes differ in 64 KiB blocks (vda {3:N0}, vdb {4:N0}), {5:N0} bytes on lo, {6:N0} received by the server, df of the XFS grew {7:N0}; set data {8:N0}" -f `
+                $pair.First.Wire, $pair.First.Server.Bytes, $pair.ChangedTotal, $pair.Changed['vda'], $pair.Changed['vdb'], $pair.Second.Wire, $pair.Second.Server.Bytes, $pair.Grown, $data)
     }
 
     It 'makes the first set a full one: StoredAs full, based on nothing, a digest list beside each copy, Complete' {
@@ -510,8 +510,8 @@ Describe 'Incremental backups to an SSH server without reflink (ext4)' {
         $script:location = "odakvm-backup:$remote"
         $script:pair = Invoke-TwoBackups $location $remote 8
         $script:data = ((Get-Manifest $pair.Second.Set).Disks | ForEach-Object { [long](Get-Field $_ 'DataBytes') } | Measure-Object -Sum).Sum
-        Write-Result ("SSH/ext4: first backup {0:N0} bytes on lo; second: {1:N0} bytes differ in 64 KiB blocks, {2:N0} bytes on lo; set data {3:N0}" -f `
-                $pair.First.Wire, $pair.ChangedTotal, $pair.Second.Wire, $data)
+        Write-Result ("SSH/ext4: first backup {0:N0} bytes on lo, {1:N0} received by the server; second: {2:N0} bytes differ in 64 KiB blocks, {3:N0} bytes on lo, {4:N0} received by the server; set data {5:N0}" -f `
+                $pair.First.Wire, $pair.First.Server.Bytes, $pair.ChangedTotal, $pair.Second.Wire, $pair.Second.Server.Bytes, $data)
     }
 
     It 'is a folder where the file system cannot clone (cp --reflink=always fails there)' {
