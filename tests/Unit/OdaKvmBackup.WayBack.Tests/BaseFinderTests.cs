@@ -234,17 +234,18 @@ public sealed class BaseFinderTests : IDisposable
     }
 
     [Fact]
-    public async Task A_manifest_whose_file_ends_in_digests_is_refused()
+    public async Task A_manifest_naming_a_copy_as_another_copys_digest_list_is_refused_and_is_no_base()
     {
+        // vdb's File is vda's list: the list of "boot" would be read as a copy, and a copy as a list.
         var set = await Sets.WriteV3Async(_root.Path, Vm, T0, edit: m => m.Disks[1] = new ManifestDisk
         {
-            Target = "vdb", Source = "/vms/vm1/data", Format = "raw", File = "data.digests", SizeBytes = Sets.DiskSize, DataBytes = 65536,
+            Target = "vdb", Source = "/vms/vm1/data", Format = "raw", File = "boot.digests", SizeBytes = Sets.DiskSize, DataBytes = 65536,
             Digests = m.Disks[1].Digests, Verified = true,
         });
 
         var error = await Assert.ThrowsAsync<BackupException>(() => BackupSet.LoadAsync(_store, set, CancellationToken.None));
         Assert.Equal(ErrorIds.BackupSetUnreadable, error.ErrorId);
-        Assert.Contains("the File of vdb, 'data.digests', ends in '.digests', the name of a copy's digest list", error.Message, StringComparison.Ordinal);
+        Assert.Contains("the File 'boot.digests' is the name of the digest list of the copy 'boot'", error.Message, StringComparison.Ordinal);
         Assert.Null((await Find(Vdb())).Base);
     }
 }
