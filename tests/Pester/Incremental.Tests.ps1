@@ -96,9 +96,20 @@ BeforeAll {
     # What the lab sshd received, by the kernel's count per connection that ss -E prints as each connection closes:
     # only the connections opened while counting, only this server's (the loopback as a whole also carries other
     # people's bytes). Connections still open when the count stops are not counted: StillOpen says how many.
+    # ss runs through bash with every descriptor above 2 closed: it must never inherit the lab lock's descriptor
+    # (flock's), which would keep the lab locked for as long as a stray ss lives.
+    function Start-EventWatch([string] $File) {
+        Start-Process -FilePath /bin/bash -RedirectStandardOutput $File -PassThru -ArgumentList '-c',
+            '"for f in /proc/$$/fd/*; do n=${f##*/}; if [ $n -gt 2 ]; then eval \"exec $n<&-\"; fi; done 2>/dev/null; exec stdbuf -oL ss -E -H -tin sport = :2222"'
+    }
+    function Stop-EventWatch($Process) {
+        if (-not $Process -or $Process.HasExited) { return }
+        & kill -TERM $Process.Id
+        if (-not $Process.WaitForExit(5000)) { & kill -KILL $Process.Id; $null = $Process.WaitForExit(5000) }
+    }
     function Start-ServerByteCount {
         $file = Join-Path (New-TestFolder inc-ss) 'closed.txt'
-        $process = Start-Process -FilePath stdbuf -ArgumentList '-oL', 'ss', '-E', '-H', '-tin', 'sport', '=', ':2222' -RedirectStandardOutput $file -PassThru
+        $process = Start-EventWatch $file
         Start-Sleep -Milliseconds 300   # ss listening
         [pscustomobject]@{ Process = $process; File = $file; OpenBefore = @(Get-ServerPeers) }
     }
@@ -108,8 +119,7 @@ BeforeAll {
         while (@(Get-ServerPeers | Where-Object { $_ -notin $Count.OpenBefore }).Count -and (Get-Date) -lt $deadline) { Start-Sleep -Milliseconds 100 }
         $stillOpen = @(Get-ServerPeers | Where-Object { $_ -notin $Count.OpenBefore }).Count
         Start-Sleep -Milliseconds 300
-        & kill -INT $Count.Process.Id
-        $null = $Count.Process.WaitForExit(10000)
+        Stop-EventWatch $Count.Process
         $closed = @(Get-Content -LiteralPath $Count.File)
         $bytes = 0L; $connections = 0
         for ($i = 0; $i -lt $closed.Count - 1; $i++) {
@@ -133,16 +143,19 @@ BeforeAll {
         $frozen = @{}
         $records = [Collections.Generic.List[object]]::new()
         $count = if ($Destination -like 'odakvm-backup:*') { Start-ServerByteCount }
-        $lo = Get-LabLoopbackReceivedBytes
-        $objects = @(& {
-                Get-VmDisk $Vm | New-KvmDiskSnapshot -Verbose | Copy-VmDisk -Destination $Destination -Verbose @extra |
-                    ForEach-Object { $frozen[$_.Target] = Get-Sha256 $_.Source; $_ } |
-                    Invoke-BlockCommit -Verbose | Move-OverlayToRetention -Path (New-TestFolder inc-ret) -Verbose
-            } 4>&1 3>&1 | ForEach-Object {
-                if ($_ -is [Management.Automation.VerboseRecord] -or $_ -is [Management.Automation.WarningRecord]) { $records.Add($_) } else { $_ }
-            })
-        $wire = (Get-LabLoopbackReceivedBytes) - $lo
-        $server = if ($count) { Stop-ServerByteCount $count }
+        try {
+            $lo = Get-LabLoopbackReceivedBytes
+            $objects = @(& {
+                    Get-VmDisk $Vm | New-KvmDiskSnapshot -Verbose | Copy-VmDisk -Destination $Destination -Verbose @extra |
+                        ForEach-Object { $frozen[$_.Target] = Get-Sha256 $_.Source; $_ } |
+                        Invoke-BlockCommit -Verbose | Move-OverlayToRetention -Path (New-TestFolder inc-ret) -Verbose
+                } 4>&1 3>&1 | ForEach-Object {
+                    if ($_ -is [Management.Automation.VerboseRecord] -or $_ -is [Management.Automation.WarningRecord]) { $records.Add($_) } else { $_ }
+                })
+            $wire = (Get-LabLoopbackReceivedBytes) - $lo
+            $server = if ($count) { Stop-ServerByteCount $count }
+        }
+        finally { if ($count) { Stop-EventWatch $count.Process } }
         if ($objects.Count -ne 2) { throw "The backup to $Destination gave $($objects.Count) objects, not 2." }
         [pscustomobject]@{
             Objects = $objects; RunId = $objects[0].RunId; Set = Join-Path $LocalRoot "$Vm/$($objects[0].RunId)"
@@ -383,7 +396,7 @@ Describe 'Incremental backups to an SSH server whose folder is on XFS with refli
             # What the server received on each connection, by the kernel's count that ss -E prints as it closes: the
             # ones open at the cut (before it) and the ones opened after it.
             $events = Join-Path $folder 'closed.txt'
-            $ss = Start-Process -FilePath stdbuf -ArgumentList '-oL', 'ss', '-E', '-H', '-tin', 'sport', '=', ':2222' -RedirectStandardOutput $events -PassThru
+            $ss = Start-EventWatch $events
             Start-Sleep -Milliseconds 300
             $openAtCut = @(& ss -Htn state established sport = :2222 | ForEach-Object { ($_.Trim() -split '\s+')[-1] })
             (Stop-LabSshSession) | Should -BeGreaterThan 0 -Because 'the copy has connections open'
@@ -392,7 +405,7 @@ Describe 'Incremental backups to an SSH server whose folder is on XFS with refli
         finally {
             if ($job.State -eq 'Running') { $job | Stop-Job }
             $null = Start-LabSshd
-            if ($ss) { Start-Sleep -Milliseconds 500; & kill -INT $ss.Id; $null = $ss.WaitForExit(10000) }
+            if ($ss) { Start-Sleep -Milliseconds 500; Stop-EventWatch $ss }
         }
         $closed = @(Get-Content -LiteralPath $events)
         $before = 0L; $after = 0L; $connections = 0
@@ -410,18 +423,21 @@ Describe 'Incremental backups to an SSH server whose folder is on XFS with refli
         $frozen = @{}
         foreach ($line in Get-Content -LiteralPath $hashes) { $t, $h = $line -split ' '; $frozen[$t] = $h }
         $changed = 0L
-        foreach ($target in 'vda', 'vdb') {
+        foreach ($target in 'vdb', 'vda') {
             $disk = Get-ManifestDisk $manifest $target
-            Get-Field $disk 'BasedOn' | Should -Be $base.RunId
-            Get-Field $disk 'StoredAs' | Should -Be 'reflink'
             Get-Sha256 (Join-Path $set $disk.File) | Should -Be $frozen[$target] -Because "the copy of $target holds what its frozen source held"
             $changed += Get-ChangedBlockBytes (Join-Path $baseSet $disk.File) (Join-Path $set $disk.File)
         }
-        Write-Result ("cut: {0:N0} bytes differ; the server received {1:N0} bytes before the cut, {2:N0} after it on {3} new connections" -f $changed, $before, $after, $connections)
+        $vdb = Get-ManifestDisk $manifest vdb
+        Write-Result ("cut: {0:N0} bytes differ; the server received {1:N0} bytes before the cut, {2:N0} after it on {3} new connections; vdb BytesSent {4:N0}" -f $changed, $before, $after, $connections, (Get-Field $vdb 'BytesSent'))
+        Get-Field $vdb 'BasedOn' | Should -Be $base.RunId
+        Get-Field $vdb 'StoredAs' | Should -Be 'reflink'
         $connections | Should -BeGreaterThan 0 -Because 'the copy went on over new connections'
         $before | Should -BeGreaterThan 2MB -Because 'the cut must come well inside the copy'
         $after | Should -BeLessThan ($changed - $before / 2) -Because "a resumed copy sends only what the server did not hold yet ($changed bytes differ, $before reached the server before the cut)"
         Test-OnOwnDisks $Vm | Should -BeTrue
+        $vda = Get-ManifestDisk $manifest vda
+        Get-Field $vda 'BasedOn' | Should -Be $base.RunId -Because "vda has a Complete base of the same format and virtual size (FullBecause: $(Get-Field $vda 'FullBecause'))"
     }
 
     It 'leaves the VM on its own disks, the new set Incomplete or absent and the base untouched, when SIGTERM stops an incremental copy' {
