@@ -178,6 +178,56 @@ public sealed class IncrementalBackupTests : IDisposable
     }
 
     [Fact]
+    public async Task To_an_SSH_server_the_second_backup_sends_what_changed_and_is_verified_whole_on_the_server()
+    {
+        using var server = new TestSshServer();
+        var root = server.DataFolder("incremental");
+        await using var store = server.Store("good", root);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        var firstSet = HashesOf(Path.Combine(root, Domain, first.RunId));
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        Assert.Equal((first.RunId, 128L << 10, 0L), (data.BasedOn, data.BytesSent!.Value, data.BytesResent!.Value));
+        Assert.Contains(data.StoredAs, new[] { FileClone.Reflink, FileClone.LocalCopy });
+        Assert.Equal(0, manifest.Disks.Single(d => d.Target == "vda").BytesSent);
+        // Verified on the server, whole: the segments that hold data by their digest, the others as zeros.
+        Assert.StartsWith("read back whole on the server", data.VerifiedBy, StringComparison.Ordinal);
+        Assert.Contains("segments of zeros read as zeros there", data.VerifiedBy, StringComparison.Ordinal);
+        Assert.Matches("computed there with (python3|openssl|sha256sum)", data.VerifiedBy);
+        Assert.True(Files.SameBytes(_b.Data, Path.Combine(root, Domain, second.RunId, "data1")));
+        Assert.Equal(firstSet, HashesOf(Path.Combine(root, Domain, first.RunId)));
+    }
+
+    [Fact]
+    public async Task On_an_SSH_server_a_base_that_rotted_in_a_segment_of_data_and_in_one_of_zeros_is_not_inherited()
+    {
+        using var server = new TestSshServer();
+        var root = server.DataFolder("rotted");
+        await using var store = server.Store("good", root);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        var baseCopy = Path.Combine(root, Domain, first.RunId, "data1");
+        FlipByte(baseCopy, 20L * Files.MiB + 7); // the segment from 16 to 32 MiB held only zeros
+        FlipByte(baseCopy, 39L * Files.MiB + 5); // the last segment holds data (the disk's last bytes)
+
+        var (second, failed, plan) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        Assert.Contains(plan.Warnings, w => w.Contains("2 segment(s)", StringComparison.Ordinal) && w.Contains(first.RunId, StringComparison.Ordinal));
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        Assert.Equal(first.RunId, data.BasedOn);
+        Assert.Equal(24L * Files.MiB, data.BytesResent); // 16 MiB of zeros and the last 8 MiB, written again
+        Assert.True(Files.SameBytes(_b.Data, Path.Combine(root, Domain, second.RunId, "data1")), "the new copy inherited a rotted byte");
+    }
+
+    [Fact]
     public async Task Full_copies_every_disk_in_full_and_says_why()
     {
         var store = new LocalBackupStore(Destination);

@@ -65,6 +65,20 @@ public sealed class BaseFinderTests : IDisposable
     }
 
     [Fact]
+    public async Task On_a_server_only_the_manifests_and_the_base_list_are_read_never_a_copy()
+    {
+        await Sets.WriteV3Async(_root.Path, Vm, T0.AddHours(-1));
+        var newest = await Sets.WriteV3Async(_root.Path, Vm, T0);
+        var remote = new FakeRemoteStore(_root.Path);
+
+        var choice = await BaseFinder.FindAsync(remote, Vm, Run, Vdb(), CancellationToken.None);
+
+        Assert.Equal(newest + "/data", choice.Base?.CopyPath);
+        Assert.Equal([newest + "/data.digests"], remote.Opened);
+        Assert.Equal(0, remote.SegmentDigestCalls);
+    }
+
+    [Fact]
     public async Task Sets_that_are_not_complete_are_not_earlier_or_are_not_sets_of_the_store_layout_are_passed_over()
     {
         var good = await Sets.WriteV3Async(_root.Path, Vm, T0);
