@@ -86,6 +86,13 @@ Describe 'Get-KvmBackup' {
         $runTime = [datetime]::ParseExact($set.RunId, 'yyyyMMdd-HHmmss', $null, 'AssumeUniversal,AdjustToUniversal')
         [math]::Abs(($set.StartedUtc - $runTime).TotalSeconds) | Should -BeLessThan 5   # the run id names the snapshot time
         $set.Time.ToUniversalTime() | Should -Be $set.StartedUtc
+        # Issue 15: the first set at this destination, its copies described by digest lists, each sent and stored in full.
+        $set.Format | Should -Be 'OdaKvmBackup/3'
+        $set.StoredAs | Should -Be 'full'
+        $set.BasedOn | Should -BeNullOrEmpty
+        $set.BytesSent | Should -Be ($set.Disks | Measure-Object -Sum BytesSent).Sum
+        $set.BytesSent | Should -BeGreaterOrEqual $set.DataBytes
+        $set.Disks | ForEach-Object { $_.Digests | Should -Match '^[0-9a-f]{64}$'; $_.FullBecause | Should -Match 'no earlier Complete set' }
     }
 
     It 'shows VM, when, status, consistency and size in human units in its table view' {
@@ -94,6 +101,8 @@ Describe 'Get-KvmBackup' {
         $table | Should -Match 'Size'
         $table | Should -Match "$Vm\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+Complete\s+Quiesced"
         $table | Should -Match '\d+\.\d (KiB|MiB|GiB)'
+        $table | Should -Match 'Location\s+Sent\s+Stored'
+        $table | Should -Match "$([regex]::Escape($SetFolder))\s+\d+\.\d (KiB|MiB|GiB)\s+full"
     }
 
     It 'reports a destination that does not exist as an error with an id' {
@@ -219,7 +228,7 @@ Describe 'Test-KvmBackup' {
         $result.Passed | Should -BeTrue
         $result.Disks.Count | Should -Be 2
         ($result.Disks | Where-Object Target -eq vda).ImageCheck | Should -Be 'no errors'
-        $result.Disks.DigestCheck | ForEach-Object { $_ | Should -Match 'equal to backup.json' }
+        $result.Disks.DigestCheck | ForEach-Object { $_ | Should -Match '^digest list equal to backup.json' }
         @($Copies | ForEach-Object { Get-FileState $_ }) | Should -Be $states
     }
 
@@ -237,6 +246,7 @@ Describe 'Test-KvmBackup' {
         $errs.Count | Should -Be 1
         $errs[0].FullyQualifiedErrorId | Should -Be 'BackupCopyDamaged,OdaKvmBackup.Commands.TestKvmBackupCommand'
         $errs[0].ToString() | Should -Match "vdb in the set $Vm $($BackedUp[0].RunId)"
+        $errs[0].ToString() | Should -Match 'segment 0 \(bytes 0 to 16777215\), from the 64 KiB block at byte 5242880, reads differently'
         $errs[0].TargetObject.Set.Location | Should -Be $set
     }
 
@@ -250,7 +260,7 @@ Describe 'Test-KvmBackup' {
         $result.BootSeconds | Should -BeGreaterThan 0
         $result.BootTestDomain | Should -BeLike "$Vm-boottest-*"
         Get-BootTestLeftovers | Should -BeNullOrEmpty
-        @(Get-ChildItem -LiteralPath $SetFolder | ForEach-Object Name | Sort-Object) -join ',' | Should -Be 'backup.json,disco_secundario,domain.xml,linux_boot'
+        @(Get-ChildItem -LiteralPath $SetFolder | ForEach-Object Name | Sort-Object) -join ',' | Should -Be 'backup.json,disco_secundario,disco_secundario.digests,domain.xml,linux_boot,linux_boot.digests'
         @($Copies | ForEach-Object { Get-FileState $_ }) | Should -Be $states
     }
 

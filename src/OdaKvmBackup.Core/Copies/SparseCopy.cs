@@ -56,8 +56,8 @@ internal static partial class SparseCopy
     /// Copies <paramref name="source"/> into <paramref name="destination"/>, completes it (size, fsync) and returns
     /// what it did, with the digest list taken while reading. Without <paramref name="baseCopy"/> a full, sparse
     /// copy (zero 4 KiB blocks are not written); with one, <paramref name="destination"/> must hold the base's bytes
-    /// already, and only the 64 KiB blocks that differ from them (or lie in a rotted segment) are written. A source
-    /// whose size is not the base's is the caller's mistake (it copies in full then): <see cref="ArgumentException"/>.
+    /// already, and only the 64 KiB blocks that differ from them (or lie in a rotted segment) are written; a source of
+    /// another size than the base is compared up to the shorter end (see <see cref="BlockDiffers"/>).
     /// </summary>
     public static Task<CopyResult> CopyAsync(string source, IStoreFileWriter destination, CopyBase? baseCopy,
         long bandwidthBytesPerSecond, Action<CopyProgress>? progress, CancellationToken ct, bool legacyContentDigest = false)
@@ -127,11 +127,6 @@ internal static partial class SparseCopy
         using var input = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         // lseek(SEEK_END), not the file length: a block device (type='block' disk) has a length of 0.
         var size = SizeOf(input, source);
-        if (baseCopy is not null && baseCopy.List.FileSize != size)
-        {
-            throw new ArgumentException(
-                $"'{source}' holds {size} bytes, its base {baseCopy.List.FileSize}: only a file of the base's size is copied incrementally.", nameof(baseCopy));
-        }
         // A larger read-ahead: measured on the lab, reading and hashing a disk went from 0.85-1.5 s to 0.75-0.8 s
         // for 1 GiB of data, and from 1.1-2.0 s to 0.75-0.85 s on a raw file with its data in 32 extents.
         var fd = (int)input.DangerousGetHandle();
@@ -308,7 +303,7 @@ internal static partial class SparseCopy
         /// rotted: from the chunk when it lies there, else (a hole) as zeros.</summary>
         private void WriteIfDiffers(long index, ReadOnlySpan<byte> digest, Chunk? chunk, CancellationToken ct)
         {
-            var differs = baseCopy!.List.BlockDiffers(index, digest);
+            var differs = BlockDiffers(baseCopy!.List, size, index, digest);
             var rotted = baseCopy.RottedSegments.Count > 0 && baseCopy.RottedSegments.Contains(index / BlockDigestList.BlocksPerSegment);
             if (!differs && !rotted)
                 return;
@@ -322,6 +317,25 @@ internal static partial class SparseCopy
             if (!differs)
                 _resent += length;
         }
+    }
+
+    /// <summary>
+    /// Whether block <paramref name="index"/> of a source of <paramref name="size"/> bytes, whose digest is
+    /// <paramref name="digest"/>, differs from the same block of the base (an incremental copy writes it). A source of
+    /// another size than the base (a qcow2 file grows and shrinks with its clusters) is compared by the digests where
+    /// both hold a whole block; a block past the base's end, the base's short last block and the source's short last
+    /// block differ, whatever their digests say: the clone does not hold them as the source does (what is not written
+    /// past the base's end reads as zeros, and CompleteAsync cuts what lies past the source's).
+    /// </summary>
+    internal static bool BlockDiffers(BlockDigestList baseList, long size, long index, ReadOnlySpan<byte> digest)
+    {
+        if (size != baseList.FileSize)
+        {
+            var end = (index + 1) * BlockDigestList.BlockSize;
+            if (end > size || end > baseList.FileSize)
+                return true;
+        }
+        return baseList.BlockDiffers(index, digest);
     }
 
     /// <summary>A chunk of the source on its way to the hasher, with its runs of non-zero 4 KiB blocks.</summary>

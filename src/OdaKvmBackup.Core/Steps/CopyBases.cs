@@ -23,6 +23,8 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
     {
         foreach (var disk in context.Disks)
         {
+            // The plan records the virtual size after the checks; the base of a qcow2 disk is chosen by it now.
+            disk.VirtualSizeBytes ??= context.KnownImageInfo(disk.Source)?.VirtualSize;
             var prepared = await ChooseAsync(context.DomainName, context.RunId, disk, ct).ConfigureAwait(false);
             if (RottedWarning(context.DomainName, disk, prepared) is { } warning)
                 context.Warnings.Add(warning);

@@ -1,7 +1,7 @@
 namespace OdaKvmBackup.Core.WayBack;
 
 /// <summary>The copy an incremental backup of one disk starts from: the newest Complete set of the same VM at the
-/// same destination whose copy of the disk has the same target, format and size, and whose digest list is present
+/// same destination whose copy of the disk has the same target, format and virtual size, and whose digest list is present
 /// and matches the SHA-256 its manifest records. Paths are relative to the store and decided by
 /// <see cref="BackupNames"/> from the store's own layout, never taken from a manifest.</summary>
 internal sealed record DiskBase(string RunId, string CopyPath, string DigestListPath, BlockDigestList List);
@@ -18,9 +18,9 @@ internal sealed record BaseChoice(DiskBase? Base, string? WhyNone)
 /// &lt;destination&gt;/&lt;domain&gt; whose names are run ids older than the run's (so never a '.replaced-' folder, a
 /// partial set or a set dated after the run), newest first; a manifest's claims name nothing. A candidate's manifest is
 /// read and checked as any (<see cref="CheckedManifest"/>); it must be Complete and of format OdaKvmBackup/3 (earlier
-/// sets have no digest lists), hold a copy of the disk with the same Target, Format and size (and virtual size when
-/// both are known), whose digest list reads back exactly as its manifest records (<see cref="StoredDigestList"/>) and
-/// whose copy is there at its size.
+/// sets have no digest lists), hold a copy of the disk with the same Target, Format and virtual size (see
+/// <see cref="SameDisk"/>), whose digest list reads back exactly as its manifest records (<see cref="StoredDigestList"/>)
+/// and whose copy is there at the size its manifest records.
 /// </summary>
 /// <remarks>
 /// The base is the newest Complete set that has a usable copy of THAT disk, not only the newest Complete set: when the
@@ -38,9 +38,10 @@ internal static class BaseFinder
     /// <summary>The base for <paramref name="disk"/> of <paramref name="domainName"/> among the sets in
     /// <paramref name="store"/> older than <paramref name="runId"/>. Never throws for what a set holds (an unreadable
     /// or forged set is no base: the reason says so); throws only for the store's own failures (unreachable).</summary>
-    /// <remarks>The disk's size is the journal's <see cref="DiskRecord.SizeBytes"/> when the run has it; before the
-    /// copy (preflight) it has none, and the size of the disk's own file (<see cref="DiskRecord.Source"/>, a file or a
-    /// block device) stands in: that is the size its copy will have.</remarks>
+    /// <remarks>The size of a raw disk is the journal's <see cref="DiskRecord.SizeBytes"/> when the run has it; before
+    /// the copy (preflight) it has none, and the size of the disk's own file (<see cref="DiskRecord.Source"/>, a file or a
+    /// block device) stands in: that is the size its copy will have. Of a qcow2 disk, the virtual size qemu-img info gave
+    /// (<see cref="DiskRecord.VirtualSizeBytes"/>) is compared: its file grows and shrinks with its clusters.</remarks>
     public static async Task<BaseChoice> FindAsync(IBackupStore store, string domainName, string runId, DiskRecord disk, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(store);
@@ -101,6 +102,25 @@ internal static class BaseFinder
         return BaseChoice.None(completeSets > 1 ? $"{firstReason}, and no older Complete set has a usable copy of {disk.Target} either" : firstReason);
     }
 
+    /// <summary>
+    /// Null when <paramref name="copy"/> is a copy of the same disk as it is now, else why not: the same virtual size.
+    /// A raw file's size is its virtual size. A qcow2 file's size is not (new clusters are added at its end as the
+    /// guest writes): both virtual sizes must be known, and equal; the copy's file size may differ from the disk's:
+    /// the copy compares block by block up to the shorter end and writes the rest.
+    /// </summary>
+    private static string? SameDisk(string set, ManifestDisk copy, DiskRecord disk, long size)
+    {
+        if (copy.VirtualSizeBytes is { } was && disk.VirtualSizeBytes is { } now && was != now)
+            return $"{set} holds {disk.Target} at another virtual size ({was} bytes; the disk now has {now})";
+        if (disk.Format == "raw")
+            return copy.SizeBytes == size ? null : $"{set} holds {disk.Target} at another size ({copy.SizeBytes} bytes; the disk now has {size})";
+        if (disk.VirtualSizeBytes is null)
+            return $"the virtual size of {disk.Target} ({disk.Format}) is not known to this run (qemu-img info of its file was not read when the run was planned)";
+        if (copy.VirtualSizeBytes is null)
+            return $"{set} does not record the virtual size of its copy of {disk.Target} ({disk.Format})";
+        return null;
+    }
+
     /// <summary>The disk's base in one Complete set, or why that set cannot be it.</summary>
     private static async Task<(DiskBase? Base, string? Why)> TryBaseAsync(IBackupStore store, string folder, BackupManifest manifest,
         DiskRecord disk, long size, CancellationToken ct)
@@ -113,19 +133,17 @@ internal static class BaseFinder
             return (null, $"{set} holds no copy of {disk.Target}");
         if (copy.Format != disk.Format)
             return (null, $"{set} holds {disk.Target} as {copy.Format}, not {disk.Format}");
-        if (copy.SizeBytes != size)
-            return (null, $"{set} holds {disk.Target} at another size ({copy.SizeBytes} bytes; the disk now has {size})");
-        if (copy.VirtualSizeBytes is { } was && disk.VirtualSizeBytes is { } now && was != now)
-            return (null, $"{set} holds {disk.Target} at another virtual size ({was} bytes; the disk now has {now})");
-        if (copy.Digests is null)
+        if (SameDisk(set, copy, disk, size) is { } other)
+            return (null, other);
+        if (copy.Digests is null || copy.SizeBytes is not { } copySize)
             return (null, $"{set} records no digest list for {disk.Target}");
         var copyPath = BackupNames.FileInSet(folder, copy.File);
         var entry = await store.GetEntryAsync(copyPath, ct).ConfigureAwait(false);
         if (entry is null || entry.IsFolder)
             return (null, $"the copy of {disk.Target} in {set} is missing");
-        if (entry.Size != size)
-            return (null, $"the copy of {disk.Target} in {set} holds {entry.Size} bytes, not the {size} its manifest says");
-        var read = await StoredDigestList.ReadAsync(store, folder, copy.File, size, copy.Digests, ct).ConfigureAwait(false);
+        if (entry.Size != copySize)
+            return (null, $"the copy of {disk.Target} in {set} holds {entry.Size} bytes, not the {copySize} its manifest says");
+        var read = await StoredDigestList.ReadAsync(store, folder, copy.File, copySize, copy.Digests, ct).ConfigureAwait(false);
         if (read.List is null)
             return (null, $"the digest list of {disk.Target} in set {manifest.RunId} cannot be used: {read.Problem}");
         return (new DiskBase(manifest.RunId, copyPath, BackupNames.DigestListInSet(folder, copy.File), read.List), null);

@@ -275,6 +275,66 @@ public sealed class IncrementalBackupTests : IDisposable
         Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")));
     }
 
+    /// <summary>Makes the boot disk a qcow2 image of <paramref name="virtualSize"/> bytes, as libvirt and qemu-img
+    /// info describe it (the engine copies its file's bytes whatever they are).</summary>
+    private void BootIsQcow2(long virtualSize)
+    {
+        _b.Host.ImageInfo[_b.Boot] = TestDomain.ImageInfoJson(_b.Boot, "qcow2", virtualSize, Files.AllocatedBytes(_b.Boot));
+        _b.Host.UseDisks(new TestDisk("vda", _b.Boot, "qcow2"), new TestDisk("vdb", _b.Data, "raw"));
+    }
+
+    [Fact]
+    public async Task Qcow2_disk_whose_file_grew_is_based_on_the_first_set_and_only_its_changed_and_new_blocks_are_sent()
+    {
+        // The guest's writes allocate new qcow2 clusters at the end of the file: the file grows, the disk does not.
+        BootIsQcow2(1L << 30);
+        var store = new LocalBackupStore(Destination);
+        var (first, failedFirst, _) = await BackUpAsync(store, new RecordingSink());
+        Assert.Empty(failedFirst);
+        Assert.Equal(1L << 30, (await Bench.ManifestAsync(store, first)).Disks.Single(d => d.Target == "vda").VirtualSizeBytes);
+        var firstSet = HashesOf(SetPath(first, store));
+        Write(_b.Boot, 4L * Files.MiB, (64 << 10) + 4096, 0x6b); // 64 KiB + 4 KiB of new clusters past the old end (4 MiB)
+        Write(_b.Boot, Files.MiB, 4096, 0x7c);                     // and a table updated in place, in block 16
+        var sink = new RecordingSink();
+
+        var (second, failed, _) = await BackUpAsync(store, sink);
+
+        Assert.Empty(failed);
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var boot = manifest.Disks.Single(d => d.Target == "vda");
+        Assert.Equal((first.RunId, (string?)null), (boot.BasedOn, boot.FullBecause));
+        Assert.Contains(boot.StoredAs, new[] { FileClone.Reflink, FileClone.LocalCopy });
+        Assert.Equal(4L * Files.MiB + (64 << 10) + 4096, boot.SizeBytes);
+        // Block 16, and the new blocks 64 (whole) and 65 (4 KiB): nothing else of the file.
+        Assert.Equal((64L << 10) + (64 << 10) + 4096, boot.BytesSent);
+        Assert.True(boot.Verified);
+        Assert.True(Files.SameBytes(_b.Boot, SetPath(second, store, "oda_vm1_boot")), "the new copy is not the disk's file");
+        Assert.Contains(sink.Verbose, v => v.Contains($"vda of {Domain}: based on set {first.RunId}", StringComparison.Ordinal));
+        Assert.Equal(firstSet, HashesOf(SetPath(first, store)));
+    }
+
+    [Fact]
+    public async Task Qcow2_disk_whose_virtual_size_changed_is_copied_in_full_and_says_why()
+    {
+        BootIsQcow2(1L << 30);
+        var store = new LocalBackupStore(Destination);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        // qemu-img resize: the disk is now 2 GiB; its file did not change (qcow2 allocates nothing for it).
+        BootIsQcow2(2L << 30);
+
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        var manifest = await Bench.ManifestAsync(store, second);
+        var boot = manifest.Disks.Single(d => d.Target == "vda");
+        Assert.Null(boot.BasedOn);
+        Assert.Equal("full", boot.StoredAs);
+        Assert.Equal($"the last Complete set {first.RunId} holds vda at another virtual size ({1L << 30} bytes; the disk now has {2L << 30})", boot.FullBecause);
+        Assert.Equal(first.RunId, manifest.Disks.Single(d => d.Target == "vdb").BasedOn);
+        Assert.True(Files.SameBytes(_b.Boot, SetPath(second, store, "oda_vm1_boot")));
+    }
+
     [Fact]
     public async Task Segment_that_rotted_in_the_base_is_sent_again_counted_and_not_inherited()
     {

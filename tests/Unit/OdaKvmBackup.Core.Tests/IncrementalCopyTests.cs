@@ -207,19 +207,86 @@ public sealed class IncrementalCopyTests : IDisposable
         Assert.Equal(reports.Select(r => r.Compared).Order(), reports.Select(r => r.Compared));
     }
 
-    [Fact]
-    public async Task A_source_of_another_size_than_the_base_is_refused_and_nothing_is_written()
+    /// <summary>The blocks of <paramref name="source"/> that must be written into a clone of <paramref name="baseContent"/>
+    /// of another size, found from the bytes: a block whose bytes differ, or that the base does not hold whole at the
+    /// same length (a block past the base's end, the base's short last block, the source's short last block).</summary>
+    private static List<long> BlocksToWrite(byte[] baseContent, byte[] source)
     {
+        var blocks = new List<long>();
+        for (long offset = 0; offset < source.Length; offset += Block)
+        {
+            var length = (int)Math.Min(Block, source.Length - offset);
+            var baseLength = (int)Math.Clamp(baseContent.Length - offset, 0, Block);
+            if (length != baseLength || !source.AsSpan((int)offset, length).SequenceEqual(baseContent.AsSpan((int)offset, length)))
+                blocks.Add(offset / Block);
+        }
+        return blocks;
+    }
+
+    [Fact]
+    public async Task A_source_longer_than_the_base_is_copied_into_its_clone_byte_for_byte_writing_only_the_changed_and_new_blocks()
+    {
+        // A qcow2 file the guest wrote to grows by new clusters: here 64 KiB + 4 KiB of new data past the base's end.
         var baseContent = BaseContent();
-        var sourceContent = new byte[Size + 1];
-        baseContent.CopyTo(sourceContent, 0);
+        var sourceContent = new byte[Size + Block + 4 * KiB];
+        ChangedContent(baseContent).CopyTo(sourceContent, 0);
+        new Random(18).NextBytes(sourceContent.AsSpan((int)Size));
+        var (basePath, source, clone) = Files3(baseContent, sourceContent);
+        var baseBytes = File.ReadAllBytes(basePath);
+        var writer = new RecordingWriter(clone);
+
+        var result = await CopyInto(source, writer, new CopyBase(ListOf(baseContent), new HashSet<long>()));
+
+        Assert.True(Support.Files.SameBytes(source, clone), "the copy differs from the source");
+        var last = (sourceContent.Length - 1L) / Block;
+        var toWrite = BlocksToWrite(baseContent, sourceContent);
+        // The oracle: ChangedContent's blocks (the base's short last block 769 among them), and the new block 770.
+        Assert.Equal([16L, 287, 288, 480, 640, 769, 770], toWrite);
+        Assert.Equal(770, last);
+        Assert.Equal(toWrite.Select(b => (b * Block, (int)Math.Min(Block, sourceContent.Length - b * Block))), writer.Writes.Select(w => (w.Offset, w.Length)));
+        Assert.Equal(writer.Writes.Sum(w => (long)w.Length), result.BytesSent);
+        Assert.Equal(0, result.BytesResent);
+        Assert.Equal(sourceContent.Length, result.SizeBytes);
+        Assert.Equal(ListOf(sourceContent).Sha256, result.Digests.Sha256);
+        Assert.Equal(baseBytes, File.ReadAllBytes(basePath)); // the base itself is only read
+    }
+
+    [Fact]
+    public async Task A_source_shorter_than_the_base_is_copied_into_its_clone_byte_for_byte_writing_only_the_changed_blocks()
+    {
+        // 64 KiB + 4 KiB shorter: the source's last block (768) is short, the base's was whole; block 769 is gone.
+        var baseContent = BaseContent();
+        var sourceContent = ChangedContent(baseContent).AsSpan(0, (int)(Size - Block - 4 * KiB)).ToArray();
         var (_, source, clone) = Files3(baseContent, sourceContent);
         var writer = new RecordingWriter(clone);
 
-        await Assert.ThrowsAsync<ArgumentException>(() => CopyInto(source, writer, new CopyBase(ListOf(baseContent), new HashSet<long>())));
+        var result = await CopyInto(source, writer, new CopyBase(ListOf(baseContent), new HashSet<long>()));
 
-        Assert.Empty(writer.Writes);
-        Assert.True(Support.Files.SameBytes(_temp.Combine("base"), clone), "the clone was changed");
+        Assert.True(Support.Files.SameBytes(source, clone), "the copy differs from the source");
+        Assert.Equal(sourceContent.Length, new FileInfo(clone).Length);
+        var toWrite = BlocksToWrite(baseContent, sourceContent);
+        Assert.Equal([16L, 287, 288, 480, 640, 768], toWrite);
+        Assert.Equal(toWrite.Select(b => (b * Block, (int)Math.Min(Block, sourceContent.Length - b * Block))), writer.Writes.Select(w => (w.Offset, w.Length)));
+        Assert.Equal(writer.Writes.Sum(w => (long)w.Length), result.BytesSent);
+        Assert.Equal(ListOf(sourceContent).Sha256, result.Digests.Sha256);
+    }
+
+    [Fact]
+    public void A_short_last_block_is_written_when_the_sizes_differ_even_if_its_digest_equals_the_bases()
+    {
+        // Digests of 6 bytes are hints: a short block and a whole one are never taken as equal, whatever they say.
+        var baseList = ListOf(BaseContent());
+        var baseLast = baseList.BlockCount - 1; // 769, short
+
+        // The base's short last block, in a longer source; the source's short last block (768), once whole in the base;
+        // a block past the base's end.
+        Assert.True(SparseCopy.BlockDiffers(baseList, Size + Block, baseLast, baseList.BlockDigest(baseLast)));
+        Assert.True(SparseCopy.BlockDiffers(baseList, Size - Block, baseLast - 1, baseList.BlockDigest(baseLast - 1)));
+        Assert.True(SparseCopy.BlockDiffers(baseList, Size + Block, baseLast + 1, baseList.BlockDigest(baseLast)));
+        // Whole blocks in both, or the same size: the digests decide, as before.
+        Assert.False(SparseCopy.BlockDiffers(baseList, Size, baseLast, baseList.BlockDigest(baseLast)));
+        Assert.False(SparseCopy.BlockDiffers(baseList, Size + Block, 5, baseList.BlockDigest(5)));
+        Assert.True(SparseCopy.BlockDiffers(baseList, Size + Block, 5, baseList.BlockDigest(6)));
     }
 
     /// <summary>Writes into an existing file without truncating it (as a store's OpenForWriteAsync does) and records

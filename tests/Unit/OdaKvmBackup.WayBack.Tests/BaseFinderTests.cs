@@ -129,6 +129,57 @@ public sealed class BaseFinderTests : IDisposable
         Assert.NotNull(sameVirtualSize.Base);
     }
 
+    /// <summary>vda (qcow2) as the journal has it before the copy: a file of <paramref name="size"/> bytes, its virtual
+    /// size as qemu-img info gave it (null: not known).</summary>
+    private DiskRecord Vda(long size, long? virtualSize, long? sizeBytes = null)
+    {
+        var source = _vms.Combine("boot-" + Guid.NewGuid().ToString("N")[..6]);
+        using (var stream = File.Create(source))
+            stream.SetLength(size);
+        return new DiskRecord { Target = "vda", Source = source, Format = "qcow2", SetFile = "boot", SizeBytes = sizeBytes, VirtualSizeBytes = virtualSize };
+    }
+
+    [Fact]
+    public async Task A_qcow2_disk_whose_file_grew_or_shrank_is_based_on_a_copy_of_the_same_virtual_size()
+    {
+        // A guest's writes allocate new qcow2 clusters: the file grows between two backups, the disk (virtual size) does not.
+        const long VirtualSize = 10L << 30;
+        var set = await Sets.WriteV3Async(_root.Path, Vm, T0, edit: m => m.Disks[0].VirtualSizeBytes = VirtualSize);
+
+        var grown = await Find(Vda(Sets.DiskSize + 64 * 1024 + 4096, VirtualSize));
+        var shrunk = await Find(Vda(Sets.DiskSize - 64 * 1024 - 4096, VirtualSize));
+        var grownAsTheJournalSays = await Find(Vda(4096, VirtualSize, sizeBytes: Sets.DiskSize + 64 * 1024));
+
+        Assert.All(new[] { grown, shrunk, grownAsTheJournalSays }, choice =>
+        {
+            Assert.Null(choice.WhyNone);
+            var found = Assert.IsType<DiskBase>(choice.Base);
+            Assert.Equal(set + "/boot", found.CopyPath);
+            Assert.Equal(set + "/boot.digests", found.DigestListPath);
+            Assert.Equal(Sets.DiskSize, found.List.FileSize); // the base's list: of the copy as it is, not of the disk now
+        });
+    }
+
+    [Fact]
+    public async Task A_qcow2_disk_of_another_virtual_size_or_whose_virtual_size_is_not_known_has_no_base()
+    {
+        const long VirtualSize = 10L << 30;
+        await Sets.WriteV3Async(_root.Path, Vm, T0.AddHours(-1)); // records no virtual size
+        await Sets.WriteV3Async(_root.Path, Vm, T0, edit: m => m.Disks[0].VirtualSizeBytes = VirtualSize);
+
+        // Same file size, another virtual size (the disk was resized and the file happens to be as large as before).
+        var resized = await Find(Vda(Sets.DiskSize, 2 * VirtualSize));
+        var unknownNow = await Find(Vda(Sets.DiskSize, null));
+        Directory.Delete(SetPath(BackupNames.SetFolder(Vm, BackupNames.RunId(T0))), recursive: true);
+        var unknownThen = await Find(Vda(Sets.DiskSize, VirtualSize));
+
+        Assert.All(new[] { resized, unknownNow, unknownThen }, c => Assert.Null(c.Base));
+        Assert.Equal($"the last Complete set 20261205-010000 holds vda at another virtual size ({VirtualSize} bytes; the disk now has {2 * VirtualSize}), "
+            + "and no older Complete set has a usable copy of vda either", resized.WhyNone);
+        Assert.StartsWith("the virtual size of vda (qcow2) is not known to this run (qemu-img info of its file was not read when the run was planned)", unknownNow.WhyNone, StringComparison.Ordinal);
+        Assert.Equal("the last Complete set 20261205-000000 does not record the virtual size of its copy of vda (qcow2)", unknownThen.WhyNone);
+    }
+
     [Fact]
     public async Task The_journal_size_when_known_is_compared_and_else_the_size_of_the_disk_file()
     {
