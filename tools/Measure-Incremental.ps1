@@ -61,8 +61,8 @@ Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 $ModulePath = (Resolve-Path -LiteralPath $ModulePath).Path
 $Repo = Split-Path $PSScriptRoot
-Import-Module (Join-Path $Repo 'tests/Lab/OdaKvmLab.psm1') -Force
-Import-Module (Join-Path $Repo 'tests/Lab/OdaKvmSshLab.psm1') -Force
+Import-Module (Join-Path $Repo 'tests/Lab/OdaKvmLab.psm1') -Force -Verbose:$false
+Import-Module (Join-Path $Repo 'tests/Lab/OdaKvmSshLab.psm1') -Force -Verbose:$false
 $Pwsh = @([Environment]::ProcessPath, [Environment]::GetCommandLineArgs()[0])   # this pwsh: dotnet + pwsh.dll
 $Vm = 'lab_incbench'
 $Alias = 'odakvm-backup'
@@ -103,7 +103,7 @@ function Measure-Process([string[]] $CommandLine) {
     $p.WaitForExit()
     $watch.Stop()
     if ($p.ExitCode -ne 0) { throw "'$($CommandLine -join ' ')' failed ($($p.ExitCode)): $($err.Result)$($out.Result)" }
-    [pscustomobject]@{ Seconds = $watch.Elapsed.TotalSeconds; Output = $out.Result }
+    [pscustomobject]@{ Seconds = $watch.Elapsed.TotalSeconds; Output = $out.Result; Error = $err.Result }
 }
 
 function Get-UsedBytes { & sync -f $XfsMount; [long]((& df -B1 --output=used $XfsMount | Select-Object -Last 1).Trim()) }
@@ -128,7 +128,7 @@ function Measure-BackupRun([string[]] $CommandLine) {
     $lo = Get-LabLoopbackReceivedBytes
     $r = Measure-Process $CommandLine
     $wire = (Get-LabLoopbackReceivedBytes) - $lo
-    [pscustomobject]@{ Seconds = $r.Seconds; Output = $r.Output; Wire = $wire; Stored = (Get-UsedBytes) - $used }
+    [pscustomobject]@{ Seconds = $r.Seconds; Output = $r.Output; Error = $r.Error; Wire = $wire; Stored = (Get-UsedBytes) - $used }
 }
 
 function Add-Sample([string] $Case, [string] $Method, [int] $Round, [hashtable] $Figures) {
@@ -224,7 +224,7 @@ function Invoke-OneLiner([string] $Module, [string] $Folder, [string] $Case, [st
 
 # The second backup by hand; its script prints when each step ended.
 $ByHand = @'
-set -e
+set -e -o pipefail
 export LIBVIRT_DEFAULT_URI=qemu:///system
 vm=$1; alias=$2; prev=$3; new=$4; snap=BENCH_RSYNC.TEMP
 now() { date +%s.%N; }
@@ -234,7 +234,7 @@ disks=$(virsh -q domblklist "$vm" | awk '$2 != "-" {print $1 "=" $2}')   # targe
 virsh snapshot-create-as --domain "$vm" --name $snap --disk-only --atomic --quiesce >/dev/null
 echo "snapshot $(now)"
 for d in $disks; do
-  rsync --inplace --no-whole-file -e 'ssh -o BatchMode=yes' "${d#*=}" "$alias:$new/${d%%=*}"
+  rsync --inplace --no-whole-file --stats -e 'ssh -o BatchMode=yes' "${d#*=}" "$alias:$new/${d%%=*}" | sed "s/^/${d%%=*}: /" >&2
   echo "rsync ${d%%=*} $(now)"
 done
 overlays=$(virsh -q domblklist "$vm" | awk '$2 != "-" {print $2}')
@@ -249,8 +249,13 @@ function Invoke-ByHand([string] $Previous, [string] $New, [string] $Case, [int] 
     Assert-Clean 'the backup by hand'
     $at = @{}
     foreach ($line in $m.Output.Trim() -split "`n") { $f = $line -split ' '; $at[($f[0..($f.Count - 2)] -join ' ')] = [double]$f[-1] }
+    Write-Verbose "rsync --stats:`n$($m.Error)"
     $figures = @{ Seconds = $m.Seconds; Wire = $m.Wire; Stored = $m.Stored }
     foreach ($t in $Targets) {
+        $literal = [regex]::Match($m.Error, "(?m)^${t}: Literal data: ([\d,.]+) bytes")
+        if ($literal.Success) { $figures["Literal $t"] = [double]($literal.Groups[1].Value -replace '[,.]', '') }
+        # rsync's quick check (same size and time) would skip a file: then there is no figure of rsync's to show
+        if ($m.Error -match "(?m)^${t}: Number of regular files transferred: 0") { throw "rsync skipped $t (its quick check found the same size and time): the backup by hand did not copy it." }
         $figures["Overlay $t"] = $at["pivot $t"] - $at['snapshot']
         $figures["Rsync $t"] = $at["rsync $t"] - $(if ($t -eq $Targets[0]) { $at['snapshot'] } else { $at["rsync $($Targets[$Targets.IndexOf($t) - 1])"] })
     }
@@ -414,7 +419,7 @@ $rows = foreach ($p in $Pattern) {
         }
     }
 }
-$rows | Format-Table -AutoSize -Wrap | Out-String -Width 300 | Out-Host
+$rows | Format-Table -AutoSize -Wrap | Out-String -Width 500 | Out-Host
 
 Write-Host 'Second backup, per disk: time on the overlay against reading the disk file (medians)'
 $rows = foreach ($p in $Pattern) {
@@ -435,10 +440,11 @@ $rows = foreach ($p in $Pattern) {
             'Module / cat' = '{0:0.00}' -f ((Get-Figure $ours "Overlay $t") / $cat)
             'Overlay s (by hand)' = '{0:0.0}' -f (Get-Figure $hand "Overlay $t")
             'its rsync s' = '{0:0.0}' -f (Get-Figure $hand "Rsync $t")
+            'rsync literal MiB' = & $mib (Get-Figure $hand "Literal $t")
         }
     }
 }
-$rows | Format-Table -AutoSize -Wrap | Out-String -Width 300 | Out-Host
+$rows | Format-Table -AutoSize -Wrap | Out-String -Width 500 | Out-Host
 
 Write-Host 'First, full backup: this module against today''s (medians)'
 $rows = foreach ($p in $Pattern) {
@@ -455,9 +461,9 @@ $rows = foreach ($p in $Pattern) {
         }
     }
 }
-$rows | Format-Table -AutoSize -Wrap | Out-String -Width 300 | Out-Host
+$rows | Format-Table -AutoSize -Wrap | Out-String -Width 500 | Out-Host
 
 if ($VerbosePreference -eq 'Continue') {
-    $samples | Sort-Object Case, Method, Round | Select-Object Case, Method, Round, Seconds, Wire, Stored | Format-Table -AutoSize | Out-String -Width 300 | Out-Host
+    $samples | Sort-Object Case, Method, Round | Select-Object Case, Method, Round, Seconds, Wire, Stored | Format-Table -AutoSize | Out-String -Width 500 | Out-Host
 }
 Write-Host ("Rounds: {0}, methods alternating within each; every backup in a fresh process (pwsh or bash). Cache: {1}. 'Whole s': the command from start to return, the set verified and Complete on the server (this module) or the last step done (by hand). 'Overlay': snapshot to pivot per disk. 'Server re-read': the server reading the previous rsync copy (cat, caches dropped), which rsync does besides reading the source; on the lab the server shares the host's disk. Load average at end: {2}." -f $Rounds, $script:CacheNote, (((Get-Content /proc/loadavg) -split ' ')[0..2] -join ' '))
