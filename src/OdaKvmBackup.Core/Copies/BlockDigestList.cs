@@ -116,6 +116,19 @@ internal sealed class BlockDigestList
         return index >= 0 && index < SegmentCount && string.Equals(SegmentDigestHex(index), hexDigest, StringComparison.OrdinalIgnoreCase);
     }
 
+    /// <summary>The segment digests of sets of Format OdaKvmBackup/2 (hex, by segment number): every segment but those
+    /// of 16 MiB of zeros, which have none there and are checked by reading as zeros.</summary>
+    public SortedDictionary<long, string> DataSegmentDigests()
+    {
+        var digests = new SortedDictionary<long, string>();
+        for (long index = 0; index < SegmentCount; index++)
+        {
+            if (!SegmentDigest(index).SequenceEqual(ZeroSegmentDigest))
+                digests[index] = SegmentDigestHex(index);
+        }
+        return digests;
+    }
+
     public static long BlockCountFor(long fileSize) => (fileSize + BlockSize - 1) / BlockSize;
 
     public static long SegmentCountFor(long fileSize) => (fileSize + SegmentSize - 1) / SegmentSize;

@@ -9,18 +9,30 @@ using Microsoft.Win32.SafeHandles;
 
 namespace OdaKvmBackup.Core.Copies;
 
-/// <summary>Bytes and content digest of a copied image (see <see cref="VmDiskBackup.ContentDigest"/>); for a copy to
-/// another host also <paramref name="SegmentDigests"/>: what that copy is checked against where it lies, the plain
-/// SHA-256 (as sha256sum prints it) of every <see cref="SparseCopy.SegmentSize"/> segment of the file that holds a
-/// non-zero byte, by segment number (segments of zeros only have none). A server with nothing but coreutils computes
-/// them, and so can anyone: <c>dd if=FILE bs=16M skip=N count=1 | sha256sum</c>.</summary>
-internal sealed record CopyResult(long SizeBytes, long DataBytes, string ContentDigest, IReadOnlyDictionary<long, string>? SegmentDigests = null);
+/// <summary>How far a copy is: bytes of the source compared (read and digested), bytes written to the destination,
+/// and the source's size.</summary>
+internal readonly record struct CopyProgress(long Compared, long Sent, long Total);
 
 /// <summary>
-/// Copies disk images keeping them sparse: it reads only the data extents (SEEK_DATA/SEEK_HOLE) and writes only
-/// the 4 KiB blocks that are not all zeros, so a fully allocated raw vdisk becomes a sparse file the size of its
-/// data. The digest covers (offset, block) for every non-zero block plus the size: it depends only on content, so
-/// the source and its sparse copy give the same digest, which is how a copy is verified.
+/// What a copy did (issue 15): the source's size, its data (bytes in non-zero 4 KiB blocks), the
+/// <see cref="BlockDigestList"/> taken while reading it (what the copy is verified with, and the base of the next
+/// incremental copy), the bytes read from the source, the bytes written to the destination, and of those the bytes
+/// written only because their base segment had rotted. <paramref name="ContentDigest"/> (the digest of sets of
+/// Format OdaKvmBackup/2, see <see cref="VmDiskBackup.ContentDigest"/>) only when asked for.
+/// </summary>
+internal sealed record CopyResult(long SizeBytes, long DataBytes, BlockDigestList Digests, long BytesRead, long BytesSent,
+    long BytesResent, string? ContentDigest = null);
+
+/// <summary>The content digest of a file (sets of Format OdaKvmBackup/2): its size, its data bytes and the digest.</summary>
+internal sealed record ContentDigestResult(long SizeBytes, long DataBytes, string ContentDigest);
+
+/// <summary>
+/// Copies disk images: it reads only the data extents (SEEK_DATA/SEEK_HOLE), and digests every 64 KiB block and
+/// 16 MiB segment as it reads (<see cref="BlockDigestList"/>; holes are zeros, digested without hashing). A full
+/// copy writes only the 4 KiB blocks that are not all zeros, so a fully allocated raw vdisk becomes a sparse file the
+/// size of its data. An incremental copy writes into a destination that holds the base's bytes already (a clone)
+/// only the 64 KiB blocks whose digest differs from the base's, whole, zeros included, and every block of a segment
+/// that rotted in the base.
 /// </summary>
 internal static partial class SparseCopy
 {
@@ -37,55 +49,50 @@ internal static partial class SparseCopy
     private const int ReadSize = 128 << 10;
     private const long ReadAhead = 16L << 20;
 
-    /// <summary>Segments of the plain digests a remote copy is verified with (see <see cref="CopyResult.SegmentDigests"/>).</summary>
-    public const long SegmentSize = 16L << 20;
+    /// <summary>The segments a copy is verified by (see <see cref="BlockDigestList.SegmentSize"/>).</summary>
+    public const long SegmentSize = BlockDigestList.SegmentSize;
 
-    /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/> (holes and zero blocks are not
-    /// written), completes it (size, fsync) and returns the content digest taken while reading, and the segment
-    /// digests when <paramref name="segmentDigests"/>.</summary>
-    public static Task<CopyResult> CopyAsync(string source, IStoreFileWriter destination, long bandwidthBytesPerSecond,
-        Action<long, long>? progress, CancellationToken ct, bool segmentDigests = false) =>
-        RunOnOwnThread(() => Walk(source, destination, bandwidthBytesPerSecond, progress, ct, segmentDigests));
+    /// <summary>
+    /// Copies <paramref name="source"/> into <paramref name="destination"/>, completes it (size, fsync) and returns
+    /// what it did, with the digest list taken while reading. Without <paramref name="baseCopy"/> a full, sparse
+    /// copy (zero 4 KiB blocks are not written); with one, <paramref name="destination"/> must hold the base's bytes
+    /// already, and only the 64 KiB blocks that differ from them (or lie in a rotted segment) are written. A source
+    /// whose size is not the base's is the caller's mistake (it copies in full then): <see cref="ArgumentException"/>.
+    /// </summary>
+    public static Task<CopyResult> CopyAsync(string source, IStoreFileWriter destination, CopyBase? baseCopy,
+        long bandwidthBytesPerSecond, Action<CopyProgress>? progress, CancellationToken ct, bool legacyContentDigest = false)
+    {
+        ArgumentNullException.ThrowIfNull(destination);
+        return RunOnOwnThread(() => Walk(source, destination, baseCopy, bandwidthBytesPerSecond, progress, ct, legacyContentDigest, digestList: true));
+    }
 
-    /// <summary>The content digest of a local file as stored: its pages are dropped from the cache first, so a
-    /// verification reads what the storage holds, not what was just written to memory.</summary>
-    public static Task<CopyResult> DigestAsync(string path, Action<long, long>? progress, CancellationToken ct) =>
+    /// <summary>The content digest (Format OdaKvmBackup/2) of a local file as stored: its pages are dropped from the
+    /// cache first, so a verification reads what the storage holds, not what was just written to memory.</summary>
+    public static Task<ContentDigestResult> DigestAsync(string path, Action<long, long>? progress, CancellationToken ct) =>
         RunOnOwnThread(() =>
         {
             using (var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
                 DropFromCache(handle);
-            return Walk(path, null, 0, progress, ct, segmentDigests: false);
+            var result = Walk(path, null, null, 0, Progress(progress), ct, legacyContentDigest: true, digestList: false);
+            return new ContentDigestResult(result.SizeBytes, result.DataBytes, result.ContentDigest!);
         });
 
     /// <summary>The block digest list of a local file as stored (issue 15): its pages are dropped from the cache
     /// first, so a verification reads what the storage holds. Its <see cref="BlockDigestList.Sha256"/> equals the
     /// manifest's <c>Digests</c> exactly when the file holds the bytes the list was taken of.</summary>
     public static Task<BlockDigestList> DigestListAsync(string path, Action<long, long>? progress, CancellationToken ct) =>
-        Task.Factory.StartNew(() =>
+        RunOnOwnThread(() =>
         {
-            using var input = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            DropFromCache(input);
-            var size = SizeOf(input, path);
-            var fd = (int)input.DangerousGetHandle();
-            _ = PosixFadvise(fd, 0, 0, FadviseSequential);
-            using var builder = new BlockDigestListBuilder(size);
-            var buffer = GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true);
-            foreach (var (start, end) in DataExtents(input, size))
-            {
-                for (var offset = start; offset < end; offset += ChunkSize)
-                {
-                    ct.ThrowIfCancellationRequested();
-                    var length = (int)Math.Min(ChunkSize, end - offset);
-                    ReadFully(input, buffer.AsSpan(0, length), offset);
-                    builder.Append(offset, buffer.AsSpan(0, length));
-                    progress?.Invoke(offset + length, size);
-                }
-            }
-            return builder.Complete();
-        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            using (var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite))
+                DropFromCache(handle);
+            return Walk(path, null, null, 0, Progress(progress), ct, legacyContentDigest: false, digestList: true).Digests;
+        });
+
+    private static Action<CopyProgress>? Progress(Action<long, long>? progress) =>
+        progress is null ? null : p => progress(p.Compared, p.Total);
 
     /// <summary>A copy blocks on the disks for seconds or hours: it gets a thread of its own, not one of the pool's.</summary>
-    private static Task<CopyResult> RunOnOwnThread(Func<CopyResult> work) =>
+    private static Task<T> RunOnOwnThread<T>(Func<T> work) =>
         Task.Factory.StartNew(work, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
     /// <summary>Asks the kernel to forget a file's cached pages (clean ones go; dirty ones must be fsynced first).</summary>
@@ -107,19 +114,24 @@ internal static partial class SparseCopy
     }
 
     /// <summary>
-    /// Two threads, each on a core of its own: this one reads, finds the non-zero blocks and writes them, as cp
-    /// does; the other hashes what was read, a few chunks behind, so the digest costs no time as long as hashing
-    /// keeps up with the disks. Small chunks stay in the CPU's cache between reading and hashing. Both loops are
-    /// plain synchronous code compiled fully optimized at once, so the first copy of a process (a nightly run)
-    /// goes as fast as any other.
+    /// Two stages on threads of their own: this one reads, finds the non-zero 4 KiB blocks and (for a full copy)
+    /// writes them, as cp does; the hasher digests what was read, a few chunks behind (the block digests on its
+    /// thread, the segment digests on a third), and for an incremental copy writes the blocks that differ from the
+    /// base: the digests cost no time as long as hashing keeps up with the disks. Both loops are plain synchronous
+    /// code compiled fully optimized at once, so the first copy of a process (a nightly run) goes as fast as any other.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static CopyResult Walk(string source, IStoreFileWriter? output, long bandwidth, Action<long, long>? progress,
-        CancellationToken ct, bool segmentDigests)
+    private static CopyResult Walk(string source, IStoreFileWriter? output, CopyBase? baseCopy, long bandwidth,
+        Action<CopyProgress>? progress, CancellationToken ct, bool legacyContentDigest, bool digestList)
     {
         using var input = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
         // lseek(SEEK_END), not the file length: a block device (type='block' disk) has a length of 0.
         var size = SizeOf(input, source);
+        if (baseCopy is not null && baseCopy.List.FileSize != size)
+        {
+            throw new ArgumentException(
+                $"'{source}' holds {size} bytes, its base {baseCopy.List.FileSize}: only a file of the base's size is copied incrementally.", nameof(baseCopy));
+        }
         // A larger read-ahead: measured on the lab, reading and hashing a disk went from 0.85-1.5 s to 0.75-0.8 s
         // for 1 GiB of data, and from 1.1-2.0 s to 0.75-0.85 s on a raw file with its data in 32 extents.
         var fd = (int)input.DangerousGetHandle();
@@ -129,11 +141,11 @@ internal static partial class SparseCopy
         for (var i = 0; i < PipelineDepth; i++)
             free.Add(GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true));
         using var toHash = new BlockingCollection<Chunk>(PipelineDepth);
-        var hasher = new Hasher(size, segmentDigests);
+        using var hasher = new Hasher(size, digestList, legacyContentDigest, baseCopy, output, progress);
         var hashing = new Thread(() => hasher.Run(toHash, free, stop)) { IsBackground = true, Name = "OdaKvmBackup hasher" };
         hashing.Start();
         var clock = Stopwatch.StartNew();
-        long nextChunk = 0, readBytes = 0;
+        long nextChunk = 0, readBytes = 0, dataBytes = 0;
         try
         {
             foreach (var (start, end) in DataExtents(input, size))
@@ -152,14 +164,18 @@ internal static partial class SparseCopy
                     ReadFully(input, buffer.AsSpan(0, length), chunk);
                     nextChunk = chunk + ChunkSize;
                     var runs = FindRuns(buffer.AsSpan(0, length));
-                    if (output is not null)
+                    foreach (var (runStart, runEnd) in runs)
+                        dataBytes += runEnd - runStart;
+                    if (output is not null && baseCopy is null)
                     {
                         foreach (var (runStart, runEnd) in runs)
+                        {
                             Wait(output.WriteAsync(chunk + runStart, buffer.AsMemory(runStart, runEnd - runStart), stop.Token));
+                            hasher.AddSent(runEnd - runStart);
+                        }
                     }
                     toHash.Add(new Chunk(chunk, length, buffer, runs), stop.Token);
                     readBytes += length;
-                    progress?.Invoke(Math.Min(nextChunk, size), size);
                     Throttle(bandwidth, readBytes, clock, stop.Token);
                 }
             }
@@ -172,12 +188,14 @@ internal static partial class SparseCopy
             toHash.CompleteAdding();
             stop.Cancel();
             hashing.Join();
+            hasher.Failure?.Throw(); // the hasher's failure, not the cancellation it caused here
             throw;
         }
         ct.ThrowIfCancellationRequested();
+        var result = hasher.Finish(readBytes, dataBytes, stop.Token);
         output?.CompleteAsync(size, ct).GetAwaiter().GetResult();
-        progress?.Invoke(size, size);
-        return hasher.Result(size);
+        progress?.Invoke(new CopyProgress(size, result.BytesSent, size));
+        return result;
     }
 
     /// <summary>Waits for a write: a local one is done already; a remote one returns once its data is queued.</summary>
@@ -187,18 +205,25 @@ internal static partial class SparseCopy
             write.AsTask().GetAwaiter().GetResult();
     }
 
-    /// <summary>The hashing thread: the content digest (and the segment digests of a remote copy) of what the
-    /// copying thread has read, in order; each buffer goes back to the copying thread once hashed.</summary>
-    private sealed class Hasher(long size, bool segmentDigests)
+    /// <summary>The hashing stage: the digest list (and the content digest of Format OdaKvmBackup/2 when asked) of
+    /// what the reading thread has read, in order; for an incremental copy it also writes the blocks that differ from
+    /// the base, once their digests are known. Each buffer goes back to the reading thread once done with.</summary>
+    private sealed class Hasher(long size, bool digestList, bool contentDigest, CopyBase? baseCopy, IStoreFileWriter? output,
+        Action<CopyProgress>? progress) : IDisposable
     {
         private const int Batch = 32;
-        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        private readonly SegmentHasher? _segments = segmentDigests ? new SegmentHasher(size) : null;
+        private static readonly byte[] ZeroBlock = new byte[BlockDigestList.BlockSize];
+        private readonly IncrementalHash? _hash = contentDigest ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
+        private readonly BlockDigestListBuilder? _builder = digestList ? new BlockDigestListBuilder(size) : null;
         // (offset, block) pairs gathered and hashed in one call: far fewer calls into the crypto library.
         private readonly byte[] _pairs = GC.AllocateUninitializedArray<byte>(Batch * (8 + BlockSize));
-        private long _dataBytes;
+        private long _decided; // blocks whose write decision (incremental copy) is made
+        private long _sent;
+        private long _resent;
 
         public System.Runtime.ExceptionServices.ExceptionDispatchInfo? Failure { get; private set; }
+
+        public void AddSent(long bytes) => Interlocked.Add(ref _sent, bytes);
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(BlockingCollection<Chunk> chunks, BlockingCollection<byte[]> free, CancellationTokenSource stop)
@@ -207,9 +232,17 @@ internal static partial class SparseCopy
             {
                 foreach (var chunk in chunks.GetConsumingEnumerable(stop.Token))
                 {
-                    _dataBytes += HashRuns(chunk.Buffer.AsSpan(0, chunk.Length), chunk.Offset, _hash, chunk.Runs, _pairs);
-                    _segments?.Add(chunk.Offset, chunk.Buffer.AsSpan(0, chunk.Length), chunk.Runs.Count > 0);
+                    var data = chunk.Buffer.AsSpan(0, chunk.Length);
+                    if (_hash is not null)
+                        HashRuns(data, chunk.Offset, _hash, chunk.Runs, _pairs);
+                    if (_builder is not null)
+                    {
+                        _builder.Append(chunk.Offset, data);
+                        if (baseCopy is not null)
+                            WriteDiffering(_builder.CompletedBlocks, chunk, stop.Token);
+                    }
                     free.Add(chunk.Buffer);
+                    progress?.Invoke(new CopyProgress(chunk.Offset + chunk.Length, Volatile.Read(ref _sent), size));
                 }
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
@@ -222,81 +255,73 @@ internal static partial class SparseCopy
             }
         }
 
-        public CopyResult Result(long fileSize)
+        /// <summary>The list, and for an incremental copy the blocks after the last chunk (holes: zeros) written where
+        /// they differ from the base.</summary>
+        public CopyResult Finish(long readBytes, long dataBytes, CancellationToken ct)
         {
-            Span<byte> sizeBytes = stackalloc byte[8];
-            BinaryPrimitives.WriteInt64LittleEndian(sizeBytes, fileSize);
-            _hash.AppendData(sizeBytes);
-            var digest = Convert.ToHexString(_hash.GetHashAndReset()).ToLowerInvariant();
-            var segments = _segments?.Finish();
-            _hash.Dispose();
-            _segments?.Dispose();
-            return new CopyResult(fileSize, _dataBytes, digest, segments);
-        }
-    }
-
-    /// <summary>The plain SHA-256 of each segment that holds data. Zeros (all-zero chunks, and holes that were never
-    /// read) are only hashed once a segment turns out to hold data, so a mostly empty disk costs little.</summary>
-    private sealed class SegmentHasher(long size) : IDisposable
-    {
-        private static readonly byte[] Zeros = new byte[ChunkSize];
-        private readonly SortedDictionary<long, string> _digests = new();
-        private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        private long _segment = -1;
-        private long _position;      // bytes of the segment accounted for (hashed or pending)
-        private long _pendingZeros;  // zeros accounted for but not hashed yet
-        private bool _hasData;
-
-        public void Add(long offset, ReadOnlySpan<byte> data, bool hasData)
-        {
-            var segment = offset / SegmentSize;
-            if (segment != _segment)
+            BlockDigestList? list = null;
+            if (_builder is not null)
             {
-                Close();
-                _segment = segment;
-                _position = segment * SegmentSize;
-                _pendingZeros = 0;
-                _hasData = false;
+                list = _builder.Complete();
+                if (baseCopy is not null)
+                    WriteDiffering(list, list.BlockCount, null, ct);
             }
-            _pendingZeros += offset - _position; // a hole before this chunk
-            _position = offset + data.Length;
-            if (!hasData)
+            string? digest = null;
+            if (_hash is not null)
             {
-                _pendingZeros += data.Length;
+                Span<byte> sizeBytes = stackalloc byte[8];
+                BinaryPrimitives.WriteInt64LittleEndian(sizeBytes, size);
+                _hash.AppendData(sizeBytes);
+                digest = Convert.ToHexString(_hash.GetHashAndReset()).ToLowerInvariant();
+            }
+            return new CopyResult(size, dataBytes, list!, readBytes, Volatile.Read(ref _sent), _resent, digest);
+        }
+
+        public void Dispose()
+        {
+            _hash?.Dispose();
+            _builder?.Dispose();
+        }
+
+        private void WriteDiffering(long completed, Chunk chunk, CancellationToken ct)
+        {
+            var digests = _builder!;
+            while (_decided < completed)
+            {
+                var index = _decided;
+                WriteIfDiffers(index, digests.BlockDigest(index), chunk, ct);
+                _decided++;
+            }
+        }
+
+        private void WriteDiffering(BlockDigestList list, long completed, Chunk? chunk, CancellationToken ct)
+        {
+            while (_decided < completed)
+            {
+                var index = _decided;
+                WriteIfDiffers(index, list.BlockDigest(index), chunk, ct);
+                _decided++;
+            }
+        }
+
+        /// <summary>Writes block <paramref name="index"/> whole when its digest differs from the base's or its segment
+        /// rotted: from the chunk when it lies there, else (a hole) as zeros.</summary>
+        private void WriteIfDiffers(long index, ReadOnlySpan<byte> digest, Chunk? chunk, CancellationToken ct)
+        {
+            var differs = baseCopy!.List.BlockDiffers(index, digest);
+            var rotted = baseCopy.RottedSegments.Count > 0 && baseCopy.RottedSegments.Contains(index / BlockDigestList.BlocksPerSegment);
+            if (!differs && !rotted)
                 return;
-            }
-            FeedZeros();
-            _hash.AppendData(data);
-            _hasData = true;
+            var offset = index * BlockDigestList.BlockSize;
+            var length = (int)Math.Min(BlockDigestList.BlockSize, size - offset);
+            ReadOnlyMemory<byte> bytes = chunk is not null && offset >= chunk.Offset && offset + length <= chunk.Offset + chunk.Length
+                ? chunk.Buffer.AsMemory((int)(offset - chunk.Offset), length)
+                : ZeroBlock.AsMemory(0, length);
+            Wait(output!.WriteAsync(offset, bytes, ct));
+            Interlocked.Add(ref _sent, length);
+            if (!differs)
+                _resent += length;
         }
-
-        public IReadOnlyDictionary<long, string> Finish()
-        {
-            Close();
-            return _digests;
-        }
-
-        private void Close()
-        {
-            if (_segment < 0 || !_hasData)
-                return;
-            _pendingZeros += Math.Min(size, (_segment + 1) * SegmentSize) - _position;
-            FeedZeros();
-            _digests[_segment] = Convert.ToHexString(_hash.GetHashAndReset()).ToLowerInvariant();
-            _hasData = false;
-        }
-
-        private void FeedZeros()
-        {
-            while (_pendingZeros > 0)
-            {
-                var n = (int)Math.Min(_pendingZeros, Zeros.Length);
-                _hash.AppendData(Zeros, 0, n);
-                _pendingZeros -= n;
-            }
-        }
-
-        public void Dispose() => _hash.Dispose();
     }
 
     /// <summary>A chunk of the source on its way to the hasher, with its runs of non-zero 4 KiB blocks.</summary>

@@ -209,8 +209,9 @@ internal sealed partial class BackupRun
         return set;
     }
 
-    /// <summary>The copy of a disk was written (as .partial) from its frozen file.</summary>
-    public void RecordCopied(string target, CopyResult copy)
+    /// <summary>The copy of a disk was written (as .partial) from its frozen file; a copy on another host is checked
+    /// there by <paramref name="segmentDigests"/> (Format OdaKvmBackup/2).</summary>
+    public void RecordCopied(string target, CopyResult copy, IReadOnlyDictionary<long, string>? segmentDigests = null)
     {
         Change(() =>
         {
@@ -220,7 +221,7 @@ internal sealed partial class BackupRun
             disk.SizeBytes = copy.SizeBytes;
             disk.DataBytes = copy.DataBytes;
             disk.ContentDigest = copy.ContentDigest;
-            disk.SegmentDigests = copy.SegmentDigests is null ? null : new SortedDictionary<long, string>(copy.SegmentDigests.ToDictionary());
+            disk.SegmentDigests = segmentDigests is null ? null : new SortedDictionary<long, string>(segmentDigests.ToDictionary());
             disk.CopiedUtc = DateTime.UtcNow;
         });
     }

@@ -26,7 +26,7 @@ internal sealed class DiskRecord
     public long? DataBytes { get; set; }
     /// <summary>See <see cref="VmDiskBackup.ContentDigest"/>.</summary>
     public string? ContentDigest { get; set; }
-    /// <summary>For a copy on another host: see <see cref="CopyResult.SegmentDigests"/>.</summary>
+    /// <summary>For a copy on another host: see <see cref="Copies.BlockDigestList.DataSegmentDigests"/>.</summary>
     public SortedDictionary<long, string>? SegmentDigests { get; set; }
     /// <summary>Issue 15 (see the same names in <see cref="ManifestDisk"/>).</summary>
     public string? Digests { get; set; }

@@ -198,19 +198,20 @@ internal sealed class CopyService
             await using (var writer = await _store.CreateFileAsync(partial, ct).ConfigureAwait(false))
             {
                 var rate = new RateMeter();
-                copy = await SparseCopy.CopyAsync(record.Source, writer, _bandwidth, (done, total) =>
+                copy = await SparseCopy.CopyAsync(record.Source, writer, null, _bandwidth, progress =>
                 {
+                    var (done, total) = (progress.Compared, progress.Total);
                     // A bar per disk under one for the VM: bytes, rate and time left for each.
                     _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, rate.Describe(done, total), total == 0 ? 100 : (int)(done * 100 / total)));
                     var (vmDone, vmTotal) = copies.Report(disk.Target, done, total);
                     _sink.Progress(new ProgressUpdate(copies.ProgressId, null, $"Copying {disk.DomainName} to {_store.Location}",
                         copies.Rate.Describe(vmDone, vmTotal), vmTotal == 0 ? 100 : (int)(vmDone * 100 / vmTotal)));
-                }, ct, segmentDigests: _store.IsRemote).ConfigureAwait(false);
+                }, ct, legacyContentDigest: true).ConfigureAwait(false);
                 _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, "Done", 100, Completed: true));
             }
             if (run.Consistency == BackupConsistency.Cold)
                 await RequireStillShutOffAsync(disk, ct).ConfigureAwait(false);
-            run.RecordCopied(disk.Target, copy);
+            run.RecordCopied(disk.Target, copy, _store.IsRemote ? copy.Digests.DataSegmentDigests() : null);
             lock (_verifications)
                 _verifications.Add(VerifyAsync(run, disk, partial, BackupNames.FileInSet(set, record.SetFile), copy));
             return new CopyOutcome(disk, DateTime.UtcNow - started);
@@ -277,7 +278,7 @@ internal sealed class CopyService
         if (entry is null || entry.Size != copy.SizeBytes)
             throw Mismatch(disk, $"{entry?.Size ?? 0} bytes stored instead of {copy.SizeBytes}");
         var check = await RemoteCopyCheck.RunAsync(_store, partial, copy.SizeBytes, SparseCopy.SegmentSize,
-            copy.SegmentDigests ?? new Dictionary<long, string>(), CancellationToken.None).ConfigureAwait(false);
+            copy.Digests.DataSegmentDigests(), CancellationToken.None).ConfigureAwait(false);
         if (check.Failed is { } failed)
         {
             var offset = failed.Segment * SparseCopy.SegmentSize;

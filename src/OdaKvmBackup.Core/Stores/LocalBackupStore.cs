@@ -70,6 +70,45 @@ internal sealed partial class LocalBackupStore : IBackupStore
         return Task.FromResult(writer);
     }
 
+    /// <summary>FICLONE, else a sparse copy on the same file system (<see cref="FileClone"/>); both paths inside the
+    /// root and reached through no symbolic link below it, as for <see cref="OpenStoredFile"/>.</summary>
+    public Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct)
+    {
+        var basePath = Full(baseRelative);
+        var newPath = Full(newRelative);
+        RequireNoLinkOnTheWay(baseRelative, "it was not cloned");
+        RequireNoLinkOnTheWay(newRelative, "nothing was made there");
+        return FileClone.CloneAsync(basePath, newPath, ct);
+    }
+
+    /// <summary>The file must be there and a regular file: opened without O_CREAT, O_TRUNC or following a link,
+    /// made 0600 again (what a clone of an older set may not be), written in place.</summary>
+    public Task<IStoreFileWriter> OpenForWriteAsync(string relativePath, CancellationToken ct)
+    {
+        var path = Full(relativePath);
+        try
+        {
+            RequireNoLinkOnTheWay(relativePath, "nothing was written to it");
+            var handle = NativeFiles.OpenExistingForWriteNoFollow(path);
+            try
+            {
+                if (SmallFiles.NonRegularKind(NativeFiles.FStat(handle).Mode) is { } kind)
+                    throw SmallFiles.NotAStoredCopy(path, $"is {kind}, not a regular file", "nothing was written to it");
+                File.SetUnixFileMode(handle, PrivateFiles.FileMode);
+                return Task.FromResult<IStoreFileWriter>(new Writer(new FileStream(handle, FileAccess.ReadWrite, bufferSize: 0)));
+            }
+            catch
+            {
+                handle.Dispose();
+                throw;
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw StoreErrors.FromIOException(ex, path);
+        }
+    }
+
     public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct) =>
         Task.FromResult<IStoreFileReader>(new Reader(OpenStoredFile(relativePath)));
 
@@ -189,13 +228,7 @@ internal sealed partial class LocalBackupStore : IBackupStore
         var path = Full(relativePath);
         try
         {
-            var onTheWay = Location;
-            foreach (var folder in relativePath.Split('/', StringSplitOptions.RemoveEmptyEntries).SkipLast(1))
-            {
-                onTheWay = Paths.FileSystemPaths.JoinChecked(onTheWay, folder); // parts of the path Full() checked
-                if (NativeFiles.LStat(onTheWay) is { IsSymbolicLink: true })
-                    throw SmallFiles.NotAStoredCopy(path, $"is reached through '{onTheWay}', a symbolic link");
-            }
+            RequireNoLinkOnTheWay(relativePath);
             return SmallFiles.OpenLocal(path, status =>
             {
                 if (SmallFiles.NonRegularKind(status.Mode) is { } kind)
@@ -205,6 +238,19 @@ internal sealed partial class LocalBackupStore : IBackupStore
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw StoreErrors.FromIOException(ex, path);
+        }
+    }
+
+    /// <summary>Throws BackupCopyUnsafe when a folder between the root and the file is a symbolic link (a set's
+    /// folder linked to /var/lib/libvirt/images). <paramref name="relativePath"/> is one <see cref="Full"/> checked.</summary>
+    private void RequireNoLinkOnTheWay(string relativePath, string untouched = "it was not read")
+    {
+        var onTheWay = Location;
+        foreach (var folder in relativePath.Split('/', StringSplitOptions.RemoveEmptyEntries).SkipLast(1))
+        {
+            onTheWay = Paths.FileSystemPaths.JoinChecked(onTheWay, folder); // parts of the path Full() checked
+            if (NativeFiles.LStat(onTheWay) is { IsSymbolicLink: true })
+                throw SmallFiles.NotAStoredCopy(Full(relativePath), $"is reached through '{onTheWay}', a symbolic link", untouched);
         }
     }
 

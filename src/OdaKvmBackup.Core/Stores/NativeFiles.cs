@@ -59,11 +59,31 @@ internal static unsafe partial class NativeFiles
         };
     }
 
+    /// <summary>Opens an existing file for writing in place: never created, never truncated (no O_CREAT, no
+    /// O_TRUNC), a symbolic link refused (ELOOP), a FIFO or socket refused without waiting (ENXIO).</summary>
+    public static SafeFileHandle OpenExistingForWriteNoFollow(string path)
+    {
+        var fd = Open(path, ORdWr | ONonBlock | ONoFollow | OCloExec);
+        if (fd >= 0)
+            return new SafeFileHandle(fd, ownsHandle: true);
+        var errno = Marshal.GetLastPInvokeError();
+        throw errno switch
+        {
+            ENoEnt => SmallFiles.NotFound(path),
+            ELoop => SmallFiles.NotAStoredCopy(path, "is a symbolic link, not a regular file", NotWritten),
+            ENxIo => SmallFiles.NotAStoredCopy(path, "is a FIFO or a socket, not a regular file", NotWritten),
+            EIsDir => SmallFiles.NotAStoredCopy(path, "is a folder, not a regular file", NotWritten),
+            EAcces => new UnauthorizedAccessException($"Access to the path '{path}' is denied."),
+            _ => new IOException($"Cannot open '{path}' for writing: {Marshal.GetPInvokeErrorMessage(errno)}.", errno),
+        };
+    }
+
     private static Status Read(byte* output) =>
         new((uint)*(int*)(output + 4), *(uint*)(output + 8), *(long*)(output + 16));
 
-    private const int ENoEnt = 2, ENxIo = 6, ENotDir = 20, ELoop = 40;
-    private const int ORdOnly = 0, ONonBlock = 0x800, OCloExec = 0x80000;
+    private const string NotWritten = "nothing was written to it";
+    private const int ENoEnt = 2, ENxIo = 6, EAcces = 13, ENotDir = 20, EIsDir = 21, ELoop = 40;
+    private const int ORdOnly = 0, ORdWr = 2, ONonBlock = 0x800, OCloExec = 0x80000;
 
     // x86_64 (ODA) and arm64 number O_NOFOLLOW differently.
     private static readonly int ONoFollow = RuntimeInformation.ProcessArchitecture is Architecture.Arm64 or Architecture.Arm ? 0x8000 : 0x20000;

@@ -66,9 +66,9 @@ internal static class SmallFiles
             "Look at the set's folder on its storage (who made that file, and why?); back up again, and remove the folder by hand once inspected.", where);
 
     /// <summary>A copy (or other file) of a set that is not what the module writes there: it was not read.</summary>
-    internal static BackupException NotAStoredCopy(string where, string what) =>
+    internal static BackupException NotAStoredCopy(string where, string what, string untouched = "it was not read") =>
         new(ErrorIds.BackupCopyUnsafe, BackupErrorCategory.SecurityError,
-            $"'{where}' {what}: OdaKvmBackup writes every copy as a regular file in its set's own folder, so it was not read.",
+            $"'{where}' {what}: OdaKvmBackup writes every copy as a regular file in its set's own folder, so {untouched}.",
             "Look at the set's folder on its storage (who put that there, and why?); use another set, and remove this one by hand once inspected.", where);
 
     internal static BackupException Unreadable(string where, string why, Exception? inner = null) =>

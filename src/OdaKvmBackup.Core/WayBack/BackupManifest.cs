@@ -6,7 +6,10 @@ namespace OdaKvmBackup.Core.WayBack;
 /// <summary>backup.json: what a backup set holds and whether it can be trusted (Status Complete).</summary>
 internal sealed class BackupManifest
 {
-    public string Format { get; init; } = "OdaKvmBackup/2";
+    /// <summary><see cref="CheckedManifest.KnownFormat"/> for a new set (its copies described by digest lists);
+    /// <see cref="CheckedManifest.EarlierFormat"/> for sets of earlier versions (ContentDigest), and for a set written
+    /// from a run whose copies were still verified by content digest (see <see cref="FromRun"/>).</summary>
+    public string Format { get; init; } = CheckedManifest.KnownFormat;
     public required string DomainName { get; init; }
     public required string RunId { get; init; }
     /// <summary>The status as backup.json spells it. Whatever a store holds is untrusted: a name no version writes
@@ -42,8 +45,12 @@ internal sealed class BackupManifest
     public List<ExcludedDisk> ExcludedDisks { get; init; } = new();
 
     /// <summary>What a run's journal says, as a manifest.</summary>
+    /// <remarks>The Format says how the copies are verified: OdaKvmBackup/3 (digest lists) unless the run's copies carry
+    /// only the earlier content digests (a run journaled by an earlier version, finished by Repair-KvmBackup).</remarks>
     public static BackupManifest FromRun(RunRecord run, BackupSetStatus status, string? reason) => new()
     {
+        Format = run.Disks.Any(d => d.Digests is not null) || !run.Disks.Any(d => d.ContentDigest is not null || d.SegmentDigests is not null)
+            ? CheckedManifest.KnownFormat : CheckedManifest.EarlierFormat,
         DomainName = run.DomainName,
         RunId = run.RunId,
         Status = status,

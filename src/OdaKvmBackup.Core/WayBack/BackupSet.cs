@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 
 namespace OdaKvmBackup.Core.WayBack;
@@ -32,7 +33,11 @@ internal static class BackupSet
     {
         try
         {
-            return JsonSerializer.Deserialize<BackupManifest>(json, Options) ?? throw new JsonException("the file is empty");
+            // A manifest without a Format is read as the earlier format (the default is that of new sets).
+            var node = JsonNode.Parse(json);
+            if (node is JsonObject fields && !fields.ContainsKey(nameof(BackupManifest.Format)))
+                fields[nameof(BackupManifest.Format)] = CheckedManifest.EarlierFormat;
+            return node?.Deserialize<BackupManifest>(Options) ?? throw new JsonException("the file is empty");
         }
         catch (Exception ex) when (ex is JsonException or NotSupportedException or ArgumentException)
         {

@@ -12,19 +12,32 @@ namespace OdaKvmBackup.Core.WayBack;
 /// code that holds a set knows that it was checked.
 /// </summary>
 /// <remarks>
-/// The rules: the manifest's Format is <see cref="KnownFormat"/>; its DomainName and RunId are the folders it sits
+/// The rules: the manifest's Format is <see cref="KnownFormat"/> or <see cref="EarlierFormat"/>; its DomainName and RunId are the folders it sits
 /// in (&lt;destination&gt;/&lt;domain&gt;/&lt;run id&gt;), so a set's identity and time are those of the store's layout; Status
 /// is Complete, Incomplete or InProgress; Disks and ExcludedDisks are lists without null entries. Each disk has a
 /// Target that is a device name (vda, sdb, nvme0n1), unique; a File that is a plain file name in the set's folder (no
 /// '/', NUL or control character, not '.', '..', backup.json, domain.xml or the name another copy has while it is
 /// written), unique; a Format raw or qcow2; an absolute Source; sizes that are not negative, DataBytes not above
 /// SizeBytes; a ContentDigest (and, for a Complete set, a SizeBytes) that is a SHA-256 in hex; segment digests
-/// that fit the copy.
+/// that fit the copy. Format OdaKvmBackup/3 (issue 15) asks, in a Complete set, for Digests (the SHA-256 of the copy's
+/// digest list) instead of ContentDigest; a File never ends in ".digests" (a list's name is derived from its copy's,
+/// so no copy may have it); BasedOn is a run id or nothing; StoredAs is "full", "reflink" or "local copy"; the Bytes*
+/// counters are not negative.
 /// </remarks>
 internal sealed partial class CheckedManifest
 {
-    /// <summary>The Format of backup.json this version reads and writes. A manifest without one is read as this.</summary>
-    public const string KnownFormat = "OdaKvmBackup/2";
+    /// <summary>The Format of backup.json this version writes (issue 15: copies described by block digest lists).</summary>
+    public const string KnownFormat = "OdaKvmBackup/3";
+
+    /// <summary>The Format of sets written by earlier versions (ContentDigest, SegmentDigests), still read, verified and
+    /// restored. A manifest without a Format is read as this.</summary>
+    public const string EarlierFormat = "OdaKvmBackup/2";
+
+    /// <summary>What a disk's StoredAs may say.</summary>
+    public static readonly IReadOnlyList<string> StoredAsValues = [StoredFull, Stores.FileClone.Reflink, Stores.FileClone.LocalCopy];
+
+    /// <summary>StoredAs of a copy every block of which was written (no base).</summary>
+    public const string StoredFull = "full";
 
     /// <summary>The largest segment a manifest may announce (the module uses 16 MiB).</summary>
     public const long MaxSegmentSize = 1L << 30;
@@ -59,8 +72,8 @@ internal sealed partial class CheckedManifest
             if (manifest.RunId != parts[1])
                 problems.Add($"its RunId {FileSystemPaths.Quote(manifest.RunId)} is not the folder it sits in ('{parts[1]}')");
         }
-        if (manifest.Format != KnownFormat)
-            problems.Add($"its Format {FileSystemPaths.Quote(manifest.Format)} is not one this version of OdaKvmBackup reads ({KnownFormat})");
+        if (manifest.Format is not (KnownFormat or EarlierFormat))
+            problems.Add($"its Format {FileSystemPaths.Quote(manifest.Format)} is not one this version of OdaKvmBackup reads ({KnownFormat} or {EarlierFormat})");
         if (!BackupManifest.TryParseStatus(manifest.StatusName, out var status))
             problems.Add($"its Status {FileSystemPaths.Quote(manifest.StatusName)} is not Complete, Incomplete or InProgress");
         if (manifest.SnapshotName is null)
@@ -74,7 +87,7 @@ internal sealed partial class CheckedManifest
         else if (manifest.Disks.Any(d => d is null))
             problems.Add("its \"Disks\" holds a null entry");
         else
-            CheckDisks(manifest.Disks, status == BackupSetStatus.Complete, problems);
+            CheckDisks(manifest.Disks, status == BackupSetStatus.Complete, manifest.Format == KnownFormat, problems);
 
         if (problems.Count > 0)
         {
@@ -86,7 +99,7 @@ internal sealed partial class CheckedManifest
         return new CheckedManifest(manifest, runTime);
     }
 
-    private static void CheckDisks(IReadOnlyList<ManifestDisk> disks, bool complete, List<string> problems)
+    private static void CheckDisks(IReadOnlyList<ManifestDisk> disks, bool complete, bool digestLists, List<string> problems)
     {
         var targets = new HashSet<string>(StringComparer.Ordinal);
         var files = new HashSet<string>(StringComparer.Ordinal);
@@ -114,11 +127,18 @@ internal sealed partial class CheckedManifest
                 problems.Add($"the DataBytes of {label} is negative ({disk.DataBytes})");
             else if (disk.DataBytes > disk.SizeBytes)
                 problems.Add($"the DataBytes of {label} ({disk.DataBytes}) is more than its SizeBytes ({disk.SizeBytes})");
-            if (complete && (disk.ContentDigest is null || disk.SizeBytes is null))
-                problems.Add($"{label} has no {(disk.ContentDigest is null ? "ContentDigest" : "SizeBytes")}, yet the set says it is Complete");
+            // What a Complete set's copy is verified with: its digest list (OdaKvmBackup/3) or its content digest (/2).
+            var digest = digestLists ? (Name: "Digests", Value: disk.Digests) : (Name: "ContentDigest", Value: disk.ContentDigest);
+            if (complete && (digest.Value is null || disk.SizeBytes is null))
+                problems.Add($"{label} has no {(digest.Value is null ? digest.Name : "SizeBytes")}, yet the set says it is Complete");
             if (disk.ContentDigest is not null && !IsSha256(disk.ContentDigest))
                 problems.Add($"the ContentDigest of {label} is not a SHA-256 in hex");
+            if (disk.Digests is not null && !IsSha256(disk.Digests))
+                problems.Add($"the Digests of {label} is not a SHA-256 in hex");
+            if (disk.File is not null && disk.File.EndsWith(BackupNames.DigestListSuffix, StringComparison.Ordinal))
+                problems.Add($"the File of {label}, {FileSystemPaths.Quote(disk.File)}, ends in '{BackupNames.DigestListSuffix}', the name of a copy's digest list");
             CheckSegments(disk, label, problems);
+            CheckIncremental(disk, label, problems);
         }
         // Another copy's name while it is written (x.partial) must not be a copy of its own, as BackupNames decides.
         foreach (var file in files.Where(f => files.Contains(BackupNames.Partial(f))))
@@ -144,6 +164,22 @@ internal sealed partial class CheckedManifest
             problems.Add($"segment {beyond} of {label} lies beyond the end of its copy");
         if (digests.Values.Any(d => d is null || !IsSha256(d)))
             problems.Add($"a segment digest of {label} is not a SHA-256 in hex");
+    }
+
+    /// <summary>Issue 15's record of how a copy was made: information for the user, checked all the same (it is shown).</summary>
+    private static void CheckIncremental(ManifestDisk disk, string label, List<string> problems)
+    {
+        if (disk.BasedOn is not null && (!BackupNames.TryParseRunId(disk.BasedOn, out var basedOn) || BackupNames.RunId(basedOn) != disk.BasedOn))
+            problems.Add($"the BasedOn of {label}, {FileSystemPaths.Quote(disk.BasedOn)}, is not a run id (yyyyMMdd-HHmmss)");
+        if (disk.StoredAs is not null && !StoredAsValues.Contains(disk.StoredAs, StringComparer.Ordinal))
+            problems.Add($"the StoredAs of {label}, {FileSystemPaths.Quote(disk.StoredAs)}, is not one of {string.Join(", ", StoredAsValues.Select(v => $"'{v}'"))}");
+        if (disk.FullBecause is not null && disk.FullBecause.Any(char.IsControl))
+            problems.Add($"the FullBecause of {label} holds a control character");
+        foreach (var (name, value) in new[] { ("BytesRead", disk.BytesRead), ("BytesSent", disk.BytesSent), ("BytesCloned", disk.BytesCloned), ("BytesResent", disk.BytesResent) })
+        {
+            if (value is < 0)
+                problems.Add($"the {name} of {label} is negative ({value})");
+        }
     }
 
     /// <summary>Why a manifest's File is not a plain file name of a copy in the set's folder; null when it is.</summary>

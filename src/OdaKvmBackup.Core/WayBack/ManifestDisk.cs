@@ -18,7 +18,7 @@ internal sealed class ManifestDisk
     /// <summary>The disk's content digest, as <see cref="VmDiskBackup.ContentDigest"/> (not a sha256sum).</summary>
     public string? ContentDigest { get; set; }
     /// <summary>For a copy on another host: the SHA-256 of each segment of <see cref="SegmentSize"/> bytes that holds
-    /// data, by segment number (see <see cref="CopyResult.SegmentDigests"/>), so that the copy is checked where it lies
+    /// data, by segment number (see <see cref="Copies.BlockDigestList.DataSegmentDigests"/>), so that the copy is checked where it lies
     /// (on the server, <see cref="Stores.IBackupStore.SegmentDigestsAsync"/>), never read back over the network.</summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public long? SegmentSize { get; set; }

@@ -248,11 +248,11 @@ internal sealed partial class RestoreService(HostTools tools, IProcessRunner run
             if (store.IsRemote)
             {
                 await using var reader = await store.OpenReadAsync(relative, ct).ConfigureAwait(false);
-                copy = await StreamCopy.CopyAsync(reader, writer, Progress, ct).ConfigureAwait(false);
+                copy = await StreamCopy.CopyAsync(reader, writer, Progress, ct, legacyContentDigest: true).ConfigureAwait(false);
             }
             else
             {
-                copy = await SparseCopy.CopyAsync(store.Describe(relative), writer, 0, Progress, ct).ConfigureAwait(false);
+                copy = await SparseCopy.CopyAsync(store.Describe(relative), writer, null, 0, p => Progress(p.Compared, p.Total), ct, legacyContentDigest: true).ConfigureAwait(false);
             }
         }
         var partial = BackupNames.RestorePartialPath(folder, Path.GetFileName(file.TargetPath), $"The set {set.Location}");
@@ -353,7 +353,7 @@ internal sealed partial class RestoreService(HostTools tools, IProcessRunner run
         KeptAside = keptAside,
         Notes = plan.Notes,
         Disks = restored.Select(r => new RestoredDisk(r.File.Target, r.File.TargetPath, r.File.Format, r.Copy.SizeBytes,
-            HostPaths.AllocatedBytes(r.File.TargetPath), r.Copy.ContentDigest, true)).ToList(),
+            HostPaths.AllocatedBytes(r.File.TargetPath), r.Copy.ContentDigest!, true)).ToList(),
     };
 
     /// <summary>Allocates every byte of a file (ODA keeps its vdisks fully allocated); the content stays as it is.</summary>

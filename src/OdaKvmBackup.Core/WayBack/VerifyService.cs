@@ -141,7 +141,7 @@ internal sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
         }
         sink.Warning($"backup.json has no segment digests for {store.Describe(relativePath)}, so it cannot be checked on the server: it is read over the network.");
         await using var reader = await store.OpenReadAsync(relativePath, ct).ConfigureAwait(false);
-        var streamed = await StreamCopy.CopyAsync(reader, null, null, ct).ConfigureAwait(false);
+        var streamed = await StreamCopy.CopyAsync(reader, null, null, ct, legacyContentDigest: true).ConfigureAwait(false);
         return streamed.ContentDigest == disk.ContentDigest
             ? ("content digest equal to backup.json's (read over the network)", null, false)
             : ("content digest differs", $"its content digest is {streamed.ContentDigest}, backup.json says {disk.ContentDigest}", false);

@@ -17,8 +17,10 @@ public sealed class BackupSetTests : IDisposable
 
     public void Dispose() => _temp.Dispose();
 
+    // A set of the earlier format (its disks carry content digests), which this version still reads.
     private static BackupManifest Manifest(BackupSetStatus status = BackupSetStatus.InProgress) => new()
     {
+        Format = CheckedManifest.EarlierFormat,
         DomainName = "linux_vm",
         RunId = "20250101-020304",
         Status = status,

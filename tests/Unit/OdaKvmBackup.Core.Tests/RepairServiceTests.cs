@@ -312,7 +312,7 @@ public sealed class RepairServiceTests : IDisposable
         var store = new LocalBackupStore(_b.Temp.Folder("backups"));
         await run.EnsureSetAsync(store, false, CancellationToken.None);
         run.BeginCopy("vda", store);
-        run.RecordCopied("vda", new CopyResult(1, 1, new string('c', 64)));
+        run.RecordCopied("vda", CopyResults.Copied(1, 1, new string('c', 64)));
         await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
         run.Release(); // killed while vdb was being copied
 

@@ -25,7 +25,7 @@ public sealed class RunRecordKeepingTests : IDisposable
     private static JsonElement BackupJson(string storeRoot, BackupRun run) =>
         JsonDocument.Parse(File.ReadAllText(Path.Combine(storeRoot, run.DomainName, run.RunId, "backup.json"))).RootElement;
 
-    // Kills BackupRun.cs:223 (copy.SegmentDigests is null ? null : ... -> always null): Test-KvmBackup checks a copy
+    // Kills BackupRun.cs:223 (segmentDigests is null ? null : ... -> always null): Test-KvmBackup checks a copy
     // on an SSH server against these digests, computed there; without them it could not check it where it lies.
     [Fact]
     public async Task A_copys_segment_digests_reach_the_sets_manifest()
@@ -35,8 +35,8 @@ public sealed class RunRecordKeepingTests : IDisposable
         var store = new LocalBackupStore(root);
         await run.EnsureSetAsync(store, false, CancellationToken.None);
         run.BeginCopy("vda", store);
-        run.RecordCopied("vda", new CopyResult(32L * Files.MiB, 4096, new string('c', 64),
-            new Dictionary<long, string> { [0] = new string('a', 64), [1] = new string('b', 64) }));
+        run.RecordCopied("vda", CopyResults.Copied(32L * Files.MiB, 4096, new string('c', 64)),
+            new Dictionary<long, string> { [0] = new string('a', 64), [1] = new string('b', 64) });
         await run.RecordVerifiedAsync("vda", "read back on the server", CancellationToken.None);
 
         var vda = BackupJson(root, run).GetProperty("Disks").EnumerateArray().Single(d => d.GetProperty("Target").GetString() == "vda");

@@ -18,7 +18,8 @@ public sealed class SparseCopyTests : IDisposable
     {
         var store = new LocalBackupStore(Path.GetDirectoryName(copy)!);
         await using var writer = await store.CreateFileAsync(Path.GetFileName(copy), ct);
-        return await SparseCopy.CopyAsync(source, writer, bandwidth, progress, ct);
+        return await SparseCopy.CopyAsync(source, writer, null, bandwidth, progress is null ? null : p => progress(p.Compared, p.Total), ct,
+            legacyContentDigest: true);
     }
 
     [Fact]

@@ -216,6 +216,7 @@ internal static class SmallFiles
         await store.WriteSmallFileAsync(folder + "/disk", [], CancellationToken.None);
         await BackupSet.SaveAsync(store, folder, new BackupManifest
         {
+            Format = CheckedManifest.EarlierFormat,
             DomainName = domain,
             RunId = runId,
             Status = BackupSetStatus.Complete,

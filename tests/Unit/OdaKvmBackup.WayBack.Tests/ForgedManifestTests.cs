@@ -56,7 +56,7 @@ public sealed class ForgedManifestTests : IDisposable
         ["Status in lower case"] = (m => m["Status"] = "complete", "'complete'"),
         ["Status as the enum's number"] = (m => m["Status"] = 1, "Status"),
         ["Status as two words"] = (m => m["Status"] = "Complete, Incomplete", "'Complete, Incomplete'"),
-        ["a Format of backup.json this version does not know"] = (m => m["Format"] = "OdaKvmBackup/3", "'OdaKvmBackup/3'"),
+        ["a Format of backup.json this version does not know"] = (m => m["Format"] = "OdaKvmBackup/4", "'OdaKvmBackup/4'"),
         ["a Complete set without a ContentDigest"] = (m => Vdb(m)["ContentDigest"] = null, "ContentDigest"),
         ["a ContentDigest that is not a SHA-256"] = (m => Vdb(m)["ContentDigest"] = "not-a-digest", "ContentDigest"),
         ["a Source that is not an absolute path"] = (m => Vdb(m)["Source"] = "data", "Source"),
@@ -74,6 +74,82 @@ public sealed class ForgedManifestTests : IDisposable
     };
 
     public static TheoryData<string> ForgeryNames => new(Forgeries.Keys);
+
+    /// <summary>Forgeries of a set of format OdaKvmBackup/3 (issue 15): its digest list's hash and how it was made.</summary>
+    private static readonly Dictionary<string, (Action<JsonObject> Tamper, string Says)> V3Forgeries = new()
+    {
+        ["a Complete set without Digests"] = (m => Vdb(m)["Digests"] = null, "vdb has no Digests, yet the set says it is Complete"),
+        ["a Complete set with only a ContentDigest"] = (m =>
+        {
+            Vdb(m)["Digests"] = null;
+            Vdb(m)["ContentDigest"] = new string('a', 64);
+        }, "vdb has no Digests"),
+        ["a Complete set without SizeBytes"] = (m => Vdb(m)["SizeBytes"] = null, "vdb has no SizeBytes"),
+        ["Digests that are not a SHA-256"] = (m => Vdb(m)["Digests"] = "../data.digests", "the Digests of vdb is not a SHA-256 in hex"),
+        ["Digests in capitals"] = (m => Vdb(m)["Digests"] = Vdb(m)["Digests"]!.GetValue<string>().ToUpperInvariant(), "the Digests of vdb"),
+        ["File named as a digest list"] = (m => Vdb(m)["File"] = "boot.digests", "'boot.digests', ends in '.digests'"),
+        ["BasedOn climbing out"] = (m => Vdb(m)["BasedOn"] = "../20261119-220000", "BasedOn of vdb, '../20261119-220000', is not a run id"),
+        ["BasedOn a word"] = (m => Vdb(m)["BasedOn"] = "latest", "'latest'"),
+        ["BasedOn a run id with a suffix"] = (m => Vdb(m)["BasedOn"] = "20261119-220000.replaced-20261120-000000", "BasedOn of vdb"),
+        ["StoredAs unknown"] = (m => Vdb(m)["StoredAs"] = "hardlink", "StoredAs of vdb, 'hardlink', is not one of 'full', 'reflink', 'local copy'"),
+        ["StoredAs in capitals"] = (m => Vdb(m)["StoredAs"] = "Reflink", "'Reflink'"),
+        ["FullBecause with a terminal escape"] = (m => Vdb(m)["FullBecause"] = "\u001b[2J", "FullBecause of vdb holds a control character"),
+        ["BytesRead negative"] = (m => Vdb(m)["BytesRead"] = -1, "BytesRead of vdb is negative"),
+        ["BytesSent negative"] = (m => Vdb(m)["BytesSent"] = -1, "BytesSent of vdb is negative"),
+        ["BytesCloned negative"] = (m => Vdb(m)["BytesCloned"] = -1, "BytesCloned of vdb is negative"),
+        ["BytesResent negative"] = (m => Vdb(m)["BytesResent"] = -1, "BytesResent of vdb is negative"),
+        ["a Format of backup.json no version writes"] = (m => m["Format"] = "OdaKvmBackup/3.1", "'OdaKvmBackup/3.1'"),
+    };
+
+    public static TheoryData<string> V3ForgeryNames => new(V3Forgeries.Keys);
+
+    [Theory]
+    [MemberData(nameof(V3ForgeryNames))]
+    public async Task A_forged_manifest_of_the_digest_list_format_is_unreadable_with_its_reason(string forgery)
+    {
+        var store = new LocalBackupStore(_root.Path);
+        var good = await Sets.WriteV3Async(_root.Path, "vm1", T0.AddDays(1));
+        var forged = await Sets.WriteV3Async(_root.Path, "vm1", T0, basedOn: "20261119-220000");
+        var manifestPath = _root.Combine([.. forged.Split('/'), BackupNames.ManifestFileName]);
+        var json = JsonNode.Parse(File.ReadAllText(manifestPath))!.AsObject();
+        Assert.Equal("OdaKvmBackup/3", json["Format"]!.GetValue<string>());
+        V3Forgeries[forgery].Tamper(json);
+        File.WriteAllText(manifestPath, json.ToJsonString());
+
+        var listing = await BackupCatalog.ListAsync(store, null, CancellationToken.None);
+
+        Assert.Equal([good.Split('/')[1]], listing.Sets.Select(s => s.RunId));
+        var bad = Assert.Single(listing.Unreadable);
+        Assert.Equal(ErrorIds.BackupSetUnreadable, bad.Error.ErrorId);
+        Assert.Contains(V3Forgeries[forgery].Says, bad.Error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Sets_of_both_formats_load_and_a_manifest_without_a_format_is_read_as_the_earlier_one()
+    {
+        var store = new LocalBackupStore(_root.Path);
+        var v3 = await Sets.WriteV3Async(_root.Path, "vm1", T0.AddDays(1), basedOn: "20261120-220000");
+        var v2 = await Sets.WriteAsync(store, _root.Path, "vm1", T0);
+        var manifestPath = _root.Combine("vm1", v2.RunId, BackupNames.ManifestFileName);
+        var json = JsonNode.Parse(File.ReadAllText(manifestPath))!.AsObject();
+        Assert.Equal("OdaKvmBackup/2", json["Format"]!.GetValue<string>());
+        json.Remove("Format");
+        File.WriteAllText(manifestPath, json.ToJsonString());
+
+        var listing = await BackupCatalog.ListAsync(store, null, CancellationToken.None);
+
+        Assert.Empty(listing.Unreadable);
+        Assert.Equal(["OdaKvmBackup/2", "OdaKvmBackup/3"], listing.Sets.Select(s => s.Manifest.Format));
+        var vdb = listing.Sets[1].Manifest.Disks[1];
+        Assert.Equal(("20261120-220000", "reflink"), (vdb.BasedOn, vdb.StoredAs));
+        // A v3 manifest without its Format is a v2 one, and a Complete v2 disk needs its ContentDigest.
+        var v3Path = _root.Combine([.. v3.Split('/'), BackupNames.ManifestFileName]);
+        var v3Json = JsonNode.Parse(File.ReadAllText(v3Path))!.AsObject();
+        v3Json.Remove("Format");
+        File.WriteAllText(v3Path, v3Json.ToJsonString());
+        var error = await Assert.ThrowsAsync<BackupException>(() => BackupCatalog.LoadAsync(store, v3, CancellationToken.None));
+        Assert.Contains("has no ContentDigest, yet the set says it is Complete", error.Message, StringComparison.Ordinal);
+    }
 
     [Theory]
     [MemberData(nameof(ForgeryNames))]

@@ -15,6 +15,8 @@ internal sealed class HookedStore(IBackupStore inner, Func<string, IStoreFileWri
     public Task WriteSmallFileAsync(string relativePath, byte[] content, CancellationToken ct) => inner.WriteSmallFileAsync(relativePath, content, ct);
     public Task<byte[]> ReadSmallFileAsync(string relativePath, CancellationToken ct) => inner.ReadSmallFileAsync(relativePath, ct);
     public async Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct) => wrapWriter(relativePath, await inner.CreateFileAsync(relativePath, ct));
+    public Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct) => inner.CloneFileAsync(baseRelative, newRelative, ct);
+    public async Task<IStoreFileWriter> OpenForWriteAsync(string relativePath, CancellationToken ct) => wrapWriter(relativePath, await inner.OpenForWriteAsync(relativePath, ct));
     public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct) => inner.OpenReadAsync(relativePath, ct);
     public Task RenameAsync(string from, string to, CancellationToken ct) => inner.RenameAsync(from, to, ct);
     public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct) => inner.DeleteAsync(relativePath, recursive, ct);

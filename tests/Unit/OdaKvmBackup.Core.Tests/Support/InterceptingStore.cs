@@ -76,6 +76,16 @@ internal sealed class InterceptingStore(string root) : IBackupStore
         return WrapWriter is null ? writer : WrapWriter(relativePath, writer);
     }
 
+    public Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct) =>
+        Inner.CloneFileAsync(baseRelative, newRelative, ct);
+
+    /// <summary>Wrapped by <see cref="WrapWriter"/> as a created file's writer is.</summary>
+    public async Task<IStoreFileWriter> OpenForWriteAsync(string relativePath, CancellationToken ct)
+    {
+        var writer = await Inner.OpenForWriteAsync(relativePath, ct);
+        return WrapWriter is null ? writer : WrapWriter(relativePath, writer);
+    }
+
     public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct) => Inner.OpenReadAsync(relativePath, ct);
 
     public async Task RenameAsync(string from, string to, CancellationToken ct)

@@ -46,11 +46,66 @@ internal static class Sets
         File.WriteAllText(Path.Combine(full, BackupNames.DomainXmlFileName), Xmls.Domain(domain, disks[0].Source, disks[1].Source));
         var manifest = new BackupManifest
         {
-            DomainName = domain, RunId = runId, Status = status, Consistency = BackupConsistency.Quiesced,
+            Format = CheckedManifest.EarlierFormat, DomainName = domain, RunId = runId, Status = status, Consistency = BackupConsistency.Quiesced,
             SnapshotName = BackupNames.DefaultSnapshotName, StartedUtc = startedUtc, Disks = disks,
         };
         await BackupSet.SaveAsync(new LocalBackupStore(root), folder, manifest, CancellationToken.None);
         return (await BackupCatalog.LoadAsync(store, folder, CancellationToken.None))!;
+    }
+
+    /// <summary>
+    /// A set of format OdaKvmBackup/3 (issue 15) as a run writes it: a qcow2-named vda ("boot") and a raw vdb ("data")
+    /// of <paramref name="size"/> bytes, random data at 1 MiB (or what <paramref name="fill"/> writes), each with its
+    /// digest list "&lt;file&gt;.digests" taken of the copy as stored and its SHA-256 as the manifest's Digests.
+    /// <paramref name="edit"/> may change the manifest before it is saved (to forge it). Returns the set folder.
+    /// </summary>
+    public static async Task<string> WriteV3Async(string root, string domain, DateTime startedUtc,
+        BackupSetStatus status = BackupSetStatus.Complete, long size = DiskSize, Action<string, FileStream>? fill = null,
+        Action<BackupManifest>? edit = null, string? basedOn = null)
+    {
+        var runId = BackupNames.RunId(startedUtc);
+        var folder = BackupNames.SetFolder(domain, runId);
+        var full = Path.Combine(root, domain, runId);
+        Directory.CreateDirectory(full);
+        var disks = new List<ManifestDisk>();
+        foreach (var (target, file, format) in new[] { ("vda", "boot", "qcow2"), ("vdb", "data", "raw") })
+        {
+            var path = Path.Combine(full, file);
+            await using (var stream = File.Create(path))
+            {
+                stream.SetLength(size);
+                if (fill is not null)
+                {
+                    fill(target, stream);
+                }
+                else
+                {
+                    var data = new byte[64 * 1024];
+                    Random.Shared.NextBytes(data);
+                    stream.Position = Math.Min(1 << 20, size - data.Length);
+                    await stream.WriteAsync(data);
+                }
+            }
+            var list = await SparseCopy.DigestListAsync(path, null, CancellationToken.None);
+            await File.WriteAllBytesAsync(path + BackupNames.DigestListSuffix, list.Bytes.ToArray());
+            disks.Add(new ManifestDisk
+            {
+                Target = target, Source = $"/vms/{domain}/{file}", Format = format, File = file, SizeBytes = size, DataBytes = 64 * 1024,
+                Digests = list.Sha256, StoredAs = basedOn is null ? "full" : "reflink", BasedOn = basedOn,
+                FullBecause = basedOn is null ? "no earlier Complete set of " + domain + " at this destination" : null,
+                BytesRead = size, BytesSent = 64 * 1024, BytesCloned = basedOn is null ? 0 : size - 64 * 1024, BytesResent = 0,
+                Verified = status == BackupSetStatus.Complete, VerifiedBy = "segment digests read back",
+            });
+        }
+        File.WriteAllText(Path.Combine(full, BackupNames.DomainXmlFileName), Xmls.Domain(domain, disks[0].Source, disks[1].Source));
+        var manifest = new BackupManifest
+        {
+            DomainName = domain, RunId = runId, Status = status, Consistency = BackupConsistency.Quiesced,
+            SnapshotName = BackupNames.DefaultSnapshotName, StartedUtc = startedUtc, Disks = disks,
+        };
+        edit?.Invoke(manifest);
+        await BackupSet.SaveAsync(new LocalBackupStore(root), folder, manifest, CancellationToken.None);
+        return folder;
     }
 
     /// <summary>Changes one byte of a file in place.</summary>
@@ -86,6 +141,8 @@ internal class FakeRemoteStore(string root) : IBackupStore
     public Task WriteSmallFileAsync(string relativePath, byte[] content, CancellationToken ct) => _local.WriteSmallFileAsync(relativePath, content, ct);
     public Task<byte[]> ReadSmallFileAsync(string relativePath, CancellationToken ct) => _local.ReadSmallFileAsync(relativePath, ct);
     public Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct) => _local.CreateFileAsync(relativePath, ct);
+    public Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct) => _local.CloneFileAsync(baseRelative, newRelative, ct);
+    public Task<IStoreFileWriter> OpenForWriteAsync(string relativePath, CancellationToken ct) => _local.OpenForWriteAsync(relativePath, ct);
     public Task RenameAsync(string from, string to, CancellationToken ct) => _local.RenameAsync(from, to, ct);
     public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct) => _local.DeleteAsync(relativePath, recursive, ct);
     public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
