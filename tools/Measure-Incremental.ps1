@@ -26,7 +26,9 @@
       wire     bytes received on lo while it ran (/proc/net/dev: both directions of the ssh connection, TCP/IP
                headers included; no iptables/nft here to count port 2222 alone: the rate of lo with nothing running
                is printed beside it)
-      stored   growth of the used space of the XFS (df after sync), the set's verification done
+      stored   growth of the used space of the XFS (df after sync), the set's verification done, XFS's speculative
+               and copy-on-write preallocations freed (xfs_spaceman prealloc -s) before and after; 'reserved': the
+               growth before they were freed
       differ   the bytes of 64 KiB blocks that differ between the base copy and the new copy, counted by reading the
                two files on the server (a harness comparison, independent of the module's digest lists)
       overlay  per disk, snapshot to pivot: the module's TimeOnOverlay; by hand, the times the script prints
@@ -108,9 +110,14 @@ function Measure-Process([string[]] $CommandLine) {
 
 function Get-UsedBytes { & sync -f $XfsMount; [long]((& df -B1 --output=used $XfsMount | Select-Object -Last 1).Trim()) }
 
+# XFS reserves space beyond what a file holds (speculative preallocation past EOF, copy-on-write extents of a reflinked
+# file) and gives it back minutes later: freed now (xfs_spaceman prealloc -s), so "stored" counts what stays.
+function Clear-XfsPreallocation { & xfs_spaceman -c 'prealloc -s -m 0' $XfsMount; if ($LASTEXITCODE) { throw "xfs_spaceman prealloc on $XfsMount failed" } }
+
 # XFS frees a deleted file's blocks in the background: before a measurement, wait until the used space stands still,
 # or a set deleted just before would count against the next backup.
 function Get-SettledUsedBytes {
+    Clear-XfsPreallocation
     $used = Get-UsedBytes
     for ($i = 0; $i -lt 20; $i++) {
         Start-Sleep -Milliseconds 500
@@ -128,7 +135,9 @@ function Measure-BackupRun([string[]] $CommandLine) {
     $lo = Get-LabLoopbackReceivedBytes
     $r = Measure-Process $CommandLine
     $wire = (Get-LabLoopbackReceivedBytes) - $lo
-    [pscustomobject]@{ Seconds = $r.Seconds; Output = $r.Output; Error = $r.Error; Wire = $wire; Stored = (Get-UsedBytes) - $used }
+    $reserved = (Get-UsedBytes) - $used
+    Clear-XfsPreallocation
+    [pscustomobject]@{ Seconds = $r.Seconds; Output = $r.Output; Error = $r.Error; Wire = $wire; Reserved = $reserved; Stored = (Get-UsedBytes) - $used }
 }
 
 function Add-Sample([string] $Case, [string] $Method, [int] $Round, [hashtable] $Figures) {
@@ -224,7 +233,7 @@ function Invoke-OneLiner([string] $Module, [string] $Folder, [string] $Case, [st
     if ($manifest.Status -ne 'Complete') { throw "$Method returned, but its set $set is $($manifest.Status), not Complete: $($manifest.Reason)" }
     $waited = if ($watch.Elapsed.TotalSeconds -gt 0.3) { $watch.Elapsed.TotalSeconds } else { 0 }
     Assert-Clean $Method
-    $figures = @{ Seconds = $m.Seconds + $waited; Waited = $waited; Wire = $m.Wire; Stored = $m.Stored; Set = $set; Manifest = $manifest }
+    $figures = @{ Seconds = $m.Seconds + $waited; Waited = $waited; Wire = $m.Wire; Stored = $m.Stored; Reserved = $m.Reserved; Set = $set; Manifest = $manifest }
     foreach ($d in $disks) { $figures["Overlay $($d.Target)"] = [double]$d.OnOverlay }
     Add-Sample $Case $Method $Round $figures
     $samples[-1]
@@ -258,7 +267,7 @@ function Invoke-ByHand([string] $Previous, [string] $New, [string] $Case, [int] 
     $at = @{}
     foreach ($line in $m.Output.Trim() -split "`n") { $f = $line -split ' '; $at[($f[0..($f.Count - 2)] -join ' ')] = [double]$f[-1] }
     Write-Verbose "rsync --stats:`n$($m.Error)"
-    $figures = @{ Seconds = $m.Seconds; Wire = $m.Wire; Stored = $m.Stored }
+    $figures = @{ Seconds = $m.Seconds; Wire = $m.Wire; Stored = $m.Stored; Reserved = $m.Reserved }
     foreach ($t in $Targets) {
         $literal = [regex]::Match($m.Error, "(?m)^${t}: Literal data: ([\d,.]+) bytes")
         if ($literal.Success) { $figures["Literal $t"] = [double]($literal.Groups[1].Value -replace '[,.]', '') }
@@ -423,6 +432,7 @@ $rows = foreach ($p in $Pattern) {
             'Wire / (differ + 0.01%)' = '{0:0.00}' -f ($wire / ($differ + $allowanceBytes))
             'Stored MiB' = & $mib $stored
             'Stored / (differ + 0.01%)' = '{0:0.00}' -f ($stored / ($differ + $allowanceBytes))
+            'Reserved MiB' = & $mib (Get-Figure $method 'Reserved')
             'Whole s' = '{0:0.0}' -f (Get-Figure $method 'Seconds')
             'Server re-read s' = if ($method[0].PSObject.Properties['ServerRead']) { '{0:0.0}' -f (Get-Figure $method 'ServerRead') } else { '' }
         }
