@@ -286,7 +286,7 @@ internal sealed class CopyService
                 ? $"the 16 MiB segment at offset {offset} holds data on the server (from byte {failed.FirstData}) where the source has only zeros"
                 : $"the 16 MiB segment at offset {offset} reads {failed.Digest} on the server instead of {failed.Expected}");
         }
-        return $"read back on the server: the SHA-256 of each of the {check.DataSegments} 16 MiB segments that hold data, computed there with sha256sum, " +
+        return $"read back on the server: the SHA-256 of each of the {check.DataSegments} 16 MiB segments that hold data, computed there{(_store.DigestTool is { } tool ? " with " + tool : "")}, " +
             $"equal to the source's, and each of the {check.ZeroSegments} segments of zeros read as zeros there";
     }
 

@@ -79,6 +79,11 @@ internal interface IBackupStore : IAsyncDisposable
     Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes,
         CancellationToken ct);
 
+    /// <summary>What computed the latest <see cref="SegmentDigestsAsync"/> where the file lies, for messages: on an
+    /// SSH server the tool it ran ("python3", "openssl", "sha256sum"...); null for a local store (.NET here) or
+    /// before the first.</summary>
+    string? DigestTool => null;
+
     /// <summary>
     /// Reads byte ranges of a stored file back where it is stored (for an SSH store: on the server, with cmp against
     /// /dev/zero, never over the network) and returns, for each range that holds a non-zero byte, the offset of its

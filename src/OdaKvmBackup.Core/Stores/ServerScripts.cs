@@ -14,8 +14,9 @@ internal static class ServerScripts
     public const int TargetExists = 3;
 
     /// <summary>
-    /// Prints "&lt;index&gt; &lt;sha256&gt;" for each asked segment of a file (the plain SHA-256 of its bytes, as
-    /// sha256sum prints it), every asked segment read, all-zero ones too. Arguments, as for the store's first script:
+    /// Prints "tool &lt;tool&gt;" (the hashing tool it runs, as a path or a name), then "&lt;index&gt; &lt;sha256&gt;"
+    /// for each asked segment of a file (the plain SHA-256 of its bytes, as sha256sum prints it), every asked segment
+    /// read, all-zero ones too. Arguments, as for the store's first script:
     /// the file, dd's block size, blocks per segment, then the segment indexes. The file's cached pages are dropped
     /// first (GNU dd; elsewhere a no-op), so what is read is what the storage holds; a missing or unreadable file
     /// ends it with <see cref="FileMissing"/>, a segment that cannot be read with another non-zero code.
@@ -44,6 +45,7 @@ internal static class ServerScripts
           if echo | openssl dgst -sha256 >/dev/null 2>&1; then tool=openssl; else tool=sha256sum; fi
         fi
         dd if="$file" iflag=nocache count=0 2>/dev/null
+        echo "tool $tool"
         case $tool in
         openssl|sha256sum)
           if [ "$tool" = openssl ]; then sum='openssl dgst -sha256'; else sum=sha256sum; fi
@@ -136,7 +138,8 @@ internal static class ServerScripts
     /// swapped in meanwhile as a link, never what it points to); the new file must not exist (else
     /// <see cref="TargetExists"/>: cp creates a new file with O_EXCL, so it never writes through a link planted
     /// there) and is left 0600 (umask 077, then chmod). A clone that failed leaves an empty file, removed before the
-    /// copy; a copy that failed is removed too, and the script ends non-zero with both tools' errors.
+    /// copy; a copy that failed is removed too, and the script ends non-zero with both tools' errors. After how it
+    /// was made, a second line: the new file's size, its allocated 512-byte blocks (<c>stat -c '%s %b'</c>).
     /// </summary>
     public const string CloneFile = """
         base=$1 new=$2
@@ -156,8 +159,10 @@ internal static class ServerScripts
             exit 1
           fi
         fi
-        if [ -L "$new" ] || ! chmod 600 -- "$new"; then echo "cannot make $new private" >&2; exit 1; fi
+        if [ -L "$new" ] || ! chmod 600 -- "$new"; then echo "cannot make $new private" >&2; remove_new; exit 1; fi
+        if ! size=$(stat -c '%s %b' -- "$new"); then echo "cannot look at $new" >&2; remove_new; exit 1; fi
         echo "$how"
+        echo "$size"
         """;
 
     /// <summary><see cref="SegmentDigests"/> with its tool forced: a Python interpreter, <c>openssl</c> or <c>sha256sum</c>.</summary>

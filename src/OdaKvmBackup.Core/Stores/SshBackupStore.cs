@@ -5,7 +5,8 @@ namespace OdaKvmBackup.Core.Stores;
 
 /// <summary>
 /// A backup store in a folder on an SSH server, over SFTP: the server needs sshd with its sftp subsystem, plus a POSIX
-/// sh with dd, sha256sum, nproc and xargs for <see cref="SegmentDigestsAsync"/> and <c>sync</c> to flush a renamed folder.
+/// sh with dd and python3 (or openssl, or sha256sum with nproc and xargs) for <see cref="SegmentDigestsAsync"/>, GNU cp
+/// and stat for <see cref="CloneFileAsync"/>, and <c>sync</c> to flush a renamed folder.
 /// Small operations share one SFTP session; each file being written or read has its own, so a large copy does not
 /// wait behind others. A connection lost after it worked is made again (see <see cref="SshReconnectPolicy"/>) and the
 /// operation runs again; the operations are written so that running one twice is harmless.
@@ -40,6 +41,10 @@ internal sealed class SshBackupStore : IBackupStore
     public bool IsRemote => true;
 
     public string Describe(string relativePath) => _ssh.Destination.WithPath(RemotePath(relativePath)).ToString();
+
+    /// <summary>The tool the server hashed with for the latest <see cref="SegmentDigestsAsync"/> ("python3",
+    /// "openssl", "sha256sum"...); null before the first.</summary>
+    public string? DigestTool { get; private set; }
 
     public Task CheckWritableAsync(CancellationToken ct) => RunAsync(async (session, _) =>
     {
@@ -176,6 +181,63 @@ internal sealed class SshBackupStore : IBackupStore
     public async Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct) =>
         await SshStoreFileWriter.CreateAsync(new SftpConnection(_ssh, _reconnect), RemotePath(relativePath), ct).ConfigureAwait(false);
 
+    /// <summary>
+    /// Runs <see cref="ServerScripts.CloneFile"/> on the server: <c>cp --reflink=always</c>, else a sparse copy
+    /// there; the file never crosses the network. Not run again when the connection is lost (a cp may still be
+    /// running on the server, and the new file's name would be taken): the caller's clean-up removes the new file.
+    /// </summary>
+    public async Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct)
+    {
+        string[] arguments = [ScriptPath(RemotePath(baseRelative)), ScriptPath(RemotePath(newRelative))];
+        // A local copy of a large file on the server takes as long as its data: the long-work time limit.
+        var result = await _ssh.RunScriptAsync(ServerScripts.CloneFile, arguments, ct, Host.ToolTimeouts.LongWork).ConfigureAwait(false);
+        var error = result.StandardError.Trim();
+        if (result.ExitCode == ServerScripts.FileMissing)
+        {
+            throw new BackupException(ErrorIds.BackupCopyMissing, BackupErrorCategory.ObjectNotFound,
+                $"The copy '{Describe(baseRelative)}' to clone is not there, or is not a regular file the SSH user can read (the server said: {Bounded(error)}).",
+                "The earlier set is damaged: back up in full (-Full), and check it with Test-KvmBackup.", Describe(baseRelative));
+        }
+        if (result.ExitCode == ServerScripts.TargetExists)
+        {
+            throw new BackupException(ErrorIds.StorageFailed, BackupErrorCategory.ResourceExists,
+                $"'{Describe(newRelative)}' already exists: the clone is not made over it.",
+                "Remove what is there (a leftover of an interrupted run), then back up again.", Describe(newRelative));
+        }
+        if (result.ExitCode != 0)
+        {
+            if (error.Contains("No space left", StringComparison.Ordinal) || error.Contains("Disk quota exceeded", StringComparison.Ordinal))
+            {
+                throw new BackupException(ErrorIds.DestinationFull, BackupErrorCategory.WriteError,
+                    $"Cloning '{Describe(baseRelative)}' into '{Describe(newRelative)}' on the server failed: {Bounded(error)}.",
+                    "Free space at the destination or choose another one, then back up again.", Describe(newRelative));
+            }
+            throw new BackupException(ErrorIds.SshCommandFailed, BackupErrorCategory.InvalidResult,
+                $"Cannot clone '{Describe(baseRelative)}' into '{Describe(newRelative)}' on the server (exit code {result.ExitCode}): {Bounded(error)}.",
+                "The server needs a POSIX sh with GNU cp and stat for the SSH user (an SFTP-only account is not enough); check its storage, then back up again.", Location);
+        }
+        return ParseClone(result.StandardOutput, Describe(newRelative));
+    }
+
+    /// <summary>The clone script's answer: exactly how the file was made, then its size and allocated 512-byte
+    /// blocks. A local copy went through the blocks it allocated (at most its size); a reflink through none.</summary>
+    internal static CloneResult ParseClone(string output, string where)
+    {
+        var lines = output.Length <= 200 ? output.TrimEnd('\n').Split('\n') : [];
+        if (lines.Length == 2 && lines[0] is FileClone.Reflink or FileClone.LocalCopy
+            && lines[1].Split(' ') is [var sizeText, var blocksText]
+            && long.TryParse(sizeText, NumberStyles.None, CultureInfo.InvariantCulture, out var size)
+            && long.TryParse(blocksText, NumberStyles.None, CultureInfo.InvariantCulture, out var blocks) && blocks <= long.MaxValue / 512)
+            return new CloneResult(lines[0], size, lines[0] == FileClone.Reflink ? 0 : Math.Min(size, blocks * 512));
+        throw new BackupException(ErrorIds.UnparsableOutput, BackupErrorCategory.ParserError,
+            $"The server's answer to cloning '{where}' is not what the module asks for (output: '{Bounded(output.Trim())}').",
+            "Check that sh, GNU cp and stat work on the server for the SSH user; remove the new file there, then back up again.", where);
+    }
+
+    /// <summary>Writes into a file the server holds (a clone) in place; see <see cref="SshStoreFileWriter.OpenExistingAsync"/>.</summary>
+    public async Task<IStoreFileWriter> OpenForWriteAsync(string relativePath, CancellationToken ct) =>
+        await SshStoreFileWriter.OpenExistingAsync(new SftpConnection(_ssh, _reconnect), RemotePath(relativePath), ct).ConfigureAwait(false);
+
     public async Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct) =>
         await SshStoreFileReader.OpenAsync(new SftpConnection(_ssh, _reconnect), RemotePath(relativePath), ct).ConfigureAwait(false);
 
@@ -217,13 +279,13 @@ internal sealed class SshBackupStore : IBackupStore
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(segmentSize);
         var path = ScriptPath(RemotePath(relativePath));
         var blockSize = DdBlockSize(segmentSize);
-        var digests = new List<string>(segmentIndexes.Count);
-        foreach (var batch in segmentIndexes.Chunk(SegmentsPerCommand))
+        var digests = new Dictionary<long, string>(segmentIndexes.Count);
+        foreach (var batch in segmentIndexes.Distinct().Chunk(SegmentsPerCommand))
         {
             string[] arguments = [path, blockSize.ToString(CultureInfo.InvariantCulture), (segmentSize / blockSize).ToString(CultureInfo.InvariantCulture),
                 .. batch.Select(index => index.ToString(CultureInfo.InvariantCulture))];
             // Reading back a whole disk on the server takes as long as its data: the long-work time limit.
-            var result = await RunScriptAsync(SegmentDigestScript, arguments, ct, Host.ToolTimeouts.LongWork).ConfigureAwait(false);
+            var result = await RunScriptAsync(ServerScripts.SegmentDigests, arguments, ct, Host.ToolTimeouts.LongWork).ConfigureAwait(false);
             if (result.ExitCode == SegmentScriptFileMissing)
             {
                 throw new BackupException(ErrorIds.PathNotFound, BackupErrorCategory.ObjectNotFound,
@@ -232,9 +294,12 @@ internal sealed class SshBackupStore : IBackupStore
             }
             if (result.ExitCode != 0)
                 throw CommandFailed("compute the digests of", relativePath, result);
-            digests.AddRange(ParseSegmentDigests(result.StandardOutput, batch, Describe(relativePath)));
+            var batchDigests = ParseSegmentDigests(result.StandardOutput, batch, Describe(relativePath), out var tool);
+            for (var i = 0; i < batch.Length; i++)
+                digests[batch[i]] = batchDigests[i];
+            DigestTool = tool;
         }
-        return digests;
+        return segmentIndexes.Select(index => digests[index]).ToList();
     }
 
     public async Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct)
@@ -280,26 +345,8 @@ internal sealed class SshBackupStore : IBackupStore
 
     // ------------------------------------------------------------------ remote scripts
 
-    internal const int SegmentScriptFileMissing = 2;
-
-    /// <summary>
-    /// Prints "&lt;index&gt; &lt;sha256&gt;" for each asked segment of a file, as many segments at once as the server
-    /// has cores. Arguments: the file, dd's block size, blocks per segment, then the segment indexes. A segment dd
-    /// cannot read stops the run (exit 255 of a job makes xargs stop). The file's cached pages are dropped first
-    /// (GNU dd; elsewhere a no-op), so what is read is what the storage holds.
-    /// </summary>
-    internal const string SegmentDigestScript = """
-        file=$1 bs=$2 count=$3
-        shift 3
-        if [ ! -f "$file" ] || [ ! -r "$file" ]; then echo "no readable file $file" >&2; exit 2; fi
-        dd if="$file" iflag=nocache count=0 2>/dev/null
-        printf '%s\n' "$@" | xargs -n 1 -P "$(nproc 2>/dev/null || echo 2)" sh -c '
-          r=$( { { dd if="$1" bs="$2" skip=$(($3 * $4)) count="$3" 2>/dev/null; echo "dd=$?" >&3; } | sha256sum; } 3>&1 )
-          case $r in *dd=0*) ;; *) echo "cannot read segment $4 of $1" >&2; exit 255 ;; esac
-          for word in $r; do [ ${#word} -eq 64 ] && sum=$word; done
-          printf "%s %s\n" "$4" "$sum"
-        ' sh "$file" "$bs" "$count"
-        """;
+    /// <summary>The exit code of the read-back scripts for a file that is not there (<see cref="ServerScripts.FileMissing"/>).</summary>
+    internal const int SegmentScriptFileMissing = ServerScripts.FileMissing;
 
     /// <summary>
     /// Prints "&lt;offset&gt; &lt;first&gt;" for each asked byte range of a file that holds a non-zero byte (first: the
@@ -373,25 +420,65 @@ internal sealed class SshBackupStore : IBackupStore
     /// does it on the server; a sync too old to take a name flushes everything.</summary>
     internal const string SyncFolderScript = """sync "$1" 2>/dev/null || sync""";
 
-    /// <summary>The digests in the order asked, from the script's "index digest" lines (which come in any order).</summary>
-    internal static IReadOnlyList<string> ParseSegmentDigests(string output, IReadOnlyList<long> indexes, string where)
+    /// <summary>The digests in the order asked, from the answer of <see cref="ServerScripts.SegmentDigests"/>.</summary>
+    internal static IReadOnlyList<string> ParseSegmentDigests(string output, IReadOnlyList<long> indexes, string where) =>
+        ParseSegmentDigests(output, indexes, where, out _);
+
+    /// <summary>
+    /// The digests in the order asked, and the tool the server hashed with. The answer is untrusted, so it is taken
+    /// only as exactly what the script prints: no longer than that can be, a first line "tool &lt;name&gt;" naming one of
+    /// the tools it runs, then one line "&lt;index&gt; &lt;64 lower-case hex&gt;" for each asked index, in any order,
+    /// each once, and nothing else.
+    /// </summary>
+    internal static IReadOnlyList<string> ParseSegmentDigests(string output, IReadOnlyList<long> indexes, string where, out string tool)
     {
+        // "tool " and a path of up to 4096 characters; per segment an index of up to 19 digits, a space, 64 hex, a newline.
+        var longest = 5 + 4096 + 1 + (long)indexes.Count * (19 + 1 + 64 + 1);
+        var lines = output.Length <= longest ? output.Split('\n') : [];
+        if (lines.Length > 0 && lines[^1].Length == 0)
+            lines = lines[..^1];
+        var asked = indexes.ToHashSet();
         var byIndex = new Dictionary<long, string>();
-        foreach (var line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        tool = lines.Length > 0 && lines[0].StartsWith("tool ", StringComparison.Ordinal) ? KnownDigestTool(lines[0][5..]) ?? "" : "";
+        var wrong = output.Length > longest ? $"{output.Length} characters, more than {asked.Count} digests take"
+            : tool.Length == 0 ? "no 'tool' line first"
+            : lines.Length - 1 != asked.Count ? $"{lines.Length - 1} lines of digests for {asked.Count} segments" : null;
+        foreach (var line in wrong is null ? lines.Skip(1) : [])
         {
             var fields = line.Split(' ');
-            if (fields.Length == 2 && long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var index)
-                && fields[1].Length == 64 && fields[1].All(char.IsAsciiHexDigitLower))
-                byIndex[index] = fields[1];
+            if (fields.Length != 2 || !long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var index)
+                || !asked.Contains(index) || fields[1].Length != 64 || !fields[1].All(char.IsAsciiHexDigitLower) || !byIndex.TryAdd(index, fields[1]))
+            {
+                wrong = $"the line '{Bounded(line)}'";
+                break;
+            }
         }
-        var missing = indexes.Where(index => !byIndex.ContainsKey(index)).ToList();
-        if (missing.Count > 0)
+        var missing = indexes.Where(index => !byIndex.ContainsKey(index)).Distinct().ToList();
+        if (wrong is not null || missing.Count > 0)
         {
             throw new BackupException(ErrorIds.UnparsableOutput, BackupErrorCategory.ParserError,
-                $"The server returned no digest for segment(s) {string.Join(", ", missing.Take(10))} of '{where}' (output: '{output.Trim()}').",
-                "Check that dd, sha256sum, nproc and xargs work on the server.", where);
+                $"The server's digests of '{where}' are not what was asked ({wrong ?? "no digest for segment(s) " + string.Join(", ", missing.Take(10))}; output: '{Bounded(output.Trim())}').",
+                "Check that sh, dd and python3, openssl or sha256sum work on the server for the SSH user, and that its login prints nothing.", where);
         }
         return indexes.Select(index => byIndex[index]).ToList();
+    }
+
+    /// <summary>The name of a tool <see cref="ServerScripts.SegmentDigests"/> runs ("python3", "platform-python",
+    /// "python2.7", "openssl", "sha256sum"), from the path or name it printed; null for anything else.</summary>
+    internal static string? KnownDigestTool(string printed)
+    {
+        var name = printed[(printed.LastIndexOf('/') + 1)..];
+        return name is "openssl" or "sha256sum" or "platform-python"
+            || (name.StartsWith("python", StringComparison.Ordinal) && name.Length <= 12 && name[6..].All(c => char.IsAsciiDigit(c) || c == '.'))
+            ? name : null;
+    }
+
+    /// <summary>Up to 300 characters of what a server said, its control characters shown as \xNN: enough to see
+    /// what went wrong, never a flood.</summary>
+    private static string Bounded(string text)
+    {
+        var shown = string.Concat(text.Take(300).Select(c => char.IsControl(c) && c != '\n' ? $"\\x{(int)c:x2}" : c.ToString()));
+        return text.Length > 300 ? shown + "..." : shown;
     }
 
     /// <summary>The largest power of two up to 1 MiB that divides the segment size, so dd reads whole segments.</summary>

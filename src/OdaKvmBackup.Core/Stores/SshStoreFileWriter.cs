@@ -2,14 +2,20 @@ namespace OdaKvmBackup.Core.Stores;
 
 /// <summary>
 /// Writes a file on an SSH server at offsets with many WRITEs in flight. Contiguous data is gathered into chunks of
-/// the server's write size; what is never written stays a hole. Every chunk is kept until the server acknowledges
-/// it, so when the connection breaks the writer connects again, reopens the file (without truncating it) and sends
-/// the unacknowledged chunks again. A copy whose writes stop being acknowledged for <see cref="SftpLimits.StallLimit"/>
+/// the server's write size; what is never written stays a hole (or, in a file opened with
+/// <see cref="OpenExistingAsync"/>, keeps what it held). Every chunk is kept until the server acknowledges it, so when
+/// the connection breaks the writer connects again, reopens the file (never truncating or creating it, however it was
+/// first opened: what the server acknowledged is in the file) and sends the unacknowledged chunks again. A copy whose writes stop being acknowledged for <see cref="SftpLimits.StallLimit"/>
 /// is a lost connection too (its stall watchdog). Not for concurrent calls: one copy loop drives it.
 /// </summary>
 internal sealed class SshStoreFileWriter : IStoreFileWriter
 {
     private const UnixFileMode FileMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+
+    /// <summary>How a file already there is (re)opened: for writing only, never truncated, never created.</summary>
+    internal const SftpOpenFlags InPlace = SftpOpenFlags.Write;
+
+    private const string NotWritten = "nothing was written to it";
 
     // 64 chunks in flight, as OpenSSH's own sftp and scp do: with 255 KiB chunks that is 16 MiB, more than the
     // SSH channel window, so the link never waits for an acknowledgement. Chunks are at most 256 KiB whatever the
@@ -51,6 +57,32 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
                 var handle = await writer._session.OpenAsync(path, SftpOpenFlags.Write | SftpOpenFlags.Create | SftpOpenFlags.Truncate, FileMode, ct).ConfigureAwait(false);
                 writer._handle = handle;
                 await writer._session.SetStatAsync(handle, SftpAttributes.WithMode(FileMode), ct).ConfigureAwait(false);
+            }, ct).ConfigureAwait(false);
+            writer._chunkLength = writer._session.MaxWriteLength;
+            return writer;
+        }
+        catch
+        {
+            await writer.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Opens an existing regular file (a clone of the previous set's copy) for writing in place: no truncation, no
+    /// creation, mode made 0600. It is looked at before it is opened (a FIFO would block the server's SFTP service on
+    /// the open; a link is not followed) and again once open. A lost connection while opening opens it again the same way.
+    /// </summary>
+    public static async Task<SshStoreFileWriter> OpenExistingAsync(SftpConnection connection, string path, CancellationToken ct)
+    {
+        var writer = new SshStoreFileWriter(connection, path);
+        try
+        {
+            writer._session = await connection.GetAsync(ct).ConfigureAwait(false);
+            await writer.WithReconnectAsync(async () =>
+            {
+                await writer.OpenInPlaceAsync(ct).ConfigureAwait(false);
+                await writer._session.SetStatAsync(writer._handle!, SftpAttributes.WithMode(FileMode), ct).ConfigureAwait(false);
             }, ct).ConfigureAwait(false);
             writer._chunkLength = writer._session.MaxWriteLength;
             return writer;
@@ -183,11 +215,11 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
             _session = await _connection.ReconnectAsync(_session, lost, _attempts, ct).ConfigureAwait(false);
             try
             {
-                // Opened again without truncating: what the server acknowledged is in the file. (While the file is
-                // being created there is nothing to reopen yet.)
+                // Opened again in place, whether it was created or opened: what the server acknowledged is in the
+                // file. (While the file is being opened there is nothing to reopen yet.)
                 if (_handle is null)
                     return;
-                _handle = await _session.OpenAsync(_path, SftpOpenFlags.Write, null, ct).ConfigureAwait(false);
+                await OpenInPlaceAsync(ct).ConfigureAwait(false);
                 foreach (var chunk in _inFlight)
                 {
                     _ = chunk.Acknowledged?.Exception; // observed: the old session's failure is replaced
@@ -200,6 +232,20 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
                 lost = ex;
             }
         }
+    }
+
+    /// <summary>Opens the file for writing without O_TRUNC or O_CREAT, only when it is a regular file (looked at
+    /// without following a link, and again once open).</summary>
+    private async Task OpenInPlaceAsync(CancellationToken ct)
+    {
+        var where = $"{_session.Target}:{_path}";
+        var named = await _session.LStatAsync(_path, ct).ConfigureAwait(false) ?? throw SmallFiles.NotFound(where);
+        if (SmallFiles.NonRegularKind(named.Permissions) is { } kind)
+            throw SmallFiles.NotAStoredCopy(where, $"is {kind}, not a regular file", NotWritten);
+        _handle = await _session.OpenAsync(_path, InPlace, null, ct).ConfigureAwait(false);
+        var opened = await _session.StatAsync(_handle, ct).ConfigureAwait(false);
+        if (SmallFiles.NonRegularKind(opened.Permissions) is { } swapped)
+            throw SmallFiles.NotAStoredCopy(where, $"is {swapped}, not a regular file", NotWritten);
     }
 
     private async Task WithReconnectAsync(Func<Task> step, CancellationToken ct)

@@ -242,26 +242,43 @@ internal sealed partial class RestoreService(HostTools tools, IProcessRunner run
         void Progress(long done, long total) => sink.Progress(new ProgressUpdate(ProgressIds.Restore, null, activity,
             $"{file.Target}: {rate.Describe(done, total)}", (int)((index * 100 + (total == 0 ? 100 : done * 100 / total)) / count)));
         var local = new LocalBackupStore(folder) { ParameterName = "Destination" };
+        // A set of format OdaKvmBackup/3 is checked by its digest list (the manifest's Digests); an earlier one by its
+        // content digest. Neither needs another set, nor the set's own list file: the manifest's hash is enough.
+        var legacy = set.Manifest.Format != CheckedManifest.KnownFormat;
         CopyResult copy;
         await using (var writer = await local.CreateFileAsync(partialName, ct).ConfigureAwait(false))
         {
             if (store.IsRemote)
             {
                 await using var reader = await store.OpenReadAsync(relative, ct).ConfigureAwait(false);
-                copy = await StreamCopy.CopyAsync(reader, writer, Progress, ct, legacyContentDigest: true).ConfigureAwait(false);
+                copy = await StreamCopy.CopyAsync(reader, writer, Progress, ct, legacyContentDigest: legacy).ConfigureAwait(false);
             }
             else
             {
-                copy = await SparseCopy.CopyAsync(store.Describe(relative), writer, null, 0, p => Progress(p.Compared, p.Total), ct, legacyContentDigest: true).ConfigureAwait(false);
+                copy = await SparseCopy.CopyAsync(store.Describe(relative), writer, null, 0, p => Progress(p.Compared, p.Total), ct, legacyContentDigest: legacy).ConfigureAwait(false);
             }
         }
         var partial = BackupNames.RestorePartialPath(folder, Path.GetFileName(file.TargetPath), $"The set {set.Location}");
-        if (copy.ContentDigest != disk.ContentDigest)
-            throw VerificationFailed(set, file, store.Describe(relative), $"the copy in the set reads as {copy.ContentDigest}, backup.json says {disk.ContentDigest}");
-        var readBack = await SparseCopy.DigestAsync(partial, null, ct).ConfigureAwait(false);
-        if (readBack.ContentDigest != disk.ContentDigest)
-            throw VerificationFailed(set, file, partial, $"the restored file reads back from storage as {readBack.ContentDigest}, backup.json says {disk.ContentDigest}");
-        sink.Verbose($"Restored {file.Target} of {VerifyService.Describe(set)} into {partial}: {FileSystemPaths.FormatBytes(copy.DataBytes)} of data, read back equal to backup.json ({disk.ContentDigest}).");
+        string expected;
+        if (legacy)
+        {
+            expected = disk.ContentDigest!;
+            if (copy.ContentDigest != expected)
+                throw VerificationFailed(set, file, store.Describe(relative), $"the copy in the set reads as {copy.ContentDigest}, backup.json says {expected}");
+            var readBack = await SparseCopy.DigestAsync(partial, null, ct).ConfigureAwait(false);
+            if (readBack.ContentDigest != expected)
+                throw VerificationFailed(set, file, partial, $"the restored file reads back from storage as {readBack.ContentDigest}, backup.json says {expected}");
+        }
+        else
+        {
+            expected = disk.Digests!;
+            if (copy.Digests.Sha256 != expected)
+                throw VerificationFailed(set, file, store.Describe(relative), $"the copy in the set reads as the digest list {copy.Digests.Sha256}, backup.json records {expected}");
+            var readBack = await SparseCopy.DigestListAsync(partial, null, ct).ConfigureAwait(false);
+            if (readBack.Sha256 != expected)
+                throw VerificationFailed(set, file, partial, $"the restored file reads back from storage as the digest list {readBack.Sha256}, backup.json records {expected}");
+        }
+        sink.Verbose($"Restored {file.Target} of {VerifyService.Describe(set)} into {partial}: {FileSystemPaths.FormatBytes(copy.DataBytes)} of data, read back equal to backup.json ({(legacy ? "content digest" : "digest list")} {expected}).");
         return copy;
     }
 
@@ -353,7 +370,7 @@ internal sealed partial class RestoreService(HostTools tools, IProcessRunner run
         KeptAside = keptAside,
         Notes = plan.Notes,
         Disks = restored.Select(r => new RestoredDisk(r.File.Target, r.File.TargetPath, r.File.Format, r.Copy.SizeBytes,
-            HostPaths.AllocatedBytes(r.File.TargetPath), r.Copy.ContentDigest!, true)).ToList(),
+            HostPaths.AllocatedBytes(r.File.TargetPath), r.Copy.ContentDigest, true) { Digests = r.Copy.ContentDigest is null ? r.Copy.Digests.Sha256 : null }).ToList(),
     };
 
     /// <summary>Allocates every byte of a file (ODA keeps its vdisks fully allocated); the content stays as it is.</summary>

@@ -2,8 +2,13 @@ using System.Runtime.InteropServices;
 
 namespace OdaKvmBackup.Core.WayBack;
 
-/// <summary>One restored disk.</summary>
-public sealed record RestoredDisk(string Target, string Path, string Format, long SizeBytes, long AllocatedBytes, string ContentDigest, bool Verified);
+/// <summary>One restored disk: read back from storage and found equal to the set's manifest, by
+/// <see cref="ContentDigest"/> for a set of format OdaKvmBackup/2, by <see cref="Digests"/> (the SHA-256 of its block
+/// digest list) for a set of format OdaKvmBackup/3.</summary>
+public sealed record RestoredDisk(string Target, string Path, string Format, long SizeBytes, long AllocatedBytes, string? ContentDigest, bool Verified)
+{
+    public string? Digests { get; init; }
+}
 
 /// <summary>What Restore-KvmBackup did.</summary>
 public sealed class RestoredBackup

@@ -11,8 +11,9 @@ internal interface IImageCheckingStore
 }
 
 /// <summary>
-/// Test-KvmBackup without -Boot: every copy of a set is read again from storage and its content digest compared
-/// with the manifest's, and qemu-img check runs on each qcow2 copy. Copies are only ever read. For a set on a
+/// Test-KvmBackup without -Boot: every copy of a set is read again from storage and compared with the manifest (a set
+/// of format OdaKvmBackup/3 by its block digest list, see <see cref="ReadBackWithListAsync"/>; an earlier set by its
+/// content digest or segment digests, see <see cref="ReadBackAsync"/>), and qemu-img check runs on each qcow2 copy. Copies are only ever read. For a set on a
 /// remote store the reading happens where the copies lie (see <see cref="ReadBackAsync"/>).
 /// </summary>
 internal sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
@@ -45,7 +46,9 @@ internal sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
             bool missing;
             try
             {
-                (digestCheck, digestProblem, missing) = await ReadBackAsync(store, relative, disk, ct).ConfigureAwait(false);
+                (digestCheck, digestProblem, missing) = set.Manifest.Format == CheckedManifest.KnownFormat
+                    ? await ReadBackWithListAsync(store, set.SetFolder, disk, ct).ConfigureAwait(false)
+                    : await ReadBackAsync(store, relative, disk, ct).ConfigureAwait(false);
             }
             catch (BackupException ex) when (ex.ErrorId == ErrorIds.BackupCopyUnsafe)
             {
@@ -146,6 +149,88 @@ internal sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
             ? ("content digest equal to backup.json's (read over the network)", null, false)
             : ("content digest differs", $"its content digest is {streamed.ContentDigest}, backup.json says {disk.ContentDigest}", false);
     }
+
+    /// <summary>
+    /// A copy of a set of format OdaKvmBackup/3 (issue 15), read back where it lies and compared with its block digest
+    /// list: the list itself first (<see cref="StoredDigestList"/>: its length that of the copy's size, its SHA-256 the
+    /// manifest's Digests), then the copy. Locally the copy's own list is taken from storage (pages dropped) and its
+    /// SHA-256 must be the manifest's Digests; on an SSH server every segment's SHA-256 is computed there and compared
+    /// with the list's, the segments the list says are all zeros read as zeros there instead
+    /// (<see cref="RemoteCopyCheck"/>). Nothing of another set is read: a set verifies alone. A failure names the first
+    /// segment (and, locally, the first 64 KiB block) that reads differently.
+    /// </summary>
+    public async Task<(string Check, string? Problem, bool Missing)> ReadBackWithListAsync(IBackupStore store, string setFolder, ManifestDisk disk, CancellationToken ct)
+    {
+        var relativePath = BackupNames.FileInSet(setFolder, disk.File);
+        var entry = await store.GetEntryAsync(relativePath, ct).ConfigureAwait(false);
+        if (entry is null || entry.IsFolder)
+            return ("file missing", "the file is missing", true);
+        if (!store.IsRemote)
+        {
+            // As in ReadBackAsync: only a regular file reached through no link is read here.
+            await (await store.OpenReadAsync(relativePath, ct).ConfigureAwait(false)).DisposeAsync().ConfigureAwait(false);
+        }
+        if (disk.Digests is null || disk.SizeBytes is not { } size)
+            return ("no digest list in the manifest", "backup.json records no Digests for it", false);
+        if (entry.Size != size)
+            return ("size differs", $"its size is {entry.Size} bytes, backup.json says {size}", false);
+        var stored = await StoredDigestList.ReadAsync(store, setFolder, disk.File, size, disk.Digests, ct).ConfigureAwait(false);
+        if (!store.IsRemote)
+        {
+            var local = await SparseCopy.DigestListAsync(store.Describe(relativePath), null, ct).ConfigureAwait(false);
+            if (local.Sha256 != disk.Digests)
+            {
+                var where = stored.List is { } list ? FirstDifference(list, local, size) : null;
+                return ("digest list differs", where is null
+                    ? $"read from storage on this host it has the digest list {local.Sha256}, backup.json records {disk.Digests}{(stored.Problem is null ? "" : $"; and {stored.Problem}")}"
+                    : $"{where} reads differently from storage on this host than its digest list says", false);
+            }
+            if (stored.List is null)
+                return ("digest list unusable", $"{stored.Problem} (the copy itself reads back as backup.json says: it can still be restored, but the next backup copies this disk in full)", false);
+            return ($"digest list equal to backup.json's, and the copy read from storage on this host equal to it ({local.SegmentCount} segments)", null, false);
+        }
+        if (stored.List is not { } remoteList)
+            return ("digest list unusable", $"{stored.Problem}: without it the copy cannot be checked on the server", false);
+        // The segments the list says hold only zeros are checked as zeros (cmp on the server), the others by digest.
+        var digests = new Dictionary<long, string>();
+        for (long index = 0; index < remoteList.SegmentCount; index++)
+        {
+            if (!remoteList.SegmentDigest(index).SequenceEqual(BlockDigestList.ZeroSegmentDigest))
+                digests[index] = remoteList.SegmentDigestHex(index);
+        }
+        var check = await RemoteCopyCheck.RunAsync(store, relativePath, size, BlockDigestList.SegmentSize, digests, ct).ConfigureAwait(false);
+        if (check.Failed is { } failed)
+        {
+            var bytes = SegmentBytes(failed.Segment, size);
+            return failed.ZerosExpected
+                ? ("a segment of zeros holds data", $"segment {failed.Segment} ({bytes}) holds data on the server (from byte {failed.FirstData}) where its digest list says it holds only zeros", false)
+                : ("segment digests differ", $"segment {failed.Segment} ({bytes}) reads differently on the server than its digest list says", false);
+        }
+        return ($"digest list equal to backup.json's, and {check.DataSegments} segment digests equal to it and {check.ZeroSegments} segments of zeros read as zeros (read on the server)", null, false);
+    }
+
+    /// <summary>The first segment where <paramref name="actual"/> (the copy as read) differs from <paramref name="expected"/>
+    /// (its stored list), with the first 64 KiB block in it whose digest differs when one does.</summary>
+    private static string? FirstDifference(BlockDigestList expected, BlockDigestList actual, long size)
+    {
+        for (long segment = 0; segment < Math.Min(expected.SegmentCount, actual.SegmentCount); segment++)
+        {
+            if (expected.SegmentDigest(segment).SequenceEqual(actual.SegmentDigest(segment)))
+                continue;
+            var first = segment * BlockDigestList.BlocksPerSegment;
+            var end = Math.Min(first + BlockDigestList.BlocksPerSegment, expected.BlockCount);
+            for (var block = first; block < end; block++)
+            {
+                if (!expected.BlockDigest(block).SequenceEqual(actual.BlockDigest(block)))
+                    return $"segment {segment} ({SegmentBytes(segment, size)}), from the 64 KiB block at byte {block * BlockDigestList.BlockSize},";
+            }
+            return $"segment {segment} ({SegmentBytes(segment, size)})";
+        }
+        return null;
+    }
+
+    private static string SegmentBytes(long segment, long size) =>
+        $"bytes {segment * BlockDigestList.SegmentSize} to {Math.Min((segment + 1) * BlockDigestList.SegmentSize, size) - 1}";
 
     public static string Describe(BackupSetInfo set) => $"{set.DomainName} {set.RunId}";
 }

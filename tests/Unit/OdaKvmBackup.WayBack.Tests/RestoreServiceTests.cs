@@ -266,4 +266,70 @@ public sealed class RestoreServiceTests : IDisposable
         Assert.All(restored.Disks, d => Assert.True(d.AllocatedBytes < d.SizeBytes / 2));
         Assert.Equal(File.ReadAllBytes(Path.Combine(_backup, "vm1", set.RunId, "data")), File.ReadAllBytes(Path.Combine(_dest, "data")));
     }
+
+    // ------------------------------------------------------------ sets of format OdaKvmBackup/3 (issue 15)
+
+    private async Task<(BackupSetInfo Set, IBackupStore Store)> V3SetAsync(IBackupStore store)
+    {
+        var folder = await Sets.WriteV3Async(_backup, "vm1", T0, basedOn: "20261119-220000", sourceFolder: _vms);
+        var set = (await BackupCatalog.LoadAsync(store, folder, CancellationToken.None))!;
+        foreach (var disk in set.Disks)
+            File.WriteAllText(disk.Source, "production " + disk.Target);
+        _host.Add("vm1", FileDisks(Xmls.Domain("vm1", set.Disks[0].Source, set.Disks[1].Source)));
+        return (set, store);
+    }
+
+    [Fact]
+    public async Task A_set_based_on_another_restores_alone_even_without_its_list_files_and_is_checked_by_its_digest_list()
+    {
+        var (set, store) = await V3SetAsync(new LocalBackupStore(_backup));
+        // Every set stands alone: the set it was based on is not there, and restoring needs only the manifest's hash.
+        foreach (var list in Directory.GetFiles(_backup, "*.digests", SearchOption.AllDirectories))
+            File.Delete(list);
+
+        var plan = await Service.PlanAsync(set, store, ToFolder(_dest), CancellationToken.None);
+        var restored = await Service.ExecuteAsync(plan, store, CancellationToken.None);
+
+        Assert.Equal(["20261120-220000"], Directory.GetDirectories(_temp.Combine("backup", "vm1")).Select(Path.GetFileName));
+        foreach (var disk in restored.Disks)
+        {
+            var inSet = set.Manifest.Disks.Single(d => d.Target == disk.Target);
+            Assert.True(disk.Verified);
+            Assert.Null(disk.ContentDigest);
+            Assert.Equal(inSet.Digests, disk.Digests);
+            Assert.Equal(File.ReadAllBytes(set.Disks.Single(d => d.Target == disk.Target).Location), File.ReadAllBytes(disk.Path));
+            Assert.Equal(inSet.Digests, (await SparseCopy.DigestListAsync(disk.Path, null, CancellationToken.None)).Sha256);
+        }
+    }
+
+    [Fact]
+    public async Task A_copy_of_a_digest_list_set_that_does_not_match_its_manifest_is_never_placed()
+    {
+        var (set, store) = await V3SetAsync(new LocalBackupStore(_backup));
+        Sets.FlipByte(set.Disks[1].Location, (1 << 20) + 1);
+
+        var plan = await Service.PlanAsync(set, store, ToFolder(_dest, "vm1-copy"), CancellationToken.None);
+        var ex = await Assert.ThrowsAsync<BackupException>(() => Service.ExecuteAsync(plan, store, CancellationToken.None));
+
+        Assert.Equal(ErrorIds.RestoreVerificationFailed, ex.ErrorId);
+        Assert.Contains("The restore of vdb from the set vm1 20261120-220000 failed its check", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("reads as the digest list", ex.Message, StringComparison.Ordinal);
+        Assert.False(_host.Domains.ContainsKey("vm1-copy"));
+        Assert.False(File.Exists(Path.Combine(_dest, "data")));
+        Assert.Empty(Directory.EnumerateFiles(_dest, "*.partial"));
+    }
+
+    [Fact]
+    public async Task A_digest_list_set_on_a_remote_store_is_streamed_back_and_checked_by_its_digest_list()
+    {
+        var remote = new FakeRemoteStore(_backup);
+        var (set, _) = await V3SetAsync(remote);
+
+        var plan = await Service.PlanAsync(set, remote, ToFolder(_dest), CancellationToken.None);
+        var restored = await Service.ExecuteAsync(plan, remote, CancellationToken.None);
+
+        Assert.Equal([set.SetFolder + "/boot", set.SetFolder + "/data"], remote.Opened);
+        Assert.Equal(set.Manifest.Disks.Select(d => d.Digests), restored.Disks.Select(d => d.Digests));
+        Assert.Equal(File.ReadAllBytes(Path.Combine(_backup, "vm1", set.RunId, "data")), File.ReadAllBytes(Path.Combine(_dest, "data")));
+    }
 }

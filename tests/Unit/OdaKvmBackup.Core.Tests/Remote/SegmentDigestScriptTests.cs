@@ -21,8 +21,9 @@ public sealed class SegmentDigestScriptTests : IDisposable
 
         var output = await RunAsync([file, "65536", "1", "5", "0", "1", "4", "3", "2"]);
 
-        Assert.Equal(0, output.ExitCode);
-        var digests = SshBackupStore.ParseSegmentDigests(output.StandardOutput, [5, 0, 1, 4, 3, 2], file);
+        Assert.True(output.ExitCode == 0, output.StandardError);
+        var digests = SshBackupStore.ParseSegmentDigests(output.StandardOutput, [5, 0, 1, 4, 3, 2], file, out var tool);
+        Assert.Equal("python3", tool); // this machine's python3 hashes with OpenSSL
         var expected = new[] { 5, 0, 1, 4, 3, 2 }.Select(i => Convert.ToHexStringLower(SHA256.HashData(content.AsSpan(i * 65536, Math.Min(65536, content.Length - i * 65536)))));
         Assert.Equal(expected, digests);
     }
@@ -41,11 +42,85 @@ public sealed class SegmentDigestScriptTests : IDisposable
     {
         var digest = new string('a', 64);
 
-        Assert.Equal([digest], SshBackupStore.ParseSegmentDigests($"7 {digest}\n", [7], "f"));
-        var error = Assert.Throws<BackupException>(() => SshBackupStore.ParseSegmentDigests($"7 {digest}\n8 nothex\n", [7, 8], "f"));
+        Assert.Equal([digest], SshBackupStore.ParseSegmentDigests($"tool python3\n7 {digest}\n", [7], "f"));
+        var error = Assert.Throws<BackupException>(() => SshBackupStore.ParseSegmentDigests($"tool python3\n7 {digest}\n8 nothex\n", [7, 8], "f"));
         Assert.Equal(ErrorIds.UnparsableOutput, error.ErrorId);
-        Assert.Contains("8", error.Message, StringComparison.Ordinal);
+        Assert.Contains("8 nothex", error.Message, StringComparison.Ordinal);
     }
+
+    /// <summary>The server's answer is untrusted: only exactly what the script prints is taken, the tool named
+    /// first, one line per asked segment, nothing more (a login banner, a segment not asked, a digest twice).</summary>
+    [Theory]
+    [InlineData("", "no 'tool' line")]
+    [InlineData("7 {a}\n8 {b}\n", "no 'tool' line")]
+    [InlineData("Welcome!\ntool python3\n7 {a}\n8 {b}\n", "no 'tool' line")]
+    [InlineData("tool /bin/sh -c rm\n7 {a}\n8 {b}\n", "no 'tool' line")]
+    [InlineData("tool python3\n7 {a}\n", "1 lines of digests for 2 segments")]
+    [InlineData("tool python3\n7 {a}\n8 {b}\n9 {b}\n", "3 lines of digests for 2 segments")]
+    [InlineData("tool python3\n7 {a}\n7 {a}\n", "the line '7 ")]
+    [InlineData("tool python3\n7 {a}\n9 {b}\n", "the line '9 ")]
+    [InlineData("tool python3\n7 {a}\n8 {B}\n", "the line '8 ")]
+    [InlineData("tool python3\n7 {a}\n8  {b}\n", "the line '8 ")]
+    [InlineData("tool python3\n7 {a}\n-8 {b}\n", "the line '-8 ")]
+    [InlineData("tool openssl\n7 {a}\r\n8 {b}\n", "the line '7 ")]
+    public void An_answer_that_is_not_exactly_the_asked_digests_is_refused(string output, string why)
+    {
+        var text = output.Replace("{a}", new string('a', 64), StringComparison.Ordinal).Replace("{b}", new string('b', 64), StringComparison.Ordinal)
+            .Replace("{B}", new string('B', 64), StringComparison.Ordinal);
+
+        var error = Assert.Throws<BackupException>(() => SshBackupStore.ParseSegmentDigests(text, [7, 8], "server:/backup/vm/run/disk"));
+
+        Assert.Equal(ErrorIds.UnparsableOutput, error.ErrorId);
+        Assert.Contains(why, error.Message, StringComparison.Ordinal);
+        Assert.Contains("server:/backup/vm/run/disk", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void An_answer_longer_than_the_asked_digests_can_be_is_refused_unread_and_shown_cut()
+    {
+        var flood = "tool python3\n7 " + new string('a', 64) + "\n" + new string('x', 10 << 20);
+
+        var error = Assert.Throws<BackupException>(() => SshBackupStore.ParseSegmentDigests(flood, [7], "f"));
+
+        Assert.Equal(ErrorIds.UnparsableOutput, error.ErrorId);
+        Assert.Contains("more than 1 digests take", error.Message, StringComparison.Ordinal);
+        Assert.True(error.Message.Length < 2000, $"the message holds {error.Message.Length} characters");
+    }
+
+    [Theory]
+    [InlineData("tool python3\n8 {b}\n7 {a}\n", "python3")]
+    [InlineData("tool /usr/libexec/platform-python\n7 {a}\n8 {b}", "platform-python")]
+    [InlineData("tool /root/.pyenv/versions/2.7.18/bin/python2.7\n7 {a}\n8 {b}\n", "python2.7")]
+    [InlineData("tool openssl\n7 {a}\n8 {b}\n", "openssl")]
+    [InlineData("tool sha256sum\n7 {a}\n8 {b}\n", "sha256sum")]
+    public void The_digests_come_in_the_order_asked_with_the_tool_the_server_ran(string output, string expectedTool)
+    {
+        var text = output.Replace("{a}", new string('a', 64), StringComparison.Ordinal).Replace("{b}", new string('b', 64), StringComparison.Ordinal);
+
+        var digests = SshBackupStore.ParseSegmentDigests(text, [7, 8], "f", out var tool);
+
+        Assert.Equal([new string('a', 64), new string('b', 64)], digests);
+        Assert.Equal(expectedTool, tool);
+    }
+
+    [Theory]
+    [InlineData("reflink\n67108864 0\n", "reflink", 67108864, 0)]
+    [InlineData("local copy\n67108864 83968\n", "local copy", 67108864, 83968L * 512)]
+    [InlineData("local copy\n4096 16\n", "local copy", 4096, 4096)] // allocated past the size (preallocation): at most the size
+    public void The_server_s_answer_to_a_clone_says_how_it_was_made(string output, string storedAs, long size, long copied) =>
+        Assert.Equal(new CloneResult(storedAs, size, copied), SshBackupStore.ParseClone(output, "f"));
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("reflink\n")]
+    [InlineData("copied\n4096 8\n")]
+    [InlineData("Welcome!\nreflink\n4096 0\n")]
+    [InlineData("reflink\n4096\n")]
+    [InlineData("reflink\n-4096 0\n")]
+    [InlineData("reflink\n4096 0\nmore\n")]
+    [InlineData("local copy\n4096 99999999999999999\n")]
+    public void A_clone_answer_that_is_not_exactly_the_script_s_is_refused(string output) =>
+        Assert.Equal(ErrorIds.UnparsableOutput, Assert.Throws<BackupException>(() => SshBackupStore.ParseClone(output, "f")).ErrorId);
 
     [Theory]
     [InlineData(16L << 20, 1L << 20)]
@@ -114,5 +189,5 @@ public sealed class SegmentDigestScriptTests : IDisposable
         new CliWrapProcessRunner(NullSink.Instance).RunAsync("sh", ["-c", script, "sh", .. arguments]);
 
     private static Task<ProcessResult> RunAsync(string[] arguments) =>
-        new CliWrapProcessRunner(NullSink.Instance).RunAsync("sh", ["-c", SshBackupStore.SegmentDigestScript, "sh", .. arguments]);
+        new CliWrapProcessRunner(NullSink.Instance).RunAsync("sh", ["-c", ServerScripts.SegmentDigests, "sh", .. arguments]);
 }

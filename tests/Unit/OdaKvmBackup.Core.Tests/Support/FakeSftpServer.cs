@@ -5,8 +5,8 @@ using System.Text;
 namespace OdaKvmBackup.Core.Tests.Support;
 
 /// <summary>One request a <see cref="FakeSftpServer"/> session received: its number in the session (0 is the first
-/// after INIT), its type, for EXTENDED the extension's name, for WRITE the bytes it carries.</summary>
-internal sealed record FakeSftpRequest(int Session, int Index, SftpPacketType Type, string? Extension, int DataLength);
+/// after INIT), its type, for EXTENDED the extension's name, for WRITE the bytes it carries, for OPEN its flags.</summary>
+internal sealed record FakeSftpRequest(int Session, int Index, SftpPacketType Type, string? Extension, int DataLength, SftpOpenFlags OpenFlags = 0);
 
 /// <summary>
 /// An SFTP server in the test process, reached through real OS pipes as ssh's stdin and stdout are: for what a real
@@ -142,7 +142,8 @@ internal sealed class FakeSftpServer : IDuplexProcessRunner
                     }
                     var id = BinaryPrimitives.ReadUInt32BigEndian(packet.AsSpan(1));
                     var extension = type == SftpPacketType.Extended ? ReadString(packet, 5) : null;
-                    var request = new FakeSftpRequest(_number, index++, type, extension, type == SftpPacketType.Write ? WriteLength(packet) : 0);
+                    var request = new FakeSftpRequest(_number, index++, type, extension, type == SftpPacketType.Write ? WriteLength(packet) : 0,
+                        type == SftpPacketType.Open ? OpenFlagsOf(packet) : 0);
                     lock (_server.Requests)
                         _server.Requests.Add(request);
                     if (_server.StopsAt(request))
@@ -211,6 +212,10 @@ internal sealed class FakeSftpServer : IDuplexProcessRunner
             var reply = new Writer(SftpPacketType.Data, id).UInt32((uint)count);
             return reply.Zeros(count).Finish();
         }
+
+        /// <summary>OPEN: type, id, string path, uint32 flags, attributes.</summary>
+        private static SftpOpenFlags OpenFlagsOf(byte[] packet) =>
+            (SftpOpenFlags)BinaryPrimitives.ReadUInt32BigEndian(packet.AsSpan(9 + (int)BinaryPrimitives.ReadUInt32BigEndian(packet.AsSpan(5))));
 
         /// <summary>WRITE: type, id, handle, uint64 offset, uint32 length, data.</summary>
         private static int WriteLength(byte[] packet)

@@ -22,6 +22,7 @@ internal sealed class HookedStore(IBackupStore inner, Func<string, IStoreFileWri
     public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct) => inner.DeleteAsync(relativePath, recursive, ct);
     public Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes, CancellationToken ct) =>
         inner.SegmentDigestsAsync(relativePath, segmentSize, segmentIndexes, ct);
+    public string? DigestTool => inner.DigestTool;
     public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
         inner.FindNonZeroAsync(relativePath, ranges, ct);
 

@@ -61,7 +61,7 @@ internal static class Sets
     /// </summary>
     public static async Task<string> WriteV3Async(string root, string domain, DateTime startedUtc,
         BackupSetStatus status = BackupSetStatus.Complete, long size = DiskSize, Action<string, FileStream>? fill = null,
-        Action<BackupManifest>? edit = null, string? basedOn = null)
+        Action<BackupManifest>? edit = null, string? basedOn = null, string? sourceFolder = null)
     {
         var runId = BackupNames.RunId(startedUtc);
         var folder = BackupNames.SetFolder(domain, runId);
@@ -90,7 +90,7 @@ internal static class Sets
             await File.WriteAllBytesAsync(path + BackupNames.DigestListSuffix, list.Bytes.ToArray());
             disks.Add(new ManifestDisk
             {
-                Target = target, Source = $"/vms/{domain}/{file}", Format = format, File = file, SizeBytes = size, DataBytes = 64 * 1024,
+                Target = target, Source = Path.Combine(sourceFolder ?? "/vms/" + domain, file), Format = format, File = file, SizeBytes = size, DataBytes = 64 * 1024,
                 Digests = list.Sha256, StoredAs = basedOn is null ? "full" : "reflink", BasedOn = basedOn,
                 FullBecause = basedOn is null ? "no earlier Complete set of " + domain + " at this destination" : null,
                 BytesRead = size, BytesSent = 64 * 1024, BytesCloned = basedOn is null ? 0 : size - 64 * 1024, BytesResent = 0,
@@ -129,6 +129,8 @@ internal class FakeRemoteStore(string root) : IBackupStore
     private readonly LocalBackupStore _local = new(root);
     public int SegmentDigestCalls;
     public int OpenReadCalls;
+    /// <summary>What was opened for reading (over the network, for a real server), in order.</summary>
+    public List<string> Opened { get; } = new();
 
     public string Location => "root@backup-server:" + root;
     public bool IsRemote => true;
@@ -154,6 +156,8 @@ internal class FakeRemoteStore(string root) : IBackupStore
     public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct)
     {
         Interlocked.Increment(ref OpenReadCalls);
+        lock (Opened)
+            Opened.Add(relativePath);
         return _local.OpenReadAsync(relativePath, ct);
     }
 
