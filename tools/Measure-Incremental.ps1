@@ -331,6 +331,13 @@ $others = @((Invoke-Tool virsh @('-c', 'qemu:///system', 'list', '--name')) -spl
 foreach ($other in $others) { Invoke-LabVirsh @('destroy', $other) -AllowFailure | Out-Null }
 Write-Host "Other VMs shut off for the bench: $(if ($others) { $others -join ', ' } else { 'none were running' })"
 
+# The host's disk is shared: the VM's disks (the vdisk fully allocated) and, at the peak, two full sets on the XFS
+# (whose sparse image lies on the same disk) must fit with room to spare, or the run does not start.
+$need = (1.1 * $BootGiB * $DataFraction + $VdiskGiB + 2 * 1.1 * ($BootGiB + $VdiskGiB) * $DataFraction + 2) * 1GB
+$free = [long]((& df -B1 --output=avail (Get-LabRoot) | Select-Object -Last 1).Trim())
+if ($free -lt $need) { throw ("The bench needs about {0:N1} GiB free on the disk of {1}; it has {2:N1} GiB. Free some space or use smaller -BootGiB/-VdiskGiB." -f ($need / 1GB), (Get-LabRoot), ($free / 1GB)) }
+Write-Host ("Disk space: {0:N1} GiB free, the bench takes up to about {1:N1} GiB" -f ($free / 1GB), ($need / 1GB))
+
 $null = Start-LabSshd
 $XfsFolder = Get-LabSshXfsFolder
 $XfsMount = Mount-LabXfs
