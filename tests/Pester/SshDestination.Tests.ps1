@@ -38,7 +38,7 @@ Describe 'A hot backup to an SSH server' {
         $manifest.Status | Should -Be 'Complete'
         foreach ($disk in $manifest.Disks) {
             $disk.Verified | Should -BeTrue
-            $disk.VerifiedBy | Should -Match 'on the server.*sha256sum'
+            $disk.VerifiedBy | Should -Match 'on the server.*computed there with python3'
             @($disk.SegmentDigests.PSObject.Properties).Count | Should -BeGreaterThan 0
         }
         Test-OnOwnDisks linux_vm | Should -BeTrue

@@ -172,8 +172,13 @@ internal static class BackupNames
         }
         if (names.Any(n => !used.Add(n)))
             return true;
-        return inSet && names.Any(n => used.Contains(Partial(n)));
+        return inSet && names.Any(n => NamesBesideCopy(n).Any(used.Contains));
     }
+
+    /// <summary>The other names a copy <paramref name="fileName"/> gives files in its set: its partial while it is
+    /// written, its digest list, and the list's partial. No copy may have one of another copy's.</summary>
+    public static IReadOnlyList<string> NamesBesideCopy(string fileName) =>
+        [Partial(fileName), fileName + DigestListSuffix, Partial(fileName + DigestListSuffix)];
 
     // ---------------------------------------------------------------- the way back (restore, boot test)
 

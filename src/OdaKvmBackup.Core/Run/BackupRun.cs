@@ -209,9 +209,21 @@ internal sealed partial class BackupRun
         return set;
     }
 
-    /// <summary>The copy of a disk was written (as .partial) from its frozen file; a copy on another host is checked
-    /// there by <paramref name="segmentDigests"/> (Format OdaKvmBackup/2).</summary>
-    public void RecordCopied(string target, CopyResult copy, IReadOnlyDictionary<long, string>? segmentDigests = null)
+    /// <summary>Written before the copy's file is made (a clone of the base, or an empty file): on which set it is
+    /// based, or why it is full. The file's name says it is the run's (<see cref="RunCloser.PartialNames"/>), whichever.</summary>
+    public void RecordCopyStart(string target, string? basedOn, string? fullBecause)
+    {
+        lock (_gate)
+        {
+            var disk = Record.Disk(target);
+            var before = (disk.BasedOn, disk.FullBecause);
+            (disk.BasedOn, disk.FullBecause) = (basedOn, fullBecause);
+            SaveAhead(() => (disk.BasedOn, disk.FullBecause) = before);
+        }
+    }
+
+    /// <summary>The copy of a disk was written (as .partial) from its frozen file, with its digest list beside it.</summary>
+    public void RecordCopied(string target, CopyResult copy, string storedAs, long bytesCloned)
     {
         Change(() =>
         {
@@ -220,8 +232,15 @@ internal sealed partial class BackupRun
             disk.State = BackupStage.Copied;
             disk.SizeBytes = copy.SizeBytes;
             disk.DataBytes = copy.DataBytes;
-            disk.ContentDigest = copy.ContentDigest;
-            disk.SegmentDigests = segmentDigests is null ? null : new SortedDictionary<long, string>(segmentDigests.ToDictionary());
+            // Format OdaKvmBackup/3: the digest list replaces the content digest and the segment digests.
+            disk.ContentDigest = null;
+            disk.SegmentDigests = null;
+            disk.Digests = copy.Digests.Sha256;
+            disk.StoredAs = storedAs;
+            disk.BytesRead = copy.BytesRead;
+            disk.BytesSent = copy.BytesSent;
+            disk.BytesCloned = bytesCloned;
+            disk.BytesResent = copy.BytesResent;
             disk.CopiedUtc = DateTime.UtcNow;
         });
     }
@@ -263,7 +282,7 @@ internal sealed partial class BackupRun
             // Copies still being written, or written and being read back: their copy or check ends with its own file
             // (renamed, or left for the rollback's marking once the copy is given up).
             inUseByACopy = Record.Disks.Where(d => _copying.Contains(d.Target) || (d.State == BackupStage.Copied && !d.Verified))
-                .Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
+                .SelectMany(RunCloser.PartialNames).ToHashSet(StringComparer.Ordinal);
         }
         // Partial copies first: never usable, and on a full destination their room is what the manifest needs.
         await RunCloser.DeletePartialCopiesAsync(_store, setFolder, Record, inUseByACopy, ct).ConfigureAwait(false);

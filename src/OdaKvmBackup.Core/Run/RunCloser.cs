@@ -143,12 +143,17 @@ internal sealed class RunCloser
 
     // ---------------------------------------------------------------- the set
 
-    /// <summary>Deletes the run's own partial copies from its set (a disk's file may itself be named *.partial, so
-    /// only the names the run gave), except <paramref name="inUse"/>: those of copies still being written or read
-    /// back, whose copy or check ends with its own file.</summary>
+    /// <summary>The names in the set of a disk's partial files: its copy and its digest list while they are written
+    /// and not yet verified.</summary>
+    public static IEnumerable<string> PartialNames(DiskRecord disk) =>
+        [BackupNames.Partial(disk.SetFile), BackupNames.Partial(disk.SetFile + BackupNames.DigestListSuffix)];
+
+    /// <summary>Deletes the run's own partial copies and digest lists from its set (a disk's file may itself be named
+    /// *.partial, so only the names the run gave), except <paramref name="inUse"/>: those of copies still being
+    /// written or read back, whose copy or check ends with its own files.</summary>
     public static async Task DeletePartialCopiesAsync(IBackupStore store, string set, RunRecord record, IReadOnlySet<string> inUse, CancellationToken ct)
     {
-        var partials = record.Disks.Select(d => BackupNames.Partial(d.SetFile)).ToHashSet(StringComparer.Ordinal);
+        var partials = record.Disks.SelectMany(PartialNames).ToHashSet(StringComparer.Ordinal);
         foreach (var entry in await store.ListAsync(set, ct).ConfigureAwait(false))
         {
             if (partials.Contains(entry.Name) && !inUse.Contains(entry.Name))

@@ -1,7 +1,8 @@
 namespace OdaKvmBackup.Core.Steps;
 
-/// <summary>Copy-VmDisk's part of the preflight: the destination, checked for each domain before its snapshot.</summary>
-internal sealed class CopyDestinationCheck(IBackupStore store, bool force) : IPreflightCheck
+/// <summary>Copy-VmDisk's part of the preflight: the destination, checked for each domain before its snapshot, and
+/// with <paramref name="bases"/> the base of each disk's incremental copy, chosen and read back (see <see cref="CopyBases"/>).</summary>
+internal sealed class CopyDestinationCheck(IBackupStore store, bool force, CopyBases? bases = null) : IPreflightCheck
 {
     public async Task CheckAsync(PreflightContext context, CancellationToken ct)
     {
@@ -36,11 +37,15 @@ internal sealed class CopyDestinationCheck(IBackupStore store, bool force) : IPr
             context.Problem(ErrorIds.NotEnoughSpaceAtDestination, BackupErrorCategory.ResourceUnavailable,
                 $"Only {FileSystemPaths.FormatBytes(free)} is free at '{store.Location}'; the disks of '{domain}' hold up to {FileSystemPaths.FormatBytes(allocated)}.",
                 "Free space there or choose another -Destination.");
+            return;
         }
-        else if (free < allocated)
+        if (free < allocated)
         {
             context.Warnings.Add($"Only {FileSystemPaths.FormatBytes(free)} is free at '{store.Location}', and the disks of '{domain}' have {FileSystemPaths.FormatBytes(allocated)} allocated. The copies are sparse, so they may fit; if the destination fills up, the set is marked Incomplete and '{domain}' is put back on its own disks.");
         }
+        // Last: the other checks are cheap, and a domain they refuse needs no base read back.
+        if (bases is not null && context.Problems.Count == 0)
+            await bases.PrepareAsync(context, ct).ConfigureAwait(false);
     }
 
     public async Task<bool> IsRunIdTakenAsync(string domain, string runId, CancellationToken ct) =>

@@ -3,8 +3,13 @@ namespace OdaKvmBackup.Core.Steps;
 /// <summary>What Copy-VmDisk reports of one disk.</summary>
 internal sealed record CopyOutcome(VmDiskBackup Disk, TimeSpan Duration)
 {
-    /// <summary>The verbose line for it.</summary>
-    public string Sentence => $"Copied {Disk.Target} of {Disk.DomainName} in {Duration.TotalSeconds:0.0} s: {FileSystemPaths.FormatBytes(Disk.CopiedBytes ?? 0)} of data (content digest {Disk.ContentDigest}); it is read back from storage in the background.";
+    /// <summary>The verbose line for it: what was read and sent, how the copy is stored, and on which set it is based.</summary>
+    public string Sentence => $"Copied {Disk.Target} of {Disk.DomainName} in {Duration.TotalSeconds:0.0} s: read {FileSystemPaths.FormatBytes(Disk.BytesRead ?? 0)}, " +
+        $"sent {FileSystemPaths.FormatBytes(Disk.BytesSent ?? 0)}{(Disk.BytesResent is > 0 ? $" ({FileSystemPaths.FormatBytes(Disk.BytesResent.Value)} of it again, because the base had rotted there)" : "")}; " +
+        (Disk.BasedOn is { } basedOn
+            ? $"stored as {Disk.StoredAs} of set {basedOn} ({FileSystemPaths.FormatBytes(Disk.BytesCloned ?? 0)} of data taken from it)"
+            : $"stored in full ({Disk.FullBecause})") +
+        $"; digest list {Disk.Digests}. It is read back from storage in the background.";
 }
 
 /// <summary>The next disk of a run handed on by the copy step: one copied, or the run given up (its copies failed),
@@ -31,7 +36,8 @@ internal sealed class CopyService
     private readonly HashSet<BackupRun> _failed = new();
     private int _progressIds;
 
-    public CopyService(HostTools tools, IBackupStore store, bool force, int bandwidthMiBps, int throttleLimit, IOperationSink sink)
+    /// <summary>With <paramref name="full"/> (-Full) every disk is copied in full, none based on an earlier set.</summary>
+    public CopyService(HostTools tools, IBackupStore store, bool force, int bandwidthMiBps, int throttleLimit, IOperationSink sink, bool full = false)
     {
         _tools = tools;
         _store = store;
@@ -39,16 +45,20 @@ internal sealed class CopyService
         _bandwidth = bandwidthMiBps * (1L << 20);
         _slots = new SemaphoreSlim(Math.Max(1, throttleLimit));
         _sink = sink;
+        Bases = new CopyBases(store, full, sink);
     }
 
     public IBackupStore Store => _store;
+
+    /// <summary>The base of each disk's copy, chosen before the snapshot by the preflight (<see cref="CopyDestinationCheck"/>).</summary>
+    public CopyBases Bases { get; }
 
     /// <summary>Copy-VmDisk's ShouldProcess text for a run.</summary>
     public (string Target, string Action) Describe(BackupRun run)
     {
         var set = _store.Describe(BackupNames.SetFolder(run.DomainName, run.RunId));
         var replaces = _force ? $" (an existing set of that name is kept aside as {set}.replaced-<time>)" : "";
-        return ($"{run.DomainName} ({string.Join(", ", run.Disks.Select(d => d.Target))})", $"Copy the frozen disk files into {set}, sparse, and verify them{replaces}");
+        return ($"{run.DomainName} ({string.Join(", ", run.Disks.Select(d => d.Target))})", $"Copy the frozen disk files into {set}, sending only the blocks that differ from the last Complete set there (unless -Full), and verify them{replaces}");
     }
 
     /// <summary>True once the run's copies failed and the run was given up (reported once, by <see cref="TakeAsync"/>).</summary>
@@ -182,7 +192,6 @@ internal sealed class CopyService
     {
         var started = DateTime.UtcNow;
         var record = run.Record.Disk(disk.Target);
-        string? partial = null;
         var slot = false;
         try
         {
@@ -191,29 +200,33 @@ internal sealed class CopyService
             slot = true;
             started = DateTime.UtcNow;
             var set = await run.EnsureSetAsync(_store, _force, ct).ConfigureAwait(false);
-            partial = BackupNames.PartialInSet(set, record.SetFile);
+            var partial = BackupNames.PartialInSet(set, record.SetFile);
+            var listPartial = BackupNames.Partial(BackupNames.DigestListInSet(set, record.SetFile));
+            var prepared = await Bases.TakeAsync(run.DomainName, run.RunId, record, ct).ConfigureAwait(false);
+            var (writer, stored) = await OpenCopyAsync(run, disk, partial, prepared, ct).ConfigureAwait(false);
             var activity = $"Copying {disk.Target} of {disk.DomainName}";
             var progressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
             CopyResult copy;
-            await using (var writer = await _store.CreateFileAsync(partial, ct).ConfigureAwait(false))
+            await using (writer)
             {
                 var rate = new RateMeter();
-                copy = await SparseCopy.CopyAsync(record.Source, writer, null, _bandwidth, progress =>
+                copy = await SparseCopy.CopyAsync(record.Source, writer, stored.Base, _bandwidth, p =>
                 {
-                    var (done, total) = (progress.Compared, progress.Total);
-                    // A bar per disk under one for the VM: bytes, rate and time left for each.
-                    _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, rate.Describe(done, total), total == 0 ? 100 : (int)(done * 100 / total)));
-                    var (vmDone, vmTotal) = copies.Report(disk.Target, done, total);
+                    // A bar per disk under one for the VM: compared and sent bytes, rate and time left for each.
+                    _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, Status(rate, p.Compared, p.Sent, p.Total), Percent(p.Compared, p.Total)));
+                    var (vmCompared, vmSent, vmTotal) = copies.Report(disk.Target, p);
                     _sink.Progress(new ProgressUpdate(copies.ProgressId, null, $"Copying {disk.DomainName} to {_store.Location}",
-                        copies.Rate.Describe(vmDone, vmTotal), vmTotal == 0 ? 100 : (int)(vmDone * 100 / vmTotal)));
-                }, ct, legacyContentDigest: true).ConfigureAwait(false);
+                        Status(copies.Rate, vmCompared, vmSent, vmTotal), Percent(vmCompared, vmTotal)));
+                }, ct).ConfigureAwait(false);
                 _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, "Done", 100, Completed: true));
             }
+            // The list goes with the copy: written as a partial beside it, renamed with it once the copy is verified.
+            await WriteListAsync(listPartial, copy.Digests, ct).ConfigureAwait(false);
             if (run.Consistency == BackupConsistency.Cold)
                 await RequireStillShutOffAsync(disk, ct).ConfigureAwait(false);
-            run.RecordCopied(disk.Target, copy, _store.IsRemote ? copy.Digests.DataSegmentDigests() : null);
+            run.RecordCopied(disk.Target, copy, stored.StoredAs, stored.BytesCloned);
             lock (_verifications)
-                _verifications.Add(VerifyAsync(run, disk, partial, BackupNames.FileInSet(set, record.SetFile), copy));
+                _verifications.Add(VerifyAsync(run, disk, set, copy));
             return new CopyOutcome(disk, DateTime.UtcNow - started);
         }
         catch (Exception ex)
@@ -230,16 +243,88 @@ internal sealed class CopyService
         }
     }
 
-    /// <summary>Reads the copy back from the destination's storage, compares it with what was read from the source,
-    /// and only then gives it its final name. A check that fails marks the set Incomplete and throws.</summary>
-    private async Task VerifyAsync(BackupRun run, VmDiskBackup disk, string partial, string final, CopyResult copy)
+    private static int Percent(long done, long total) => total == 0 ? 100 : (int)(done * 100 / total);
+
+    private static string Status(RateMeter rate, long compared, long sent, long total) =>
+        $"compared {rate.Describe(compared, total)}; sent {FileSystemPaths.FormatBytes(sent)}";
+
+    /// <summary>How the new copy starts: a clone of the base copy made where it lies (the base itself is only read),
+    /// written into at the blocks that differ; or, without a base or when the clone cannot be made, an empty file
+    /// for a full copy. The journal says which before the file is made.</summary>
+    private async Task<(IStoreFileWriter Writer, StartedCopy Stored)> OpenCopyAsync(BackupRun run, VmDiskBackup disk, string partial, PreparedBase prepared, CancellationToken ct)
     {
+        var fullBecause = prepared.FullBecause;
+        if (prepared.Base is { } chosen)
+        {
+            run.RecordCopyStart(disk.Target, chosen.RunId, null);
+            try
+            {
+                var clone = await _store.CloneFileAsync(chosen.CopyPath, partial, ct).ConfigureAwait(false);
+                if (clone.SizeBytes != chosen.List.FileSize)
+                    throw new IOException($"the clone holds {clone.SizeBytes} bytes, not the {chosen.List.FileSize} of the base's digest list");
+                var writer = await _store.OpenForWriteAsync(partial, ct).ConfigureAwait(false);
+                // A reflink takes the base's data without moving it: counted by the base's list, 64 KiB blocks that are not zeros.
+                var cloned = clone.StoredAs == FileClone.Reflink ? DataBytesOf(chosen.List) : clone.CopiedBytes;
+                return (writer, new StartedCopy(new CopyBase(chosen.List, prepared.RottedSegments), clone.StoredAs, cloned));
+            }
+            catch (Exception ex) when (ex is BackupException or NotSupportedException or IOException or UnauthorizedAccessException && !ct.IsCancellationRequested)
+            {
+                fullBecause = $"the copy of set {chosen.RunId} could not be cloned at the destination ({ex.Message.TrimEnd('.')})";
+                _sink.Verbose($"{disk.Target} of {disk.DomainName}: copied in full, because {fullBecause}.");
+                await _store.DeleteAsync(partial, recursive: false, ct).ConfigureAwait(false); // a clone made but not opened
+            }
+        }
+        run.RecordCopyStart(disk.Target, null, fullBecause);
+        return (await _store.CreateFileAsync(partial, ct).ConfigureAwait(false), new StartedCopy(null, StoredAsFull, 0));
+    }
+
+    /// <summary>How a copy that is not based on another set is stored (see <see cref="ManifestDisk.StoredAs"/>).</summary>
+    public const string StoredAsFull = "full";
+
+    private sealed record StartedCopy(CopyBase? Base, string StoredAs, long BytesCloned);
+
+    /// <summary>The bytes of the 64 KiB blocks of a list that are not all zeros.</summary>
+    private static long DataBytesOf(BlockDigestList list)
+    {
+        long bytes = 0;
+        for (long block = 0; block < list.BlockCount; block++)
+        {
+            if (!list.BlockDigest(block).SequenceEqual(BlockDigestList.ZeroBlockDigest))
+                bytes += Math.Min(BlockDigestList.BlockSize, list.FileSize - block * BlockDigestList.BlockSize);
+        }
+        return bytes;
+    }
+
+    /// <summary>Writes the digest list as a file (it may be tens of MB: not the small-file writer), synced.</summary>
+    private async Task WriteListAsync(string relative, BlockDigestList list, CancellationToken ct)
+    {
+        const int Piece = 1 << 20;
+        await using var writer = await _store.CreateFileAsync(relative, ct).ConfigureAwait(false);
+        var bytes = list.Bytes;
+        for (var offset = 0; offset < bytes.Length; offset += Piece)
+            await writer.WriteAsync(offset, bytes.Slice(offset, Math.Min(Piece, bytes.Length - offset)), ct).ConfigureAwait(false);
+        await writer.CompleteAsync(bytes.Length, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Reads the copy back from the destination's storage, whole, compares it with the digests taken while
+    /// reading the source, and only then gives it and its digest list their final names. A check that fails marks
+    /// the set Incomplete and throws.</summary>
+    private async Task VerifyAsync(BackupRun run, VmDiskBackup disk, string set, CopyResult copy)
+    {
+        var file = run.Record.Disk(disk.Target).SetFile;
+        var partial = BackupNames.PartialInSet(set, file);
+        var list = BackupNames.DigestListInSet(set, file);
+        var listPartial = BackupNames.Partial(list);
         try
         {
             var verifiedBy = _store.IsRemote
                 ? await VerifyOnServerAsync(disk, partial, copy).ConfigureAwait(false)
                 : await VerifyLocalAsync(disk, partial, copy).ConfigureAwait(false);
-            await _store.RenameAsync(partial, final, CancellationToken.None).ConfigureAwait(false);
+            var listEntry = await _store.GetEntryAsync(listPartial, CancellationToken.None).ConfigureAwait(false);
+            if (listEntry is null || listEntry.Size != copy.Digests.Bytes.Length)
+                throw Mismatch(disk, $"its digest list holds {listEntry?.Size ?? 0} bytes instead of {copy.Digests.Bytes.Length}");
+            await _store.RenameAsync(listPartial, list, CancellationToken.None).ConfigureAwait(false);
+            await _store.RenameAsync(partial, BackupNames.FileInSet(set, file), CancellationToken.None).ConfigureAwait(false);
             await run.RecordVerifiedAsync(disk.Target, verifiedBy, CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException)
@@ -252,6 +337,8 @@ internal sealed class CopyService
             {
                 await run.MarkSetIncompleteAsync($"the copy of {disk.Target} failed its check: {error.Message}", CancellationToken.None).ConfigureAwait(false);
                 await _store.DeleteAsync(partial, recursive: false, CancellationToken.None).ConfigureAwait(false);
+                await _store.DeleteAsync(listPartial, recursive: false, CancellationToken.None).ConfigureAwait(false);
+                await _store.DeleteAsync(list, recursive: false, CancellationToken.None).ConfigureAwait(false); // renamed before the copy's rename failed
             }
             catch (Exception inner) when (inner is BackupException or IOException)
             {
@@ -261,33 +348,42 @@ internal sealed class CopyService
         }
     }
 
-    /// <summary>Reads the copy back from the destination's storage (its pages dropped from the cache first).</summary>
+    /// <summary>Reads the copy back from the destination's storage (its pages dropped from the cache first) and takes
+    /// its digest list again: equal to the source's only when every byte is.</summary>
     private async Task<string> VerifyLocalAsync(VmDiskBackup disk, string partial, CopyResult copy)
     {
-        var readBack = await SparseCopy.DigestAsync(_store.Describe(partial), null, CancellationToken.None).ConfigureAwait(false);
-        if (readBack.ContentDigest != copy.ContentDigest || readBack.SizeBytes != copy.SizeBytes)
-            throw Mismatch(disk, $"content digest {readBack.ContentDigest} instead of {copy.ContentDigest}");
-        return "read back from the destination's storage (page cache dropped); content digest equal to the source's";
+        var readBack = await SparseCopy.DigestListAsync(_store.Describe(partial), null, CancellationToken.None).ConfigureAwait(false);
+        if (readBack.Sha256 != copy.Digests.Sha256)
+        {
+            var list = copy.Digests;
+            var segment = readBack.FileSize != list.FileSize ? -1
+                : Enumerable.Range(0, (int)list.SegmentCount).First(s => !readBack.SegmentDigest(s).SequenceEqual(list.SegmentDigest(s)));
+            throw Mismatch(disk, segment < 0
+                ? $"{readBack.FileSize} bytes stored instead of {list.FileSize}"
+                : $"the 16 MiB segment at offset {segment * BlockDigestList.SegmentSize} reads {readBack.SegmentDigestHex(segment)} instead of {list.SegmentDigestHex(segment)}");
+        }
+        return $"read back whole from the destination's storage (page cache dropped): its digest list, taken again in .NET, equal to the one taken while reading the source ({copy.Digests.SegmentCount} segments of 16 MiB)";
     }
 
-    /// <summary>Has the server read the copy back (never over the network): each data segment's digest compared,
-    /// each segment of zeros read as zeros (see <see cref="RemoteCopyCheck"/>).</summary>
+    /// <summary>Has the server read the copy back, whole (never over the network): each segment that holds data by
+    /// its SHA-256 computed there, each segment of zeros by reading as zeros there (see <see cref="RemoteCopyCheck"/>).
+    /// All of the copy, not only the blocks sent: what the clone took from the base is checked too.</summary>
     private async Task<string> VerifyOnServerAsync(VmDiskBackup disk, string partial, CopyResult copy)
     {
+        var list = copy.Digests;
         var entry = await _store.GetEntryAsync(partial, CancellationToken.None).ConfigureAwait(false);
         if (entry is null || entry.Size != copy.SizeBytes)
             throw Mismatch(disk, $"{entry?.Size ?? 0} bytes stored instead of {copy.SizeBytes}");
-        var check = await RemoteCopyCheck.RunAsync(_store, partial, copy.SizeBytes, SparseCopy.SegmentSize,
-            copy.Digests.DataSegmentDigests(), CancellationToken.None).ConfigureAwait(false);
+        var check = await RemoteCopyCheck.RunAsync(_store, partial, copy.SizeBytes, BlockDigestList.SegmentSize, list.DataSegmentDigests(), CancellationToken.None).ConfigureAwait(false);
         if (check.Failed is { } failed)
         {
-            var offset = failed.Segment * SparseCopy.SegmentSize;
+            var offset = failed.Segment * BlockDigestList.SegmentSize;
             throw Mismatch(disk, failed.ZerosExpected
                 ? $"the 16 MiB segment at offset {offset} holds data on the server (from byte {failed.FirstData}) where the source has only zeros"
                 : $"the 16 MiB segment at offset {offset} reads {failed.Digest} on the server instead of {failed.Expected}");
         }
-        return $"read back on the server: the SHA-256 of each of the {check.DataSegments} 16 MiB segments that hold data, computed there{(_store.DigestTool is { } tool ? " with " + tool : "")}, " +
-            $"equal to the source's, and each of the {check.ZeroSegments} segments of zeros read as zeros there";
+        return $"read back whole on the server: the SHA-256 of each of the {check.DataSegments} 16 MiB segments that hold data, computed there{(_store.DigestTool is { } tool ? " with " + tool : "")}, " +
+            $"equal to the digest list taken while reading the source, and each of the {check.ZeroSegments} segments of zeros read as zeros there";
     }
 
     private static BackupException Mismatch(VmDiskBackup disk, string what) =>
@@ -325,7 +421,7 @@ internal sealed class CopyService
 
     private sealed class RunCopies(BackupRun run, CancellationTokenSource stop)
     {
-        private readonly Dictionary<string, (long Done, long Total)> _bytes = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, CopyProgress> _bytes = new(StringComparer.Ordinal);
 
         public BackupRun Run { get; } = run;
         public CancellationTokenSource Stop { get; } = stop;
@@ -335,12 +431,12 @@ internal sealed class CopyService
         public RateMeter Rate { get; } = new();
 
         /// <summary>One disk's progress; returns the whole VM's (disks not started yet count once they start).</summary>
-        public (long Done, long Total) Report(string target, long done, long total)
+        public (long Compared, long Sent, long Total) Report(string target, CopyProgress progress)
         {
             lock (_bytes)
             {
-                _bytes[target] = (done, total);
-                return (_bytes.Values.Sum(b => b.Done), _bytes.Values.Sum(b => b.Total));
+                _bytes[target] = progress;
+                return (_bytes.Values.Sum(b => b.Compared), _bytes.Values.Sum(b => b.Sent), _bytes.Values.Sum(b => b.Total));
             }
         }
     }

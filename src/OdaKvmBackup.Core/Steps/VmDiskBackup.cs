@@ -37,7 +37,7 @@ public sealed class VmDiskBackup
     /// <summary>The backup set folder ("/backup/vm/20261128-101500", or "root@srv:/backup/vm/...").</summary>
     public string? BackupSet => Run.Record.SetFolder is { } set && Run.Store is { } store ? store.Describe(set) : null;
     /// <summary>The copy of this disk, once it is copied.</summary>
-    public string? BackupFile => Disk.ContentDigest is not null && Run.Record.SetFolder is { } set && Run.Store is { } store
+    public string? BackupFile => (Disk.Digests ?? Disk.ContentDigest) is not null && Run.Record.SetFolder is { } set && Run.Store is { } store
         ? store.Describe(BackupNames.FileInSet(set, Disk.SetFile)) : null;
     /// <summary>
     /// The module's content digest of the disk, not the <c>sha256sum</c> of its file: SHA-256 over, for every 4 KiB
@@ -49,8 +49,25 @@ public sealed class VmDiskBackup
     /// <c>qemu-img compare -f raw -F raw &lt;copy&gt; &lt;source&gt;</c> (with the source's format).
     /// </summary>
     public string? ContentDigest => Disk.ContentDigest;
-    /// <summary>Bytes of data copied (all-zero blocks are not).</summary>
+    /// <summary>Bytes of data in the copy (all-zero blocks are not counted).</summary>
     public long? CopiedBytes => Disk.DataBytes;
+    /// <summary>The SHA-256 of the copy's block digest list (the file &lt;copy&gt;.digests beside it in the set).</summary>
+    public string? Digests => Disk.Digests;
+    /// <summary>The RunId of the set the copy was built from (only the blocks that differ were sent); null for a full copy.</summary>
+    public string? BasedOn => Disk.BasedOn;
+    /// <summary>Why the copy is full (no earlier Complete set, -Full, another size or format...).</summary>
+    public string? FullBecause => Disk.FullBecause;
+    /// <summary>How the copy is stored: <c>full</c>, <c>reflink</c> (a clone of the base's copy sharing its blocks)
+    /// or <c>local copy</c> (the base's copy copied at the destination).</summary>
+    public string? StoredAs => Disk.StoredAs;
+    /// <summary>Bytes read from the frozen disk file.</summary>
+    public long? BytesRead => Disk.BytesRead;
+    /// <summary>Bytes written into the copy (sent over the network for an SSH destination).</summary>
+    public long? BytesSent => Disk.BytesSent;
+    /// <summary>Bytes of the base's data the copy took from it where it lies.</summary>
+    public long? BytesCloned => Disk.BytesCloned;
+    /// <summary>Bytes sent again only because the base's copy of them had rotted.</summary>
+    public long? BytesResent => Disk.BytesResent;
     public long? SizeBytes => Disk.SizeBytes;
     /// <summary>The copy was read back from the destination's storage and matched the source.</summary>
     public bool Verified => Disk.Verified;

@@ -81,7 +81,16 @@ internal static class BaseFinder
             if (manifest.Manifest.Status != BackupSetStatus.Complete)
                 continue;
             completeSets++;
-            var (found, why) = await TryBaseAsync(store, folder, manifest.Manifest, disk, size, ct).ConfigureAwait(false);
+            DiskBase? found;
+            string? why;
+            try
+            {
+                (found, why) = await TryBaseAsync(store, folder, manifest.Manifest, disk, size, ct).ConfigureAwait(false);
+            }
+            catch (BackupException ex) when (!Stores.Ssh.SftpConnection.IsConnectionProblem(ex))
+            {
+                (found, why) = (null, $"the copy of {disk.Target} in set {candidate} cannot be used: {ex.Message.TrimEnd('.')}");
+            }
             if (found is not null)
                 return new BaseChoice(found, null);
             firstReason ??= why;

@@ -19,9 +19,10 @@ namespace OdaKvmBackup.Core.WayBack;
 /// '/', NUL or control character, not '.', '..', backup.json, domain.xml or the name another copy has while it is
 /// written), unique; a Format raw or qcow2; an absolute Source; sizes that are not negative, DataBytes not above
 /// SizeBytes; a ContentDigest (and, for a Complete set, a SizeBytes) that is a SHA-256 in hex; segment digests
-/// that fit the copy. Format OdaKvmBackup/3 (issue 15) asks, in a Complete set, for Digests (the SHA-256 of the copy's
-/// digest list) instead of ContentDigest; a File never ends in ".digests" (a list's name is derived from its copy's,
-/// so no copy may have it); BasedOn is a run id or nothing; StoredAs is "full", "reflink" or "local copy"; the Bytes*
+/// that fit the copy; no File is the name another copy gives a file beside it (its partial, its digest list
+/// "x.digests" and that list's partial: see <see cref="BackupNames.NamesBesideCopy"/>). Format OdaKvmBackup/3 (issue
+/// 15) asks, in a Complete set, for Digests (the SHA-256 of the copy's digest list) instead of ContentDigest; BasedOn
+/// is a run id or nothing; StoredAs is "full", "reflink" or "local copy"; the Bytes*
 /// counters are not negative.
 /// </remarks>
 internal sealed partial class CheckedManifest
@@ -135,14 +136,21 @@ internal sealed partial class CheckedManifest
                 problems.Add($"the ContentDigest of {label} is not a SHA-256 in hex");
             if (disk.Digests is not null && !IsSha256(disk.Digests))
                 problems.Add($"the Digests of {label} is not a SHA-256 in hex");
-            if (disk.File is not null && disk.File.EndsWith(BackupNames.DigestListSuffix, StringComparison.Ordinal))
-                problems.Add($"the File of {label}, {FileSystemPaths.Quote(disk.File)}, ends in '{BackupNames.DigestListSuffix}', the name of a copy's digest list");
             CheckSegments(disk, label, problems);
             CheckIncremental(disk, label, problems);
         }
-        // Another copy's name while it is written (x.partial) must not be a copy of its own, as BackupNames decides.
-        foreach (var file in files.Where(f => files.Contains(BackupNames.Partial(f))))
-            problems.Add($"the File '{BackupNames.Partial(file)}' is the name the copy '{file}' has while it is written");
+        // The names a copy gives files beside it (x.partial while it is written, its digest list x.digests and
+        // x.digests.partial) must not be copies of their own, as BackupNames decides: a list would be read as a copy.
+        foreach (var file in files.Order(StringComparer.Ordinal))
+        {
+            var beside = BackupNames.NamesBesideCopy(file);
+            var what = new[] { $"the copy '{file}' has while it is written", $"of the digest list of the copy '{file}'", $"of the digest list of the copy '{file}' while it is written" };
+            for (var i = 0; i < beside.Count; i++)
+            {
+                if (files.Contains(beside[i]))
+                    problems.Add($"the File '{beside[i]}' is the name {what[i]}");
+            }
+        }
     }
 
     private static void CheckSegments(ManifestDisk disk, string label, List<string> problems)

@@ -370,7 +370,11 @@ internal sealed partial class RestoreService(HostTools tools, IProcessRunner run
         KeptAside = keptAside,
         Notes = plan.Notes,
         Disks = restored.Select(r => new RestoredDisk(r.File.Target, r.File.TargetPath, r.File.Format, r.Copy.SizeBytes,
-            HostPaths.AllocatedBytes(r.File.TargetPath), r.Copy.ContentDigest, true) { Digests = r.Copy.ContentDigest is null ? r.Copy.Digests.Sha256 : null }).ToList(),
+            HostPaths.AllocatedBytes(r.File.TargetPath), r.Copy.ContentDigest, true)
+        {
+            // Sets of format OdaKvmBackup/3 are checked by the digest list, earlier ones by the content digest.
+            Digests = r.Copy.ContentDigest is null ? r.Copy.Digests.Sha256 : null,
+        }).ToList(),
     };
 
     /// <summary>Allocates every byte of a file (ODA keeps its vdisks fully allocated); the content stays as it is.</summary>

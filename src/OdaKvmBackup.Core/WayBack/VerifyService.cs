@@ -206,7 +206,7 @@ internal sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
                 ? ("a segment of zeros holds data", $"segment {failed.Segment} ({bytes}) holds data on the server (from byte {failed.FirstData}) where its digest list says it holds only zeros", false)
                 : ("segment digests differ", $"segment {failed.Segment} ({bytes}) reads differently on the server than its digest list says", false);
         }
-        return ($"digest list equal to backup.json's, and {check.DataSegments} segment digests equal to it and {check.ZeroSegments} segments of zeros read as zeros (read on the server)", null, false);
+        return ($"digest list equal to backup.json's, and {check.DataSegments} segment digests equal to it and {check.ZeroSegments} segments of zeros read as zeros (read on the server{(store.DigestTool is { } tool ? ", hashed with " + tool : "")})", null, false);
     }
 
     /// <summary>The first segment where <paramref name="actual"/> (the copy as read) differs from <paramref name="expected"/>

@@ -34,6 +34,10 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
     [Parameter]
     public SwitchParameter Force { get; set; }
 
+    /// <summary>Copies every disk in full, none based on the last Complete set at the destination.</summary>
+    [Parameter]
+    public SwitchParameter Full { get; set; }
+
     protected override void Begin()
     {
         IBackupStore store;
@@ -49,8 +53,8 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
             ThrowTerminatingError(ToErrorRecord(ex));
             return;
         }
-        _copy = new CopyService(Tools, store, Force, BandwidthLimit, ThrottleLimit, Sink);
-        BackupPipelineContext.Open?.Checks.Add(new CopyDestinationCheck(store, Force));
+        _copy = new CopyService(Tools, store, Force, BandwidthLimit, ThrottleLimit, Sink, Full);
+        BackupPipelineContext.Open?.Checks.Add(new CopyDestinationCheck(store, Force, _copy.Bases));
     }
 
     protected override void ProcessRecord()

@@ -116,6 +116,11 @@ public class BackupNamesTests
         { ["/a/domain.xml", "/b/linux_boot"] },
         { ["/a/x", "/b/x.partial"] },
         { ["/a/x.partial", "/b/x", "/c/x"] },
+        // Issue 15: each copy has its digest list "<file>.digests" beside it (and "<file>.digests.partial" while written).
+        { ["/a/x", "/b/x.digests"] },
+        { ["/a/x", "/b/x.digests.partial"] },
+        { ["/a/x.digests", "/b/x", "/c/x"] },
+        { ["/a/x.digests"] },
     };
 
     [Theory]
@@ -128,7 +133,8 @@ public class BackupNamesTests
 
         // The set holds each copy under its final name and, while it is written, under its partial name, beside
         // the manifest and the domain XML: no two of these may ever be the same file.
-        var used = names.Values.Concat(names.Values.Select(BackupNames.Partial))
+        var lists = names.Values.Select(n => n + BackupNames.DigestListSuffix).ToList();
+        var used = names.Values.Concat(names.Values.Select(BackupNames.Partial)).Concat(lists).Concat(lists.Select(BackupNames.Partial))
             .Concat([BackupNames.ManifestFileName, BackupNames.DomainXmlFileName]).ToList();
         AssertDistinct(used);
         Assert.Equal(disks.Select(d => d.Item1), names.Keys.Order(StringComparer.Ordinal));

@@ -116,7 +116,7 @@ public sealed class BackupRunTests : IDisposable
 
         run.BeginCopy("vda", store);
         var whileCopying = Assert.Throws<BackupException>(() => run.BeginCopy("vda", store));
-        run.RecordCopied("vda", CopyResults.Copied(4L << 20, 12288, new string('a', 64)));
+        run.RecordCopied("vda", CopyResults.Of(4L << 20, 12288), CopyService.StoredAsFull, 0);
         var afterCopy = Assert.Throws<BackupException>(() => run.BeginCopy("vda", store));
 
         Assert.Equal(ErrorIds.AlreadyCopied, whileCopying.ErrorId);
@@ -151,7 +151,7 @@ public sealed class BackupRunTests : IDisposable
         Assert.Equal(ErrorIds.DiskBeingCopied, ex.ErrorId);
         Assert.Contains("vda", ex.Message, StringComparison.Ordinal);
         run.BeginCommit("vdb"); // not being copied
-        run.RecordCopied("vda", CopyResults.Copied(4L << 20, 12288, new string('a', 64)));
+        run.RecordCopied("vda", CopyResults.Of(4L << 20, 12288), CopyService.StoredAsFull, 0);
         run.BeginCommit("vda"); // copied: now it may be committed
     }
 
@@ -252,7 +252,7 @@ public sealed class BackupRunTests : IDisposable
         foreach (var target in new[] { "vda", "vdb" })
         {
             run.BeginCopy(target, store);
-            run.RecordCopied(target, CopyResults.Copied(1, 1, new string('c', 64)));
+            run.RecordCopied(target, CopyResults.Of(1, 1), CopyService.StoredAsFull, 0);
         }
         await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
         var one = await Bench.ManifestAsync(store, run);
@@ -279,7 +279,7 @@ public sealed class BackupRunTests : IDisposable
         foreach (var target in new[] { "vda", "vdb" })
         {
             run.BeginCopy(target, store);
-            run.RecordCopied(target, CopyResults.Copied(1, 1, new string('c', 64)));
+            run.RecordCopied(target, CopyResults.Of(1, 1), CopyService.StoredAsFull, 0);
             await run.RecordVerifiedAsync(target, "test", CancellationToken.None);
         }
 
@@ -296,7 +296,7 @@ public sealed class BackupRunTests : IDisposable
         var store = Store();
         await run.EnsureSetAsync(store, false, CancellationToken.None);
         run.BeginCopy("vda", store);
-        run.RecordCopied("vda", CopyResults.Copied(1, 1, new string('c', 64)));
+        run.RecordCopied("vda", CopyResults.Of(1, 1), CopyService.StoredAsFull, 0);
 
         await run.MarkSetIncompleteAsync("the copy of vdb failed", CancellationToken.None);
         await run.RecordVerifiedAsync("vda", "test", CancellationToken.None); // a check that passes later changes nothing
@@ -448,7 +448,7 @@ public sealed class BackupRunTests : IDisposable
         var store = Store();
         await run.EnsureSetAsync(store, false, CancellationToken.None);
         run.BeginCopy("vda", store);
-        run.RecordCopied("vda", CopyResults.Copied(1, 1, new string('c', 64)));
+        run.RecordCopied("vda", CopyResults.Of(1, 1), CopyService.StoredAsFull, 0);
         await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
 
         await run.FailAsync("the copy of vdb failed", new RecordingSink());

@@ -20,7 +20,7 @@ public sealed class CopyServiceTests : IDisposable
         Path.Combine([store.Location, Domain, run.RunId, .. parts]);
 
     [Fact]
-    public async Task Copies_are_sparse_carry_the_sources_content_digest_and_make_the_set_Complete()
+    public async Task Copies_are_sparse_carry_the_sources_digest_list_and_make_the_set_Complete()
     {
         var run = await _b.SnapshottedAsync();
         var store = new LocalBackupStore(Destination);
@@ -33,9 +33,15 @@ public sealed class CopyServiceTests : IDisposable
             var copy = SetPath(store, run, name);
             Assert.True(Files.SameBytes(source, copy), $"{name} differs from {source}");
             Assert.True(Files.AllocatedBytes(copy) < 256 * 1024, $"{name} allocates {Files.AllocatedBytes(copy)} bytes");
-            var digest = (await SparseCopy.DigestAsync(source, null, CancellationToken.None)).ContentDigest;
+            // The list beside the copy is the source's, and the manifest records its SHA-256.
+            var list = await SparseCopy.DigestListAsync(source, null, CancellationToken.None);
             var disk = run.Disks.Single(d => d.Target == target);
-            Assert.Equal(digest, disk.ContentDigest);
+            Assert.Equal(list.Sha256, disk.Digests);
+            Assert.Equal(list.Bytes.ToArray(), File.ReadAllBytes(copy + ".digests"));
+            Assert.Null(disk.ContentDigest);
+            Assert.Equal(("full", (string?)null), (disk.StoredAs, disk.BasedOn));
+            Assert.Contains("no earlier Complete set", disk.FullBecause, StringComparison.Ordinal);
+            Assert.Equal(disk.CopiedBytes, disk.BytesSent);
             Assert.True(disk.Verified);
             Assert.Equal(BackupStage.Copied, disk.Stage);
             Assert.Equal(copy, disk.BackupFile);
@@ -44,10 +50,10 @@ public sealed class CopyServiceTests : IDisposable
         var manifest = await Bench.ManifestAsync(store, run);
         Assert.Equal(BackupSetStatus.Complete, manifest.Status);
         Assert.NotNull(manifest.CompletedUtc);
-        Assert.All(manifest.Disks, d => Assert.True(d.Verified && d.VerifiedBy is { Length: > 0 } && d.ContentDigest is { Length: 64 }));
+        Assert.All(manifest.Disks, d => Assert.True(d.Verified && d.VerifiedBy is { Length: > 0 } && d.Digests is { Length: 64 } && d.ContentDigest is null));
         // The virtual size qemu-img info gave at planning time: what a copy is checked against before QEMU reads it.
         Assert.Equal([4L * Files.MiB, 6L * Files.MiB], manifest.Disks.OrderBy(d => d.Target, StringComparer.Ordinal).Select(d => d.VirtualSizeBytes));
-        Assert.Equal(["backup.json", "data1", "domain.xml", "oda_vm1_boot"], Directory.GetFiles(SetPath(store, run)).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(["backup.json", "data1", "data1.digests", "domain.xml", "oda_vm1_boot", "oda_vm1_boot.digests"], Directory.GetFiles(SetPath(store, run)).Select(Path.GetFileName).Order(StringComparer.Ordinal));
     }
 
     [Fact]
@@ -63,7 +69,7 @@ public sealed class CopyServiceTests : IDisposable
         Assert.Equal(PrivateFiles.FolderMode, File.GetUnixFileMode(SetPath(store, run)));
         foreach (var file in Directory.GetFiles(SetPath(store, run)))
             Assert.True(File.GetUnixFileMode(file) == PrivateFiles.FileMode, $"{file} is {File.GetUnixFileMode(file)}");
-        Assert.Equal(4, Directory.GetFiles(SetPath(store, run)).Length);
+        Assert.Equal(6, Directory.GetFiles(SetPath(store, run)).Length); // two copies, their digest lists, backup.json, domain.xml
     }
 
     [Fact]
@@ -107,6 +113,7 @@ public sealed class CopyServiceTests : IDisposable
         Assert.Contains("vdb", manifest.Reason, StringComparison.Ordinal);
         Assert.False(manifest.Disks.Single(d => d.Target == "vdb").Verified);
         Assert.False(File.Exists(SetPath(store, run, "data1")), "a copy that failed its check never gets its final name");
+        Assert.False(File.Exists(SetPath(store, run, "data1.digests")), "nor does its digest list");
         Assert.Empty(Directory.GetFiles(SetPath(store, run), "*.partial"));
     }
 

@@ -68,11 +68,14 @@ public sealed class JournalAheadTests : IDisposable
         run.CopyAbandoned("vda");
 
         Assert.Empty(await _b.CopyAllAsync(run, store));
-        Assert.Equal(2, atWrite.Count);
+        Assert.Equal(4, atWrite.Count); // each copy and its digest list
         foreach (var disk in run.Record.Disks)
         {
+            // Before the copy's file is made, the journal says the copy started, and how: full here, and why.
             var journal = atWrite[BackupNames.PartialInSet(run.Record.SetFolder!, disk.SetFile)];
             Assert.NotNull(journal.Disk(disk.Target).CopyStartedUtc);
+            Assert.Contains("no earlier Complete set", journal.Disk(disk.Target).FullBecause, StringComparison.Ordinal);
+            Assert.Contains(BackupNames.Partial(BackupNames.DigestListInSet(run.Record.SetFolder!, disk.SetFile)), atWrite.Keys);
         }
     }
 

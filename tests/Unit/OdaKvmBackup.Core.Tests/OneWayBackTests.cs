@@ -86,7 +86,7 @@ public sealed class OneWayBackTests : IDisposable
         var store = new InterceptingStore(_b.Temp.Folder("backups"));
         var set = await run.EnsureSetAsync(store, false, CancellationToken.None);
         run.BeginCopy("vda", store);
-        run.RecordCopied("vda", CopyResults.Copied(1, 1, new string('c', 64)));
+        run.RecordCopied("vda", CopyResults.Of(1, 1), CopyService.StoredAsFull, 0);
         await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
         var vda = run.Record.Disk("vda").SetFile;
         File.WriteAllText(Path.Combine(store.Location, set, vda), "vda's copy");
@@ -239,7 +239,7 @@ public sealed class OneWayBackTests : IDisposable
         foreach (var target in new[] { "vda", "vdb" })
         {
             run.BeginCopy(target, store);
-            run.RecordCopied(target, CopyResults.Copied(1, 1, new string('c', 64)));
+            run.RecordCopied(target, CopyResults.Of(1, 1), CopyService.StoredAsFull, 0);
         }
         await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
         _b.Host.OnBlockCommit = _ => Results.VirshError(IoError);

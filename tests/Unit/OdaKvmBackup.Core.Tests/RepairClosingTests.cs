@@ -33,7 +33,7 @@ public sealed class RepairClosingTests : IDisposable
         foreach (var target in bothVerified ? new[] { "vda", "vdb" } : ["vda"])
         {
             run.BeginCopy(target, _store);
-            run.RecordCopied(target, CopyResults.Copied(1, 1, new string('c', 64)));
+            run.RecordCopied(target, CopyResults.Of(1, 1), CopyService.StoredAsFull, 0);
             if (bothVerified)
                 await run.RecordVerifiedAsync(target, "test", CancellationToken.None);
         }

@@ -286,6 +286,27 @@ public sealed class RepairServiceTests : IDisposable
         Assert.Null(RunJournal.TryLoad(Domain));
     }
 
+    // Issue 15: a copy's digest list is written as a partial beside it; a run killed meanwhile leaves both.
+    [Fact]
+    public async Task Closing_the_journal_deletes_the_runs_partial_digest_lists_with_its_partial_copies_and_nothing_else()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        var set = await run.EnsureSetAsync(store, false, CancellationToken.None);
+        var folder = Path.Combine(store.Location, set);
+        File.WriteAllText(Path.Combine(folder, "data1.partial"), "half");
+        File.WriteAllText(Path.Combine(folder, "data1.digests.partial"), "list");
+        File.WriteAllText(Path.Combine(folder, "oda_vm1_boot.digests.partial"), "list");
+        File.WriteAllText(Path.Combine(folder, "other.digests.partial"), "not the run's");
+        run.Release(); // killed while copying
+
+        var close = Assert.Single(await InspectAsync(), f => f.Kind == RepairKind.CloseJournal);
+        await Service().FixAsync(close, Snap, null, null, CancellationToken.None);
+
+        Assert.Equal(BackupSetStatus.Incomplete, (await Bench.ManifestAsync(store, run)).Status);
+        Assert.Equal(["backup.json", "domain.xml", "other.digests.partial"], Directory.GetFiles(folder).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
     [Fact]
     public async Task Closing_the_journal_of_a_run_whose_every_disk_was_copied_and_verified_leaves_its_set_Complete()
     {
@@ -312,7 +333,7 @@ public sealed class RepairServiceTests : IDisposable
         var store = new LocalBackupStore(_b.Temp.Folder("backups"));
         await run.EnsureSetAsync(store, false, CancellationToken.None);
         run.BeginCopy("vda", store);
-        run.RecordCopied("vda", CopyResults.Copied(1, 1, new string('c', 64)));
+        run.RecordCopied("vda", CopyResults.Of(1, 1), CopyService.StoredAsFull, 0);
         await run.RecordVerifiedAsync("vda", "test", CancellationToken.None);
         run.Release(); // killed while vdb was being copied
 

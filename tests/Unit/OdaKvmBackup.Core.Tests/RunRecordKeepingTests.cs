@@ -25,26 +25,49 @@ public sealed class RunRecordKeepingTests : IDisposable
     private static JsonElement BackupJson(string storeRoot, BackupRun run) =>
         JsonDocument.Parse(File.ReadAllText(Path.Combine(storeRoot, run.DomainName, run.RunId, "backup.json"))).RootElement;
 
-    // Kills BackupRun.cs:223 (segmentDigests is null ? null : ... -> always null): Test-KvmBackup checks a copy
-    // on an SSH server against these digests, computed there; without them it could not check it where it lies.
+    // Format OdaKvmBackup/3: Test-KvmBackup and the next incremental copy find a copy's digest list by the SHA-256
+    // the manifest records, and Get-KvmBackup shows how it was stored; Repair-KvmBackup closes the set from the journal.
     [Fact]
-    public async Task A_copys_segment_digests_reach_the_sets_manifest()
+    public async Task A_copys_digest_list_and_counters_reach_the_sets_manifest_and_the_journal()
     {
         var run = await _b.SnapshottedAsync();
         var root = _b.Temp.Folder("backups");
         var store = new LocalBackupStore(root);
         await run.EnsureSetAsync(store, false, CancellationToken.None);
         run.BeginCopy("vda", store);
-        run.RecordCopied("vda", CopyResults.Copied(32L * Files.MiB, 4096, new string('c', 64)),
-            new Dictionary<long, string> { [0] = new string('a', 64), [1] = new string('b', 64) });
+        run.RecordCopyStart("vda", "20261201-010203", null);
+        var copy = CopyResults.Of(32L * Files.MiB, 4096, sent: 65536, resent: 4096);
+        run.RecordCopied("vda", copy, "reflink", 8192);
         await run.RecordVerifiedAsync("vda", "read back on the server", CancellationToken.None);
 
         var vda = BackupJson(root, run).GetProperty("Disks").EnumerateArray().Single(d => d.GetProperty("Target").GetString() == "vda");
-        var digests = vda.GetProperty("SegmentDigests");
-        Assert.Equal(new string('a', 64), digests.GetProperty("0").GetString());
-        Assert.Equal(new string('b', 64), digests.GetProperty("1").GetString());
-        Assert.Equal(16L * Files.MiB, vda.GetProperty("SegmentSize").GetInt64());
-        Assert.Equal(2, RunJournal.TryLoad(Bench.Domain)!.Disks[0].SegmentDigests?.Count); // Repair-KvmBackup closes the set from the journal
+        Assert.Equal(copy.Digests.Sha256, vda.GetProperty("Digests").GetString());
+        Assert.Equal("20261201-010203", vda.GetProperty("BasedOn").GetString());
+        Assert.Equal("reflink", vda.GetProperty("StoredAs").GetString());
+        Assert.Equal(32L * Files.MiB, vda.GetProperty("BytesRead").GetInt64());
+        Assert.Equal(65536, vda.GetProperty("BytesSent").GetInt64());
+        Assert.Equal(8192, vda.GetProperty("BytesCloned").GetInt64());
+        Assert.Equal(4096, vda.GetProperty("BytesResent").GetInt64());
+        Assert.True(!vda.TryGetProperty("ContentDigest", out var content) || content.ValueKind == JsonValueKind.Null, "a new set has no content digest");
+        Assert.True(!vda.TryGetProperty("SegmentDigests", out var segments) || segments.ValueKind == JsonValueKind.Null, "a new set has no segment digests");
+        var journal = RunJournal.TryLoad(Bench.Domain)!.Disks.Single(d => d.Target == "vda");
+        Assert.Equal((copy.Digests.Sha256, "20261201-010203", "reflink", 65536L, 4096L), (journal.Digests, journal.BasedOn, journal.StoredAs, journal.BytesSent!.Value, journal.BytesResent!.Value));
+    }
+
+    // The journal says on which set a copy is based, or why it is full, before the copy's file is made.
+    [Fact]
+    public async Task The_journal_says_how_a_copy_starts_before_its_file_is_made()
+    {
+        var run = await _b.SnapshottedAsync();
+        var store = new LocalBackupStore(_b.Temp.Folder("backups"));
+        await run.EnsureSetAsync(store, false, CancellationToken.None);
+        run.BeginCopy("vdb", store);
+
+        run.RecordCopyStart("vdb", null, "-Full was given");
+
+        var journal = RunJournal.TryLoad(Bench.Domain)!.Disks.Single(d => d.Target == "vdb");
+        Assert.Null(journal.BasedOn);
+        Assert.Equal("-Full was given", journal.FullBecause);
     }
 
     // Kills BackupRun.cs:68 (Record.SetFolder is null || Record.FailureReason is not null -> &&): a run that made no set

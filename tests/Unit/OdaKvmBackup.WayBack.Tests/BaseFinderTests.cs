@@ -65,6 +65,20 @@ public sealed class BaseFinderTests : IDisposable
     }
 
     [Fact]
+    public async Task On_a_server_only_the_manifests_and_the_base_list_are_read_never_a_copy()
+    {
+        await Sets.WriteV3Async(_root.Path, Vm, T0.AddHours(-1));
+        var newest = await Sets.WriteV3Async(_root.Path, Vm, T0);
+        var remote = new FakeRemoteStore(_root.Path);
+
+        var choice = await BaseFinder.FindAsync(remote, Vm, Run, Vdb(), CancellationToken.None);
+
+        Assert.Equal(newest + "/data", choice.Base?.CopyPath);
+        Assert.Equal([newest + "/data.digests"], remote.Opened);
+        Assert.Equal(0, remote.SegmentDigestCalls);
+    }
+
+    [Fact]
     public async Task Sets_that_are_not_complete_are_not_earlier_or_are_not_sets_of_the_store_layout_are_passed_over()
     {
         var good = await Sets.WriteV3Async(_root.Path, Vm, T0);
@@ -234,17 +248,18 @@ public sealed class BaseFinderTests : IDisposable
     }
 
     [Fact]
-    public async Task A_manifest_whose_file_ends_in_digests_is_refused()
+    public async Task A_manifest_naming_a_copy_as_another_copys_digest_list_is_refused_and_is_no_base()
     {
+        // vdb's File is vda's list: the list of "boot" would be read as a copy, and a copy as a list.
         var set = await Sets.WriteV3Async(_root.Path, Vm, T0, edit: m => m.Disks[1] = new ManifestDisk
         {
-            Target = "vdb", Source = "/vms/vm1/data", Format = "raw", File = "data.digests", SizeBytes = Sets.DiskSize, DataBytes = 65536,
+            Target = "vdb", Source = "/vms/vm1/data", Format = "raw", File = "boot.digests", SizeBytes = Sets.DiskSize, DataBytes = 65536,
             Digests = m.Disks[1].Digests, Verified = true,
         });
 
         var error = await Assert.ThrowsAsync<BackupException>(() => BackupSet.LoadAsync(_store, set, CancellationToken.None));
         Assert.Equal(ErrorIds.BackupSetUnreadable, error.ErrorId);
-        Assert.Contains("the File of vdb, 'data.digests', ends in '.digests', the name of a copy's digest list", error.Message, StringComparison.Ordinal);
+        Assert.Contains("the File 'boot.digests' is the name of the digest list of the copy 'boot'", error.Message, StringComparison.Ordinal);
         Assert.Null((await Find(Vdb())).Base);
     }
 }

@@ -87,7 +87,8 @@ public sealed class ForgedManifestTests : IDisposable
         ["a Complete set without SizeBytes"] = (m => Vdb(m)["SizeBytes"] = null, "vdb has no SizeBytes"),
         ["Digests that are not a SHA-256"] = (m => Vdb(m)["Digests"] = "../data.digests", "the Digests of vdb is not a SHA-256 in hex"),
         ["Digests in capitals"] = (m => Vdb(m)["Digests"] = Vdb(m)["Digests"]!.GetValue<string>().ToUpperInvariant(), "the Digests of vdb"),
-        ["File named as a digest list"] = (m => Vdb(m)["File"] = "boot.digests", "'boot.digests', ends in '.digests'"),
+        ["File named as another copy's digest list"] = (m => Vdb(m)["File"] = "boot.digests", "the File 'boot.digests' is the name of the digest list of the copy 'boot'"),
+        ["File named as another copy's digest list while it is written"] = (m => Vdb(m)["File"] = "boot.digests.partial", "the File 'boot.digests.partial' is the name of the digest list of the copy 'boot' while it is written"),
         ["BasedOn climbing out"] = (m => Vdb(m)["BasedOn"] = "../20261119-220000", "BasedOn of vdb, '../20261119-220000', is not a run id"),
         ["BasedOn a word"] = (m => Vdb(m)["BasedOn"] = "latest", "'latest'"),
         ["BasedOn a run id with a suffix"] = (m => Vdb(m)["BasedOn"] = "20261119-220000.replaced-20261120-000000", "BasedOn of vdb"),
@@ -183,6 +184,8 @@ public sealed class ForgedManifestTests : IDisposable
     [InlineData("hdc", "data.img", "raw")]
     [InlineData("vdaa", "disk.partial", "raw")]
     [InlineData("nvme0n1", "disk-ünicode", "qcow2")]
+    [InlineData("vdb", "data.digests", "raw")]      // a disk file named so: its own list is data.digests.digests
+    [InlineData("vdb", "boot.partial.digests", "raw")]
     public async Task A_sound_manifest_with_unusual_names_loads(string target, string file, string format)
     {
         var store = new LocalBackupStore(_root.Path);

@@ -1,9 +1,11 @@
 namespace OdaKvmBackup.Core.Tests.Support;
 
-/// <summary>The result of a full copy of a file of <c>size</c> bytes holding no data (its digest list: zeros), with
-/// the content digest of Format OdaKvmBackup/2 given: for tests of the run's record keeping, which copy nothing.</summary>
+/// <summary>What the copy engine returns for a copy of a file of zeros, for tests of the run's record keeping.</summary>
 internal static class CopyResults
 {
-    public static CopyResult Copied(long size, long dataBytes, string contentDigest) =>
-        new(size, dataBytes, new BlockDigestListBuilder(size, twoThreads: false).Complete(), size, dataBytes, 0, contentDigest);
+    public static CopyResult Of(long size, long dataBytes, long sent = -1, long resent = 0)
+    {
+        using var builder = new BlockDigestListBuilder(size, twoThreads: false);
+        return new CopyResult(size, dataBytes, builder.Complete(), size, sent < 0 ? dataBytes : sent, resent);
+    }
 }

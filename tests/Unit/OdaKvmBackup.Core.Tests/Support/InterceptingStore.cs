@@ -76,8 +76,14 @@ internal sealed class InterceptingStore(string root) : IBackupStore
         return WrapWriter is null ? writer : WrapWriter(relativePath, writer);
     }
 
-    public Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct) =>
-        Inner.CloneFileAsync(baseRelative, newRelative, ct);
+    /// <summary>Runs before each clone (base, new), e.g. to look at the journal then.</summary>
+    public Action<string, string>? BeforeClone { get; set; }
+
+    public Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct)
+    {
+        BeforeClone?.Invoke(baseRelative, newRelative);
+        return Inner.CloneFileAsync(baseRelative, newRelative, ct);
+    }
 
     /// <summary>Wrapped by <see cref="WrapWriter"/> as a created file's writer is.</summary>
     public async Task<IStoreFileWriter> OpenForWriteAsync(string relativePath, CancellationToken ct)

@@ -1,0 +1,381 @@
+using System.Security.Cryptography;
+using OdaKvmBackup.Core.Tests.Support;
+
+namespace OdaKvmBackup.Core.Tests;
+
+/// <summary>
+/// Issue 15, chain-free incrementals, through Copy-VmDisk's engine on real temp files and a local store: two runs of
+/// the same VM in a row (cold: the VM is shut off, so each run ends at once), the second based on the first. What a
+/// user notices: the second set is whole and byte-identical to the disks, it says on which set it is based and how
+/// it was stored, it sent about what changed, and the first set is never written to.
+/// </summary>
+[Collection(StateDirectoryCollection.Name)]
+public sealed class IncrementalBackupTests : IDisposable
+{
+    private const string Domain = Bench.Domain;
+    private readonly Bench _b = new(dataSize: 40L * Files.MiB);
+
+    public IncrementalBackupTests(StateDirectoryFixture state)
+    {
+        state.Reset();
+        _b.Host.State = "shut off";
+    }
+
+    public void Dispose() => _b.Dispose();
+
+    private string Destination => _b.Temp.Folder("backups");
+
+    private static string SetPath(BackupRun run, IBackupStore store, params string[] parts) => Path.Combine([store.Location, Domain, run.RunId, .. parts]);
+
+    /// <summary>One backup run as New-KvmDiskSnapshot | Copy-VmDisk runs it: the preflight (Copy-VmDisk's part
+    /// included: the base chosen and read back), then the copies and their checks; the run is then over.</summary>
+    private async Task<(BackupRun Run, IReadOnlyList<BackupException> Failed, SnapshotPlan Plan)> BackUpAsync(IBackupStore store, RecordingSink sink,
+        bool full = false, Action<SnapshotPlan>? beforeCopy = null, Action<BackupRun>? afterCopies = null)
+    {
+        var copy = new CopyService(_b.Tools, store, force: false, bandwidthMiBps: 0, throttleLimit: 2, sink, full);
+        var plan = await _b.PlanAsync(new CopyDestinationCheck(store, false, copy.Bases));
+        var run = _b.Begin(plan);
+        beforeCopy?.Invoke(plan);
+        copy.Start(run, CancellationToken.None);
+        var failed = new List<BackupException>();
+        try
+        {
+            while (await copy.NextAsync(run) is not null)
+            {
+            }
+        }
+        catch (BackupException ex)
+        {
+            failed.Add(ex);
+            await copy.AbandonAsync(run);
+            await run.FailAsync("copying a disk of 'oda_vm1' failed", sink);
+        }
+        failed.AddRange(await copy.FinishVerificationsAsync());
+        afterCopies?.Invoke(run);
+        run.Release();
+        return (run, failed, plan);
+    }
+
+    /// <summary>Writes <paramref name="length"/> bytes of new data into a disk file at <paramref name="offset"/>.</summary>
+    private static void Write(string path, long offset, int length, byte value)
+    {
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+        var bytes = new byte[length];
+        Array.Fill(bytes, value);
+        RandomAccess.Write(handle, bytes, offset);
+        RandomAccess.FlushToDisk(handle);
+    }
+
+    private static string Sha256Of(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
+
+    private static Dictionary<string, string> HashesOf(string folder) =>
+        Directory.GetFiles(folder).ToDictionary(f => Path.GetFileName(f), Sha256Of);
+
+    [Fact]
+    public async Task Second_backup_is_based_on_the_first_sends_about_what_changed_and_stands_alone()
+    {
+        var store = new LocalBackupStore(Destination);
+        var (first, failed, _) = await BackUpAsync(store, new RecordingSink());
+        Assert.Empty(failed);
+        var firstSet = HashesOf(SetPath(first, store));
+        // The guest wrote 128 KiB into the data disk (two 64 KiB blocks), nothing into the boot disk.
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+        var sink = new RecordingSink();
+
+        var (second, failedAgain, _) = await BackUpAsync(store, sink);
+
+        Assert.Empty(failedAgain);
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        var boot = manifest.Disks.Single(d => d.Target == "vda");
+        Assert.All(manifest.Disks, d =>
+        {
+            Assert.Equal(first.RunId, d.BasedOn);
+            Assert.Null(d.FullBecause);
+            Assert.Contains(d.StoredAs, new[] { FileClone.Reflink, FileClone.LocalCopy });
+            Assert.Equal(0, d.BytesResent);
+            Assert.True(d.Verified);
+        });
+        Assert.Equal(128L << 10, data.BytesSent);
+        Assert.Equal(0, boot.BytesSent);
+        // The whole disk was compared: every extent that may hold data was read (a file system may report allocated but
+        // never written extents as holes, which read as zeros).
+        Assert.InRange(data.BytesRead!.Value, data.DataBytes!.Value, 40L * Files.MiB);
+        // Every copy is the disk, whole, and its list is the one the manifest names.
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")));
+        Assert.True(Files.SameBytes(_b.Boot, SetPath(second, store, "oda_vm1_boot")));
+        foreach (var disk in manifest.Disks)
+        {
+            var list = File.ReadAllBytes(SetPath(second, store, disk.File + ".digests"));
+            Assert.Equal(disk.Digests, Convert.ToHexString(SHA256.HashData(list)).ToLowerInvariant());
+        }
+        // The first set was only read: not one byte of it changed.
+        Assert.Equal(firstSet, HashesOf(SetPath(first, store)));
+        // -Verbose said which base was chosen; progress showed compared and sent bytes.
+        Assert.Contains(sink.Verbose, v => v.Contains($"vdb of {Domain}: based on set {first.RunId}", StringComparison.Ordinal));
+        Assert.Contains(sink.Progress, p => p.Status.StartsWith("compared ", StringComparison.Ordinal) && p.Status.Contains("; sent ", StringComparison.Ordinal));
+        // The second set stands alone: with the first one gone it is still whole.
+        Directory.Delete(SetPath(first, store), recursive: true);
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")));
+        Assert.Equal((await SparseCopy.DigestListAsync(SetPath(second, store, "data1"), null, CancellationToken.None)).Sha256, data.Digests);
+    }
+
+    [Fact]
+    public async Task On_XFS_with_reflink_the_second_copy_is_a_clone_and_the_destination_grows_by_about_what_changed()
+    {
+        using var xfs = new XfsFileSystem();
+        var store = new LocalBackupStore(xfs.Folder("backups"));
+        Write(_b.Data, 4L * Files.MiB, 16 * Files.MiB, 0x33); // 16 MiB of data in the data disk
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+        var before = xfs.UsedBytes();
+
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        var grew = xfs.UsedBytes() - before;
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        Assert.Equal((first.RunId, FileClone.Reflink, 128L << 10), (data.BasedOn, data.StoredAs, data.BytesSent));
+        // The base's data taken by the clone, counted in 64 KiB blocks: the 16 MiB written, the block at 2 MiB, the last one.
+        Assert.Equal(16L * Files.MiB + 2 * (64 << 10), data.BytesCloned);
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")));
+        // A full copy would take 16 MiB more; the clone shares them with the first set.
+        Assert.True(grew < 2L * Files.MiB, $"the destination grew by {grew} bytes for 128 KiB that changed");
+    }
+
+    [Fact]
+    public async Task The_journal_names_the_base_before_the_clone_is_made_and_the_counters_once_copied()
+    {
+        var store = new InterceptingStore(Destination);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+        var atClone = new Dictionary<string, DiskRecord>();
+        store.BeforeClone = (_, newFile) =>
+        {
+            var journal = RunJournal.TryLoad(Domain)!;
+            lock (atClone)
+                atClone[newFile] = journal.Disks.Single(d => newFile.EndsWith("/" + BackupNames.Partial(d.SetFile), StringComparison.Ordinal));
+        };
+        var copied = new Dictionary<string, DiskRecord>();
+
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink(), afterCopies: run =>
+        {
+            foreach (var disk in RunJournal.TryLoad(Domain)!.Disks)
+                copied[disk.Target] = disk;
+        });
+
+        Assert.Empty(failed);
+        Assert.Equal(2, atClone.Count);
+        Assert.All(atClone.Values, d => Assert.Equal((first.RunId, (string?)null, (string?)null), (d.BasedOn, d.FullBecause, d.StoredAs)));
+        var data = copied["vdb"];
+        Assert.Equal((first.RunId, 128L << 10, 0L), (data.BasedOn, data.BytesSent!.Value, data.BytesResent!.Value));
+        Assert.Contains(data.StoredAs, new[] { FileClone.Reflink, FileClone.LocalCopy });
+        Assert.Equal((await Bench.ManifestAsync(store, second)).Disks.Single(d => d.Target == "vdb").Digests, data.Digests);
+        Assert.Null(data.ContentDigest);
+    }
+
+    [Fact]
+    public async Task To_an_SSH_server_the_second_backup_sends_what_changed_and_is_verified_whole_on_the_server()
+    {
+        using var server = new TestSshServer();
+        var root = server.DataFolder("incremental");
+        await using var store = server.Store("good", root);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        var firstSet = HashesOf(Path.Combine(root, Domain, first.RunId));
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        Assert.Equal((first.RunId, 128L << 10, 0L), (data.BasedOn, data.BytesSent!.Value, data.BytesResent!.Value));
+        Assert.Contains(data.StoredAs, new[] { FileClone.Reflink, FileClone.LocalCopy });
+        Assert.Equal(0, manifest.Disks.Single(d => d.Target == "vda").BytesSent);
+        // Verified on the server, whole: the segments that hold data by their digest, the others as zeros.
+        Assert.StartsWith("read back whole on the server", data.VerifiedBy, StringComparison.Ordinal);
+        Assert.Contains("segments of zeros read as zeros there", data.VerifiedBy, StringComparison.Ordinal);
+        Assert.Matches("computed there with (python3|openssl|sha256sum)", data.VerifiedBy);
+        Assert.True(Files.SameBytes(_b.Data, Path.Combine(root, Domain, second.RunId, "data1")));
+        Assert.Equal(firstSet, HashesOf(Path.Combine(root, Domain, first.RunId)));
+    }
+
+    [Fact]
+    public async Task On_an_SSH_server_a_base_that_rotted_in_a_segment_of_data_and_in_one_of_zeros_is_not_inherited()
+    {
+        using var server = new TestSshServer();
+        var root = server.DataFolder("rotted");
+        await using var store = server.Store("good", root);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        var baseCopy = Path.Combine(root, Domain, first.RunId, "data1");
+        FlipByte(baseCopy, 20L * Files.MiB + 7); // the segment from 16 to 32 MiB held only zeros
+        FlipByte(baseCopy, 39L * Files.MiB + 5); // the last segment holds data (the disk's last bytes)
+
+        var (second, failed, plan) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        Assert.Contains(plan.Warnings, w => w.Contains("2 segment(s)", StringComparison.Ordinal) && w.Contains(first.RunId, StringComparison.Ordinal));
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        Assert.Equal(first.RunId, data.BasedOn);
+        Assert.Equal(24L * Files.MiB, data.BytesResent); // 16 MiB of zeros and the last 8 MiB, written again
+        Assert.True(Files.SameBytes(_b.Data, Path.Combine(root, Domain, second.RunId, "data1")), "the new copy inherited a rotted byte");
+    }
+
+    [Fact]
+    public async Task Full_copies_every_disk_in_full_and_says_why()
+    {
+        var store = new LocalBackupStore(Destination);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+        var sink = new RecordingSink();
+
+        var (second, failed, _) = await BackUpAsync(store, sink, full: true);
+
+        Assert.Empty(failed);
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.All(manifest.Disks, d =>
+        {
+            Assert.Null(d.BasedOn);
+            Assert.Equal("full", d.StoredAs);
+            Assert.Equal("-Full was given", d.FullBecause);
+            Assert.Equal(d.DataBytes, d.BytesSent);
+        });
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")));
+        Assert.Contains(sink.Verbose, v => v.Contains("copied in full, because -Full was given", StringComparison.Ordinal));
+        Assert.NotEqual(first.RunId, second.RunId);
+    }
+
+    [Fact]
+    public async Task Disk_whose_size_changed_is_copied_in_full_and_the_other_disk_still_incrementally()
+    {
+        var store = new LocalBackupStore(Destination);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        // The data disk was grown by 8 MiB (qemu-img resize): the earlier copy cannot be its base.
+        using (var handle = File.OpenHandle(_b.Data, FileMode.Open, FileAccess.ReadWrite))
+            RandomAccess.SetLength(handle, 48L * Files.MiB);
+        _b.Host.ImageInfo[_b.Data] = TestDomain.ImageInfoJson(_b.Data, "raw", 48L * Files.MiB, Files.AllocatedBytes(_b.Data));
+
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        Assert.Null(data.BasedOn);
+        Assert.Equal("full", data.StoredAs);
+        Assert.Contains("size", data.FullBecause, StringComparison.Ordinal);
+        Assert.Equal(first.RunId, manifest.Disks.Single(d => d.Target == "vda").BasedOn);
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")));
+    }
+
+    [Fact]
+    public async Task Segment_that_rotted_in_the_base_is_sent_again_counted_and_not_inherited()
+    {
+        var store = new LocalBackupStore(Destination);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        // A byte of the first set's copy of the data disk rots, in the segment at 32 MiB, which the guest never changes.
+        var baseCopy = SetPath(first, store, "data1");
+        FlipByte(baseCopy, 39L * Files.MiB + 5);
+        var rotted = Sha256Of(baseCopy);
+
+        var (second, failed, plan) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        // The preflight warned: the earlier set is damaged, named, with the way to check it.
+        Assert.Contains(plan.Warnings, w => w.Contains($"set {first.RunId}", StringComparison.Ordinal) && w.Contains("Test-KvmBackup", StringComparison.Ordinal));
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        Assert.Equal(first.RunId, data.BasedOn);
+        // The last segment (32 to 40 MiB) is sent whole, though no block of it changed on the disk.
+        Assert.Equal(8L * Files.MiB, data.BytesResent);
+        Assert.Equal(8L * Files.MiB, data.BytesSent);
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")), "the new copy inherited the rotted byte");
+        Assert.Equal(rotted, Sha256Of(baseCopy)); // the base is read, never mended or written
+    }
+
+    [Fact]
+    public async Task Failure_during_an_incremental_copy_leaves_the_base_untouched_and_no_partial_file()
+    {
+        var store = new LocalBackupStore(Destination);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        var firstSet = HashesOf(SetPath(first, store));
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+
+        // The boot disk's file goes away after the preflight: its copy fails once the clone of its base is made.
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink(), beforeCopy: _ => File.Delete(_b.Boot));
+
+        var error = Assert.Single(failed);
+        Assert.Equal(ErrorIds.CopyFailed, error.ErrorId);
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Incomplete, manifest.Status);
+        Assert.Empty(Directory.GetFiles(SetPath(second, store), "*.partial"));
+        Assert.Equal(firstSet, HashesOf(SetPath(first, store)));
+    }
+
+    [Fact]
+    public async Task Destination_that_cannot_clone_gets_a_full_copy_that_says_why()
+    {
+        var local = new LocalBackupStore(Destination);
+        var (first, _, _) = await BackUpAsync(local, new RecordingSink());
+        var sink = new RecordingSink();
+
+        var (second, failed, _) = await BackUpAsync(new CannotCloneStore(local), sink);
+
+        Assert.Empty(failed);
+        var manifest = await Bench.ManifestAsync(local, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.All(manifest.Disks, d =>
+        {
+            Assert.Null(d.BasedOn);
+            Assert.Equal("full", d.StoredAs);
+            Assert.Contains($"the copy of set {first.RunId} could not be cloned at the destination", d.FullBecause, StringComparison.Ordinal);
+            Assert.Equal(d.DataBytes, d.BytesSent);
+        });
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, local, "data1")));
+        Assert.Empty(Directory.GetFiles(SetPath(second, local), "*.partial"));
+    }
+
+    /// <summary>A store on a file system, or a server, that can neither clone nor write into an existing file.</summary>
+    private sealed class CannotCloneStore(LocalBackupStore inner) : IBackupStore
+    {
+        public string Location => inner.Location;
+        public bool IsRemote => inner.IsRemote;
+        public string Describe(string relativePath) => inner.Describe(relativePath);
+        public Task CheckWritableAsync(CancellationToken ct) => inner.CheckWritableAsync(ct);
+        public Task<long> GetFreeBytesAsync(CancellationToken ct) => inner.GetFreeBytesAsync(ct);
+        public Task<StoreEntry?> GetEntryAsync(string relativePath, CancellationToken ct) => inner.GetEntryAsync(relativePath, ct);
+        public Task<IReadOnlyList<StoreEntry>> ListAsync(string relativeFolder, CancellationToken ct) => inner.ListAsync(relativeFolder, ct);
+        public Task CreateFolderAsync(string relativePath, CancellationToken ct) => inner.CreateFolderAsync(relativePath, ct);
+        public Task WriteSmallFileAsync(string relativePath, byte[] content, CancellationToken ct) => inner.WriteSmallFileAsync(relativePath, content, ct);
+        public Task<byte[]> ReadSmallFileAsync(string relativePath, CancellationToken ct) => inner.ReadSmallFileAsync(relativePath, ct);
+        public Task<IStoreFileWriter> CreateFileAsync(string relativePath, CancellationToken ct) => inner.CreateFileAsync(relativePath, ct);
+        public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct) => inner.OpenReadAsync(relativePath, ct);
+        public Task RenameAsync(string from, string to, CancellationToken ct) => inner.RenameAsync(from, to, ct);
+        public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct) => inner.DeleteAsync(relativePath, recursive, ct);
+        public Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes, CancellationToken ct) =>
+            inner.SegmentDigestsAsync(relativePath, segmentSize, segmentIndexes, ct);
+        public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
+            inner.FindNonZeroAsync(relativePath, ranges, ct);
+        public Task<StoreOwnership?> GetOwnershipAsync(string relativePath, CancellationToken ct) => inner.GetOwnershipAsync(relativePath, ct);
+        public Task<uint> GetWriterIdAsync(CancellationToken ct) => inner.GetWriterIdAsync(ct);
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+
+    private static void FlipByte(string path, long offset)
+    {
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+        var b = new byte[1];
+        RandomAccess.Read(handle, b, offset);
+        b[0] = (byte)(b[0] == 0x55 ? 0x56 : 0x55);
+        RandomAccess.Write(handle, b, offset);
+        RandomAccess.FlushToDisk(handle);
+    }
+}
