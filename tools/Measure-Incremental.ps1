@@ -143,6 +143,9 @@ function Measure-BackupRun([string[]] $CommandLine) {
 
 function Add-Sample([string] $Case, [string] $Method, [int] $Round, [hashtable] $Figures) {
     $samples.Add([pscustomobject](@{ Case = $Case; Method = $Method; Round = $Round } + $Figures))
+    # each figure as it is measured, so that a run cut short still shows what it got
+    $shown = $Figures.Keys | Where-Object { $_ -notin 'Set', 'Manifest' } | Sort-Object | ForEach-Object { '{0} {1}' -f $_, $(if ($_ -in 'Wire', 'Stored', 'Reserved') { '{0:N1} MiB' -f ($Figures[$_] / 1MB) } else { '{0:0.00}' -f $Figures[$_] }) }
+    Write-Host "    $Case, $Method, round ${Round}: $($shown -join ', ')"
 }
 
 # Runs the methods of one round, each round starting with the next one (A B, B A, A B ...).
@@ -370,7 +373,9 @@ try {
             Invoke-Rotated $r @(
                 { $script:first = Invoke-OneLiner $ModulePath $ours "first backup ($p)" 'this module (full: no base yet)' $r },
                 {
-                    $s = Invoke-OneLiner $Baseline $today "first backup ($p)" "today's module ($BaselineCommit)" $r
+                    # today's module failing is a figure too (it is not what is measured here): said, and the run goes on
+                    try { $null = Invoke-OneLiner $Baseline $today "first backup ($p)" "today's module ($BaselineCommit)" $r }
+                    catch { Write-Host "    first backup ($p), today's module, round ${r}: FAILED: $($_.Exception.Message -replace '\s+', ' ')" }
                     if (-not $Keep) { Remove-Item -Recurse -Force -LiteralPath $today }
                 })
             # the previous rsync copy: the first set's copies, reflinked (what an earlier rsync would have left)
