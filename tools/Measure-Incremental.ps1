@@ -469,6 +469,7 @@ $rows = foreach ($p in $Pattern) {
             'Differ MiB' = & $mib (Get-Figure $ours "Differ $t")
             'Sent MiB (manifest)' = if ($sent) { & $mib (Get-Median $sent) } else { 'n/a' }
             'Stored as' = if ($storedAs) { $storedAs -join ', ' } else { 'n/a' }
+            'Full because' = (@($ours | ForEach-Object { $d = $_.Manifest.Disks | Where-Object Target -eq $t; if ($d.PSObject.Properties['FullBecause']) { $d.FullBecause } }) | Select-Object -Unique) -join '; '
             'cat s' = '{0:0.0}' -f $cat
             'Overlay s (module)' = '{0:0.0}' -f (Get-Figure $ours "Overlay $t")
             'Module / cat' = '{0:0.00}' -f ((Get-Figure $ours "Overlay $t") / $cat)
