@@ -34,6 +34,12 @@
                  skipped
       Demo       Build, Lab, then a real hot backup of linux_vm with the README's one-liner
       Bench      the copy engine, SSH copies and the one-liner against cp, scp, tar and the steps by hand, side by side
+      BenchIncremental
+                 chain-free incrementals (issue 15) on a VM with a 4 GiB qcow2 boot disk and a 16 GiB raw vdisk, to the
+                 lab's sshd on XFS with reflink: the second backup after two change patterns against rsync --inplace by
+                 hand (bytes on the wire, space stored, time on the overlay against cat, the whole backup), and the
+                 first, full backup against today's module (main at 99b89e9, built once under /var/tmp/okb-base);
+                 tools/Measure-Incremental.ps1, -BenchRounds N. Hold the lab lock; needs about 40 GB free on /var/tmp
       LabDown    tear the lab down
       Clean      remove out/
 .EXAMPLE
@@ -62,7 +68,7 @@ $HelpBuilderOut = Join-Path $Out 'tools/HelpBuilder'
 # "Build,Test" arrives as one string when called as pwsh -File build.ps1 -Task Build,Test
 $Task = @($Task | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
 $PesterPath = @($PesterPath | ForEach-Object { $_ -split ',' } | ForEach-Object Trim | Where-Object { $_ })
-$known = 'Bootstrap', 'Build', 'UpdateHelp', 'Package', 'UnitTest', 'Format', 'Mutate', 'Lab', 'Pester', 'FaultTable', 'Test', 'Demo', 'Bench', 'LabDown', 'Clean'
+$known = 'Bootstrap', 'Build', 'UpdateHelp', 'Package', 'UnitTest', 'Format', 'Mutate', 'Lab', 'Pester', 'FaultTable', 'Test', 'Demo', 'Bench', 'BenchIncremental', 'LabDown', 'Clean'
 foreach ($t in $Task) { if ($t -notin $known) { throw "Unknown task '$t'. Tasks: $($known -join ', ')" } }
 
 function Invoke-Native {
@@ -359,6 +365,7 @@ foreach ($step in $Task) {
         'Test' { Invoke-Bootstrap; Invoke-Build; Invoke-FormatCheck; Invoke-UnitTest; Invoke-Lab; Invoke-Pester5; Invoke-FaultTable }
         'Demo' { Invoke-Build; Invoke-Lab; Invoke-Demo }
         'Bench' { Invoke-Build; Invoke-Lab; & dotnet pwsh -NoProfile -File (Join-Path $Root 'tools/Measure-Backup.ps1') -ModulePath (Join-Path $ModuleOut 'OdaKvmBackup.psd1') -Rounds $BenchRounds; if ($LASTEXITCODE) { throw 'Bench failed' } }
+        'BenchIncremental' { Invoke-Build; Invoke-Lab; & dotnet pwsh -NoProfile -File (Join-Path $Root 'tools/Measure-Incremental.ps1') -ModulePath (Join-Path $ModuleOut 'OdaKvmBackup.psd1') -Rounds $BenchRounds; if ($LASTEXITCODE) { throw 'BenchIncremental failed' } }
         'LabDown' { Import-Module (Join-Path $Root 'tests/Lab/OdaKvmLab.psm1') -Force; Remove-Lab }
         'Clean' { if (Test-Path $Out) { Remove-Item -Recurse -Force $Out } }
     }

@@ -16,7 +16,7 @@ Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 
 $script:Uri = 'qemu:///system'
-$script:Packages = @('libvirt-daemon', 'libvirt-daemon-driver-qemu', 'libvirt-clients', 'qemu-system-x86', 'qemu-utils', 'cpio', 'e2fsprogs', 'strace', 'xfsprogs')
+$script:Packages = @('libvirt-daemon', 'libvirt-daemon-driver-qemu', 'libvirt-clients', 'qemu-system-x86', 'qemu-utils', 'cpio', 'e2fsprogs', 'strace', 'xfsprogs', 'rsync')
 $script:GuestModules = @('virtio_ring', 'virtio', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci', 'virtio_blk', 'virtio_console')
 $script:GuestBuildFormat = 'odakvmlab-guest-v1'
 $script:QemuConfPath = '/etc/libvirt/qemu.conf'
@@ -327,6 +327,36 @@ function Get-LabBenchTemplate {
     [pscustomobject]@{ Boot = $boot; Data = $data }
 }
 
+# Disks of any size for the incremental benchmark (tools/Measure-Incremental.ps1), made in place: a qcow2 boot disk of
+# BootGiB and a fully allocated raw vdisk of VdiskGiB, each an ext4 whose /data.bin holds DataFraction of the disk in
+# random data (written with debugfs, so the guest reads and rewrites it as /mnt/a/data.bin and /mnt/b/data.bin).
+# No template: at 16 GiB a template and its copy would take the host's space twice.
+function New-LabSizedBenchDisk([string]$Boot, [string]$Data, [double]$BootGiB, [double]$VdiskGiB, [double]$DataFraction) {
+    $sw = [System.Diagnostics.Stopwatch]::StartNew()
+    $random = "$Data.random"
+    $raw = "$Boot.tmpraw"
+    $sizes = @{ Boot = [long]($BootGiB * 1GB); Vdisk = [long]($VdiskGiB * 1GB) }
+    # data.bin in whole MiB (dd writes it so), a whole number of 8 KiB blocks for the guest's scattered writes
+    $fill = { param([long]$Disk) [long][math]::Floor($Disk * $DataFraction / 1MB) }
+    try {
+        $null = Invoke-LabNative -FilePath 'truncate' -ArgumentList @('-s', "$($sizes.Boot)", $raw)
+        $null = Invoke-LabNative -FilePath 'mkfs.ext4' -ArgumentList @('-q', '-F', '-E', $script:Mkfs, '-L', 'lab_boot', $raw)
+        $null = Invoke-LabNative -FilePath 'dd' -ArgumentList @('if=/dev/urandom', "of=$random", 'bs=1M', "count=$(& $fill $sizes.Boot)", 'status=none') -TimeoutSeconds 3600
+        $null = Invoke-LabNative -FilePath 'debugfs' -ArgumentList @('-w', '-R', "write $random data.bin", $raw) -TimeoutSeconds 3600
+        $null = Invoke-LabNative -FilePath 'qemu-img' -ArgumentList @('convert', '-q', '-f', 'raw', '-O', 'qcow2', $raw, $Boot) -TimeoutSeconds 3600
+        Remove-Item -LiteralPath $raw
+        $r = Invoke-LabNative -FilePath 'fallocate' -ArgumentList @('-l', "$($sizes.Vdisk)", $Data) -AllowFailure
+        if ($r.ExitCode -ne 0) { throw "fallocate -l $($sizes.Vdisk) $Data failed: $($r.StdErr.Trim())" }
+        $null = Invoke-LabNative -FilePath 'mkfs.ext4' -ArgumentList @('-q', '-F', '-E', $script:Mkfs, '-L', 'lab_data', $Data)
+        $null = Invoke-LabNative -FilePath 'dd' -ArgumentList @('if=/dev/urandom', "of=$random", 'bs=1M', "count=$(& $fill $sizes.Vdisk)", 'status=none') -TimeoutSeconds 3600
+        $null = Invoke-LabNative -FilePath 'debugfs' -ArgumentList @('-w', '-R', "write $random data.bin", $Data) -TimeoutSeconds 3600
+    }
+    finally { Remove-Item -LiteralPath $random, $raw -Force -ErrorAction SilentlyContinue }
+    $alloc = Get-LabAllocatedBytes $Data
+    if ($alloc -lt $sizes.Vdisk) { throw "raw disk $Data is not fully allocated: $alloc of $($sizes.Vdisk) bytes" }
+    Write-LabTiming 'sized bench disks' $sw ('boot {0} GiB qcow2, vdisk {1} GiB raw, {2:P0} data' -f $BootGiB, $VdiskGiB, $DataFraction)
+}
+
 function Get-LabDomainXml([string]$Name, [string]$Cmdline, [switch]$Shareable) {
     $e = { param($s) [System.Security.SecurityElement]::Escape($s) }
     $guest = Join-Path (Get-LabRoot) 'guest'
@@ -386,7 +416,7 @@ function Remove-LabDomain([string]$Name) {
 }
 
 # fresh disks + define + start, no agent wait; returns the seconds spent
-function Reset-LabVmCore([string]$Name, [switch]$NoAgent, [switch]$NoStart, [string]$Layout = 'Oda') {
+function Reset-LabVmCore([string]$Name, [switch]$NoAgent, [switch]$NoStart, [string]$Layout = 'Oda', [double[]]$BenchSize = @(4, 16, 0.25)) {
     if ($Name -notmatch '^[A-Za-z0-9_][A-Za-z0-9_.-]*$') { throw "invalid lab VM name '$Name'" }
     if (-not (Test-LabDomainName $Name)) { Write-Warning "'$Name' is not named linux_vm* or lab_*: Remove-Lab will not clean it up" }
     $guest = Join-Path (Get-LabRoot) 'guest'
@@ -411,6 +441,9 @@ function Reset-LabVmCore([string]$Name, [switch]$NoAgent, [switch]$NoStart, [str
         $templates = Get-LabBenchTemplate
         $null = Invoke-LabNative -FilePath 'cp' -ArgumentList @('--sparse=auto', $templates.Boot, $boot)
         $null = Invoke-LabNative -FilePath 'cp' -ArgumentList @('--sparse=never', $templates.Data, $data)
+    }
+    elseif ($Layout -eq 'BenchSized') {
+        New-LabSizedBenchDisk -Boot $boot -Data $data -BootGiB $BenchSize[0] -VdiskGiB $BenchSize[1] -DataFraction $BenchSize[2]
     }
     else {
         New-LabExt4Qcow2 -Path $boot -Label 'lab_boot'
@@ -486,7 +519,8 @@ function Get-LabDiskPath {
 .SYNOPSIS
 Returns how a lab VM's disks are laid out: Oda (ODA's ACFS paths, the default), SameFileName (two disks named
 'disk' in two folders), Shareable (ODA paths, the data disk marked <shareable/> as ODA's shared vdisks are) or
-Bench (ODA paths, disks of a realistic size: see Get-LabBenchTemplate).
+Bench (ODA paths, disks of a realistic size: see Get-LabBenchTemplate) or BenchSized (ODA paths, disks of the size
+Reset-LabVm -BenchSize gives: see New-LabSizedBenchDisk).
 #>
 function Get-LabVmLayout {
     [CmdletBinding()]
@@ -791,10 +825,12 @@ function Reset-LabVm {
         [Parameter(Mandatory)][string]$Name,
         [switch]$NoAgent,
         [switch]$NoStart,
-        [ValidateSet('Oda', 'SameFileName', 'Shareable', 'Bench')][string]$Layout = 'Oda'
+        [ValidateSet('Oda', 'SameFileName', 'Shareable', 'Bench', 'BenchSized')][string]$Layout = 'Oda',
+        # BenchSized only: boot disk GiB (qcow2), vdisk GiB (raw, fully allocated), fraction of each holding data
+        [ValidateCount(3, 3)][double[]]$BenchSize = @(4, 16, 0.25)
     )
     $sw = [System.Diagnostics.Stopwatch]::StartNew()
-    Reset-LabVmCore -Name $Name -NoAgent:$NoAgent -NoStart:$NoStart -Layout $Layout
+    Reset-LabVmCore -Name $Name -NoAgent:$NoAgent -NoStart:$NoStart -Layout $Layout -BenchSize $BenchSize
     if ($NoStart) { Write-LabTiming "$Name defined (not started)" $sw; return }
     if ($NoAgent) { Write-LabTiming "$Name started (no agent)" $sw; return }
     $t0 = $sw.Elapsed.TotalSeconds
