@@ -277,6 +277,7 @@ BeforeAll {
     # sent (SSH packet and SFTP request headers).
     function Assert-ServerReceived($Pair, [long] $Sent) {
         $server = $Pair.Second.Server
+        $server.StillOpen | Should -Be 0 -Because 'Copy-VmDisk closes its SSH session when its pipeline is done: a nightly script must not pile up one connection per backup'
         $server.Connections | Should -BeGreaterThan 0
         $sizes = Get-DiskSizes (Get-Manifest $Pair.Second.Set)
         $bound = 1.02 * (Get-IncrementalBound $Pair $sizes) + 64KB * $server.Connections
