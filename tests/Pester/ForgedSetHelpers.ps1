@@ -1,7 +1,8 @@
 # Dot-sourced by the tests of the way back against forged backup sets (issue 13): a backup server is less protected
 # than the host it serves, so a test plays its attacker. New-ForgedSet copies a real set, lets the test tamper with
 # its manifest and files, then recomputes every digest the way an attacker would: with the algorithm the help
-# documents (about_OdaKvmBackup, Copy-VmDisk NOTES), written here independently of the module. A forged set is
+# documents (about_OdaKvmBackup, Copy-VmDisk NOTES; for Format OdaKvmBackup/3 sets the block digest list beside each
+# copy), written here independently of the module. A forged set is
 # therefore never refused for a wrong digest: only the checks that matter can stop it.
 
 if (-not ('OdaKvmBackupTests.ForgedDigest' -as [type])) {
@@ -69,6 +70,47 @@ namespace OdaKvmBackupTests
             return result;
         }
 
+        /// <summary>The block digest list as about_OdaKvmBackup documents it (Format OdaKvmBackup/3): magic
+        /// OKVMDIG1, uint32 block size 65536, uint32 blocks per segment 256, int64 file size, int64 block count,
+        /// int64 segment count (little-endian), then the first 6 bytes of the SHA-256 of each 64 KiB block, then the
+        /// SHA-256 of each 16 MiB segment (a short last block or segment hashed as it is).</summary>
+        public static byte[] DigestList(string path)
+        {
+            const int ListBlock = 65536, PerSegment = 256;
+            const long Segment = (long)ListBlock * PerSegment;
+            var size = new FileInfo(path).Length;
+            var blocks = (size + ListBlock - 1) / ListBlock;
+            var segments = (size + Segment - 1) / Segment;
+            using var list = new MemoryStream();
+            var header = new byte[40];
+            "OKVMDIG1"u8.CopyTo(header);
+            BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(8), ListBlock);
+            BinaryPrimitives.WriteUInt32LittleEndian(header.AsSpan(12), PerSegment);
+            BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(16), size);
+            BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(24), blocks);
+            BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(32), segments);
+            list.Write(header);
+            var segmentHashes = new List<byte[]>();
+            using (var file = File.OpenRead(path))
+            using (var segmentHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256))
+            {
+                var buffer = new byte[ListBlock];
+                long done = 0;
+                int n;
+                while ((n = ReadBlock(file, buffer)) > 0)
+                {
+                    list.Write(SHA256.HashData(buffer.AsSpan(0, n)), 0, 6);
+                    segmentHash.AppendData(buffer, 0, n);
+                    done += n;
+                    if (done % Segment == 0 || done == size)
+                        segmentHashes.Add(segmentHash.GetHashAndReset());
+                }
+            }
+            foreach (var digest in segmentHashes)
+                list.Write(digest);
+            return list.ToArray();
+        }
+
         static int ReadBlock(Stream s, byte[] buffer)
         {
             var n = 0;
@@ -129,7 +171,16 @@ function New-ForgedSet {
             $data = "$folder/$($disk.File)"
             if (-not (Test-Path -LiteralPath $data -PathType Leaf)) { continue }
             $size = 0L; $dataBytes = 0L
-            $disk.ContentDigest = [OdaKvmBackupTests.ForgedDigest]::Content($data, [ref]$size, [ref]$dataBytes)
+            $contentDigest = [OdaKvmBackupTests.ForgedDigest]::Content($data, [ref]$size, [ref]$dataBytes)
+            if ($disk.PSObject.Properties.Name -contains 'Digests' -and $null -ne $disk.Digests) {
+                # Format OdaKvmBackup/3: the list beside the copy and its SHA-256 in the manifest, as documented.
+                $list = [OdaKvmBackupTests.ForgedDigest]::DigestList($data)
+                [System.IO.File]::WriteAllBytes("$data.digests", $list)
+                $disk.Digests = [Convert]::ToHexString([System.Security.Cryptography.SHA256]::HashData($list)).ToLowerInvariant()
+            }
+            else {
+                $disk.ContentDigest = $contentDigest
+            }
             $disk.SizeBytes = $size
             $disk.DataBytes = $dataBytes
             if ($disk.PSObject.Properties.Name -contains 'SegmentDigests' -and $null -ne $disk.SegmentDigests) {
