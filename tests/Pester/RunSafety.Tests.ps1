@@ -81,7 +81,7 @@ Describe 'Backups are readable by their owner only' {
         foreach ($file in @(Get-ChildItem -File $set) + @(Get-ChildItem -Recurse -File $retention) + @(Get-ChildItem -File (Join-Path $state 'locks'))) {
             Get-Mode $file.FullName | Should -Be '600' -Because "$($file.FullName) holds a disk or its record"
         }
-        @(Get-ChildItem -File $set).Name | Sort-Object | Should -Be @('backup.json', 'disco_secundario', 'domain.xml', 'linux_boot')
+        @(Get-ChildItem -File $set).Name | Sort-Object | Should -Be @('backup.json', 'disco_secundario', 'disco_secundario.digests', 'domain.xml', 'linux_boot', 'linux_boot.digests') -Because 'each copy has its digest list beside it (0600 too, checked above)'
     }
 }
 
