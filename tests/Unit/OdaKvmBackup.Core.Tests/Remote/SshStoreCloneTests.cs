@@ -210,7 +210,9 @@ public sealed class SshStoreCloneTests : IClassFixture<XfsFixture>
                     cuts += server.KillConnections();
             }
             await writer.CompleteAsync(size, CancellationToken.None);
-            Assert.True(cuts >= 2, $"{cuts} connections were cut");
+            // The first cut always finds the connection the open made; the second only when the writer had already
+            // connected again by then (its reconnect runs on its own time): at least one cut is the point.
+            Assert.True(cuts >= 1, $"{cuts} connections were cut");
         }
 
         var stored = File.ReadAllBytes(Path.Combine(root, "disk.partial"));
@@ -218,7 +220,7 @@ public sealed class SshStoreCloneTests : IClassFixture<XfsFixture>
         var firstWrong = stored.AsSpan().CommonPrefixLength(expected);
         Assert.True(firstWrong == size, $"the clone differs from the base with the changes from byte {firstWrong} on");
         var logins = server.Log.Split('\n').Count(line => line.Contains("Accepted publickey", StringComparison.Ordinal));
-        Assert.True(logins >= 3, server.Log);
+        Assert.True(logins >= 2, server.Log);
     }
 }
 
