@@ -13,8 +13,6 @@ namespace OdaKvmBackup.Core.Copies;
 /// A byte of data is hashed twice (its block's SHA-256, its segment's SHA-256: two digests that share no work), so
 /// with <c>twoThreads</c> the segments are hashed on a thread of their own while the caller's thread hashes the
 /// blocks; each <see cref="Append"/> returns when both are done with the piece, so the caller may reuse its buffer.
-/// A copy that runs the two passes on threads of its own, each at its own pace, feeds them apart instead
-/// (<see cref="AppendBlocks"/> on one thread, <see cref="AppendSegments"/> on another, never <see cref="Append"/>).
 /// </para>
 /// </summary>
 internal sealed class BlockDigestListBuilder : IDisposable
@@ -28,7 +26,6 @@ internal sealed class BlockDigestListBuilder : IDisposable
     private readonly bool _twoThreads;
     private SegmentThread? _segmentThread;
     private long _position;
-    private long _segmentPosition;
     private bool _completed;
 
     public BlockDigestListBuilder(long fileSize, bool twoThreads = true)
@@ -50,7 +47,7 @@ internal sealed class BlockDigestListBuilder : IDisposable
 
     public long FileSize { get; }
 
-    /// <summary>How far the file has been fed (its blocks, when fed apart): the next piece starts here or later.</summary>
+    /// <summary>How far the file has been fed: the next piece starts here or later.</summary>
     public long Position => _position;
 
     /// <summary>Blocks whose digest is known: those that lie wholly before <see cref="Position"/>.</summary>
@@ -71,58 +68,18 @@ internal sealed class BlockDigestListBuilder : IDisposable
         ObjectDisposedException.ThrowIf(_completed, this);
         ArgumentOutOfRangeException.ThrowIfLessThan(offset, _position);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(offset, FileSize - bytes.Length);
-        if (_segmentPosition != _position)
-            throw new InvalidOperationException("The blocks and the segments were fed apart: keep feeding them apart.");
         if (offset > _position)
             Feed(ReadOnlySpan<byte>.Empty, offset - _position);
         Feed(bytes, 0);
         _position = offset + bytes.Length;
-        _segmentPosition = _position;
     }
 
-    /// <summary>Feeds the bytes at <paramref name="offset"/> to the block digests only (what lies between is zeros):
-    /// with <see cref="AppendSegments"/>, called on another thread, instead of <see cref="Append"/>.</summary>
-    public void AppendBlocks(long offset, ReadOnlySpan<byte> bytes)
-    {
-        ObjectDisposedException.ThrowIf(_completed, this);
-        ArgumentOutOfRangeException.ThrowIfLessThan(offset, _position);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(offset, FileSize - bytes.Length);
-        if (offset > _position)
-            _blocks.AppendZeros(offset - _position);
-        if (!bytes.IsEmpty)
-            _blocks.Append(bytes);
-        _position = offset + bytes.Length;
-    }
-
-    /// <summary>Feeds the bytes at <paramref name="offset"/> to the segment digests only (see <see cref="AppendBlocks"/>).</summary>
-    public void AppendSegments(long offset, ReadOnlySpan<byte> bytes)
-    {
-        ObjectDisposedException.ThrowIf(_completed, this);
-        ArgumentOutOfRangeException.ThrowIfLessThan(offset, _segmentPosition);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(offset, FileSize - bytes.Length);
-        if (offset > _segmentPosition)
-            _segments.AppendZeros(offset - _segmentPosition);
-        if (!bytes.IsEmpty)
-            _segments.Append(bytes);
-        _segmentPosition = offset + bytes.Length;
-    }
-
-    /// <summary>Feeds the rest of the file as zeros and returns the list; the builder is done with. When the blocks
-    /// and segments were fed apart, both feeders must be done first.</summary>
+    /// <summary>Feeds the rest of the file as zeros and returns the list; the builder is done with.</summary>
     public BlockDigestList Complete()
     {
         ObjectDisposedException.ThrowIf(_completed, this);
-        if (_segmentPosition == _position)
-        {
-            Feed(ReadOnlySpan<byte>.Empty, FileSize - _position);
-        }
-        else
-        {
-            _blocks.AppendZeros(FileSize - _position);
-            _segments.AppendZeros(FileSize - _segmentPosition);
-        }
+        Feed(ReadOnlySpan<byte>.Empty, FileSize - _position);
         _position = FileSize;
-        _segmentPosition = FileSize;
         Dispose();
         return new BlockDigestList(_list);
     }

@@ -92,35 +92,6 @@ public sealed class BlockDigestListTests : IDisposable
 
     // The copy engine feeds the blocks and the segments apart, each on a thread of its own at its own pace, and
     // leaves out pieces of zeros only: the list must not depend on it.
-    [Theory]
-    [InlineData(MiB)]
-    [InlineData(40 * KiB + 3)]
-    public void Blocks_and_segments_fed_apart_on_two_threads_give_the_same_list(int pieceSize)
-    {
-        var (content, data) = Layout();
-        var pieces = data.SelectMany(d => Enumerable.Range(0, (d.Length + pieceSize - 1) / pieceSize)
-            .Select(i => (Offset: d.Offset + (long)i * pieceSize, Length: Math.Min(pieceSize, d.Length - i * pieceSize))))
-            .Where(p => content.AsSpan((int)p.Offset, p.Length).IndexOfAnyExcept((byte)0) >= 0)
-            .ToList();
-        using var builder = new BlockDigestListBuilder(content.Length, twoThreads: false);
-
-        var segments = new Thread(() =>
-        {
-            foreach (var (offset, length) in pieces)
-                builder.AppendSegments(offset, content.AsSpan((int)offset, length));
-        });
-        segments.Start();
-        foreach (var (offset, length) in pieces)
-            builder.AppendBlocks(offset, content.AsSpan((int)offset, length));
-        segments.Join();
-        var list = builder.Complete();
-
-        var (blocks, segmentDigests) = Expected(content);
-        Assert.Equal(blocks, Enumerable.Range(0, blocks.Length).Select(i => Hex(list.BlockDigest(i))));
-        Assert.Equal(segmentDigests, Enumerable.Range(0, segmentDigests.Length).Select(i => list.SegmentDigestHex(i)));
-        Assert.Equal(Build(content, data, twoThreads: true, MiB).Sha256, list.Sha256);
-    }
-
     [Fact]
     public void The_stored_list_has_the_documented_layout_and_size_and_its_sha256_is_that_of_its_bytes()
     {
