@@ -100,13 +100,14 @@ function Measure-Process([string[]] $CommandLine) {
     $psi = [Diagnostics.ProcessStartInfo]::new($CommandLine[0])
     foreach ($a in $CommandLine[1..($CommandLine.Count - 1)]) { $psi.ArgumentList.Add($a) }
     $psi.RedirectStandardOutput = $true; $psi.RedirectStandardError = $true; $psi.UseShellExecute = $false
+    $startUtc = [DateTime]::UtcNow
     $watch = [Diagnostics.Stopwatch]::StartNew()
     $p = [Diagnostics.Process]::Start($psi)
     $out = $p.StandardOutput.ReadToEndAsync(); $err = $p.StandardError.ReadToEndAsync()
     $p.WaitForExit()
     $watch.Stop()
     if ($p.ExitCode -ne 0) { throw "'$($CommandLine -join ' ')' failed ($($p.ExitCode)): $($err.Result)$($out.Result)" }
-    [pscustomobject]@{ Seconds = $watch.Elapsed.TotalSeconds; Output = $out.Result; Error = $err.Result }
+    [pscustomobject]@{ Seconds = $watch.Elapsed.TotalSeconds; Output = $out.Result; Error = $err.Result; StartUtc = $startUtc }
 }
 
 function Get-UsedBytes { & sync -f $XfsMount; [long]((& df -B1 --output=used $XfsMount | Select-Object -Last 1).Trim()) }
@@ -138,7 +139,7 @@ function Measure-BackupRun([string[]] $CommandLine) {
     $wire = (Get-LabLoopbackReceivedBytes) - $lo
     $reserved = (Get-UsedBytes) - $used
     Clear-XfsPreallocation
-    [pscustomobject]@{ Seconds = $r.Seconds; Output = $r.Output; Error = $r.Error; Wire = $wire; Reserved = $reserved; Stored = (Get-UsedBytes) - $used }
+    [pscustomobject]@{ Seconds = $r.Seconds; Output = $r.Output; Error = $r.Error; StartUtc = $r.StartUtc; Wire = $wire; Reserved = $reserved; Stored = (Get-UsedBytes) - $used }
 }
 
 function Add-Sample([string] $Case, [string] $Method, [int] $Round, [hashtable] $Figures) {
@@ -219,7 +220,9 @@ function Get-BaselineModule {
 function Invoke-OneLiner([string] $Module, [string] $Folder, [string] $Case, [string] $Method, [int] $Round) {
     $ret = Join-Path $scratch "retention/$([guid]::NewGuid().ToString('N'))"
     New-Item -ItemType Directory -Force $ret | Out-Null
-    $script = "Import-Module '$Module'; Get-VmDisk $Vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '${Alias}:$Folder' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$ret' | ForEach-Object { [pscustomobject]@{ Target = `$_.Target; OnOverlay = `$_.TimeOnOverlay.TotalSeconds; Status = `$_.SetStatus; RunId = `$_.RunId } } | ConvertTo-Json -Compress"
+    # The one-liner's -Verbose lines, stamped as they arrive, go to a file: where its time went (Get-Timeline).
+    $timeline = Join-Path $scratch "timeline-$([guid]::NewGuid().ToString('N')).txt"
+    $script = "Import-Module '$Module'; `$VerbosePreference = 'Continue'; `$t = [System.Collections.Generic.List[string]]::new(); `$o = & { Get-VmDisk $Vm | New-KvmDiskSnapshot | Copy-VmDisk -Destination '${Alias}:$Folder' | Invoke-BlockCommit | Move-OverlayToRetention -Path '$ret' } 4>&1 | ForEach-Object { if (`$_ -is [System.Management.Automation.VerboseRecord]) { `$t.Add([DateTime]::UtcNow.ToString('o') + ' ' + (`$_.Message -replace '\s*\n\s*', ' ')) } else { [pscustomobject]@{ Target = `$_.Target; OnOverlay = `$_.TimeOnOverlay.TotalSeconds; Copy = `$_.CopyTime.TotalSeconds; Commit = `$_.CommitTime.TotalSeconds; Status = `$_.SetStatus; RunId = `$_.RunId } } }; `$t.Add([DateTime]::UtcNow.ToString('o') + ' END'); [System.IO.File]::WriteAllLines('$timeline', `$t); `$o | ConvertTo-Json -Compress"
     $m = Measure-BackupRun ($Pwsh + @('-NoProfile', '-Command', $script))
     Remove-Item -Recurse -Force -LiteralPath $ret
     $disks = @($m.Output | ConvertFrom-Json)
@@ -238,9 +241,33 @@ function Invoke-OneLiner([string] $Module, [string] $Folder, [string] $Case, [st
     $waited = if ($watch.Elapsed.TotalSeconds -gt 0.3) { $watch.Elapsed.TotalSeconds } else { 0 }
     Assert-Clean $Method
     $figures = @{ Seconds = $m.Seconds + $waited; Waited = $waited; Wire = $m.Wire; Stored = $m.Stored; Reserved = $m.Reserved; Set = $set; Manifest = $manifest }
-    foreach ($d in $disks) { $figures["Overlay $($d.Target)"] = [double]$d.OnOverlay }
+    foreach ($d in $disks) { $figures["Overlay $($d.Target)"] = [double]$d.OnOverlay; $figures["Copy $($d.Target)"] = [double]$d.Copy; $figures["Commit $($d.Target)"] = [double]$d.Commit }
+    foreach ($phase in (Get-Timeline $timeline $m.StartUtc $disks).GetEnumerator()) { $figures[$phase.Key] = $phase.Value }
+    Remove-Item -LiteralPath $timeline
     Add-Sample $Case $Method $Round $figures
     $samples[-1]
+}
+
+# Where a one-liner's time went, from its stamped -Verbose lines: 'Before snapshot' from the process's start to the
+# snapshot command (pwsh, the module, the checks, the base's read-back on the server), 'Snapshot' that command (the
+# guest's freeze), 'After pivots' from the last disk's pivot (snapshot + its time on the overlay) to the end (the
+# verification on the server, the manifest).
+function Get-Timeline([string] $Path, [datetime] $StartUtc, [object[]] $Disks) {
+    $lines = foreach ($l in [IO.File]::ReadAllLines($Path)) {
+        $at, $text = $l -split ' ', 2
+        [pscustomobject]@{ At = [datetime]::Parse($at, [Globalization.CultureInfo]::InvariantCulture, 'RoundtripKind'); Text = $text }
+    }
+    $snapshotIndex = [array]::FindIndex([object[]]$lines, [Predicate[object]] { param($x) $x.Text -like 'Running: *snapshot-create-as*' })
+    if ($snapshotIndex -lt 0) { throw "No snapshot command in the one-liner's verbose output ($Path)." }
+    $snapshotCall = $lines[$snapshotIndex].At
+    $snapshotDone = $lines[$snapshotIndex + 1].At
+    $lastPivot = $snapshotDone.AddSeconds(($Disks | Measure-Object -Property OnOverlay -Maximum).Maximum)
+    $end = $lines[-1].At
+    @{
+        'Before snapshot' = ($snapshotCall - $StartUtc).TotalSeconds
+        'Snapshot' = ($snapshotDone - $snapshotCall).TotalSeconds
+        'After pivots' = ($end - $lastPivot).TotalSeconds
+    }
 }
 
 # The second backup by hand; its script prints when each step ended.
@@ -476,6 +503,28 @@ $rows = foreach ($p in $Pattern) {
             'Overlay s (by hand)' = '{0:0.0}' -f (Get-Figure $hand "Overlay $t")
             'its rsync s' = '{0:0.0}' -f (Get-Figure $hand "Rsync $t")
             'rsync literal MiB' = & $mib (Get-Figure $hand "Literal $t")
+        }
+    }
+}
+$rows | Format-Table -AutoSize -Wrap | Out-String -Width 500 | Out-Host
+
+Write-Host 'Where the one-liner''s time went (medians, seconds; from its -Verbose lines stamped as they came: before snapshot = process start to the snapshot command, pwsh and the checks and the base''s read-back included; after pivots = the last pivot to the end, the verification on the server included)'
+$rows = foreach ($p in $Pattern) {
+    foreach ($case in "first backup ($p)", "second backup ($p)") {
+        foreach ($method in (Get-Of $case 'this module*'), (Get-Of $case "today's*")) {
+            if (-not $method) { continue }
+            [pscustomobject]@{
+                Case = $case
+                Method = $method[0].Method
+                'Before snapshot' = '{0:0.0}' -f (Get-Figure $method 'Before snapshot')
+                'Snapshot' = '{0:0.0}' -f (Get-Figure $method 'Snapshot')
+                'Copy vda' = '{0:0.0}' -f (Get-Figure $method 'Copy vda')
+                'Copy vdb' = '{0:0.0}' -f (Get-Figure $method 'Copy vdb')
+                'Commit vda' = '{0:0.0}' -f (Get-Figure $method 'Commit vda')
+                'Commit vdb' = '{0:0.0}' -f (Get-Figure $method 'Commit vdb')
+                'After pivots' = '{0:0.0}' -f (Get-Figure $method 'After pivots')
+                'Whole' = '{0:0.0}' -f (Get-Figure $method 'Seconds')
+            }
         }
     }
 }

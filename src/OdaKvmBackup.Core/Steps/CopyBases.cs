@@ -1,24 +1,36 @@
 namespace OdaKvmBackup.Core.Steps;
 
-/// <summary>What the copy of one disk starts from (issue 15): the base set's copy, with the segments of it that no
-/// longer read as its digest list says (sent again in full), or no base and why the copy is full.</summary>
-internal sealed record PreparedBase(DiskBase? Base, IReadOnlySet<long> RottedSegments, string? FullBecause)
+/// <summary>What the copy of one disk starts from (issue 15): the base set's copy and its read-back where it lies
+/// (running while the copy runs), or no base and why the copy is full.</summary>
+internal sealed record PreparedBase(DiskBase? Base, Task<BaseReadBack>? ReadBack, string? FullBecause)
 {
-    public static PreparedBase Full(string why) => new(null, new HashSet<long>(), why);
+    public static PreparedBase Full(string why) => new(null, null, why);
+}
+
+/// <summary>The base copy read back where it lies against its digest list: the segments that no longer read as the
+/// list says (sent again in full), or why it could not be read back (then the copy is made in full).</summary>
+internal sealed record BaseReadBack(IReadOnlySet<long> RottedSegments, string? CouldNotRead)
+{
+    public static BaseReadBack Failed(string why) => new(new HashSet<long>(), why);
 }
 
 /// <summary>
-/// Chooses the base of each disk's copy (<see cref="BaseFinder"/>) and reads that base copy back where it lies,
-/// segment by segment against its digest list, before the snapshot (Copy-VmDisk's part of the preflight): the VM
-/// spends no time on its overlays for it, and a segment that rotted in the base set is known before the copy, which
-/// then sends it again. The choice is kept here, per run and disk, until the copy takes it; a copy whose run had no
-/// preflight here (Copy-VmDisk in a pipeline of its own) makes it then.
+/// Chooses the base of each disk's copy (<see cref="BaseFinder"/>) before the snapshot (Copy-VmDisk's part of the
+/// preflight), and starts reading that base copy back where it lies, segment by segment against its digest list. The
+/// read-back runs while the VM is snapshotted and its disks are copied: one read of the base on the destination,
+/// overlapped with the read of the source, not a wait before the snapshot. A segment found rotted is sent again in
+/// full from the frozen disk before the copy is done (<see cref="CopyService"/>), so no error of the base is
+/// inherited; a base that cannot be read back makes the copy a full one. The choice is kept here, per run and disk,
+/// until the copy takes it; a copy whose run had no preflight here (Copy-VmDisk in a pipeline of its own) makes it then.
 /// </summary>
-internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink sink)
+internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink sink) : IDisposable
 {
     private readonly Dictionary<(string Domain, string RunId, string Target), PreparedBase> _prepared = new();
+    // The read-backs outlive the preflight that starts them: they stop with the copy step (Dispose), not before.
+    private readonly CancellationTokenSource _stop = new();
+    private int _progressIds;
 
-    /// <summary>Before the snapshot: the base of every disk of the run, a rotted base as a warning of the preflight.</summary>
+    /// <summary>Before the snapshot: the base of every disk of the run, its read-back started.</summary>
     public async Task PrepareAsync(PreflightContext context, CancellationToken ct)
     {
         foreach (var disk in context.Disks)
@@ -26,8 +38,6 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
             // The plan records the virtual size after the checks; the base of a qcow2 disk is chosen by it now.
             disk.VirtualSizeBytes ??= context.KnownImageInfo(disk.Source)?.VirtualSize;
             var prepared = await ChooseAsync(context.DomainName, context.RunId, disk, ct).ConfigureAwait(false);
-            if (RottedWarning(context.DomainName, disk, prepared) is { } warning)
-                context.Warnings.Add(warning);
             lock (_prepared)
                 _prepared[(context.DomainName, context.RunId, disk.Target)] = prepared;
         }
@@ -41,19 +51,27 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
             if (_prepared.Remove((domain, runId, disk.Target), out var prepared))
                 return prepared;
         }
-        var now = await ChooseAsync(domain, runId, disk, ct).ConfigureAwait(false);
-        if (RottedWarning(domain, disk, now) is { } warning)
-            sink.Warning(warning);
-        return now;
+        return await ChooseAsync(domain, runId, disk, ct).ConfigureAwait(false);
     }
+
+    /// <summary>Stops the read-backs still running (a run given up before its copies took them).</summary>
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _stop.Dispose();
+    }
+
+    /// <summary>The warning for a base whose copy rotted: the damaged set named, with the way to check it.</summary>
+    public string RottedWarning(string domain, string target, DiskBase chosen, IReadOnlySet<long> rotted) =>
+        $"The backup set {chosen.RunId} of '{domain}' at '{store.Location}' is damaged: {rotted.Count} segment(s) of 16 MiB of its copy of {target} " +
+        $"('{store.Describe(chosen.CopyPath)}') no longer read as when it was written (first at offset {rotted.Min() * BlockDigestList.SegmentSize}). " +
+        $"The new set does not inherit them: they are sent again. Check that set and the destination's storage: Test-KvmBackup -Destination '{store.Location}' -DomainName {domain} -RunId {chosen.RunId}.";
 
     private async Task<PreparedBase> ChooseAsync(string domain, string runId, DiskRecord disk, CancellationToken ct)
     {
         var prepared = await FindAsync(domain, runId, disk, ct).ConfigureAwait(false);
         sink.Verbose(prepared.Base is { } chosen
-            ? $"{disk.Target} of {domain}: based on set {chosen.RunId} ('{store.Describe(chosen.CopyPath)}'); {(prepared.RottedSegments.Count == 0
-                ? $"its copy reads back as its digest list says (all {chosen.List.SegmentCount} segments of 16 MiB)"
-                : $"{prepared.RottedSegments.Count} of its {chosen.List.SegmentCount} segments of 16 MiB no longer read as its digest list says and are sent again in full")}; only the blocks that differ are sent."
+            ? $"{disk.Target} of {domain}: based on set {chosen.RunId} ('{store.Describe(chosen.CopyPath)}'); only the blocks that differ are sent, and the base copy is read back where it lies meanwhile (all {chosen.List.SegmentCount} segments of 16 MiB)."
             : $"{disk.Target} of {domain}: copied in full, because {prepared.FullBecause}.");
         return prepared;
     }
@@ -73,34 +91,38 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
         }
         if (choice.Base is not { } found)
             return PreparedBase.Full(choice.WhyNone ?? "no earlier Complete set has a usable copy of it");
-        try
-        {
-            return new PreparedBase(found, await RottedSegmentsAsync(disk, found, ct).ConfigureAwait(false), null);
-        }
-        catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException)
-        {
-            return PreparedBase.Full($"the copy of {disk.Target} in set {found.RunId} could not be read back ({ex.Message.TrimEnd('.')})");
-        }
+        return new PreparedBase(found, Task.Run(() => ReadBackAsync(domain, disk, found, _stop.Token)), null);
     }
 
-    private string? RottedWarning(string domain, DiskRecord disk, PreparedBase prepared) =>
-        prepared.Base is { } chosen && prepared.RottedSegments.Count > 0
-            ? $"The backup set {chosen.RunId} of '{domain}' at '{store.Location}' is damaged: {prepared.RottedSegments.Count} segment(s) of 16 MiB of its copy of {disk.Target} " +
-              $"('{store.Describe(chosen.CopyPath)}') no longer read as when it was written (first at offset {prepared.RottedSegments.Min() * BlockDigestList.SegmentSize}). " +
-              $"The new set does not inherit them: they are sent again. Check that set and the destination's storage: Test-KvmBackup -Destination '{store.Location}' -DomainName {domain} -RunId {chosen.RunId}."
-            : null;
+    /// <summary>The read-back of a base copy; never throws: a failure is a reason for a full copy.</summary>
+    private async Task<BaseReadBack> ReadBackAsync(string domain, DiskRecord disk, DiskBase chosen, CancellationToken ct)
+    {
+        try
+        {
+            var rotted = await RottedSegmentsAsync(domain, disk, chosen, ct).ConfigureAwait(false);
+            sink.Verbose(rotted.Count == 0
+                ? $"{disk.Target} of {domain}: the copy in set {chosen.RunId} reads back as its digest list says (all {chosen.List.SegmentCount} segments of 16 MiB)."
+                : $"{disk.Target} of {domain}: {rotted.Count} of the {chosen.List.SegmentCount} segments of 16 MiB of the copy in set {chosen.RunId} no longer read as its digest list says; they are sent again in full.");
+            return new BaseReadBack(rotted, null);
+        }
+        catch (Exception ex) when (ex is BackupException or IOException or UnauthorizedAccessException or OperationCanceledException)
+        {
+            return BaseReadBack.Failed($"the copy of {disk.Target} in set {chosen.RunId} could not be read back ({ex.Message.TrimEnd('.')})");
+        }
+    }
 
     /// <summary>The segments of the base copy that read differently where it lies from what its list says: read
     /// back whole (locally, its pages dropped first; on an SSH server, there: the segments that hold data by their
     /// SHA-256, the others by reading as zeros).</summary>
-    private async Task<IReadOnlySet<long>> RottedSegmentsAsync(DiskRecord disk, DiskBase chosen, CancellationToken ct)
+    private async Task<IReadOnlySet<long>> RottedSegmentsAsync(string domain, DiskRecord disk, DiskBase chosen, CancellationToken ct)
     {
         var list = chosen.List;
         var rotted = new HashSet<long>();
         if (!store.IsRemote)
         {
-            var progressId = ProgressIds.Copy * 1000 + 999;
-            var activity = $"Reading back the copy of {disk.Target} in set {chosen.RunId}";
+            // Ids from 900 down: the copies' own bars count up from 1 (CopyService).
+            var progressId = ProgressIds.Copy * 1000 + 900 - Interlocked.Increment(ref _progressIds) % 100;
+            var activity = $"Reading back the copy of {disk.Target} of {domain} in set {chosen.RunId}";
             var readBack = await SparseCopy.DigestListAsync(store.Describe(chosen.CopyPath),
                 (done, total) => sink.Progress(new ProgressUpdate(progressId, null, activity, $"{FileSystemPaths.FormatBytes(done)} of {FileSystemPaths.FormatBytes(total)}", total == 0 ? 100 : (int)(done * 100 / total))),
                 ct).ConfigureAwait(false);

@@ -204,21 +204,28 @@ internal sealed class CopyService
             var listPartial = BackupNames.Partial(BackupNames.DigestListInSet(set, record.SetFile));
             var prepared = await Bases.TakeAsync(run.DomainName, run.RunId, record, ct).ConfigureAwait(false);
             var (writer, stored) = await OpenCopyAsync(run, disk, partial, prepared, ct).ConfigureAwait(false);
-            var activity = $"Copying {disk.Target} of {disk.DomainName}";
             var progressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
-            CopyResult copy;
-            await using (writer)
+            var copy = await RunEngineAsync(disk, copies, writer, stored.Base, progressId, ct).ConfigureAwait(false);
+            if (stored.Base is { } based && prepared is { Base: { } chosen, ReadBack: { } readBack })
             {
-                var rate = new RateMeter();
-                copy = await SparseCopy.CopyAsync(record.Source, writer, stored.Base, _bandwidth, p =>
+                // The base's read-back ran meanwhile: a base that rotted where the copy had passed gets those segments
+                // sent again from the frozen disk; one that could not be read back at all gets a full copy instead.
+                var found = await readBack.WaitAsync(ct).ConfigureAwait(false);
+                if (found.CouldNotRead is { } why)
                 {
-                    // A bar per disk under one for the VM: compared and sent bytes, rate and time left for each.
-                    _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, Status(rate, p.Compared, p.Sent, p.Total), Percent(p.Compared, p.Total)));
-                    var (vmCompared, vmSent, vmTotal) = copies.Report(disk.Target, p);
-                    _sink.Progress(new ProgressUpdate(copies.ProgressId, null, $"Copying {disk.DomainName} to {_store.Location}",
-                        Status(copies.Rate, vmCompared, vmSent, vmTotal), Percent(vmCompared, vmTotal)));
-                }, ct).ConfigureAwait(false);
-                _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, "Done", 100, Completed: true));
+                    (copy, stored) = await CopyAgainInFullAsync(run, disk, copies, partial, why, progressId, ct).ConfigureAwait(false);
+                }
+                else if (found.RottedSegments.Count > 0)
+                {
+                    _sink.Warning(Bases.RottedWarning(disk.DomainName, disk.Target, chosen, found.RottedSegments));
+                    var late = found.RottedSegments.Except(based.RottedSegments).ToList();
+                    if (late.Count > 0)
+                    {
+                        await using var again = await _store.OpenForWriteAsync(partial, ct).ConfigureAwait(false);
+                        var resent = await SparseCopy.ResendSegmentsAsync(record.Source, again, late, copy.SizeBytes, ct).ConfigureAwait(false);
+                        copy = copy with { BytesSent = copy.BytesSent + resent, BytesResent = copy.BytesResent + resent };
+                    }
+                }
             }
             // The list goes with the copy: written as a partial beside it, renamed with it once the copy is verified.
             await WriteListAsync(listPartial, copy.Digests, ct).ConfigureAwait(false);
@@ -243,6 +250,39 @@ internal sealed class CopyService
         }
     }
 
+    /// <summary>Runs the copy engine into <paramref name="writer"/> (disposed after), with a progress bar per disk
+    /// under one for the VM.</summary>
+    private async Task<CopyResult> RunEngineAsync(VmDiskBackup disk, RunCopies copies, IStoreFileWriter writer, CopyBase? based, int progressId, CancellationToken ct)
+    {
+        var activity = $"Copying {disk.Target} of {disk.DomainName}";
+        await using (writer)
+        {
+            var rate = new RateMeter();
+            var copy = await SparseCopy.CopyAsync(disk.Run.Record.Disk(disk.Target).Source, writer, based, _bandwidth, p =>
+            {
+                // A bar per disk under one for the VM: compared and sent bytes, rate and time left for each.
+                _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, Status(rate, p.Compared, p.Sent, p.Total), Percent(p.Compared, p.Total)));
+                var (vmCompared, vmSent, vmTotal) = copies.Report(disk.Target, p);
+                _sink.Progress(new ProgressUpdate(copies.ProgressId, null, $"Copying {disk.DomainName} to {_store.Location}",
+                    Status(copies.Rate, vmCompared, vmSent, vmTotal), Percent(vmCompared, vmTotal)));
+            }, ct).ConfigureAwait(false);
+            _sink.Progress(new ProgressUpdate(progressId, copies.ProgressId, activity, "Done", 100, Completed: true));
+            return copy;
+        }
+    }
+
+    /// <summary>The base could not be read back (found while the copy ran): the incremental copy is thrown away and
+    /// the disk, still frozen, copied again in full into a new file.</summary>
+    private async Task<(CopyResult Copy, StartedCopy Stored)> CopyAgainInFullAsync(BackupRun run, VmDiskBackup disk, RunCopies copies, string partial,
+        string why, int progressId, CancellationToken ct)
+    {
+        _sink.Verbose($"{disk.Target} of {disk.DomainName}: copied again in full, because {why}.");
+        await _store.DeleteAsync(partial, recursive: false, ct).ConfigureAwait(false);
+        run.RecordCopyStart(disk.Target, null, why);
+        var writer = await _store.CreateFileAsync(partial, ct).ConfigureAwait(false);
+        return (await RunEngineAsync(disk, copies, writer, null, progressId, ct).ConfigureAwait(false), new StartedCopy(null, StoredAsFull, 0));
+    }
+
     private static int Percent(long done, long total) => total == 0 ? 100 : (int)(done * 100 / total);
 
     private static string Status(RateMeter rate, long compared, long sent, long total) =>
@@ -254,7 +294,13 @@ internal sealed class CopyService
     private async Task<(IStoreFileWriter Writer, StartedCopy Stored)> OpenCopyAsync(BackupRun run, VmDiskBackup disk, string partial, PreparedBase prepared, CancellationToken ct)
     {
         var fullBecause = prepared.FullBecause;
-        if (prepared.Base is { } chosen)
+        // A read-back that has failed already: no clone, a full copy at once.
+        if (prepared.ReadBack is { IsCompletedSuccessfully: true } done && done.Result.CouldNotRead is { } couldNotRead)
+        {
+            fullBecause = couldNotRead;
+            _sink.Verbose($"{disk.Target} of {disk.DomainName}: copied in full, because {fullBecause}.");
+        }
+        else if (prepared.Base is { } chosen)
         {
             run.RecordCopyStart(disk.Target, chosen.RunId, null);
             try
@@ -265,7 +311,9 @@ internal sealed class CopyService
                 var writer = await _store.OpenForWriteAsync(partial, ct).ConfigureAwait(false);
                 // A reflink takes the base's data without moving it: counted by the base's list, 64 KiB blocks that are not zeros.
                 var cloned = clone.StoredAs == FileClone.Reflink ? DataBytesOf(chosen.List) : clone.CopiedBytes;
-                return (writer, new StartedCopy(new CopyBase(chosen.List, prepared.RottedSegments), clone.StoredAs, cloned));
+                // Segments the read-back found rotted by now are sent again by the engine itself; later ones after it.
+                var rottedSoFar = prepared.ReadBack is { IsCompletedSuccessfully: true } early ? early.Result.RottedSegments : new HashSet<long>();
+                return (writer, new StartedCopy(new CopyBase(chosen.List, rottedSoFar), clone.StoredAs, cloned));
             }
             catch (Exception ex) when (ex is BackupException or NotSupportedException or IOException or UnauthorizedAccessException && !ct.IsCancellationRequested)
             {

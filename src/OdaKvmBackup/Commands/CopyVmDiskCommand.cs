@@ -109,6 +109,7 @@ public sealed class CopyVmDiskCommand : RunStepCmdlet
     /// statement) reconnects.</summary>
     private protected override void ReleaseResources()
     {
+        _copy?.Bases.Dispose(); // base read-backs of runs given up before their copies began
         if (_copy?.Store is { } store)
             store.DisposeAsync().AsTask().GetAwaiter().GetResult();
     }

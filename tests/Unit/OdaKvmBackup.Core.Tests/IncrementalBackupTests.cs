@@ -215,16 +215,101 @@ public sealed class IncrementalBackupTests : IDisposable
         FlipByte(baseCopy, 20L * Files.MiB + 7); // the segment from 16 to 32 MiB held only zeros
         FlipByte(baseCopy, 39L * Files.MiB + 5); // the last segment holds data (the disk's last bytes)
 
-        var (second, failed, plan) = await BackUpAsync(store, new RecordingSink());
+        var sink = new RecordingSink();
+        var (second, failed, _) = await BackUpAsync(store, sink);
 
         Assert.Empty(failed);
-        Assert.Contains(plan.Warnings, w => w.Contains("2 segment(s)", StringComparison.Ordinal) && w.Contains(first.RunId, StringComparison.Ordinal));
+        Assert.Contains(sink.Warnings, w => w.Contains("2 segment(s)", StringComparison.Ordinal) && w.Contains(first.RunId, StringComparison.Ordinal));
         var manifest = await Bench.ManifestAsync(store, second);
         Assert.Equal(BackupSetStatus.Complete, manifest.Status);
         var data = manifest.Disks.Single(d => d.Target == "vdb");
         Assert.Equal(first.RunId, data.BasedOn);
         Assert.Equal(24L * Files.MiB, data.BytesResent); // 16 MiB of zeros and the last 8 MiB, written again
         Assert.True(Files.SameBytes(_b.Data, Path.Combine(root, Domain, second.RunId, "data1")), "the new copy inherited a rotted byte");
+    }
+
+    [Fact]
+    public async Task Base_found_rotted_only_after_the_copy_passed_it_gets_those_segments_sent_again_before_the_copy_is_done()
+    {
+        using var server = new TestSshServer();
+        var root = server.DataFolder("late-rot");
+        await using var plain = server.Store("good", root);
+        var (first, _, _) = await BackUpAsync(plain, new RecordingSink());
+        var baseCopy = Path.Combine(root, Domain, first.RunId, "data1");
+        FlipByte(baseCopy, 39L * Files.MiB + 5); // the last segment, which the guest never changes
+        var rotted = Sha256Of(baseCopy);
+        // The base's read-back on the server answers only once the new copy of the data disk was written whole.
+        var copyWritten = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var store = new HookedStore(plain, (path, writer) => path.EndsWith("/data1.partial", StringComparison.Ordinal) ? new CompletionWatch(writer, copyWritten) : writer)
+        {
+            BeforeReadBack = async (path, ct) =>
+            {
+                if (path.EndsWith($"{first.RunId}/data1", StringComparison.Ordinal))
+                    await copyWritten.Task.WaitAsync(ct);
+            },
+        };
+        var sink = new RecordingSink();
+
+        var (second, failed, _) = await BackUpAsync(store, sink);
+
+        Assert.Empty(failed);
+        Assert.Contains(sink.Warnings, w => w.Contains($"set {first.RunId}", StringComparison.Ordinal) && w.Contains("1 segment(s)", StringComparison.Ordinal));
+        var manifest = await Bench.ManifestAsync(plain, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        Assert.Equal(first.RunId, data.BasedOn);
+        Assert.Equal(8L * Files.MiB, data.BytesResent); // the last segment (32 to 40 MiB), written again after the copy
+        Assert.True(Files.SameBytes(_b.Data, Path.Combine(root, Domain, second.RunId, "data1")), "the new copy inherited the rotted byte");
+        Assert.Equal(rotted, Sha256Of(baseCopy));
+    }
+
+    [Fact]
+    public async Task Base_that_cannot_be_read_back_while_the_copy_runs_gets_a_full_copy_that_says_why()
+    {
+        using var server = new TestSshServer();
+        var root = server.DataFolder("unreadable-base");
+        await using var plain = server.Store("good", root);
+        var (first, _, _) = await BackUpAsync(plain, new RecordingSink());
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+        var copyWritten = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var store = new HookedStore(plain, (path, writer) => path.EndsWith("/data1.partial", StringComparison.Ordinal) ? new CompletionWatch(writer, copyWritten) : writer)
+        {
+            BeforeReadBack = async (path, ct) =>
+            {
+                if (!path.EndsWith($"{first.RunId}/data1", StringComparison.Ordinal))
+                    return;
+                await copyWritten.Task.WaitAsync(ct);
+                throw new IOException("Input/output error reading the base");
+            },
+        };
+
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        var manifest = await Bench.ManifestAsync(plain, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        var data = manifest.Disks.Single(d => d.Target == "vdb");
+        Assert.Null(data.BasedOn);
+        Assert.Equal("full", data.StoredAs);
+        Assert.Contains($"the copy of vdb in set {first.RunId} could not be read back (Input/output error reading the base)", data.FullBecause, StringComparison.Ordinal);
+        Assert.Equal(data.DataBytes, data.BytesSent);
+        Assert.Equal(first.RunId, manifest.Disks.Single(d => d.Target == "vda").BasedOn); // the boot disk's base read back fine
+        Assert.True(Files.SameBytes(_b.Data, Path.Combine(root, Domain, second.RunId, "data1")));
+        Assert.Empty(Directory.GetFiles(Path.Combine(root, Domain, second.RunId), "*.partial"));
+    }
+
+    /// <summary>Says when a writer's copy was completed (written whole and synced).</summary>
+    private sealed class CompletionWatch(IStoreFileWriter inner, TaskCompletionSource completed) : IStoreFileWriter
+    {
+        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct) => inner.WriteAsync(offset, data, ct);
+
+        public async Task CompleteAsync(long size, CancellationToken ct)
+        {
+            await inner.CompleteAsync(size, ct);
+            completed.TrySetResult();
+        }
+
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
     }
 
     [Fact]
@@ -345,11 +430,12 @@ public sealed class IncrementalBackupTests : IDisposable
         FlipByte(baseCopy, 39L * Files.MiB + 5);
         var rotted = Sha256Of(baseCopy);
 
-        var (second, failed, plan) = await BackUpAsync(store, new RecordingSink());
+        var sink = new RecordingSink();
+        var (second, failed, _) = await BackUpAsync(store, sink);
 
         Assert.Empty(failed);
-        // The preflight warned: the earlier set is damaged, named, with the way to check it.
-        Assert.Contains(plan.Warnings, w => w.Contains($"set {first.RunId}", StringComparison.Ordinal) && w.Contains("Test-KvmBackup", StringComparison.Ordinal));
+        // The copy warned: the earlier set is damaged, named, with the way to check it.
+        Assert.Contains(sink.Warnings, w => w.Contains($"set {first.RunId}", StringComparison.Ordinal) && w.Contains("Test-KvmBackup", StringComparison.Ordinal));
         var manifest = await Bench.ManifestAsync(store, second);
         Assert.Equal(BackupSetStatus.Complete, manifest.Status);
         var data = manifest.Disks.Single(d => d.Target == "vdb");

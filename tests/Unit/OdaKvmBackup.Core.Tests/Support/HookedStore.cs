@@ -20,11 +20,22 @@ internal sealed class HookedStore(IBackupStore inner, Func<string, IStoreFileWri
     public Task<IStoreFileReader> OpenReadAsync(string relativePath, CancellationToken ct) => inner.OpenReadAsync(relativePath, ct);
     public Task RenameAsync(string from, string to, CancellationToken ct) => inner.RenameAsync(from, to, ct);
     public Task DeleteAsync(string relativePath, bool recursive, CancellationToken ct) => inner.DeleteAsync(relativePath, recursive, ct);
-    public Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes, CancellationToken ct) =>
-        inner.SegmentDigestsAsync(relativePath, segmentSize, segmentIndexes, ct);
+    public async Task<IReadOnlyList<string>> SegmentDigestsAsync(string relativePath, long segmentSize, IReadOnlyList<long> segmentIndexes, CancellationToken ct)
+    {
+        await BeforeReadBack(relativePath, ct);
+        return await inner.SegmentDigestsAsync(relativePath, segmentSize, segmentIndexes, ct);
+    }
+
     public string? DigestTool => inner.DigestTool;
-    public Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct) =>
-        inner.FindNonZeroAsync(relativePath, ranges, ct);
+
+    public async Task<IReadOnlyList<long>> FindNonZeroAsync(string relativePath, IReadOnlyList<(long Offset, long Length)> ranges, CancellationToken ct)
+    {
+        await BeforeReadBack(relativePath, ct);
+        return await inner.FindNonZeroAsync(relativePath, ranges, ct);
+    }
+
+    /// <summary>Runs before a read-back where the file lies (segment digests, zero check): may wait, or throw.</summary>
+    public Func<string, CancellationToken, Task> BeforeReadBack { get; init; } = (_, _) => Task.CompletedTask;
 
     public Task<StoreOwnership?> GetOwnershipAsync(string relativePath, CancellationToken ct) => inner.GetOwnershipAsync(relativePath, ct);
 
