@@ -164,11 +164,11 @@ public sealed class SegmentDigestScriptTests : IDisposable
             stream.Position = 2 * 65536 + 5;
             stream.WriteByte(0x42);
         }
-        // A cmp that knows no options, as busybox's: the script reads with dd and tr instead.
+        // No Python, and a cmp that knows no options, as busybox's: the script reads with dd and tr instead.
         var bin = _temp.Folder("bin");
         File.WriteAllText(Path.Combine(bin, "cmp"), "#!/bin/sh\nexit 2\n");
         File.SetUnixFileMode(Path.Combine(bin, "cmp"), UnixFileMode.UserRead | UnixFileMode.UserExecute);
-        var script = $"PATH='{bin}':$PATH\n" + SshBackupStore.ZeroCheckScript;
+        var script = $"PATH='{bin}':$PATH\n" + ZeroCheckWith("cmp");
 
         var output = await RunAsync(script, [file, "0", "131072", "131072", "131072"]);
 
@@ -279,7 +279,7 @@ public sealed class SegmentDigestScriptTests : IDisposable
         }
         (long, long)[] ranges = [(0, 128 * MiB), (128 * MiB, 128 * MiB)];
 
-        var (output, bytesRead) = await RunCountingReadsAsync("ODAKVM_READ_HOLES=1\n" + ZeroCheckWith(tool), [file, .. Arguments(ranges)]);
+        var (output, bytesRead) = await RunCountingReadsAsync("export ODAKVM_READ_HOLES=1\n" + ZeroCheckWith(tool), [file, .. Arguments(ranges)]);
 
         Assert.True(output.ExitCode == 0, output.StandardError);
         Assert.Equal([200 * MiB + 3], SshBackupStore.ParseNonZero(output.StandardOutput, ranges, file));
