@@ -5,8 +5,9 @@ namespace OdaKvmBackup.Core.Stores;
 
 /// <summary>
 /// A backup store in a folder on an SSH server, over SFTP: the server needs sshd with its sftp subsystem, plus a POSIX
-/// sh with dd and python3 (or openssl, or sha256sum with nproc and xargs) for <see cref="SegmentDigestsAsync"/>, GNU cp
-/// and stat for <see cref="CloneFileAsync"/>, and <c>sync</c> to flush a renamed folder.
+/// sh with dd and python3 (or openssl, or sha256sum with nproc and xargs) for <see cref="SegmentDigestsAsync"/>, a Python
+/// (or GNU cmp) for <see cref="FindNonZeroAsync"/>, GNU cp and stat for <see cref="CloneFileAsync"/>, and <c>sync</c> to
+/// flush a renamed folder.
 /// Small operations share one SFTP session; each file being written or read has its own, so a large copy does not
 /// wait behind others. A connection lost after it worked is made again (see <see cref="SshReconnectPolicy"/>) and the
 /// operation runs again; the operations are written so that running one twice is harmless.
@@ -309,7 +310,7 @@ internal sealed class SshBackupStore : IBackupStore
         foreach (var batch in ranges.Chunk(RangesPerCommand))
         {
             string[] arguments = [path, .. batch.SelectMany(r => new[] { r.Offset.ToString(CultureInfo.InvariantCulture), r.Length.ToString(CultureInfo.InvariantCulture) })];
-            // Holes read at memory speed; data the server put there at its disk's speed: the long-work limit.
+            // Holes cost nothing with a Python (at memory speed with cmp); data the server put there its disk's speed: the long-work limit.
             var result = await RunScriptAsync(ZeroCheckScript, arguments, ct, Host.ToolTimeouts.LongWork).ConfigureAwait(false);
             if (result.ExitCode == SegmentScriptFileMissing)
             {
