@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using OdaKvmBackup.Core.Tests.Support;
 
@@ -163,16 +164,126 @@ public sealed class SegmentDigestScriptTests : IDisposable
             stream.Position = 2 * 65536 + 5;
             stream.WriteByte(0x42);
         }
-        // A cmp that knows no options, as busybox's: the script reads with dd and tr instead.
+        // No Python, and a cmp that knows no options, as busybox's: the script reads with dd and tr instead.
         var bin = _temp.Folder("bin");
         File.WriteAllText(Path.Combine(bin, "cmp"), "#!/bin/sh\nexit 2\n");
         File.SetUnixFileMode(Path.Combine(bin, "cmp"), UnixFileMode.UserRead | UnixFileMode.UserExecute);
-        var script = $"PATH='{bin}':$PATH\n" + SshBackupStore.ZeroCheckScript;
+        var script = $"PATH='{bin}':$PATH\n" + ZeroCheckWith("cmp");
 
         var output = await RunAsync(script, [file, "0", "131072", "131072", "131072"]);
 
         Assert.Equal(0, output.ExitCode);
         Assert.Equal([131072L], SshBackupStore.ParseNonZero(output.StandardOutput, [(0, 131072), (131072, 131072)], file));
+    }
+
+    /// <summary>The tools the check of zeros runs with: a Python (holes skipped with SEEK_DATA), or, where there is
+    /// none (forced here by naming a tool that is no Python), GNU cmp against /dev/zero.</summary>
+    public static TheoryData<string> ZeroCheckTools => new() { "python3", Python27, "cmp" };
+
+    private const string Python27 = "/root/.pyenv/versions/2.7.18/bin/python2.7";
+    private const long MiB = 1 << 20;
+
+    [Theory]
+    [MemberData(nameof(ZeroCheckTools))]
+    public async Task A_few_bytes_in_the_middle_of_a_hole_are_found_at_their_exact_offset(string tool)
+    {
+        var file = _temp.Combine("copy");
+        await using (var stream = File.Create(file))
+        {
+            stream.SetLength(64 * MiB);
+            stream.Position = 16 * MiB * 3 + 5000;
+            stream.Write([0x00, 0x07, 0x42]);
+        }
+        (long, long)[] ranges = [(0, 16 * MiB), (16 * MiB, 32 * MiB), (48 * MiB, 16 * MiB)];
+
+        var output = await RunZeroCheckAsync(tool, file, ranges);
+
+        Assert.True(output.ExitCode == 0, output.StandardError);
+        Assert.Equal([16 * MiB * 3 + 5001], SshBackupStore.ParseNonZero(output.StandardOutput, ranges, file));
+    }
+
+    [Theory]
+    [MemberData(nameof(ZeroCheckTools))]
+    public async Task Zeros_written_as_data_are_zeros_and_a_range_is_read_up_to_its_end_only(string tool)
+    {
+        // Data from 1 MiB to 3 MiB: zeros written (allocated, not a hole) up to 2 MiB + 10, then one byte that is not.
+        var file = _temp.Combine("copy");
+        await using (var stream = File.Create(file))
+        {
+            stream.SetLength(8 * MiB);
+            stream.Position = 1 * MiB;
+            var data = new byte[2 * MiB];
+            data[MiB + 10] = 0x99;
+            stream.Write(data);
+        }
+        Assert.True(await AllocatedAsync(file) >= 2 * MiB, "the zeros were written as data");
+        (long, long)[] ranges = [(0, 2 * MiB), (2 * MiB + 11, 5 * MiB), (2 * MiB, 11), (2 * MiB + 4, 4 * MiB)];
+
+        var output = await RunZeroCheckAsync(tool, file, ranges);
+
+        Assert.True(output.ExitCode == 0, output.StandardError);
+        Assert.Equal([2 * MiB + 10, 2 * MiB + 10], SshBackupStore.ParseNonZero(output.StandardOutput, ranges, file));
+    }
+
+    [Theory]
+    [MemberData(nameof(ZeroCheckTools))]
+    public async Task A_range_past_the_end_of_the_file_is_not_taken_for_zeros(string tool)
+    {
+        var file = _temp.Combine("copy");
+        await using (var stream = File.Create(file))
+            stream.SetLength(4 * MiB);
+        (long, long)[] ranges = [(0, 4 * MiB), (4 * MiB - 4096, 8192)];
+
+        var output = await RunZeroCheckAsync(tool, file, ranges);
+
+        Assert.True(output.ExitCode == 0, output.StandardError);
+        Assert.Single(SshBackupStore.ParseNonZero(output.StandardOutput, ranges, file));
+    }
+
+    /// <summary>What the check costs the server is its data: a hole of 1 GiB is not read (the bytes the script's
+    /// processes read, from /proc/PID/io, stay far below it), and the byte in it is still found.</summary>
+    [Theory]
+    [InlineData("python3")]
+    [InlineData(Python27)]
+    public async Task With_a_Python_the_check_of_zeros_reads_no_hole(string tool)
+    {
+        var file = _temp.Combine("copy");
+        await using (var stream = File.Create(file))
+        {
+            stream.SetLength(1024 * MiB);
+            stream.Position = 700 * MiB + 12345;
+            stream.WriteByte(0x01);
+        }
+        (long, long)[] ranges = [(0, 512 * MiB), (512 * MiB, 512 * MiB)];
+
+        var (output, bytesRead) = await RunCountingReadsAsync(ZeroCheckWith(tool), [file, .. Arguments(ranges)]);
+
+        Assert.True(output.ExitCode == 0, output.StandardError);
+        Assert.Equal([700 * MiB + 12345], SshBackupStore.ParseNonZero(output.StandardOutput, ranges, file));
+        Assert.True(bytesRead < 64 * MiB, $"the check read {bytesRead} bytes of a file of 1 GiB that holds 4 KiB");
+    }
+
+    /// <summary>A file system that cannot tell holes from data (forced by ODAKVM_READ_HOLES): every byte is read,
+    /// and the answer is the same.</summary>
+    [Theory]
+    [InlineData("python3")]
+    [InlineData(Python27)]
+    public async Task Where_holes_cannot_be_told_from_data_the_check_of_zeros_reads_everything(string tool)
+    {
+        var file = _temp.Combine("copy");
+        await using (var stream = File.Create(file))
+        {
+            stream.SetLength(256 * MiB);
+            stream.Position = 200 * MiB + 3;
+            stream.WriteByte(0x01);
+        }
+        (long, long)[] ranges = [(0, 128 * MiB), (128 * MiB, 128 * MiB)];
+
+        var (output, bytesRead) = await RunCountingReadsAsync("export ODAKVM_READ_HOLES=1\n" + ZeroCheckWith(tool), [file, .. Arguments(ranges)]);
+
+        Assert.True(output.ExitCode == 0, output.StandardError);
+        Assert.Equal([200 * MiB + 3], SshBackupStore.ParseNonZero(output.StandardOutput, ranges, file));
+        Assert.True(bytesRead >= 200 * MiB, $"the check read {bytesRead} bytes: it should have read up to the byte at 200 MiB");
     }
 
     [Fact]
@@ -184,6 +295,34 @@ public sealed class SegmentDigestScriptTests : IDisposable
         Assert.Equal(ErrorIds.UnparsableOutput, Assert.Throws<BackupException>(() => SshBackupStore.ParseNonZero("0 12\ndone\n", [(0, 10)], "f")).ErrorId);
         Assert.Equal(ErrorIds.UnparsableOutput, Assert.Throws<BackupException>(() => SshBackupStore.ParseNonZero("Welcome!\n0 3\ndone\n", [(0, 10)], "f")).ErrorId);
     }
+
+    private static string ZeroCheckWith(string tool) => "ODAKVM_DIGEST_TOOL=" + SshClient.QuoteForShell(tool) + "\n" + SshBackupStore.ZeroCheckScript;
+
+    private static IEnumerable<string> Arguments((long Offset, long Length)[] ranges) =>
+        ranges.SelectMany(r => new[] { r.Offset.ToString(CultureInfo.InvariantCulture), r.Length.ToString(CultureInfo.InvariantCulture) });
+
+    private static Task<ProcessResult> RunZeroCheckAsync(string tool, string file, (long Offset, long Length)[] ranges)
+    {
+        if (tool.StartsWith('/'))
+            Assert.True(File.Exists(tool), $"{tool} is not on this machine");
+        return RunAsync(ZeroCheckWith(tool), [file, .. Arguments(ranges)]);
+    }
+
+    /// <summary>Runs a script under an sh that then prints, on its standard error, the bytes its children read
+    /// (rchar of /proc/PID/io counts the reaped children's reads, theirs included).</summary>
+    private async Task<(ProcessResult Output, long BytesRead)> RunCountingReadsAsync(string script, string[] arguments)
+    {
+        var scriptFile = _temp.Combine("script.sh");
+        await File.WriteAllTextAsync(scriptFile, script);
+        var result = await RunAsync("script=$1; shift; sh \"$script\" \"$@\"; rc=$?; echo \"read $(sed -n 's/^rchar: //p' /proc/$$/io)\" >&2; exit $rc",
+            [scriptFile, .. arguments]);
+        var line = result.StandardError.Split('\n').Last(l => l.StartsWith("read ", StringComparison.Ordinal));
+        return (result with { StandardError = result.StandardError.Replace(line, "", StringComparison.Ordinal) },
+            long.Parse(line["read ".Length..], CultureInfo.InvariantCulture));
+    }
+
+    private static async Task<long> AllocatedAsync(string file) =>
+        long.Parse((await new CliWrapProcessRunner(NullSink.Instance).RunAsync("stat", ["-c", "%b", file])).StandardOutput.Trim(), CultureInfo.InvariantCulture) * 512;
 
     private static Task<ProcessResult> RunAsync(string script, string[] arguments) =>
         new CliWrapProcessRunner(NullSink.Instance).RunAsync("sh", ["-c", script, "sh", .. arguments]);

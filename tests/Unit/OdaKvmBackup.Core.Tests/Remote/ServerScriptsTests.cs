@@ -134,6 +134,44 @@ public sealed class ServerScriptsTests : IClassFixture<XfsFixture>
             Assert.True(calls.Length == 1, "the Python without OpenSSL was run: " + string.Join("\n", calls));
     }
 
+    // ------------------------------------------------------------------ check of zeros
+
+    /// <summary>The tools of the check of zeros, forced one by one ("cmp": no Python), and the one it picks.</summary>
+    public static TheoryData<string> ZeroCheckTools() => new() { "auto", "python3", "python2.7", "python3.6", "cmp" };
+
+    /// <summary>On an XFS server folder, as the lab's: a few bytes in a hole, written zeros, a range that ends inside
+    /// data. With a Python, the holes are not read: what the script's processes read (rchar of /proc/PID/io) stays
+    /// far below the file's 1 GiB.</summary>
+    [Theory]
+    [MemberData(nameof(ZeroCheckTools))]
+    public async Task The_check_of_zeros_finds_the_first_non_zero_byte_and_reads_no_hole_with_a_python(string tool)
+    {
+        var file = Path.Combine(_xfs.Folder("zero-check-" + tool.Replace('.', '_')), "disk 'quoted' $(x)");
+        await using (var stream = new FileStream(file, FileMode.CreateNew))
+        {
+            stream.SetLength(1024 * MiB);
+            stream.Position = 3 * Segment + 5000;
+            stream.Write([0x00, 0x05, 0x06]);
+            stream.Position = 40 * Segment;
+            var zerosThenData = new byte[2 * MiB];
+            zerosThenData[MiB + 10] = 0x99;
+            stream.Write(zerosThenData);
+        }
+        (long, long)[] ranges = [(0, 3 * Segment), (3 * Segment, Segment), (4 * Segment, 36 * Segment), (40 * Segment, MiB + 10), (40 * Segment + 4, 24 * Segment)];
+        var script = (tool == "auto" ? "" : "ODAKVM_DIGEST_TOOL=" + SshClient.QuoteForShell(tool is "python2.7" or "python3.6" ? Interpreter(tool) : tool) + "\n")
+            + SshBackupStore.ZeroCheckScript + "\necho \"read $(sed -n 's/^rchar: //p' /proc/$$/io)\" >&2\n";
+
+        var result = await RunAsync(script, [file, .. ranges.SelectMany(r => new[] { r.Item1.ToString(CultureInfo.InvariantCulture), r.Item2.ToString(CultureInfo.InvariantCulture) })]);
+
+        Assert.True(result.ExitCode == 0, $"exit code {result.ExitCode}: {result.StandardError}");
+        Assert.Equal([3 * Segment + 5001, 40 * Segment + MiB + 10], SshBackupStore.ParseNonZero(result.StandardOutput, ranges, file));
+        var read = long.Parse(result.StandardError.Split('\n').Last(line => line.StartsWith("read ", StringComparison.Ordinal))["read ".Length..], CultureInfo.InvariantCulture);
+        if (tool == "cmp")
+            Assert.True(read > 1024 * MiB, $"cmp read {read} bytes: it reads the holes (this test would see a Python that does)");
+        else
+            Assert.True(read < 64 * MiB, $"the check read {read} bytes of a file of 1 GiB that holds 2 MiB");
+    }
+
     // ------------------------------------------------------------------ clones
 
     [Fact]
