@@ -39,16 +39,22 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
     private Chunk? _filling;
     private bool _completed;
 
-    private SshStoreFileWriter(SftpConnection connection, string path)
+    private readonly Func<SftpConnection, ValueTask>? _release;
+    private bool _closed; // completed: every write acknowledged, the file synced and its handle closed
+
+    private SshStoreFileWriter(SftpConnection connection, string path, Func<SftpConnection, ValueTask>? release)
     {
         _connection = connection;
         _path = path;
+        _release = release;
     }
 
-    /// <summary>Creates (or truncates) the file, mode 0600 whatever the server's umask or the file's old mode.</summary>
-    public static async Task<SshStoreFileWriter> CreateAsync(SftpConnection connection, string path, CancellationToken ct)
+    /// <summary>Creates (or truncates) the file, mode 0600 whatever the server's umask or the file's old mode. A writer
+    /// that completed hands its connection to <paramref name="release"/> (for the next file), else it is closed.</summary>
+    public static async Task<SshStoreFileWriter> CreateAsync(SftpConnection connection, string path, CancellationToken ct,
+        Func<SftpConnection, ValueTask>? release = null)
     {
-        var writer = new SshStoreFileWriter(connection, path);
+        var writer = new SshStoreFileWriter(connection, path, release);
         try
         {
             writer._session = await connection.GetAsync(ct).ConfigureAwait(false);
@@ -73,9 +79,10 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
     /// creation, mode made 0600. It is looked at before it is opened (a FIFO would block the server's SFTP service on
     /// the open; a link is not followed) and again once open. A lost connection while opening opens it again the same way.
     /// </summary>
-    public static async Task<SshStoreFileWriter> OpenExistingAsync(SftpConnection connection, string path, CancellationToken ct)
+    public static async Task<SshStoreFileWriter> OpenExistingAsync(SftpConnection connection, string path, CancellationToken ct,
+        Func<SftpConnection, ValueTask>? release = null)
     {
-        var writer = new SshStoreFileWriter(connection, path);
+        var writer = new SshStoreFileWriter(connection, path, release);
         try
         {
             writer._session = await connection.GetAsync(ct).ConfigureAwait(false);
@@ -125,13 +132,15 @@ internal sealed class SshStoreFileWriter : IStoreFileWriter
         await WithReconnectAsync(() => _session.FsyncAsync(_handle!, ct), ct).ConfigureAwait(false);
         await _session.CloseAsync(_handle!, ct).ConfigureAwait(false);
         _completed = true;
+        _closed = true;
     }
 
-    /// <summary>Ends the session; a file not completed stays as far as it got (the caller deletes it).</summary>
+    /// <summary>Ends the session, or hands it on when the file was completed (nothing of it is left in the session);
+    /// a file not completed stays as far as it got (the caller deletes it).</summary>
     public ValueTask DisposeAsync()
     {
         _completed = true;
-        return _connection.DisposeAsync();
+        return _closed && _release is not null ? _release(_connection) : _connection.DisposeAsync();
     }
 
     private void Send(Chunk chunk)

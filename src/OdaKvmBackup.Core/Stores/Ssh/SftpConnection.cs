@@ -110,6 +110,19 @@ internal sealed class SftpConnection : IAsyncDisposable
         return message.TrimEnd('.');
     }
 
+    /// <summary>Connects now if there is no working session (a spare connection made while the server is busy with
+    /// something else); a failure is left for the first real use to meet and report.</summary>
+    public async Task WarmAsync(CancellationToken ct)
+    {
+        try
+        {
+            await GetAsync(ct).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is BackupException or OperationCanceledException or IOException)
+        {
+        }
+    }
+
     /// <summary>True for the failures a new connection may cure: lost, or (while reconnecting) unreachable.</summary>
     public static bool IsConnectionProblem(BackupException ex) =>
         ex.ErrorId is ErrorIds.SshConnectionLost or ErrorIds.SshHostUnreachable;
