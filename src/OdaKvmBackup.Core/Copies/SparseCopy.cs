@@ -21,7 +21,12 @@ internal readonly record struct CopyProgress(long Compared, long Sent, long Tota
 /// Format OdaKvmBackup/2, see <see cref="VmDiskBackup.ContentDigest"/>) only when asked for.
 /// </summary>
 internal sealed record CopyResult(long SizeBytes, long DataBytes, BlockDigestList Digests, long BytesRead, long BytesSent,
-    long BytesResent, string? ContentDigest = null);
+    long BytesResent, string? ContentDigest = null)
+{
+    /// <summary>Whether the whole source was read with O_DIRECT (past the page cache); false where the file system
+    /// refused it and the copy read through the cache instead.</summary>
+    public bool SourceReadDirectly { get; init; }
+}
 
 /// <summary>The content digest of a file (sets of Format OdaKvmBackup/2): its size, its data bytes and the digest.</summary>
 internal sealed record ContentDigestResult(long SizeBytes, long DataBytes, string ContentDigest);
@@ -46,9 +51,10 @@ internal static partial class SparseCopy
     private const int FadviseSequential = 2;
     private const int FadviseWillNeed = 3;
     private const int FadviseDontNeed = 4;
-    // Reads 128 KiB at a time (small page-cache folios, as cp reads), the kernel asked to fetch 16 MiB ahead.
+    // Where the source cannot be read with O_DIRECT (see SourceFile): reads 128 KiB at a time (small page-cache
+    // folios, as cp reads), the kernel asked to fetch 16 MiB ahead.
     private const int ReadSize = 128 << 10;
-    private const long ReadAhead = 16L << 20;
+    private const long BufferedReadAhead = 16L << 20;
 
     /// <summary>The segments a copy is verified by (see <see cref="BlockDigestList.SegmentSize"/>).</summary>
     public const long SegmentSize = BlockDigestList.SegmentSize;
@@ -128,76 +134,62 @@ internal static partial class SparseCopy
     private static CopyResult Walk(string source, IStoreFileWriter? output, CopyBase? baseCopy, long bandwidth,
         Action<CopyProgress>? progress, CancellationToken ct, bool legacyContentDigest, bool digestList)
     {
-        using var input = File.OpenHandle(source, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        using var input = SourceFile.Open(source);
         // lseek(SEEK_END), not the file length: a block device (type='block' disk) has a length of 0.
-        var size = SizeOf(input, source);
+        var size = SizeOf(input.Handle, source);
         if (baseCopy is not null && (!digestList || output is null))
             throw new ArgumentException("An incremental copy needs a destination and the digest list.", nameof(baseCopy));
-        // A larger read-ahead: measured on the lab, reading and hashing a disk went from 0.85-1.5 s to 0.75-0.8 s
-        // for 1 GiB of data, and from 1.1-2.0 s to 0.75-0.85 s on a raw file with its data in 32 extents.
-        var fd = (int)input.DangerousGetHandle();
-        _ = PosixFadvise(fd, 0, 0, FadviseSequential);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        using var free = new BlockingCollection<byte[]>(PipelineDepth);
-        for (var i = 0; i < PipelineDepth; i++)
-            free.Add(GC.AllocateUninitializedArray<byte>(ChunkSize, pinned: true));
+        using var free = new BlockingCollection<ChunkBuffer>(PipelineDepth + ReadAheadChunks + RequestChunks);
+        for (var i = 0; i < PipelineDepth + ReadAheadChunks + RequestChunks; i++)
+            free.Add(new ChunkBuffer());
         var sent = new SentCounter();
         using var digests = digestList ? new DigestWorkers(size, baseCopy, output, sent, free, stop) : null;
         using var content = legacyContentDigest ? new ContentStage(size, free, stop) : null;
+        using var reads = new ReadAhead(input, size, free, stop);
         digests?.Start();
         content?.Start();
+        reads.Start();
         var clock = Stopwatch.StartNew();
-        long nextChunk = 0, readBytes = 0, dataBytes = 0;
+        long readBytes = 0, dataBytes = 0;
         try
         {
-            foreach (var (start, end) in DataExtents(input, size))
+            foreach (var (chunk, length, buffer) in reads.Chunks(stop.Token))
             {
-                for (var chunk = start - start % ChunkSize; chunk < end; chunk += ChunkSize)
+                var runs = FindRuns(buffer.Span[..length]);
+                foreach (var (runStart, runEnd) in runs)
+                    dataBytes += runEnd - runStart;
+                if (output is not null && baseCopy is null)
                 {
-                    if (chunk < nextChunk)
-                        continue; // this chunk straddled the previous extent and was done with it
-                    var buffer = free.Take(stop.Token);
-                    var length = (int)Math.Min(ChunkSize, size - chunk);
-                    // The kernel reads the extent a few chunks ahead while this thread writes: reading and
-                    // writing then overlap, as one thread doing both in turn cannot. Never past the extent's end,
-                    // where it would fill a hole's page cache with zeros that SEEK_DATA then reports as data.
-                    if (chunk + ReadAhead < end)
-                        _ = PosixFadvise(fd, chunk + ReadAhead, Math.Min(ChunkSize, end - chunk - ReadAhead), FadviseWillNeed);
-                    ReadFully(input, buffer.AsSpan(0, length), chunk);
-                    nextChunk = chunk + ChunkSize;
-                    var runs = FindRuns(buffer.AsSpan(0, length));
                     foreach (var (runStart, runEnd) in runs)
-                        dataBytes += runEnd - runStart;
-                    if (output is not null && baseCopy is null)
                     {
-                        foreach (var (runStart, runEnd) in runs)
-                        {
-                            Wait(output.WriteAsync(chunk + runStart, buffer.AsMemory(runStart, runEnd - runStart), stop.Token));
-                            sent.Add(runEnd - runStart);
-                        }
+                        Wait(output.WriteAsync(chunk + runStart, buffer.Memory.Slice(runStart, runEnd - runStart), stop.Token));
+                        sent.Add(runEnd - runStart);
                     }
-                    var users = runs.Count == 0 ? 0 : (digests is null ? 0 : 1) + (content is null ? 0 : 1);
-                    if (users == 0)
-                    {
-                        free.Add(buffer); // zeros only: nothing to digest
-                    }
-                    else
-                    {
-                        var work = new Chunk(chunk, length, buffer, runs, users);
-                        digests?.Add(work);
-                        content?.Add(work);
-                    }
-                    readBytes += length;
-                    progress?.Invoke(new CopyProgress(Math.Min(nextChunk, size), sent.Bytes, size));
-                    Throttle(bandwidth, readBytes, clock, stop.Token);
                 }
+                var users = runs.Count == 0 ? 0 : (digests is null ? 0 : 1) + (content is null ? 0 : 1);
+                if (users == 0)
+                {
+                    free.Add(buffer); // zeros only: nothing to digest
+                }
+                else
+                {
+                    var work = new Chunk(chunk, length, buffer, runs, users);
+                    digests?.Add(work);
+                    content?.Add(work);
+                }
+                readBytes += length;
+                progress?.Invoke(new CopyProgress(Math.Min(chunk + ChunkSize, size), sent.Bytes, size));
+                Throttle(bandwidth, readBytes, clock, stop.Token);
             }
+            reads.Finish();
             digests?.Finish();
             content?.Finish();
         }
         catch
         {
             stop.Cancel();
+            reads.Finish(); // a read's failure is the cause, not the cancellation it caused here
             digests?.Finish(); // a worker's failure is the cause, not the cancellation it caused here
             content?.Finish();
             throw;
@@ -207,7 +199,10 @@ internal static partial class SparseCopy
         var contentDigest = content?.Result();
         output?.CompleteAsync(size, ct).GetAwaiter().GetResult();
         progress?.Invoke(new CopyProgress(size, sent.Bytes, size));
-        return new CopyResult(size, dataBytes, list!, readBytes, sent.Bytes, digests?.ResentBytes ?? 0, contentDigest);
+        return new CopyResult(size, dataBytes, list!, readBytes, sent.Bytes, digests?.ResentBytes ?? 0, contentDigest)
+        {
+            SourceReadDirectly = input.ReadsDirectly,
+        };
     }
 
     /// <summary>Waits for a write: a local one is done already; a remote one returns once its data is queued.</summary>
@@ -237,14 +232,14 @@ internal static partial class SparseCopy
         private bool _started;
         private bool _finished;
 
-        protected Workers(string name, int count, BlockingCollection<byte[]> free, CancellationTokenSource stop)
+        protected Workers(string name, int count, BlockingCollection<ChunkBuffer> free, CancellationTokenSource stop)
         {
             Free = free;
             _stop = stop;
             _threads = Enumerable.Range(0, count).Select(_ => new Thread(Run) { IsBackground = true, Name = name }).ToArray();
         }
 
-        protected BlockingCollection<byte[]> Free { get; }
+        protected BlockingCollection<ChunkBuffer> Free { get; }
 
         /// <summary>Started once constructed whole (a derived class's fields are set only after this constructor).</summary>
         public void Start()
@@ -310,7 +305,7 @@ internal static partial class SparseCopy
 
     /// <summary>The content digest of Format OdaKvmBackup/2: (offset, block) of every non-zero 4 KiB block, in order,
     /// then the size; one thread.</summary>
-    private sealed class ContentStage(long size, BlockingCollection<byte[]> free, CancellationTokenSource stop)
+    private sealed class ContentStage(long size, BlockingCollection<ChunkBuffer> free, CancellationTokenSource stop)
         : Workers("OdaKvmBackup content digest", 1, free, stop)
     {
         private const int Batch = 32;
@@ -343,7 +338,7 @@ internal static partial class SparseCopy
         {
             foreach (var chunk in _chunks.GetConsumingEnumerable(ct))
             {
-                HashRuns(chunk.Buffer.AsSpan(0, chunk.Length), chunk.Offset, _hash, chunk.Runs, _pairs);
+                HashRuns(chunk.Buffer.Span[..chunk.Length], chunk.Offset, _hash, chunk.Runs, _pairs);
                 chunk.Release(Free);
             }
         }
@@ -369,7 +364,7 @@ internal static partial class SparseCopy
         private SegmentWork? _current;
         private long _resent;
 
-        public DigestWorkers(long size, CopyBase? baseCopy, IStoreFileWriter? output, SentCounter sent, BlockingCollection<byte[]> free,
+        public DigestWorkers(long size, CopyBase? baseCopy, IStoreFileWriter? output, SentCounter sent, BlockingCollection<ChunkBuffer> free,
             CancellationTokenSource stop)
             : base("OdaKvmBackup digests", WorkerCount, free, stop)
         {
@@ -449,7 +444,7 @@ internal static partial class SparseCopy
                 long decided = 0;
                 foreach (var chunk in work.Chunks.GetConsumingEnumerable(ct))
                 {
-                    builder.Append(chunk.Offset - start, chunk.Buffer.AsSpan(0, chunk.Length));
+                    builder.Append(chunk.Offset - start, chunk.Buffer.Span[..chunk.Length]);
                     // Decided while the chunk's bytes are at hand: the blocks before it (zeros) and its own.
                     for (; _base is not null && decided < builder.CompletedBlocks; decided++)
                         WriteIfDiffers(firstBlock + decided, builder.BlockDigest(decided), chunk, ct);
@@ -478,7 +473,7 @@ internal static partial class SparseCopy
             var offset = index * BlockDigestList.BlockSize;
             var length = (int)Math.Min(BlockDigestList.BlockSize, _size - offset);
             ReadOnlyMemory<byte> bytes = chunk is not null && offset >= chunk.Offset && offset + length <= chunk.Offset + chunk.Length
-                ? chunk.Buffer.AsMemory((int)(offset - chunk.Offset), length)
+                ? chunk.Buffer.Memory.Slice((int)(offset - chunk.Offset), length)
                 : ZeroBlock.AsMemory(0, length);
             lock (_output!)
                 Wait(_output.WriteAsync(offset, bytes, ct));
@@ -517,7 +512,7 @@ internal static partial class SparseCopy
 
     /// <summary>A chunk of the source on its way to the digests, with its runs of non-zero 4 KiB blocks; its buffer
     /// goes back to the reader once the last of those it was handed to is done with it.</summary>
-    private sealed class Chunk(long offset, int length, byte[] buffer, List<(int Start, int End)> runs, int users)
+    private sealed class Chunk(long offset, int length, ChunkBuffer buffer, List<(int Start, int End)> runs, int users)
     {
         private int _users = users;
 
@@ -525,11 +520,11 @@ internal static partial class SparseCopy
 
         public int Length => length;
 
-        public byte[] Buffer => buffer;
+        public ChunkBuffer Buffer => buffer;
 
         public List<(int Start, int End)> Runs => runs;
 
-        public void Release(BlockingCollection<byte[]> free)
+        public void Release(BlockingCollection<ChunkBuffer> free)
         {
             if (Interlocked.Decrement(ref _users) == 0)
                 free.Add(buffer);

@@ -23,12 +23,11 @@ public sealed class SourcePageCacheTests : IDisposable
     {
         var source = UncachedImage("vdisk");
 
-        var store = new LocalBackupStore(_folder);
-        await using (var writer = await store.CreateFileAsync("copy", CancellationToken.None))
-            await SparseCopy.CopyAsync(source, writer, null, 0, null, CancellationToken.None);
+        var result = await CopyInto(source, "copy");
 
+        Assert.True(result.SourceReadDirectly, "the source was read through the page cache");
+        Assert.Equal(0, CachedBytes(source)); // before the comparison below reads it through the cache
         Assert.True(Files.SameBytes(source, Path.Combine(_folder, "copy")), "the copy differs from the source");
-        Assert.Equal(0, CachedBytes(source));
     }
 
     [Fact]
@@ -39,6 +38,69 @@ public sealed class SourcePageCacheTests : IDisposable
         await SparseCopy.DigestListAsync(source, null, CancellationToken.None);
 
         Assert.Equal(0, CachedBytes(source));
+    }
+
+    [Fact]
+    public async Task Size_that_is_not_a_multiple_of_4_KiB_is_copied_exactly_past_the_cache()
+    {
+        var source = Path.Combine(_folder, "odd");
+        Files.Image(source, 3L * MiB + 123, [(5, 4096), (MiB - 10, 20), (3L * MiB + 100, 23)], allocate: true);
+
+        var result = await CopyInto(source, "copy");
+
+        Assert.True(result.SourceReadDirectly, "the source was read through the page cache");
+        Assert.True(Files.SameBytes(source, Path.Combine(_folder, "copy")), "the copy differs from the source");
+        Assert.Equal(3L * MiB + 123, result.SizeBytes);
+        Assert.Equal((await SparseCopy.DigestListAsync(source, null, CancellationToken.None)).Sha256, result.Digests.Sha256);
+    }
+
+    [Fact]
+    public async Task Sparse_file_with_data_at_odd_places_is_copied_exactly_past_the_cache()
+    {
+        var source = Path.Combine(_folder, "sparse");
+        // Extents that start and end inside chunks, two in one chunk, one across a chunk boundary, a short last chunk.
+        Files.Image(source, 37L * MiB + 4096 + 512,
+            [(7, 3), (MiB + 4096 * 3 + 1, 5000), (MiB + 900 * 1024, 300 * 1024), (16L * MiB - 1, 2), (30L * MiB + 77, 3 * MiB),
+                (37L * MiB + 4096 + 500, 12)]);
+
+        var result = await CopyInto(source, "copy");
+
+        Assert.True(result.SourceReadDirectly, "the source was read through the page cache");
+        Assert.True(Files.SameBytes(source, Path.Combine(_folder, "copy")), "the copy differs from the source");
+        Assert.Equal((await SparseCopy.DigestListAsync(source, null, CancellationToken.None)).Sha256, result.Digests.Sha256);
+    }
+
+    [Fact]
+    public async Task Source_on_a_file_system_that_refuses_O_DIRECT_is_read_through_the_cache_and_copied_exactly()
+    {
+        // ramfs refuses O_DIRECT (EINVAL), as tmpfs did before Linux 6.6 and some FUSE file systems do. A mount of the
+        // test's own (the suite runs as root).
+        var folder = Path.Combine(_folder, "ramfs");
+        Directory.CreateDirectory(folder);
+        Run("mount", "-t", "ramfs", "-o", "mode=0700", "ramfs", folder);
+        try
+        {
+            Assert.Equal("ramfs", Run("stat", "-f", "-c", "%T", folder).Trim());
+            var source = Path.Combine(folder, "disk");
+            Files.Image(source, 5L * MiB + 123, [(0, 4096), (2L * MiB + 11, 70000), (5L * MiB + 100, 23)]);
+
+            var result = await CopyInto(source, "copy");
+
+            Assert.False(result.SourceReadDirectly, "ramfs accepted O_DIRECT: this test no longer shows the fallback");
+            Assert.True(Files.SameBytes(source, Path.Combine(_folder, "copy")), "the copy differs from the source");
+            Assert.Equal((await SparseCopy.DigestListAsync(source, null, CancellationToken.None)).Sha256, result.Digests.Sha256);
+        }
+        finally
+        {
+            Run("umount", folder);
+        }
+    }
+
+    private async Task<CopyResult> CopyInto(string source, string name)
+    {
+        var store = new LocalBackupStore(_folder);
+        await using var writer = await store.CreateFileAsync(name, CancellationToken.None);
+        return await SparseCopy.CopyAsync(source, writer, null, 0, null, CancellationToken.None);
     }
 
     /// <summary>A 24 MiB image with data in three places (one at an odd offset), on a file system that caches pages,
