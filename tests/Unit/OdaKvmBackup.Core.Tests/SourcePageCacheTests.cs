@@ -71,6 +71,21 @@ public sealed class SourcePageCacheTests : IDisposable
     }
 
     [Fact]
+    public async Task Block_device_whose_size_is_not_a_multiple_of_4_KiB_is_copied_exactly_past_the_cache()
+    {
+        // A device of 512-byte sectors (a loop device here, an LV on a host): its last direct read asks past its end.
+        var image = Path.Combine(_folder, "lv.img");
+        Files.Image(image, 9L * MiB + 1536, [(0, 100), (4L * MiB - 5, 4096), (9L * MiB + 1000, 536)]);
+        using var device = LoopDevice.Attach(image);
+
+        var result = await CopyInto(device.Path, "copy");
+
+        Assert.True(result.SourceReadDirectly, "the device was read through the page cache");
+        Assert.Equal(9L * MiB + 1536, result.SizeBytes);
+        Assert.True(Files.SameBytes(image, Path.Combine(_folder, "copy")), "the copy differs from the device");
+    }
+
+    [Fact]
     public async Task Source_on_a_file_system_that_refuses_O_DIRECT_is_read_through_the_cache_and_copied_exactly()
     {
         // ramfs refuses O_DIRECT (EINVAL), as tmpfs did before Linux 6.6 and some FUSE file systems do. A mount of the
