@@ -121,7 +121,8 @@ internal static partial class SparseCopy
     }
 
     /// <summary>
-    /// This thread reads, finds the non-zero 4 KiB blocks and (for a full copy) writes them, as cp does. The digests
+    /// This thread takes the chunks a <see cref="ReadAhead"/> thread read, finds their non-zero 4 KiB blocks and (for a
+    /// full copy) writes them, as cp does. The digests
     /// are taken by <see cref="DigestWorkers"/> threads, a segment at a time (its 64 KiB blocks and its SHA-256):
     /// segments are independent, so two threads share the work evenly whatever the disk's layout, a few chunks behind
     /// the reading, and cost no time as long as hashing keeps up with the disks. For an incremental copy the worker
