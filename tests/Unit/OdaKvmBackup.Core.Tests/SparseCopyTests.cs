@@ -23,6 +23,25 @@ public sealed class SparseCopyTests : IDisposable
     }
 
     [Fact]
+    public async Task A_bandwidth_limit_holds_and_a_stop_ends_the_throttled_copy_at_once()
+    {
+        var source = _temp.Combine("throttled");
+        WriteFile(source, 24L * MiB, [(0, 24 * MiB)], allocateZeros: false);
+
+        // 8 MiB/s: the 24 MiB take at least 3 s (read ahead or not, a chunk is handed on only when its time came).
+        var watch = Stopwatch.StartNew();
+        var result = await CopyTo(source, _temp.Combine("limited"), 8L * MiB, null, CancellationToken.None);
+        Assert.Equal(24L * MiB, result.BytesRead);
+        Assert.True(watch.Elapsed.TotalSeconds > 2.7, $"24 MiB at 8 MiB/s took {watch.Elapsed.TotalSeconds:0.00} s");
+
+        // 1 MiB/s would take 24 s: stopped after 1 s, it ends within a few seconds, without a copy.
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(1));
+        watch.Restart();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => CopyTo(source, _temp.Combine("stopped"), 1L * MiB, null, stop.Token));
+        Assert.True(watch.Elapsed.TotalSeconds < 6, $"the stopped copy went on for {watch.Elapsed.TotalSeconds:0.00} s");
+    }
+
+    [Fact]
     public async Task Sparse_file_is_copied_byte_for_byte_and_stays_sparse()
     {
         var source = _temp.Combine("linux_boot");
