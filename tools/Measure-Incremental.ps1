@@ -509,7 +509,8 @@ $rows = foreach ($p in $Pattern) {
         }
     }
 }
-$rows | Format-Table -AutoSize -Wrap | Out-String -Width 500 | Out-Host
+# -Property *: without it Format-Table shows the first 10 columns only (the 3-round run of 22:14 lost the last five)
+$rows | Format-Table -Property * -AutoSize -Wrap | Out-String -Width 500 | Out-Host
 
 Write-Host 'Where the one-liner''s time went (medians, seconds; from its -Verbose lines stamped as they came: before snapshot = process start to the snapshot command, pwsh and the checks and the base''s read-back included; after pivots = the last pivot to the end, the verification on the server included)'
 $rows = foreach ($p in $Pattern) {
