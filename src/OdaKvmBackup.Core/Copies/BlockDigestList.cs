@@ -116,6 +116,18 @@ internal sealed class BlockDigestList
         return index >= 0 && index < SegmentCount && string.Equals(SegmentDigestHex(index), hexDigest, StringComparison.OrdinalIgnoreCase);
     }
 
+    /// <summary>The bytes of the 64 KiB blocks that are not zeros: the data a copy holds, and a read-back reads.</summary>
+    public long DataBytes()
+    {
+        long bytes = 0;
+        for (long block = 0; block < BlockCount; block++)
+        {
+            if (!BlockDigest(block).SequenceEqual(ZeroBlockDigest))
+                bytes += Math.Min(BlockSize, FileSize - block * BlockSize);
+        }
+        return bytes;
+    }
+
     /// <summary>The segment digests of sets of Format OdaKvmBackup/2 (hex, by segment number): every segment but those
     /// of 16 MiB of zeros, which have none there and are checked by reading as zeros.</summary>
     public SortedDictionary<long, string> DataSegmentDigests()

@@ -28,18 +28,25 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
     private readonly Dictionary<(string Domain, string RunId, string Target), PreparedBase> _prepared = new();
     // The read-backs outlive the preflight that starts them: they stop with the copy step (Dispose), not before.
     private readonly CancellationTokenSource _stop = new();
+    // The read-back each run queued last: the next one of that run starts after it.
+    private readonly Dictionary<(string Domain, string RunId), Task> _lastReadBack = new();
     private int _progressIds;
 
-    /// <summary>Before the snapshot: the base of every disk of the run, its read-back started.</summary>
+    /// <summary>Before the snapshot: the base of every disk of the run, its read-back started (the smallest first).</summary>
     public async Task PrepareAsync(PreflightContext context, CancellationToken ct)
     {
+        var found = new List<(DiskRecord Disk, PreparedBase Prepared)>();
         foreach (var disk in context.Disks)
         {
             // The plan records the virtual size after the checks; the base of a qcow2 disk is chosen by it now.
             disk.VirtualSizeBytes ??= context.KnownImageInfo(disk.Source)?.VirtualSize;
-            var prepared = await ChooseAsync(context.DomainName, context.RunId, disk, ct).ConfigureAwait(false);
+            found.Add((disk, await FindAsync(context.DomainName, context.RunId, disk, ct).ConfigureAwait(false)));
+        }
+        foreach (var (disk, prepared) in found.OrderBy(f => f.Prepared.Base?.List.DataBytes() ?? 0))
+        {
+            var started = StartReadBack(context.DomainName, context.RunId, disk, prepared);
             lock (_prepared)
-                _prepared[(context.DomainName, context.RunId, disk.Target)] = prepared;
+                _prepared[(context.DomainName, context.RunId, disk.Target)] = started;
         }
     }
 
@@ -67,9 +74,30 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
         $"('{store.Describe(chosen.CopyPath)}') no longer read as when it was written (first at offset {rotted.Min() * BlockDigestList.SegmentSize}). " +
         $"The new set does not inherit them: they are sent again. Check that set and the destination's storage: Test-KvmBackup -Destination '{store.Location}' -DomainName {domain} -RunId {chosen.RunId}.";
 
-    private async Task<PreparedBase> ChooseAsync(string domain, string runId, DiskRecord disk, CancellationToken ct)
+    private async Task<PreparedBase> ChooseAsync(string domain, string runId, DiskRecord disk, CancellationToken ct) =>
+        StartReadBack(domain, runId, disk, await FindAsync(domain, runId, disk, ct).ConfigureAwait(false));
+
+    /// <summary>Says what was chosen and queues the base's read-back. The read-backs run one at a time, in the order
+    /// a run queues them (by <see cref="PrepareAsync"/>, the base with the least data first): on the destination's disks
+    /// one sequential reader is faster than several interleaved (a backup server's disks often spin), and the small
+    /// disks, whose copies end first and wait for their read-back, leave their overlays soonest.</summary>
+    private PreparedBase StartReadBack(string domain, string runId, DiskRecord disk, PreparedBase prepared)
     {
-        var prepared = await FindAsync(domain, runId, disk, ct).ConfigureAwait(false);
+        if (prepared.Base is { } based)
+        {
+            lock (_prepared)
+            {
+                var before = _lastReadBack.GetValueOrDefault((domain, runId), Task.CompletedTask);
+                var stop = _stop.Token;
+                var readBack = Task.Run(async () =>
+                {
+                    await before.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                    return await ReadBackAsync(domain, disk, based, stop).ConfigureAwait(false);
+                });
+                _lastReadBack[(domain, runId)] = readBack;
+                prepared = prepared with { ReadBack = readBack };
+            }
+        }
         sink.Verbose(prepared.Base is { } chosen
             ? $"{disk.Target} of {domain}: based on set {chosen.RunId} ('{store.Describe(chosen.CopyPath)}'); only the blocks that differ are sent, and the base copy is read back where it lies meanwhile (all {chosen.List.SegmentCount} segments of 16 MiB)."
             : $"{disk.Target} of {domain}: copied in full, because {prepared.FullBecause}.");
@@ -91,7 +119,7 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
         }
         if (choice.Base is not { } found)
             return PreparedBase.Full(choice.WhyNone ?? "no earlier Complete set has a usable copy of it");
-        return new PreparedBase(found, Task.Run(() => ReadBackAsync(domain, disk, found, _stop.Token)), null);
+        return new PreparedBase(found, null, null);
     }
 
     /// <summary>The read-back of a base copy; never throws: a failure is a reason for a full copy.</summary>

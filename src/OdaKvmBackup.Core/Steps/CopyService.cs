@@ -112,7 +112,9 @@ internal sealed class CopyService
             }
         }
         copies.ProgressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
-        foreach (var disk in pending)
+        // The smallest file first: with more disks than slots, the small disks (a boot disk) are done and back on
+        // their own files soonest, and the VM's last disk is back no later. The slots are taken in this order.
+        foreach (var disk in pending.OrderBy(d => SizeToRead(run.Record.Disk(d.Target))))
             copies.Tasks[disk.Target] = CopyOneAsync(run, disk, copies, copies.Stop.Token);
         _runs[run] = copies;
     }
@@ -283,6 +285,20 @@ internal sealed class CopyService
         return (await RunEngineAsync(disk, copies, writer, null, progressId, ct).ConfigureAwait(false), new StartedCopy(null, StoredAsFull, 0));
     }
 
+    /// <summary>The file's length; a block device (length 0) by its virtual size.</summary>
+    private static long SizeToRead(DiskRecord disk)
+    {
+        try
+        {
+            var length = new FileInfo(disk.Source).Length;
+            return length > 0 ? length : disk.VirtualSizeBytes ?? 0;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return 0; // the copy itself says what is wrong with the file
+        }
+    }
+
     private static int Percent(long done, long total) => total == 0 ? 100 : (int)(done * 100 / total);
 
     private static string Status(RateMeter rate, long compared, long sent, long total) =>
@@ -310,7 +326,7 @@ internal sealed class CopyService
                     throw new IOException($"the clone holds {clone.SizeBytes} bytes, not the {chosen.List.FileSize} of the base's digest list");
                 var writer = await _store.OpenForWriteAsync(partial, ct).ConfigureAwait(false);
                 // A reflink takes the base's data without moving it: counted by the base's list, 64 KiB blocks that are not zeros.
-                var cloned = clone.StoredAs == FileClone.Reflink ? DataBytesOf(chosen.List) : clone.CopiedBytes;
+                var cloned = clone.StoredAs == FileClone.Reflink ? chosen.List.DataBytes() : clone.CopiedBytes;
                 // Segments the read-back found rotted by now are sent again by the engine itself; later ones after it.
                 var rottedSoFar = prepared.ReadBack is { IsCompletedSuccessfully: true } early ? early.Result.RottedSegments : new HashSet<long>();
                 return (writer, new StartedCopy(new CopyBase(chosen.List, rottedSoFar), clone.StoredAs, cloned));
@@ -330,18 +346,6 @@ internal sealed class CopyService
     public const string StoredAsFull = "full";
 
     private sealed record StartedCopy(CopyBase? Base, string StoredAs, long BytesCloned);
-
-    /// <summary>The bytes of the 64 KiB blocks of a list that are not all zeros.</summary>
-    private static long DataBytesOf(BlockDigestList list)
-    {
-        long bytes = 0;
-        for (long block = 0; block < list.BlockCount; block++)
-        {
-            if (!list.BlockDigest(block).SequenceEqual(BlockDigestList.ZeroBlockDigest))
-                bytes += Math.Min(BlockDigestList.BlockSize, list.FileSize - block * BlockDigestList.BlockSize);
-        }
-        return bytes;
-    }
 
     /// <summary>Writes the digest list as a file (it may be tens of MB: not the small-file writer), synced.</summary>
     private async Task WriteListAsync(string relative, BlockDigestList list, CancellationToken ct)

@@ -255,6 +255,23 @@ public sealed class CopyServiceTests : IDisposable
     }
 
     [Fact]
+    public async Task With_fewer_slots_than_disks_the_smallest_disk_is_copied_and_handed_on_first()
+    {
+        // vda (4 MiB) is listed first, vdb (2 MiB) is smaller: with -ThrottleLimit 1 vdb goes back to its own file first.
+        using var b = new Bench(dataSize: 2L * Files.MiB);
+        var run = await b.SnapshottedAsync();
+        var copy = new CopyService(b.Tools, new LocalBackupStore(b.Temp.Folder("backups")), false, 0, 1, new RecordingSink());
+        copy.Start(run, CancellationToken.None);
+
+        var handedOn = new List<string>();
+        while (await copy.NextAsync(run) is { } done)
+            handedOn.Add(done.Disk.Target);
+
+        Assert.Equal(["vdb", "vda"], handedOn);
+        Assert.Empty(await copy.FinishVerificationsAsync());
+    }
+
+    [Fact]
     public async Task Write_that_fails_for_another_reason_is_CopyFailed_with_the_cause()
     {
         var run = await _b.SnapshottedAsync();

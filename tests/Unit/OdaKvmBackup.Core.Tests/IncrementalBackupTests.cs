@@ -298,6 +298,38 @@ public sealed class IncrementalBackupTests : IDisposable
         Assert.Empty(Directory.GetFiles(Path.Combine(root, Domain, second.RunId), "*.partial"));
     }
 
+    [Fact]
+    public async Task Bases_are_read_back_one_at_a_time_the_one_with_the_least_data_first()
+    {
+        // The data disk holds only zeros: its base has no data, the boot disk's has some.
+        Write(_b.Data, 0, 40 << 20, 0);
+        using var server = new TestSshServer();
+        var root = server.DataFolder("read-back-order");
+        await using var plain = server.Store("good", root);
+        var (first, _, _) = await BackUpAsync(plain, new RecordingSink());
+        var events = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        await using var store = new HookedStore(plain, (_, writer) => writer)
+        {
+            BeforeReadBack = async (path, ct) =>
+            {
+                if (!path.Contains(first.RunId, StringComparison.Ordinal))
+                    return;
+                events.Enqueue($"{Path.GetFileName(path)} begins");
+                await Task.Delay(400, ct); // time for another read-back to begin, were they run together
+                events.Enqueue($"{Path.GetFileName(path)} ends");
+            },
+        };
+
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink());
+
+        Assert.Empty(failed);
+        // The data disk's base: its last, partial segment by its digest, then the rest as zeros; then the boot disk's.
+        Assert.Equal(["data1 begins", "data1 ends", "data1 begins", "data1 ends", "oda_vm1_boot begins", "oda_vm1_boot ends"], events);
+        var manifest = await Bench.ManifestAsync(plain, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.All(manifest.Disks, d => Assert.Equal(first.RunId, d.BasedOn));
+    }
+
     /// <summary>Says when a writer's copy was completed (written whole and synced).</summary>
     private sealed class CompletionWatch(IStoreFileWriter inner, TaskCompletionSource completed) : IStoreFileWriter
     {
