@@ -54,12 +54,10 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
         return await ChooseAsync(domain, runId, disk, ct).ConfigureAwait(false);
     }
 
-    /// <summary>Stops the read-backs still running (a run given up before its copies took them).</summary>
-    public void Dispose()
-    {
-        _stop.Cancel();
-        _stop.Dispose();
-    }
+    /// <summary>Stops the read-backs still running (a run given up before its copies took them). Cancelled, never
+    /// disposed: a copy still choosing its base (the copy step does not wait for it) reads the token afterwards, and
+    /// its read-back then says it could not be read back.</summary>
+    public void Dispose() => _stop.Cancel();
 
     /// <summary>The warning for a base whose copy rotted: the damaged set named, with the way to check it.</summary>
     public string RottedWarning(string domain, string target, DiskBase chosen, IReadOnlySet<long> rotted) =>
@@ -91,7 +89,8 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
         }
         if (choice.Base is not { } found)
             return PreparedBase.Full(choice.WhyNone ?? "no earlier Complete set has a usable copy of it");
-        return new PreparedBase(found, Task.Run(() => ReadBackAsync(domain, disk, found, _stop.Token)), null);
+        var stop = _stop.Token; // here, not on the thread pool
+        return new PreparedBase(found, Task.Run(() => ReadBackAsync(domain, disk, found, stop)), null);
     }
 
     /// <summary>The read-back of a base copy; never throws: a failure is a reason for a full copy.</summary>
