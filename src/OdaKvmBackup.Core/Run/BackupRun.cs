@@ -412,6 +412,14 @@ internal sealed partial class BackupRun
 
     private Task<RollbackOutcome>? _rollback;
 
+    /// <summary>Cancelled when the run is given up: the copies of the run stop then, whoever gives it up.</summary>
+    private readonly CancellationTokenSource _givenUp = new();
+
+    /// <summary>Cancelled once the run is given up (<see cref="FailAsync"/>): what its copies also stop on. Ctrl+C
+    /// alone cannot be counted on to stop them: PowerShell calls no StopProcessing of a pipeline that has begun to
+    /// end (the stop came while a later command was already unwinding), and that pipeline's lease then puts the run back.</summary>
+    public CancellationToken GivenUp => _givenUp.Token;
+
     private async Task<RollbackOutcome> FailOnceAsync(string reason, IOperationSink sink)
     {
         using var bound = new CancellationTokenSource(RollbackBound);
@@ -433,7 +441,9 @@ internal sealed partial class BackupRun
                 Record.Phase = RunPhase.RollingBack;
             SaveDuringRollback(sink);
         }
-        // A copy still reading the frozen file must stop before the commit writes into that file.
+        // A copy still reading the frozen file must stop before the commit writes into that file: stopped here, then
+        // waited for.
+        await _givenUp.CancelAsync().ConfigureAwait(false);
         for (var waited = 0; waited < 600 && CopiesRunning; waited++)
             await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
         var problems = new List<string>();

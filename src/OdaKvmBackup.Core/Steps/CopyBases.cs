@@ -61,12 +61,10 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
         return await ChooseAsync(domain, runId, disk, ct).ConfigureAwait(false);
     }
 
-    /// <summary>Stops the read-backs still running (a run given up before its copies took them).</summary>
-    public void Dispose()
-    {
-        _stop.Cancel();
-        _stop.Dispose();
-    }
+    /// <summary>Stops the read-backs still running (a run given up before its copies took them). Cancelled, never
+    /// disposed: a copy still choosing its base (the copy step does not wait for it) reads the token afterwards, and
+    /// its read-back then says it could not be read back.</summary>
+    public void Dispose() => _stop.Cancel();
 
     /// <summary>The warning for a base whose copy rotted: the damaged set named, with the way to check it.</summary>
     public string RottedWarning(string domain, string target, DiskBase chosen, IReadOnlySet<long> rotted) =>

@@ -91,7 +91,8 @@ internal sealed class CopyService
     {
         if (_runs.ContainsKey(run))
             return;
-        var copies = new RunCopies(run, CancellationTokenSource.CreateLinkedTokenSource(ct));
+        // Stopped by the command's stop (Ctrl+C) and by the run's rollback, whichever comes: PowerShell may skip the first.
+        var copies = new RunCopies(run, CancellationTokenSource.CreateLinkedTokenSource(ct, run.GivenUp));
         var pending = new List<VmDiskBackup>();
         foreach (var disk in run.Disks)
         {

@@ -272,6 +272,42 @@ public sealed class CopyServiceTests : IDisposable
     }
 
     [Fact]
+    public async Task Run_given_up_while_a_copy_still_runs_stops_that_copy_at_once_and_its_set_is_Incomplete()
+    {
+        // Ctrl+C right after vda's copy was handed on to Invoke-BlockCommit, vdb still copied: PowerShell calls no
+        // StopProcessing of a pipeline that has begun to end, so Copy-VmDisk's stop may never come (here: a token
+        // never cancelled). The rollback (the lease of the stopped pipeline) must stop vdb's copy itself.
+        using var bench = new Bench(dataSize: 32L * Files.MiB);
+        using (var data = new FileStream(bench.Data, FileMode.Open, FileAccess.Write))
+        {
+            var bytes = new byte[32 * Files.MiB];
+            new Random(3).NextBytes(bytes);
+            data.Write(bytes); // data all through: every byte of it is read, at the bandwidth limit
+        }
+        var run = await bench.SnapshottedAsync();
+        var store = new LocalBackupStore(bench.Temp.Folder("backups"));
+        // 1 MiB/s: vda (4 MiB) is copied in about 4 s, vdb (32 MiB of data) would take 32 s.
+        var copy = new CopyService(bench.Tools, store, false, 1, 2, new RecordingSink());
+        copy.Start(run, CancellationToken.None);
+        var first = await copy.NextAsync(run);
+        Assert.Equal("vda", first!.Disk.Target);
+        bench.Host.OnBlockCommit = bench.Host.CommitAndPivot;
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var outcome = await run.FailAsync("the pipeline stopped before the backup finished", new RecordingSink());
+
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"the rollback waited {clock.Elapsed} for vdb's copy to end by itself");
+        Assert.True(outcome.Clean, outcome.Message);
+        Assert.Equal([bench.Boot, bench.Data], bench.Host.Disks.Select(d => d.Source));
+        Assert.All(bench.Host.Disks, d => Assert.Null(d.Backing));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => copy.NextAsync(run));
+        Assert.NotEqual(BackupStage.Copied, run.Disks.Single(d => d.Target == "vdb").Stage);
+        await copy.FinishVerificationsAsync();
+        Assert.Equal(BackupSetStatus.Incomplete, (await Bench.ManifestAsync(store, run)).Status);
+        Assert.Empty(Directory.GetFiles(SetPath(store, run), "*.partial"));
+    }
+
+    [Fact]
     public async Task Write_that_fails_for_another_reason_is_CopyFailed_with_the_cause()
     {
         var run = await _b.SnapshottedAsync();

@@ -122,6 +122,26 @@ public sealed class IncrementalBackupTests : IDisposable
     }
 
     [Fact]
+    public async Task Base_chosen_after_the_copy_step_let_go_of_its_read_backs_says_it_could_not_be_read_back()
+    {
+        // Copy-VmDisk's end (ReleaseResources: Bases.Dispose) does not wait for a copy still choosing its base: that
+        // copy's read-back starts after the read-backs were stopped. It must say it could not be read back (the copy
+        // is then made in full), not fail with ObjectDisposedException, which the copy would report as CopyFailed.
+        var store = new LocalBackupStore(Destination);
+        var (first, failed, _) = await BackUpAsync(store, new RecordingSink());
+        Assert.Empty(failed);
+        var run = _b.Begin(await _b.PlanAsync());
+        var bases = new CopyBases(store, full: false, new RecordingSink());
+
+        bases.Dispose();
+        var prepared = await bases.TakeAsync(Domain, run.RunId, run.Record.Disk("vdb"), CancellationToken.None);
+
+        Assert.Equal(first.RunId, prepared.Base?.RunId);
+        var readBack = await prepared.ReadBack!;
+        Assert.Contains($"the copy of vdb in set {first.RunId} could not be read back", readBack.CouldNotRead, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task On_XFS_with_reflink_the_second_copy_is_a_clone_and_the_destination_grows_by_about_what_changed()
     {
         using var xfs = new XfsFileSystem();
