@@ -110,4 +110,31 @@ public sealed class RemoteCopyCheckTests
         Assert.Equal((2L, true, 40 * MiB + 3), (failed.Segment, failed.ZerosExpected, failed.FirstData));
         Assert.Equal(2, readBacks);
     }
+
+    [Fact]
+    public async Task A_base_read_back_finds_every_segment_that_differs_with_one_command_more_per_run_of_zeros_that_holds_data()
+    {
+        var root = _server.DataFolder(nameof(A_base_read_back_finds_every_segment_that_differs_with_one_command_more_per_run_of_zeros_that_holds_data));
+        var path = Path.Combine(root, "copy");
+        var list = await CopyOnServerAsync(path);
+        FlipByte(path, 1 * MiB + 5);  // segment 0, which holds data
+        FlipByte(path, 20 * MiB);     // segments 1 and 2: one run of zeros
+        FlipByte(path, 40 * MiB + 3);
+        FlipByte(path, 70 * MiB + 1); // segment 4, a run of its own
+        var readBacks = 0;
+        await using var store = Counting(root, () => readBacks++);
+        var progress = new List<(long Done, long Total)>();
+
+        var outcome = await RemoteCopyCheck.RunAsync(store, "copy", list, findAll: true, (done, total) => progress.Add((done, total)), CancellationToken.None);
+
+        var differing = outcome.Differing.OrderBy(f => f.Segment).ToList();
+        Assert.Equal([0L, 1, 2, 4], differing.Select(f => f.Segment));
+        Assert.Equal((false, SegmentSha256(path, 0), list.SegmentDigestHex(0)), (differing[0].ZerosExpected, differing[0].Digest, differing[0].Expected));
+        Assert.Equal([20 * MiB, 40 * MiB + 3, 70 * MiB + 1], differing.Skip(1).Select(f => f.FirstData));
+        Assert.All(differing.Skip(1), f => Assert.True(f.ZerosExpected));
+        Assert.Equal((2, 3L), (outcome.DataSegments, outcome.ZeroSegments));
+        // The digests, the two runs of zeros, then the rest of the run after segment 1 (segment 4 ends its run).
+        Assert.Equal(3, readBacks);
+        Assert.Equal([(2 * BlockDigestList.SegmentSize, Size), (Size, Size)], progress);
+    }
 }
