@@ -17,16 +17,52 @@ public sealed class RemoteCopyCheckTests
 
     public RemoteCopyCheckTests(SshServerFixture fixture) => _server = fixture.Server;
 
-    /// <summary>The copy on the server (a sparse file), its digest list as taken before anything rots.</summary>
-    private static async Task<BlockDigestList> CopyOnServerAsync(string path)
+    /// <summary>The copy on the server (a sparse file), a byte changed at each of <paramref name="rotAt"/> after its
+    /// digest list was taken.</summary>
+    private async Task<ServerCopy> CopyOnServerAsync(string name, params long[] rotAt)
     {
+        var root = _server.DataFolder(name);
+        var path = Path.Combine(root, "copy");
         using (var handle = File.OpenHandle(path, FileMode.Create, FileAccess.ReadWrite))
         {
             RandomAccess.SetLength(handle, Size);
             RandomAccess.Write(handle, RandomNumberGenerator.GetBytes(4096), 1 * MiB);
             RandomAccess.Write(handle, RandomNumberGenerator.GetBytes(5000), 50 * MiB);
         }
-        return await SparseCopy.DigestListAsync(path, null, CancellationToken.None);
+        var list = await SparseCopy.DigestListAsync(path, null, CancellationToken.None);
+        foreach (var offset in rotAt)
+            FlipByte(path, offset);
+        return new ServerCopy(path, list, _server.Store("good", root));
+    }
+
+    /// <summary>A copy on the server and the store that counts its read-backs (segment digests, zero checks): one ssh
+    /// command each here.</summary>
+    private sealed class ServerCopy : IAsyncDisposable
+    {
+        public ServerCopy(string path, BlockDigestList list, IBackupStore server)
+        {
+            Path = path;
+            List = list;
+            Store = new HookedStore(server, (_, writer) => writer)
+            {
+                BeforeReadBack = (_, _) =>
+                {
+                    ReadBacks++;
+                    return Task.CompletedTask;
+                },
+            };
+        }
+
+        public string Path { get; }
+        public BlockDigestList List { get; }
+        public HookedStore Store { get; }
+        public int ReadBacks { get; private set; }
+
+        /// <summary>The verification: stops at the first segment that differs.</summary>
+        public Task<RemoteCopyCheck.Outcome> VerifyAsync() =>
+            RemoteCopyCheck.RunAsync(Store, "copy", List.FileSize, BlockDigestList.SegmentSize, List.DataSegmentDigests(), CancellationToken.None);
+
+        public ValueTask DisposeAsync() => Store.DisposeAsync();
     }
 
     private static void FlipByte(string path, long offset)
@@ -47,94 +83,66 @@ public sealed class RemoteCopyCheckTests
         return Convert.ToHexStringLower(SHA256.HashData(bytes));
     }
 
-    /// <summary>The server store, counting its read-backs (segment digests, zero checks): one ssh command each here.</summary>
-    private HookedStore Counting(string root, Action counted) =>
-        new(_server.Store("good", root), (_, writer) => writer)
-        {
-            BeforeReadBack = (_, _) =>
-            {
-                counted();
-                return Task.CompletedTask;
-            },
-        };
-
     [Fact]
     public async Task A_good_copy_is_checked_with_one_command_for_its_digests_and_one_for_its_zeros()
     {
-        var root = _server.DataFolder(nameof(A_good_copy_is_checked_with_one_command_for_its_digests_and_one_for_its_zeros));
-        var list = await CopyOnServerAsync(Path.Combine(root, "copy"));
-        var readBacks = 0;
-        await using var store = Counting(root, () => readBacks++);
+        await using var copy = await CopyOnServerAsync(nameof(A_good_copy_is_checked_with_one_command_for_its_digests_and_one_for_its_zeros));
 
-        var outcome = await RemoteCopyCheck.RunAsync(store, "copy", list.FileSize, BlockDigestList.SegmentSize, list.DataSegmentDigests(), CancellationToken.None);
+        var outcome = await copy.VerifyAsync();
 
         Assert.Null(outcome.Failed);
         Assert.Equal((2, 3L), (outcome.DataSegments, outcome.ZeroSegments));
-        Assert.Equal(2, readBacks);
+        Assert.Equal(2, copy.ReadBacks);
     }
 
     [Fact]
     public async Task The_verification_names_the_first_segment_whose_digest_differs_and_asks_the_server_nothing_more()
     {
-        var root = _server.DataFolder(nameof(The_verification_names_the_first_segment_whose_digest_differs_and_asks_the_server_nothing_more));
-        var path = Path.Combine(root, "copy");
-        var list = await CopyOnServerAsync(path);
-        FlipByte(path, 50 * MiB + 10); // segment 3, which holds data
-        FlipByte(path, 20 * MiB);      // segment 1, which held only zeros: not looked at once a digest differs
-        var readBacks = 0;
-        await using var store = Counting(root, () => readBacks++);
+        // Segment 3 holds data; segment 1 held only zeros: not looked at once a digest differs.
+        await using var copy = await CopyOnServerAsync(nameof(The_verification_names_the_first_segment_whose_digest_differs_and_asks_the_server_nothing_more),
+            50 * MiB + 10, 20 * MiB);
 
-        var outcome = await RemoteCopyCheck.RunAsync(store, "copy", list.FileSize, BlockDigestList.SegmentSize, list.DataSegmentDigests(), CancellationToken.None);
+        var outcome = await copy.VerifyAsync();
 
         var failed = Assert.IsType<RemoteCopyCheck.Failure>(outcome.Failed);
         Assert.Equal((3L, false), (failed.Segment, failed.ZerosExpected));
-        Assert.Equal(SegmentSha256(path, 3), failed.Digest);
-        Assert.Equal(list.SegmentDigestHex(3), failed.Expected);
-        Assert.Equal(1, readBacks);
+        Assert.Equal(SegmentSha256(copy.Path, 3), failed.Digest);
+        Assert.Equal(copy.List.SegmentDigestHex(3), failed.Expected);
+        Assert.Equal(1, copy.ReadBacks);
     }
 
     [Fact]
     public async Task The_verification_names_the_first_byte_of_data_in_the_first_segment_of_zeros_that_holds_any()
     {
-        var root = _server.DataFolder(nameof(The_verification_names_the_first_byte_of_data_in_the_first_segment_of_zeros_that_holds_any));
-        var path = Path.Combine(root, "copy");
-        var list = await CopyOnServerAsync(path);
-        FlipByte(path, 40 * MiB + 3); // segment 2
-        FlipByte(path, 70 * MiB);     // segment 4
-        var readBacks = 0;
-        await using var store = Counting(root, () => readBacks++);
+        // Segments 2 and 4, which held only zeros.
+        await using var copy = await CopyOnServerAsync(nameof(The_verification_names_the_first_byte_of_data_in_the_first_segment_of_zeros_that_holds_any),
+            40 * MiB + 3, 70 * MiB);
 
-        var outcome = await RemoteCopyCheck.RunAsync(store, "copy", list.FileSize, BlockDigestList.SegmentSize, list.DataSegmentDigests(), CancellationToken.None);
+        var outcome = await copy.VerifyAsync();
 
         var failed = Assert.IsType<RemoteCopyCheck.Failure>(outcome.Failed);
         Assert.Equal((2L, true, 40 * MiB + 3), (failed.Segment, failed.ZerosExpected, failed.FirstData));
-        Assert.Equal(2, readBacks);
+        Assert.Equal(2, copy.ReadBacks);
     }
 
     [Fact]
     public async Task A_base_read_back_finds_every_segment_that_differs_with_one_command_more_per_run_of_zeros_that_holds_data()
     {
-        var root = _server.DataFolder(nameof(A_base_read_back_finds_every_segment_that_differs_with_one_command_more_per_run_of_zeros_that_holds_data));
-        var path = Path.Combine(root, "copy");
-        var list = await CopyOnServerAsync(path);
-        FlipByte(path, 1 * MiB + 5);  // segment 0, which holds data
-        FlipByte(path, 20 * MiB);     // segments 1 and 2: one run of zeros
-        FlipByte(path, 40 * MiB + 3);
-        FlipByte(path, 70 * MiB + 1); // segment 4, a run of its own
-        var readBacks = 0;
-        await using var store = Counting(root, () => readBacks++);
+        // Segment 0 holds data; segments 1 and 2 are one run of zeros, segment 4 a run of its own.
+        await using var copy = await CopyOnServerAsync(nameof(A_base_read_back_finds_every_segment_that_differs_with_one_command_more_per_run_of_zeros_that_holds_data),
+            1 * MiB + 5, 20 * MiB, 40 * MiB + 3, 70 * MiB + 1);
         var progress = new List<(long Done, long Total)>();
 
-        var outcome = await RemoteCopyCheck.RunAsync(store, "copy", list, findAll: true, (done, total) => progress.Add((done, total)), CancellationToken.None);
+        var outcome = await RemoteCopyCheck.RunAsync(copy.Store, "copy", copy.List, findAll: true, (done, total) => progress.Add((done, total)), CancellationToken.None);
 
         var differing = outcome.Differing.OrderBy(f => f.Segment).ToList();
         Assert.Equal([0L, 1, 2, 4], differing.Select(f => f.Segment));
-        Assert.Equal((false, SegmentSha256(path, 0), list.SegmentDigestHex(0)), (differing[0].ZerosExpected, differing[0].Digest, differing[0].Expected));
+        Assert.Equal((false, SegmentSha256(copy.Path, 0), copy.List.SegmentDigestHex(0)), (differing[0].ZerosExpected, differing[0].Digest, differing[0].Expected));
         Assert.Equal([20 * MiB, 40 * MiB + 3, 70 * MiB + 1], differing.Skip(1).Select(f => f.FirstData));
         Assert.All(differing.Skip(1), f => Assert.True(f.ZerosExpected));
         Assert.Equal((2, 3L), (outcome.DataSegments, outcome.ZeroSegments));
         // The digests, the two runs of zeros, then the rest of the run after segment 1 (segment 4 ends its run).
-        Assert.Equal(3, readBacks);
+        Assert.Equal(3, copy.ReadBacks);
         Assert.Equal([(2 * BlockDigestList.SegmentSize, Size), (Size, Size)], progress);
     }
 }
