@@ -108,6 +108,18 @@ internal sealed class BlockDigestList
         }
     }
 
+    /// <summary>The segments whose digest in <paramref name="readBack"/> (this file's list taken again from where it
+    /// lies) differs from this list's, in order, up to the end of the shorter list.</summary>
+    public IEnumerable<long> DifferingSegments(BlockDigestList readBack)
+    {
+        ArgumentNullException.ThrowIfNull(readBack);
+        for (long index = 0; index < Math.Min(SegmentCount, readBack.SegmentCount); index++)
+        {
+            if (!SegmentDigest(index).SequenceEqual(readBack.SegmentDigest(index)))
+                yield return index;
+        }
+    }
+
     /// <summary>Whether segment <paramref name="index"/> read as <paramref name="hexDigest"/> (as sha256sum prints it)
     /// where it lies: a segment that does not is not what this list says (it rotted, or the list is not this file's).</summary>
     public bool SegmentMatches(long index, string hexDigest)

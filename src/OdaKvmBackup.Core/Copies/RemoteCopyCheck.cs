@@ -1,23 +1,47 @@
 namespace OdaKvmBackup.Core.Copies;
 
 /// <summary>
-/// How a copy on another host is checked where it lies, after it is written (Copy-VmDisk) and later
-/// (Test-KvmBackup): each segment that held data, by its SHA-256 computed on the server; each segment that held only
-/// zeros (it has no digest), by reading as zeros there, so a server that put data into a hole is caught too. Only
-/// digests and offsets cross the network.
+/// How a copy on another host is checked where it lies, after it is written (Copy-VmDisk), as the base of the next
+/// copy (its rotted segments are sent again) and later (Test-KvmBackup): each segment that held data, by its SHA-256
+/// computed on the server; each segment that held only zeros (it has no digest), by reading as zeros there, so a
+/// server that put data into a hole is caught too. Only digests and offsets cross the network.
 /// </summary>
 internal static class RemoteCopyCheck
 {
-    /// <summary>What was checked, and the first segment that failed (null when the copy is good).</summary>
-    public sealed record Outcome(int DataSegments, long ZeroSegments, Failure? Failed);
+    /// <summary>What was checked, and the segments found to read differently: every one when all were asked for, else
+    /// the first (none when the copy is good).</summary>
+    public sealed record Outcome(int DataSegments, long ZeroSegments, IReadOnlyList<Failure> Differing)
+    {
+        /// <summary>The first segment found to differ; null when the copy reads as its digests say.</summary>
+        public Failure? Failed => Differing.Count > 0 ? Differing[0] : null;
+    }
 
     /// <summary>The segment that reads differently: one that should hold only zeros and holds data from byte
     /// <c>FirstData</c> on (<c>ZerosExpected</c>), or one whose digest on the server is <c>Digest</c>, not <c>Expected</c>.</summary>
     public sealed record Failure(long Segment, bool ZerosExpected, long FirstData, string? Digest, string? Expected);
 
-    public static async Task<Outcome> RunAsync(IBackupStore store, string relativePath, long size, long segmentSize,
-        IReadOnlyDictionary<long, string> digests, CancellationToken ct)
+    /// <summary>
+    /// Reads the copy at <paramref name="relativePath"/> back where it lies against its block digest list: the
+    /// segments that hold data by their SHA-256, the segments of 16 MiB of zeros by reading as zeros. With
+    /// <paramref name="findAll"/> (a base, whose rotted segments are sent again) every segment that differs is found,
+    /// at one more command per segment of zeros that holds data; without it (a verification, which one difference
+    /// fails) the check stops at the first. <paramref name="progress"/> gets the bytes checked and the copy's size
+    /// after each step. A read that fails throws (a <see cref="BackupException"/> or <see cref="IOException"/> naming why).
+    /// </summary>
+    public static Task<Outcome> RunAsync(IBackupStore store, string relativePath, BlockDigestList list, bool findAll,
+        Action<long, long>? progress, CancellationToken ct) =>
+        CheckAsync(store, relativePath, list.FileSize, BlockDigestList.SegmentSize, list.DataSegmentDigests(), findAll, progress, ct);
+
+    /// <summary>As the other, for the segment digests of a manifest of format OdaKvmBackup/2 (their own segment size);
+    /// stops at the first segment that differs.</summary>
+    public static Task<Outcome> RunAsync(IBackupStore store, string relativePath, long size, long segmentSize,
+        IReadOnlyDictionary<long, string> digests, CancellationToken ct) =>
+        CheckAsync(store, relativePath, size, segmentSize, digests, findAll: false, null, ct);
+
+    private static async Task<Outcome> CheckAsync(IBackupStore store, string relativePath, long size, long segmentSize,
+        IReadOnlyDictionary<long, string> digests, bool findAll, Action<long, long>? progress, CancellationToken ct)
     {
+        var differing = new List<Failure>();
         var indexes = digests.Keys.Order().ToList();
         if (indexes.Count > 0)
         {
@@ -26,15 +50,37 @@ internal static class RemoteCopyCheck
             {
                 var expected = digests[indexes[i]];
                 var actual = i < stored.Count ? stored[i] : null;
-                if (!string.Equals(actual, expected, StringComparison.OrdinalIgnoreCase))
-                    return new Outcome(i, 0, new Failure(indexes[i], false, 0, actual, expected));
+                if (string.Equals(actual, expected, StringComparison.OrdinalIgnoreCase))
+                    continue;
+                differing.Add(new Failure(indexes[i], false, 0, actual, expected));
+                if (!findAll)
+                    return new Outcome(indexes.Count, 0, differing);
             }
+            progress?.Invoke(Math.Min(indexes.Count * segmentSize, size), size);
         }
         var zeros = ZeroRanges(indexes, size, segmentSize);
         var zeroSegments = zeros.Sum(r => (r.Length + segmentSize - 1) / segmentSize);
-        if (zeros.Count > 0 && await store.FindNonZeroAsync(relativePath, zeros, ct).ConfigureAwait(false) is [var first, ..])
-            return new Outcome(indexes.Count, zeroSegments, new Failure(first / segmentSize, true, first, null, null));
-        return new Outcome(indexes.Count, zeroSegments, null);
+        // A range of zero segments that holds data somewhere: that segment differs; the rest of the range is asked again.
+        while (zeros.Count > 0)
+        {
+            var found = await store.FindNonZeroAsync(relativePath, zeros, ct).ConfigureAwait(false);
+            var again = new List<(long Offset, long Length)>();
+            foreach (var first in found)
+            {
+                if (zeros.FirstOrDefault(r => first >= r.Offset && first < r.Offset + r.Length) is not { Length: > 0 } range)
+                    throw new IOException($"the server named offset {first}, outside the ranges it was asked about");
+                var segment = first / segmentSize;
+                differing.Add(new Failure(segment, true, first, null, null));
+                if (!findAll)
+                    return new Outcome(indexes.Count, zeroSegments, differing);
+                var next = (segment + 1) * segmentSize;
+                if (next < range.Offset + range.Length)
+                    again.Add((next, range.Offset + range.Length - next));
+            }
+            zeros = again;
+        }
+        progress?.Invoke(size, size);
+        return new Outcome(indexes.Count, zeroSegments, differing);
     }
 
     /// <summary>The byte ranges of the segments without a digest, runs of them joined into one range.</summary>

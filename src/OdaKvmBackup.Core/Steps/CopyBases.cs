@@ -138,71 +138,29 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
     }
 
     /// <summary>The segments of the base copy that read differently where it lies from what its list says: read
-    /// back whole (locally, its pages dropped first; on an SSH server, there: the segments that hold data by their
-    /// SHA-256, the others by reading as zeros).</summary>
+    /// back whole (locally, its pages dropped first; on an SSH server, there: see <see cref="RemoteCopyCheck"/>).</summary>
     private async Task<IReadOnlySet<long>> RottedSegmentsAsync(string domain, DiskRecord disk, DiskBase chosen, CancellationToken ct)
     {
         var list = chosen.List;
-        var rotted = new HashSet<long>();
-        if (!store.IsRemote)
+        // Ids from 900 down: the copies' own bars count up from 1 (CopyService).
+        var progressId = ProgressIds.Copy * 1000 + 900 - Interlocked.Increment(ref _progressIds) % 100;
+        var activity = $"Reading back the copy of {disk.Target} of {domain} in set {chosen.RunId}";
+        Action<long, long> progress = (done, total) => sink.Progress(new ProgressUpdate(progressId, null, activity, $"{FileSystemPaths.FormatBytes(done)} of {FileSystemPaths.FormatBytes(total)}", total == 0 ? 100 : (int)(done * 100 / total)));
+        try
         {
-            // Ids from 900 down: the copies' own bars count up from 1 (CopyService).
-            var progressId = ProgressIds.Copy * 1000 + 900 - Interlocked.Increment(ref _progressIds) % 100;
-            var activity = $"Reading back the copy of {disk.Target} of {domain} in set {chosen.RunId}";
-            var readBack = await SparseCopy.DigestListAsync(store.Describe(chosen.CopyPath),
-                (done, total) => sink.Progress(new ProgressUpdate(progressId, null, activity, $"{FileSystemPaths.FormatBytes(done)} of {FileSystemPaths.FormatBytes(total)}", total == 0 ? 100 : (int)(done * 100 / total))),
-                ct).ConfigureAwait(false);
-            sink.Progress(new ProgressUpdate(progressId, null, activity, "Done", 100, Completed: true));
+            if (store.IsRemote)
+            {
+                var check = await RemoteCopyCheck.RunAsync(store, chosen.CopyPath, list, findAll: true, progress, ct).ConfigureAwait(false);
+                return check.Differing.Select(f => f.Segment).ToHashSet();
+            }
+            var readBack = await SparseCopy.DigestListAsync(store.Describe(chosen.CopyPath), progress, ct).ConfigureAwait(false);
             if (readBack.FileSize != list.FileSize)
                 throw new IOException($"it holds {readBack.FileSize} bytes, not the {list.FileSize} of its digest list");
-            for (long segment = 0; segment < list.SegmentCount; segment++)
-            {
-                if (!readBack.SegmentDigest(segment).SequenceEqual(list.SegmentDigest(segment)))
-                    rotted.Add(segment);
-            }
-            return rotted;
+            return list.DifferingSegments(readBack).ToHashSet();
         }
-        var withData = new List<long>();
-        var zeros = new List<(long Offset, long Length)>();
-        for (long segment = 0; segment < list.SegmentCount; segment++)
+        finally
         {
-            if (!list.SegmentDigest(segment).SequenceEqual(BlockDigestList.ZeroSegmentDigest))
-            {
-                withData.Add(segment);
-                continue;
-            }
-            var offset = segment * BlockDigestList.SegmentSize;
-            if (zeros.Count > 0 && zeros[^1].Offset + zeros[^1].Length == offset)
-                zeros[^1] = (zeros[^1].Offset, zeros[^1].Length + BlockDigestList.SegmentSize);
-            else
-                zeros.Add((offset, BlockDigestList.SegmentSize));
+            sink.Progress(new ProgressUpdate(progressId, null, activity, "Done", 100, Completed: true));
         }
-        if (withData.Count > 0)
-        {
-            var stored = await store.SegmentDigestsAsync(chosen.CopyPath, BlockDigestList.SegmentSize, withData, ct).ConfigureAwait(false);
-            for (var i = 0; i < withData.Count; i++)
-            {
-                if (i >= stored.Count || !list.SegmentMatches(withData[i], stored[i]))
-                    rotted.Add(withData[i]);
-            }
-        }
-        // A range of zero segments that holds data somewhere: that segment rotted; the rest of the range is asked again.
-        while (zeros.Count > 0)
-        {
-            var found = await store.FindNonZeroAsync(chosen.CopyPath, zeros, ct).ConfigureAwait(false);
-            var again = new List<(long Offset, long Length)>();
-            foreach (var first in found)
-            {
-                if (zeros.FirstOrDefault(r => first >= r.Offset && first < r.Offset + r.Length) is not { Length: > 0 } range)
-                    throw new IOException($"the server named offset {first}, outside the ranges it was asked about");
-                var segment = first / BlockDigestList.SegmentSize;
-                rotted.Add(segment);
-                var next = (segment + 1) * BlockDigestList.SegmentSize;
-                if (next < range.Offset + range.Length)
-                    again.Add((next, range.Offset + range.Length - next));
-            }
-            zeros = again;
-        }
-        return rotted;
     }
 }

@@ -410,7 +410,7 @@ internal sealed class CopyService
         {
             var list = copy.Digests;
             var segment = readBack.FileSize != list.FileSize ? -1
-                : Enumerable.Range(0, (int)list.SegmentCount).First(s => !readBack.SegmentDigest(s).SequenceEqual(list.SegmentDigest(s)));
+                : list.DifferingSegments(readBack).First();
             throw Mismatch(disk, segment < 0
                 ? $"{readBack.FileSize} bytes stored instead of {list.FileSize}"
                 : $"the 16 MiB segment at offset {segment * BlockDigestList.SegmentSize} reads {readBack.SegmentDigestHex(segment)} instead of {list.SegmentDigestHex(segment)}");
@@ -427,7 +427,7 @@ internal sealed class CopyService
         var entry = await _store.GetEntryAsync(partial, CancellationToken.None).ConfigureAwait(false);
         if (entry is null || entry.Size != copy.SizeBytes)
             throw Mismatch(disk, $"{entry?.Size ?? 0} bytes stored instead of {copy.SizeBytes}");
-        var check = await RemoteCopyCheck.RunAsync(_store, partial, copy.SizeBytes, BlockDigestList.SegmentSize, list.DataSegmentDigests(), CancellationToken.None).ConfigureAwait(false);
+        var check = await RemoteCopyCheck.RunAsync(_store, partial, list, findAll: false, null, CancellationToken.None).ConfigureAwait(false);
         if (check.Failed is { } failed)
         {
             var offset = failed.Segment * BlockDigestList.SegmentSize;

@@ -191,14 +191,7 @@ internal sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
         }
         if (stored.List is not { } remoteList)
             return ("digest list unusable", $"{stored.Problem}: without it the copy cannot be checked on the server", false);
-        // The segments the list says hold only zeros are checked as zeros (cmp on the server), the others by digest.
-        var digests = new Dictionary<long, string>();
-        for (long index = 0; index < remoteList.SegmentCount; index++)
-        {
-            if (!remoteList.SegmentDigest(index).SequenceEqual(BlockDigestList.ZeroSegmentDigest))
-                digests[index] = remoteList.SegmentDigestHex(index);
-        }
-        var check = await RemoteCopyCheck.RunAsync(store, relativePath, size, BlockDigestList.SegmentSize, digests, ct).ConfigureAwait(false);
+        var check = await RemoteCopyCheck.RunAsync(store, relativePath, remoteList, findAll: false, null, ct).ConfigureAwait(false);
         if (check.Failed is { } failed)
         {
             var bytes = SegmentBytes(failed.Segment, size);
@@ -213,10 +206,8 @@ internal sealed class VerifyService(QemuImgClient qemuImg, IOperationSink sink)
     /// (its stored list), with the first 64 KiB block in it whose digest differs when one does.</summary>
     private static string? FirstDifference(BlockDigestList expected, BlockDigestList actual, long size)
     {
-        for (long segment = 0; segment < Math.Min(expected.SegmentCount, actual.SegmentCount); segment++)
+        foreach (var segment in expected.DifferingSegments(actual))
         {
-            if (expected.SegmentDigest(segment).SequenceEqual(actual.SegmentDigest(segment)))
-                continue;
             var first = segment * BlockDigestList.BlocksPerSegment;
             var end = Math.Min(first + BlockDigestList.BlocksPerSegment, expected.BlockCount);
             for (var block = first; block < end; block++)

@@ -249,6 +249,41 @@ public sealed class IncrementalBackupTests : IDisposable
     }
 
     [Fact]
+    public async Task On_an_SSH_server_every_rotted_segment_of_a_run_of_zeros_is_found_with_one_command_more_per_segment()
+    {
+        Write(_b.Data, 2L * Files.MiB, 4096, 0); // the disk's first 32 MiB now hold only zeros: one run of two zero segments
+        using var server = new TestSshServer();
+        var root = server.DataFolder("rotted-zeros");
+        await using var plain = server.Store("good", root);
+        var (first, _, _) = await BackUpAsync(plain, new RecordingSink());
+        var baseCopy = Path.Combine(root, Domain, first.RunId, "data1");
+        FlipByte(baseCopy, 5L * Files.MiB + 1);  // segment 0
+        FlipByte(baseCopy, 20L * Files.MiB + 7); // segment 1, in the same run: found only when the server is asked again
+        var readBacks = 0;
+        await using var store = new HookedStore(plain, (_, writer) => writer)
+        {
+            BeforeReadBack = (path, _) =>
+            {
+                if (path.EndsWith($"{first.RunId}/data1", StringComparison.Ordinal))
+                    Interlocked.Increment(ref readBacks);
+                return Task.CompletedTask;
+            },
+        };
+        var sink = new RecordingSink();
+
+        var (second, failed, _) = await BackUpAsync(store, sink);
+
+        Assert.Empty(failed);
+        Assert.Contains(sink.Warnings, w => w.Contains("2 segment(s)", StringComparison.Ordinal) && w.Contains("first at offset 0)", StringComparison.Ordinal));
+        var data = (await Bench.ManifestAsync(plain, second)).Disks.Single(d => d.Target == "vdb");
+        Assert.Equal(first.RunId, data.BasedOn);
+        Assert.Equal(32L * Files.MiB, data.BytesResent);
+        Assert.True(Files.SameBytes(_b.Data, Path.Combine(root, Domain, second.RunId, "data1")), "the new copy inherited a rotted byte");
+        // The base on the server: the digests of its data segment, the run of zeros, then the rest of the run after segment 0.
+        Assert.Equal(3, readBacks);
+    }
+
+    [Fact]
     public async Task Base_found_rotted_only_after_the_copy_passed_it_gets_those_segments_sent_again_before_the_copy_is_done()
     {
         using var server = new TestSshServer();
