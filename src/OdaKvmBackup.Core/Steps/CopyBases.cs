@@ -28,11 +28,9 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
     private readonly Dictionary<(string Domain, string RunId, string Target), PreparedBase> _prepared = new();
     // The read-backs outlive the preflight that starts them: they stop with the copy step (Dispose), not before.
     private readonly CancellationTokenSource _stop = new();
-    // The read-back each run queued last: the next one of that run starts after it.
-    private readonly Dictionary<(string Domain, string RunId), Task> _lastReadBack = new();
     private int _progressIds;
 
-    /// <summary>Before the snapshot: the base of every disk of the run, its read-back started (the smallest first).</summary>
+    /// <summary>Before the snapshot: the base of every disk of the run, its read-back started (<see cref="SmallDisksFirst"/>).</summary>
     public async Task PrepareAsync(PreflightContext context, CancellationToken ct)
     {
         var found = new List<(DiskRecord Disk, PreparedBase Prepared)>();
@@ -42,12 +40,13 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
             disk.VirtualSizeBytes ??= context.KnownImageInfo(disk.Source)?.VirtualSize;
             found.Add((disk, await FindAsync(context.DomainName, context.RunId, disk, ct).ConfigureAwait(false)));
         }
-        foreach (var (disk, prepared) in found.OrderBy(f => f.Prepared.Base?.List.DataBytes() ?? 0))
+        SmallDisksFirst.Start(found, f => f.Prepared.Base?.List.DataBytes() ?? 0, (f, before) =>
         {
-            var started = StartReadBack(context.DomainName, context.RunId, disk, prepared);
+            var started = StartReadBack(context.DomainName, f.Disk, f.Prepared, before);
             lock (_prepared)
-                _prepared[(context.DomainName, context.RunId, disk.Target)] = started;
-        }
+                _prepared[(context.DomainName, context.RunId, f.Disk.Target)] = started;
+            return started.ReadBack ?? Task.CompletedTask;
+        });
     }
 
     /// <summary>The base chosen for the disk before the snapshot (taken once), or chosen now when there was no preflight.</summary>
@@ -73,28 +72,22 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
         $"The new set does not inherit them: they are sent again. Check that set and the destination's storage: Test-KvmBackup -Destination '{store.Location}' -DomainName {domain} -RunId {chosen.RunId}.";
 
     private async Task<PreparedBase> ChooseAsync(string domain, string runId, DiskRecord disk, CancellationToken ct) =>
-        StartReadBack(domain, runId, disk, await FindAsync(domain, runId, disk, ct).ConfigureAwait(false));
+        StartReadBack(domain, disk, await FindAsync(domain, runId, disk, ct).ConfigureAwait(false), Task.CompletedTask);
 
-    /// <summary>Says what was chosen and queues the base's read-back. The read-backs run one at a time, in the order
-    /// a run queues them (by <see cref="PrepareAsync"/>, the base with the least data first): on the destination's disks
-    /// one sequential reader is faster than several interleaved (a backup server's disks often spin), and the small
-    /// disks, whose copies end first and wait for their read-back, leave their overlays soonest.</summary>
-    private PreparedBase StartReadBack(string domain, string runId, DiskRecord disk, PreparedBase prepared)
+    /// <summary>Says what was chosen and starts the base's read-back once <paramref name="before"/> has ended.</summary>
+    private PreparedBase StartReadBack(string domain, DiskRecord disk, PreparedBase prepared, Task before)
     {
         if (prepared.Base is { } based)
         {
-            lock (_prepared)
+            var stop = _stop.Token; // here, not on the thread pool
+            prepared = prepared with
             {
-                var before = _lastReadBack.GetValueOrDefault((domain, runId), Task.CompletedTask);
-                var stop = _stop.Token;
-                var readBack = Task.Run(async () =>
+                ReadBack = Task.Run(async () =>
                 {
                     await before.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
                     return await ReadBackAsync(domain, disk, based, stop).ConfigureAwait(false);
-                });
-                _lastReadBack[(domain, runId)] = readBack;
-                prepared = prepared with { ReadBack = readBack };
-            }
+                }),
+            };
         }
         sink.Verbose(prepared.Base is { } chosen
             ? $"{disk.Target} of {domain}: based on set {chosen.RunId} ('{store.Describe(chosen.CopyPath)}'); only the blocks that differ are sent, and the base copy is read back where it lies meanwhile (all {chosen.List.SegmentCount} segments of 16 MiB)."

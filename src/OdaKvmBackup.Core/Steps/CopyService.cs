@@ -113,10 +113,8 @@ internal sealed class CopyService
             }
         }
         copies.ProgressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
-        // The smallest file first: with more disks than slots, the small disks (a boot disk) are done and back on
-        // their own files soonest, and the VM's last disk is back no later. The slots are taken in this order.
-        foreach (var disk in pending.OrderBy(d => SizeToRead(run.Record.Disk(d.Target))))
-            copies.Tasks[disk.Target] = CopyOneAsync(run, disk, copies, copies.Stop.Token);
+        SmallDisksFirst.Start(pending, d => SizeToRead(run.Record.Disk(d.Target)),
+            (disk, before) => copies.Tasks[disk.Target] = CopyOneAsync(run, disk, copies, before, copies.Stop.Token));
         _runs[run] = copies;
     }
 
@@ -191,13 +189,21 @@ internal sealed class CopyService
         return failed;
     }
 
-    private async Task<CopyOutcome> CopyOneAsync(BackupRun run, VmDiskBackup disk, RunCopies copies, CancellationToken ct)
+    /// <summary>Copies one disk once <paramref name="before"/> (the copies of its VM's much smaller disks) has ended.</summary>
+    private async Task<CopyOutcome> CopyOneAsync(BackupRun run, VmDiskBackup disk, RunCopies copies, Task before, CancellationToken ct)
     {
         var started = DateTime.UtcNow;
         var record = run.Record.Disk(disk.Target);
         var slot = false;
         try
         {
+            if (!before.IsCompleted)
+            {
+                _sink.Verbose($"{disk.Target} of {disk.DomainName}: copied after the disks of its VM under a quarter of its size.");
+                // Their failure is theirs: it stops this copy through ct.
+                await before.WaitAsync(ct).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                ct.ThrowIfCancellationRequested();
+            }
             // Inside the try: a copy stopped while it waits for its slot is given up like any other.
             await _slots.WaitAsync(ct).ConfigureAwait(false);
             slot = true;

@@ -271,6 +271,55 @@ public sealed class CopyServiceTests : IDisposable
         Assert.Empty(await copy.FinishVerificationsAsync());
     }
 
+    [Theory]
+    [InlineData(40, new[] { "oda_vm1_boot begins", "oda_vm1_boot ends", "data1 begins", "data1 ends" })] // 4 MiB and 40 MiB: the boot disk alone first
+    [InlineData(6, new[] { "oda_vm1_boot begins", "data1 begins", "oda_vm1_boot ends", "data1 ends" })] // 4 MiB and 6 MiB: together
+    public async Task A_disk_is_copied_after_the_disks_of_its_VM_under_a_quarter_of_its_size_and_with_those_of_like_size(int dataMiB, string[] expected)
+    {
+        using var b = new Bench(dataSize: dataMiB * Files.MiB);
+        var run = await b.SnapshottedAsync();
+        var events = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var store = new InterceptingStore(b.Temp.Folder("backups"))
+        {
+            // Each copy's end held back a while: time for another copy to begin, were they run together.
+            WrapWriter = (path, writer) => path.EndsWith(".partial", StringComparison.Ordinal) && !path.Contains(".digests", StringComparison.Ordinal)
+                ? new Watched(writer, Path.GetFileName(path).Replace(".partial", "", StringComparison.Ordinal), events)
+                : writer,
+        };
+        var copy = new CopyService(b.Tools, store, false, 0, 2, new RecordingSink());
+        copy.Start(run, CancellationToken.None);
+
+        while (await copy.NextAsync(run) is not null)
+        {
+        }
+
+        Assert.Equal(expected, events);
+        Assert.Empty(await copy.FinishVerificationsAsync());
+        Assert.Equal(BackupSetStatus.Complete, (await Bench.ManifestAsync(store, run)).Status);
+    }
+
+    /// <summary>Says when a copy's writer got its first write and when it completed, the completion held 400 ms.</summary>
+    private sealed class Watched(IStoreFileWriter inner, string name, System.Collections.Concurrent.ConcurrentQueue<string> events) : IStoreFileWriter
+    {
+        private int _began;
+
+        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct)
+        {
+            if (Interlocked.Exchange(ref _began, 1) == 0)
+                events.Enqueue($"{name} begins");
+            return inner.WriteAsync(offset, data, ct);
+        }
+
+        public async Task CompleteAsync(long size, CancellationToken ct)
+        {
+            await Task.Delay(400, ct);
+            await inner.CompleteAsync(size, ct);
+            events.Enqueue($"{name} ends");
+        }
+
+        public ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+
     [Fact]
     public async Task Run_given_up_while_a_copy_still_runs_stops_that_copy_at_once_and_its_set_is_Incomplete()
     {
