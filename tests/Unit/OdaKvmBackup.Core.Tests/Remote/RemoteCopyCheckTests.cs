@@ -45,10 +45,16 @@ public sealed class RemoteCopyCheckTests
             List = list;
             Store = new HookedStore(server, (_, writer) => writer)
             {
-                BeforeReadBack = (_, _) =>
+                BeforeReadBack = async (_, ct) =>
                 {
-                    ReadBacks++;
-                    return Task.CompletedTask;
+                    lock (this)
+                    {
+                        ReadBacks++;
+                        MostAtOnce = Math.Max(MostAtOnce, ++_running);
+                    }
+                    await Task.Delay(300, ct); // time for the other command to begin, were they asked at once
+                    lock (this)
+                        _running--;
                 },
             };
         }
@@ -56,7 +62,12 @@ public sealed class RemoteCopyCheckTests
         public string Path { get; }
         public BlockDigestList List { get; }
         public HookedStore Store { get; }
+        private int _running;
+
         public int ReadBacks { get; private set; }
+
+        /// <summary>The most read-backs that were under way at the same time.</summary>
+        public int MostAtOnce { get; private set; }
 
         /// <summary>The verification: stops at the first segment that differs.</summary>
         public Task<RemoteCopyCheck.Outcome> VerifyAsync() =>
@@ -84,22 +95,22 @@ public sealed class RemoteCopyCheckTests
     }
 
     [Fact]
-    public async Task A_good_copy_is_checked_with_one_command_for_its_digests_and_one_for_its_zeros()
+    public async Task A_good_copy_is_checked_with_one_command_for_its_digests_and_one_for_its_zeros_asked_at_once()
     {
-        await using var copy = await CopyOnServerAsync(nameof(A_good_copy_is_checked_with_one_command_for_its_digests_and_one_for_its_zeros));
+        await using var copy = await CopyOnServerAsync(nameof(A_good_copy_is_checked_with_one_command_for_its_digests_and_one_for_its_zeros_asked_at_once));
 
         var outcome = await copy.VerifyAsync();
 
         Assert.Null(outcome.Failed);
         Assert.Equal((2, 3L), (outcome.DataSegments, outcome.ZeroSegments));
-        Assert.Equal(2, copy.ReadBacks);
+        Assert.Equal((2, 2), (copy.ReadBacks, copy.MostAtOnce));
     }
 
     [Fact]
-    public async Task The_verification_names_the_first_segment_whose_digest_differs_and_asks_the_server_nothing_more()
+    public async Task The_verification_names_the_first_segment_whose_digest_differs_before_a_segment_of_zeros_that_holds_data()
     {
-        // Segment 3 holds data; segment 1 held only zeros: not looked at once a digest differs.
-        await using var copy = await CopyOnServerAsync(nameof(The_verification_names_the_first_segment_whose_digest_differs_and_asks_the_server_nothing_more),
+        // Segment 3 holds data; segment 1 held only zeros: the digest that differs is named, though segment 1 comes first.
+        await using var copy = await CopyOnServerAsync(nameof(The_verification_names_the_first_segment_whose_digest_differs_before_a_segment_of_zeros_that_holds_data),
             50 * MiB + 10, 20 * MiB);
 
         var outcome = await copy.VerifyAsync();
@@ -108,7 +119,7 @@ public sealed class RemoteCopyCheckTests
         Assert.Equal((3L, false), (failed.Segment, failed.ZerosExpected));
         Assert.Equal(SegmentSha256(copy.Path, 3), failed.Digest);
         Assert.Equal(copy.List.SegmentDigestHex(3), failed.Expected);
-        Assert.Equal(1, copy.ReadBacks);
+        Assert.Equal(2, copy.ReadBacks);
     }
 
     [Fact]
