@@ -273,7 +273,7 @@ public sealed class CopyServiceTests : IDisposable
 
     [Theory]
     [InlineData(40, new[] { "oda_vm1_boot begins", "oda_vm1_boot ends", "data1 begins", "data1 ends" })] // 4 MiB and 40 MiB: the boot disk alone first
-    [InlineData(6, new[] { "oda_vm1_boot begins", "data1 begins", "oda_vm1_boot ends", "data1 ends" })] // 4 MiB and 6 MiB: together
+    [InlineData(6, new[] { "data1 begins", "oda_vm1_boot begins" })] // 4 MiB and 6 MiB: together (both begin before either ends)
     public async Task A_disk_is_copied_after_the_disks_of_its_VM_under_a_quarter_of_its_size_and_with_those_of_like_size(int dataMiB, string[] expected)
     {
         using var b = new Bench(dataSize: dataMiB * Files.MiB);
@@ -293,12 +293,15 @@ public sealed class CopyServiceTests : IDisposable
         {
         }
 
-        Assert.Equal(expected, events);
+        if (expected.Length == 4)
+            Assert.Equal(expected, events);
+        else
+            Assert.Equal(expected, events.Take(2).Order(StringComparer.Ordinal));
         Assert.Empty(await copy.FinishVerificationsAsync());
         Assert.Equal(BackupSetStatus.Complete, (await Bench.ManifestAsync(store, run)).Status);
     }
 
-    /// <summary>Says when a copy's writer got its first write and when it completed, the completion held 400 ms.</summary>
+    /// <summary>Says when a copy's writer got its first write and when it completed, the completion held 1 s.</summary>
     private sealed class Watched(IStoreFileWriter inner, string name, System.Collections.Concurrent.ConcurrentQueue<string> events) : IStoreFileWriter
     {
         private int _began;
@@ -312,7 +315,7 @@ public sealed class CopyServiceTests : IDisposable
 
         public async Task CompleteAsync(long size, CancellationToken ct)
         {
-            await Task.Delay(400, ct);
+            await Task.Delay(1000, ct);
             await inner.CompleteAsync(size, ct);
             events.Enqueue($"{name} ends");
         }
