@@ -267,8 +267,11 @@ $env:PSModulePath = $modules + [IO.Path]::PathSeparator + $env:PSModulePath
 # run keeps its journal and locks in a state folder of its own, so nothing left on this machine decides a test's
 # outcome. Each checkout has its own scratch folder, so two checkouts never wipe each other's.
 $env:ODAKVM_TEST_SCRATCH = $scratch
-Get-Content /proc/mounts | ForEach-Object { ($_ -split ' ')[1] } | Where-Object { $_ -like "$scratch/*" } | ForEach-Object { & umount -l $_ }
-if (Test-Path $scratch) { Remove-Item -Recurse -Force $scratch }
+function Clear-Scratch {
+    Get-Content /proc/mounts | ForEach-Object { ($_ -split ' ')[1] } | Where-Object { $_ -like "$scratch/*" } | ForEach-Object { & umount -l $_ }
+    if (Test-Path $scratch) { Remove-Item -Recurse -Force $scratch }
+}
+Clear-Scratch
 $env:ODAKVMBACKUP_STATE_DIR = Join-Path $scratch 'state'
 Import-Module Pester -RequiredVersion 5.7.1
 $c = New-PesterConfiguration
@@ -286,6 +289,9 @@ if (-not $r -or $r.TotalCount -eq 0) {
 # A skipped or not-run test is not a pass: count it as a failure.
 $bad = $r.FailedCount + $r.FailedContainersCount + $r.SkippedCount + $r.NotRunCount + $r.FailedBlocksCount
 "$($r.PassedCount) passed, $($r.FailedCount + $r.FailedContainersCount + $r.FailedBlocksCount) failed, $($r.SkippedCount + $r.NotRunCount) skipped"
+# The test folders hold backups of whole lab disks (3 GB a full run): kept to look at after a failure, removed after
+# a run that passed, or every fresh clone's run would leave its own behind.
+if ($bad -eq 0) { Clear-Scratch } else { "Test folders kept for a look: $scratch" }
 exit ([Math]::Min($bad, 255))
 '@
     $scriptFile = Join-Path $Out 'run-pester.ps1'
