@@ -1,7 +1,8 @@
 namespace OdaKvmBackup.Core.Steps;
 
 /// <summary>What the copy of one disk starts from (issue 15): the base set's copy and its read-back where it lies
-/// (running while the copy runs), or no base and why the copy is full.</summary>
+/// (done before the snapshot, or running while the copy runs when there was no preflight), or no base and why the
+/// copy is full.</summary>
 internal sealed record PreparedBase(DiskBase? Base, Task<BaseReadBack>? ReadBack, string? FullBecause)
 {
     public static PreparedBase Full(string why) => new(null, null, why);
@@ -16,12 +17,12 @@ internal sealed record BaseReadBack(IReadOnlySet<long> RottedSegments, string? C
 
 /// <summary>
 /// Chooses the base of each disk's copy (<see cref="BaseFinder"/>) before the snapshot (Copy-VmDisk's part of the
-/// preflight), and starts reading that base copy back where it lies, segment by segment against its digest list. The
-/// read-back runs while the VM is snapshotted and its disks are copied: one read of the base on the destination,
-/// overlapped with the read of the source, not a wait before the snapshot. A segment found rotted is sent again in
-/// full from the frozen disk before the copy is done (<see cref="CopyService"/>), so no error of the base is
-/// inherited; a base that cannot be read back makes the copy a full one. The choice is kept here, per run and disk,
-/// until the copy takes it; a copy whose run had no preflight here (Copy-VmDisk in a pipeline of its own) makes it then.
+/// preflight), and reads that base copy back where it lies, segment by segment against its digest list, before the
+/// snapshot too: the VM is not on its overlays while the destination reads, however slow its disks. A segment found
+/// rotted is sent again in full from the frozen disk before the copy is done (<see cref="CopyService"/>), so no error
+/// of the base is inherited; a base that cannot be read back makes the copy a full one. The choice is kept here, per
+/// run and disk, until the copy takes it; a copy whose run had no preflight here (Copy-VmDisk in a pipeline of its
+/// own) makes it then, and reads the base back while it copies.
 /// </summary>
 internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink sink) : IDisposable
 {
@@ -40,13 +41,20 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
             disk.VirtualSizeBytes ??= context.KnownImageInfo(disk.Source)?.VirtualSize;
             found.Add((disk, await FindAsync(context.DomainName, context.RunId, disk, ct).ConfigureAwait(false)));
         }
+        var readBacks = new List<Task>();
         SmallDisksFirst.Start(found, f => f.Prepared.Base?.List.DataBytes() ?? 0, (f, before) =>
         {
             var started = StartReadBack(context.DomainName, f.Disk, f.Prepared, before);
             lock (_prepared)
                 _prepared[(context.DomainName, context.RunId, f.Disk.Target)] = started;
+            readBacks.Add(started.ReadBack ?? Task.CompletedTask);
             return started.ReadBack ?? Task.CompletedTask;
         });
+        // Waited for here, before the snapshot, not while the disks are copied: the VM is not kept on its overlays
+        // while the destination reads (a backup server's disks may read far slower than the host's), and a rotted
+        // segment is known before the copy passes it (the engine sends it again as it goes). A read-back never
+        // throws: one that fails makes its disk's copy a full one.
+        await Task.WhenAll(readBacks).WaitAsync(ct).ConfigureAwait(false);
     }
 
     /// <summary>The base chosen for the disk before the snapshot (taken once), or chosen now when there was no preflight.</summary>
@@ -90,7 +98,7 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
             };
         }
         sink.Verbose(prepared.Base is { } chosen
-            ? $"{disk.Target} of {domain}: based on set {chosen.RunId} ('{store.Describe(chosen.CopyPath)}'); only the blocks that differ are sent, and the base copy is read back where it lies meanwhile (all {chosen.List.SegmentCount} segments of 16 MiB)."
+            ? $"{disk.Target} of {domain}: based on set {chosen.RunId} ('{store.Describe(chosen.CopyPath)}'); only the blocks that differ are sent, and the base copy is read back where it lies first (all {chosen.List.SegmentCount} segments of 16 MiB)."
             : $"{disk.Target} of {domain}: copied in full, because {prepared.FullBecause}.");
         return prepared;
     }

@@ -217,8 +217,9 @@ internal sealed class CopyService
             var copy = await RunEngineAsync(disk, copies, writer, stored.Base, progressId, ct).ConfigureAwait(false);
             if (stored.Base is { } based && prepared is { Base: { } chosen, ReadBack: { } readBack })
             {
-                // The base's read-back ran meanwhile: a base that rotted where the copy had passed gets those segments
-                // sent again from the frozen disk; one that could not be read back at all gets a full copy instead.
+                // The base's read-back (done before the snapshot; without a preflight, run meanwhile): a base that
+                // rotted where the copy had passed gets those segments sent again from the frozen disk; one that could
+                // not be read back at all gets a full copy instead.
                 var found = await readBack.WaitAsync(ct).ConfigureAwait(false);
                 if (found.CouldNotRead is { } why)
                 {

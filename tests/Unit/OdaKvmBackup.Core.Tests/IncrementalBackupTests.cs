@@ -29,11 +29,13 @@ public sealed class IncrementalBackupTests : IDisposable
 
     /// <summary>One backup run as New-KvmDiskSnapshot | Copy-VmDisk runs it: the preflight (Copy-VmDisk's part
     /// included: the base chosen and read back), then the copies and their checks; the run is then over.</summary>
+    /// <param name="preflightBases">false: the bases are chosen and read back by the copies themselves, while they
+    /// copy (Copy-VmDisk in a pipeline of its own, without New-KvmDiskSnapshot's preflight).</param>
     private async Task<(BackupRun Run, IReadOnlyList<BackupException> Failed, SnapshotPlan Plan)> BackUpAsync(IBackupStore store, RecordingSink sink,
-        bool full = false, Action<SnapshotPlan>? beforeCopy = null, Action<BackupRun>? afterCopies = null)
+        bool full = false, Action<SnapshotPlan>? beforeCopy = null, Action<BackupRun>? afterCopies = null, bool preflightBases = true)
     {
         var copy = new CopyService(_b.Tools, store, force: false, bandwidthMiBps: 0, throttleLimit: 2, sink, full);
-        var plan = await _b.PlanAsync(new CopyDestinationCheck(store, false, copy.Bases));
+        var plan = await _b.PlanAsync(new CopyDestinationCheck(store, false, preflightBases ? copy.Bases : null));
         var run = _b.Begin(plan);
         beforeCopy?.Invoke(plan);
         copy.Start(run, CancellationToken.None);
@@ -286,6 +288,48 @@ public sealed class IncrementalBackupTests : IDisposable
     }
 
     [Fact]
+    public async Task The_base_is_read_back_before_the_snapshot_so_the_VM_is_not_on_its_overlays_while_the_destination_reads()
+    {
+        using var server = new TestSshServer();
+        var root = server.DataFolder("read-back-first");
+        await using var plain = server.Store("good", root);
+        var (first, _, _) = await BackUpAsync(plain, new RecordingSink());
+        FlipByte(Path.Combine(root, Domain, first.RunId, "data1"), 39L * Files.MiB + 5);
+        // A slow backup server: each read-back command takes a second more. What the VM's disks were on meanwhile is noted.
+        var onOverlays = new System.Collections.Concurrent.ConcurrentBag<bool>();
+        await using var store = new HookedStore(plain, (_, writer) => writer)
+        {
+            BeforeReadBack = async (path, ct) =>
+            {
+                if (!path.Contains(first.RunId, StringComparison.Ordinal))
+                    return;
+                await Task.Delay(1000, ct);
+                onOverlays.Add(_b.Host.Disks.Any(d => d.Backing is not null));
+            },
+        };
+        // The second backup of the running VM: the preflight (the base chosen and read back), the snapshot, the copies.
+        _b.Host.State = "running";
+        var copy = new CopyService(_b.Tools, store, force: false, bandwidthMiBps: 0, throttleLimit: 2, new RecordingSink());
+        var plan = await _b.PlanAsync(new CopyDestinationCheck(store, false, copy.Bases));
+        var second = _b.Begin(plan);
+        await new SnapshotService(_b.Tools).SnapshotAsync(second, plan, CancellationToken.None);
+        Assert.All(_b.Host.Disks, d => Assert.NotNull(d.Backing)); // on its overlays now
+        copy.Start(second, CancellationToken.None);
+        while (await copy.NextAsync(second) is not null)
+        {
+        }
+
+        Assert.Empty(await copy.FinishVerificationsAsync());
+        Assert.NotEmpty(onOverlays);
+        Assert.All(onOverlays, Assert.False);
+        // The rot it found was sent again by the copy as it went: the set is Complete and does not inherit it.
+        var manifest = await Bench.ManifestAsync(plain, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.Equal(8L * Files.MiB, manifest.Disks.Single(d => d.Target == "vdb").BytesResent);
+        Assert.True(Files.SameBytes(_b.Data, Path.Combine(root, Domain, second.RunId, "data1")), "the new copy inherited the rotted byte");
+    }
+
+    [Fact]
     public async Task Base_found_rotted_only_after_the_copy_passed_it_gets_those_segments_sent_again_before_the_copy_is_done()
     {
         using var server = new TestSshServer();
@@ -295,7 +339,8 @@ public sealed class IncrementalBackupTests : IDisposable
         var baseCopy = Path.Combine(root, Domain, first.RunId, "data1");
         FlipByte(baseCopy, 39L * Files.MiB + 5); // the last segment, which the guest never changes
         var rotted = Sha256Of(baseCopy);
-        // The base's read-back on the server answers only once the new copy of the data disk was written whole.
+        // Copy-VmDisk in a pipeline of its own (no preflight): the base is read back while the disk is copied, and on
+        // the server that read-back answers only once the new copy of the data disk was written whole.
         var copyWritten = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var store = new HookedStore(plain, (path, writer) => path.EndsWith("/data1.partial", StringComparison.Ordinal) ? new CompletionWatch(writer, copyWritten) : writer)
         {
@@ -307,7 +352,7 @@ public sealed class IncrementalBackupTests : IDisposable
         };
         var sink = new RecordingSink();
 
-        var (second, failed, _) = await BackUpAsync(store, sink);
+        var (second, failed, _) = await BackUpAsync(store, sink, preflightBases: false);
 
         Assert.Empty(failed);
         Assert.Contains(sink.Warnings, w => w.Contains($"set {first.RunId}", StringComparison.Ordinal) && w.Contains("1 segment(s)", StringComparison.Ordinal));
@@ -340,7 +385,7 @@ public sealed class IncrementalBackupTests : IDisposable
             },
         };
 
-        var (second, failed, _) = await BackUpAsync(store, new RecordingSink());
+        var (second, failed, _) = await BackUpAsync(store, new RecordingSink(), preflightBases: false);
 
         Assert.Empty(failed);
         var manifest = await Bench.ManifestAsync(plain, second);
