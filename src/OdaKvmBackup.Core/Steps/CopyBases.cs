@@ -41,13 +41,11 @@ internal sealed class CopyBases(IBackupStore store, bool full, IOperationSink si
             disk.VirtualSizeBytes ??= context.KnownImageInfo(disk.Source)?.VirtualSize;
             found.Add((disk, await FindAsync(context.DomainName, context.RunId, disk, ct).ConfigureAwait(false)));
         }
-        var readBacks = new List<Task>();
-        SmallDisksFirst.Start(found, f => f.Prepared.Base?.List.DataBytes() ?? 0, (f, before) =>
+        var readBacks = SmallDisksFirst.Start(found, f => f.Prepared.Base?.List.DataBytes() ?? 0, (f, before) =>
         {
             var started = StartReadBack(context.DomainName, f.Disk, f.Prepared, before);
             lock (_prepared)
                 _prepared[(context.DomainName, context.RunId, f.Disk.Target)] = started;
-            readBacks.Add(started.ReadBack ?? Task.CompletedTask);
             return started.ReadBack ?? Task.CompletedTask;
         });
         // Waited for here, before the snapshot, not while the disks are copied: the VM is not kept on its overlays

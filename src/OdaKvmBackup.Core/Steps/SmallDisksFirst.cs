@@ -11,8 +11,9 @@ internal static class SmallDisksFirst
     public const int Factor = 4;
 
     /// <summary>Starts the work of each item, the smallest first; <paramref name="start"/> gets what the item's work
-    /// must wait for (the work started for the items under a quarter of its size) and returns the work.</summary>
-    public static void Start<T>(IEnumerable<T> items, Func<T, long> size, Func<T, Task, Task> start)
+    /// must wait for (the work started for the items under a quarter of its size) and returns the work. Returns all
+    /// the work started.</summary>
+    public static IReadOnlyList<Task> Start<T>(IEnumerable<T> items, Func<T, long> size, Func<T, Task, Task> start)
     {
         var started = new List<(long Size, Task Work)>();
         foreach (var item in items.OrderBy(size))
@@ -21,5 +22,6 @@ internal static class SmallDisksFirst
             var before = Task.WhenAll(started.Where(s => s.Size <= mine / Factor).Select(s => s.Work));
             started.Add((mine, start(item, before)));
         }
+        return started.Select(s => s.Work).ToList();
     }
 }
