@@ -44,25 +44,32 @@ internal sealed class CommitService
         var ranCommit = false;
         var pivotedJob = false;
         var backOff = FirstBackOff;
+        var seenRunning = false;
         while (true)
         {
             ct.ThrowIfCancellationRequested();
-            // Asked together: each virsh call costs mostly its own start-up.
+            // Asked together, in one round: each virsh call costs mostly its own start-up, and the round that
+            // confirms a pivot still counts as time on the overlay. The block job is asked with them once the
+            // domain was seen running (virsh refuses to be asked of one that is not: its answer is then not used);
+            // the saved definition is used only once the disk is back on its own file.
             var stateCall = _virsh.GetStateAsync(domain, ct);
             var xmlCall = _virsh.DumpXmlAsync(domain, inactive: false, ct);
-            await Task.WhenAll(stateCall, xmlCall).ConfigureAwait(false);
-            var state = stateCall.Result;
+            var savedCall = _virsh.DumpXmlAsync(domain, inactive: true, ct);
+            var jobCall = seenRunning ? _virsh.GetBlockJobAsync(domain, disk.Target, ct) : null;
+            await Task.WhenAll(new[] { stateCall, xmlCall, savedCall, jobCall ?? Task.CompletedTask }).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            var state = await stateCall.ConfigureAwait(false);
             if (state is "shut off" or "crashed")
                 return await CommitOfflineAsync(disk, ct).ConfigureAwait(false);
+            seenRunning = true;
 
-            var live = DomainXml.Parse(xmlCall.Result, state);
+            var live = DomainXml.Parse(await xmlCall.ConfigureAwait(false), state);
             var current = live.Disks.FirstOrDefault(d => d.Target == disk.Target)
                 ?? throw Failed(disk, $"'{domain}' has no disk {disk.Target} any more.", null);
-            var job = await _virsh.GetBlockJobAsync(domain, disk.Target, ct).ConfigureAwait(false);
+            var job = await (jobCall ?? _virsh.GetBlockJobAsync(domain, disk.Target, ct)).ConfigureAwait(false);
 
             if (job is null && current.Source == disk.Source && !current.OnOverlay)
             {
-                await VerifyPersistentDefinitionAsync(disk, ct).ConfigureAwait(false);
+                VerifyPersistentDefinition(disk, await savedCall.ConfigureAwait(false));
                 return ranCommit ? CommitOutcome.Committed : pivotedJob ? CommitOutcome.PivotedLeftoverJob : CommitOutcome.AlreadyOnOwnFile;
             }
             if (job is null)
@@ -265,9 +272,9 @@ internal sealed class CommitService
         return CommitOutcome.CommittedOffline;
     }
 
-    private async Task VerifyPersistentDefinitionAsync(CommitTarget disk, CancellationToken ct)
+    private static void VerifyPersistentDefinition(CommitTarget disk, string savedXml)
     {
-        var inactive = DomainXml.Parse(await _virsh.DumpXmlAsync(disk.DomainName, inactive: true, ct).ConfigureAwait(false));
+        var inactive = DomainXml.Parse(savedXml);
         var persistent = inactive.Disks.FirstOrDefault(d => d.Target == disk.Target);
         if (persistent is not null && persistent.Source != disk.Source)
         {

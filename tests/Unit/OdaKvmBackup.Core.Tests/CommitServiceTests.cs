@@ -99,6 +99,57 @@ public sealed class CommitServiceTests : IDisposable
         Assert.Contains(afterCommit, c => c.Command == "dumpxml" && c.Has("--inactive"));
     }
 
+    // Time on the overlay ends when the loop has seen the disk back on its own file: the look after the pivot (state,
+    // live and saved definitions, block job) is one round of virsh calls asked at once, not three one after another.
+    [Fact]
+    public async Task The_look_that_confirms_the_pivot_is_one_round_of_virsh_calls()
+    {
+        _host.OnBlockCommit = _ => Pivoted();
+        var slow = new SlowQueries(_host.Runner, TimeSpan.FromMilliseconds(300));
+        var service = new CommitService(new VirshClient(slow), _host.QemuImg, NullSink.Instance);
+
+        var outcome = await service.CommitAsync(Vda, 0, null, CancellationToken.None);
+        var afterPivot = DateTime.UtcNow - slow.BlockCommitEnded!.Value;
+
+        Assert.Equal(CommitOutcome.Committed, outcome);
+        Assert.True(afterPivot < TimeSpan.FromMilliseconds(550), $"the pivot was confirmed {afterPivot.TotalMilliseconds:0} ms after virsh blockcommit ended, with each query taking 300 ms");
+        Assert.True(slow.MostAtOnce >= 4, $"at most {slow.MostAtOnce} queries ran at once");
+    }
+
+    /// <summary>virsh queries (domstate, dumpxml, blockjob --info) that each take <paramref name="delay"/>, as a busy
+    /// host's virsh start-up does; notes when blockcommit ended and how many queries ran at once.</summary>
+    private sealed class SlowQueries(FakeRunner inner, TimeSpan delay) : IProcessRunner
+    {
+        private int _running;
+        public int MostAtOnce { get; private set; }
+        public DateTime? BlockCommitEnded { get; private set; }
+
+        public async Task<ProcessResult> RunAsync(string program, IReadOnlyList<string> arguments, Action<string>? onStandardErrorLine = null,
+            CancellationToken cancellationToken = default, TimeSpan? timeout = null)
+        {
+            var query = arguments[0] is "domstate" or "dumpxml" || arguments[0] == "blockjob" && arguments.Contains("--info");
+            if (!query)
+            {
+                var result = await inner.RunAsync(program, arguments, onStandardErrorLine, cancellationToken, timeout);
+                if (arguments[0] == "blockcommit")
+                    BlockCommitEnded = DateTime.UtcNow;
+                return result;
+            }
+            lock (this)
+                MostAtOnce = Math.Max(MostAtOnce, ++_running);
+            try
+            {
+                await Task.Delay(delay, cancellationToken);
+                return await inner.RunAsync(program, arguments, onStandardErrorLine, cancellationToken, timeout);
+            }
+            finally
+            {
+                lock (this)
+                    _running--;
+            }
+        }
+    }
+
     [Fact]
     public async Task Bandwidth_is_passed_to_blockcommit()
     {
