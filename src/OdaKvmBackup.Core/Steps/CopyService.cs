@@ -214,7 +214,19 @@ internal sealed class CopyService
             var prepared = await Bases.TakeAsync(run.DomainName, run.RunId, record, ct).ConfigureAwait(false);
             var (writer, stored) = await OpenCopyAsync(run, disk, partial, prepared, ct).ConfigureAwait(false);
             var progressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
-            var copy = await RunEngineAsync(disk, copies, writer, stored.Base, progressId, ct).ConfigureAwait(false);
+            CopyResult copy;
+            try
+            {
+                copy = await RunEngineAsync(disk, copies, writer, stored.Base, progressId, ct).ConfigureAwait(false);
+                if (writer is CloneThenWrite cloned)
+                    stored = stored with { StoredAs = cloned.Stored.StoredAs, BytesCloned = cloned.Stored.BytesCloned };
+            }
+            catch (Exception) when (writer is CloneThenWrite { FailedBecause: { } why } && !ct.IsCancellationRequested)
+            {
+                // The destination could not clone the base (found while the copy ran): the disk, still frozen, is
+                // copied in full instead.
+                (copy, stored) = await CopyAgainInFullAsync(run, disk, copies, partial, why, progressId, ct).ConfigureAwait(false);
+            }
             if (stored.Base is { } based && prepared is { Base: { } chosen, ReadBack: { } readBack })
             {
                 // The base's read-back (done before the snapshot; without a preflight, run meanwhile): a base that
@@ -313,8 +325,8 @@ internal sealed class CopyService
         $"compared {rate.Describe(compared, total)}; sent {FileSystemPaths.FormatBytes(sent)}";
 
     /// <summary>How the new copy starts: a clone of the base copy made where it lies (the base itself is only read),
-    /// written into at the blocks that differ; or, without a base or when the clone cannot be made, an empty file
-    /// for a full copy. The journal says which before the file is made.</summary>
+    /// written into at the blocks that differ, the clone made while the copy reads (<see cref="CloneThenWrite"/>);
+    /// or, without a base, an empty file for a full copy. The journal says which before the file is made.</summary>
     private async Task<(IStoreFileWriter Writer, StartedCopy Stored)> OpenCopyAsync(BackupRun run, VmDiskBackup disk, string partial, PreparedBase prepared, CancellationToken ct)
     {
         var fullBecause = prepared.FullBecause;
@@ -327,24 +339,10 @@ internal sealed class CopyService
         else if (prepared.Base is { } chosen)
         {
             run.RecordCopyStart(disk.Target, chosen.RunId, null);
-            try
-            {
-                var clone = await _store.CloneFileAsync(chosen.CopyPath, partial, ct).ConfigureAwait(false);
-                if (clone.SizeBytes != chosen.List.FileSize)
-                    throw new IOException($"the clone holds {clone.SizeBytes} bytes, not the {chosen.List.FileSize} of the base's digest list");
-                var writer = await _store.OpenForWriteAsync(partial, ct).ConfigureAwait(false);
-                // A reflink takes the base's data without moving it: counted by the base's list, 64 KiB blocks that are not zeros.
-                var cloned = clone.StoredAs == FileClone.Reflink ? chosen.List.DataBytes() : clone.CopiedBytes;
-                // Segments the read-back found rotted by now are sent again by the engine itself; later ones after it.
-                var rottedSoFar = prepared.ReadBack is { IsCompletedSuccessfully: true } early ? early.Result.RottedSegments : new HashSet<long>();
-                return (writer, new StartedCopy(new CopyBase(chosen.List, rottedSoFar), clone.StoredAs, cloned));
-            }
-            catch (Exception ex) when (ex is BackupException or NotSupportedException or IOException or UnauthorizedAccessException && !ct.IsCancellationRequested)
-            {
-                fullBecause = $"the copy of set {chosen.RunId} could not be cloned at the destination ({ex.Message.TrimEnd('.')})";
-                _sink.Verbose($"{disk.Target} of {disk.DomainName}: copied in full, because {fullBecause}.");
-                await _store.DeleteAsync(partial, recursive: false, ct).ConfigureAwait(false); // a clone made but not opened
-            }
+            // Segments the read-back found rotted by now are sent again by the engine itself; later ones after it.
+            var rottedSoFar = prepared.ReadBack is { IsCompletedSuccessfully: true } early ? early.Result.RottedSegments : new HashSet<long>();
+            // How it was stored is known once the clone is made (CopyOneAsync).
+            return (new CloneThenWrite(_store, chosen, partial, ct), new StartedCopy(new CopyBase(chosen.List, rottedSoFar), FileClone.Reflink, 0));
         }
         run.RecordCopyStart(disk.Target, null, fullBecause);
         return (await _store.CreateFileAsync(partial, ct).ConfigureAwait(false), new StartedCopy(null, StoredAsFull, 0));

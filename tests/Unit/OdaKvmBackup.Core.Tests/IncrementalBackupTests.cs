@@ -287,6 +287,41 @@ public sealed class IncrementalBackupTests : IDisposable
         Assert.Equal(3, readBacks);
     }
 
+    // The clone is a server round trip at least (a whole sparse copy where the file system cannot clone): time on
+    // the overlay if the copy waited for it. Each disk is being read and compared while its clone is still being made.
+    [Fact]
+    public async Task The_base_is_cloned_while_the_disk_is_read_not_before()
+    {
+        var store = new InterceptingStore(Destination);
+        var (first, _, _) = await BackUpAsync(store, new RecordingSink());
+        Write(_b.Data, 20L * Files.MiB, 128 << 10, 0x5a);
+        var sink = new RecordingSink();
+        var readWhileCloning = new System.Collections.Concurrent.ConcurrentDictionary<string, bool>();
+        store.BeforeClone = (_, newFile) =>
+        {
+            // A slow clone: it ends once the copy has compared some of its disk, or after 5 s.
+            var target = RunJournal.TryLoad(Domain)!.Disks.Single(d => newFile.EndsWith("/" + BackupNames.Partial(d.SetFile), StringComparison.Ordinal)).Target;
+            readWhileCloning[target] = SpinWait.SpinUntil(() =>
+            {
+                lock (sink.Progress)
+                    return sink.Progress.Any(p => p.Activity == $"Copying {target} of {Domain}" && p.PercentComplete > 0);
+            }, TimeSpan.FromSeconds(5));
+        };
+
+        var (second, failed, _) = await BackUpAsync(store, sink);
+
+        Assert.Empty(failed);
+        Assert.Equal(new Dictionary<string, bool> { ["vda"] = true, ["vdb"] = true }, readWhileCloning.ToDictionary());
+        var manifest = await Bench.ManifestAsync(store, second);
+        Assert.Equal(BackupSetStatus.Complete, manifest.Status);
+        Assert.All(manifest.Disks, d =>
+        {
+            Assert.Equal(first.RunId, d.BasedOn);
+            Assert.Contains(d.StoredAs, new[] { FileClone.Reflink, FileClone.LocalCopy });
+        });
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, store, "data1")));
+    }
+
     [Fact]
     public async Task The_base_is_read_back_before_the_snapshot_so_the_VM_is_not_on_its_overlays_while_the_destination_reads()
     {

@@ -1,0 +1,81 @@
+namespace OdaKvmBackup.Core.Steps;
+
+/// <summary>
+/// The new copy's file while the destination clones the base copy into it (issue 15). The clone takes a server
+/// round trip at least, and a sparse copy of the whole base where the file system cannot clone: time the VM would
+/// spend on its overlay if the copy waited for it. So the copy reads and compares the frozen disk at once, and only
+/// its first write, or its end, waits for the clone. A clone that fails says why in <see cref="FailedBecause"/>;
+/// <see cref="CopyService"/> then copies the disk in full.
+/// </summary>
+internal sealed class CloneThenWrite : IStoreFileWriter
+{
+    private readonly DiskBase _base;
+    private readonly CancellationTokenSource _stop;
+    private readonly Task<(CloneResult Clone, IStoreFileWriter Writer)> _opening;
+
+    /// <summary>Starts the clone of <paramref name="chosen"/>'s copy into <paramref name="partial"/> (the journal
+    /// names the base first: <see cref="Run.BackupRun.RecordCopyStart"/>).</summary>
+    public CloneThenWrite(IBackupStore store, DiskBase chosen, string partial, CancellationToken ct)
+    {
+        _base = chosen;
+        _stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var stop = _stop.Token;
+        _opening = Task.Run(() => OpenAsync(store, chosen, partial, stop), CancellationToken.None);
+    }
+
+    /// <summary>Why the clone could not be made, once it has failed; null while it runs, once it is made, or when it
+    /// was stopped.</summary>
+    public string? FailedBecause =>
+        _opening is { IsFaulted: true, Exception.InnerException: { } ex } && ex is BackupException or NotSupportedException or IOException or UnauthorizedAccessException
+            ? $"the copy of set {_base.RunId} could not be cloned at the destination ({ex.Message.TrimEnd('.')})"
+            : null;
+
+    /// <summary>How the clone was stored, and the base's data it took without moving it (a reflink: the base list's
+    /// 64 KiB blocks that are not zeros; a local copy: the bytes it went through). Asked once the copy is complete.</summary>
+    public (string StoredAs, long BytesCloned) Stored
+    {
+        get
+        {
+            var clone = _opening.Result.Clone;
+            return (clone.StoredAs, clone.StoredAs == FileClone.Reflink ? _base.List.DataBytes() : clone.CopiedBytes);
+        }
+    }
+
+    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct) =>
+        _opening.IsCompletedSuccessfully ? _opening.Result.Writer.WriteAsync(offset, data, ct) : WriteAfterCloneAsync(offset, data, ct);
+
+    public async Task CompleteAsync(long size, CancellationToken ct) =>
+        await (await _opening.WaitAsync(ct).ConfigureAwait(false)).Writer.CompleteAsync(size, ct).ConfigureAwait(false);
+
+    /// <summary>Stops a clone still running (the copy failed or was stopped) and waits for it, so that nothing
+    /// writes the file once the copy has ended; its failure is the copy's to tell.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (!_opening.IsCompleted)
+            await _stop.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _opening.ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            return; // no file was opened
+        }
+        finally
+        {
+            _stop.Dispose();
+        }
+        await _opening.Result.Writer.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private async ValueTask WriteAfterCloneAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct) =>
+        await (await _opening.WaitAsync(ct).ConfigureAwait(false)).Writer.WriteAsync(offset, data, ct).ConfigureAwait(false);
+
+    private static async Task<(CloneResult, IStoreFileWriter)> OpenAsync(IBackupStore store, DiskBase chosen, string partial, CancellationToken ct)
+    {
+        var clone = await store.CloneFileAsync(chosen.CopyPath, partial, ct).ConfigureAwait(false);
+        if (clone.SizeBytes != chosen.List.FileSize)
+            throw new IOException($"the clone holds {clone.SizeBytes} bytes, not the {chosen.List.FileSize} of the base's digest list");
+        return (clone, await store.OpenForWriteAsync(partial, ct).ConfigureAwait(false));
+    }
+}
