@@ -13,6 +13,8 @@ namespace OdaKvmBackup.Core.Copies;
 /// A byte of data is hashed twice (its block's SHA-256, its segment's SHA-256: two digests that share no work), so
 /// with <c>twoThreads</c> the segments are hashed on a thread of their own while the caller's thread hashes the
 /// blocks; each <see cref="Append"/> returns when both are done with the piece, so the caller may reuse its buffer.
+/// A builder may take one pass only (<c>blocks</c> or <c>segments</c> false): an incremental copy takes a segment's
+/// digest from its base when every block of it matched (see SparseCopy's DigestWorkers).
 /// </para>
 /// </summary>
 internal sealed class BlockDigestListBuilder : IDisposable
@@ -24,11 +26,13 @@ internal sealed class BlockDigestListBuilder : IDisposable
     private readonly BlockPass _blocks;
     private readonly SegmentPass _segments;
     private readonly bool _twoThreads;
+    private readonly bool _hashBlocks;
+    private readonly bool _hashSegments;
     private SegmentThread? _segmentThread;
     private long _position;
     private bool _completed;
 
-    public BlockDigestListBuilder(long fileSize, bool twoThreads = true)
+    public BlockDigestListBuilder(long fileSize, bool twoThreads = true, bool blocks = true, bool segments = true)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(fileSize);
         if (fileSize > BlockDigestList.MaxFileSize)
@@ -43,6 +47,8 @@ internal sealed class BlockDigestListBuilder : IDisposable
         _blocks = new BlockPass(_list, fileSize);
         _segments = new SegmentPass(_list, fileSize);
         _twoThreads = twoThreads;
+        _hashBlocks = blocks;
+        _hashSegments = segments;
     }
 
     public long FileSize { get; }
@@ -98,10 +104,12 @@ internal sealed class BlockDigestListBuilder : IDisposable
         var length = bytes.IsEmpty ? zeros : bytes.Length;
         if (length == 0)
             return;
-        if (!_twoThreads || length < TwoThreadMinimum)
+        if (!_twoThreads || length < TwoThreadMinimum || !_hashBlocks || !_hashSegments)
         {
-            Feed(_segments, bytes, zeros);
-            Feed(_blocks, bytes, zeros);
+            if (_hashSegments)
+                Feed(_segments, bytes, zeros);
+            if (_hashBlocks)
+                Feed(_blocks, bytes, zeros);
             return;
         }
         _segmentThread ??= new SegmentThread(_segments);

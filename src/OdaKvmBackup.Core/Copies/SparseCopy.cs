@@ -438,40 +438,96 @@ internal static partial class SparseCopy
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         protected override void Work(CancellationToken ct)
         {
+            var held = new List<Chunk>();
             foreach (var work in _segments.GetConsumingEnumerable(ct))
             {
                 var start = work.Segment * BlockDigestList.SegmentSize;
                 var firstBlock = work.Segment * BlockDigestList.BlocksPerSegment;
-                using var builder = new BlockDigestListBuilder(Math.Min(BlockDigestList.SegmentSize, _size - start), twoThreads: false);
+                var length = Math.Min(BlockDigestList.SegmentSize, _size - start);
+                // An incremental copy hashes a segment's bytes once, for its blocks: when every block matches the
+                // base, so does the segment, and its digest is the base's (the base's list was checked against its
+                // manifest, and its segments against the base copy where it lies). The segment's chunks are held
+                // meanwhile (at most 16: chunks are 1 MiB-aligned, and the pool holds 64), and hashed for the segment
+                // too once a block differs, as a full copy does.
+                var fromBase = _base is not null && SameSegment(_base, work.Segment, length);
+                using var blocks = new BlockDigestListBuilder(length, twoThreads: false, segments: !fromBase);
+                BlockDigestListBuilder? segment = null;
                 long decided = 0;
-                foreach (var chunk in work.Chunks.GetConsumingEnumerable(ct))
+                var differs = false;
+                try
                 {
-                    builder.Append(chunk.Offset - start, chunk.Buffer.Span[..chunk.Length]);
-                    // Decided while the chunk's bytes are at hand: the blocks before it (zeros) and its own.
-                    for (; _base is not null && decided < builder.CompletedBlocks; decided++)
-                        WriteIfDiffers(firstBlock + decided, builder.BlockDigest(decided), chunk, ct);
-                    chunk.Release(Free);
+                    foreach (var chunk in work.Chunks.GetConsumingEnumerable(ct))
+                    {
+                        blocks.Append(chunk.Offset - start, chunk.Buffer.Span[..chunk.Length]);
+                        // Decided while the chunk's bytes are at hand: the blocks before it (zeros) and its own.
+                        for (; _base is not null && decided < blocks.CompletedBlocks; decided++)
+                            differs |= WriteIfDiffers(firstBlock + decided, blocks.BlockDigest(decided), chunk, ct);
+                        held.Add(chunk);
+                        if (fromBase && segment is null && differs)
+                            segment = new BlockDigestListBuilder(length, twoThreads: false, blocks: false);
+                        if (!fromBase || segment is not null)
+                        {
+                            foreach (var done in held)
+                                segment?.Append(done.Offset - start, done.Buffer.Span[..done.Length]);
+                            Release(held);
+                        }
+                    }
+                    var digests = blocks.Complete();
+                    digests.Bytes.Span.Slice(BlockDigestList.HeaderSize, checked((int)digests.BlockCount * BlockDigestList.BlockDigestSize))
+                        .CopyTo(_list.AsSpan(BlockDigestList.BlockDigestOffset(firstBlock)));
+                    for (; _base is not null && decided < digests.BlockCount; decided++)
+                        differs |= WriteIfDiffers(firstBlock + decided, digests.BlockDigest(decided), null, ct);
+                    var listBlocks = BlockDigestList.BlockCountFor(_size);
+                    var segmentDigest = _list.AsSpan(checked((int)(BlockDigestList.HeaderSize + listBlocks * BlockDigestList.BlockDigestSize
+                        + work.Segment * BlockDigestList.SegmentDigestSize)), BlockDigestList.SegmentDigestSize);
+                    if (!fromBase)
+                    {
+                        digests.SegmentDigest(0).CopyTo(segmentDigest);
+                    }
+                    else if (!differs)
+                    {
+                        _base!.List.SegmentDigest(work.Segment).CopyTo(segmentDigest);
+                    }
+                    else
+                    {
+                        // A block differed only among the zeros after the last chunk: the held chunks are hashed now.
+                        segment ??= new BlockDigestListBuilder(length, twoThreads: false, blocks: false);
+                        foreach (var done in held)
+                            segment.Append(done.Offset - start, done.Buffer.Span[..done.Length]);
+                        segment.Complete().SegmentDigest(0).CopyTo(segmentDigest);
+                    }
                 }
-                var digests = builder.Complete();
-                var blocks = digests.Bytes.Span.Slice(BlockDigestList.HeaderSize, checked((int)digests.BlockCount * BlockDigestList.BlockDigestSize));
-                blocks.CopyTo(_list.AsSpan(BlockDigestList.BlockDigestOffset(firstBlock)));
-                var listBlocks = BlockDigestList.BlockCountFor(_size);
-                digests.SegmentDigest(0).CopyTo(_list.AsSpan(checked((int)(BlockDigestList.HeaderSize + listBlocks * BlockDigestList.BlockDigestSize
-                    + work.Segment * BlockDigestList.SegmentDigestSize))));
-                for (; _base is not null && decided < digests.BlockCount; decided++)
-                    WriteIfDiffers(firstBlock + decided, digests.BlockDigest(decided), null, ct);
+                finally
+                {
+                    segment?.Dispose();
+                    Release(held);
+                }
                 _digested[work.Segment] = true;
             }
         }
 
+        private void Release(List<Chunk> chunks)
+        {
+            foreach (var chunk in chunks)
+                chunk.Release(Free);
+            chunks.Clear();
+        }
+
+        /// <summary>Whether the base's list may hold the digest of segment <paramref name="segment"/> of the source
+        /// (<paramref name="length"/> bytes): its segment is as long (equal whole blocks do not make equal segments of
+        /// other lengths). A segment that rotted in the base copy has its blocks written, so it is hashed again.</summary>
+        private static bool SameSegment(CopyBase based, long segment, long length) =>
+            segment < based.List.SegmentCount
+            && Math.Min(BlockDigestList.SegmentSize, based.List.FileSize - segment * BlockDigestList.SegmentSize) == length;
+
         /// <summary>Writes block <paramref name="index"/> whole when its digest differs from the base's or its segment
         /// rotted: from the chunk when it lies there, else (zeros nobody was handed) as zeros. One writer at a time.</summary>
-        private void WriteIfDiffers(long index, ReadOnlySpan<byte> digest, Chunk? chunk, CancellationToken ct)
+        private bool WriteIfDiffers(long index, ReadOnlySpan<byte> digest, Chunk? chunk, CancellationToken ct)
         {
             var differs = BlockDiffers(_base!.List, _size, index, digest);
             var rotted = _base.RottedSegments.Count > 0 && _base.RottedSegments.Contains(index / BlockDigestList.BlocksPerSegment);
             if (!differs && !rotted)
-                return;
+                return false;
             var offset = index * BlockDigestList.BlockSize;
             var length = (int)Math.Min(BlockDigestList.BlockSize, _size - offset);
             ReadOnlyMemory<byte> bytes = chunk is not null && offset >= chunk.Offset && offset + length <= chunk.Offset + chunk.Length
@@ -482,6 +538,7 @@ internal static partial class SparseCopy
             _sent.Add(length);
             if (!differs)
                 Interlocked.Add(ref _resent, length);
+            return true;
         }
 
         /// <summary>A segment's chunks that hold data, for the one thread that takes it.</summary>

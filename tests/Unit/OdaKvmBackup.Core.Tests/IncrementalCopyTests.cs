@@ -273,6 +273,47 @@ public sealed class IncrementalCopyTests : IDisposable
         Assert.Equal(ListOf(sourceContent).Sha256, result.Digests.Sha256);
     }
 
+    // A segment whose blocks all match the base's takes the base's segment digest (hashed once, not twice), but only
+    // where the base's segment is as long: a source cut short on a block boundary holds the same whole blocks as the
+    // base there, not the same segment.
+    [Fact]
+    public async Task A_source_cut_short_on_a_block_boundary_gets_its_own_last_segment_digest()
+    {
+        var baseContent = BaseContent();
+        var sourceContent = baseContent.AsSpan(0, (int)(3 * Segment + Block)).ToArray();
+        var (_, source, clone) = Files3(baseContent, sourceContent);
+
+        var result = await CopyInto(source, new RecordingWriter(clone), new CopyBase(ListOf(baseContent), new HashSet<long>()));
+
+        Assert.True(Support.Files.SameBytes(source, clone), "the copy differs from the source");
+        Assert.Equal(0, result.BytesSent);
+        Assert.Equal(ListOf(sourceContent).Sha256, result.Digests.Sha256);
+    }
+
+    // A fragmented file: every other 4 KiB block holds data, the rest are holes, so each segment has as many extents.
+    // An incremental copy holds a segment's chunks while its blocks all match the base, and hashes them for the
+    // segment once one differs: unchanged and changed segments alike get the source's digests, and the copy ends.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_fragmented_source_is_copied_incrementally_with_its_own_list(bool changed)
+    {
+        var baseContent = new byte[2 * Segment + 3 * Block];
+        var random = new Random(21);
+        for (var offset = 0; offset < baseContent.Length; offset += 8 * KiB)
+            random.NextBytes(baseContent.AsSpan(offset, 4 * KiB));
+        var sourceContent = (byte[])baseContent.Clone();
+        if (changed)
+            sourceContent[Segment + 5 * Block + 7] ^= 0xff;
+        var (_, source, clone) = Files3(baseContent, sourceContent);
+
+        var result = await CopyInto(source, new RecordingWriter(clone), new CopyBase(ListOf(baseContent), new HashSet<long>())).WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.True(Support.Files.SameBytes(source, clone), "the copy differs from the source");
+        Assert.Equal(changed ? Block : 0, result.BytesSent);
+        Assert.Equal(ListOf(sourceContent).Sha256, result.Digests.Sha256);
+    }
+
     [Fact]
     public void A_short_last_block_is_written_when_the_sizes_differ_even_if_its_digest_equals_the_bases()
     {
