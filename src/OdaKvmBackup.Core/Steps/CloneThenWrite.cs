@@ -4,13 +4,15 @@ namespace OdaKvmBackup.Core.Steps;
 /// The new copy's file while the destination clones the base copy into it (issue 15). The clone takes a server
 /// round trip at least, and a sparse copy of the whole base where the file system cannot clone: time the VM would
 /// spend on its overlay if the copy waited for it. So the copy reads and compares the frozen disk at once, and only
-/// its first write, or its end, waits for the clone. A clone that fails says why in <see cref="FailedBecause"/>;
-/// <see cref="CopyService"/> then copies the disk in full.
+/// its first write, or its end, waits for the clone. A clone that fails cancels <see cref="Failed"/> at once (the
+/// copy stops reading) and says why in <see cref="FailedBecause"/>; <see cref="CopyService"/> then copies the disk in
+/// full.
 /// </summary>
 internal sealed class CloneThenWrite : IStoreFileWriter
 {
     private readonly DiskBase _base;
     private readonly CancellationTokenSource _stop;
+    private readonly CancellationTokenSource _failed = new(); // no timer: nothing to dispose
     private readonly Task<(CloneResult Clone, IStoreFileWriter Writer)> _opening;
 
     /// <summary>Starts the clone of <paramref name="chosen"/>'s copy into <paramref name="partial"/> (the journal
@@ -22,6 +24,9 @@ internal sealed class CloneThenWrite : IStoreFileWriter
         var stop = _stop.Token;
         _opening = Task.Run(() => OpenAsync(store, chosen, partial, stop), CancellationToken.None);
     }
+
+    /// <summary>Cancelled when the clone fails: the copy reading meanwhile stops, not at its end.</summary>
+    public CancellationToken Failed => _failed.Token;
 
     /// <summary>Why the clone could not be made, once it has failed; null while it runs, once it is made, or when it
     /// was stopped.</summary>
@@ -63,7 +68,7 @@ internal sealed class CloneThenWrite : IStoreFileWriter
         }
         finally
         {
-            _stop.Dispose();
+            _stop.Dispose(); // not _failed: the copy's own token source is linked to it
         }
         await _opening.Result.Writer.DisposeAsync().ConfigureAwait(false);
     }
@@ -71,11 +76,20 @@ internal sealed class CloneThenWrite : IStoreFileWriter
     private async ValueTask WriteAfterCloneAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct) =>
         await (await _opening.WaitAsync(ct).ConfigureAwait(false)).Writer.WriteAsync(offset, data, ct).ConfigureAwait(false);
 
-    private static async Task<(CloneResult, IStoreFileWriter)> OpenAsync(IBackupStore store, DiskBase chosen, string partial, CancellationToken ct)
+    private async Task<(CloneResult, IStoreFileWriter)> OpenAsync(IBackupStore store, DiskBase chosen, string partial, CancellationToken ct)
     {
-        var clone = await store.CloneFileAsync(chosen.CopyPath, partial, ct).ConfigureAwait(false);
-        if (clone.SizeBytes != chosen.List.FileSize)
-            throw new IOException($"the clone holds {clone.SizeBytes} bytes, not the {chosen.List.FileSize} of the base's digest list");
-        return (clone, await store.OpenForWriteAsync(partial, ct).ConfigureAwait(false));
+        try
+        {
+            var clone = await store.CloneFileAsync(chosen.CopyPath, partial, ct).ConfigureAwait(false);
+            if (clone.SizeBytes != chosen.List.FileSize)
+                throw new IOException($"the clone holds {clone.SizeBytes} bytes, not the {chosen.List.FileSize} of the base's digest list");
+            return (clone, await store.OpenForWriteAsync(partial, ct).ConfigureAwait(false));
+        }
+        catch (Exception) when (!ct.IsCancellationRequested)
+        {
+            // Before the opening ends, so before DisposeAsync (which waits for it) disposes the source.
+            await _failed.CancelAsync().ConfigureAwait(false);
+            throw;
+        }
     }
 }

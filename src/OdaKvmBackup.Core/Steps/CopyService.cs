@@ -215,9 +215,11 @@ internal sealed class CopyService
             var (writer, stored) = await OpenCopyAsync(run, disk, partial, prepared, ct).ConfigureAwait(false);
             var progressId = ProgressIds.Copy * 1000 + Interlocked.Increment(ref _progressIds);
             CopyResult copy;
+            // A clone that fails stops the copy reading meanwhile at once: the disk is then read again, in full.
+            using var cloneFailed = writer is CloneThenWrite clone ? CancellationTokenSource.CreateLinkedTokenSource(ct, clone.Failed) : null;
             try
             {
-                copy = await RunEngineAsync(disk, copies, writer, stored.Base, progressId, ct).ConfigureAwait(false);
+                copy = await RunEngineAsync(disk, copies, writer, stored.Base, progressId, cloneFailed?.Token ?? ct).ConfigureAwait(false);
                 if (writer is CloneThenWrite cloned)
                     stored = stored with { StoredAs = cloned.Stored.StoredAs, BytesCloned = cloned.Stored.BytesCloned };
             }

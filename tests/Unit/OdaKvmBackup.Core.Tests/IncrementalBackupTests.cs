@@ -32,9 +32,9 @@ public sealed class IncrementalBackupTests : IDisposable
     /// <param name="preflightBases">false: the bases are chosen and read back by the copies themselves, while they
     /// copy (Copy-VmDisk in a pipeline of its own, without New-KvmDiskSnapshot's preflight).</param>
     private async Task<(BackupRun Run, IReadOnlyList<BackupException> Failed, SnapshotPlan Plan)> BackUpAsync(IBackupStore store, RecordingSink sink,
-        bool full = false, Action<SnapshotPlan>? beforeCopy = null, Action<BackupRun>? afterCopies = null, bool preflightBases = true)
+        bool full = false, Action<SnapshotPlan>? beforeCopy = null, Action<BackupRun>? afterCopies = null, bool preflightBases = true, int bandwidthMiBps = 0)
     {
-        var copy = new CopyService(_b.Tools, store, force: false, bandwidthMiBps: 0, throttleLimit: 2, sink, full);
+        var copy = new CopyService(_b.Tools, store, force: false, bandwidthMiBps, throttleLimit: 2, sink, full);
         var plan = await _b.PlanAsync(new CopyDestinationCheck(store, false, preflightBases ? copy.Bases : null));
         var run = _b.Begin(plan);
         beforeCopy?.Invoke(plan);
@@ -656,6 +656,28 @@ public sealed class IncrementalBackupTests : IDisposable
         });
         Assert.True(Files.SameBytes(_b.Data, SetPath(second, local, "data1")));
         Assert.Empty(Directory.GetFiles(SetPath(second, local), "*.partial"));
+    }
+
+    // The clone is made while the disk is read: one that fails stops that reading at once, so the disk is read
+    // once more in full, not after a whole read in vain. At 20 MiB/s the vdisk's 40 MiB of data take 2 s to read;
+    // nothing changed, so the copy has nothing to write that would find the failure sooner.
+    [Fact]
+    public async Task A_clone_that_fails_stops_the_reading_at_once_and_the_disk_is_copied_in_full()
+    {
+        Write(_b.Data, 0, 40 * Files.MiB, 0x33);
+        var local = new LocalBackupStore(Destination);
+        var (first, _, _) = await BackUpAsync(local, new RecordingSink());
+
+        var (second, failed, _) = await BackUpAsync(new CannotCloneStore(local), new RecordingSink(), bandwidthMiBps: 20);
+
+        Assert.Empty(failed);
+        var data = (await Bench.ManifestAsync(local, second)).Disks.Single(d => d.Target == "vdb");
+        Assert.Contains($"the copy of set {first.RunId} could not be cloned at the destination", data.FullBecause, StringComparison.Ordinal);
+        var record = second.Record.Disk("vdb");
+        var took = record.CopiedUtc!.Value - record.CopyStartedUtc!.Value;
+        Assert.True(took < TimeSpan.FromSeconds(3.2), $"the copy of vdb took {took.TotalSeconds:0.0} s: the disk was read twice");
+        Assert.True(took > TimeSpan.FromSeconds(1.8), $"the copy of vdb took {took.TotalSeconds:0.0} s: it was not throttled, so this measures nothing");
+        Assert.True(Files.SameBytes(_b.Data, SetPath(second, local, "data1")));
     }
 
     /// <summary>A store on a file system, or a server, that can neither clone nor write into an existing file.</summary>
