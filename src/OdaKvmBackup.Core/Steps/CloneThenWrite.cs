@@ -87,7 +87,7 @@ internal sealed class CloneThenWrite : IStoreFileWriter
         }
         catch (Exception) when (!ct.IsCancellationRequested)
         {
-            // Before the opening ends, so before DisposeAsync (which waits for it) disposes the source.
+            // Before the opening ends: the copy, stopped by it, finds FailedBecause set once this writer is disposed.
             await _failed.CancelAsync().ConfigureAwait(false);
             throw;
         }
