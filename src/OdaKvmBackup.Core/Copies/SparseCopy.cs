@@ -462,15 +462,14 @@ internal static partial class SparseCopy
                         // Decided while the chunk's bytes are at hand: the blocks before it (zeros) and its own.
                         for (; _base is not null && decided < blocks.CompletedBlocks; decided++)
                             differs |= WriteIfDiffers(firstBlock + decided, blocks.BlockDigest(decided), chunk, ct);
-                        held.Add(chunk);
-                        if (fromBase && segment is null && differs)
-                            segment = new BlockDigestListBuilder(length, twoThreads: false, blocks: false);
-                        if (!fromBase || segment is not null)
+                        if (!fromBase)
                         {
-                            foreach (var done in held)
-                                segment?.Append(done.Offset - start, done.Buffer.Span[..done.Length]);
-                            Release(held);
+                            chunk.Release(Free);
+                            continue;
                         }
+                        held.Add(chunk);
+                        if (differs)
+                            HashAndRelease(segment ??= new BlockDigestListBuilder(length, twoThreads: false, blocks: false), held, start);
                     }
                     var digests = blocks.Complete();
                     digests.Bytes.Span.Slice(BlockDigestList.HeaderSize, checked((int)digests.BlockCount * BlockDigestList.BlockDigestSize))
@@ -490,10 +489,8 @@ internal static partial class SparseCopy
                     }
                     else
                     {
-                        // A block differed only among the zeros after the last chunk: the held chunks are hashed now.
-                        segment ??= new BlockDigestListBuilder(length, twoThreads: false, blocks: false);
-                        foreach (var done in held)
-                            segment.Append(done.Offset - start, done.Buffer.Span[..done.Length]);
+                        // What is still held (all of it when a block differed only among the zeros after the last chunk).
+                        HashAndRelease(segment ??= new BlockDigestListBuilder(length, twoThreads: false, blocks: false), held, start);
                         segment.Complete().SegmentDigest(0).CopyTo(segmentDigest);
                     }
                 }
@@ -504,6 +501,14 @@ internal static partial class SparseCopy
                 }
                 _digested[work.Segment] = true;
             }
+        }
+
+        /// <summary>Feeds the held chunks, in order, to the segment's digest and hands their buffers back.</summary>
+        private void HashAndRelease(BlockDigestListBuilder segment, List<Chunk> held, long start)
+        {
+            foreach (var chunk in held)
+                segment.Append(chunk.Offset - start, chunk.Buffer.Span[..chunk.Length]);
+            Release(held);
         }
 
         private void Release(List<Chunk> chunks)

@@ -50,7 +50,7 @@ internal sealed class CloneThenWrite : IStoreFileWriter
         _opening.IsCompletedSuccessfully ? _opening.Result.Writer.WriteAsync(offset, data, ct) : WriteAfterCloneAsync(offset, data, ct);
 
     public async Task CompleteAsync(long size, CancellationToken ct) =>
-        await (await _opening.WaitAsync(ct).ConfigureAwait(false)).Writer.CompleteAsync(size, ct).ConfigureAwait(false);
+        await (await OpenedAsync(ct).ConfigureAwait(false)).CompleteAsync(size, ct).ConfigureAwait(false);
 
     /// <summary>Stops a clone still running (the copy failed or was stopped) and waits for it, so that nothing
     /// writes the file once the copy has ended; its failure is the copy's to tell.</summary>
@@ -74,7 +74,10 @@ internal sealed class CloneThenWrite : IStoreFileWriter
     }
 
     private async ValueTask WriteAfterCloneAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct) =>
-        await (await _opening.WaitAsync(ct).ConfigureAwait(false)).Writer.WriteAsync(offset, data, ct).ConfigureAwait(false);
+        await (await OpenedAsync(ct).ConfigureAwait(false)).WriteAsync(offset, data, ct).ConfigureAwait(false);
+
+    /// <summary>The clone's writer, once the clone is made (its failure is thrown).</summary>
+    private async Task<IStoreFileWriter> OpenedAsync(CancellationToken ct) => (await _opening.WaitAsync(ct).ConfigureAwait(false)).Writer;
 
     private async Task<(CloneResult, IStoreFileWriter)> OpenAsync(IBackupStore store, DiskBase chosen, string partial, CancellationToken ct)
     {

@@ -221,7 +221,10 @@ internal sealed class CopyService
             {
                 copy = await RunEngineAsync(disk, copies, writer, stored.Base, progressId, cloneFailed?.Token ?? ct).ConfigureAwait(false);
                 if (writer is CloneThenWrite cloned)
-                    stored = stored with { StoredAs = cloned.Stored.StoredAs, BytesCloned = cloned.Stored.BytesCloned };
+                {
+                    var (storedAs, bytesCloned) = cloned.Stored;
+                    stored = stored with { StoredAs = storedAs, BytesCloned = bytesCloned };
+                }
             }
             catch (Exception) when (writer is CloneThenWrite { FailedBecause: { } why } && !ct.IsCancellationRequested)
             {
