@@ -34,6 +34,11 @@
                two files on the server (a harness comparison, independent of the module's digest lists)
       overlay  per disk, snapshot to pivot: the module's TimeOnOverlay; by hand, the times the script prints
       floor    per disk, cat FILE > /dev/null of the VM's disk file, caches dropped
+      bare     per disk, snapshot to pivot of the design's procedure with nothing copied: snapshot-create-as
+               (overlays named by --diskspec), then per disk, vda first, cat of the frozen file to /dev/null (or no
+               read at all) and blockcommit --active --pivot; caches dropped before it. What any tool that follows
+               the procedure spends on an overlay at the least: the pivot's own cost (virsh polls the job every
+               500 ms) is there even with no read
       re-read  the server's read of the previous rsync copy (cat, caches dropped), which rsync also does: the
                server's share of rsync's time (on the lab the server shares the host's disk)
     Medians over -Rounds.
@@ -312,6 +317,40 @@ function Invoke-ByHand([string] $Previous, [string] $New, [string] $Case, [int] 
     Add-Sample $Case 'by hand: cp --reflink + rsync --inplace --no-whole-file -I' $Round $figures
 }
 
+# The design's procedure bare, for reference: the snapshot, then per disk (vda first) the frozen file read once by cat
+# (-Read cat) or not at all (-Read none), and blockcommit --active --pivot at once; nothing copied, compared or kept.
+# What any tool that follows the procedure spends on an overlay at the least. The overlays are named (--diskspec), so
+# no virsh call stands between the snapshot and the first read.
+$Bare = @'
+set -e -o pipefail
+export LIBVIRT_DEFAULT_URI=qemu:///system
+vm=$1; read=$2; dir=$3; snap=BENCH_BARE.TEMP
+now() { date +%s.%N; }
+disks=$(virsh -q domblklist "$vm" | awk '$2 != "-" {print $1 "=" $2}')
+specs=""; overlays=""
+for d in $disks; do specs="$specs --diskspec ${d%%=*},snapshot=external,file=$dir/${d%%=*}.bare"; overlays="$overlays $dir/${d%%=*}.bare"; done
+virsh snapshot-create-as --domain "$vm" --name $snap --disk-only --atomic --quiesce $specs >/dev/null
+echo "snapshot $(now)"
+for d in $disks; do
+  if [ "$read" = cat ]; then cat "${d#*=}" > /dev/null; fi
+  virsh blockcommit "$vm" "${d%%=*}" --active --pivot >/dev/null
+  echo "pivot ${d%%=*} $(now)"
+done
+virsh snapshot-delete --domain "$vm" $snap --metadata >/dev/null
+rm -f -- $overlays
+'@
+
+function Invoke-Bare([string] $Read, [string] $Case, [int] $Round) {
+    Clear-PageCache $VmDisks
+    $m = Measure-Process @('bash', '-c', $Bare, 'bare', $Vm, $Read, (Split-Path $VmDisks[0]))
+    Assert-Clean "the procedure bare ($Read)"
+    $at = @{}
+    foreach ($line in $m.Output.Trim() -split "`n") { $f = $line -split ' '; $at[($f[0..($f.Count - 2)] -join ' ')] = [double]$f[-1] }
+    $figures = @{}
+    foreach ($t in $Targets) { $figures["Overlay $t"] = $at["pivot $t"] - $at['snapshot'] }
+    Add-Sample $Case "procedure bare: snapshot, $(if ($Read -eq 'cat') { 'cat' } else { 'no read' }), blockcommit --pivot" $Round $figures
+}
+
 # No snapshot metadata and no overlay left: the VM is on its own disks again.
 function Assert-Clean([string] $Who) {
     foreach ($view in @(@(), @('--inactive'))) {
@@ -416,6 +455,7 @@ try {
                 Clear-PageCache @($file)
                 Add-Sample "floor ($p)" 'cat FILE > /dev/null' $r @{ "Cat $t" = (Measure-Process @('sh', '-c', 'cat "$1" > /dev/null', 'sh', $file)).Seconds }
             }
+            Invoke-Rotated $r @({ Invoke-Bare 'cat' "bare ($p)" $r }, { Invoke-Bare 'none' "bare ($p)" $r })
             # 3. the second backup: this module (incremental) against rsync by hand
             Invoke-Rotated $r @(
                 { $script:second = Invoke-OneLiner $ModulePath $ours "second backup ($p)" 'this module (incremental)' $r },
@@ -503,6 +543,9 @@ $rows = foreach ($p in $Pattern) {
             'of it: copy s' = '{0:0.0}' -f (Get-Figure $ours "Copy $t")
             'commit s' = '{0:0.0}' -f (Get-Figure $ours "Commit $t")
             'Copy / cat' = '{0:0.00}' -f ((Get-Figure $ours "Copy $t") / $cat)
+            'Bare: cat + pivot s' = '{0:0.00}' -f (Get-Figure (Get-Of "bare ($p)" '*, cat, *') "Overlay $t")
+            'Bare / cat' = '{0:0.00}' -f ((Get-Figure (Get-Of "bare ($p)" '*, cat, *') "Overlay $t") / $cat)
+            'Bare: pivot only s' = '{0:0.00}' -f (Get-Figure (Get-Of "bare ($p)" '*, no read, *') "Overlay $t")
             'Overlay s (by hand)' = '{0:0.0}' -f (Get-Figure $hand "Overlay $t")
             'its rsync s' = '{0:0.0}' -f (Get-Figure $hand "Rsync $t")
             'rsync literal MiB' = & $mib (Get-Figure $hand "Literal $t")
@@ -559,7 +602,11 @@ $rows = foreach ($p in $Pattern) {
     $line = { param($what, $value, $target) [pscustomobject]@{ Pattern = $p; What = $what; Measured = '{0:0.00}x' -f $value; Target = $target } }
     & $line 'bytes on the wire / (differing 64 KiB blocks + 0.01% of the disks)' ((Get-Figure $ours 'Wire') / $reference) 'at most 1.2x'
     & $line 'server space growth / (differing 64 KiB blocks + 0.01% of the disks)' ((Get-Figure $ours 'Stored') / $reference) 'at most 1.2x'
-    foreach ($t in $Targets) { & $line "time on the overlay / cat of the disk file, $t" ((Get-Figure $ours "Overlay $t") / (Get-Figure $floor "Cat $t")) 'at most 1.2x' }
+    $bare = Get-Of "bare ($p)" '*, cat, *'
+    foreach ($t in $Targets) {
+        & $line "time on the overlay / cat of the disk file, $t" ((Get-Figure $ours "Overlay $t") / (Get-Figure $floor "Cat $t")) 'at most 1.2x'
+        & $line "  for reference: the procedure bare (snapshot, cat, blockcommit --pivot) / cat, $t" ((Get-Figure $bare "Overlay $t") / (Get-Figure $floor "Cat $t")) ''
+    }
     & $line 'whole second backup / the same by hand with rsync' ((Get-Figure $ours 'Seconds') / (Get-Figure $hand 'Seconds')) 'below 1x'
     & $line 'first, full backup / today''s module' ((Get-Figure $full 'Seconds') / (Get-Figure $today 'Seconds')) 'at most 1x'
 }
