@@ -37,8 +37,9 @@
       BenchIncremental
                  chain-free incrementals (issue 15) on a VM with a 4 GiB qcow2 boot disk and a 16 GiB raw vdisk, to the
                  lab's sshd on XFS with reflink: the second backup after two change patterns against rsync --inplace by
-                 hand (bytes on the wire, space stored, time on the overlay against cat, the whole backup), and the
-                 first, full backup against today's module (main at 99b89e9, built once under /var/tmp/okb-base);
+                 hand (bytes on the wire, space stored, time on the overlay against cat and against the procedure
+                 bare: snapshot, cat, blockcommit --pivot, the whole backup), and the first, full backup against
+                 today's module (main at 99b89e9, built once under /var/tmp/okb-base);
                  tools/Measure-Incremental.ps1, -BenchRounds N. Hold the lab lock; needs about 40 GB free on /var/tmp
       LabDown    tear the lab down
       Clean      remove out/
