@@ -299,11 +299,17 @@ rm -f -- $overlays
 echo "end $(now)"
 '@
 
+# The "step seconds.nanoseconds" lines a bash procedure prints (its now()), by step.
+function Read-Stamps([string] $Output) {
+    $at = @{}
+    foreach ($line in $Output.Trim() -split "`n") { $f = $line -split ' '; $at[($f[0..($f.Count - 2)] -join ' ')] = [double]$f[-1] }
+    $at
+}
+
 function Invoke-ByHand([string] $Previous, [string] $New, [string] $Case, [int] $Round) {
     $m = Measure-BackupRun @('bash', '-c', $ByHand, 'byhand', $Vm, $Alias, $Previous, $New)
     Assert-Clean 'the backup by hand'
-    $at = @{}
-    foreach ($line in $m.Output.Trim() -split "`n") { $f = $line -split ' '; $at[($f[0..($f.Count - 2)] -join ' ')] = [double]$f[-1] }
+    $at = Read-Stamps $m.Output
     Write-Verbose "rsync --stats:`n$($m.Error)"
     $figures = @{ Seconds = $m.Seconds; Wire = $m.Wire; Stored = $m.Stored; Reserved = $m.Reserved }
     foreach ($t in $Targets) {
@@ -344,8 +350,7 @@ function Invoke-Bare([string] $Read, [string] $Case, [int] $Round) {
     Clear-PageCache $VmDisks
     $m = Measure-Process @('bash', '-c', $Bare, 'bare', $Vm, $Read, (Split-Path $VmDisks[0]))
     Assert-Clean "the procedure bare ($Read)"
-    $at = @{}
-    foreach ($line in $m.Output.Trim() -split "`n") { $f = $line -split ' '; $at[($f[0..($f.Count - 2)] -join ' ')] = [double]$f[-1] }
+    $at = Read-Stamps $m.Output
     $figures = @{}
     foreach ($t in $Targets) { $figures["Overlay $t"] = $at["pivot $t"] - $at['snapshot'] }
     Add-Sample $Case "procedure bare: snapshot, $(if ($Read -eq 'cat') { 'cat' } else { 'no read' }), blockcommit --pivot" $Round $figures
@@ -526,6 +531,7 @@ Write-Host 'Second backup, per disk: time on the overlay against reading the dis
 $rows = foreach ($p in $Pattern) {
     $case = "second backup ($p)"
     $ours = Get-Of $case 'this module*'; $hand = Get-Of $case 'by hand*'; $floor = Get-Of "floor ($p)" 'cat*'
+    $bareCat = Get-Of "bare ($p)" '*, cat, *'; $bareNone = Get-Of "bare ($p)" '*, no read, *'
     foreach ($t in $Targets) {
         $cat = Get-Figure $floor "Cat $t"
         $sent = @($ours | ForEach-Object { $d = $_.Manifest.Disks | Where-Object Target -eq $t; if ($d.PSObject.Properties['BytesSent'] -and $null -ne $d.BytesSent) { [double]$d.BytesSent } })
@@ -543,9 +549,9 @@ $rows = foreach ($p in $Pattern) {
             'of it: copy s' = '{0:0.0}' -f (Get-Figure $ours "Copy $t")
             'commit s' = '{0:0.0}' -f (Get-Figure $ours "Commit $t")
             'Copy / cat' = '{0:0.00}' -f ((Get-Figure $ours "Copy $t") / $cat)
-            'Bare: cat + pivot s' = '{0:0.00}' -f (Get-Figure (Get-Of "bare ($p)" '*, cat, *') "Overlay $t")
-            'Bare / cat' = '{0:0.00}' -f ((Get-Figure (Get-Of "bare ($p)" '*, cat, *') "Overlay $t") / $cat)
-            'Bare: pivot only s' = '{0:0.00}' -f (Get-Figure (Get-Of "bare ($p)" '*, no read, *') "Overlay $t")
+            'Bare: cat + pivot s' = '{0:0.00}' -f (Get-Figure $bareCat "Overlay $t")
+            'Bare / cat' = '{0:0.00}' -f ((Get-Figure $bareCat "Overlay $t") / $cat)
+            'Bare: pivot only s' = '{0:0.00}' -f (Get-Figure $bareNone "Overlay $t")
             'Overlay s (by hand)' = '{0:0.0}' -f (Get-Figure $hand "Overlay $t")
             'its rsync s' = '{0:0.0}' -f (Get-Figure $hand "Rsync $t")
             'rsync literal MiB' = & $mib (Get-Figure $hand "Literal $t")
