@@ -187,16 +187,26 @@ function Invoke-UnitTest {
     $results = Join-Path $Out 'unit-results'
     if (Test-Path $results) { Remove-Item -Recurse -Force $results }
     foreach ($project in 'OdaKvmBackup.Core.Tests', 'OdaKvmBackup.WayBack.Tests', 'OdaKvmBackup.HelpBuilder.Tests') {
-        Invoke-Native dotnet @('test', (Join-Path $Root "tests/Unit/$project/$project.csproj"), '--nologo', '-v', 'quiet',
-            '--logger', 'console;verbosity=normal', '--logger', "trx;LogFileName=$project.trx", '--results-directory', $results)
+        $trxFile = Join-Path $results "$project.trx"
+        Write-Host "> dotnet test $project" -ForegroundColor DarkGray
+        & dotnet test (Join-Path $Root "tests/Unit/$project/$project.csproj") --nologo -v quiet `
+            --logger 'console;verbosity=normal' --logger "trx;LogFileName=$project.trx" --results-directory $results
+        $exitCode = $LASTEXITCODE
+        if (-not (Test-Path $trxFile)) { throw "dotnet test of $project exited with code $exitCode and wrote no results ($trxFile): see the build output above." }
         # dotnet test exits 0 when tests are skipped or none are found: here both are failures, as in Pester.
-        $trx = [xml](Get-Content -Raw (Join-Path $results "$project.trx"))
+        $trx = [xml](Get-Content -Raw $trxFile)
         $counters = $trx.TestRun.ResultSummary.Counters
         $ran = [int]$counters.total
         $notPassed = $ran - [int]$counters.passed
+        # The failures again, last: a CI log is often read from its tail, and a thousand passing lines bury them.
+        foreach ($result in @($trx.TestRun.Results.UnitTestResult | Where-Object outcome -ne 'Passed')) {
+            $message = $result.SelectSingleNode('*[local-name()="Output"]/*[local-name()="ErrorInfo"]/*[local-name()="Message"]')
+            Write-Host "NOT PASSED ($($result.outcome), $($result.duration)): $($result.testName)" -ForegroundColor Red
+            if ($message) { Write-Host "    $($message.InnerText.Trim() -replace '\n', "`n    ")" -ForegroundColor Red }
+        }
         Write-Host "$project`: $($counters.passed) passed, $($counters.failed) failed, $($counters.notExecuted) skipped or not run, of $ran"
         if ($ran -eq 0) { throw "$project ran no test at all: a run without tests is a failure." }
-        if ($notPassed -ne 0) { throw "$project`: $notPassed test(s) failed, were skipped or did not run." }
+        if ($notPassed -ne 0 -or $exitCode -ne 0) { throw "$project`: $notPassed test(s) failed, were skipped or did not run (dotnet test exited with code $exitCode)." }
     }
 }
 
@@ -289,6 +299,10 @@ if (-not $r -or $r.TotalCount -eq 0) {
 }
 # A skipped or not-run test is not a pass: count it as a failure.
 $bad = $r.FailedCount + $r.FailedContainersCount + $r.SkippedCount + $r.NotRunCount + $r.FailedBlocksCount
+# The failures again, last: a CI log is often read from its tail.
+foreach ($t in @($r.Failed) + @($r.Skipped) + @($r.NotRun)) { "NOT PASSED ($($t.Result)): $($t.ExpandedPath)"; if ($t.ErrorRecord) { "    $(@($t.ErrorRecord)[0].Exception.Message)" } }
+foreach ($b in @($r.FailedBlocks)) { "NOT PASSED (set-up or clean-up of a block): $($b.ExpandedPath)"; if ($b.ErrorRecord) { "    $(@($b.ErrorRecord)[0].Exception.Message)" } }
+foreach ($f in @($r.FailedContainers)) { "NOT PASSED (the file could not run): $($f.Item)"; if ($f.ErrorRecord) { "    $(@($f.ErrorRecord)[0].Exception.Message)" } }
 "$($r.PassedCount) passed, $($r.FailedCount + $r.FailedContainersCount + $r.FailedBlocksCount) failed, $($r.SkippedCount + $r.NotRunCount) skipped"
 # The test folders hold backups of whole lab disks (3 GB a full run): kept to look at after a failure, removed after
 # a run that passed, or every fresh clone's run would leave its own behind.
