@@ -5,6 +5,10 @@ using OdaKvmBackup.Core.Tests.Support;
 namespace OdaKvmBackup.Core.Tests;
 
 /// <summary>The real process runner with real processes: a wedged libvirtd must become an error, never a hang.</summary>
+/// <remarks>In <see cref="EnvironmentCollection"/>: two of these tests set $env:ODAKVMBACKUP_TOOL_TIMEOUT_SEC, which
+/// is process-wide. Run beside the other classes, a test of theirs whose process took more than a second while it was
+/// set to 1 failed with CommandTimedOut (a loaded CI host).</remarks>
+[Collection(EnvironmentCollection.Name)]
 public sealed class CliWrapProcessRunnerTests
 {
     private readonly CliWrapProcessRunner _runner = new(NullSink.Instance);
@@ -47,23 +51,15 @@ public sealed class CliWrapProcessRunnerTests
     [Fact]
     public async Task Without_a_timeout_of_its_own_a_command_gets_the_one_from_the_environment()
     {
-        var previous = Environment.GetEnvironmentVariable(ToolTimeouts.EnvironmentVariable);
-        Environment.SetEnvironmentVariable(ToolTimeouts.EnvironmentVariable, "1");
-        try
-        {
-            var clock = Stopwatch.StartNew();
+        using var limit = new EnvironmentScope((ToolTimeouts.EnvironmentVariable, "1"));
+        var clock = Stopwatch.StartNew();
 
-            var ex = await Assert.ThrowsAsync<BackupException>(() => _runner.RunAsync("sleep", [UniqueSeconds()]));
+        var ex = await Assert.ThrowsAsync<BackupException>(() => _runner.RunAsync("sleep", [UniqueSeconds()]));
 
-            Assert.Equal(ErrorIds.CommandTimedOut, ex.ErrorId);
-            Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(5));
-            Assert.Equal(TimeSpan.FromSeconds(1), ToolTimeouts.Default);
-            Assert.Equal(TimeSpan.FromSeconds(100), ToolTimeouts.LongWork);
-        }
-        finally
-        {
-            Environment.SetEnvironmentVariable(ToolTimeouts.EnvironmentVariable, previous);
-        }
+        Assert.Equal(ErrorIds.CommandTimedOut, ex.ErrorId);
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(5));
+        Assert.Equal(TimeSpan.FromSeconds(1), ToolTimeouts.Default);
+        Assert.Equal(TimeSpan.FromSeconds(100), ToolTimeouts.LongWork);
     }
 
     [Theory]
@@ -74,16 +70,9 @@ public sealed class CliWrapProcessRunnerTests
     [InlineData("ten")]
     public void Tool_timeout_is_300_seconds_unless_set_to_a_positive_number(string? value)
     {
-        var previous = Environment.GetEnvironmentVariable(ToolTimeouts.EnvironmentVariable);
-        Environment.SetEnvironmentVariable(ToolTimeouts.EnvironmentVariable, value);
-        try
-        {
-            Assert.Equal(TimeSpan.FromSeconds(300), ToolTimeouts.Default);
-        }
-        finally
-        {
-            Environment.SetEnvironmentVariable(ToolTimeouts.EnvironmentVariable, previous);
-        }
+        using var limit = new EnvironmentScope((ToolTimeouts.EnvironmentVariable, value));
+
+        Assert.Equal(TimeSpan.FromSeconds(300), ToolTimeouts.Default);
     }
 
     [Fact]
