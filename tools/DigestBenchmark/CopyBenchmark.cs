@@ -16,6 +16,7 @@ using System.Security.Cryptography;
 ///   digest list (verify)                   SparseCopy.DigestListAsync: a local copy's verification
 /// and prints medians of the wall time (and this process's CPU time) and their ratio to cat's.
 ///   dotnet run -c Release --project tools/DigestBenchmark -- copy [folder=/var/tmp] [rounds=5] [main core dll] [sizes=boot,vdisk]
+/// (sizes may also name "dense": 1 GiB of data and no hole, as in a qcow2 boot disk's file, whose cat reads no zeros.)
 /// The files are made in the folder and deleted at the end. Needs root (drop_caches).
 /// </summary>
 internal static class CopyBenchmark
@@ -36,6 +37,9 @@ internal static class CopyBenchmark
         // 4 GiB in 256 runs of 16 MiB, one every 64 MiB (straddling segments); the rest written zeros.
         if (sizes.Contains("vdisk", StringComparison.Ordinal))
             disks.Add(new Disk("vdisk (16 GiB allocated, 4 GiB data)", 16 * GiB, 16 * MiB, 64 * MiB, 5 * MiB, WriteZeros: true));
+        // 1 GiB, all data, no hole: what the file of a qcow2 boot disk holding 1 GiB is (its cat reads no hole).
+        if (sizes.Contains("dense", StringComparison.Ordinal))
+            disks.Add(new Disk("dense (1 GiB, all data: a qcow2 boot disk's file)", GiB, 8 * MiB, 8 * MiB, 0, WriteZeros: false));
         var main = mainCore is null ? null : MainEngine.Load(mainCore);
         Console.WriteLine($"copy engine in {folder} ({Shell("stat -f -c %T \"$1\"", folder).Trim()}), {rounds} rounds, page cache dropped before each run, " +
             $"medians: wall s (CPU s of this process), ratio of wall to cat's; main engine: {mainCore ?? "not given"}");

@@ -18,7 +18,7 @@ using System.Security.Cryptography;
 //   dotnet run -c Release --project tools/DigestBenchmark -- clone <folder> [MiB=1024] [rounds=3]
 //   copy:    the copy engine (full, incremental, digest list) against `cat FILE > /dev/null` and against the engine
 //            of another tree (today's main), on realistic disks: see CopyBenchmark.cs.
-//   dotnet run -c Release --project tools/DigestBenchmark -- copy [folder=/var/tmp] [rounds=5] [main core dll] [sizes=boot,vdisk]
+//   dotnet run -c Release --project tools/DigestBenchmark -- copy [folder=/var/tmp] [rounds=5] [main core dll] [sizes=boot,vdisk,dense]
 var mode = args.Length > 0 ? args[0] : "builder";
 Console.WriteLine($"{Environment.ProcessorCount} cores, {RuntimeInfo()}");
 return mode switch
