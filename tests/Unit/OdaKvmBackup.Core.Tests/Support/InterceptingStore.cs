@@ -79,10 +79,15 @@ internal sealed class InterceptingStore(string root) : IBackupStore
     /// <summary>Runs before each clone (base, new), e.g. to look at the journal then.</summary>
     public Action<string, string>? BeforeClone { get; set; }
 
-    public Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct)
+    /// <summary>Awaited before each clone is made, e.g. to hold it back as a slow server would.</summary>
+    public Func<Task>? CloneDelay { get; set; }
+
+    public async Task<CloneResult> CloneFileAsync(string baseRelative, string newRelative, CancellationToken ct)
     {
         BeforeClone?.Invoke(baseRelative, newRelative);
-        return Inner.CloneFileAsync(baseRelative, newRelative, ct);
+        if (CloneDelay is not null)
+            await CloneDelay();
+        return await Inner.CloneFileAsync(baseRelative, newRelative, ct);
     }
 
     /// <summary>Wrapped by <see cref="WrapWriter"/> as a created file's writer is.</summary>
